@@ -1,0 +1,281 @@
+//! The ABI between Sonde's eBPF programs and the daemon.
+//!
+//! Every type here is `#[repr(C)]`, has no implicit padding (padding is spelled out so the
+//! kernel side never leaks uninitialised stack into the ring buffer) and is read by user space
+//! from raw ring-buffer bytes with explicit length checks (see `host/src/capture/events.rs`).
+//! Changing a layout is a breaking change for both sides; they are built together from one tree.
+#![no_std]
+
+/// Upper bound, fixed at compile time, on the payload one syscall event can carry.
+/// The run-time cap ([`Config::capture_bytes`]) may be lower, never higher.
+pub const MAX_CAPTURE: usize = 32 * 1024;
+/// Default run-time payload cap per syscall.
+pub const DEFAULT_CAPTURE_BYTES: u32 = 16 * 1024;
+/// iovecs walked per readv/writev/sendmsg/recvmsg (bounded loop in the verifier).
+pub const MAX_IOV: u32 = 16;
+/// Messages whose lengths are summed for sendmmsg/recvmmsg (only the first is captured).
+pub const MAX_MMSG: u32 = 16;
+pub const TASK_COMM_LEN: usize = 16;
+
+/// First `u32` of every ring-buffer record.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// [`DataEvent`] followed by `captured` payload bytes.
+    Data = 1,
+    /// [`ConnEvent`] from connect/accept (a connection is born on an fd).
+    ConnOpen = 2,
+    /// [`ConnEvent`] from close (the fd's connection ends; byte totals are final).
+    ConnClose = 3,
+    /// [`ConnEvent`] from `sock:inet_sock_set_state` (TCP state machine; no fd).
+    SockState = 4,
+}
+
+impl EventKind {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            1 => Self::Data,
+            2 => Self::ConnOpen,
+            3 => Self::ConnClose,
+            4 => Self::SockState,
+            _ => return None,
+        })
+    }
+}
+
+/// Direction of a data chunk, seen from the traced process.
+pub mod direction {
+    /// The process wrote/sent the bytes.
+    pub const EGRESS: u8 = 0;
+    /// The process read/received the bytes.
+    pub const INGRESS: u8 = 1;
+}
+
+/// Which end of the connection the traced process is.
+pub mod role {
+    pub const UNKNOWN: u8 = 0;
+    /// The process called connect() (or the socket went CLOSE -> SYN_SENT).
+    pub const CLIENT: u8 = 1;
+    /// The process accepted it (or the socket went SYN_RECV -> ESTABLISHED).
+    pub const SERVER: u8 = 2;
+}
+
+/// The syscall an event came from.
+pub mod syscall {
+    pub const READ: u8 = 0;
+    pub const WRITE: u8 = 1;
+    pub const READV: u8 = 2;
+    pub const WRITEV: u8 = 3;
+    pub const SENDTO: u8 = 4;
+    pub const RECVFROM: u8 = 5;
+    pub const SENDMSG: u8 = 6;
+    pub const RECVMSG: u8 = 7;
+    pub const SENDMMSG: u8 = 8;
+    pub const RECVMMSG: u8 = 9;
+    pub const CONNECT: u8 = 10;
+    pub const ACCEPT: u8 = 11;
+    pub const ACCEPT4: u8 = 12;
+    pub const CLOSE: u8 = 13;
+    /// Not a syscall: `sock:inet_sock_set_state`.
+    pub const STATE: u8 = 14;
+
+    pub const NAMES: [&str; 15] = [
+        "read", "write", "readv", "writev", "sendto", "recvfrom", "sendmsg", "recvmsg",
+        "sendmmsg", "recvmmsg", "connect", "accept", "accept4", "close", "state",
+    ];
+
+    /// true for the syscalls whose bytes flow from the process to the socket.
+    pub const fn is_egress(sc: u8) -> bool {
+        matches!(sc, WRITE | WRITEV | SENDTO | SENDMSG | SENDMMSG)
+    }
+}
+
+/// Flags on a [`DataEvent`].
+pub mod data_flags {
+    /// `peer` came from the syscall's own address argument (sendto/recvfrom/msg_name),
+    /// not from the socket: an unconnected UDP socket talking to this peer.
+    pub const PEER_FROM_ARGS: u8 = 1;
+    /// sendmmsg/recvmmsg moved more than one message; only the first one's payload is in the
+    /// event, `len` counts all of them.
+    pub const MULTI_MSG: u8 = 2;
+    /// The payload copy from user memory failed (page not present): `captured` is 0.
+    pub const READ_FAILED: u8 = 4;
+    /// The socket is a datagram (UDP) socket: chunks are messages, not a byte stream.
+    pub const DATAGRAM: u8 = 8;
+}
+
+/// A socket address as the kernel side fills it. `family` is AF_INET (2) or AF_INET6 (10),
+/// 0 when unknown. `port` is in host byte order. IPv4 addresses use the first 4 bytes of `addr`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Addr {
+    pub family: u16,
+    pub port: u16,
+    pub addr: [u8; 16],
+}
+
+/// One socket read or write that moved bytes, followed in the ring buffer by `captured` bytes
+/// of payload (the first `captured` of the `len` bytes moved).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DataEvent {
+    pub kind: u32,
+    pub tgid: u32,
+    pub tid: u32,
+    pub fd: i32,
+    /// Unique per connection for the kernel's lifetime of this daemon: a reused fd gets a new one.
+    pub conn_id: u64,
+    /// Kernel `struct sock *`, to join with [`EventKind::SockState`] events.
+    pub sock: u64,
+    pub ts_enter_ns: u64,
+    pub ts_exit_ns: u64,
+    /// Offset of this chunk's first byte in its direction's byte stream (per connection).
+    pub pos: u64,
+    /// Bytes the syscall really moved (its return value; summed over messages for *mmsg).
+    pub len: u64,
+    /// Payload bytes that follow this header (≤ len, ≤ the capture cap).
+    pub captured: u32,
+    pub direction: u8,
+    pub role: u8,
+    pub syscall: u8,
+    pub flags: u8,
+    pub local: Addr,
+    pub peer: Addr,
+    pub comm: [u8; TASK_COMM_LEN],
+}
+
+/// Connection lifecycle: open (connect/accept), close, TCP state change.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ConnEvent {
+    pub kind: u32,
+    pub tgid: u32,
+    pub tid: u32,
+    pub fd: i32,
+    pub conn_id: u64,
+    pub sock: u64,
+    pub ts_ns: u64,
+    /// Close: bytes written/read over the connection's life, including bytes not captured
+    /// (cap, verdict). Open/state: 0.
+    pub tx_bytes: u64,
+    pub rx_bytes: u64,
+    /// connect(): its return value (0, -EINPROGRESS, -ECONNREFUSED…). accept: the new fd.
+    pub ret: i64,
+    pub role: u8,
+    pub syscall: u8,
+    /// SockState: TCP states (TCP_ESTABLISHED = 1 … TCP_NEW_SYN_RECV = 12).
+    pub old_state: u8,
+    pub new_state: u8,
+    /// IPPROTO_TCP (6) / IPPROTO_UDP (17) when known.
+    pub protocol: u8,
+    pub _pad: [u8; 3],
+    pub local: Addr,
+    pub peer: Addr,
+    pub comm: [u8; TASK_COMM_LEN],
+}
+
+/// Per-CPU counters in the `STATS` map, one slot each. Every drop has a slot.
+pub mod stat {
+    /// Data events that did not fit in the ring buffer (payload and header lost).
+    pub const DATA_LOST: u32 = 0;
+    /// Connection events that did not fit in the ring buffer.
+    pub const CONN_LOST: u32 = 1;
+    /// Data events written.
+    pub const DATA_EVENTS: u32 = 2;
+    /// Bytes moved by captured syscalls but beyond the cap (not copied; marked as a gap).
+    pub const BYTES_TRUNCATED: u32 = 3;
+    /// In-flight syscall table full: a syscall could not be followed.
+    pub const INFLIGHT_FULL: u32 = 4;
+    /// Connection table full: a connection could not be tracked.
+    pub const CONN_TABLE_FULL: u32 = 5;
+    /// Payload copy from user memory failed.
+    pub const READ_FAILED: u32 = 6;
+    /// Bytes not copied because the daemon's verdict said so (still counted per connection).
+    pub const BYTES_SKIPPED_BY_VERDICT: u32 = 7;
+    /// Connection events written.
+    pub const CONN_EVENTS: u32 = 8;
+    pub const COUNT: u32 = 9;
+    pub const NAMES: [&str; COUNT as usize] = [
+        "data_lost", "conn_lost", "data_events", "bytes_truncated", "inflight_full",
+        "conn_table_full", "read_failed", "bytes_skipped_by_verdict", "conn_events",
+    ];
+}
+
+/// Per-connection verdicts the daemon writes into the `VERDICTS` map (key: conn_id).
+pub mod verdict {
+    /// Copy payload (the default when a connection has no entry).
+    pub const CAPTURE: u8 = 0;
+    /// Stop copying payload; keep counting bytes and positions.
+    pub const SKIP_PAYLOAD: u8 = 1;
+}
+
+/// Byte offsets of fields in tracepoint records and kernel structs, read by user space from
+/// tracefs `format` files and BTF at load time, so the kernel side needs no CO-RE.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Offsets {
+    /// `sock:sock_send_length` / `sock:sock_recv_length`: `sk` and `family` fields.
+    pub send_len_sk: u16,
+    pub send_len_family: u16,
+    pub recv_len_sk: u16,
+    pub recv_len_family: u16,
+    /// `sock:inet_sock_set_state` fields.
+    pub state_skaddr: u16,
+    pub state_oldstate: u16,
+    pub state_newstate: u16,
+    pub state_sport: u16,
+    pub state_dport: u16,
+    pub state_family: u16,
+    pub state_protocol: u16,
+    pub state_saddr: u16,
+    pub state_daddr: u16,
+    pub state_saddr_v6: u16,
+    pub state_daddr_v6: u16,
+    /// `struct sock_common` (at offset 0 of `struct sock`).
+    pub skc_daddr: u16,
+    pub skc_rcv_saddr: u16,
+    pub skc_dport: u16,
+    pub skc_num: u16,
+    pub skc_family: u16,
+    pub skc_v6_daddr: u16,
+    pub skc_v6_rcv_saddr: u16,
+    /// `sock:sock_send_length` / `sock:sock_recv_length`: `protocol` fields.
+    pub send_len_protocol: u16,
+    pub recv_len_protocol: u16,
+}
+
+impl Offsets {
+    pub const ZERO: Offsets = Offsets {
+        send_len_sk: 0, send_len_family: 0, recv_len_sk: 0, recv_len_family: 0,
+        state_skaddr: 0, state_oldstate: 0, state_newstate: 0, state_sport: 0, state_dport: 0,
+        state_family: 0, state_protocol: 0, state_saddr: 0, state_daddr: 0, state_saddr_v6: 0,
+        state_daddr_v6: 0, skc_daddr: 0, skc_rcv_saddr: 0, skc_dport: 0, skc_num: 0,
+        skc_family: 0, skc_v6_daddr: 0, skc_v6_rcv_saddr: 0, send_len_protocol: 0,
+        recv_len_protocol: 0,
+    };
+}
+
+/// Load-time configuration, written into the eBPF object's read-only `CONFIG` global so the
+/// verifier sees the values as constants.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Config {
+    /// The daemon's own tgid: never traced (its output would feed back into itself).
+    pub self_tgid: u32,
+    /// Payload bytes copied per syscall (≤ MAX_CAPTURE).
+    pub capture_bytes: u32,
+    pub offsets: Offsets,
+}
+
+impl Config {
+    /// What the eBPF object holds until user space overwrites it at load time.
+    pub const DEFAULT: Config =
+        Config { self_tgid: 0, capture_bytes: DEFAULT_CAPTURE_BYTES, offsets: Offsets::ZERO };
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain #[repr(C)] data with explicit padding and no pointers.
+    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::Addr {}
+}

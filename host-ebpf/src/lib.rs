@@ -1,0 +1,3 @@
+//! Empty on purpose: the eBPF programs are the `sonde-ebpf` binary (src/main.rs), built for
+//! the BPF target by host/build.rs.
+#![no_std]
