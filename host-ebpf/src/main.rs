@@ -26,7 +26,7 @@ use aya_ebpf::{
         generated::bpf_probe_read_user as raw_probe_read_user,
     },
     macros::{map, tracepoint},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
 use sonde_common::{
@@ -58,9 +58,10 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 
-/// Arguments of socket-I/O syscalls in progress, by thread (pid_tgid).
+/// Arguments of socket-I/O syscalls in progress, by thread (pid_tgid). LRU: a thread killed
+/// inside a syscall never reaches its exit, and its entry must not stay forever.
 #[map]
-static INFLIGHT: HashMap<u64, Inflight> = HashMap::with_max_entries(16384, 0);
+static INFLIGHT: LruHashMap<u64, Inflight> = LruHashMap::with_max_entries(16384, 0);
 
 /// Connection state by (tgid << 32 | fd). LRU so a process that dies without closing
 /// cannot fill the table; user space ages its own copy independently.
@@ -791,7 +792,11 @@ pub fn sonde_exit_conn(ctx: TracePointContext) -> u32 {
             count(stat::CONN_TABLE_FULL, 1);
         }
     }
-    output_conn(&ev);
+    // accept() without an address buffer could be a unix socket: announce the connection
+    // only once it is known to be inet (its first data sets `sock`; see close).
+    if ev.peer.family != 0 {
+        output_conn(&ev);
+    }
     0
 }
 
@@ -809,6 +814,9 @@ pub fn sonde_enter_close(ctx: TracePointContext) -> u32 {
     };
     let _ = CONNS.remove(key);
     let _ = VERDICTS.remove(c.conn_id);
+    if c.sock == 0 && c.peer.family == 0 {
+        return 0; // accepted without address and never moved inet data: maybe not inet
+    }
     let mut ev = conn_event(EventKind::ConnClose, id, fd);
     ev.conn_id = c.conn_id;
     ev.sock = c.sock;

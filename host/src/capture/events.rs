@@ -1,0 +1,347 @@
+//! Typed events decoded from raw ring-buffer records.
+//!
+//! Decoding never trusts the record: short, unknown or inconsistent records become a
+//! [`DecodeError`] that the caller counts, never a panic.
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use bytes::Bytes;
+use serde::Serialize;
+use sonde_common::{self as abi, ConnEvent, DataEvent, EventKind};
+
+/// Direction of bytes, seen from the traced process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// The process wrote/sent the bytes.
+    Egress,
+    /// The process read/received the bytes.
+    Ingress,
+}
+
+impl Direction {
+    pub fn index(self) -> usize {
+        match self {
+            Direction::Egress => 0,
+            Direction::Ingress => 1,
+        }
+    }
+}
+
+/// Which end of a connection the traced process is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    #[default]
+    Unknown,
+    Client,
+    Server,
+}
+
+impl Role {
+    fn from_abi(v: u8) -> Self {
+        match v {
+            abi::role::CLIENT => Role::Client,
+            abi::role::SERVER => Role::Server,
+            _ => Role::Unknown,
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Unknown => "?",
+            Role::Client => "client",
+            Role::Server => "server",
+        })
+    }
+}
+
+/// Process identity attached to every event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Task {
+    pub tgid: u32,
+    pub tid: u32,
+    pub comm: String,
+}
+
+/// One socket read/write that moved bytes.
+#[derive(Clone, Debug, Serialize)]
+pub struct DataChunk {
+    pub task: Task,
+    pub fd: i32,
+    pub conn_id: u64,
+    pub sock: u64,
+    pub ts_enter_ns: u64,
+    pub ts_exit_ns: u64,
+    /// Offset of the first byte of this chunk in its direction's stream.
+    pub pos: u64,
+    /// Bytes the syscall really moved.
+    pub len: u64,
+    pub direction: Direction,
+    pub role: Role,
+    pub syscall: &'static str,
+    pub local: Option<SocketAddr>,
+    pub peer: Option<SocketAddr>,
+    /// `peer` came from the syscall's address argument (unconnected UDP).
+    pub peer_from_args: bool,
+    /// sendmmsg/recvmmsg moved several messages; only the first one's bytes are in `payload`.
+    pub multi_msg: bool,
+    /// Payload copy failed in the kernel (`payload` empty).
+    pub read_failed: bool,
+    /// Datagram socket (UDP): chunks are messages.
+    pub datagram: bool,
+    /// The first `payload.len()` bytes of the `len` moved (the rest was beyond the cap).
+    #[serde(skip)]
+    pub payload: Bytes,
+}
+
+impl DataChunk {
+    /// Bytes moved but not captured (cap, copy failure or multi-message tail).
+    pub fn truncated(&self) -> u64 {
+        self.len.saturating_sub(self.payload.len() as u64)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnEventKind {
+    Open,
+    Close,
+    State,
+}
+
+/// Connection lifecycle event.
+#[derive(Clone, Debug, Serialize)]
+pub struct ConnChange {
+    pub kind: ConnEventKind,
+    pub task: Task,
+    pub fd: i32,
+    pub conn_id: u64,
+    pub sock: u64,
+    pub ts_ns: u64,
+    pub tx_bytes: u64,
+    pub rx_bytes: u64,
+    pub ret: i64,
+    pub role: Role,
+    pub syscall: &'static str,
+    pub old_state: TcpState,
+    pub new_state: TcpState,
+    pub protocol: u8,
+    pub local: Option<SocketAddr>,
+    pub peer: Option<SocketAddr>,
+}
+
+/// Linux TCP states (include/net/tcp_states.h).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct TcpState(pub u8);
+
+impl TcpState {
+    pub const ESTABLISHED: u8 = 1;
+    pub const SYN_SENT: u8 = 2;
+    pub const SYN_RECV: u8 = 3;
+    pub const CLOSE: u8 = 7;
+    pub fn name(self) -> &'static str {
+        const NAMES: [&str; 13] = [
+            "-", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT",
+            "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING", "NEW_SYN_RECV",
+        ];
+        NAMES.get(self.0 as usize).copied().unwrap_or("?")
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum Event {
+    Data(DataChunk),
+    Conn(ConnChange),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {0} bytes is too short for its header")]
+    Short(usize),
+    #[error("unknown event kind {0}")]
+    UnknownKind(u32),
+    #[error("data record claims {claimed} payload bytes but carries {present}")]
+    PayloadLength { claimed: u32, present: usize },
+}
+
+/// Decode one ring-buffer record.
+pub fn decode(raw: &[u8]) -> Result<Event, DecodeError> {
+    if raw.len() < 4 {
+        return Err(DecodeError::Short(raw.len()));
+    }
+    let kind = u32::from_ne_bytes(raw[..4].try_into().expect("4 bytes"));
+    match EventKind::from_u32(kind) {
+        Some(EventKind::Data) => decode_data(raw).map(Event::Data),
+        Some(k) => decode_conn(raw, k).map(Event::Conn),
+        None => Err(DecodeError::UnknownKind(kind)),
+    }
+}
+
+fn read_struct<T: Copy>(raw: &[u8]) -> Result<T, DecodeError> {
+    if raw.len() < size_of::<T>() {
+        return Err(DecodeError::Short(raw.len()));
+    }
+    // SAFETY: length checked; T is a #[repr(C)] plain-data ABI type valid for any bytes;
+    // read_unaligned because ring-buffer records are only 8-byte aligned by contract.
+    Ok(unsafe { std::ptr::read_unaligned(raw.as_ptr().cast::<T>()) })
+}
+
+fn decode_data(raw: &[u8]) -> Result<DataChunk, DecodeError> {
+    let ev: DataEvent = read_struct(raw)?;
+    let body = &raw[size_of::<DataEvent>()..];
+    let captured = ev.captured as usize;
+    if body.len() < captured || captured as u64 > ev.len {
+        return Err(DecodeError::PayloadLength { claimed: ev.captured, present: body.len() });
+    }
+    Ok(DataChunk {
+        task: task(ev.tgid, ev.tid, &ev.comm),
+        fd: ev.fd,
+        conn_id: ev.conn_id,
+        sock: ev.sock,
+        ts_enter_ns: ev.ts_enter_ns,
+        ts_exit_ns: ev.ts_exit_ns,
+        pos: ev.pos,
+        len: ev.len,
+        direction: if ev.direction == abi::direction::INGRESS {
+            Direction::Ingress
+        } else {
+            Direction::Egress
+        },
+        role: Role::from_abi(ev.role),
+        syscall: syscall_name(ev.syscall),
+        local: sock_addr(&ev.local),
+        peer: sock_addr(&ev.peer),
+        peer_from_args: ev.flags & abi::data_flags::PEER_FROM_ARGS != 0,
+        multi_msg: ev.flags & abi::data_flags::MULTI_MSG != 0,
+        read_failed: ev.flags & abi::data_flags::READ_FAILED != 0,
+        datagram: ev.flags & abi::data_flags::DATAGRAM != 0,
+        payload: Bytes::copy_from_slice(&body[..captured]),
+    })
+}
+
+fn decode_conn(raw: &[u8], kind: EventKind) -> Result<ConnChange, DecodeError> {
+    let ev: ConnEvent = read_struct(raw)?;
+    Ok(ConnChange {
+        kind: match kind {
+            EventKind::ConnOpen => ConnEventKind::Open,
+            EventKind::ConnClose => ConnEventKind::Close,
+            _ => ConnEventKind::State,
+        },
+        task: task(ev.tgid, ev.tid, &ev.comm),
+        fd: ev.fd,
+        conn_id: ev.conn_id,
+        sock: ev.sock,
+        ts_ns: ev.ts_ns,
+        tx_bytes: ev.tx_bytes,
+        rx_bytes: ev.rx_bytes,
+        ret: ev.ret,
+        role: Role::from_abi(ev.role),
+        syscall: syscall_name(ev.syscall),
+        old_state: TcpState(ev.old_state),
+        new_state: TcpState(ev.new_state),
+        protocol: ev.protocol,
+        local: sock_addr(&ev.local),
+        peer: sock_addr(&ev.peer),
+    })
+}
+
+fn syscall_name(sc: u8) -> &'static str {
+    abi::syscall::NAMES.get(sc as usize).copied().unwrap_or("?")
+}
+
+fn task(tgid: u32, tid: u32, comm: &[u8; abi::TASK_COMM_LEN]) -> Task {
+    let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+    Task { tgid, tid, comm: String::from_utf8_lossy(&comm[..end]).into_owned() }
+}
+
+/// `None` when the kernel side did not know the address (family 0).
+pub fn sock_addr(a: &abi::Addr) -> Option<SocketAddr> {
+    let ip = match a.family as i32 {
+        libc::AF_INET => IpAddr::V4(Ipv4Addr::new(a.addr[0], a.addr[1], a.addr[2], a.addr[3])),
+        libc::AF_INET6 => {
+            let v6 = Ipv6Addr::from(a.addr);
+            // Dual-stack sockets report IPv4 peers as ::ffff:a.b.c.d; show them as IPv4.
+            v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6))
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, a.port))
+}
+
+/// Encode a data record the way the kernel side does. For unit tests and benchmarks of
+/// the user side that need realistic records without loading eBPF.
+pub fn encode_data(ev: &DataEvent, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(size_of::<DataEvent>() + payload.len());
+    // SAFETY: DataEvent is #[repr(C)] with no implicit padding (see sonde-common).
+    out.extend_from_slice(unsafe {
+        std::slice::from_raw_parts((ev as *const DataEvent).cast::<u8>(), size_of::<DataEvent>())
+    });
+    out.extend_from_slice(payload);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data_event(len: u64, captured: u32) -> DataEvent {
+        DataEvent {
+            kind: EventKind::Data as u32,
+            tgid: 7,
+            tid: 8,
+            fd: 3,
+            conn_id: 1,
+            sock: 0xffff,
+            ts_enter_ns: 1,
+            ts_exit_ns: 2,
+            pos: 0,
+            len,
+            captured,
+            direction: abi::direction::INGRESS,
+            role: abi::role::SERVER,
+            syscall: abi::syscall::RECVMSG,
+            flags: abi::data_flags::PEER_FROM_ARGS,
+            local: abi::Addr { family: libc::AF_INET as u16, port: 80, addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0] },
+            peer: abi::Addr::default(),
+            comm: *b"curl\0\0\0\0\0\0\0\0\0\0\0\0",
+        }
+    }
+
+    #[test]
+    fn decodes_data_record() {
+        let raw = encode_data(&data_event(10, 3), b"abc");
+        let Event::Data(d) = decode(&raw).unwrap() else { panic!("not data") };
+        assert_eq!(d.task.comm, "curl");
+        assert_eq!(d.payload.as_ref(), b"abc");
+        assert_eq!(d.truncated(), 7);
+        assert_eq!(d.local, Some("127.0.0.1:80".parse().unwrap()));
+        assert_eq!(d.peer, None);
+        assert_eq!(d.syscall, "recvmsg");
+        assert!(d.peer_from_args);
+        assert_eq!(d.direction, Direction::Ingress);
+        assert_eq!(d.role, Role::Server);
+    }
+
+    #[test]
+    fn rejects_bad_records() {
+        assert_eq!(decode(&[1, 0]).unwrap_err(), DecodeError::Short(2));
+        assert_eq!(decode(&[99, 0, 0, 0]).unwrap_err(), DecodeError::UnknownKind(99));
+        let raw = encode_data(&data_event(10, 5), b"abc");
+        assert!(matches!(decode(&raw), Err(DecodeError::PayloadLength { .. })));
+        let mut short = encode_data(&data_event(10, 0), b"");
+        short.truncate(100);
+        assert_eq!(decode(&short).unwrap_err(), DecodeError::Short(100));
+    }
+
+    #[test]
+    fn v4_mapped_addresses_read_as_v4() {
+        let mut a = abi::Addr { family: libc::AF_INET6 as u16, port: 443, addr: [0; 16] };
+        a.addr[10] = 0xff;
+        a.addr[11] = 0xff;
+        a.addr[12..].copy_from_slice(&[10, 1, 2, 3]);
+        assert_eq!(sock_addr(&a), Some("10.1.2.3:443".parse().unwrap()));
+    }
+}

@@ -1,0 +1,296 @@
+//! Kernel capture: load and attach the eBPF programs, read the ring buffer, decode events.
+pub mod btf;
+pub mod events;
+pub mod reassembly;
+pub mod tracefs;
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    programs::TracePoint,
+};
+use sonde_common::{self as abi, Offsets};
+use tokio::io::unix::AsyncFd;
+
+use self::events::{DecodeError, Event};
+
+/// The eBPF object built by build.rs.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sonde-ebpf.o"));
+
+/// Which program goes on which tracepoint. One program may serve several tracepoints (the
+/// exits: the syscall kind travels in the in-flight entry).
+pub const ATTACHMENTS: &[(&str, &str, &str)] = &[
+    ("sonde_enter_read", "syscalls", "sys_enter_read"),
+    ("sonde_enter_write", "syscalls", "sys_enter_write"),
+    ("sonde_enter_readv", "syscalls", "sys_enter_readv"),
+    ("sonde_enter_writev", "syscalls", "sys_enter_writev"),
+    ("sonde_enter_sendto", "syscalls", "sys_enter_sendto"),
+    ("sonde_enter_recvfrom", "syscalls", "sys_enter_recvfrom"),
+    ("sonde_enter_sendmsg", "syscalls", "sys_enter_sendmsg"),
+    ("sonde_enter_recvmsg", "syscalls", "sys_enter_recvmsg"),
+    ("sonde_enter_sendmmsg", "syscalls", "sys_enter_sendmmsg"),
+    ("sonde_enter_recvmmsg", "syscalls", "sys_enter_recvmmsg"),
+    ("sonde_exit_send", "syscalls", "sys_exit_write"),
+    ("sonde_exit_send", "syscalls", "sys_exit_writev"),
+    ("sonde_exit_send", "syscalls", "sys_exit_sendto"),
+    ("sonde_exit_send", "syscalls", "sys_exit_sendmsg"),
+    ("sonde_exit_send", "syscalls", "sys_exit_sendmmsg"),
+    ("sonde_exit_recv", "syscalls", "sys_exit_read"),
+    ("sonde_exit_recv", "syscalls", "sys_exit_readv"),
+    ("sonde_exit_recv", "syscalls", "sys_exit_recvfrom"),
+    ("sonde_exit_recv", "syscalls", "sys_exit_recvmsg"),
+    ("sonde_exit_recv", "syscalls", "sys_exit_recvmmsg"),
+    ("sonde_enter_connect", "syscalls", "sys_enter_connect"),
+    ("sonde_enter_accept", "syscalls", "sys_enter_accept"),
+    ("sonde_enter_accept4", "syscalls", "sys_enter_accept4"),
+    ("sonde_exit_conn", "syscalls", "sys_exit_connect"),
+    ("sonde_exit_conn", "syscalls", "sys_exit_accept"),
+    ("sonde_exit_conn", "syscalls", "sys_exit_accept4"),
+    ("sonde_enter_close", "syscalls", "sys_enter_close"),
+    ("sonde_sock_send", "sock", "sock_send_length"),
+    ("sonde_sock_recv", "sock", "sock_recv_length"),
+    ("sonde_sock_state", "sock", "inet_sock_set_state"),
+];
+
+/// Capture settings (the `[capture]` section of the config file).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CaptureOptions {
+    /// Payload bytes copied per syscall; the rest is counted and marked as a gap.
+    pub capture_bytes: u32,
+    /// Ring buffer size in bytes (power of two, multiple of the page size).
+    pub ring_bytes: u32,
+    /// Trace the daemon's own process too (off: its output would feed back into itself).
+    pub trace_self: bool,
+}
+
+impl Default for CaptureOptions {
+    fn default() -> Self {
+        Self { capture_bytes: abi::DEFAULT_CAPTURE_BYTES, ring_bytes: 16 << 20, trace_self: false }
+    }
+}
+
+impl CaptureOptions {
+    pub fn validate(&self) -> Result<()> {
+        if self.capture_bytes as usize > abi::MAX_CAPTURE {
+            bail!("capture_bytes {} exceeds the maximum {}", self.capture_bytes, abi::MAX_CAPTURE);
+        }
+        let page = page_size();
+        if !self.ring_bytes.is_power_of_two() || (self.ring_bytes as usize) < page {
+            bail!("ring_bytes {} must be a power of two ≥ the page size ({page})", self.ring_bytes);
+        }
+        Ok(())
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+}
+
+/// Per-CPU counters from the kernel side plus user-side decode errors.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CaptureStats {
+    /// `per_cpu[cpu][stat]`, slots named by `sonde_common::stat::NAMES`.
+    pub per_cpu: Vec<[u64; abi::stat::COUNT as usize]>,
+    pub decode_errors: u64,
+}
+
+impl CaptureStats {
+    pub fn total(&self, stat: u32) -> u64 {
+        self.per_cpu.iter().map(|c| c[stat as usize]).sum()
+    }
+}
+
+/// A loaded, attached capture. Dropping it detaches every program (links are fd-owned, nothing
+/// is pinned, so a killed daemon leaves nothing behind either).
+pub struct Capture {
+    // Field order: the ring and maps drop before the programs' owner.
+    ring: AsyncFd<RingBuf<MapData>>,
+    stats: PerCpuArray<MapData, u64>,
+    verdicts: BpfHashMap<MapData, u64, u8>,
+    decode_errors: u64,
+    attached: usize,
+    _ebpf: Ebpf,
+}
+
+impl Capture {
+    /// Preflight (root, BTF, tracefs, every tracepoint), load, attach.
+    pub fn start(opts: &CaptureOptions) -> Result<Capture> {
+        opts.validate()?;
+        preflight()?;
+        if EBPF_OBJECT.is_empty() {
+            bail!("this sonde was built with AYA_BUILD_SKIP: it has no eBPF object; rebuild without it");
+        }
+        let root = tracefs::ensure_mounted()?;
+        for (_, category, name) in ATTACHMENTS {
+            let dir = root.join("events").join(category).join(name);
+            if !dir.is_dir() {
+                bail!("tracepoint {category}:{name} is missing on this kernel ({})", dir.display());
+            }
+        }
+        let offsets = kernel_offsets(&root)?;
+        let config = abi::Config {
+            self_tgid: if opts.trace_self { 0 } else { std::process::id() },
+            capture_bytes: opts.capture_bytes,
+            offsets,
+        };
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| e).context("counting possible CPUs")?;
+        let mut ebpf = EbpfLoader::new()
+            .override_global("CONFIG", &config, true)
+            .map_max_entries("EVENTS", opts.ring_bytes)
+            .map_max_entries("SCRATCH", cpus as u32)
+            .load(EBPF_OBJECT)
+            .context("loading the eBPF object (the kernel verifier log follows, if any)")?;
+        let mut attached = 0;
+        for (prog, category, name) in ATTACHMENTS {
+            let program: &mut TracePoint = ebpf
+                .program_mut(prog)
+                .with_context(|| format!("program {prog} missing from the eBPF object"))?
+                .try_into()?;
+            if program.fd().is_err() {
+                program.load().with_context(|| format!("verifier rejected {prog}"))?;
+            }
+            program
+                .attach(category, name)
+                .with_context(|| format!("attaching {prog} to {category}:{name}"))?;
+            attached += 1;
+        }
+        let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS")?)?;
+        let stats = PerCpuArray::try_from(ebpf.take_map("STATS").context("map STATS")?)?;
+        let verdicts = BpfHashMap::try_from(ebpf.take_map("VERDICTS").context("map VERDICTS")?)?;
+        tracing::info!(programs = attached, ring_bytes = opts.ring_bytes, capture_bytes = opts.capture_bytes, "capture attached");
+        Ok(Capture {
+            // SAFETY: the RingBuf owns its map fd for as long as the AsyncFd owns the RingBuf.
+            ring: unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+                .map_err(|e| anyhow::anyhow!("registering the ring buffer with tokio: {e}"))?,
+            stats,
+            verdicts,
+            decode_errors: 0,
+            attached,
+            _ebpf: ebpf,
+        })
+    }
+
+    /// Number of tracepoint attachments.
+    pub fn attached(&self) -> usize {
+        self.attached
+    }
+
+    /// Waits until the ring buffer has records, then decodes up to `max` of them into `out`.
+    /// Records that fail to decode are counted (see [`CaptureStats::decode_errors`]).
+    pub async fn next_batch(&mut self, out: &mut Vec<Event>, max: usize) -> Result<()> {
+        loop {
+            let mut guard = self.ring.readable_mut().await?;
+            let ring = guard.get_inner_mut();
+            let mut n = 0;
+            let mut errors = 0;
+            while n < max {
+                let Some(item) = ring.next() else { break };
+                match events::decode(&item) {
+                    Ok(ev) => out.push(ev),
+                    Err(e) => {
+                        errors += 1;
+                        log_decode_error(&e);
+                    }
+                }
+                n += 1;
+            }
+            self.decode_errors += errors;
+            if n < max {
+                // Drained: wait for the next wakeup.
+                guard.clear_ready();
+            }
+            if n > 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    pub fn stats(&self) -> Result<CaptureStats> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+        let mut per_cpu = vec![[0u64; abi::stat::COUNT as usize]; cpus];
+        for slot in 0..abi::stat::COUNT {
+            let values = self.stats.get(&slot, 0)?;
+            for (cpu, v) in values.iter().enumerate().take(cpus) {
+                per_cpu[cpu][slot as usize] = *v;
+            }
+        }
+        Ok(CaptureStats { per_cpu, decode_errors: self.decode_errors })
+    }
+
+    /// Tell the kernel to stop (or resume) copying payload for a connection. Bytes and
+    /// positions keep being counted, so streams stay consistent.
+    pub fn set_verdict(&mut self, conn_id: u64, verdict: u8) -> Result<()> {
+        if verdict == abi::verdict::CAPTURE {
+            match self.verdicts.remove(&conn_id) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        } else {
+            Ok(self.verdicts.insert(conn_id, verdict, 0)?)
+        }
+    }
+}
+
+fn log_decode_error(e: &DecodeError) {
+    tracing::warn!(error = %e, "dropping a malformed ring-buffer record");
+}
+
+/// Clear errors for what Sonde cannot work without.
+fn preflight() -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("Sonde must run as root (it loads eBPF programs and may mount tracefs)");
+    }
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        bail!("/sys/kernel/btf/vmlinux is missing: Sonde needs a kernel with BTF (CONFIG_DEBUG_INFO_BTF=y)");
+    }
+    Ok(())
+}
+
+/// Record and struct offsets for the kernel side, from tracefs formats and BTF.
+pub fn kernel_offsets(tracefs_root: &Path) -> Result<Offsets> {
+    let send = tracefs::Format::read(tracefs_root, "sock", "sock_send_length")?;
+    let recv = tracefs::Format::read(tracefs_root, "sock", "sock_recv_length")?;
+    let state = tracefs::Format::read(tracefs_root, "sock", "inet_sock_set_state")?;
+    let btf = btf::Btf::from_sys()?;
+    let skc = |m: &str| btf.member_offset("sock_common", m);
+    Ok(Offsets {
+        send_len_sk: send.offset("sk", 8)?,
+        send_len_family: send.offset("family", 2)?,
+        send_len_protocol: send.offset("protocol", 2)?,
+        recv_len_sk: recv.offset("sk", 8)?,
+        recv_len_family: recv.offset("family", 2)?,
+        recv_len_protocol: recv.offset("protocol", 2)?,
+        state_skaddr: state.offset("skaddr", 8)?,
+        state_oldstate: state.offset("oldstate", 4)?,
+        state_newstate: state.offset("newstate", 4)?,
+        state_sport: state.offset("sport", 2)?,
+        state_dport: state.offset("dport", 2)?,
+        state_family: state.offset("family", 2)?,
+        state_protocol: state.offset("protocol", 2)?,
+        state_saddr: state.offset("saddr", 4)?,
+        state_daddr: state.offset("daddr", 4)?,
+        state_saddr_v6: state.offset("saddr_v6", 16)?,
+        state_daddr_v6: state.offset("daddr_v6", 16)?,
+        skc_daddr: skc("skc_daddr")?,
+        skc_rcv_saddr: skc("skc_rcv_saddr")?,
+        skc_dport: skc("skc_dport")?,
+        skc_num: skc("skc_num")?,
+        skc_family: skc("skc_family")?,
+        skc_v6_daddr: skc("skc_v6_daddr")?,
+        skc_v6_rcv_saddr: skc("skc_v6_rcv_saddr")?,
+    })
+}
+
+/// CLOCK_MONOTONIC now, in the kernel side's timestamp base (bpf_ktime_get_ns).
+pub fn monotonic_now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

@@ -1,0 +1,106 @@
+//! The daemon's one configuration struct, read from a TOML file (see docs/config.md) and
+//! overridden by CLI flags.
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::{Context as _, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::capture::CaptureOptions;
+use crate::conntrack::TrackerConfig;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub capture: CaptureOptions,
+    pub streams: StreamSettings,
+    pub metrics: MetricsSettings,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            capture: CaptureOptions::default(),
+            streams: StreamSettings::default(),
+            metrics: MetricsSettings::default(),
+        }
+    }
+}
+
+/// Reassembly and connection tracking (`[streams]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamSettings {
+    /// How long a hole in a stream waits for its chunk before it is declared lost.
+    pub reorder_window_ms: u64,
+    /// Out-of-order bytes buffered per stream before holes are declared lost.
+    pub max_pending_bytes: usize,
+    /// How long a closed connection waits for late chunks.
+    pub close_linger_ms: u64,
+    /// A connection with no event for this long is finalised.
+    pub idle_timeout_s: u64,
+    /// Tracked connections; beyond, the oldest idle one is evicted (counted).
+    pub max_connections: usize,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        let t = TrackerConfig::default();
+        StreamSettings {
+            reorder_window_ms: t.reorder_window_ns / 1_000_000,
+            max_pending_bytes: t.max_pending_bytes,
+            close_linger_ms: t.close_linger_ns / 1_000_000,
+            idle_timeout_s: t.idle_timeout_ns / 1_000_000_000,
+            max_connections: t.max_connections,
+        }
+    }
+}
+
+impl StreamSettings {
+    pub fn tracker_config(&self) -> TrackerConfig {
+        TrackerConfig {
+            max_pending_bytes: self.max_pending_bytes,
+            reorder_window_ns: self.reorder_window_ms * 1_000_000,
+            close_linger_ns: self.close_linger_ms * 1_000_000,
+            idle_timeout_ns: self.idle_timeout_s * 1_000_000_000,
+            max_connections: self.max_connections,
+        }
+    }
+}
+
+/// Prometheus endpoint (`[metrics]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Where `/metrics` is served; loopback by default. Empty disables it.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        MetricsSettings { listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))) }
+    }
+}
+
+impl Config {
+    pub fn load(path: Option<&Path>) -> Result<Config> {
+        let Some(path) = path else { return Ok(Config::default()) };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses_and_unknown_keys_fail() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/sonde.example.toml"))
+            .expect("docs/sonde.example.toml");
+        let c: Config = toml::from_str(&text).expect("example parses");
+        assert_eq!(c.capture.capture_bytes, 16384);
+        assert!(toml::from_str::<Config>("[capture]\ncapture_byte = 1\n").is_err());
+    }
+}

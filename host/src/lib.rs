@@ -1,0 +1,8 @@
+//! Sonde's daemon as a library: the binary (`src/main.rs`) is a thin CLI over these modules,
+//! and the integration tests in `tests/` drive them directly.
+pub mod capture;
+pub mod config;
+pub mod conntrack;
+pub mod daemon;
+pub mod metrics;
+pub mod trace;
