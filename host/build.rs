@@ -17,7 +17,10 @@ fn main() -> anyhow::Result<()> {
     let common_dir = manifest_dir.join("../common");
     for dir in [&ebpf_dir, &common_dir] {
         println!("cargo:rerun-if-changed={}", dir.join("src").display());
-        println!("cargo:rerun-if-changed={}", dir.join("Cargo.toml").display());
+        println!(
+            "cargo:rerun-if-changed={}",
+            dir.join("Cargo.toml").display()
+        );
     }
     println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
@@ -50,17 +53,34 @@ fn main() -> anyhow::Result<()> {
     .join("\x1f");
 
     let mut cmd = Command::new("rustup");
-    cmd.args(["run", NIGHTLY, "cargo", "build", "--package", EBPF_CRATE, "--bins", "--release"])
-        .args(["--target", target, "-Z", "build-std=core"])
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .current_dir(&ebpf_dir)
-        .env("CARGO_ENCODED_RUSTFLAGS", rustflags);
+    cmd.args([
+        "run",
+        NIGHTLY,
+        "cargo",
+        "build",
+        "--package",
+        EBPF_CRATE,
+        "--bins",
+        "--release",
+    ])
+    .args(["--target", target, "-Z", "build-std=core"])
+    .arg("--target-dir")
+    .arg(&target_dir)
+    .current_dir(&ebpf_dir)
+    .env("CARGO_ENCODED_RUSTFLAGS", rustflags);
     // The outer cargo's settings must not leak into the nightly build.
-    for key in ["RUSTC", "RUSTC_WORKSPACE_WRAPPER", "RUSTC_WRAPPER", "RUSTFLAGS", "CARGO_TARGET_DIR"] {
+    for key in [
+        "RUSTC",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTC_WRAPPER",
+        "RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+    ] {
         cmd.env_remove(key);
     }
-    let status = cmd.status().with_context(|| format!("failed to run {cmd:?}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("failed to run {cmd:?}"))?;
     if !status.success() {
         bail!("building the eBPF object failed ({status}); command: {cmd:?}");
     }

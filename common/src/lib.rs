@@ -80,8 +80,8 @@ pub mod syscall {
     pub const STATE: u8 = 14;
 
     pub const NAMES: [&str; 15] = [
-        "read", "write", "readv", "writev", "sendto", "recvfrom", "sendmsg", "recvmsg",
-        "sendmmsg", "recvmmsg", "connect", "accept", "accept4", "close", "state",
+        "read", "write", "readv", "writev", "sendto", "recvfrom", "sendmsg", "recvmsg", "sendmmsg",
+        "recvmmsg", "connect", "accept", "accept4", "close", "state",
     ];
 
     /// true for the syscalls whose bytes flow from the process to the socket.
@@ -196,8 +196,15 @@ pub mod stat {
     pub const CONN_EVENTS: u32 = 8;
     pub const COUNT: u32 = 9;
     pub const NAMES: [&str; COUNT as usize] = [
-        "data_lost", "conn_lost", "data_events", "bytes_truncated", "inflight_full",
-        "conn_table_full", "read_failed", "bytes_skipped_by_verdict", "conn_events",
+        "data_lost",
+        "conn_lost",
+        "data_events",
+        "bytes_truncated",
+        "inflight_full",
+        "conn_table_full",
+        "read_failed",
+        "bytes_skipped_by_verdict",
+        "conn_events",
     ];
 }
 
@@ -246,11 +253,29 @@ pub struct Offsets {
 
 impl Offsets {
     pub const ZERO: Offsets = Offsets {
-        send_len_sk: 0, send_len_family: 0, recv_len_sk: 0, recv_len_family: 0,
-        state_skaddr: 0, state_oldstate: 0, state_newstate: 0, state_sport: 0, state_dport: 0,
-        state_family: 0, state_protocol: 0, state_saddr: 0, state_daddr: 0, state_saddr_v6: 0,
-        state_daddr_v6: 0, skc_daddr: 0, skc_rcv_saddr: 0, skc_dport: 0, skc_num: 0,
-        skc_family: 0, skc_v6_daddr: 0, skc_v6_rcv_saddr: 0, send_len_protocol: 0,
+        send_len_sk: 0,
+        send_len_family: 0,
+        recv_len_sk: 0,
+        recv_len_family: 0,
+        state_skaddr: 0,
+        state_oldstate: 0,
+        state_newstate: 0,
+        state_sport: 0,
+        state_dport: 0,
+        state_family: 0,
+        state_protocol: 0,
+        state_saddr: 0,
+        state_daddr: 0,
+        state_saddr_v6: 0,
+        state_daddr_v6: 0,
+        skc_daddr: 0,
+        skc_rcv_saddr: 0,
+        skc_dport: 0,
+        skc_num: 0,
+        skc_family: 0,
+        skc_v6_daddr: 0,
+        skc_v6_rcv_saddr: 0,
+        send_len_protocol: 0,
         recv_len_protocol: 0,
     };
 }
@@ -269,8 +294,11 @@ pub struct Config {
 
 impl Config {
     /// What the eBPF object holds until user space overwrites it at load time.
-    pub const DEFAULT: Config =
-        Config { self_tgid: 0, capture_bytes: DEFAULT_CAPTURE_BYTES, offsets: Offsets::ZERO };
+    pub const DEFAULT: Config = Config {
+        self_tgid: 0,
+        capture_bytes: DEFAULT_CAPTURE_BYTES,
+        offsets: Offsets::ZERO,
+    };
 }
 
 #[cfg(feature = "user")]

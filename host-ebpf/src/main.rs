@@ -18,11 +18,10 @@
 // to the non-fetching XADD even when the result is used; so the fetch-add is written in asm.
 #![feature(asm_experimental_arch)]
 
-
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id,
-        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+        bpf_probe_read_kernel, bpf_probe_read_user,
         generated::bpf_probe_read_user as raw_probe_read_user,
     },
     macros::{map, tracepoint},
@@ -356,7 +355,8 @@ fn plan_io(inf: &Inflight, ret: u64) -> Option<IoPlan> {
         syscall::READV | syscall::WRITEV => {}
         syscall::SENDMSG | syscall::RECVMSG => {
             // SAFETY: user pointer read through the probe helper (faults return Err).
-            let m: UserMsghdr = unsafe { bpf_probe_read_user(inf.buf as *const UserMsghdr) }.ok()?;
+            let m: UserMsghdr =
+                unsafe { bpf_probe_read_user(inf.buf as *const UserMsghdr) }.ok()?;
             plan.iov = m.iov;
             plan.iovcnt = m.iovlen;
             plan.addr = if m.namelen > 0 { m.name } else { 0 };
@@ -376,10 +376,9 @@ fn plan_io(inf: &Inflight, ret: u64) -> Option<IoPlan> {
                     break;
                 }
                 // SAFETY: as above; `len` is the kernel-written field after the header.
-                let len: u32 = unsafe {
-                    bpf_probe_read_user(&raw const (*vec.add(i as usize)).len)
-                }
-                .unwrap_or(0);
+                let len: u32 =
+                    unsafe { bpf_probe_read_user(&raw const (*vec.add(i as usize)).len) }
+                        .unwrap_or(0);
                 total += len as u64;
             }
             plan.total = total;
@@ -463,9 +462,8 @@ fn emit_data(inf: &Inflight, id: u64, ret: u64, dir: u8) -> Option<()> {
 
     count(stat::BYTES_TRUNCATED, plan.total - copied as u64);
     let size = core::mem::size_of::<DataEvent>() + (copied as usize & (MAX_CAPTURE * 2 - 1));
-    let bytes: &[u8] = unsafe {
-        core::slice::from_raw_parts((scratch as *const Scratch).cast::<u8>(), size)
-    };
+    let bytes: &[u8] =
+        unsafe { core::slice::from_raw_parts((scratch as *const Scratch).cast::<u8>(), size) };
     if EVENTS.output::<[u8]>(bytes, 0).is_ok() {
         count(stat::DATA_EVENTS, 1);
     } else {
@@ -511,16 +509,19 @@ fn copy_chunk(dst: &mut [u8; 2 * MAX_CAPTURE], off: u32, src: u64, n: u32) -> bo
         return true;
     }
     // SAFETY: dst + off + n ≤ dst + 2 * MAX_CAPTURE by the bounds above.
-    let r = unsafe {
-        raw_probe_read_user(dst.as_mut_ptr().add(off).cast(), n as u32, src as *const _)
-    };
+    let r =
+        unsafe { raw_probe_read_user(dst.as_mut_ptr().add(off).cast(), n as u32, src as *const _) };
     r == 0
 }
 
 /// Returns (bytes copied, a copy failed).
 #[inline(always)]
 fn copy_one(dst: &mut [u8; 2 * MAX_CAPTURE], buf: u64, want: u32) -> (u32, bool) {
-    if copy_chunk(dst, 0, buf, want) { (want, false) } else { (0, true) }
+    if copy_chunk(dst, 0, buf, want) {
+        (want, false)
+    } else {
+        (0, true)
+    }
 }
 
 #[inline(always)]
@@ -531,12 +532,17 @@ fn copy_iovecs(dst: &mut [u8; 2 * MAX_CAPTURE], iov: u64, iovcnt: u64, want: u32
             break;
         }
         // SAFETY: user pointer read through the probe helper.
-        let Ok(v) = (unsafe { bpf_probe_read_user((iov as *const Iovec).wrapping_add(i as usize)) })
+        let Ok(v) =
+            (unsafe { bpf_probe_read_user((iov as *const Iovec).wrapping_add(i as usize)) })
         else {
             return (off, true);
         };
         let left = want - off;
-        let n = if v.len < left as u64 { v.len as u32 } else { left };
+        let n = if v.len < left as u64 {
+            v.len as u32
+        } else {
+            left
+        };
         if !copy_chunk(dst, off, v.base, n) {
             return (off, true);
         }
@@ -545,7 +551,11 @@ fn copy_iovecs(dst: &mut [u8; 2 * MAX_CAPTURE], iov: u64, iovcnt: u64, want: u32
     (off, false)
 }
 
-const NO_ADDR: Addr = Addr { family: 0, port: 0, addr: [0; 16] };
+const NO_ADDR: Addr = Addr {
+    family: 0,
+    port: 0,
+    addr: [0; 16],
+};
 
 /// Read a user `struct sockaddr_in`/`sockaddr_in6`; family 0 when unreadable or not inet.
 /// (Returns a plain Addr, not an Option: copying a `None` copies undefined payload bytes,
@@ -559,7 +569,11 @@ fn read_user_sockaddr(ptr: u64) -> Addr {
     };
     let family = u16::from_ne_bytes([raw[0], raw[1]]);
     let port = u16::from_be_bytes([raw[2], raw[3]]);
-    let mut a = Addr { family, port, addr: [0; 16] };
+    let mut a = Addr {
+        family,
+        port,
+        addr: [0; 16],
+    };
     match family {
         AF_INET => a.addr[..4].copy_from_slice(&raw[4..8]),
         AF_INET6 => a.addr.copy_from_slice(&raw[8..24]),
@@ -575,19 +589,32 @@ fn sock_addrs(sk: u64) -> (Addr, Addr) {
     let base = sk as *const u8;
     // SAFETY: kernel pointer read through the probe helper (faults return Err → zero).
     unsafe {
-        let family: u16 = bpf_probe_read_kernel(base.add(o.skc_family as usize).cast()).unwrap_or(0);
+        let family: u16 =
+            bpf_probe_read_kernel(base.add(o.skc_family as usize).cast()).unwrap_or(0);
         let lport: u16 = bpf_probe_read_kernel(base.add(o.skc_num as usize).cast()).unwrap_or(0);
         let dport: u16 = bpf_probe_read_kernel(base.add(o.skc_dport as usize).cast()).unwrap_or(0);
-        let mut local = Addr { family, port: lport, addr: [0; 16] };
-        let mut peer = Addr { family, port: u16::from_be(dport), addr: [0; 16] };
+        let mut local = Addr {
+            family,
+            port: lport,
+            addr: [0; 16],
+        };
+        let mut peer = Addr {
+            family,
+            port: u16::from_be(dport),
+            addr: [0; 16],
+        };
         if family == AF_INET {
-            let l: [u8; 4] = bpf_probe_read_kernel(base.add(o.skc_rcv_saddr as usize).cast()).unwrap_or([0; 4]);
-            let p: [u8; 4] = bpf_probe_read_kernel(base.add(o.skc_daddr as usize).cast()).unwrap_or([0; 4]);
+            let l: [u8; 4] =
+                bpf_probe_read_kernel(base.add(o.skc_rcv_saddr as usize).cast()).unwrap_or([0; 4]);
+            let p: [u8; 4] =
+                bpf_probe_read_kernel(base.add(o.skc_daddr as usize).cast()).unwrap_or([0; 4]);
             local.addr[..4].copy_from_slice(&l);
             peer.addr[..4].copy_from_slice(&p);
         } else if family == AF_INET6 {
-            local.addr = bpf_probe_read_kernel(base.add(o.skc_v6_rcv_saddr as usize).cast()).unwrap_or([0; 16]);
-            peer.addr = bpf_probe_read_kernel(base.add(o.skc_v6_daddr as usize).cast()).unwrap_or([0; 16]);
+            local.addr = bpf_probe_read_kernel(base.add(o.skc_v6_rcv_saddr as usize).cast())
+                .unwrap_or([0; 16]);
+            peer.addr =
+                bpf_probe_read_kernel(base.add(o.skc_v6_daddr as usize).cast()).unwrap_or([0; 16]);
         }
         if peer.port == 0 {
             // Unconnected (UDP) socket: no peer on the socket itself.
@@ -637,7 +664,9 @@ fn conn_for_io(tgid: u32, fd: i32, sk: u64, protocol: u8) -> Option<*mut ConnSta
     }
     let (local, peer) = sock_addrs(sk);
     // SAFETY: map lookup by value.
-    let role = unsafe { SOCK_ROLE.get(sk) }.copied().unwrap_or(role::UNKNOWN);
+    let role = unsafe { SOCK_ROLE.get(sk) }
+        .copied()
+        .unwrap_or(role::UNKNOWN);
     let state = ConnState {
         conn_id: new_conn_id(),
         sock: sk,
@@ -762,12 +791,20 @@ pub fn sonde_exit_conn(ctx: TracePointContext) -> u32 {
         return 0; // accept failed (EAGAIN on a non-blocking listener…): nothing was born
     }
     // connect's address is the peer (still valid at exit); accept's is filled at exit.
-    let peer = if inf.addr != 0 { read_user_sockaddr(inf.addr) } else { NO_ADDR };
+    let peer = if inf.addr != 0 {
+        read_user_sockaddr(inf.addr)
+    } else {
+        NO_ADDR
+    };
     if inf.addr != 0 && peer.family == 0 {
         return 0; // AF_UNIX or another non-inet family
     }
     let fd = if is_connect { inf.fd } else { ret as i32 };
-    let role = if is_connect { role::CLIENT } else { role::SERVER };
+    let role = if is_connect {
+        role::CLIENT
+    } else {
+        role::SERVER
+    };
     let mut ev = conn_event(EventKind::ConnOpen, id, fd);
     ev.ret = ret;
     ev.role = role;
@@ -788,7 +825,10 @@ pub fn sonde_exit_conn(ctx: TracePointContext) -> u32 {
             peer: ev.peer,
         };
         ev.conn_id = state.conn_id;
-        if CONNS.insert(conn_key((id >> 32) as u32, fd), state, 0).is_err() {
+        if CONNS
+            .insert(conn_key((id >> 32) as u32, fd), state, 0)
+            .is_err()
+        {
             count(stat::CONN_TABLE_FULL, 1);
         }
     }

@@ -9,22 +9,12 @@ use serde::{Deserialize, Serialize};
 use crate::capture::CaptureOptions;
 use crate::conntrack::TrackerConfig;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub capture: CaptureOptions,
     pub streams: StreamSettings,
     pub metrics: MetricsSettings,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            capture: CaptureOptions::default(),
-            streams: StreamSettings::default(),
-            metrics: MetricsSettings::default(),
-        }
-    }
 }
 
 /// Reassembly and connection tracking (`[streams]`).
@@ -78,13 +68,17 @@ pub struct MetricsSettings {
 
 impl Default for MetricsSettings {
     fn default() -> Self {
-        MetricsSettings { listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))) }
+        MetricsSettings {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+        }
     }
 }
 
 impl Config {
     pub fn load(path: Option<&Path>) -> Result<Config> {
-        let Some(path) = path else { return Ok(Config::default()) };
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config file {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
@@ -97,8 +91,11 @@ mod tests {
 
     #[test]
     fn example_config_parses_and_unknown_keys_fail() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/sonde.example.toml"))
-            .expect("docs/sonde.example.toml");
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/sonde.example.toml"
+        ))
+        .expect("docs/sonde.example.toml");
         let c: Config = toml::from_str(&text).expect("example parses");
         assert_eq!(c.capture.capture_bytes, 16384);
         assert!(toml::from_str::<Config>("[capture]\ncapture_byte = 1\n").is_err());

@@ -59,7 +59,10 @@ impl Default for TrackerConfig {
 
 impl TrackerConfig {
     fn limits(&self) -> ReorderLimits {
-        ReorderLimits { max_pending_bytes: self.max_pending_bytes, reorder_window_ns: self.reorder_window_ns }
+        ReorderLimits {
+            max_pending_bytes: self.max_pending_bytes,
+            reorder_window_ns: self.reorder_window_ns,
+        }
     }
 }
 
@@ -146,7 +149,13 @@ impl Connection {
     }
 
     /// Fills what the event knows; unknown values never erase known ones.
-    fn learn(&mut self, sock: u64, role: Role, local: Option<SocketAddr>, peer: Option<SocketAddr>) {
+    fn learn(
+        &mut self,
+        sock: u64,
+        role: Role,
+        local: Option<SocketAddr>,
+        peer: Option<SocketAddr>,
+    ) {
         if sock != 0 {
             self.sock = sock;
         }
@@ -164,9 +173,17 @@ impl Connection {
     fn learn_data(&mut self, d: &DataChunk) {
         self.touch(d.ts_exit_ns);
         // A peer from sendto/recvfrom arguments varies per datagram: keep the first one.
-        let peer = if d.peer_from_args && self.peer.is_some() { None } else { d.peer };
+        let peer = if d.peer_from_args && self.peer.is_some() {
+            None
+        } else {
+            d.peer
+        };
         // The role of an Open (connect/accept) is authoritative; chunks only fill it in.
-        let role = if self.role == Role::Unknown { d.role } else { Role::Unknown };
+        let role = if self.role == Role::Unknown {
+            d.role
+        } else {
+            Role::Unknown
+        };
         self.learn(d.sock, role, d.local, peer);
         self.datagram |= d.datagram;
     }
@@ -180,7 +197,11 @@ impl Connection {
 
     fn learn_close(&mut self, c: &ConnChange) {
         self.touch(c.ts_ns);
-        let role = if self.role == Role::Unknown { c.role } else { Role::Unknown };
+        let role = if self.role == Role::Unknown {
+            c.role
+        } else {
+            Role::Unknown
+        };
         self.learn(c.sock, role, c.local, c.peer);
         self.closed_ns = Some(c.ts_ns);
         self.totals = Some([c.tx_bytes, c.rx_bytes]);
@@ -191,8 +212,14 @@ impl Connection {
     fn account(&mut self, dir: usize, seg: &Segment) {
         match &seg.body {
             SegmentBody::Data(b) => self.captured[dir] += b.len() as u64,
-            SegmentBody::Gap { len, reason: GapReason::Truncated } => self.truncated[dir] += len,
-            SegmentBody::Gap { len, reason: GapReason::Lost } => self.lost[dir] += len,
+            SegmentBody::Gap {
+                len,
+                reason: GapReason::Truncated,
+            } => self.truncated[dir] += len,
+            SegmentBody::Gap {
+                len,
+                reason: GapReason::Lost,
+            } => self.lost[dir] += len,
         }
     }
 }
@@ -203,7 +230,11 @@ pub enum StreamEvent {
     /// A connection is tracked from now on ([`ConnTracker::get`] has it).
     Opened { conn_id: u64 },
     /// The next piece of one direction's stream.
-    Segment { conn_id: u64, direction: Direction, segment: Segment },
+    Segment {
+        conn_id: u64,
+        direction: Direction,
+        segment: Segment,
+    },
     /// The connection is finalised: no more segments follow.
     Closed { conn_id: u64 },
 }
@@ -279,8 +310,14 @@ impl TrackerStats {
     fn count_segment(&mut self, seg: &Segment) {
         match &seg.body {
             SegmentBody::Data(b) => self.bytes_data += b.len() as u64,
-            SegmentBody::Gap { len, reason: GapReason::Truncated } => self.bytes_truncated += len,
-            SegmentBody::Gap { len, reason: GapReason::Lost } => self.bytes_lost += len,
+            SegmentBody::Gap {
+                len,
+                reason: GapReason::Truncated,
+            } => self.bytes_truncated += len,
+            SegmentBody::Gap {
+                len,
+                reason: GapReason::Lost,
+            } => self.bytes_lost += len,
         }
     }
 }
@@ -294,7 +331,9 @@ struct Tracked {
 impl Tracked {
     /// Closed, and both directions emitted up to the Close totals.
     fn drained(&self) -> bool {
-        self.conn.totals.is_some_and(|t| self.streams[0].is_complete(t[0]) && self.streams[1].is_complete(t[1]))
+        self.conn
+            .totals
+            .is_some_and(|t| self.streams[0].is_complete(t[0]) && self.streams[1].is_complete(t[1]))
     }
 
     /// Why the connection should be finalised at `now`, if it should.
@@ -303,7 +342,11 @@ impl Tracked {
         if self.drained() {
             return Some(closed);
         }
-        if self.conn.closed_ns.is_some_and(|c| now.saturating_sub(c) >= cfg.close_linger_ns) {
+        if self
+            .conn
+            .closed_ns
+            .is_some_and(|c| now.saturating_sub(c) >= cfg.close_linger_ns)
+        {
             return Some(closed);
         }
         (now.saturating_sub(self.conn.last_ns) >= cfg.idle_timeout_ns).then_some(EndReason::Idle)
@@ -448,15 +491,28 @@ impl ConnTracker {
             Lookup::New => self.take_fd(d.task.tgid, d.fd, d.conn_id, d.ts_exit_ns),
             Lookup::Known => {}
         }
-        let Some(t) = self.conns.get_mut(&d.conn_id) else { return };
+        let Some(t) = self.conns.get_mut(&d.conn_id) else {
+            return;
+        };
         t.conn.learn_data(d);
         let dir = d.direction.index();
-        let chunk = Chunk { pos: d.pos, len: d.len, payload: d.payload.clone(), ts_ns: d.ts_exit_ns };
+        let chunk = Chunk {
+            pos: d.pos,
+            len: d.len,
+            payload: d.payload.clone(),
+            ts_ns: d.ts_exit_ns,
+        };
         let pushed = t.streams[dir].push(chunk, &mut self.segs);
         t.conn.bytes[dir] += pushed.new_bytes;
         self.stats.count_push(&pushed);
         t.streams[dir].expire(self.now_ns, &mut self.segs);
-        emit_segments(&mut t.conn, d.direction, &mut self.segs, &mut self.stats, out);
+        emit_segments(
+            &mut t.conn,
+            d.direction,
+            &mut self.segs,
+            &mut self.stats,
+            out,
+        );
         if t.drained() {
             self.finalise(d.conn_id, EndReason::Closed, out);
         }
@@ -480,7 +536,9 @@ impl ConnTracker {
         if self.ensure(c.conn_id, &c.task, c.fd, c.ts_ns, out) == Lookup::Ignored {
             return;
         }
-        let Some(t) = self.conns.get_mut(&c.conn_id) else { return };
+        let Some(t) = self.conns.get_mut(&c.conn_id) else {
+            return;
+        };
         t.conn.learn_close(c);
         if t.drained() {
             self.finalise(c.conn_id, EndReason::Closed, out);
@@ -488,7 +546,14 @@ impl ConnTracker {
     }
 
     /// Makes sure `conn_id` is tracked, creating it (and emitting Opened) if needed.
-    fn ensure(&mut self, conn_id: u64, task: &Task, fd: i32, ts: u64, out: &mut Vec<StreamEvent>) -> Lookup {
+    fn ensure(
+        &mut self,
+        conn_id: u64,
+        task: &Task,
+        fd: i32,
+        ts: u64,
+        out: &mut Vec<StreamEvent>,
+    ) -> Lookup {
         if conn_id == 0 {
             self.stats.events_without_conn += 1;
             return Lookup::Ignored;
@@ -510,7 +575,13 @@ impl ConnTracker {
         self.make_room(out);
         let limits = self.cfg.limits();
         let streams = start.map(|pos| StreamReassembler::starting_at(pos, limits));
-        self.conns.insert(conn_id, Tracked { conn: Connection::new(conn_id, task, fd, ts), streams });
+        self.conns.insert(
+            conn_id,
+            Tracked {
+                conn: Connection::new(conn_id, task, fd, ts),
+                streams,
+            },
+        );
         self.stats.connections_opened += 1;
         out.push(StreamEvent::Opened { conn_id });
         Lookup::New
@@ -519,7 +590,9 @@ impl ConnTracker {
     /// Records that (tgid, fd) names the new connection `conn_id` since `ts`; the connection
     /// it named before is over (unless that one was active after `ts`: events out of order).
     fn take_fd(&mut self, tgid: u32, fd: i32, conn_id: u64, ts: u64) {
-        let Some(old) = self.by_fd.insert((tgid, fd), conn_id) else { return };
+        let Some(old) = self.by_fd.insert((tgid, fd), conn_id) else {
+            return;
+        };
         let open_before = |t: &&mut Tracked| t.conn.closed_ns.is_none() && t.conn.last_ns <= ts;
         if let Some(t) = self.conns.get_mut(&old).filter(open_before) {
             t.conn.closed_ns = Some(ts);
@@ -533,7 +606,11 @@ impl ConnTracker {
         if self.conns.len() < self.cfg.max_connections.max(1) {
             return;
         }
-        let victim = self.conns.values().map(|t| (t.conn.last_ns, t.conn.conn_id)).min();
+        let victim = self
+            .conns
+            .values()
+            .map(|t| (t.conn.last_ns, t.conn.conn_id))
+            .min();
         if let Some((_, id)) = victim {
             self.finalise(id, EndReason::Evicted, out);
         }
@@ -542,7 +619,9 @@ impl ConnTracker {
     /// Flushes a connection's streams (lost gaps up to the Close totals when known), emits
     /// Closed and moves the record to the finished list.
     fn finalise(&mut self, conn_id: u64, reason: EndReason, out: &mut Vec<StreamEvent>) {
-        let Some(mut t) = self.conns.remove(&conn_id) else { return };
+        let Some(mut t) = self.conns.remove(&conn_id) else {
+            return;
+        };
         for dir in [Direction::Egress, Direction::Ingress] {
             let total = t.conn.totals.map(|x| x[dir.index()]);
             t.streams[dir.index()].finish(total, &mut self.segs);
@@ -555,7 +634,9 @@ impl ConnTracker {
             self.by_fd.remove(&key);
         }
         let afterlife = match reason {
-            EndReason::Idle | EndReason::Evicted => Afterlife::Resumable(t.streams.each_ref().map(|s| s.position())),
+            EndReason::Idle | EndReason::Evicted => {
+                Afterlife::Resumable(t.streams.each_ref().map(|s| s.position()))
+            }
             EndReason::Closed | EndReason::Replaced | EndReason::Shutdown => Afterlife::Ended,
         };
         self.remember(conn_id, afterlife);
@@ -589,7 +670,11 @@ fn emit_segments(
     for segment in segs.drain(..) {
         conn.account(direction.index(), &segment);
         stats.count_segment(&segment);
-        out.push(StreamEvent::Segment { conn_id: conn.conn_id, direction, segment });
+        out.push(StreamEvent::Segment {
+            conn_id: conn.conn_id,
+            direction,
+            segment,
+        });
     }
 }
 
@@ -615,13 +700,19 @@ mod tests {
     }
 
     fn pattern(seed: u8, n: usize) -> Vec<u8> {
-        (0..n).map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed)).collect()
+        (0..n)
+            .map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed))
+            .collect()
     }
 
     fn v4(ip: [u8; 4], port: u16) -> abi::Addr {
         let mut addr = [0; 16];
         addr[..4].copy_from_slice(&ip);
-        abi::Addr { family: libc::AF_INET as u16, port, addr }
+        abi::Addr {
+            family: libc::AF_INET as u16,
+            port,
+            addr,
+        }
     }
 
     /// A data chunk the way the kernel writes it, through the real decoder: `stream[pos..pos+len]`
@@ -663,24 +754,52 @@ mod tests {
                 peer: v4([10, 0, 0, 2], 80),
                 comm: *b"app\0\0\0\0\0\0\0\0\0\0\0\0\0",
             };
-            decode(&encode_data(&ev, &self.stream[self.pos..self.pos + captured])).expect("decodes")
+            decode(&encode_data(
+                &ev,
+                &self.stream[self.pos..self.pos + captured],
+            ))
+            .expect("decodes")
         }
     }
 
     /// A fully captured chunk (up to [`CAP`]) on fd 5.
     fn data(conn_id: u64, dir: Direction, stream: &[u8], pos: usize, len: usize, ts: u64) -> Event {
-        D { conn_id, fd: 5, dir, stream, pos, len, cap: CAP, ts }.event()
+        D {
+            conn_id,
+            fd: 5,
+            dir,
+            stream,
+            pos,
+            len,
+            cap: CAP,
+            ts,
+        }
+        .event()
     }
 
     /// Egress chunk on fd `3 + conn_id`, for tests with several connections at once.
     fn data_own_fd(conn_id: u64, stream: &[u8], pos: usize, len: usize, ts: u64) -> Event {
-        D { conn_id, fd: 3 + conn_id as i32, dir: EG, stream, pos, len, cap: CAP, ts }.event()
+        D {
+            conn_id,
+            fd: 3 + conn_id as i32,
+            dir: EG,
+            stream,
+            pos,
+            len,
+            cap: CAP,
+            ts,
+        }
+        .event()
     }
 
     fn conn_event(kind: ConnEventKind, conn_id: u64, fd: i32, ts: u64) -> ConnChange {
         ConnChange {
             kind,
-            task: Task { tgid: TGID, tid: TGID, comm: "app".into() },
+            task: Task {
+                tgid: TGID,
+                tid: TGID,
+                comm: "app".into(),
+            },
             fd,
             conn_id,
             sock: 0,
@@ -733,9 +852,11 @@ mod tests {
             self.events
                 .iter()
                 .filter_map(|e| match e {
-                    StreamEvent::Segment { conn_id: c, direction, segment } if *c == conn_id && *direction == dir => {
-                        Some(segment)
-                    }
+                    StreamEvent::Segment {
+                        conn_id: c,
+                        direction,
+                        segment,
+                    } if *c == conn_id && *direction == dir => Some(segment),
                     _ => None,
                 })
                 .collect()
@@ -807,24 +928,46 @@ mod tests {
         let mut r = Run::default();
         r.feed(&mut t, &[open(7, 5, 10)]);
         assert_eq!(r.events, vec![StreamEvent::Opened { conn_id: 7 }]);
-        assert_eq!(t.get(7).map(|c| (c.role, c.fd, c.task.comm.as_str())), Some((Role::Client, 5, "app")));
-        r.feed(&mut t, &[data(7, EG, &req, 0, 300, 20), data(7, IN, &resp, 0, 700, 30)]);
+        assert_eq!(
+            t.get(7).map(|c| (c.role, c.fd, c.task.comm.as_str())),
+            Some((Role::Client, 5, "app"))
+        );
+        r.feed(
+            &mut t,
+            &[
+                data(7, EG, &req, 0, 300, 20),
+                data(7, IN, &resp, 0, 700, 30),
+            ],
+        );
         assert_eq!(t.iter().count(), 1);
         r.feed(&mut t, &[close(7, 5, 40, 300, 700)]);
-        assert_eq!(r.lifecycle(7), ["opened", "closed"], "drained at close: no linger wait");
-        assert!(matches!(r.events.last(), Some(StreamEvent::Closed { conn_id: 7 })));
+        assert_eq!(
+            r.lifecycle(7),
+            ["opened", "closed"],
+            "drained at close: no linger wait"
+        );
+        assert!(matches!(
+            r.events.last(),
+            Some(StreamEvent::Closed { conn_id: 7 })
+        ));
         assert_eq!(r.stream(7, EG), (req.clone(), 300));
         assert_eq!(r.stream(7, IN), (resp.clone(), 700));
         assert!(t.get(7).is_none());
         let c = finished_one(&mut t, 7);
-        assert_eq!((c.bytes, c.captured, c.truncated, c.lost), ([300, 700], [300, 700], [0, 0], [0, 0]));
+        assert_eq!(
+            (c.bytes, c.captured, c.truncated, c.lost),
+            ([300, 700], [300, 700], [0, 0], [0, 0])
+        );
         assert_eq!((c.opened_ns, c.last_ns, c.closed_ns), (10, 40, Some(40)));
         assert_eq!(c.totals, Some([300, 700]));
         assert_eq!(c.end, Some(EndReason::Closed));
         assert_eq!(c.local, Some("10.0.0.1:40000".parse().unwrap()));
         assert_eq!(c.peer, Some("10.0.0.2:80".parse().unwrap()));
         assert_eq!(c.sock, 0xdead_0007);
-        assert_eq!((t.stats().connections_opened, t.stats().connections_closed), (1, 1));
+        assert_eq!(
+            (t.stats().connections_opened, t.stats().connections_closed),
+            (1, 1)
+        );
         assert!(t.take_finished().is_empty(), "taken once");
     }
 
@@ -850,7 +993,10 @@ mod tests {
         let mut t = ConnTracker::new(cfg());
         let mut r = Run::default();
         r.feed(&mut t, &evs);
-        r.feed(&mut t, &[close(9, 5, 50_000, up.len() as u64, down.len() as u64)]);
+        r.feed(
+            &mut t,
+            &[close(9, 5, 50_000, up.len() as u64, down.len() as u64)],
+        );
         assert_eq!(r.lifecycle(9), ["opened", "closed"]);
         assert_eq!(r.stream(9, EG).0, up);
         assert_eq!(r.stream(9, IN).0, down);
@@ -877,11 +1023,17 @@ mod tests {
         let c = finished_one(&mut t, 3);
         assert_eq!(c.bytes[EG.index()], 100 * 1024);
         assert_eq!(c.captured[EG.index()], 16_384 * 2 + 6_144);
-        assert_eq!(c.truncated[EG.index()], (65_536 - 16_384) + (30_720 - 16_384));
+        assert_eq!(
+            c.truncated[EG.index()],
+            (65_536 - 16_384) + (30_720 - 16_384)
+        );
         assert_eq!(c.lost[EG.index()], 0);
         assert_eq!(
             r.gaps(3, EG, GapReason::Truncated),
-            vec![(16_384, 65_536 - 16_384), (65_536 + 16_384, 30_720 - 16_384)]
+            vec![
+                (16_384, 65_536 - 16_384),
+                (65_536 + 16_384, 30_720 - 16_384)
+            ]
         );
         let (bytes, end) = r.stream(3, EG);
         assert_eq!(end, big.len() as u64);
@@ -895,9 +1047,18 @@ mod tests {
         let s = pattern(6, 300);
         let mut t = ConnTracker::new(cfg());
         let mut r = Run::default();
-        r.feed(&mut t, &[data(4, EG, &s, 0, 100, 0), data(4, EG, &s, 200, 100, 10 * MS)]);
+        r.feed(
+            &mut t,
+            &[
+                data(4, EG, &s, 0, 100, 0),
+                data(4, EG, &s, 200, 100, 10 * MS),
+            ],
+        );
         r.tick(&mut t, 100 * MS);
-        assert!(r.gaps(4, EG, GapReason::Lost).is_empty(), "still inside the window");
+        assert!(
+            r.gaps(4, EG, GapReason::Lost).is_empty(),
+            "still inside the window"
+        );
         r.tick(&mut t, 111 * MS);
         assert_eq!(r.gaps(4, EG, GapReason::Lost), vec![(100, 100)]);
         assert_eq!(r.stream(4, EG), ([&s[..100], &s[200..]].concat(), 300));
@@ -905,7 +1066,13 @@ mod tests {
         assert_eq!((c.bytes[0], c.captured[0], c.lost[0]), (200, 200, 100));
         // The window is also applied as events advance time, without ticks.
         let s2 = pattern(7, 1500);
-        r.feed(&mut t, &[data(4, IN, &s2, 500, 500, 120 * MS), data(4, IN, &s2, 1000, 500, 300 * MS)]);
+        r.feed(
+            &mut t,
+            &[
+                data(4, IN, &s2, 500, 500, 120 * MS),
+                data(4, IN, &s2, 1000, 500, 300 * MS),
+            ],
+        );
         assert_eq!(r.gaps(4, IN, GapReason::Lost), vec![(0, 500)]);
         assert_eq!(r.stream(4, IN), (s2[500..].to_vec(), 1500));
     }
@@ -915,8 +1082,19 @@ mod tests {
         let s = pattern(8, 1000);
         let mut t = ConnTracker::new(cfg());
         let mut r = Run::default();
-        r.feed(&mut t, &[data(5, EG, &s, 0, 400, 1), data(5, IN, &s, 0, 50, 2), close(5, 5, 1000, 1000, 50)]);
-        assert_eq!(r.lifecycle(5), ["opened"], "egress 400..1000 may still come");
+        r.feed(
+            &mut t,
+            &[
+                data(5, EG, &s, 0, 400, 1),
+                data(5, IN, &s, 0, 50, 2),
+                close(5, 5, 1000, 1000, 50),
+            ],
+        );
+        assert_eq!(
+            r.lifecycle(5),
+            ["opened"],
+            "egress 400..1000 may still come"
+        );
         r.tick(&mut t, 1000 + 299 * MS);
         assert_eq!(r.lifecycle(5), ["opened"]);
         r.tick(&mut t, 1000 + 300 * MS);
@@ -924,7 +1102,10 @@ mod tests {
         assert_eq!(r.gaps(5, EG, GapReason::Lost), vec![(400, 600)]);
         assert_eq!(r.stream(5, EG).1, 1000);
         let c = finished_one(&mut t, 5);
-        assert_eq!((c.bytes, c.lost, c.totals), ([400, 50], [600, 0], Some([1000, 50])));
+        assert_eq!(
+            (c.bytes, c.lost, c.totals),
+            ([400, 50], [600, 0], Some([1000, 50]))
+        );
         assert_eq!(t.stats().bytes_lost, 600);
         // A chunk arriving after that is late: ignored and counted, no resurrection.
         r.feed(&mut t, &[data(5, EG, &s, 400, 600, 2000 * MS)]);
@@ -941,7 +1122,10 @@ mod tests {
         let mut r = Run::default();
         // conn 1 on fd 5; its Close was lost; conn 2 takes fd 5.
         r.feed(&mut t, &[open(1, 5, 1), data(1, EG, &a, 0, 60, 2)]);
-        r.feed(&mut t, &[open(2, 5, 3 * MS), data(2, EG, &b, 0, 200, 4 * MS)]);
+        r.feed(
+            &mut t,
+            &[open(2, 5, 3 * MS), data(2, EG, &b, 0, 200, 4 * MS)],
+        );
         assert_eq!(t.get(1).and_then(|c| c.end), Some(EndReason::Replaced));
         assert_eq!(t.get(1).and_then(|c| c.closed_ns), Some(3 * MS));
         // A late chunk of the old connection still lands in the old stream during linger.
@@ -956,7 +1140,14 @@ mod tests {
         assert_eq!(t.get(2).map(|c| c.bytes), Some([200, 0]));
         assert_eq!(t.stats().connections_replaced, 1);
         // The usual case: a Close, then the fd is reused; both are separate and complete.
-        r.feed(&mut t, &[close(2, 5, 400 * MS, 200, 0), open(3, 5, 401 * MS), data(3, IN, &a, 0, 100, 402 * MS)]);
+        r.feed(
+            &mut t,
+            &[
+                close(2, 5, 400 * MS, 200, 0),
+                open(3, 5, 401 * MS),
+                data(3, IN, &a, 0, 100, 402 * MS),
+            ],
+        );
         assert_eq!(finished_one(&mut t, 2).end, Some(EndReason::Closed));
         assert_eq!(r.stream(3, IN), (a.clone(), 100));
         assert_eq!(t.get(3).map(|c| c.end), Some(None));
@@ -972,8 +1163,10 @@ mod tests {
         let reads = pieces(msg.len(), &[1, 1447, 3, 777, 2048, 5]);
         let mut t = ConnTracker::new(cfg());
         let mut r = Run::default();
-        let mut evs: Vec<Event> =
-            reads.iter().map(|&(pos, len)| data(6, IN, &msg, pos, len, 100 + pos as u64)).collect();
+        let mut evs: Vec<Event> = reads
+            .iter()
+            .map(|&(pos, len)| data(6, IN, &msg, pos, len, 100 + pos as u64))
+            .collect();
         evs.swap(1, 2);
         evs.swap(4, 6);
         r.feed(&mut t, &evs);
@@ -1007,12 +1200,26 @@ mod tests {
         let s = pattern(13, 3000);
         let mut t = ConnTracker::new(cfg());
         let mut r = Run::default();
-        r.feed(&mut t, &[open(2, 5, 1), data(2, EG, &s, 0, 1000, 2), close(2, 5, 5, 3000, 1000)]);
+        r.feed(
+            &mut t,
+            &[
+                open(2, 5, 1),
+                data(2, EG, &s, 0, 1000, 2),
+                close(2, 5, 5, 3000, 1000),
+            ],
+        );
         assert_eq!(r.lifecycle(2), ["opened"]);
-        r.feed(&mut t, &[data(2, EG, &s, 2000, 1000, 4), data(2, IN, &s, 0, 1000, 3)]);
+        r.feed(
+            &mut t,
+            &[data(2, EG, &s, 2000, 1000, 4), data(2, IN, &s, 0, 1000, 3)],
+        );
         assert_eq!(r.lifecycle(2), ["opened"], "egress 1000..2000 missing");
         r.feed(&mut t, &[data(2, EG, &s, 1000, 1000, 3)]);
-        assert_eq!(r.lifecycle(2), ["opened", "closed"], "drained: finalised without linger");
+        assert_eq!(
+            r.lifecycle(2),
+            ["opened", "closed"],
+            "drained: finalised without linger"
+        );
         assert_eq!(r.stream(2, EG), (s.clone(), 3000));
         assert_eq!(r.stream(2, IN), (s[..1000].to_vec(), 1000));
         let c = finished_one(&mut t, 2);
@@ -1035,9 +1242,19 @@ mod tests {
     #[test]
     fn max_connections_evicts_the_least_recently_active_and_counts_it() {
         let s = pattern(14, 100);
-        let mut t = ConnTracker::new(TrackerConfig { max_connections: 2, ..cfg() });
+        let mut t = ConnTracker::new(TrackerConfig {
+            max_connections: 2,
+            ..cfg()
+        });
         let mut r = Run::default();
-        r.feed(&mut t, &[data_own_fd(1, &s, 0, 10, 1), data_own_fd(2, &s, 0, 10, 2), data_own_fd(1, &s, 10, 10, 3)]);
+        r.feed(
+            &mut t,
+            &[
+                data_own_fd(1, &s, 0, 10, 1),
+                data_own_fd(2, &s, 0, 10, 2),
+                data_own_fd(1, &s, 10, 10, 3),
+            ],
+        );
         // The third connection evicts conn 2 (last active at 2), not conn 1 (at 3).
         r.feed(&mut t, &[open(3, 9, 4)]);
         assert_eq!(t.len(), 2);
@@ -1049,7 +1266,11 @@ mod tests {
         // An evicted connection that is still alive resumes where it stopped.
         r.feed(&mut t, &[data_own_fd(2, &s, 10, 90, 5)]);
         assert_eq!(t.stats().connections_resumed, 1);
-        assert_eq!(t.stats().connections_evicted, 2, "conn 1 made room this time");
+        assert_eq!(
+            t.stats().connections_evicted,
+            2,
+            "conn 1 made room this time"
+        );
         assert_eq!(r.stream(2, EG), (s.clone(), 100));
         assert!(r.gaps(2, EG, GapReason::Lost).is_empty());
     }
@@ -1065,12 +1286,21 @@ mod tests {
         r.tick(&mut t, 11_000 * MS);
         assert!(t.get(4).is_none());
         assert_eq!(finished_one(&mut t, 4).end, Some(EndReason::Idle));
-        r.feed(&mut t, &[data(4, IN, &s, 100, 100, 12_000 * MS), close(4, 5, 12_001 * MS, 0, 200)]);
+        r.feed(
+            &mut t,
+            &[
+                data(4, IN, &s, 100, 100, 12_000 * MS),
+                close(4, 5, 12_001 * MS, 0, 200),
+            ],
+        );
         assert_eq!(r.lifecycle(4), ["opened", "closed", "opened", "closed"]);
         assert_eq!(r.stream(4, IN), (s.clone(), 200));
         let c = finished_one(&mut t, 4);
         assert_eq!((c.end, c.bytes), (Some(EndReason::Closed), [0, 100]));
-        assert_eq!((t.stats().connections_idle, t.stats().connections_resumed), (1, 1));
+        assert_eq!(
+            (t.stats().connections_idle, t.stats().connections_resumed),
+            (1, 1)
+        );
     }
 
     #[test]
@@ -1079,14 +1309,27 @@ mod tests {
         let mut t = ConnTracker::new(cfg());
         let mut r = Run::default();
         // First seen by data (connection open before capture), then its Open arrives late.
-        let mut d = D { conn_id: 11, fd: 5, dir: EG, stream: &s, pos: 0, len: 10, cap: CAP, ts: 5 }.event();
+        let mut d = D {
+            conn_id: 11,
+            fd: 5,
+            dir: EG,
+            stream: &s,
+            pos: 0,
+            len: 10,
+            cap: CAP,
+            ts: 5,
+        }
+        .event();
         if let Event::Data(chunk) = &mut d {
             chunk.role = Role::Unknown;
             chunk.peer = None;
         }
         r.feed(&mut t, &[d]);
         let c = t.get(11).expect("tracked from its first chunk");
-        assert_eq!((c.role, c.peer, c.local), (Role::Unknown, None, Some("10.0.0.1:40000".parse().unwrap())));
+        assert_eq!(
+            (c.role, c.peer, c.local),
+            (Role::Unknown, None, Some("10.0.0.1:40000".parse().unwrap()))
+        );
         let mut o = conn_event(ConnEventKind::Open, 11, 5, 4);
         o.role = Role::Server;
         o.peer = Some("10.9.9.9:1234".parse().unwrap());
@@ -1094,7 +1337,11 @@ mod tests {
         let c = t.get(11).expect("tracked");
         assert_eq!(c.role, Role::Server);
         assert_eq!(c.peer, Some("10.9.9.9:1234".parse().unwrap()));
-        assert_eq!(c.local, Some("10.0.0.1:40000".parse().unwrap()), "the Open has no local address");
+        assert_eq!(
+            c.local,
+            Some("10.0.0.1:40000".parse().unwrap()),
+            "the Open has no local address"
+        );
         assert_eq!(c.opened_ns, 4);
         // Data claiming client does not override the Open's role; data and a Close without
         // a peer erase nothing.
@@ -1104,7 +1351,10 @@ mod tests {
         }
         r.feed(&mut t, &[d, close(11, 5, 7, 10, 0)]);
         let c = finished_one(&mut t, 11);
-        assert_eq!((c.role, c.peer), (Role::Server, Some("10.9.9.9:1234".parse().unwrap())));
+        assert_eq!(
+            (c.role, c.peer),
+            (Role::Server, Some("10.9.9.9:1234".parse().unwrap()))
+        );
         assert_eq!(r.lifecycle(11), ["opened", "closed"]);
     }
 
@@ -1115,7 +1365,13 @@ mod tests {
         // A refused connect: Open with conn_id 0. A TCP state change: no conn_id either.
         let mut refused = conn_event(ConnEventKind::Open, 0, 5, 1);
         refused.ret = -111;
-        r.feed(&mut t, &[Event::Conn(refused), Event::Conn(conn_event(ConnEventKind::State, 0, -1, 2))]);
+        r.feed(
+            &mut t,
+            &[
+                Event::Conn(refused),
+                Event::Conn(conn_event(ConnEventKind::State, 0, -1, 2)),
+            ],
+        );
         assert!(r.events.is_empty());
         assert!(t.is_empty());
         assert_eq!(t.stats().events_without_conn, 1);
@@ -1126,7 +1382,10 @@ mod tests {
         let s = pattern(17, 100);
         let mut t = ConnTracker::new(cfg());
         let mut r = Run::default();
-        r.feed(&mut t, &[data_own_fd(1, &s, 50, 50, 1), data_own_fd(2, &s, 0, 100, 2)]);
+        r.feed(
+            &mut t,
+            &[data_own_fd(1, &s, 50, 50, 1), data_own_fd(2, &s, 0, 100, 2)],
+        );
         t.finish_all(&mut r.events);
         assert!(t.is_empty());
         assert_eq!(r.gaps(1, EG, GapReason::Lost), vec![(0, 50)]);

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+use crate::capture::reassembly::{GapReason, SegmentBody};
 use crate::capture::{Capture, monotonic_now_ns};
 use crate::config::Config;
 use crate::conntrack::{ConnTracker, StreamEvent};
-use crate::capture::reassembly::{GapReason, SegmentBody};
 use crate::metrics::{self, Snapshot};
 
 /// How often reorder holes and closed connections are aged and metrics refreshed.
@@ -19,7 +19,10 @@ pub async fn run(config: Config) -> Result<()> {
     let mut tracker = ConnTracker::new(config.streams.tracker_config());
     let shared = Arc::new(Mutex::new(Snapshot::default()));
     let server = match config.metrics.listen {
-        Some(addr) => Some(tokio::spawn(metrics::serve(metrics::bind(addr).await?, shared.clone()))),
+        Some(addr) => Some(tokio::spawn(metrics::serve(
+            metrics::bind(addr).await?,
+            shared.clone(),
+        ))),
         None => None,
     };
     tracing::info!("sonde running; Ctrl-C to stop");
@@ -56,6 +59,9 @@ pub async fn run(config: Config) -> Result<()> {
         server.abort();
     }
     drop(capture);
+    // Flush what is still waiting in reorder buffers so it is accounted for.
+    tracker.finish_all(&mut out);
+    account(&mut snap, &mut out);
     tracing::info!("stopped; all programs detached");
     Ok(())
 }
@@ -66,8 +72,14 @@ fn account(snap: &mut Snapshot, out: &mut Vec<StreamEvent>) {
         if let StreamEvent::Segment { segment, .. } = ev {
             match segment.body {
                 SegmentBody::Data(b) => snap.stream_data_bytes += b.len() as u64,
-                SegmentBody::Gap { len, reason: GapReason::Truncated } => snap.stream_truncated_bytes += len,
-                SegmentBody::Gap { len, reason: GapReason::Lost } => snap.stream_lost_bytes += len,
+                SegmentBody::Gap {
+                    len,
+                    reason: GapReason::Truncated,
+                } => snap.stream_truncated_bytes += len,
+                SegmentBody::Gap {
+                    len,
+                    reason: GapReason::Lost,
+                } => snap.stream_lost_bytes += len,
             }
         }
     }

@@ -7,7 +7,11 @@ use sonde::config::Config;
 use sonde::trace::{Filter, TraceOptions};
 
 #[derive(Parser, Debug)]
-#[command(name = "sonde", version, about = "Per-node eBPF observability: capture, parse, correlate, explain")]
+#[command(
+    name = "sonde",
+    version,
+    about = "Per-node eBPF observability: capture, parse, correlate, explain"
+)]
 struct Cli {
     /// Configuration file (TOML, see docs/sonde.example.toml). Flags override it.
     #[arg(long, short, global = true, env = "SONDE_CONFIG")]
@@ -87,14 +91,20 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let mut config = Config::load(cli.config.as_deref())?;
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     match cli.command {
         Command::Run(args) => {
             apply(&mut config, &args.capture);
             if let Some(listen) = args.metrics_listen {
                 config.metrics.listen = match listen.as_str() {
                     "none" | "" => None,
-                    a => Some(a.parse().map_err(|e| anyhow::anyhow!("--metrics-listen {a}: {e}"))?),
+                    a => Some(
+                        a.parse()
+                            .map_err(|e| anyhow::anyhow!("--metrics-listen {a}: {e}"))?,
+                    ),
                 };
             }
             rt.block_on(sonde::daemon::run(config))
@@ -102,7 +112,12 @@ fn main() -> Result<()> {
         Command::Trace(args) => {
             apply(&mut config, &args.capture);
             let opts = TraceOptions {
-                filter: Filter { pids: args.pid, ports: args.port, comms: args.comm, states: args.states },
+                filter: Filter {
+                    pids: args.pid,
+                    ports: args.port,
+                    comms: args.comm,
+                    states: args.states,
+                },
                 json: args.json,
                 payload_bytes: args.payload_bytes,
             };

@@ -34,7 +34,10 @@ impl Filter {
             Event::Conn(c) if c.kind == ConnEventKind::State => {
                 self.states
                     && (self.ports.is_empty()
-                        || [c.local, c.peer].iter().flatten().any(|a| self.ports.contains(&a.port())))
+                        || [c.local, c.peer]
+                            .iter()
+                            .flatten()
+                            .any(|a| self.ports.contains(&a.port())))
             }
             Event::Conn(c) => self.matches(
                 c.task.tgid,
@@ -73,7 +76,8 @@ pub async fn run(capture_opts: &CaptureOptions, opts: TraceOptions) -> Result<()
     let stats = capture.stats()?;
     tracing::info!(
         data_events = stats.total(sonde_common::stat::DATA_EVENTS),
-        lost = stats.total(sonde_common::stat::DATA_LOST) + stats.total(sonde_common::stat::CONN_LOST),
+        lost =
+            stats.total(sonde_common::stat::DATA_LOST) + stats.total(sonde_common::stat::CONN_LOST),
         "trace stopped, programs detached"
     );
     Ok(())
@@ -106,7 +110,10 @@ struct Printer {
 
 impl Printer {
     fn new(opts: TraceOptions) -> Self {
-        Printer { opts, out: std::io::BufWriter::new(std::io::stdout()) }
+        Printer {
+            opts,
+            out: std::io::BufWriter::new(std::io::stdout()),
+        }
     }
 
     fn print(&mut self, ev: &Event) -> Result<()> {
@@ -188,15 +195,36 @@ fn conn_line(c: &ConnChange) -> String {
     match c.kind {
         ConnEventKind::Open => format!(
             "{:>7} {:<15} fd={:<4} conn={:<10x} OPEN  {} {} peer={} ret={}",
-            c.task.tgid, c.task.comm, c.fd, c.conn_id, c.role, c.syscall, addr(c.peer), c.ret
+            c.task.tgid,
+            c.task.comm,
+            c.fd,
+            c.conn_id,
+            c.role,
+            c.syscall,
+            addr(c.peer),
+            c.ret
         ),
         ConnEventKind::Close => format!(
             "{:>7} {:<15} fd={:<4} conn={:<10x} CLOSE {} {} -> {} tx={}B rx={}B",
-            c.task.tgid, c.task.comm, c.fd, c.conn_id, c.role, addr(c.local), addr(c.peer), c.tx_bytes, c.rx_bytes
+            c.task.tgid,
+            c.task.comm,
+            c.fd,
+            c.conn_id,
+            c.role,
+            addr(c.local),
+            addr(c.peer),
+            c.tx_bytes,
+            c.rx_bytes
         ),
         ConnEventKind::State => format!(
             "{:>7} {:<15} sock={:x} TCP {} -> {} {} -> {}",
-            "-", "", c.sock, c.old_state.name(), c.new_state.name(), addr(c.local), addr(c.peer)
+            "-",
+            "",
+            c.sock,
+            c.old_state.name(),
+            c.new_state.name(),
+            addr(c.local),
+            addr(c.peer)
         ),
     }
 }
@@ -207,7 +235,15 @@ fn addr(a: Option<std::net::SocketAddr>) -> String {
 
 /// Printable ASCII kept, everything else as `.`.
 pub fn preview(b: &[u8]) -> String {
-    b.iter().map(|&c| if (0x20..0x7f).contains(&c) { c as char } else { '.' }).collect()
+    b.iter()
+        .map(|&c| {
+            if (0x20..0x7f).contains(&c) {
+                c as char
+            } else {
+                '.'
+            }
+        })
+        .collect()
 }
 
 fn hex(b: &[u8]) -> String {
@@ -220,7 +256,12 @@ mod tests {
 
     #[test]
     fn filter_by_pid_port_comm() {
-        let f = Filter { pids: vec![7], ports: vec![80], comms: vec!["curl".into()], states: false };
+        let f = Filter {
+            pids: vec![7],
+            ports: vec![80],
+            comms: vec!["curl".into()],
+            states: false,
+        };
         assert!(f.matches(7, "curl", [Some(40000), Some(80)]));
         assert!(!f.matches(8, "curl", [Some(40000), Some(80)]));
         assert!(!f.matches(7, "wget", [Some(40000), Some(80)]));

@@ -49,16 +49,34 @@ impl Seen {
     pub fn check_stream(&self, dir: Direction, expected: &[u8]) -> Result<()> {
         let mut pos = 0u64;
         for seg in &self.streams[dir.index()] {
-            anyhow::ensure!(seg.pos == pos, "{dir:?}: segment at {} but stream is at {pos}", seg.pos);
+            anyhow::ensure!(
+                seg.pos == pos,
+                "{dir:?}: segment at {} but stream is at {pos}",
+                seg.pos
+            );
             if let SegmentBody::Data(b) = &seg.body {
                 let want = expected
                     .get(pos as usize..pos as usize + b.len())
-                    .with_context(|| format!("{dir:?}: data at {pos}+{} beyond the {} bytes sent", b.len(), expected.len()))?;
-                anyhow::ensure!(b.as_ref() == want, "{dir:?}: bytes at {pos}..{} differ from what was sent", pos + b.len() as u64);
+                    .with_context(|| {
+                        format!(
+                            "{dir:?}: data at {pos}+{} beyond the {} bytes sent",
+                            b.len(),
+                            expected.len()
+                        )
+                    })?;
+                anyhow::ensure!(
+                    b.as_ref() == want,
+                    "{dir:?}: bytes at {pos}..{} differ from what was sent",
+                    pos + b.len() as u64
+                );
             }
             pos += seg_len(seg);
         }
-        anyhow::ensure!(pos == expected.len() as u64, "{dir:?}: stream covers {pos} bytes, {} were sent", expected.len());
+        anyhow::ensure!(
+            pos == expected.len() as u64,
+            "{dir:?}: stream covers {pos} bytes, {} were sent",
+            expected.len()
+        );
         Ok(())
     }
 }
@@ -84,7 +102,11 @@ pub struct Collected {
 
 impl Collected {
     pub fn conns_of(&self, tgid: u32) -> Vec<&Seen> {
-        let mut v: Vec<&Seen> = self.conns.values().filter(|s| s.conn.task.tgid == tgid).collect();
+        let mut v: Vec<&Seen> = self
+            .conns
+            .values()
+            .filter(|s| s.conn.task.tgid == tgid)
+            .collect();
         v.sort_by_key(|s| s.conn.conn_id);
         v
     }
@@ -105,12 +127,18 @@ impl Collector {
         let thread = {
             let (state, stop) = (state.clone(), stop.clone());
             std::thread::spawn(move || -> Result<()> {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
                 rt.block_on(collect(opts, state, stop, ready_tx))
             })
         };
         match ready_rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(Ok(())) => Ok(Collector { state, stop, thread: Some(thread) }),
+            Ok(Ok(())) => Ok(Collector {
+                state,
+                stop,
+                thread: Some(thread),
+            }),
             Ok(Err(e)) => Err(e.context("starting capture")),
             Err(_) => {
                 let r = thread.join();
@@ -120,7 +148,12 @@ impl Collector {
     }
 
     /// Polls `f` over the collected state until it returns `Some` or `timeout` passes.
-    pub fn wait_for<T>(&self, timeout: Duration, what: &str, mut f: impl FnMut(&Collected) -> Option<T>) -> Result<T> {
+    pub fn wait_for<T>(
+        &self,
+        timeout: Duration,
+        what: &str,
+        mut f: impl FnMut(&Collected) -> Option<T>,
+    ) -> Result<T> {
         crate::wait_until(timeout, what, || {
             if self.thread.as_ref().is_some_and(|t| t.is_finished()) {
                 return None;
@@ -128,16 +161,25 @@ impl Collector {
             f(&self.state.lock().expect("collector lock"))
         })
         .with_context(|| {
-            if self.thread.as_ref().is_some_and(|t| t.is_finished()) { "the capture thread died" } else { "" }
+            if self.thread.as_ref().is_some_and(|t| t.is_finished()) {
+                "the capture thread died"
+            } else {
+                ""
+            }
         })
     }
 
     /// Waits until the tracker finalised every connection of `tgid` and at least `n` exist.
     pub fn finished_conns(&self, tgid: u32, n: usize, timeout: Duration) -> Result<Vec<Seen>> {
-        self.wait_for(timeout, &format!("{n} finished connections of pid {tgid}"), |c| {
-            let v = c.conns_of(tgid);
-            (v.len() >= n && v.iter().all(|s| s.finished)).then(|| v.into_iter().cloned().collect())
-        })
+        self.wait_for(
+            timeout,
+            &format!("{n} finished connections of pid {tgid}"),
+            |c| {
+                let v = c.conns_of(tgid);
+                (v.len() >= n && v.iter().all(|s| s.finished))
+                    .then(|| v.into_iter().cloned().collect())
+            },
+        )
     }
 
     pub fn with<T>(&self, f: impl FnOnce(&Collected) -> T) -> T {
@@ -178,7 +220,11 @@ async fn collect(
     let mut batch = Vec::new();
     let mut out = Vec::new();
     while !stop.load(Ordering::Relaxed) {
-        let _ = tokio::time::timeout(Duration::from_millis(50), capture.next_batch(&mut batch, 4096)).await;
+        let _ = tokio::time::timeout(
+            Duration::from_millis(50),
+            capture.next_batch(&mut batch, 4096),
+        )
+        .await;
         let mut st = state.lock().expect("collector lock");
         for ev in batch.drain(..) {
             let (tgid, comm) = match &ev {
@@ -209,11 +255,20 @@ fn apply(st: &mut Collected, tracker: &ConnTracker, out: &mut Vec<StreamEvent>) 
     for ev in out.drain(..) {
         match ev {
             StreamEvent::Opened { conn_id } => {
+                // A connection resumed after idling keeps the segments it already has.
                 if let Some(c) = tracker.get(conn_id).filter(|c| c.task.comm == PEER_COMM) {
-                    st.conns.insert(conn_id, Seen { conn: c.clone(), streams: [Vec::new(), Vec::new()], finished: false });
+                    st.conns.entry(conn_id).or_insert_with(|| Seen {
+                        conn: c.clone(),
+                        streams: [Vec::new(), Vec::new()],
+                        finished: false,
+                    });
                 }
             }
-            StreamEvent::Segment { conn_id, direction, segment } => {
+            StreamEvent::Segment {
+                conn_id,
+                direction,
+                segment,
+            } => {
                 if let Some(seen) = st.conns.get_mut(&conn_id) {
                     if let Some(c) = tracker.get(conn_id) {
                         seen.conn = c.clone();

@@ -19,26 +19,54 @@ fn sizes_arg() -> String {
 
 /// The byte stream a peer sends: message k is `pattern(k, SIZES[k])`.
 fn expected_stream() -> Vec<u8> {
-    SIZES.iter().enumerate().flat_map(|(k, &n)| pattern(k as u64, n)).collect()
+    SIZES
+        .iter()
+        .enumerate()
+        .flat_map(|(k, &n)| pattern(k as u64, n))
+        .collect()
 }
 
 fn collector() -> Collector {
     require_root();
-    Collector::start(CaptureOptions { capture_bytes: CAP, ..CaptureOptions::default() }).expect("capture starts")
+    Collector::start(CaptureOptions {
+        capture_bytes: CAP,
+        ..CaptureOptions::default()
+    })
+    .expect("capture starts")
 }
 
 /// Asserts one side of a TCP exchange: addresses, role, pid, byte totals, streams.
 fn assert_side(seen: &Seen, role: Role, done: &serde_json::Value, sent: &[u8], received: &[u8]) {
     let c = &seen.conn;
     assert_eq!(c.role, role, "role of {c:?}");
-    assert_eq!(Some(event_addr(done, "local").unwrap()), c.local, "local address");
-    assert_eq!(Some(event_addr(done, "peer").unwrap()), c.peer, "peer address");
-    assert_eq!(c.bytes[Direction::Egress.index()], sent.len() as u64, "egress bytes");
-    assert_eq!(c.bytes[Direction::Ingress.index()], received.len() as u64, "ingress bytes");
+    assert_eq!(
+        Some(event_addr(done, "local").unwrap()),
+        c.local,
+        "local address"
+    );
+    assert_eq!(
+        Some(event_addr(done, "peer").unwrap()),
+        c.peer,
+        "peer address"
+    );
+    assert_eq!(
+        c.bytes[Direction::Egress.index()],
+        sent.len() as u64,
+        "egress bytes"
+    );
+    assert_eq!(
+        c.bytes[Direction::Ingress.index()],
+        received.len() as u64,
+        "ingress bytes"
+    );
     seen.check_stream(Direction::Egress, sent).unwrap();
     seen.check_stream(Direction::Ingress, received).unwrap();
     for dir in [Direction::Egress, Direction::Ingress] {
-        assert_eq!(seen.gap_bytes(dir, GapReason::Lost), 0, "{dir:?}: nothing lost");
+        assert_eq!(
+            seen.gap_bytes(dir, GapReason::Lost),
+            0,
+            "{dir:?}: nothing lost"
+        );
     }
 }
 
@@ -49,13 +77,31 @@ fn exchange(col: &Collector, send_mode: &str, recv_mode: &str, ns: Option<&Netns
         Some(ns) => format!("{}:0", ns.addr_a()),
         None => "127.0.0.1:0".to_string(),
     };
-    let server_args = ["tcp-server", "--listen", &listen, "--recv-mode", recv_mode, "--sizes", &sizes, "--reply"];
+    let server_args = [
+        "tcp-server",
+        "--listen",
+        &listen,
+        "--recv-mode",
+        recv_mode,
+        "--sizes",
+        &sizes,
+        "--reply",
+    ];
     let mut server = match ns {
         Some(ns) => ns.spawn_peer(ns.ns_a(), &server_args).unwrap(),
         None => Peer::spawn(&server_args).unwrap(),
     };
     let addr = server.listening_addr(T).unwrap().to_string();
-    let client_args = ["tcp-client", "--connect", &addr, "--send-mode", send_mode, "--sizes", &sizes, "--expect-reply"];
+    let client_args = [
+        "tcp-client",
+        "--connect",
+        &addr,
+        "--send-mode",
+        send_mode,
+        "--sizes",
+        &sizes,
+        "--expect-reply",
+    ];
     let mut client = match ns {
         Some(ns) => ns.spawn_peer(ns.ns_b(), &client_args).unwrap(),
         None => Peer::spawn(&client_args).unwrap(),
@@ -69,13 +115,28 @@ fn exchange(col: &Collector, send_mode: &str, recv_mode: &str, ns: Option<&Netns
     assert_eq!(client_side.len(), 1, "client connections: {client_side:#?}");
     assert_eq!(server_side.len(), 1, "server connections: {server_side:#?}");
     // Client sends the messages and reads the echo; the server the other way round.
-    assert_side(&client_side[0], Role::Client, &client_done, &stream, &stream);
-    assert_side(&server_side[0], Role::Server, &server_done, &stream, &stream);
+    assert_side(
+        &client_side[0],
+        Role::Client,
+        &client_done,
+        &stream,
+        &stream,
+    );
+    assert_side(
+        &server_side[0],
+        Role::Server,
+        &server_done,
+        &stream,
+        &stream,
+    );
     // The 100 KiB message moved in syscalls larger than the cap: the excess is a
     // truncation gap, never missing bytes.
     for side in [&client_side[0], &server_side[0]] {
         let dir = Direction::Egress;
-        assert!(side.gap_bytes(dir, GapReason::Truncated) > 0, "{send_mode}/{recv_mode}: expected truncation gaps");
+        assert!(
+            side.gap_bytes(dir, GapReason::Truncated) > 0,
+            "{send_mode}/{recv_mode}: expected truncation gaps"
+        );
         assert_eq!(side.covered(dir), stream.len() as u64);
     }
     assert_eq!(client_side[0].conn.task.tgid, client.pid());
@@ -85,7 +146,12 @@ fn exchange(col: &Collector, send_mode: &str, recv_mode: &str, ns: Option<&Netns
 #[test]
 fn tcp_loopback_every_send_and_recv_syscall() {
     let col = collector();
-    for (send, recv) in [("write", "read"), ("send", "recv"), ("sendmsg", "recvmsg"), ("writev", "readv")] {
+    for (send, recv) in [
+        ("write", "read"),
+        ("send", "recv"),
+        ("sendmsg", "recvmsg"),
+        ("writev", "readv"),
+    ] {
         exchange(&col, send, recv, None);
     }
 }
@@ -103,9 +169,17 @@ fn udp_sendto_recvfrom_with_addresses() {
     let col = collector();
     let sizes = [64usize, 512, 1200];
     let sizes_arg = sizes.map(|s| s.to_string()).join(",");
-    let mut server = Peer::spawn(&["udp-server", "--listen", "127.0.0.1:0", "--count", "3"]).unwrap();
+    let mut server =
+        Peer::spawn(&["udp-server", "--listen", "127.0.0.1:0", "--count", "3"]).unwrap();
     let server_addr = server.listening_addr(T).unwrap();
-    let mut client = Peer::spawn(&["udp-client", "--connect", &server_addr.to_string(), "--sizes", &sizes_arg]).unwrap();
+    let mut client = Peer::spawn(&[
+        "udp-client",
+        "--connect",
+        &server_addr.to_string(),
+        "--sizes",
+        &sizes_arg,
+    ])
+    .unwrap();
     let client_done = client.finish(T).unwrap();
     server.finish(T).unwrap();
     let client_port = event_addr(&client_done, "local").unwrap().port();
@@ -117,7 +191,12 @@ fn udp_sendto_recvfrom_with_addresses() {
                 .events
                 .iter()
                 .filter_map(|e| match e {
-                    Event::Data(d) if d.datagram && (d.task.tgid == client.pid() || d.task.tgid == server.pid()) => Some(d.clone()),
+                    Event::Data(d)
+                        if d.datagram
+                            && (d.task.tgid == client.pid() || d.task.tgid == server.pid()) =>
+                    {
+                        Some(d.clone())
+                    }
                     _ => None,
                 })
                 .collect();
@@ -128,17 +207,29 @@ fn udp_sendto_recvfrom_with_addresses() {
         let want = pattern(k as u64, n);
         let sent = chunks
             .iter()
-            .find(|d| d.task.tgid == client.pid() && d.direction == Direction::Egress && d.payload.as_ref() == want)
+            .find(|d| {
+                d.task.tgid == client.pid()
+                    && d.direction == Direction::Egress
+                    && d.payload.as_ref() == want
+            })
             .unwrap_or_else(|| panic!("client sendto #{k} not captured"));
         assert_eq!(sent.syscall, "sendto");
         assert_eq!(sent.peer, Some(server_addr), "sendto peer");
         assert!(sent.peer_from_args);
         let got = chunks
             .iter()
-            .find(|d| d.task.tgid == server.pid() && d.direction == Direction::Ingress && d.payload.as_ref() == want)
+            .find(|d| {
+                d.task.tgid == server.pid()
+                    && d.direction == Direction::Ingress
+                    && d.payload.as_ref() == want
+            })
             .unwrap_or_else(|| panic!("server recvfrom #{k} not captured"));
         assert_eq!(got.syscall, "recvfrom");
-        assert_eq!(got.peer.map(|a| a.port()), Some(client_port), "recvfrom peer port");
+        assert_eq!(
+            got.peer.map(|a| a.port()),
+            Some(client_port),
+            "recvfrom peer port"
+        );
         assert_eq!(got.local, Some(server_addr), "server local address");
         assert_eq!(got.len, n as u64);
     }
@@ -149,17 +240,47 @@ fn file_and_pipe_io_is_not_captured() {
     let col = collector();
     let dir = std::env::temp_dir().join(format!("sonde-fileio-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut files = Peer::spawn(&["file-io", "--path", dir.join("f").to_str().unwrap(), "--size", "65536"]).unwrap();
+    let mut files = Peer::spawn(&[
+        "file-io",
+        "--path",
+        dir.join("f").to_str().unwrap(),
+        "--size",
+        "65536",
+    ])
+    .unwrap();
     files.finish(T).unwrap();
     // A socket exchange after the file I/O, by another peer: once its events are in, the
     // file peer's would be too, had they been captured.
-    let mut server = Peer::spawn(&["tcp-server", "--listen", "127.0.0.1:0", "--recv-mode", "read", "--sizes", "10"]).unwrap();
+    let mut server = Peer::spawn(&[
+        "tcp-server",
+        "--listen",
+        "127.0.0.1:0",
+        "--recv-mode",
+        "read",
+        "--sizes",
+        "10",
+    ])
+    .unwrap();
     let addr = server.listening_addr(T).unwrap().to_string();
-    let mut client = Peer::spawn(&["tcp-client", "--connect", &addr, "--send-mode", "write", "--sizes", "10"]).unwrap();
+    let mut client = Peer::spawn(&[
+        "tcp-client",
+        "--connect",
+        &addr,
+        "--send-mode",
+        "write",
+        "--sizes",
+        "10",
+    ])
+    .unwrap();
     client.finish(T).unwrap();
     server.finish(T).unwrap();
     col.finished_conns(server.pid(), 1, T).unwrap();
     let file_events = col.with(|c| c.data_tgids.get(&files.pid()).copied().unwrap_or(0));
-    assert_eq!(file_events, 0, "file/pipe I/O of pid {} produced events", files.pid());
+    assert_eq!(
+        file_events,
+        0,
+        "file/pipe I/O of pid {} produced events",
+        files.pid()
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -62,14 +62,29 @@ struct Prog {
 
 /// Ids of loaded BPF programs whose names say they are Sonde's.
 fn sonde_prog_ids() -> BTreeSet<u32> {
-    let out = Command::new("bpftool").args(["-j", "prog", "show"]).output().expect("bpftool (Debian package bpftool)");
-    assert!(out.status.success(), "bpftool failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+        .expect("bpftool (Debian package bpftool)");
+    assert!(
+        out.status.success(),
+        "bpftool failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let progs: Vec<Prog> = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
-    progs.into_iter().filter(|p| p.name.as_deref().is_some_and(|n| n.starts_with("sonde_"))).map(|p| p.id).collect()
+    progs
+        .into_iter()
+        .filter(|p| p.name.as_deref().is_some_and(|n| n.starts_with("sonde_")))
+        .map(|p| p.id)
+        .collect()
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn scrape(port: u16) -> Result<String> {
@@ -78,14 +93,21 @@ fn scrape(port: u16) -> Result<String> {
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
     let mut body = String::new();
     s.read_to_string(&mut body)?;
-    anyhow::ensure!(body.starts_with("HTTP/1.1 200"), "bad response: {body:.100}");
+    anyhow::ensure!(
+        body.starts_with("HTTP/1.1 200"),
+        "bad response: {body:.100}"
+    );
     Ok(body)
 }
 
 /// Sum of a counter's samples whose label set contains `filter`.
 fn metric_sum(text: &str, name: &str, filter: &str) -> u64 {
     text.lines()
-        .filter(|l| l.starts_with(name) && (l.as_bytes().get(name.len()) == Some(&b'{') || l.as_bytes().get(name.len()) == Some(&b' ')))
+        .filter(|l| {
+            l.starts_with(name)
+                && (l.as_bytes().get(name.len()) == Some(&b'{')
+                    || l.as_bytes().get(name.len()) == Some(&b' '))
+        })
         .filter(|l| l.contains(filter))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
@@ -112,7 +134,10 @@ fn stopping_or_killing_the_daemon_detaches_every_program() {
         let before = sonde_prog_ids();
         let (mut d, _) = run_daemon(&[]);
         let ours: BTreeSet<u32> = sonde_prog_ids().difference(&before).copied().collect();
-        assert!(ours.len() >= 15, "{how}: expected the daemon's programs in bpftool, found {ours:?}");
+        assert!(
+            ours.len() >= 15,
+            "{how}: expected the daemon's programs in bpftool, found {ours:?}"
+        );
         d.signal(sig);
         let status = d.wait_exit();
         if sig == libc::SIGINT {
@@ -135,7 +160,18 @@ fn flooded_ring_buffer_counts_lost_events_and_the_daemon_lives_on() {
     let (mut d, port) = run_daemon(&["--ring-bytes", "65536", "--capture-bytes", "16384"]);
     let mut sink = Peer::spawn(&["sink", "--listen", "127.0.0.1:0"]).unwrap();
     let addr = sink.listening_addr(T).unwrap().to_string();
-    let mut flood = Peer::spawn(&["flood", "--connect", &addr, "--threads", "2", "--seconds", "2", "--size", "16384"]).unwrap();
+    let mut flood = Peer::spawn(&[
+        "flood",
+        "--connect",
+        &addr,
+        "--threads",
+        "2",
+        "--seconds",
+        "2",
+        "--size",
+        "16384",
+    ])
+    .unwrap();
     flood.finish(T).unwrap();
     sink.terminate().unwrap();
     sink.finish(T).unwrap();
@@ -145,7 +181,10 @@ fn flooded_ring_buffer_counts_lost_events_and_the_daemon_lives_on() {
         (metric_sum(&t, "sonde_capture_events_lost_total", "kind=\"data\"") > 0).then_some(t)
     })
     .unwrap();
-    assert!(metric_sum(&text, "sonde_capture_events_total", "kind=\"data\"") > 0, "some events got through");
+    assert!(
+        metric_sum(&text, "sonde_capture_events_total", "kind=\"data\"") > 0,
+        "some events got through"
+    );
     assert!(d.alive(), "daemon died under the flood");
     // And it still works afterwards: another scrape, and a clean stop.
     scrape(port).unwrap();
@@ -159,15 +198,18 @@ fn trace_json_shows_connections_and_data_of_a_port() {
     let mut server = Peer::spawn(&["sink", "--listen", "127.0.0.1:0"]).unwrap();
     let addr = server.listening_addr(T).unwrap();
     let port = addr.port().to_string();
-    let mut trace = Daemon::spawn(&["trace", "--json", "--port", &port, "--payload-bytes", "16"], Stdio::piped());
+    let mut trace = Daemon::spawn(
+        &["trace", "--json", "--port", &port, "--payload-bytes", "16"],
+        Stdio::piped(),
+    );
     let stdout = trace.0.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str(&line) {
-                if tx.send(v).is_err() {
-                    break;
-                }
+            if let Ok(v) = serde_json::from_str(&line)
+                && tx.send(v).is_err()
+            {
+                break;
             }
         }
     });
@@ -177,14 +219,28 @@ fn trace_json_shows_connections_and_data_of_a_port() {
     let client_pid = wait_until(T, "trace lines for an exchange", || {
         lines.extend(rx.try_iter());
         let complete = |pid: &u32| {
-            let of = |ev: &str| lines.iter().filter(|l| l["event"] == ev && l["task"]["tgid"] == *pid).count();
+            let of = |ev: &str| {
+                lines
+                    .iter()
+                    .filter(|l| l["event"] == ev && l["task"]["tgid"] == *pid)
+                    .count()
+            };
             of("data") >= 2 && of("close") >= 1
         };
         if let Some(pid) = clients.iter().find(|p| complete(p)) {
             return Some(*pid);
         }
         if clients.len() < 50 {
-            let mut c = Peer::spawn(&["tcp-client", "--connect", &addr.to_string(), "--send-mode", "write", "--sizes", "10,64"]).ok()?;
+            let mut c = Peer::spawn(&[
+                "tcp-client",
+                "--connect",
+                &addr.to_string(),
+                "--send-mode",
+                "write",
+                "--sizes",
+                "10,64",
+            ])
+            .ok()?;
             c.finish(T).ok()?;
             clients.push(c.pid());
         }
@@ -193,15 +249,38 @@ fn trace_json_shows_connections_and_data_of_a_port() {
     .unwrap();
     server.terminate().unwrap();
     server.finish(T).unwrap();
-    let first = lines.iter().find(|l| l["event"] == "data" && l["task"]["tgid"] == client_pid && l["direction"] == "egress").unwrap();
+    let first = lines
+        .iter()
+        .find(|l| {
+            l["event"] == "data" && l["task"]["tgid"] == client_pid && l["direction"] == "egress"
+        })
+        .unwrap();
     assert_eq!(first["peer"], addr.to_string());
     assert_eq!(first["role"], "client");
     assert_eq!(first["len"], 10);
-    assert_eq!(first["payload_hex"].as_str().unwrap(), sonde_tests::pattern(0, 10).iter().map(|b| format!("{b:02x}")).collect::<String>());
-    let open = lines.iter().find(|l| l["event"] == "open" && l["task"]["tgid"] == client_pid).expect("connect line");
+    assert_eq!(
+        first["payload_hex"].as_str().unwrap(),
+        sonde_tests::pattern(0, 10)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    let open = lines
+        .iter()
+        .find(|l| l["event"] == "open" && l["task"]["tgid"] == client_pid)
+        .expect("connect line");
     assert_eq!(open["syscall"], "connect");
     // Filtered: nothing from other ports.
-    assert!(lines.iter().filter(|l| l["event"] == "data").all(|l| l["local"].as_str().unwrap_or("").ends_with(&format!(":{port}")) || l["peer"].as_str().unwrap_or("").ends_with(&format!(":{port}"))));
+    assert!(lines.iter().filter(|l| l["event"] == "data").all(|l| {
+        l["local"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with(&format!(":{port}"))
+            || l["peer"]
+                .as_str()
+                .unwrap_or("")
+                .ends_with(&format!(":{port}"))
+    }));
     trace.signal(libc::SIGINT);
     assert!(trace.wait_exit().success());
 }

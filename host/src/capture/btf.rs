@@ -48,8 +48,9 @@ fn u32_at(b: &[u8], off: usize) -> Result<u32> {
 impl Btf {
     pub fn from_sys() -> Result<Btf> {
         let path = "/sys/kernel/btf/vmlinux";
-        let data = std::fs::read(path)
-            .with_context(|| format!("reading {path}: Sonde needs a kernel built with BTF (CONFIG_DEBUG_INFO_BTF)"))?;
+        let data = std::fs::read(path).with_context(|| {
+            format!("reading {path}: Sonde needs a kernel built with BTF (CONFIG_DEBUG_INFO_BTF)")
+        })?;
         Btf::parse(&data).with_context(|| format!("parsing {path}"))
     }
 
@@ -108,7 +109,15 @@ impl Btf {
         if next > b.len() {
             bail!("type record at {off} runs past the type section");
         }
-        Ok((Some(Type { name_off, kind, size_or_type, members }), next))
+        Ok((
+            Some(Type {
+                name_off,
+                kind,
+                size_or_type,
+                members,
+            }),
+            next,
+        ))
     }
 
     fn name(&self, off: u32) -> &[u8] {
@@ -161,10 +170,10 @@ impl Btf {
             }
             if m.name_off == 0 {
                 let inner = self.resolve(m.type_id)?;
-                if matches!(inner.kind, KIND_STRUCT | KIND_UNION) {
-                    if let Some(off) = self.find_member(inner, member, depth + 1) {
-                        return Some(m.bit_offset + off);
-                    }
+                if matches!(inner.kind, KIND_STRUCT | KIND_UNION)
+                    && let Some(off) = self.find_member(inner, member, depth + 1)
+                {
+                    return Some(m.bit_offset + off);
                 }
             }
         }
@@ -182,7 +191,10 @@ mod tests {
     fn sock_common_offsets_from_running_kernel() {
         let btf = Btf::from_sys().expect("BTF");
         assert_eq!(btf.member_offset("sock_common", "skc_daddr").unwrap(), 0);
-        assert_eq!(btf.member_offset("sock_common", "skc_rcv_saddr").unwrap(), 4);
+        assert_eq!(
+            btf.member_offset("sock_common", "skc_rcv_saddr").unwrap(),
+            4
+        );
         assert_eq!(btf.member_offset("sock_common", "skc_dport").unwrap(), 12);
         assert_eq!(btf.member_offset("sock_common", "skc_num").unwrap(), 14);
         assert_eq!(btf.member_offset("sock_common", "skc_family").unwrap(), 16);

@@ -144,8 +144,19 @@ impl TcpState {
     pub const CLOSE: u8 = 7;
     pub fn name(self) -> &'static str {
         const NAMES: [&str; 13] = [
-            "-", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT",
-            "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING", "NEW_SYN_RECV",
+            "-",
+            "ESTABLISHED",
+            "SYN_SENT",
+            "SYN_RECV",
+            "FIN_WAIT1",
+            "FIN_WAIT2",
+            "TIME_WAIT",
+            "CLOSE",
+            "CLOSE_WAIT",
+            "LAST_ACK",
+            "LISTEN",
+            "CLOSING",
+            "NEW_SYN_RECV",
         ];
         NAMES.get(self.0 as usize).copied().unwrap_or("?")
     }
@@ -194,7 +205,10 @@ fn decode_data(raw: &[u8]) -> Result<DataChunk, DecodeError> {
     let body = &raw[size_of::<DataEvent>()..];
     let captured = ev.captured as usize;
     if body.len() < captured || captured as u64 > ev.len {
-        return Err(DecodeError::PayloadLength { claimed: ev.captured, present: body.len() });
+        return Err(DecodeError::PayloadLength {
+            claimed: ev.captured,
+            present: body.len(),
+        });
     }
     Ok(DataChunk {
         task: task(ev.tgid, ev.tid, &ev.comm),
@@ -254,7 +268,11 @@ fn syscall_name(sc: u8) -> &'static str {
 
 fn task(tgid: u32, tid: u32, comm: &[u8; abi::TASK_COMM_LEN]) -> Task {
     let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
-    Task { tgid, tid, comm: String::from_utf8_lossy(&comm[..end]).into_owned() }
+    Task {
+        tgid,
+        tid,
+        comm: String::from_utf8_lossy(&comm[..end]).into_owned(),
+    }
 }
 
 /// `None` when the kernel side did not know the address (family 0).
@@ -264,7 +282,9 @@ pub fn sock_addr(a: &abi::Addr) -> Option<SocketAddr> {
         libc::AF_INET6 => {
             let v6 = Ipv6Addr::from(a.addr);
             // Dual-stack sockets report IPv4 peers as ::ffff:a.b.c.d; show them as IPv4.
-            v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6))
+            v6.to_ipv4_mapped()
+                .map(IpAddr::V4)
+                .unwrap_or(IpAddr::V6(v6))
         }
         _ => return None,
     };
@@ -277,7 +297,10 @@ pub fn encode_data(ev: &DataEvent, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(size_of::<DataEvent>() + payload.len());
     // SAFETY: DataEvent is #[repr(C)] with no implicit padding (see sonde-common).
     out.extend_from_slice(unsafe {
-        std::slice::from_raw_parts((ev as *const DataEvent).cast::<u8>(), size_of::<DataEvent>())
+        std::slice::from_raw_parts(
+            (ev as *const DataEvent).cast::<u8>(),
+            size_of::<DataEvent>(),
+        )
     });
     out.extend_from_slice(payload);
     out
@@ -304,7 +327,11 @@ mod tests {
             role: abi::role::SERVER,
             syscall: abi::syscall::RECVMSG,
             flags: abi::data_flags::PEER_FROM_ARGS,
-            local: abi::Addr { family: libc::AF_INET as u16, port: 80, addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0] },
+            local: abi::Addr {
+                family: libc::AF_INET as u16,
+                port: 80,
+                addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            },
             peer: abi::Addr::default(),
             comm: *b"curl\0\0\0\0\0\0\0\0\0\0\0\0",
         }
@@ -313,7 +340,9 @@ mod tests {
     #[test]
     fn decodes_data_record() {
         let raw = encode_data(&data_event(10, 3), b"abc");
-        let Event::Data(d) = decode(&raw).unwrap() else { panic!("not data") };
+        let Event::Data(d) = decode(&raw).unwrap() else {
+            panic!("not data")
+        };
         assert_eq!(d.task.comm, "curl");
         assert_eq!(d.payload.as_ref(), b"abc");
         assert_eq!(d.truncated(), 7);
@@ -328,9 +357,15 @@ mod tests {
     #[test]
     fn rejects_bad_records() {
         assert_eq!(decode(&[1, 0]).unwrap_err(), DecodeError::Short(2));
-        assert_eq!(decode(&[99, 0, 0, 0]).unwrap_err(), DecodeError::UnknownKind(99));
+        assert_eq!(
+            decode(&[99, 0, 0, 0]).unwrap_err(),
+            DecodeError::UnknownKind(99)
+        );
         let raw = encode_data(&data_event(10, 5), b"abc");
-        assert!(matches!(decode(&raw), Err(DecodeError::PayloadLength { .. })));
+        assert!(matches!(
+            decode(&raw),
+            Err(DecodeError::PayloadLength { .. })
+        ));
         let mut short = encode_data(&data_event(10, 0), b"");
         short.truncate(100);
         assert_eq!(decode(&short).unwrap_err(), DecodeError::Short(100));
@@ -338,7 +373,11 @@ mod tests {
 
     #[test]
     fn v4_mapped_addresses_read_as_v4() {
-        let mut a = abi::Addr { family: libc::AF_INET6 as u16, port: 443, addr: [0; 16] };
+        let mut a = abi::Addr {
+            family: libc::AF_INET6 as u16,
+            port: 443,
+            addr: [0; 16],
+        };
         a.addr[10] = 0xff;
         a.addr[11] = 0xff;
         a.addr[12..].copy_from_slice(&[10, 1, 2, 3]);

@@ -69,18 +69,29 @@ pub struct CaptureOptions {
 
 impl Default for CaptureOptions {
     fn default() -> Self {
-        Self { capture_bytes: abi::DEFAULT_CAPTURE_BYTES, ring_bytes: 16 << 20, trace_self: false }
+        Self {
+            capture_bytes: abi::DEFAULT_CAPTURE_BYTES,
+            ring_bytes: 16 << 20,
+            trace_self: false,
+        }
     }
 }
 
 impl CaptureOptions {
     pub fn validate(&self) -> Result<()> {
         if self.capture_bytes as usize > abi::MAX_CAPTURE {
-            bail!("capture_bytes {} exceeds the maximum {}", self.capture_bytes, abi::MAX_CAPTURE);
+            bail!(
+                "capture_bytes {} exceeds the maximum {}",
+                self.capture_bytes,
+                abi::MAX_CAPTURE
+            );
         }
         let page = page_size();
         if !self.ring_bytes.is_power_of_two() || (self.ring_bytes as usize) < page {
-            bail!("ring_bytes {} must be a power of two ≥ the page size ({page})", self.ring_bytes);
+            bail!(
+                "ring_bytes {} must be a power of two ≥ the page size ({page})",
+                self.ring_bytes
+            );
         }
         Ok(())
     }
@@ -123,22 +134,33 @@ impl Capture {
         opts.validate()?;
         preflight()?;
         if EBPF_OBJECT.is_empty() {
-            bail!("this sonde was built with AYA_BUILD_SKIP: it has no eBPF object; rebuild without it");
+            bail!(
+                "this sonde was built with AYA_BUILD_SKIP: it has no eBPF object; rebuild without it"
+            );
         }
         let root = tracefs::ensure_mounted()?;
         for (_, category, name) in ATTACHMENTS {
             let dir = root.join("events").join(category).join(name);
             if !dir.is_dir() {
-                bail!("tracepoint {category}:{name} is missing on this kernel ({})", dir.display());
+                bail!(
+                    "tracepoint {category}:{name} is missing on this kernel ({})",
+                    dir.display()
+                );
             }
         }
         let offsets = kernel_offsets(&root)?;
         let config = abi::Config {
-            self_tgid: if opts.trace_self { 0 } else { std::process::id() },
+            self_tgid: if opts.trace_self {
+                0
+            } else {
+                std::process::id()
+            },
             capture_bytes: opts.capture_bytes,
             offsets,
         };
-        let cpus = aya::util::nr_cpus().map_err(|(_, e)| e).context("counting possible CPUs")?;
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(_, e)| e)
+            .context("counting possible CPUs")?;
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)
             .map_max_entries("EVENTS", opts.ring_bytes)
@@ -152,7 +174,9 @@ impl Capture {
                 .with_context(|| format!("program {prog} missing from the eBPF object"))?
                 .try_into()?;
             if program.fd().is_err() {
-                program.load().with_context(|| format!("verifier rejected {prog}"))?;
+                program
+                    .load()
+                    .with_context(|| format!("verifier rejected {prog}"))?;
             }
             program
                 .attach(category, name)
@@ -162,7 +186,12 @@ impl Capture {
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS")?)?;
         let stats = PerCpuArray::try_from(ebpf.take_map("STATS").context("map STATS")?)?;
         let verdicts = BpfHashMap::try_from(ebpf.take_map("VERDICTS").context("map VERDICTS")?)?;
-        tracing::info!(programs = attached, ring_bytes = opts.ring_bytes, capture_bytes = opts.capture_bytes, "capture attached");
+        tracing::info!(
+            programs = attached,
+            ring_bytes = opts.ring_bytes,
+            capture_bytes = opts.capture_bytes,
+            "capture attached"
+        );
         Ok(Capture {
             // SAFETY: the RingBuf owns its map fd for as long as the AsyncFd owns the RingBuf.
             ring: unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
@@ -219,7 +248,10 @@ impl Capture {
                 per_cpu[cpu][slot as usize] = *v;
             }
         }
-        Ok(CaptureStats { per_cpu, decode_errors: self.decode_errors })
+        Ok(CaptureStats {
+            per_cpu,
+            decode_errors: self.decode_errors,
+        })
     }
 
     /// Tell the kernel to stop (or resume) copying payload for a connection. Bytes and
@@ -247,7 +279,9 @@ fn preflight() -> Result<()> {
         bail!("Sonde must run as root (it loads eBPF programs and may mount tracefs)");
     }
     if !Path::new("/sys/kernel/btf/vmlinux").exists() {
-        bail!("/sys/kernel/btf/vmlinux is missing: Sonde needs a kernel with BTF (CONFIG_DEBUG_INFO_BTF=y)");
+        bail!(
+            "/sys/kernel/btf/vmlinux is missing: Sonde needs a kernel with BTF (CONFIG_DEBUG_INFO_BTF=y)"
+        );
     }
     Ok(())
 }
@@ -289,7 +323,10 @@ pub fn kernel_offsets(tracefs_root: &Path) -> Result<Offsets> {
 
 /// CLOCK_MONOTONIC now, in the kernel side's timestamp base (bpf_ktime_get_ns).
 pub fn monotonic_now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid out pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64

@@ -110,7 +110,12 @@ impl Chunk {
     fn split_front(&mut self, n: u64) -> Chunk {
         let n = n.min(self.len);
         let cut = (n as usize).min(self.payload.len());
-        let head = Chunk { pos: self.pos, len: n, payload: self.payload.slice(..cut), ts_ns: self.ts_ns };
+        let head = Chunk {
+            pos: self.pos,
+            len: n,
+            payload: self.payload.slice(..cut),
+            ts_ns: self.ts_ns,
+        };
         self.trim_front(n);
         head
     }
@@ -134,7 +139,10 @@ pub struct ReorderLimits {
 
 impl Default for ReorderLimits {
     fn default() -> Self {
-        ReorderLimits { max_pending_bytes: 4 << 20, reorder_window_ns: 500_000_000 }
+        ReorderLimits {
+            max_pending_bytes: 4 << 20,
+            reorder_window_ns: 500_000_000,
+        }
     }
 }
 
@@ -244,7 +252,11 @@ impl StreamReassembler {
         }
         let reordered = chunk.len > 0 && chunk.pos > self.next;
         let new_bytes = self.insert(chunk);
-        let pushed = Pushed { new_bytes, overlap_bytes: total - new_bytes, reordered: reordered && new_bytes > 0 };
+        let pushed = Pushed {
+            new_bytes,
+            overlap_bytes: total - new_bytes,
+            reordered: reordered && new_bytes > 0,
+        };
         self.count_push(&pushed);
         self.drain(out);
         while self.pending_cost > self.limits.max_pending_bytes {
@@ -299,8 +311,11 @@ impl StreamReassembler {
         }
         let mut inserted = 0;
         while chunk.len > 0 {
-            let Some((start, end)) =
-                self.pending.range(chunk.pos..chunk.end()).next().map(|(_, c)| (c.pos, c.end()))
+            let Some((start, end)) = self
+                .pending
+                .range(chunk.pos..chunk.end())
+                .next()
+                .map(|(_, c)| (c.pos, c.end()))
             else {
                 inserted += chunk.len;
                 self.store(chunk);
@@ -318,7 +333,10 @@ impl StreamReassembler {
 
     fn store(&mut self, chunk: Chunk) {
         self.pending_cost += chunk.cost();
-        self.oldest_pending_ts = Some(self.oldest_pending_ts.map_or(chunk.ts_ns, |t| t.min(chunk.ts_ns)));
+        self.oldest_pending_ts = Some(
+            self.oldest_pending_ts
+                .map_or(chunk.ts_ns, |t| t.min(chunk.ts_ns)),
+        );
         self.pending.insert(chunk.pos, chunk);
     }
 
@@ -341,7 +359,9 @@ impl StreamReassembler {
 
     /// Declares the hole before the first pending chunk lost and emits what follows it.
     fn skip_hole(&mut self, out: &mut Vec<Segment>) {
-        let Some((&pos, first)) = self.pending.first_key_value() else { return };
+        let Some((&pos, first)) = self.pending.first_key_value() else {
+            return;
+        };
         if pos > self.next {
             let ts = first.ts_ns;
             self.emit_lost(pos - self.next, ts, out);
@@ -354,20 +374,38 @@ impl StreamReassembler {
         let captured = chunk.payload.len() as u64;
         if captured > 0 {
             self.stats.bytes_data += captured;
-            out.push(Segment { pos: chunk.pos, ts_ns: chunk.ts_ns, body: SegmentBody::Data(chunk.payload) });
+            out.push(Segment {
+                pos: chunk.pos,
+                ts_ns: chunk.ts_ns,
+                body: SegmentBody::Data(chunk.payload),
+            });
         }
         let missing = chunk.len - captured;
         if missing > 0 {
             self.stats.bytes_truncated += missing;
-            let body = SegmentBody::Gap { len: missing, reason: GapReason::Truncated };
-            out.push(Segment { pos: chunk.pos + captured, ts_ns: chunk.ts_ns, body });
+            let body = SegmentBody::Gap {
+                len: missing,
+                reason: GapReason::Truncated,
+            };
+            out.push(Segment {
+                pos: chunk.pos + captured,
+                ts_ns: chunk.ts_ns,
+                body,
+            });
         }
         self.next = chunk.pos + chunk.len;
     }
 
     fn emit_lost(&mut self, len: u64, ts_ns: u64, out: &mut Vec<Segment>) {
         self.stats.bytes_lost += len;
-        out.push(Segment { pos: self.next, ts_ns, body: SegmentBody::Gap { len, reason: GapReason::Lost } });
+        out.push(Segment {
+            pos: self.next,
+            ts_ns,
+            body: SegmentBody::Gap {
+                len,
+                reason: GapReason::Lost,
+            },
+        });
         self.next += len;
     }
 }
@@ -379,7 +417,10 @@ mod tests {
     const MS: u64 = 1_000_000;
 
     fn limits() -> ReorderLimits {
-        ReorderLimits { max_pending_bytes: 1 << 20, reorder_window_ns: 100 * MS }
+        ReorderLimits {
+            max_pending_bytes: 1 << 20,
+            reorder_window_ns: 100 * MS,
+        }
     }
 
     /// Deterministic test bytes.
@@ -463,7 +504,14 @@ mod tests {
         let mut out = Vec::new();
         for (i, (pos, len)) in pieces(300, &[100]).into_iter().enumerate() {
             let p = r.push(chunk(&stream, pos, len, usize::MAX, i as u64), &mut out);
-            assert_eq!(p, Pushed { new_bytes: len as u64, overlap_bytes: 0, reordered: false });
+            assert_eq!(
+                p,
+                Pushed {
+                    new_bytes: len as u64,
+                    overlap_bytes: 0,
+                    reordered: false
+                }
+            );
             assert_eq!(out.len(), i + 1, "chunk {i} emitted immediately");
             assert_eq!(r.pending_chunks(), 0);
         }
@@ -491,7 +539,10 @@ mod tests {
             let (data, end) = contiguous(&out, 0);
             assert_eq!(data, stream, "seed {seed}");
             assert_eq!(end, stream.len() as u64);
-            assert!(r.stats().chunks_reordered > 0, "seed {seed}: shuffle reordered something");
+            assert!(
+                r.stats().chunks_reordered > 0,
+                "seed {seed}: shuffle reordered something"
+            );
             assert_eq!(r.stats().bytes_lost, 0);
         }
     }
@@ -507,11 +558,17 @@ mod tests {
         r.push(chunk(&stream, 20_100, 900, 0, 3), &mut out);
         let (data, end) = contiguous(&out, 0);
         assert_eq!(end, 21_000);
-        assert_eq!(gaps(&out, GapReason::Truncated), vec![(16_384, 20_000 - 16_384), (20_100, 900)]);
+        assert_eq!(
+            gaps(&out, GapReason::Truncated),
+            vec![(16_384, 20_000 - 16_384), (20_100, 900)]
+        );
         assert_eq!(data[..16_384], stream[..16_384]);
         assert_eq!(data[16_384..], stream[20_000..20_100]);
         let s = r.stats();
-        assert_eq!((s.bytes_data, s.bytes_truncated, s.bytes_lost), (16_484, 4_516, 0));
+        assert_eq!(
+            (s.bytes_data, s.bytes_truncated, s.bytes_lost),
+            (16_484, 4_516, 0)
+        );
     }
 
     #[test]
@@ -528,7 +585,11 @@ mod tests {
         assert_eq!(out.len(), 1, "window (100 ms) not passed yet");
         r.expire(110 * MS + 1, &mut out);
         assert_eq!(gaps(&out, GapReason::Lost), vec![(100, 100)]);
-        assert_eq!(out[1].ts_ns, 10 * MS, "lost gap stamped with the chunk after it");
+        assert_eq!(
+            out[1].ts_ns,
+            10 * MS,
+            "lost gap stamped with the chunk after it"
+        );
         let (data, end) = contiguous(&out, 0);
         assert_eq!(end, 300);
         assert_eq!(data, [&stream[..100], &stream[200..]].concat());
@@ -543,7 +604,10 @@ mod tests {
     #[test]
     fn hole_becomes_lost_when_pending_exceeds_its_bound() {
         let stream = pattern(10_000);
-        let lim = ReorderLimits { max_pending_bytes: 3_000, reorder_window_ns: u64::MAX };
+        let lim = ReorderLimits {
+            max_pending_bytes: 3_000,
+            reorder_window_ns: u64::MAX,
+        };
         let mut r = StreamReassembler::new(lim);
         let mut out = Vec::new();
         // 0..1000 missing; 1000 bytes chunks queue up: 2 fit (2*(1000+64)), the third does not.
@@ -565,11 +629,22 @@ mod tests {
 
     #[test]
     fn chunks_without_payload_still_count_against_the_bound() {
-        let lim = ReorderLimits { max_pending_bytes: 10 * CHUNK_OVERHEAD_BYTES, reorder_window_ns: u64::MAX };
+        let lim = ReorderLimits {
+            max_pending_bytes: 10 * CHUNK_OVERHEAD_BYTES,
+            reorder_window_ns: u64::MAX,
+        };
         let mut r = StreamReassembler::new(lim);
         let mut out = Vec::new();
         for i in 1..=100u64 {
-            r.push(Chunk { pos: i * 10, len: 5, payload: Bytes::new(), ts_ns: i }, &mut out);
+            r.push(
+                Chunk {
+                    pos: i * 10,
+                    len: 5,
+                    payload: Bytes::new(),
+                    ts_ns: i,
+                },
+                &mut out,
+            );
             assert!(r.pending_chunks() <= 10);
         }
     }
@@ -605,7 +680,14 @@ mod tests {
         r.push(chunk(&stream, 0, 100, usize::MAX, 1), &mut out);
         // Exact duplicate of emitted bytes.
         let p = r.push(chunk(&stream, 0, 100, usize::MAX, 2), &mut out);
-        assert_eq!(p, Pushed { new_bytes: 0, overlap_bytes: 100, reordered: false });
+        assert_eq!(
+            p,
+            Pushed {
+                new_bytes: 0,
+                overlap_bytes: 100,
+                reordered: false
+            }
+        );
         // Pending pieces 300..400 and 500..600; a chunk 50..700 spans emitted bytes, two holes,
         // both pending pieces and new bytes after them.
         r.push(chunk(&stream, 300, 100, usize::MAX, 3), &mut out);
@@ -624,7 +706,11 @@ mod tests {
         assert_eq!(r.pending_chunks(), 0);
         let (data, end) = contiguous(&out, 0);
         assert_eq!(end, 1000);
-        assert_eq!(data, stream[..900], "the truncated tail (900..1000) is a gap");
+        assert_eq!(
+            data,
+            stream[..900],
+            "the truncated tail (900..1000) is a gap"
+        );
         assert_eq!(gaps(&out, GapReason::Truncated), vec![(900, 100)]);
         let s = r.stats();
         assert_eq!(s.bytes_data + s.bytes_truncated, 1000);
@@ -646,7 +732,9 @@ mod tests {
         }
         let mut total = 0;
         for (ts, (pos, len)) in order.into_iter().enumerate() {
-            total += r.push(chunk(&msg, pos, len, usize::MAX, ts as u64), &mut out).new_bytes;
+            total += r
+                .push(chunk(&msg, pos, len, usize::MAX, ts as u64), &mut out)
+                .new_bytes;
         }
         assert_eq!(total, msg.len() as u64);
         let (data, end) = contiguous(&out, 0);
@@ -660,12 +748,46 @@ mod tests {
         let mut r = StreamReassembler::new(limits());
         let mut out = Vec::new();
         // Zero length: ignored.
-        assert_eq!(r.push(Chunk { pos: 0, len: 0, payload: Bytes::from_static(b"x"), ts_ns: 0 }, &mut out), Pushed::default());
+        assert_eq!(
+            r.push(
+                Chunk {
+                    pos: 0,
+                    len: 0,
+                    payload: Bytes::from_static(b"x"),
+                    ts_ns: 0
+                },
+                &mut out
+            ),
+            Pushed::default()
+        );
         // Payload longer than len: clamped.
-        r.push(Chunk { pos: 0, len: 2, payload: Bytes::from_static(b"abcd"), ts_ns: 0 }, &mut out);
-        assert_eq!(out, vec![Segment { pos: 0, ts_ns: 0, body: SegmentBody::Data(Bytes::from_static(b"ab")) }]);
+        r.push(
+            Chunk {
+                pos: 0,
+                len: 2,
+                payload: Bytes::from_static(b"abcd"),
+                ts_ns: 0,
+            },
+            &mut out,
+        );
+        assert_eq!(
+            out,
+            vec![Segment {
+                pos: 0,
+                ts_ns: 0,
+                body: SegmentBody::Data(Bytes::from_static(b"ab"))
+            }]
+        );
         // Position near the end of u64: clamped, buffered, flushed.
-        r.push(Chunk { pos: u64::MAX - 1, len: 10, payload: Bytes::new(), ts_ns: 1 }, &mut out);
+        r.push(
+            Chunk {
+                pos: u64::MAX - 1,
+                len: 10,
+                payload: Bytes::new(),
+                ts_ns: 1,
+            },
+            &mut out,
+        );
         r.finish(Some(u64::MAX), &mut out);
         assert_eq!(r.position(), u64::MAX);
         contiguous(&out, 0);
@@ -676,7 +798,10 @@ mod tests {
         let stream = pattern(8_000);
         for seed in 1..=50u64 {
             let mut rng = Rng(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1);
-            let lim = ReorderLimits { max_pending_bytes: 2_000 + rng.below(6_000), reorder_window_ns: 50 };
+            let lim = ReorderLimits {
+                max_pending_bytes: 2_000 + rng.below(6_000),
+                reorder_window_ns: 50,
+            };
             let mut r = StreamReassembler::new(lim);
             let mut out = Vec::new();
             for ts in 0..400u64 {
@@ -693,11 +818,19 @@ mod tests {
             assert_eq!(end, stream.len() as u64, "seed {seed}");
             for s in &out {
                 if let SegmentBody::Data(b) = &s.body {
-                    assert_eq!(b.as_ref(), &stream[s.pos as usize..s.end() as usize], "seed {seed}");
+                    assert_eq!(
+                        b.as_ref(),
+                        &stream[s.pos as usize..s.end() as usize],
+                        "seed {seed}"
+                    );
                 }
             }
             let st = r.stats();
-            assert_eq!(st.bytes_data + st.bytes_truncated + st.bytes_lost, stream.len() as u64, "seed {seed}");
+            assert_eq!(
+                st.bytes_data + st.bytes_truncated + st.bytes_lost,
+                stream.len() as u64,
+                "seed {seed}"
+            );
             assert_eq!(r.pending_bytes(), 0);
         }
     }

@@ -22,7 +22,13 @@ pub fn ensure_mounted() -> Result<PathBuf> {
     let source = CString::new("nodev").expect("no NUL");
     // SAFETY: valid NUL-terminated strings; no data argument.
     let rc = unsafe {
-        libc::mount(source.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null())
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
     };
     if rc != 0 {
         let err = std::io::Error::last_os_error();
@@ -43,13 +49,21 @@ pub struct Format {
 
 impl Format {
     pub fn read(root: &Path, category: &str, event: &str) -> Result<Format> {
-        let path = root.join("events").join(category).join(event).join("format");
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("tracepoint {category}:{event} is missing ({})", path.display()))?;
+        let path = root
+            .join("events")
+            .join(category)
+            .join(event)
+            .join("format");
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "tracepoint {category}:{event} is missing ({})",
+                path.display()
+            )
+        })?;
         Ok(Format::parse(&format!("{category}:{event}"), &text))
     }
 
-    /// Parses lines like `field:void * sk;	offset:8;	size:8;	signed:0;`.
+    /// Parses lines like `field:void * sk; offset:8; size:8; signed:0;` (tab-separated).
     pub fn parse(name: &str, text: &str) -> Format {
         let mut fields = HashMap::new();
         for line in text.lines() {
@@ -73,14 +87,20 @@ impl Format {
                 fields.insert(ident.to_string(), (offset, size));
             }
         }
-        Format { name: name.to_string(), fields }
+        Format {
+            name: name.to_string(),
+            fields,
+        }
     }
 
     /// Offset of `field`, checking its size, so a layout change is an error, not garbage.
     pub fn offset(&self, field: &str, size: u16) -> Result<u16> {
         match self.fields.get(field) {
             Some(&(off, sz)) if sz == size => Ok(off),
-            Some(&(_, sz)) => bail!("{}: field {field} has size {sz}, expected {size}", self.name),
+            Some(&(_, sz)) => bail!(
+                "{}: field {field} has size {sz}, expected {size}",
+                self.name
+            ),
             None => bail!("{}: no field {field}", self.name),
         }
     }
@@ -106,7 +126,17 @@ format:
         assert_eq!(f.offset("family", 2).unwrap(), 16);
         assert_eq!(f.offset("saddr_v6", 16).unwrap(), 40);
         assert_eq!(f.offset("common_type", 2).unwrap(), 0);
-        assert!(f.offset("family", 4).unwrap_err().to_string().contains("size 2"));
-        assert!(f.offset("nope", 4).unwrap_err().to_string().contains("no field nope"));
+        assert!(
+            f.offset("family", 4)
+                .unwrap_err()
+                .to_string()
+                .contains("size 2")
+        );
+        assert!(
+            f.offset("nope", 4)
+                .unwrap_err()
+                .to_string()
+                .contains("no field nope")
+        );
     }
 }
