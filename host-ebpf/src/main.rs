@@ -122,7 +122,10 @@ struct ConnState {
     rx_pos: u64,
     role: u8,
     protocol: u8,
-    _pad: [u8; 6],
+    /// A ConnOpen event went out for it (accept without an address buffer defers it to the
+    /// first data, when the socket is known to be inet).
+    announced: u8,
+    _pad: [u8; 5],
     local: Addr,
     peer: Addr,
 }
@@ -398,7 +401,7 @@ fn emit_data(inf: &Inflight, id: u64, ret: u64, dir: u8) -> Option<()> {
         return None;
     }
     let tgid = (id >> 32) as u32;
-    let conn = conn_for_io(tgid, inf.fd, inf.sock, inf.protocol)?;
+    let conn = conn_for_io(id, inf.fd, inf.sock, inf.protocol)?;
     // SAFETY: map value; the position counters are shared by all threads of the process.
     let (conn_id, pos, c) = unsafe {
         let pos_ptr = if dir == direction::EGRESS {
@@ -640,8 +643,8 @@ fn new_conn_id() -> u64 {
 /// The connection of (tgid, fd) for a socket I/O: existing, or born now (a connection that
 /// was open before capture started, or whose connect/accept we did not see).
 #[inline(always)]
-fn conn_for_io(tgid: u32, fd: i32, sk: u64, protocol: u8) -> Option<*mut ConnState> {
-    let key = conn_key(tgid, fd);
+fn conn_for_io(id: u64, fd: i32, sk: u64, protocol: u8) -> Option<*mut ConnState> {
+    let key = conn_key((id >> 32) as u32, fd);
     if let Some(c) = CONNS.get_ptr_mut(key) {
         // SAFETY: map value pointer.
         let known = unsafe { (*c).sock };
@@ -656,6 +659,10 @@ fn conn_for_io(tgid: u32, fd: i32, sk: u64, protocol: u8) -> Option<*mut ConnSta
                 (*c).protocol = protocol;
                 (*c).local = local;
                 (*c).peer = peer;
+                if (*c).announced == 0 {
+                    (*c).announced = 1;
+                    announce_accepted(id, fd, &*c);
+                }
             }
             return Some(c);
         }
@@ -674,7 +681,8 @@ fn conn_for_io(tgid: u32, fd: i32, sk: u64, protocol: u8) -> Option<*mut ConnSta
         rx_pos: 0,
         role,
         protocol,
-        _pad: [0; 6],
+        announced: 1,
+        _pad: [0; 5],
         local,
         peer,
     };
@@ -734,6 +742,22 @@ fn output_conn(ev: &ConnEvent) {
     } else {
         count(stat::CONN_LOST, 1);
     }
+}
+
+/// The deferred ConnOpen of a connection accepted without an address buffer, sent with its
+/// first data, now that the socket is known to be inet and its addresses are read.
+#[inline(never)]
+fn announce_accepted(id: u64, fd: i32, c: &ConnState) {
+    let mut ev = conn_event(EventKind::ConnOpen, id, fd);
+    ev.conn_id = c.conn_id;
+    ev.sock = c.sock;
+    ev.ret = fd as i64;
+    ev.role = c.role;
+    ev.syscall = syscall::ACCEPT4;
+    ev.protocol = c.protocol;
+    ev.local = c.local;
+    ev.peer = c.peer;
+    output_conn(&ev);
 }
 
 /// connect/accept enter: remember the fd and the sockaddr pointer.
@@ -820,7 +844,8 @@ pub fn sonde_exit_conn(ctx: TracePointContext) -> u32 {
             rx_pos: 0,
             role,
             protocol: 0,
-            _pad: [0; 6],
+            announced: (ev.peer.family != 0) as u8,
+            _pad: [0; 5],
             local: NO_ADDR,
             peer: ev.peer,
         };
@@ -854,7 +879,7 @@ pub fn sonde_enter_close(ctx: TracePointContext) -> u32 {
     };
     let _ = CONNS.remove(key);
     let _ = VERDICTS.remove(c.conn_id);
-    if c.sock == 0 && c.peer.family == 0 {
+    if c.announced == 0 {
         return 0; // accepted without address and never moved inet data: maybe not inet
     }
     let mut ev = conn_event(EventKind::ConnClose, id, fd);

@@ -101,6 +101,38 @@ pub struct Collected {
 }
 
 impl Collected {
+    /// What was seen of one process: its connections and its events (for failure messages).
+    pub fn describe(&self, tgid: u32) -> String {
+        let mut out = format!(
+            "seen of pid {tgid}: {} events in total\n",
+            self.data_tgids.get(&tgid).unwrap_or(&0)
+        );
+        for s in self.conns_of(tgid) {
+            out += &format!(
+                "  conn {:#x} finished={} {:?}\n",
+                s.conn.conn_id, s.finished, s.conn
+            );
+        }
+        for e in &self.events {
+            match e {
+                Event::Data(d) if d.task.tgid == tgid => {
+                    out += &format!(
+                        "  data conn={:#x} {:?} pos={} len={}\n",
+                        d.conn_id, d.direction, d.pos, d.len
+                    )
+                }
+                Event::Conn(c) if c.task.tgid == tgid => {
+                    out += &format!(
+                        "  {:?} conn={:#x} fd={} tx={} rx={}\n",
+                        c.kind, c.conn_id, c.fd, c.tx_bytes, c.rx_bytes
+                    )
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
     pub fn conns_of(&self, tgid: u32) -> Vec<&Seen> {
         let mut v: Vec<&Seen> = self
             .conns
@@ -170,6 +202,7 @@ impl Collector {
     }
 
     /// Waits until the tracker finalised every connection of `tgid` and at least `n` exist.
+    /// On timeout the error shows what was seen of `tgid`, for diagnosis.
     pub fn finished_conns(&self, tgid: u32, n: usize, timeout: Duration) -> Result<Vec<Seen>> {
         self.wait_for(
             timeout,
@@ -180,6 +213,7 @@ impl Collector {
                     .then(|| v.into_iter().cloned().collect())
             },
         )
+        .with_context(|| self.with(|c| c.describe(tgid)))
     }
 
     pub fn with<T>(&self, f: impl FnOnce(&Collected) -> T) -> T {
@@ -219,6 +253,7 @@ async fn collect(
     });
     let mut batch = Vec::new();
     let mut out = Vec::new();
+    let mut peers = PeerStreams::default();
     while !stop.load(Ordering::Relaxed) {
         let _ = tokio::time::timeout(
             Duration::from_millis(50),
@@ -227,56 +262,109 @@ async fn collect(
         .await;
         let mut st = state.lock().expect("collector lock");
         for ev in batch.drain(..) {
-            let (tgid, comm) = match &ev {
-                Event::Data(d) => (d.task.tgid, d.task.comm.as_str()),
-                Event::Conn(c) => (c.task.tgid, c.task.comm.as_str()),
+            let (tgid, comm, conn_id) = match &ev {
+                Event::Data(d) => (d.task.tgid, d.task.comm.as_str(), d.conn_id),
+                Event::Conn(c) => (c.task.tgid, c.task.comm.as_str(), c.conn_id),
             };
             *st.data_tgids.entry(tgid).or_default() += 1;
+            if comm == PEER_COMM {
+                peers.ids.insert(conn_id);
+            }
             tracker.on_event(&ev, &mut out);
             if comm == PEER_COMM {
                 st.events.push(ev);
             }
         }
         tracker.tick(monotonic_now_ns(), &mut out);
-        apply(&mut st, &tracker, &mut out);
+        peers.apply(&mut st, &tracker, &mut out);
         for done in tracker.take_finished() {
-            if let Some(seen) = st.conns.get_mut(&done.conn_id) {
-                seen.conn = done;
-                seen.finished = true;
-            }
+            peers.finish(&mut st, done);
         }
         st.stats = capture.stats()?;
     }
     Ok(())
 }
 
-/// Stores stream events of peer connections.
-fn apply(st: &mut Collected, tracker: &ConnTracker, out: &mut Vec<StreamEvent>) {
-    for ev in out.drain(..) {
-        match ev {
-            StreamEvent::Opened { conn_id } => {
-                // A connection resumed after idling keeps the segments it already has.
-                if let Some(c) = tracker.get(conn_id).filter(|c| c.task.comm == PEER_COMM) {
-                    st.conns.entry(conn_id).or_insert_with(|| Seen {
-                        conn: c.clone(),
-                        streams: [Vec::new(), Vec::new()],
-                        finished: false,
-                    });
+/// Segments of peer connections. A connection can be opened, fed and finalised within one
+/// batch, before its record could be read from the tracker, so segments are keyed by
+/// conn_id first and joined with the record when it is available (live or finished).
+#[derive(Default)]
+struct PeerStreams {
+    /// conn_ids that had an event from a peer process.
+    ids: std::collections::HashSet<u64>,
+}
+
+impl PeerStreams {
+    fn apply(&self, st: &mut Collected, tracker: &ConnTracker, out: &mut Vec<StreamEvent>) {
+        for ev in out.drain(..) {
+            let (conn_id, seg) = match ev {
+                StreamEvent::Opened { conn_id } | StreamEvent::Closed { conn_id } => {
+                    (conn_id, None)
                 }
+                StreamEvent::Segment {
+                    conn_id,
+                    direction,
+                    segment,
+                } => (conn_id, Some((direction, segment))),
+            };
+            if !self.ids.contains(&conn_id) {
+                continue;
             }
-            StreamEvent::Segment {
-                conn_id,
-                direction,
-                segment,
-            } => {
-                if let Some(seen) = st.conns.get_mut(&conn_id) {
-                    if let Some(c) = tracker.get(conn_id) {
-                        seen.conn = c.clone();
-                    }
-                    seen.streams[direction.index()].push(segment);
-                }
+            let seen = st.conns.entry(conn_id).or_insert_with(|| Seen {
+                conn: tracker
+                    .get(conn_id)
+                    .cloned()
+                    .unwrap_or_else(|| placeholder(conn_id)),
+                streams: [Vec::new(), Vec::new()],
+                finished: false,
+            });
+            if let Some(c) = tracker.get(conn_id) {
+                seen.conn = c.clone();
             }
-            StreamEvent::Closed { .. } => {}
+            if let Some((direction, segment)) = seg {
+                seen.streams[direction.index()].push(segment);
+            }
         }
+    }
+
+    fn finish(&self, st: &mut Collected, done: Connection) {
+        if !self.ids.contains(&done.conn_id) {
+            return;
+        }
+        let seen = st.conns.entry(done.conn_id).or_insert_with(|| Seen {
+            conn: done.clone(),
+            streams: [Vec::new(), Vec::new()],
+            finished: false,
+        });
+        seen.conn = done;
+        seen.finished = true;
+    }
+}
+
+/// A record for a connection whose tracker record is not readable yet (replaced as soon as
+/// it is).
+fn placeholder(conn_id: u64) -> Connection {
+    Connection {
+        conn_id,
+        task: sonde::capture::events::Task {
+            tgid: 0,
+            tid: 0,
+            comm: String::new(),
+        },
+        fd: -1,
+        sock: 0,
+        role: Default::default(),
+        local: None,
+        peer: None,
+        datagram: false,
+        opened_ns: 0,
+        last_ns: 0,
+        closed_ns: None,
+        bytes: [0; 2],
+        captured: [0; 2],
+        truncated: [0; 2],
+        lost: [0; 2],
+        totals: None,
+        end: None,
     }
 }
