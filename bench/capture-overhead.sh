@@ -141,14 +141,49 @@ wait_http() {
   die "$name did not answer 200 on $url within ${timeout}s (log above: $logf)"
 }
 
-# Other sonde instances (someone's test run) would skew the baseline: note them.
+# Someone else's capture (another `sonde`, or a test binary that loads Sonde's programs
+# in-process) would slow the baseline and double the with-sonde cost. With bpftool we see
+# every loaded sonde_* program: the ones our daemon loaded are remembered by id (OURS), any
+# other is foreign. Without bpftool, only processes named `sonde` are noticed.
 NOTES=()
-note_foreign_sonde() {
-  local others
-  others=$(pgrep -x sonde | grep -vx "${SONDE_PID:-none}" | tr '\n' ' ' || true)
-  if [[ -n $others ]]; then
-    NOTES+=("another sonde process (pid ${others% }) was running during $1")
-    log "warning: another sonde process (pid ${others% }) is running during $1"
+OURS=' '
+FOREIGN_WAIT=${FOREIGN_WAIT:-120}  # s to wait for foreign capture to go away before a phase
+HAVE_BPFTOOL=0
+command -v bpftool >/dev/null && HAVE_BPFTOOL=1
+sonde_prog_ids() {
+  bpftool prog show 2>/dev/null | awk '{for (i = 1; i < NF; i++) if ($i == "name" && $(i + 1) ~ /^sonde_/) {sub(":", "", $1); print $1}}'
+}
+# Prints a short description of foreign capture, or nothing.
+foreign_capture() {
+  local id n=0 others
+  if ((HAVE_BPFTOOL)); then
+    for id in $(sonde_prog_ids); do [[ $OURS == *" $id "* ]] || n=$((n + 1)); done
+    ((n == 0)) || echo "$n foreign sonde_* eBPF program(s) loaded"
+  else
+    others=$(pgrep -x sonde | grep -vx "${SONDE_PID:-none}" | tr '\n' ' ' || true)
+    [[ -z $others ]] || echo "another sonde process (pid ${others% }) running"
+  fi
+}
+# Before a phase: wait (bounded) until no foreign capture is attached.
+wait_no_foreign() {
+  local what end=$((SECONDS + FOREIGN_WAIT)) warned=0
+  while what=$(foreign_capture) && [[ -n $what ]]; do
+    if ((SECONDS >= end)); then
+      NOTES+=("$what at the start of $1 despite waiting ${FOREIGN_WAIT}s: results suspect")
+      log "warning: $what; going on with $1 anyway (results suspect)"
+      return 0
+    fi
+    ((warned++)) || log "$what; waiting up to ${FOREIGN_WAIT}s for it to go before $1"
+    sleep 1
+  done
+}
+# After a run: note foreign capture that appeared meanwhile.
+check_no_foreign() {
+  local what
+  what=$(foreign_capture)
+  if [[ -n $what ]]; then
+    NOTES+=("$what at the end of $1: that run's numbers are suspect")
+    log "warning: $what at the end of $1 (results suspect)"
   fi
 }
 
@@ -235,11 +270,20 @@ start_sonde() {
   # shellcheck disable=SC2206  # SONDE_ARGS is a word list on purpose
   [[ -n $SONDE_ARGS ]] && args+=($SONDE_ARGS)
   SONDE_LOG=$RESULTS_DIR/r$round-sonde-daemon.raw
+  local before=' '
+  ((HAVE_BPFTOOL)) && before+="$(sonde_prog_ids | tr '\n' ' ')"
   "$SONDE_BIN" "${args[@]}" >"$SONDE_LOG" 2>&1 &
   SONDE_PID=$!
   local t0=$SECONDS
   wait_http "http://127.0.0.1:$MPORT/metrics" "$SONDE_START_TIMEOUT" "$SONDE_PID" sonde "$SONDE_LOG"
   log "sonde pid $SONDE_PID ready after ~$((SECONDS - t0))s, /metrics on 127.0.0.1:$MPORT"
+  if ((HAVE_BPFTOOL)); then
+    # Ours: the sonde_* programs that were not there before we started (wait_no_foreign
+    # made sure there were none then, or noted them).
+    local id
+    for id in $(sonde_prog_ids); do [[ $before == *" $id "* ]] || OURS+="$id "; done
+    [[ $OURS != ' ' ]] || die "sonde answers /metrics but no sonde_* eBPF program is loaded"
+  fi
 }
 
 stop_sonde() {
@@ -247,6 +291,7 @@ stop_sonde() {
   stop_proc "$SONDE_PID" INT "$SONDE_STOP_TIMEOUT" sonde || rc=$?
   ((rc == 0)) || NOTES+=("sonde exited with status $rc after SIGINT in round $1 (see r$1-sonde-daemon.raw)")
   SONDE_PID=''
+  OURS=' '
 }
 
 scrape() {
@@ -261,6 +306,10 @@ metric_sum() {
     index($1, n) == 1 && (k == "" || index($1, "kind=\"" k "\"")) { s += $NF }
     END { printf "%.0f\n", s }' "$1"
 }
+
+# CPU time (user+system, clock ticks) of process $1 so far, all threads.
+cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+CLK_TCK=$(getconf CLK_TCK)
 
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {if (NR % 2) print a[(NR + 1) / 2]; else printf "%.2f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 fmt_int() { printf '%.0f' "$1"; }
@@ -280,12 +329,11 @@ if [[ $MODE == full ]]; then
 fi
 
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
-note_foreign_sonde "start-up"
 start_nginx
 
-declare -A BASE SONDE DATA LOST REQS
+declare -A BASE SONDE DATA LOST REQS CPU
 for s in "${SIZES[@]}"; do
-  BASE[$s]=''; SONDE[$s]=''; DATA[$s]=0; LOST[$s]=0; REQS[$s]=0
+  BASE[$s]=''; SONDE[$s]=''; CPU[$s]=''; DATA[$s]=0; LOST[$s]=0; REQS[$s]=0
 done
 INVALID=()
 ROUND_ROWS=()
@@ -295,21 +343,27 @@ if ((WARMUP > 0)); then
 fi
 
 for ((r = 1; r <= ROUNDS; r++)); do
-  note_foreign_sonde "round $r baseline"
+  wait_no_foreign "round $r baseline"
   for s in "${SIZES[@]}"; do
     run_wrk "$DURATION" "$s" "$RESULTS_DIR/r$r-baseline-$s.raw"
+    check_no_foreign "round $r baseline $(size_label "$s")"
     BASE[$s]+="$WRK_RPS "
     log "round $r  baseline    $(size_label "$s"): $WRK_RPS req/s"
   done
   [[ $MODE == full ]] || continue
 
+  wait_no_foreign "round $r with sonde"
   start_sonde "$r"
-  note_foreign_sonde "round $r with sonde"
   for s in "${SIZES[@]}"; do
     before=$RESULTS_DIR/r$r-sonde-$s-metrics-before.raw
     after=$RESULTS_DIR/r$r-sonde-$s-metrics-after.raw
     scrape "$before"
+    c0=$(cpu_ticks "$SONDE_PID")
     run_wrk "$DURATION" "$s" "$RESULTS_DIR/r$r-sonde-$s.raw"
+    c1=$(cpu_ticks "$SONDE_PID")
+    check_no_foreign "round $r with sonde $(size_label "$s")"
+    cpu=$(awk -v t=$((c1 - c0)) -v hz="$CLK_TCK" -v d="$DURATION" 'BEGIN {printf "%.0f", t / hz / d * 100}')
+    CPU[$s]+="$cpu "
     sleep "$METRICS_SETTLE"
     kill -0 "$SONDE_PID" 2>/dev/null || die "sonde exited during round $r (see $SONDE_LOG)"
     scrape "$after"
@@ -317,8 +371,8 @@ for ((r = 1; r <= ROUNDS; r++)); do
     l=$(($(metric_sum "$after" sonde_capture_events_lost_total) - $(metric_sum "$before" sonde_capture_events_lost_total)))
     SONDE[$s]+="$WRK_RPS "
     DATA[$s]=$((DATA[$s] + d)); LOST[$s]=$((LOST[$s] + l)); REQS[$s]=$((REQS[$s] + WRK_REQS))
-    ROUND_ROWS+=("| $r | $(size_label "$s") | $(fmt_int "$(echo "${BASE[$s]}" | awk -v r="$r" '{print $r}')") | $(fmt_int "$WRK_RPS") | $d | $l |")
-    log "round $r  with sonde  $(size_label "$s"): $WRK_RPS req/s, $d data events, $l lost"
+    ROUND_ROWS+=("| $r | $(size_label "$s") | $(fmt_int "$(echo "${BASE[$s]}" | awk -v r="$r" '{print $r}')") | $(fmt_int "$WRK_RPS") | $d | $l | $cpu |")
+    log "round $r  with sonde  $(size_label "$s"): $WRK_RPS req/s, $d data events, $l lost, daemon CPU $cpu%"
     ((d > 0)) || INVALID+=("round $r, $(size_label "$s"): sonde captured no data event")
   done
   stop_sonde "$r"
@@ -326,7 +380,7 @@ done
 if [[ $MODE == baseline ]]; then
   for ((r = 1; r <= ROUNDS; r++)); do
     for s in "${SIZES[@]}"; do
-      ROUND_ROWS+=("| $r | $(size_label "$s") | $(fmt_int "$(echo "${BASE[$s]}" | awk -v r="$r" '{print $r}')") | — | — | — |")
+      ROUND_ROWS+=("| $r | $(size_label "$s") | $(fmt_int "$(echo "${BASE[$s]}" | awk -v r="$r" '{print $r}')") | — | — | — | — |")
     done
   done
 fi
@@ -341,10 +395,10 @@ COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "no commit")
   echo "kernel $KERNEL, $NCPU × ${CPU_MODEL:-unknown CPU}, nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'),"
   echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, $ROUNDS round(s) A/B, warm-up ${WARMUP}s per size,"
   echo "pinning $( ((PIN)) && echo 'nginx→CPU 0, wrk→CPU 1' || echo 'none')${SONDE_VERSION:+, ${SONDE_VERSION}} (tree at $COMMIT),"
-  echo "load average at start $LOAD_START."
+  echo "load average at start $LOAD_START, check for foreign capture: $( ((HAVE_BPFTOOL)) && echo 'bpftool (sonde_* programs)' || echo 'pgrep sonde only')."
   echo
-  echo "| Body | Baseline req/s (median) | With sonde req/s (median) | Ratio | Loss % | Sonde data events | Lost events | Data events / request |"
-  echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| Body | Baseline req/s (median) | With sonde req/s (median) | Ratio | Loss % | Sonde data events | Lost events | Data events / request | Daemon CPU % |"
+  echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   for s in "${SIZES[@]}"; do
     # shellcheck disable=SC2086  # the per-round lists are space-separated on purpose
     b=$(median ${BASE[$s]})
@@ -354,16 +408,23 @@ COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "no commit")
       ratio=$(awk -v w="$w" -v b="$b" 'BEGIN {printf "%.3f", w / b}')
       loss=$(awk -v w="$w" -v b="$b" 'BEGIN {printf "%.1f", (1 - w / b) * 100}')
       epr=$(awk -v d="${DATA[$s]}" -v q="${REQS[$s]}" 'BEGIN {printf "%.2f", q ? d / q : 0}')
-      echo "| $(size_label "$s") | $(fmt_int "$b") | $(fmt_int "$w") | $ratio | $loss | ${DATA[$s]} | ${LOST[$s]} | $epr |"
+      # shellcheck disable=SC2086
+      cpu=$(median ${CPU[$s]})
+      echo "| $(size_label "$s") | $(fmt_int "$b") | $(fmt_int "$w") | $ratio | $loss | ${DATA[$s]} | ${LOST[$s]} | $epr | $(fmt_int "$cpu") |"
     else
-      echo "| $(size_label "$s") | $(fmt_int "$b") | — | — | — | — | — | — |"
+      echo "| $(size_label "$s") | $(fmt_int "$b") | — | — | — | — | — | — | — |"
     fi
   done
   echo
-  echo "Per round (req/s; events are the /metrics deltas around that with-sonde run):"
+  echo "Data and lost events are sums over the with-sonde runs of the deltas of"
+  echo "\`sonde_capture_events_total{kind=\"data\"}\` and \`sonde_capture_events_lost_total\`"
+  echo "scraped around each run; daemon CPU % is the \`sonde run\` process's user+system time"
+  echo "during the wrk run, in % of one core (median over rounds)."
   echo
-  echo "| Round | Body | Baseline req/s | With sonde req/s | Data events | Lost events |"
-  echo "|---:|---:|---:|---:|---:|---:|"
+  echo "Per round:"
+  echo
+  echo "| Round | Body | Baseline req/s | With sonde req/s | Data events | Lost events | Daemon CPU % |"
+  echo "|---:|---:|---:|---:|---:|---:|---:|"
   printf '%s\n' "${ROUND_ROWS[@]}"
   if ((${#NOTES[@]} + ${#INVALID[@]})); then
     echo

@@ -284,3 +284,26 @@ fn trace_json_shows_connections_and_data_of_a_port() {
     trace.signal(libc::SIGINT);
     assert!(trace.wait_exit().success());
 }
+
+#[test]
+fn not_root_is_a_clear_error() {
+    use std::os::unix::process::CommandExt as _;
+    require_root(); // to drop privileges we must have them
+    // A copy nobody can execute, wherever the build tree is (it may be under /root).
+    let dir = std::env::temp_dir().join(format!("sonde-nobody-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = dir.join("sonde");
+    std::fs::copy(sonde_bin_path(), &bin).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new(&bin)
+        .args(["run", "--metrics-listen", "none"])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("spawn sonde as nobody");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!out.status.success(), "sonde run as nobody must fail");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("must run as root"), "stderr: {stderr}");
+}

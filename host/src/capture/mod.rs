@@ -286,6 +286,20 @@ fn preflight() -> Result<()> {
     Ok(())
 }
 
+/// Every tracepoint Sonde attaches to must exist; the error names the first one missing.
+pub fn check_tracepoints(tracefs_root: &Path) -> Result<()> {
+    for (_, category, name) in ATTACHMENTS {
+        let dir = tracefs_root.join("events").join(category).join(name);
+        if !dir.is_dir() {
+            bail!(
+                "tracepoint {category}:{name} is missing on this kernel ({})",
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Record and struct offsets for the kernel side, from tracefs formats and BTF.
 pub fn kernel_offsets(tracefs_root: &Path) -> Result<Offsets> {
     let send = tracefs::Format::read(tracefs_root, "sock", "sock_send_length")?;
@@ -330,4 +344,52 @@ pub fn monotonic_now_ns() -> u64 {
     // SAFETY: valid out pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_tracepoint_is_named() {
+        let root = std::env::temp_dir().join(format!("sonde-fake-tracefs-{}", std::process::id()));
+        for (_, category, name) in ATTACHMENTS {
+            if *name != "inet_sock_set_state" {
+                std::fs::create_dir_all(root.join("events").join(category).join(name)).unwrap();
+            }
+        }
+        let err = check_tracepoints(&root).unwrap_err().to_string();
+        let _ = std::fs::remove_dir_all(&root);
+        assert!(
+            err.contains("tracepoint sock:inet_sock_set_state is missing"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn capture_options_are_validated() {
+        let too_big = CaptureOptions {
+            capture_bytes: abi::MAX_CAPTURE as u32 + 1,
+            ..Default::default()
+        };
+        assert!(
+            too_big
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("exceeds the maximum")
+        );
+        let odd_ring = CaptureOptions {
+            ring_bytes: 100_000,
+            ..Default::default()
+        };
+        assert!(
+            odd_ring
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("power of two")
+        );
+        CaptureOptions::default().validate().unwrap();
+    }
 }
