@@ -121,7 +121,8 @@ pub struct Connection {
 }
 
 impl Connection {
-    fn new(conn_id: u64, task: &Task, fd: i32, ts: u64) -> Self {
+    /// A connection first seen at `ts`, nothing known yet but its process and fd.
+    pub fn new(conn_id: u64, task: &Task, fd: i32, ts: u64) -> Self {
         Connection {
             conn_id,
             task: task.clone(),
@@ -682,6 +683,7 @@ fn emit_segments(
 mod tests {
     use super::*;
     use crate::capture::events::{TcpState, decode, encode_data};
+    use crate::capture::reassembly::tests::pieces;
     use sonde_common::{self as abi, DataEvent, EventKind};
 
     const MS: u64 = 1_000_000;
@@ -896,21 +898,6 @@ mod tests {
                 })
                 .collect()
         }
-    }
-
-    /// Splits `0..total` into consecutive (pos, len) pieces with the given sizes, cycled.
-    fn pieces(total: usize, sizes: &[usize]) -> Vec<(usize, usize)> {
-        let mut v = Vec::new();
-        let mut pos = 0;
-        for &s in sizes.iter().cycle() {
-            if pos >= total {
-                break;
-            }
-            let len = s.min(total - pos);
-            v.push((pos, len));
-            pos += len;
-        }
-        v
     }
 
     fn finished_one(t: &mut ConnTracker, conn_id: u64) -> Connection {

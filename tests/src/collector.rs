@@ -344,27 +344,10 @@ impl PeerStreams {
 /// A record for a connection whose tracker record is not readable yet (replaced as soon as
 /// it is).
 fn placeholder(conn_id: u64) -> Connection {
-    Connection {
-        conn_id,
-        task: sonde::capture::events::Task {
-            tgid: 0,
-            tid: 0,
-            comm: String::new(),
-        },
-        fd: -1,
-        sock: 0,
-        role: Default::default(),
-        local: None,
-        peer: None,
-        datagram: false,
-        opened_ns: 0,
-        last_ns: 0,
-        closed_ns: None,
-        bytes: [0; 2],
-        captured: [0; 2],
-        truncated: [0; 2],
-        lost: [0; 2],
-        totals: None,
-        end: None,
-    }
+    let task = sonde::capture::events::Task {
+        tgid: 0,
+        tid: 0,
+        comm: String::new(),
+    };
+    Connection::new(conn_id, &task, -1, 0)
 }

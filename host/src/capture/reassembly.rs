@@ -411,7 +411,7 @@ impl StreamReassembler {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const MS: u64 = 1_000_000;
@@ -440,7 +440,7 @@ mod tests {
     }
 
     /// Splits `0..total` into consecutive (pos, len) pieces with the given sizes, cycled.
-    fn pieces(total: usize, sizes: &[usize]) -> Vec<(usize, usize)> {
+    pub(crate) fn pieces(total: usize, sizes: &[usize]) -> Vec<(usize, usize)> {
         let mut v = Vec::new();
         let mut pos = 0;
         for &s in sizes.iter().cycle() {
