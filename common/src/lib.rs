@@ -289,6 +289,11 @@ pub struct Config {
     pub self_tgid: u32,
     /// Payload bytes copied per syscall (≤ MAX_CAPTURE).
     pub capture_bytes: u32,
+    /// Wake the daemon only once this many bytes wait in the ring buffer; below, records go
+    /// in silently and the daemon's poll timer collects them. A wakeup per record costs more
+    /// than the record itself on a busy node.
+    pub wakeup_bytes: u32,
+    pub _pad: u32,
     pub offsets: Offsets,
 }
 
@@ -297,6 +302,8 @@ impl Config {
     pub const DEFAULT: Config = Config {
         self_tgid: 0,
         capture_bytes: DEFAULT_CAPTURE_BYTES,
+        wakeup_bytes: 0,
+        _pad: 0,
         offsets: Offsets::ZERO,
     };
 }

@@ -177,6 +177,21 @@ fn count(slot: u32, n: u64) {
     }
 }
 
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+const BPF_RB_AVAIL_DATA: u64 = 0;
+
+/// Batch wakeups: signal the daemon only when `wakeup_bytes` are waiting (it also polls on a
+/// timer), so a busy node does not pay an epoll wakeup and a context switch per syscall.
+#[inline(always)]
+fn wakeup_flag() -> u64 {
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= cfg!(wakeup_bytes) as u64 {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
+
 #[inline(always)]
 fn traced(pid_tgid: u64) -> bool {
     (pid_tgid >> 32) as u32 != cfg!(self_tgid)
@@ -467,7 +482,7 @@ fn emit_data(inf: &Inflight, id: u64, ret: u64, dir: u8) -> Option<()> {
     let size = core::mem::size_of::<DataEvent>() + (copied as usize & (MAX_CAPTURE * 2 - 1));
     let bytes: &[u8] =
         unsafe { core::slice::from_raw_parts((scratch as *const Scratch).cast::<u8>(), size) };
-    if EVENTS.output::<[u8]>(bytes, 0).is_ok() {
+    if EVENTS.output::<[u8]>(bytes, wakeup_flag()).is_ok() {
         count(stat::DATA_EVENTS, 1);
     } else {
         count(stat::DATA_LOST, 1);
@@ -737,7 +752,7 @@ fn conn_event(kind: EventKind, id: u64, fd: i32) -> ConnEvent {
 
 #[inline(always)]
 fn output_conn(ev: &ConnEvent) {
-    if EVENTS.output::<ConnEvent>(ev, 0).is_ok() {
+    if EVENTS.output::<ConnEvent>(ev, wakeup_flag()).is_ok() {
         count(stat::CONN_EVENTS, 1);
     } else {
         count(stat::CONN_LOST, 1);

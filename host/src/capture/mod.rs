@@ -65,6 +65,11 @@ pub struct CaptureOptions {
     pub ring_bytes: u32,
     /// Trace the daemon's own process too (off: its output would feed back into itself).
     pub trace_self: bool,
+    /// The kernel wakes the daemon once this many bytes wait in the ring (0: ring_bytes/16).
+    pub wakeup_bytes: u32,
+    /// The daemon also drains the ring this often, whatever is waiting: the upper bound on
+    /// how late a record below the wakeup threshold is seen.
+    pub poll_interval_ms: u64,
 }
 
 impl Default for CaptureOptions {
@@ -73,6 +78,8 @@ impl Default for CaptureOptions {
             capture_bytes: abi::DEFAULT_CAPTURE_BYTES,
             ring_bytes: 16 << 20,
             trace_self: false,
+            wakeup_bytes: 0,
+            poll_interval_ms: 20,
         }
     }
 }
@@ -93,7 +100,26 @@ impl CaptureOptions {
                 self.ring_bytes
             );
         }
+        if self.wakeup_bytes >= self.ring_bytes {
+            bail!(
+                "wakeup_bytes {} must be below ring_bytes {}",
+                self.wakeup_bytes,
+                self.ring_bytes
+            );
+        }
+        if self.poll_interval_ms == 0 {
+            bail!("poll_interval_ms must be at least 1");
+        }
         Ok(())
+    }
+
+    /// The wakeup threshold handed to the kernel side.
+    pub fn effective_wakeup_bytes(&self) -> u32 {
+        if self.wakeup_bytes == 0 {
+            self.ring_bytes / 16
+        } else {
+            self.wakeup_bytes
+        }
     }
 }
 
@@ -125,6 +151,7 @@ pub struct Capture {
     verdicts: BpfHashMap<MapData, u64, u8>,
     decode_errors: u64,
     attached: usize,
+    poll_interval: std::time::Duration,
     _ebpf: Ebpf,
 }
 
@@ -156,6 +183,8 @@ impl Capture {
                 std::process::id()
             },
             capture_bytes: opts.capture_bytes,
+            wakeup_bytes: opts.effective_wakeup_bytes(),
+            _pad: 0,
             offsets,
         };
         let cpus = aya::util::nr_cpus()
@@ -200,6 +229,7 @@ impl Capture {
             verdicts,
             decode_errors: 0,
             attached,
+            poll_interval: std::time::Duration::from_millis(opts.poll_interval_ms),
             _ebpf: ebpf,
         })
     }
@@ -209,34 +239,40 @@ impl Capture {
         self.attached
     }
 
-    /// Waits until the ring buffer has records, then decodes up to `max` of them into `out`.
+    /// Waits until the ring buffer has records (a kernel wakeup, or the poll timer for
+    /// records below the wakeup threshold), then decodes up to `max` of them into `out`.
     /// Records that fail to decode are counted (see [`CaptureStats::decode_errors`]).
     pub async fn next_batch(&mut self, out: &mut Vec<Event>, max: usize) -> Result<()> {
         loop {
-            let mut guard = self.ring.readable_mut().await?;
-            let ring = guard.get_inner_mut();
-            let mut n = 0;
-            let mut errors = 0;
-            while n < max {
-                let Some(item) = ring.next() else { break };
-                match events::decode(&item) {
-                    Ok(ev) => out.push(ev),
-                    Err(e) => {
-                        errors += 1;
-                        log_decode_error(&e);
-                    }
-                }
-                n += 1;
-            }
-            self.decode_errors += errors;
-            if n < max {
-                // Drained: wait for the next wakeup.
-                guard.clear_ready();
-            }
-            if n > 0 {
+            if self.drain(out, max) > 0 {
                 return Ok(());
             }
+            // Readiness is cleared before the next drain: a record that lands after the
+            // drain without a wakeup is picked up by the timer.
+            if let Ok(guard) =
+                tokio::time::timeout(self.poll_interval, self.ring.readable_mut()).await
+            {
+                guard?.clear_ready();
+            }
         }
+    }
+
+    /// Decodes up to `max` waiting records without blocking; returns how many were taken.
+    fn drain(&mut self, out: &mut Vec<Event>, max: usize) -> usize {
+        let ring = self.ring.get_mut();
+        let mut n = 0;
+        while n < max {
+            let Some(item) = ring.next() else { break };
+            match events::decode(&item) {
+                Ok(ev) => out.push(ev),
+                Err(e) => {
+                    self.decode_errors += 1;
+                    log_decode_error(&e);
+                }
+            }
+            n += 1;
+        }
+        n
     }
 
     pub fn stats(&self) -> Result<CaptureStats> {
