@@ -463,6 +463,7 @@ fn emit_data(inf: &Inflight, id: u64, ret: u64, dir: u8) -> Option<()> {
     ev.flags = plan.flags;
     if failed {
         ev.flags |= data_flags::READ_FAILED;
+        count(stat::READ_FAILED, 1);
     }
     if inf.protocol == IPPROTO_UDP {
         ev.flags |= data_flags::DATAGRAM;
@@ -763,16 +764,23 @@ fn output_conn(ev: &ConnEvent) {
 /// first data, now that the socket is known to be inet and its addresses are read.
 #[inline(never)]
 fn announce_accepted(id: u64, fd: i32, c: &ConnState) {
-    let mut ev = conn_event(EventKind::ConnOpen, id, fd);
+    let mut ev = conn_event_of(EventKind::ConnOpen, id, fd, c, syscall::ACCEPT4);
+    ev.ret = fd as i64;
+    output_conn(&ev);
+}
+
+/// A lifecycle event describing a tracked connection.
+#[inline(always)]
+fn conn_event_of(kind: EventKind, id: u64, fd: i32, c: &ConnState, sc: u8) -> ConnEvent {
+    let mut ev = conn_event(kind, id, fd);
     ev.conn_id = c.conn_id;
     ev.sock = c.sock;
-    ev.ret = fd as i64;
     ev.role = c.role;
-    ev.syscall = syscall::ACCEPT4;
+    ev.syscall = sc;
     ev.protocol = c.protocol;
     ev.local = c.local;
     ev.peer = c.peer;
-    output_conn(&ev);
+    ev
 }
 
 /// connect/accept enter: remember the fd and the sockaddr pointer.
@@ -897,16 +905,9 @@ pub fn sonde_enter_close(ctx: TracePointContext) -> u32 {
     if c.announced == 0 {
         return 0; // accepted without address and never moved inet data: maybe not inet
     }
-    let mut ev = conn_event(EventKind::ConnClose, id, fd);
-    ev.conn_id = c.conn_id;
-    ev.sock = c.sock;
+    let mut ev = conn_event_of(EventKind::ConnClose, id, fd, &c, syscall::CLOSE);
     ev.tx_bytes = c.tx_pos;
     ev.rx_bytes = c.rx_pos;
-    ev.role = c.role;
-    ev.syscall = syscall::CLOSE;
-    ev.protocol = c.protocol;
-    ev.local = c.local;
-    ev.peer = c.peer;
     output_conn(&ev);
     0
 }
