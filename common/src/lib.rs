@@ -23,7 +23,10 @@ pub const TASK_COMM_LEN: usize = 16;
 pub enum EventKind {
     /// [`DataEvent`] followed by `captured` payload bytes.
     Data = 1,
-    /// [`ConnEvent`] from connect/accept (a connection is born on an fd).
+    /// [`ConnEvent`] from connect/accept (a connection is born on an fd). A connect that
+    /// failed outright (refused, unreachable) is reported too, with its errno in `ret` and
+    /// `conn_id` 0: no connection exists. An accept without an address buffer is announced
+    /// at the connection's first data, once the socket is known to be inet.
     ConnOpen = 2,
     /// [`ConnEvent`] from close (the fd's connection ends; byte totals are final).
     ConnClose = 3,
