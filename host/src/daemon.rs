@@ -48,7 +48,7 @@ pub async fn run(config: Config) -> Result<()> {
                 let _ = tracker.take_finished();
                 snap.capture = capture.stats()?;
                 snap.tracker = tracker.stats().clone();
-                snap.connections_open = tracker.iter().count();
+                snap.connections_open = tracker.len();
                 if let Ok(mut s) = shared.lock() {
                     *s = snap.clone();
                 }

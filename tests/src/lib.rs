@@ -78,13 +78,16 @@ pub fn require_root() {
     );
 }
 
-/// Names of all eBPF programs loaded in the kernel, from `bpftool -j prog show`
-/// (unnamed programs are left out).
-pub fn bpftool_prog_names() -> anyhow::Result<Vec<String>> {
-    #[derive(Deserialize)]
-    struct Prog {
-        name: Option<String>,
-    }
+/// A loaded eBPF program as `bpftool -j prog show` lists it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BpfProg {
+    pub id: u32,
+    /// Absent for unnamed programs.
+    pub name: Option<String>,
+}
+
+/// All eBPF programs loaded in the kernel, from `bpftool -j prog show`.
+pub fn bpftool_progs() -> anyhow::Result<Vec<BpfProg>> {
     let out = Command::new("bpftool")
         .args(["-j", "prog", "show"])
         .output()
@@ -96,9 +99,7 @@ pub fn bpftool_prog_names() -> anyhow::Result<Vec<String>> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    let progs: Vec<Prog> =
-        serde_json::from_slice(&out.stdout).context("parsing `bpftool -j prog show` output")?;
-    Ok(progs.into_iter().filter_map(|p| p.name).collect())
+    serde_json::from_slice(&out.stdout).context("parsing `bpftool -j prog show` output")
 }
 
 #[cfg(test)]

@@ -9,8 +9,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use serde::Deserialize;
-use sonde_tests::{Peer, require_root, sonde_bin_path, wait_until};
+use sonde_tests::{Peer, bpftool_progs, require_root, sonde_bin_path, wait_until};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -54,25 +53,10 @@ impl Drop for Daemon {
     }
 }
 
-#[derive(Deserialize)]
-struct Prog {
-    id: u32,
-    name: Option<String>,
-}
-
 /// Ids of loaded BPF programs whose names say they are Sonde's.
 fn sonde_prog_ids() -> BTreeSet<u32> {
-    let out = Command::new("bpftool")
-        .args(["-j", "prog", "show"])
-        .output()
-        .expect("bpftool (Debian package bpftool)");
-    assert!(
-        out.status.success(),
-        "bpftool failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let progs: Vec<Prog> = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
-    progs
+    bpftool_progs()
+        .expect("bpftool")
         .into_iter()
         .filter(|p| p.name.as_deref().is_some_and(|n| n.starts_with("sonde_")))
         .map(|p| p.id)

@@ -152,6 +152,8 @@ pub struct Capture {
     decode_errors: u64,
     attached: usize,
     poll_interval: std::time::Duration,
+    /// Possible CPUs (per-CPU map width), read once at start.
+    cpus: usize,
     _ebpf: Ebpf,
 }
 
@@ -230,6 +232,7 @@ impl Capture {
             decode_errors: 0,
             attached,
             poll_interval: std::time::Duration::from_millis(opts.poll_interval_ms),
+            cpus,
             _ebpf: ebpf,
         })
     }
@@ -276,7 +279,7 @@ impl Capture {
     }
 
     pub fn stats(&self) -> Result<CaptureStats> {
-        let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+        let cpus = self.cpus;
         let mut per_cpu = vec![[0u64; abi::stat::COUNT as usize]; cpus];
         for slot in 0..abi::stat::COUNT {
             let values = self.stats.get(&slot, 0)?;
