@@ -1,0 +1,1 @@
+//! Sonde's default fault tree (placeholder; being written).

@@ -1,0 +1,244 @@
+//! The `fault-rule` world: a fault-tree rule looks at one candidate (a service, a call edge or a
+//! machine) that the analysis engine found abnormal during an incident, together with the status
+//! of its neighbours, and returns diagnoses: a fault category, a confidence, the evidence and a
+//! one-sentence explanation.
+//!
+//! Metrics are passed by name (see [`metric`] for the vocabulary the daemon fills in), each with
+//! its value before the incident, its value during it, and whether the engine's detector found
+//! it anomalous. Rules must treat a missing metric as "unknown", never as zero.
+
+use serde::{Deserialize, Serialize};
+
+/// What kind of thing a [`Subject`] or [`Neighbour`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SubjectKind {
+    /// A service (workload): RED metrics on its server side, resource metrics of its containers.
+    Service,
+    /// A call edge `caller -> callee`: caller-side and callee-side RED metrics and the network
+    /// metrics of the connections between them.
+    Edge,
+    /// A machine (node) that hosts services.
+    Node,
+}
+
+/// How a neighbour relates to the subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Relation {
+    /// The subject (a service) calls this neighbour (a service).
+    Downstream,
+    /// This neighbour (a service) calls the subject.
+    Upstream,
+    /// The subject (a service) runs on this neighbour (a node).
+    Host,
+    /// This neighbour (a service) runs on the subject (a node).
+    Hosted,
+    /// The neighbour is the calling service of the subject (an edge).
+    Caller,
+    /// The neighbour is the called service of the subject (an edge).
+    Callee,
+}
+
+/// One named metric of a subject or neighbour over the incident.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metric {
+    /// A name from [`metric`] (or a plugin-specific one).
+    pub name: String,
+    /// Typical value before the incident (the detector's baseline).
+    pub before: f64,
+    /// Value during the incident.
+    pub after: f64,
+    /// Whether the detector flagged this metric as anomalous during the incident.
+    pub anomalous: bool,
+}
+
+/// The candidate a rule is asked about.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Subject {
+    pub kind: SubjectKind,
+    /// Service name, `caller->callee` for an edge, node name for a machine.
+    pub id: String,
+    pub metrics: Vec<Metric>,
+    /// Free labels: `protocol` (http, mysql, dns…), `namespace`, `kind` (e.g. `database`).
+    pub labels: Vec<(String, String)>,
+}
+
+/// A neighbour of the subject in the topology and whether the engine found it abnormal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Neighbour {
+    pub kind: SubjectKind,
+    pub id: String,
+    pub relation: Relation,
+    pub abnormal: bool,
+    /// The engine's anomaly score for this neighbour (0 = normal; larger = more abnormal).
+    pub score: f64,
+    pub metrics: Vec<Metric>,
+    pub labels: Vec<(String, String)>,
+}
+
+/// A dimension-value combination that explains part of a KPI change at the subject,
+/// found by dimensional attribution (e.g. `endpoint=/checkout` explains 97% of new errors).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attribution {
+    /// The KPI that was attributed, a [`metric`] name such as `error_rate`.
+    pub kpi: String,
+    /// `(dimension, value)` pairs, all of which hold for the explaining leaves.
+    pub elements: Vec<(String, String)>,
+    /// Share of the KPI change this combination explains (can exceed 1 when others offset it).
+    pub explanatory_power: f64,
+    pub before: f64,
+    pub after: f64,
+}
+
+/// A change event near the incident (a deploy, a config reload, a plugin swap).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    /// Unix time in milliseconds.
+    pub at_ms: u64,
+    /// The service, node or edge the change applies to.
+    pub subject: String,
+    pub description: String,
+}
+
+/// The incident under analysis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Incident {
+    pub id: String,
+    /// The service where the anomaly was first seen.
+    pub entry: String,
+    /// The KPI that opened the incident, a [`metric`] name.
+    pub kpi: String,
+    /// Unix time in milliseconds.
+    pub started_at_ms: u64,
+}
+
+/// Everything a rule sees about one candidate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuleInput {
+    pub incident: Incident,
+    pub subject: Subject,
+    pub neighbours: Vec<Neighbour>,
+    pub attributions: Vec<Attribution>,
+    pub changes: Vec<Change>,
+}
+
+/// Fault categories of the default tree; operators' rules may add their own with `Other`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Category {
+    /// Packet loss, retransmits, RTT or drops on a call edge.
+    Network,
+    /// The subject is slow or failing because a service it calls is.
+    DownstreamSlow,
+    /// CPU throttling or saturation of the service's containers.
+    CpuSaturation,
+    /// Memory pressure: usage near the limit, OOM kills, reclaim.
+    MemoryPressure,
+    /// The machine itself is saturated and every service on it suffers.
+    NodeSaturation,
+    /// A database dependency is slow or failing (slow queries, errors).
+    DatabaseSlow,
+    /// Name resolution fails or is slow.
+    DnsFailure,
+    /// The service's own code returns errors on specific operations, without resource symptoms.
+    CodeError,
+    /// A recent change (deploy, config) lines up with the incident.
+    RecentChange,
+    Other(String),
+}
+
+impl Category {
+    /// A stable kebab-case name (`network`, `cpu-saturation`, …; `Other` gives its own text).
+    pub fn name(&self) -> &str {
+        match self {
+            Category::Network => "network",
+            Category::DownstreamSlow => "downstream-slow",
+            Category::CpuSaturation => "cpu-saturation",
+            Category::MemoryPressure => "memory-pressure",
+            Category::NodeSaturation => "node-saturation",
+            Category::DatabaseSlow => "database-slow",
+            Category::DnsFailure => "dns-failure",
+            Category::CodeError => "code-error",
+            Category::RecentChange => "recent-change",
+            Category::Other(name) => name,
+        }
+    }
+}
+
+/// One fact a diagnosis rests on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    pub metric: String,
+    pub before: f64,
+    pub after: f64,
+    pub note: String,
+}
+
+/// A rule's verdict on a candidate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Diagnosis {
+    pub category: Category,
+    /// 0..=1.
+    pub confidence: f64,
+    pub evidence: Vec<Evidence>,
+    /// One sentence for a human, e.g. "Packet loss between cart and redis: retransmits 0 → 41/s".
+    pub explanation: String,
+}
+
+/// What a rule component says about itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuleInfo {
+    pub name: String,
+    pub version: String,
+    pub categories: Vec<Category>,
+}
+
+/// A fault-tree rule. Implement it on a unit struct and export it with the SDK's export macro.
+pub trait FaultRule {
+    fn info() -> RuleInfo;
+    /// Diagnoses for one candidate; an empty list means "not my kind of fault".
+    fn evaluate(input: &RuleInput) -> Vec<Diagnosis>;
+}
+
+/// The metric names the daemon fills in. Latencies are in milliseconds, rates per second,
+/// ratios in 0..=1.
+pub mod metric {
+    // Service (server side) and edge (caller side / callee side) RED metrics.
+    pub const REQUEST_RATE: &str = "request_rate";
+    pub const ERROR_RATE: &str = "error_rate";
+    pub const LATENCY_MEAN_MS: &str = "latency_mean_ms";
+    pub const LATENCY_P99_MS: &str = "latency_p99_ms";
+    // Edge: the same call measured at each end.
+    pub const CALLER_LATENCY_MS: &str = "caller_latency_ms";
+    pub const CALLEE_LATENCY_MS: &str = "callee_latency_ms";
+    pub const CALLER_ERROR_RATE: &str = "caller_error_rate";
+    pub const CALLEE_ERROR_RATE: &str = "callee_error_rate";
+    // Edge network quality.
+    pub const RETRANSMIT_RATE: &str = "retransmit_rate";
+    pub const RTT_MS: &str = "rtt_ms";
+    pub const DROP_RATE: &str = "drop_rate";
+    pub const CONNECT_FAIL_RATE: &str = "connect_fail_rate";
+    pub const RESET_RATE: &str = "reset_rate";
+    // Service containers.
+    pub const CPU_USAGE_CORES: &str = "cpu_usage_cores";
+    pub const CPU_THROTTLED_RATIO: &str = "cpu_throttled_ratio";
+    pub const MEMORY_USAGE_RATIO: &str = "memory_usage_ratio";
+    pub const OOM_KILLS: &str = "oom_kills";
+    // Node.
+    pub const NODE_CPU_RATIO: &str = "node_cpu_ratio";
+    pub const NODE_MEMORY_RATIO: &str = "node_memory_ratio";
+    pub const NODE_RUNQUEUE_DELAY_MS: &str = "node_runqueue_delay_ms";
+    pub const SOFTIRQ_DELAY_MS: &str = "softirq_delay_ms";
+    // Dependencies seen from the calling service.
+    pub const DB_QUERY_LATENCY_MS: &str = "db_query_latency_ms";
+    pub const DB_SLOW_QUERY_RATE: &str = "db_slow_query_rate";
+    pub const DB_ERROR_RATE: &str = "db_error_rate";
+    pub const DNS_ERROR_RATE: &str = "dns_error_rate";
+    pub const DNS_LATENCY_MS: &str = "dns_latency_ms";
+}
+
+/// Look up a metric by name.
+pub fn find<'a>(metrics: &'a [Metric], name: &str) -> Option<&'a Metric> {
+    metrics.iter().find(|m| m.name == name)
+}
