@@ -1,5 +1,6 @@
 //! Builds the eBPF object (crate `sonde-ebpf`, in ../host-ebpf) with the nightly toolchain and
-//! bpf-linker, so `cargo build -p sonde` is the only build command anyone runs.
+//! bpf-linker, and the embedded Wasm components (the default fault tree, ../plugins/fta-rules)
+//! for wasm32-wasip2, so `cargo build -p sonde` is the only build command anyone runs.
 //! `scripts/bootstrap` installs what this needs (nightly rust-src, bpf-linker).
 //!
 //! Our own, not aya-build: aya-build fixes RUSTFLAGS, and we need `-C target-cpu=v3` (BPF
@@ -12,6 +13,68 @@ const EBPF_CRATE: &str = "sonde-ebpf";
 const NIGHTLY: &str = "nightly";
 
 fn main() -> anyhow::Result<()> {
+    build_plugins()?;
+    build_ebpf()
+}
+
+/// Cargo with the outer build's settings removed: they must not leak into a nested build for
+/// another target.
+fn nested_cargo(mut cmd: Command) -> Command {
+    for key in [
+        "RUSTC",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTC_WRAPPER",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+    ] {
+        cmd.env_remove(key);
+    }
+    cmd
+}
+
+fn run(mut cmd: Command, what: &str) -> anyhow::Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("failed to run {cmd:?}"))?;
+    if !status.success() {
+        bail!("building {what} failed ({status}); command: {cmd:?}");
+    }
+    Ok(())
+}
+
+/// The default fault tree as a component (a Rust wasm32-wasip2 cdylib is a component already).
+fn build_plugins() -> anyhow::Result<()> {
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
+    let root = manifest_dir.join("..");
+    for dir in ["plugins/fta-rules/src", "plugins/fta-rules/Cargo.toml", "sdk/src", "sdk/Cargo.toml", "wit"] {
+        println!("cargo:rerun-if-changed={}", root.join(dir).display());
+    }
+    println!("cargo:rerun-if-env-changed=SONDE_WASM_SKIP");
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    let out = out_dir.join("sonde_fta_rules.wasm");
+    if env::var_os("SONDE_WASM_SKIP").is_some() {
+        println!("cargo:warning=SONDE_WASM_SKIP set: the daemon will have no default fault tree");
+        std::fs::write(&out, b"")?;
+        return Ok(());
+    }
+    let target_dir = out_dir.join("wasm-target");
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = nested_cargo(Command::new(cargo));
+    cmd.args(["build", "--package", "sonde-fta-rules", "--lib", "--release", "--locked"])
+        .args(["--target", "wasm32-wasip2"])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .current_dir(&root);
+    run(cmd, "the default fault-tree component (is the wasm32-wasip2 target installed? scripts/bootstrap adds it)")?;
+    let built = target_dir.join("wasm32-wasip2/release/sonde_fta_rules.wasm");
+    std::fs::copy(&built, &out)
+        .with_context(|| format!("copying {} to {}", built.display(), out.display()))?;
+    Ok(())
+}
+
+fn build_ebpf() -> anyhow::Result<()> {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
     let ebpf_dir = manifest_dir.join("../host-ebpf");
     let common_dir = manifest_dir.join("../common");
@@ -52,7 +115,7 @@ fn main() -> anyhow::Result<()> {
     ]
     .join("\x1f");
 
-    let mut cmd = Command::new("rustup");
+    let mut cmd = nested_cargo(Command::new("rustup"));
     cmd.args([
         "run",
         NIGHTLY,
@@ -68,22 +131,7 @@ fn main() -> anyhow::Result<()> {
     .arg(&target_dir)
     .current_dir(&ebpf_dir)
     .env("CARGO_ENCODED_RUSTFLAGS", rustflags);
-    // The outer cargo's settings must not leak into the nightly build.
-    for key in [
-        "RUSTC",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "RUSTC_WRAPPER",
-        "RUSTFLAGS",
-        "CARGO_TARGET_DIR",
-    ] {
-        cmd.env_remove(key);
-    }
-    let status = cmd
-        .status()
-        .with_context(|| format!("failed to run {cmd:?}"))?;
-    if !status.success() {
-        bail!("building the eBPF object failed ({status}); command: {cmd:?}");
-    }
+    run(cmd, "the eBPF object")?;
     let built = target_dir.join(target).join("release").join(EBPF_CRATE);
     std::fs::copy(&built, &object)
         .with_context(|| format!("copying {} to {}", built.display(), object.display()))?;

@@ -1,1 +1,339 @@
-//! (being written)
+//! Exception demarcation: from the anomalous entry service, walk the calls it makes
+//! (horizontally) and the machines under each service (vertically), keep the abnormal services,
+//! edges and machines, and decide for each whether something below it explains its symptoms.
+//!
+//! The idea, as in DeepFlow's and Coroot's service maps but made explicit: a caller whose
+//! latency rise is covered by the rise it sees on one of its call edges is a victim, not a
+//! cause; an edge whose caller-side latency rose while the callee's own (server-side) latency
+//! did not is where the time went — the network between them; a machine that is saturated and
+//! hosts several abnormal services explains them all. What is left unexplained is a root-cause
+//! candidate, ranked by how abnormal it is and, later, by what the fault-tree rules say.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::detect::Direction;
+use crate::rules::SubjectKind;
+use crate::topology::{Entity, MetricWindow, Topology, edge_id};
+use sonde_sdk::fault_rule::metric as m;
+
+/// Symptom metrics: what a user of the entity sees.
+const SERVICE_RED: &[&str] = &[m::LATENCY_MEAN_MS, m::LATENCY_P99_MS, m::ERROR_RATE, m::REQUEST_RATE];
+/// Resource metrics of a service: causes, not symptoms. A service with one of these abnormal
+/// is never only a victim of its callees.
+const SERVICE_RESOURCES: &[&str] = &[m::CPU_THROTTLED_RATIO, m::CPU_USAGE_CORES, m::MEMORY_USAGE_RATIO, m::OOM_KILLS];
+/// Dependency metrics measured at the service (its database and DNS calls). Abnormal ones
+/// make the service a candidate, but an abnormal database or DNS service it calls still
+/// explains them.
+const SERVICE_DEPENDENCIES: &[&str] = &[
+    m::DB_QUERY_LATENCY_MS,
+    m::DB_SLOW_QUERY_RATE,
+    m::DB_ERROR_RATE,
+    m::DNS_ERROR_RATE,
+    m::DNS_LATENCY_MS,
+];
+const EDGE_CALLER: &[&str] = &[m::CALLER_LATENCY_MS, m::CALLER_ERROR_RATE, m::CONNECT_FAIL_RATE];
+const EDGE_NETWORK: &[&str] = &[m::RETRANSMIT_RATE, m::RTT_MS, m::DROP_RATE, m::RESET_RATE, m::CONNECT_FAIL_RATE];
+const NODE_METRICS: &[&str] = &[m::NODE_CPU_RATIO, m::NODE_MEMORY_RATIO, m::NODE_RUNQUEUE_DELAY_MS, m::SOFTIRQ_DELAY_MS];
+
+/// Tuning of the walk.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DemarcationConfig {
+    /// Scores are capped here so that one absurd ratio does not swamp the ranking.
+    pub score_cap: f64,
+    /// A victim keeps this share of its score (so it still shows, below its cause).
+    pub victim_weight: f64,
+    /// A caller's rise counts as explained by an edge when the edge's caller-side rise is at
+    /// least this share of it.
+    pub explain_share: f64,
+    /// At most this many candidates go to the rules and the report.
+    pub max_candidates: usize,
+    /// Stop walking this many calls away from the entry.
+    pub max_depth: usize,
+}
+
+impl Default for DemarcationConfig {
+    fn default() -> Self {
+        Self { score_cap: 50.0, victim_weight: 0.25, explain_share: 0.5, max_candidates: 64, max_depth: 16 }
+    }
+}
+
+/// A reference to a topology element.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Element {
+    Service { name: String },
+    Edge { caller: String, callee: String },
+    Node { name: String },
+}
+
+impl Element {
+    pub fn kind(&self) -> SubjectKind {
+        match self {
+            Element::Service { .. } => SubjectKind::Service,
+            Element::Edge { .. } => SubjectKind::Edge,
+            Element::Node { .. } => SubjectKind::Node,
+        }
+    }
+
+    /// The id rules and reports use: the service or node name, `caller->callee` for an edge.
+    pub fn id(&self) -> String {
+        match self {
+            Element::Service { name } | Element::Node { name } => name.clone(),
+            Element::Edge { caller, callee } => edge_id(caller, callee),
+        }
+    }
+
+    fn service(name: &str) -> Self {
+        Element::Service { name: name.to_string() }
+    }
+}
+
+/// An abnormal element found by the walk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    pub element: Element,
+    /// How abnormal the element itself is (capped badness of its worst anomalous metric).
+    pub anomaly: f64,
+    /// What explains it, if anything: the element whose fault it merely propagates.
+    pub explained_by: Option<Element>,
+    /// `anomaly`, discounted when explained; the ranking before the rules have a say.
+    pub score: f64,
+    /// From the entry service to this element.
+    pub path: Vec<Element>,
+    /// Calls away from the entry.
+    pub depth: usize,
+}
+
+/// The outcome of a walk: abnormal elements, best first by score.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Walk {
+    pub candidates: Vec<Candidate>,
+    /// Everything visited, abnormal or not (for the report's coverage line).
+    pub visited: usize,
+}
+
+/// Worst badness among the anomalous metrics of `names`, capped; 0 when none is anomalous.
+pub fn badness(entity: &Entity, names: &[&str], cap: f64) -> f64 {
+    names
+        .iter()
+        .filter_map(|name| entity.metric(name).map(|w| (name, w)))
+        .filter(|(_, w)| w.anomalous)
+        .map(|(name, w)| Direction::for_metric(name).badness(w.score).clamp(0.0, cap))
+        .fold(0.0, f64::max)
+}
+
+fn rise(entity: &Entity, name: &str) -> Option<f64> {
+    entity.metric(name).filter(|w| w.anomalous).map(|w: &MetricWindow| w.after - w.before)
+}
+
+fn is_anomalous(entity: &Entity, name: &str) -> bool {
+    entity.metric(name).is_some_and(|w| w.anomalous)
+}
+
+/// Does the edge's caller-side symptom cover the caller's own? Latency: the edge's caller-side
+/// rise is at least `share` of the service's mean-latency rise. Errors: the edge's caller-side
+/// error rate is anomalous. Unknown latencies count as covered when the edge is abnormal.
+fn edge_explains_caller(service: &Entity, edge: &Entity, share: f64) -> bool {
+    let latency = match (rise(service, m::LATENCY_MEAN_MS).or(rise(service, m::LATENCY_P99_MS)), rise(edge, m::CALLER_LATENCY_MS)) {
+        (Some(svc), Some(e)) => svc <= 0.0 || e >= share * svc,
+        (None, _) => false,
+        (Some(_), None) => false,
+    };
+    let errors = is_anomalous(service, m::ERROR_RATE)
+        && (is_anomalous(edge, m::CALLER_ERROR_RATE) || is_anomalous(edge, m::CONNECT_FAIL_RATE));
+    latency || errors
+}
+
+/// Is the edge's caller-side symptom just the callee's own? The callee's server-side latency
+/// rise is at least `share` of the caller-side rise, or the callee's own errors rose with the
+/// caller-side errors; and no network metric on the edge is anomalous.
+fn callee_explains_edge(edge: &Entity, callee: &Entity, share: f64) -> bool {
+    if EDGE_NETWORK.iter().any(|n| is_anomalous(edge, n)) {
+        return false;
+    }
+    let callee_rise = rise(edge, m::CALLEE_LATENCY_MS)
+        .or(rise(callee, m::LATENCY_MEAN_MS))
+        .or(rise(callee, m::LATENCY_P99_MS));
+    let latency = match (rise(edge, m::CALLER_LATENCY_MS), callee_rise) {
+        (Some(caller), Some(callee)) => callee >= share * caller,
+        _ => false,
+    };
+    let errors = is_anomalous(edge, m::CALLER_ERROR_RATE)
+        && (is_anomalous(edge, m::CALLEE_ERROR_RATE) || is_anomalous(callee, m::ERROR_RATE));
+    latency || errors
+}
+
+/// Walk the topology from `entry` and return the abnormal elements, ranked.
+pub fn walk(topology: &Topology, entry: &str, cfg: &DemarcationConfig) -> Walk {
+    let cap = cfg.score_cap;
+    let empty = Entity::default();
+    let service = |name: &str| topology.services.get(name).unwrap_or(&empty);
+
+    // Breadth-first over abnormal calls; `paths` remembers how each element was reached.
+    let mut paths: BTreeMap<Element, (Vec<Element>, usize)> = BTreeMap::new();
+    let mut queue = VecDeque::new();
+    let start = Element::service(entry);
+    paths.insert(start.clone(), (vec![start.clone()], 0));
+    queue.push_back(entry.to_string());
+    let mut seen = BTreeSet::from([entry.to_string()]);
+    while let Some(name) = queue.pop_front() {
+        let (path, depth) = paths[&Element::service(&name)].clone();
+        for node in topology.hosts(&name) {
+            let el = Element::Node { name: node.clone() };
+            paths.entry(el.clone()).or_insert_with(|| {
+                let mut p = path.clone();
+                p.push(el);
+                (p, depth)
+            });
+        }
+        if depth >= cfg.max_depth {
+            continue;
+        }
+        for callee in topology.callees(&name) {
+            let edge = topology.edge(&name, callee).unwrap_or(&empty);
+            let edge_abnormal = badness(edge, EDGE_CALLER, cap) > 0.0 || badness(edge, EDGE_NETWORK, cap) > 0.0;
+            let callee_abnormal = badness(service(callee), SERVICE_RED, cap) > 0.0;
+            if !edge_abnormal && !callee_abnormal {
+                continue;
+            }
+            let el = Element::Edge { caller: name.clone(), callee: callee.to_string() };
+            let mut p = path.clone();
+            p.push(el.clone());
+            paths.entry(el).or_insert_with(|| (p.clone(), depth + 1));
+            if seen.insert(callee.to_string()) {
+                p.push(Element::service(callee));
+                paths.insert(Element::service(callee), (p, depth + 1));
+                queue.push_back(callee.to_string());
+            }
+        }
+    }
+
+    let visited = paths.len();
+    let mut candidates = Vec::new();
+    for (element, (path, depth)) in &paths {
+        let (anomaly, explained_by) = match element {
+            Element::Service { name } => {
+                let entity = service(name);
+                let red = badness(entity, SERVICE_RED, cap);
+                let resources = badness(entity, SERVICE_RESOURCES, cap);
+                let anomaly = red.max(resources).max(badness(entity, SERVICE_DEPENDENCIES, cap));
+                let explained = if resources > 0.0 {
+                    None
+                } else {
+                    topology
+                        .callees(name)
+                        .find(|callee| {
+                            topology.edge(name, callee).is_some_and(|e| edge_explains_caller(entity, e, cfg.explain_share))
+                        })
+                        .map(|callee| Element::Edge { caller: name.clone(), callee: callee.to_string() })
+                        .or_else(|| {
+                            topology
+                                .hosts(name)
+                                .iter()
+                                .find(|n| topology.nodes.get(*n).is_some_and(|e| badness(e, NODE_METRICS, cap) > 0.0))
+                                .map(|n| Element::Node { name: n.clone() })
+                        })
+                };
+                (anomaly, explained)
+            }
+            Element::Edge { caller, callee } => {
+                let entity = topology.edge(caller, callee).unwrap_or(&empty);
+                let anomaly = badness(entity, EDGE_CALLER, cap).max(badness(entity, EDGE_NETWORK, cap));
+                let explained = callee_explains_edge(entity, service(callee), cfg.explain_share)
+                    .then(|| Element::service(callee));
+                (anomaly, explained)
+            }
+            Element::Node { name } => {
+                let entity = topology.nodes.get(name).unwrap_or(&empty);
+                let own = badness(entity, NODE_METRICS, cap);
+                // A saturated machine under several abnormal services explains more.
+                let abnormal_hosted = topology
+                    .hosted(name)
+                    .filter(|s| badness(service(s), SERVICE_RED, cap) > 0.0)
+                    .count();
+                let anomaly = if own > 0.0 { own * (1.0 + 0.5 * abnormal_hosted.saturating_sub(1) as f64) } else { 0.0 };
+                (anomaly.min(cap * 2.0), None)
+            }
+        };
+        if anomaly <= 0.0 {
+            continue;
+        }
+        let score = if explained_by.is_some() { anomaly * cfg.victim_weight } else { anomaly };
+        candidates.push(Candidate { element: element.clone(), anomaly, explained_by, score, path: path.clone(), depth: *depth });
+    }
+    // Best first; among equals the deeper (closer to the cause), then by name: deterministic.
+    candidates.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then(b.depth.cmp(&a.depth))
+            .then_with(|| a.element.cmp(&b.element))
+    });
+    candidates.truncate(cfg.max_candidates);
+    Walk { candidates, visited }
+}
+
+/// The chain of explanations from `candidate` down to the element nothing explains, as
+/// elements (each explained by the next).
+pub fn explanation_chain(walk: &Walk, start: &Element) -> Vec<Element> {
+    let by_element: BTreeMap<&Element, &Candidate> = walk.candidates.iter().map(|c| (&c.element, c)).collect();
+    let mut chain = vec![start.clone()];
+    let mut current = start;
+    while let Some(next) = by_element.get(current).and_then(|c| c.explained_by.as_ref()) {
+        if chain.contains(next) {
+            break;
+        }
+        chain.push(next.clone());
+        current = next;
+    }
+    chain
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn up(before: f64, after: f64) -> MetricWindow {
+        MetricWindow::new(before, after, 20.0, true)
+    }
+    fn flat(v: f64) -> MetricWindow {
+        MetricWindow::new(v, v, 0.5, false)
+    }
+
+    #[test]
+    fn network_edge_is_the_unexplained_one() {
+        let mut t = Topology::default();
+        t.add_service("gw", Entity::default().with_metric(m::LATENCY_MEAN_MS, up(20.0, 220.0)));
+        t.add_service("cart", Entity::default().with_metric(m::LATENCY_MEAN_MS, flat(10.0)));
+        t.add_call(
+            "gw",
+            "cart",
+            Entity::default()
+                .with_metric(m::CALLER_LATENCY_MS, up(12.0, 210.0))
+                .with_metric(m::CALLEE_LATENCY_MS, flat(10.0))
+                .with_metric(m::RETRANSMIT_RATE, up(0.0, 40.0)),
+        );
+        let w = walk(&t, "gw", &DemarcationConfig::default());
+        assert_eq!(w.candidates[0].element, Element::Edge { caller: "gw".into(), callee: "cart".into() });
+        assert!(w.candidates[0].explained_by.is_none());
+        let gw = w.candidates.iter().find(|c| c.element == Element::service("gw")).unwrap();
+        assert_eq!(gw.explained_by, Some(w.candidates[0].element.clone()));
+        assert!(!w.candidates.iter().any(|c| c.element == Element::service("cart")), "cart is normal");
+    }
+
+    #[test]
+    fn walk_is_deterministic_and_bounded() {
+        let mut t = Topology::default();
+        // A cycle a -> b -> a must not loop.
+        let e = Entity::default().with_metric(m::CALLER_LATENCY_MS, up(1.0, 9.0));
+        t.add_service("a", Entity::default().with_metric(m::LATENCY_MEAN_MS, up(1.0, 9.0)));
+        t.add_service("b", Entity::default().with_metric(m::LATENCY_MEAN_MS, up(1.0, 9.0)));
+        t.add_call("a", "b", e.clone()).add_call("b", "a", e);
+        let w1 = walk(&t, "a", &DemarcationConfig::default());
+        let w2 = walk(&t, "a", &DemarcationConfig::default());
+        assert_eq!(w1, w2);
+        assert_eq!(w1.visited, 4);
+    }
+}

@@ -12,6 +12,8 @@
 //!   daemon, reached here through the [`rules::RuleEngine`] trait.
 //! - [`report`]: the incident report (JSON and text).
 //! - [`replay`]: load a directory of metric CSVs and run the whole pipeline offline.
+//! - [`scenarios`]: seeded incident bundles (network edge, slow database, saturated node,
+//!   endpoint errors) for tests, benchmarks and `sonde analyze --example`.
 //! - [`synth`] and [`score`]: the seeded generator of attribution cases and micro-F1 scoring.
 
 pub mod attribution;
@@ -20,6 +22,7 @@ pub mod detect;
 pub mod replay;
 pub mod report;
 pub mod rules;
+pub mod scenarios;
 pub mod score;
 pub mod synth;
 pub mod topology;

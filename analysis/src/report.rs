@@ -1,1 +1,482 @@
-//! (being written)
+//! The incident report and the pipeline that writes it: walk the topology, attribute the KPI
+//! changes of abnormal services over their dimensions, ask the fault-tree rules about every
+//! candidate in one batch, rank, and explain.
+
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::attribution::{self, AttributionConfig, Cause, CubeBuilder, KpiKind};
+use crate::demarcation::{self, Candidate, DemarcationConfig, Element, Walk};
+use crate::detect::Direction;
+use crate::rules::{
+    Attribution, Category, Diagnosis, Evidence, Incident, Metric, Neighbour, Relation, RuleEngine, RuleFailure,
+    RuleInput, RuledDiagnosis, Subject, SubjectKind,
+};
+use crate::topology::{Breakdown, Entity, Topology};
+
+/// Tuning of the whole pipeline.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnalysisConfig {
+    pub demarcation: DemarcationConfig,
+    /// Root causes listed in a report.
+    pub max_root_causes: Option<usize>,
+    /// Attribution causes kept per service KPI.
+    pub max_attributions: Option<usize>,
+}
+
+impl AnalysisConfig {
+    fn root_causes(&self) -> usize {
+        self.max_root_causes.unwrap_or(10)
+    }
+    fn attributions(&self) -> usize {
+        self.max_attributions.unwrap_or(5)
+    }
+}
+
+/// A metric's value before and during the incident.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyMetric {
+    /// `service:gw`, `edge:gw->cart`, `node:n1`.
+    pub entity: String,
+    pub metric: String,
+    pub before: f64,
+    pub after: f64,
+    /// The detector's badness score during the incident.
+    pub score: f64,
+}
+
+/// One ranked root cause.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RootCause {
+    pub rank: usize,
+    pub element: Element,
+    /// The category of the most confident diagnosis; `unknown` when no rule matched.
+    pub category: String,
+    pub confidence: f64,
+    /// Final ranking score, 0..=1.
+    pub score: f64,
+    pub explanation: String,
+    pub evidence: Vec<Evidence>,
+    /// The rule that made the diagnosis.
+    pub rule: Option<String>,
+    /// Every diagnosis the rules gave this element, most confident first.
+    pub diagnoses: Vec<RuledDiagnosis>,
+    /// How the fault travels: from this root cause up to the entry service.
+    pub propagation: Vec<Element>,
+}
+
+/// Attribution results for one KPI of one service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceAttribution {
+    pub service: String,
+    pub kpi: String,
+    pub causes: Vec<Cause>,
+}
+
+/// What Sonde tells a person about an incident.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub incident: Incident,
+    /// One line: what the entry service's users see.
+    pub phenomenon: String,
+    pub key_metrics: Vec<KeyMetric>,
+    pub root_causes: Vec<RootCause>,
+    /// The propagation path of the first root cause (root → … → entry) as ids: the root, then
+    /// the services (and machine) the fault travelled through.
+    pub propagation_path: Vec<String>,
+    pub attributions: Vec<ServiceAttribution>,
+    /// Rules that could not answer (trap, deadline, memory cap).
+    pub rule_failures: Vec<RuleFailure>,
+    /// Elements visited by the walk and abnormal candidates among them.
+    pub visited: usize,
+    pub candidates: usize,
+    /// Wall time of the analysis.
+    pub elapsed_ms: f64,
+}
+
+fn entity_key(element: &Element) -> String {
+    match element.kind() {
+        SubjectKind::Service => format!("service:{}", element.id()),
+        SubjectKind::Edge => format!("edge:{}", element.id()),
+        SubjectKind::Node => format!("node:{}", element.id()),
+    }
+}
+
+fn entity_of<'a>(topology: &'a Topology, element: &Element) -> Option<&'a Entity> {
+    match element {
+        Element::Service { name } => topology.services.get(name),
+        Element::Node { name } => topology.nodes.get(name),
+        Element::Edge { caller, callee } => topology.edge(caller, callee),
+    }
+}
+
+fn metrics_of(entity: Option<&Entity>) -> Vec<Metric> {
+    entity
+        .map(|e| {
+            e.metrics
+                .iter()
+                .map(|(name, w)| Metric { name: name.clone(), before: w.before, after: w.after, anomalous: w.anomalous })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn labels_of(entity: Option<&Entity>) -> Vec<(String, String)> {
+    entity.map(|e| e.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default()
+}
+
+/// Run attribution on one breakdown.
+pub fn attribute_breakdown(breakdown: &Breakdown, keep: usize) -> Vec<Cause> {
+    let ratio = breakdown.rows.iter().any(|r| r.den_before.is_some() || r.den_after.is_some());
+    let kind = if ratio { KpiKind::Ratio } else { KpiKind::Additive };
+    let dims: Vec<&str> = breakdown.dimensions.iter().map(String::as_str).collect();
+    let mut builder = CubeBuilder::new(&dims, kind);
+    for row in &breakdown.rows {
+        if row.values.len() != dims.len() {
+            continue;
+        }
+        let values: Vec<&str> = row.values.iter().map(String::as_str).collect();
+        if ratio {
+            builder.add_ratio(&values, row.after, row.before, row.den_after.unwrap_or(0.0), row.den_before.unwrap_or(0.0));
+        } else {
+            builder.add(&values, row.after, row.before);
+        }
+    }
+    let mut causes = attribution::attribute(&builder.build(), &AttributionConfig::default());
+    causes.truncate(keep);
+    causes
+}
+
+fn attributions_for(topology: &Topology, service: &str, incident_kpi: &str, keep: usize) -> Vec<ServiceAttribution> {
+    let Some(entity) = topology.services.get(service) else { return Vec::new() };
+    entity
+        .breakdowns
+        .iter()
+        .filter(|b| b.kpi == incident_kpi || entity.metric(&b.kpi).is_some_and(|w| w.anomalous))
+        .map(|b| ServiceAttribution { service: service.to_string(), kpi: b.kpi.clone(), causes: attribute_breakdown(b, keep) })
+        .filter(|a| !a.causes.is_empty())
+        .collect()
+}
+
+fn neighbour(topology: &Topology, walk: &Walk, element: Element, relation: Relation) -> Neighbour {
+    let entity = entity_of(topology, &element);
+    let candidate = walk.candidates.iter().find(|c| c.element == element);
+    Neighbour {
+        kind: element.kind(),
+        id: element.id(),
+        relation,
+        abnormal: candidate.is_some(),
+        score: candidate.map_or(0.0, |c| c.anomaly),
+        metrics: metrics_of(entity),
+        labels: labels_of(entity),
+    }
+}
+
+/// What a rule sees about `candidate`.
+pub fn rule_input(
+    topology: &Topology,
+    incident: &Incident,
+    walk: &Walk,
+    candidate: &Candidate,
+    attributions: &[ServiceAttribution],
+) -> RuleInput {
+    let element = &candidate.element;
+    let entity = entity_of(topology, element);
+    let mut neighbours = Vec::new();
+    match element {
+        Element::Service { name } => {
+            for callee in topology.callees(name) {
+                let mut n = neighbour(topology, walk, Element::Service { name: callee.to_string() }, Relation::Downstream);
+                // The caller's view of the call is what tells a slow downstream from a slow network.
+                let edge = Element::Edge { caller: name.clone(), callee: callee.to_string() };
+                n.abnormal |= walk.candidates.iter().any(|c| c.element == edge);
+                n.metrics.extend(metrics_of(entity_of(topology, &edge)));
+                neighbours.push(n);
+            }
+            for caller in topology.callers(name) {
+                neighbours.push(neighbour(topology, walk, Element::Service { name: caller.to_string() }, Relation::Upstream));
+            }
+            for node in topology.hosts(name) {
+                neighbours.push(neighbour(topology, walk, Element::Node { name: node.clone() }, Relation::Host));
+            }
+        }
+        Element::Edge { caller, callee } => {
+            neighbours.push(neighbour(topology, walk, Element::Service { name: caller.clone() }, Relation::Caller));
+            neighbours.push(neighbour(topology, walk, Element::Service { name: callee.clone() }, Relation::Callee));
+        }
+        Element::Node { name } => {
+            for service in topology.hosted(name) {
+                neighbours.push(neighbour(topology, walk, Element::Service { name: service.to_string() }, Relation::Hosted));
+            }
+        }
+    }
+    let id = element.id();
+    let attributions = attributions
+        .iter()
+        .filter(|a| a.service == id)
+        .flat_map(|a| {
+            a.causes.iter().map(|c| Attribution {
+                kpi: a.kpi.clone(),
+                elements: c.elements.clone(),
+                explanatory_power: c.explanatory_power,
+                before: c.forecast,
+                after: c.actual,
+            })
+        })
+        .collect();
+    let changes = topology.changes.iter().filter(|c| c.subject == id).cloned().collect();
+    RuleInput {
+        incident: incident.clone(),
+        subject: Subject { kind: element.kind(), id, metrics: metrics_of(entity), labels: labels_of(entity) },
+        neighbours,
+        attributions,
+        changes,
+    }
+}
+
+fn is_propagation(d: &Diagnosis) -> bool {
+    d.category == Category::DownstreamSlow
+}
+
+fn key_metrics(topology: &Topology, element: &Element, limit: usize) -> Vec<KeyMetric> {
+    let Some(entity) = entity_of(topology, element) else { return Vec::new() };
+    let mut out: Vec<KeyMetric> = entity
+        .metrics
+        .iter()
+        .filter(|(_, w)| w.anomalous)
+        .map(|(name, w)| KeyMetric {
+            entity: entity_key(element),
+            metric: name.clone(),
+            before: w.before,
+            after: w.after,
+            score: Direction::for_metric(name).badness(w.score),
+        })
+        .collect();
+    out.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.metric.cmp(&b.metric)));
+    out.truncate(limit);
+    out
+}
+
+/// A number for a person: no trailing noise, percentages for ratios.
+pub fn fmt_value(metric: &str, v: f64) -> String {
+    // Evidence may qualify a metric: `error_rate [endpoint=/checkout]`.
+    let metric = metric.split(' ').next().unwrap_or(metric);
+    if !v.is_finite() {
+        return "n/a".into();
+    }
+    if metric.ends_with("_ratio") || metric.ends_with("error_rate") {
+        return format!("{:.2}%", v * 100.0);
+    }
+    let unit = if metric.ends_with("_ms") { " ms" } else if metric.ends_with("_rate") { "/s" } else { "" };
+    if v.abs() >= 100.0 {
+        format!("{v:.0}{unit}")
+    } else if v.abs() >= 1.0 {
+        format!("{v:.1}{unit}")
+    } else {
+        format!("{v:.3}{unit}")
+    }
+}
+
+fn phenomenon(topology: &Topology, incident: &Incident) -> String {
+    let metrics = key_metrics(topology, &Element::Service { name: incident.entry.clone() }, 3);
+    if metrics.is_empty() {
+        return format!("{}: {} is anomalous", incident.entry, incident.kpi);
+    }
+    let parts: Vec<String> = metrics
+        .iter()
+        .map(|k| format!("{} {} → {}", k.metric, fmt_value(&k.metric, k.before), fmt_value(&k.metric, k.after)))
+        .collect();
+    format!("{}: {}", incident.entry, parts.join(", "))
+}
+
+/// Analyse an incident: walk, attribute, run the rules in one batch, rank and explain.
+pub fn analyze(topology: &Topology, incident: &Incident, rules: &mut dyn RuleEngine, cfg: &AnalysisConfig) -> Report {
+    let started = Instant::now();
+    let walk = demarcation::walk(topology, &incident.entry, &cfg.demarcation);
+
+    let mut attributions = Vec::new();
+    for c in &walk.candidates {
+        if let Element::Service { name } = &c.element {
+            attributions.extend(attributions_for(topology, name, &incident.kpi, cfg.attributions()));
+        }
+    }
+    let inputs: Vec<RuleInput> = walk
+        .candidates
+        .iter()
+        .map(|c| rule_input(topology, incident, &walk, c, &attributions))
+        .collect();
+    let outcome = if inputs.is_empty() { Default::default() } else { rules.evaluate(&inputs) };
+
+    let max_score = walk.candidates.iter().map(|c| c.score).fold(0.0, f64::max).max(f64::MIN_POSITIVE);
+    let mut ranked: Vec<(f64, &Candidate, Vec<RuledDiagnosis>)> = walk
+        .candidates
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut diagnoses = outcome.diagnoses.get(i).cloned().unwrap_or_default();
+            diagnoses.sort_by(|a, b| {
+                is_propagation(&a.diagnosis)
+                    .cmp(&is_propagation(&b.diagnosis))
+                    .then(b.diagnosis.confidence.total_cmp(&a.diagnosis.confidence))
+                    .then_with(|| a.rule.cmp(&b.rule))
+            });
+            let own = diagnoses.first().filter(|d| !is_propagation(&d.diagnosis)).map(|d| d.diagnosis.confidence.clamp(0.0, 1.0));
+            let norm = c.score / max_score;
+            // An element the rules explain as propagation (or that the walk found explained) is
+            // a victim; the rules' confidence in a fault of its own lifts a cause.
+            let weight = match own {
+                Some(conf) => 0.4 + 0.6 * conf,
+                None => 0.3,
+            };
+            (norm * weight, c, diagnoses)
+        })
+        .collect();
+    ranked.sort_by(|a, b| {
+        b.0.total_cmp(&a.0)
+            .then(a.1.explained_by.is_some().cmp(&b.1.explained_by.is_some()))
+            .then(b.1.depth.cmp(&a.1.depth))
+            .then_with(|| a.1.element.cmp(&b.1.element))
+    });
+    // Roots first: elements nothing explains. Victims only when there is nothing else.
+    let roots: Vec<_> = ranked.iter().filter(|(_, c, _)| c.explained_by.is_none()).collect();
+    let listed: Vec<_> = if roots.is_empty() { ranked.iter().collect() } else { roots };
+
+    let root_causes: Vec<RootCause> = listed
+        .into_iter()
+        .take(cfg.root_causes())
+        .enumerate()
+        .map(|(i, (score, c, diagnoses))| {
+            let best = diagnoses.first();
+            let mut propagation = c.path.clone();
+            propagation.reverse();
+            RootCause {
+                rank: i + 1,
+                element: c.element.clone(),
+                category: best.map_or("unknown".into(), |d| d.diagnosis.category.name().to_string()),
+                confidence: best.map_or(0.0, |d| d.diagnosis.confidence),
+                score: *score,
+                explanation: best.map_or_else(
+                    || format!("{} is abnormal; no rule matched it", c.element.id()),
+                    |d| d.diagnosis.explanation.clone(),
+                ),
+                evidence: best.map(|d| d.diagnosis.evidence.clone()).unwrap_or_default(),
+                rule: best.map(|d| d.rule.clone()),
+                diagnoses: diagnoses.clone(),
+                propagation,
+            }
+        })
+        .collect();
+
+    let mut key = key_metrics(topology, &Element::Service { name: incident.entry.clone() }, 4);
+    for rc in root_causes.iter().take(3) {
+        for k in key_metrics(topology, &rc.element, 4) {
+            if !key.iter().any(|x| x.entity == k.entity && x.metric == k.metric) {
+                key.push(k);
+            }
+        }
+    }
+    // Services and machines read best; an edge only when it is the root cause itself.
+    let propagation_path = root_causes
+        .first()
+        .map(|rc| {
+            rc.propagation
+                .iter()
+                .enumerate()
+                .filter(|(i, e)| *i == 0 || e.kind() != SubjectKind::Edge)
+                .map(|(_, e)| e.id())
+                .collect()
+        })
+        .unwrap_or_default();
+
+    Report {
+        incident: incident.clone(),
+        phenomenon: phenomenon(topology, incident),
+        key_metrics: key,
+        root_causes,
+        propagation_path,
+        attributions,
+        rule_failures: outcome.failures,
+        visited: walk.visited,
+        candidates: walk.candidates.len(),
+        elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
+    }
+}
+
+impl Report {
+    /// The report as a person reads it in a terminal.
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "Incident {} — entry service {}, KPI {}", self.incident.id, self.incident.entry, self.incident.kpi);
+        let _ = writeln!(s, "Phenomenon: {}", self.phenomenon);
+        if let Some(top) = self.root_causes.first() {
+            let _ = writeln!(s, "Most likely: {} ({}, confidence {:.0}%)", top.explanation, top.category, top.confidence * 100.0);
+        }
+        if !self.propagation_path.is_empty() {
+            let _ = writeln!(s, "Propagation: {}", self.propagation_path.join(" ⇢ "));
+        }
+        let _ = writeln!(s, "\nRoot causes:");
+        for rc in &self.root_causes {
+            let _ = writeln!(
+                s,
+                "  {}. [{}] {} {} — score {:.2}, confidence {:.0}%",
+                rc.rank,
+                rc.category,
+                match rc.element.kind() {
+                    SubjectKind::Service => "service",
+                    SubjectKind::Edge => "edge",
+                    SubjectKind::Node => "node",
+                },
+                rc.element.id(),
+                rc.score,
+                rc.confidence * 100.0
+            );
+            let _ = writeln!(s, "     {}", rc.explanation);
+            for e in rc.evidence.iter().take(4) {
+                let _ = writeln!(
+                    s,
+                    "     · {}: {} → {}{}",
+                    e.metric,
+                    fmt_value(&e.metric, e.before),
+                    fmt_value(&e.metric, e.after),
+                    if e.note.is_empty() { String::new() } else { format!(" ({})", e.note) }
+                );
+            }
+        }
+        if !self.key_metrics.is_empty() {
+            let _ = writeln!(s, "\nKey metrics (before → during):");
+            for k in &self.key_metrics {
+                let _ = writeln!(s, "  {:<28} {:<22} {} → {}", k.entity, k.metric, fmt_value(&k.metric, k.before), fmt_value(&k.metric, k.after));
+            }
+        }
+        if !self.attributions.is_empty() {
+            let _ = writeln!(s, "\nWhere the change concentrates:");
+            for a in &self.attributions {
+                for c in &a.causes {
+                    let elements: Vec<String> = c.elements.iter().map(|(d, v)| format!("{d}={v}")).collect();
+                    let _ = writeln!(
+                        s,
+                        "  {} {}: {} explains {:.0}% ({} → {})",
+                        a.service,
+                        a.kpi,
+                        elements.join(" & "),
+                        c.explanatory_power * 100.0,
+                        fmt_value(&a.kpi, c.forecast),
+                        fmt_value(&a.kpi, c.actual)
+                    );
+                }
+            }
+        }
+        for f in &self.rule_failures {
+            let _ = writeln!(s, "\nRule {} could not answer: {}", f.rule, f.error);
+        }
+        let _ = writeln!(
+            s,
+            "\n{} elements visited, {} abnormal, analysed in {:.1} ms",
+            self.visited, self.candidates, self.elapsed_ms
+        );
+        s
+    }
+}

@@ -1,7 +1,7 @@
 //! The daemon's one configuration struct, read from a TOML file (see docs/config.md) and
 //! overridden by CLI flags.
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
@@ -15,6 +15,7 @@ pub struct Config {
     pub capture: CaptureOptions,
     pub streams: StreamSettings,
     pub metrics: MetricsSettings,
+    pub plugins: PluginsConfig,
 }
 
 /// Reassembly and connection tracking (`[streams]`).
@@ -70,6 +71,32 @@ impl Default for MetricsSettings {
     fn default() -> Self {
         MetricsSettings {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+        }
+    }
+}
+
+/// Wasm plugins (`[plugins]`): where compiled code is cached, which fault-rule components run,
+/// and the sandbox limits every plugin call gets.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginsConfig {
+    /// Precompiled components, keyed by the sha256 of the wasm and the engine's compatibility
+    /// hash. Must be owned by root: its files are loaded as native code. Empty: no disk cache.
+    pub cache_dir: Option<PathBuf>,
+    /// Run the fault tree embedded in the binary. Set false to replace it with your own.
+    pub default_rules: bool,
+    /// Directories whose `*.wasm` files are extra `fault-rule` components.
+    pub rule_dirs: Vec<PathBuf>,
+    pub limits: crate::plugin::Limits,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        Self {
+            cache_dir: Some(PathBuf::from("/var/cache/sonde/plugins")),
+            default_rules: true,
+            rule_dirs: Vec::new(),
+            limits: crate::plugin::Limits::default(),
         }
     }
 }

@@ -1,8 +1,10 @@
 //! Sonde's daemon as a library: the binary (`src/main.rs`) is a thin CLI over these modules,
 //! and the integration tests in `tests/` drive them directly.
+pub mod analyze;
 pub mod capture;
 pub mod config;
 pub mod conntrack;
 pub mod daemon;
 pub mod metrics;
+pub mod plugin;
 pub mod trace;

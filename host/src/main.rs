@@ -29,6 +29,35 @@ enum Command {
     Run(RunArgs),
     /// Live view of socket connections and data chunks, one line per event.
     Trace(TraceArgs),
+    /// Run the root-cause engine on an incident bundle (docs/analyze.md) and print the report.
+    Analyze(AnalyzeArgs),
+}
+
+#[derive(Args, Debug)]
+struct AnalyzeArgs {
+    /// Bundle directory: topology.toml, metrics/*.csv, breakdowns/*.csv.
+    dir: Option<PathBuf>,
+    /// Analyse a built-in scenario instead (see --list-examples).
+    #[arg(long, conflicts_with = "dir")]
+    example: Option<String>,
+    /// With --example: also write the scenario as a bundle directory here.
+    #[arg(long, requires = "example")]
+    save: Option<PathBuf>,
+    /// List the built-in scenarios.
+    #[arg(long)]
+    list_examples: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Extra fault-rule components (*.wasm) from this directory; repeatable.
+    #[arg(long)]
+    rules_dir: Vec<PathBuf>,
+    /// Leave the embedded default fault tree out.
+    #[arg(long)]
+    no_default_rules: bool,
+    /// Plugin compile cache directory (default from the config; `none` for no cache).
+    #[arg(long)]
+    plugin_cache: Option<String>,
 }
 
 /// Capture flags shared by `run` and `trace`.
@@ -73,6 +102,12 @@ struct TraceArgs {
     /// Payload bytes shown per data line.
     #[arg(long, default_value_t = 48)]
     payload_bytes: usize,
+}
+
+impl AnalyzeArgs {
+    fn rule_dir_list(&self) -> Vec<PathBuf> {
+        self.rules_dir.clone()
+    }
 }
 
 fn apply(config: &mut Config, args: &CaptureArgs) {
@@ -122,6 +157,27 @@ fn main() -> Result<()> {
                 payload_bytes: args.payload_bytes,
             };
             rt.block_on(sonde::trace::run(&config.capture, opts))
+        }
+        Command::Analyze(args) => {
+            if args.list_examples {
+                print!("{}", sonde::analyze::examples());
+                return Ok(());
+            }
+            let mut plugins = config.plugins.clone();
+            plugins.rule_dirs.extend(args.rule_dir_list());
+            if args.no_default_rules {
+                plugins.default_rules = false;
+            }
+            if let Some(cache) = &args.plugin_cache {
+                plugins.cache_dir = (cache != "none" && !cache.is_empty()).then(|| PathBuf::from(cache));
+            }
+            let opts = sonde::analyze::AnalyzeOptions {
+                dir: args.dir,
+                example: args.example,
+                save: args.save,
+                json: args.json,
+            };
+            sonde::analyze::run(&opts, &plugins)
         }
     }
 }

@@ -242,3 +242,123 @@ pub mod metric {
 pub fn find<'a>(metrics: &'a [Metric], name: &str) -> Option<&'a Metric> {
     metrics.iter().find(|m| m.name == name)
 }
+
+/// Conversions between the generated WIT types and the plain ones (wasm32 only).
+#[cfg(target_arch = "wasm32")]
+#[doc(hidden)]
+pub mod wit {
+    use super::*;
+    use crate::__fault_rule_bindings::sonde::plugin::fault_types as w;
+
+    fn kind(k: w::SubjectKind) -> SubjectKind {
+        match k {
+            w::SubjectKind::Service => SubjectKind::Service,
+            w::SubjectKind::Edge => SubjectKind::Edge,
+            w::SubjectKind::Node => SubjectKind::Node,
+        }
+    }
+
+    fn relation(r: w::Relation) -> Relation {
+        match r {
+            w::Relation::Downstream => Relation::Downstream,
+            w::Relation::Upstream => Relation::Upstream,
+            w::Relation::Host => Relation::Host,
+            w::Relation::Hosted => Relation::Hosted,
+            w::Relation::Caller => Relation::Caller,
+            w::Relation::Callee => Relation::Callee,
+        }
+    }
+
+    fn metrics(ms: Vec<w::Metric>) -> Vec<Metric> {
+        ms.into_iter().map(|m| Metric { name: m.name, before: m.before, after: m.after, anomalous: m.anomalous }).collect()
+    }
+
+    pub fn input_from_wit(i: w::RuleInput) -> RuleInput {
+        RuleInput {
+            incident: Incident {
+                id: i.incident.id,
+                entry: i.incident.entry,
+                kpi: i.incident.kpi,
+                started_at_ms: i.incident.started_at_ms,
+            },
+            subject: Subject {
+                kind: kind(i.subject.kind),
+                id: i.subject.id,
+                metrics: metrics(i.subject.metrics),
+                labels: i.subject.labels,
+            },
+            neighbours: i
+                .neighbours
+                .into_iter()
+                .map(|n| Neighbour {
+                    kind: kind(n.kind),
+                    id: n.id,
+                    relation: relation(n.relation),
+                    abnormal: n.abnormal,
+                    score: n.score,
+                    metrics: metrics(n.metrics),
+                    labels: n.labels,
+                })
+                .collect(),
+            attributions: i
+                .attributions
+                .into_iter()
+                .map(|a| Attribution {
+                    kpi: a.kpi,
+                    elements: a.elements,
+                    explanatory_power: a.explanatory_power,
+                    before: a.before,
+                    after: a.after,
+                })
+                .collect(),
+            changes: i
+                .changes
+                .into_iter()
+                .map(|c| Change { at_ms: c.at_ms, subject: c.subject, description: c.description })
+                .collect(),
+        }
+    }
+
+    pub fn category_to_wit(c: Category) -> w::Category {
+        match c {
+            Category::Network => w::Category::Network,
+            Category::DownstreamSlow => w::Category::DownstreamSlow,
+            Category::CpuSaturation => w::Category::CpuSaturation,
+            Category::MemoryPressure => w::Category::MemoryPressure,
+            Category::NodeSaturation => w::Category::NodeSaturation,
+            Category::DatabaseSlow => w::Category::DatabaseSlow,
+            Category::DnsFailure => w::Category::DnsFailure,
+            Category::CodeError => w::Category::CodeError,
+            Category::RecentChange => w::Category::RecentChange,
+            Category::Other(s) => w::Category::Other(s),
+        }
+    }
+
+    pub fn diagnosis_to_wit(d: Diagnosis) -> w::Diagnosis {
+        w::Diagnosis {
+            category: category_to_wit(d.category),
+            confidence: d.confidence,
+            evidence: d
+                .evidence
+                .into_iter()
+                .map(|e| w::Evidence { metric: e.metric, before: e.before, after: e.after, note: e.note })
+                .collect(),
+            explanation: d.explanation,
+        }
+    }
+
+    pub fn info_to_wit(i: RuleInfo) -> w::RuleInfo {
+        w::RuleInfo {
+            name: i.name,
+            version: i.version,
+            categories: i.categories.into_iter().map(category_to_wit).collect(),
+        }
+    }
+
+    pub fn evaluate<R: FaultRule>(inputs: Vec<w::RuleInput>) -> Vec<Vec<w::Diagnosis>> {
+        inputs
+            .into_iter()
+            .map(|i| R::evaluate(&input_from_wit(i)).into_iter().map(diagnosis_to_wit).collect())
+            .collect()
+    }
+}

@@ -13,3 +13,48 @@ pub mod fault_rule;
 
 /// The version of the `sonde:plugin` WIT package this SDK implements.
 pub const WIT_PACKAGE_VERSION: &str = "0.1.0";
+
+/// The wit-bindgen glue of the `fault-rule` world. Only on wasm32; use
+/// [`export_fault_rule!`] instead of touching it.
+#[cfg(target_arch = "wasm32")]
+#[doc(hidden)]
+pub mod __fault_rule_bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "fault-rule",
+        pub_export_macro: true,
+        export_macro_name: "__export_fault_rule_world",
+        default_bindings_module: "sonde_sdk::__fault_rule_bindings",
+    });
+}
+
+/// Export a [`fault_rule::FaultRule`] implementation as the component's `fault-rule` world.
+///
+/// ```ignore
+/// struct MyRule;
+/// impl sonde_sdk::fault_rule::FaultRule for MyRule { /* info, evaluate */ }
+/// sonde_sdk::export_fault_rule!(MyRule);
+/// ```
+///
+/// On native targets it expands to nothing, so the crate also builds as a plain library for
+/// tests.
+#[macro_export]
+macro_rules! export_fault_rule {
+    ($rule:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            struct __SondeFaultRule;
+            impl $crate::__fault_rule_bindings::Guest for __SondeFaultRule {
+                fn info() -> $crate::__fault_rule_bindings::sonde::plugin::fault_types::RuleInfo {
+                    $crate::fault_rule::wit::info_to_wit(<$rule as $crate::fault_rule::FaultRule>::info())
+                }
+                fn evaluate(
+                    inputs: ::std::vec::Vec<$crate::__fault_rule_bindings::sonde::plugin::fault_types::RuleInput>,
+                ) -> ::std::vec::Vec<::std::vec::Vec<$crate::__fault_rule_bindings::sonde::plugin::fault_types::Diagnosis>> {
+                    $crate::fault_rule::wit::evaluate::<$rule>(inputs)
+                }
+            }
+            $crate::__fault_rule_bindings::__export_fault_rule_world!(__SondeFaultRule with_types_in $crate::__fault_rule_bindings);
+        };
+    };
+}
