@@ -9,6 +9,7 @@ pub mod collector;
 mod netns;
 mod paths;
 mod peer;
+pub mod wasm;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -42,3 +42,9 @@ fn target_profile_dir() -> PathBuf {
     };
     Path::to_path_buf(dir)
 }
+
+/// The cargo target directory (`target/`), one level above the profile directory.
+pub fn target_dir() -> PathBuf {
+    let profile = target_profile_dir();
+    profile.parent().map(Path::to_path_buf).unwrap_or(profile)
+}
