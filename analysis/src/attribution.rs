@@ -194,7 +194,7 @@ impl Default for AttributionConfig {
             max_dims: 3,
             max_causes: 5,
             min_purity: 0.75,
-            min_explanatory_power: 0.02,
+            min_explanatory_power: 0.05,
             cutoff_quantile: 0.98,
             min_cutoff: 0.05,
             stop_remaining: 0.05,
@@ -207,7 +207,8 @@ impl Default for AttributionConfig {
 pub struct Cause {
     /// `(dimension, value)` in the cube's dimension order.
     pub elements: Vec<(String, String)>,
-    /// Share of the total KPI change that goes away if this combination had its expected values.
+    /// Share of the anomalous KPI change (what the leaves beyond the noise cutoff changed) that
+    /// goes away if this combination had its expected values.
     pub explanatory_power: f64,
     /// Relative change of the combination's KPI: actual / forecast − 1.
     pub deviation: f64,
@@ -317,28 +318,40 @@ pub fn attribute(cube: &Cube, cfg: &AttributionConfig) -> Vec<Cause> {
     }
     let kpi_actual = cube.kpi(total.num_a, total.den_a);
     let kpi_forecast = cube.kpi(total.num_f, total.den_f);
-    let change = kpi_actual - kpi_forecast;
-    if change == 0.0 || !change.is_finite() {
+    if !(kpi_actual - kpi_forecast).is_finite() {
         return Vec::new();
     }
-    let sign = change.signum();
+    // The KPI if the leaves of `agg` had their forecast values.
+    let reverted = |agg: &Agg| cube.kpi(total.num_a - agg.num_a + agg.num_f, total.den_a - agg.den_a + agg.den_f);
 
-    // Deviations towards the change, and the noise cutoff from those against it.
-    let signals: Vec<Option<(f64, f64)>> = (0..n).map(|l| leaf_signal(cube, l).map(|(d, w)| (d * sign, w))).collect();
-    let against: Vec<f64> = signals.iter().flatten().filter(|(d, _)| *d < 0.0).map(|(d, _)| -d).collect();
-    let cutoff = quantile(against, cfg.cutoff_quantile).unwrap_or(0.0).max(cfg.min_cutoff);
-    let abnormal: Vec<bool> = signals.iter().map(|s| s.is_some_and(|(d, _)| d > cutoff)).collect();
+    // Leaf deviations; then, for each direction, the noise cutoff from the leaves that moved
+    // against it and the leaves beyond the cutoff. The anomaly's direction is the one whose
+    // abnormal leaves move the KPI most: not the sign of the total change, which the summed
+    // noise of thousands of leaves can outweigh when the root cause is small.
+    let signals: Vec<Option<(f64, f64)>> = (0..n).map(|l| leaf_signal(cube, l)).collect();
     let weight: Vec<f64> = signals.iter().map(|s| s.map_or(0.0, |(_, w)| w)).collect();
-
-    // Explanatory power of an element: the share of the change that disappears when its
-    // leaves take their forecast values (exact for ratio KPIs, the plain sum share for additive).
-    let explains = |agg: &Agg| -> f64 {
-        let reverted = cube.kpi(
-            total.num_a - agg.num_a + agg.num_f,
-            total.den_a - agg.den_a + agg.den_f,
-        );
-        (kpi_actual - reverted) / change
+    let classify = |sign: f64| -> (Vec<bool>, f64) {
+        let against: Vec<f64> = signals.iter().flatten().map(|(d, _)| -d * sign).filter(|d| *d > 0.0).collect();
+        let cutoff = quantile(against, cfg.cutoff_quantile).unwrap_or(0.0).max(cfg.min_cutoff);
+        let abnormal: Vec<bool> = signals.iter().map(|s| s.is_some_and(|(d, _)| d * sign > cutoff)).collect();
+        let mut agg = Agg::default();
+        for leaf in (0..n).filter(|&l| abnormal[l]) {
+            agg.add(cube, leaf, 0.0, true);
+        }
+        let moved = (kpi_actual - reverted(&agg)) * sign;
+        (abnormal, moved)
     };
+    let (up, up_moved) = classify(1.0);
+    let (down, down_moved) = classify(-1.0);
+    let (abnormal, change) = if up_moved >= down_moved { (up, up_moved) } else { (down, -down_moved) };
+    if change == 0.0 || !change.is_finite() || !abnormal.iter().any(|a| *a) {
+        return Vec::new();
+    }
+
+    // Explanatory power of an element: the share of the anomalous change (what reverting every
+    // abnormal leaf would undo) that reverting this element's leaves undoes. Exact for ratio
+    // KPIs; for additive ones, the element's share of the abnormal leaves' summed change.
+    let explains = |agg: &Agg| -> f64 { (kpi_actual - reverted(agg)) / change };
 
     let mut removed = vec![false; n];
     let mut causes: Vec<Cause> = Vec::new();
