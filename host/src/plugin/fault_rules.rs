@@ -21,7 +21,7 @@ wasmtime::component::bindgen!({
     world: "fault-rule",
 });
 
-use sonde::plugin::fault_types as w;
+use self::sonde::plugin::fault_types as w;
 
 /// The default fault tree (`plugins/fta-rules`), built by build.rs for wasm32-wasip2.
 pub static DEFAULT_RULES_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sonde_fta_rules.wasm"));
