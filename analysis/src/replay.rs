@@ -22,8 +22,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::detect::{DetectorConfig, Direction, IncidentPolicy, IncidentState, ResidualDetector};
-use crate::report::{AnalysisConfig, Report, analyze};
+use crate::detect::{
+    BurnRateGate, BurnStatus, BurnWindow, DetectorConfig, Direction, IncidentPolicy, IncidentState, ResidualDetector,
+    SloConfig,
+};
+use crate::report::{AnalysisConfig, Report, SloVerdict, analyze};
 use crate::rules::{Change, Incident, RuleEngine};
 use crate::topology::{Breakdown, BreakdownRow, Entity, MetricWindow, Topology};
 
@@ -56,6 +59,12 @@ pub struct IncidentSpec {
     /// Seconds; five steps of the entry KPI when missing.
     #[serde(default)]
     pub window: Option<i64>,
+    /// SLO objective of the entry service (share of good requests, e.g. 0.999). When given,
+    /// the entry's `request_rate` and `error_rate` feed the multi-window burn-rate gate: the
+    /// incident opens only when the KPI is anomalous *and* the error budget burns fast, and
+    /// the report carries the burn rate.
+    #[serde(default)]
+    pub slo: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -307,15 +316,59 @@ impl Bundle {
 
     /// The incident window `[start, end)` in seconds: given, or where the entry KPI's detector
     /// opens an incident (no SLO in a replay, so the burn-rate gate does not apply).
+    fn step(&self) -> Result<i64, ReplayError> {
+        let series = self.entry_series()?;
+        Ok(series.windows(2).map(|w| w[1].0 - w[0].0).filter(|d| *d > 0).min().unwrap_or(60))
+    }
+
+    /// The burn-rate gate over the entry service's samples, when `[incident].slo` is set: the
+    /// SRE-workbook windows (1 h / 5 min at 14.4×, 6 h / 30 min at 6×) in samples of this
+    /// bundle's step. Samples missing either series count as no traffic.
+    pub fn burn(&self) -> Result<Option<BTreeMap<i64, BurnStatus>>, ReplayError> {
+        let Some(objective) = self.spec.incident.slo else { return Ok(None) };
+        if !(0.0..1.0).contains(&objective) {
+            return Err(ReplayError::Invalid(format!("[incident].slo {objective} must be in [0, 1)")));
+        }
+        let step = self.step()?;
+        let entry = format!("service:{}", self.spec.incident.entry);
+        let get = |metric: &str| -> Result<BTreeMap<i64, f64>, ReplayError> {
+            self.series.get(&(entry.clone(), metric.to_string())).map(|p| p.iter().copied().collect()).ok_or_else(|| {
+                ReplayError::Invalid(format!("[incident].slo needs {metric} samples of {entry}"))
+            })
+        };
+        let (requests, errors) = (get("request_rate")?, get("error_rate")?);
+        let buckets = |seconds: i64| ((seconds / step.max(1)) as usize).max(1);
+        let mut gate = BurnRateGate::new(SloConfig {
+            objective,
+            windows: vec![
+                BurnWindow { long: buckets(3600), short: buckets(300), factor: 14.4 },
+                BurnWindow { long: buckets(6 * 3600), short: buckets(1800), factor: 6.0 },
+            ],
+        });
+        Ok(Some(
+            requests
+                .iter()
+                .map(|(ts, rate)| {
+                    let total = rate * step as f64;
+                    let bad = errors.get(ts).copied().unwrap_or(0.0).clamp(0.0, 1.0) * total;
+                    (*ts, gate.push(bad, total))
+                })
+                .collect(),
+        ))
+    }
+
+    /// The incident window `[start, end)` in seconds: given, or where the entry KPI's detector
+    /// opens an incident (through the burn-rate gate when `[incident].slo` is set).
     pub fn window(&self) -> Result<(i64, i64), ReplayError> {
         let series = self.entry_series()?;
-        let step = series.windows(2).map(|w| w[1].0 - w[0].0).filter(|d| *d > 0).min().unwrap_or(60);
+        let step = self.step()?;
+        let burn = self.burn()?;
         let start = match self.spec.incident.start {
             Some(s) => s,
             None => {
                 let kpi = &self.spec.incident.kpi;
                 let cfg = DetectorConfig::for_metric(kpi);
-                let policy = IncidentPolicy { require_burn: false, ..Default::default() };
+                let policy = IncidentPolicy { require_burn: burn.is_some(), ..Default::default() };
                 let mut det = ResidualDetector::new(Direction::for_metric(kpi));
                 let mut state = IncidentState::default();
                 let mut run_start = None;
@@ -325,21 +378,41 @@ impl Bundle {
                     if verdict.anomalous && verdict.run == 1 {
                         run_start = Some(*ts);
                     }
-                    if state.step(&verdict, None, &policy).is_some() && state.is_open() {
+                    let firing = burn.as_ref().map(|b| b.get(ts).is_some_and(|s| s.firing));
+                    if state.step(&verdict, firing, &policy).is_some() && state.is_open() {
                         found = run_start;
                         break;
                     }
                 }
                 found.ok_or_else(|| {
-                    ReplayError::Invalid(format!(
-                        "no anomaly on {} of {}: give [incident].start to analyse a window anyway",
-                        kpi, self.spec.incident.entry
-                    ))
+                    let worst = burn.as_ref().map(|b| b.values().map(|s| s.burn_rate).fold(0.0, f64::max));
+                    ReplayError::Invalid(match worst {
+                        Some(w) => format!(
+                            "no incident worth a report on {} of {}: the error budget burns at most {w:.1}× (the gate needs 14.4× over 1 h and 5 min, or 6× over 6 h and 30 min); give [incident].start to analyse a window anyway",
+                            kpi, self.spec.incident.entry
+                        ),
+                        None => format!(
+                            "no anomaly on {} of {}: give [incident].start to analyse a window anyway",
+                            kpi, self.spec.incident.entry
+                        ),
+                    })
                 })?
             }
         };
         let window = self.spec.incident.window.unwrap_or(5 * step).max(1);
         Ok((start, start + window))
+    }
+
+    /// The gate's verdict over the incident window: the highest burn rate, and whether the gate
+    /// fired.
+    pub fn slo_verdict(&self, (start, end): (i64, i64)) -> Result<Option<SloVerdict>, ReplayError> {
+        let Some(burn) = self.burn()? else { return Ok(None) };
+        let in_window: Vec<&BurnStatus> = burn.range(start..end).map(|(_, s)| s).collect();
+        Ok(Some(SloVerdict {
+            objective: self.spec.incident.slo.unwrap_or_default(),
+            burn_rate: in_window.iter().map(|s| s.burn_rate).fold(0.0, f64::max),
+            firing: in_window.iter().any(|s| s.firing),
+        }))
     }
 
     /// The topology with every series summarised over the incident window.
@@ -471,7 +544,9 @@ pub fn analyze_bundle(bundle: &Bundle, rules: &mut dyn RuleEngine, cfg: &Analysi
     bundle.validate()?;
     let window = bundle.window()?;
     let topology = bundle.topology(window);
-    Ok(analyze(&topology, &bundle.incident(window), rules, cfg))
+    let mut report = analyze(&topology, &bundle.incident(window), rules, cfg);
+    report.slo = bundle.slo_verdict(window)?;
+    Ok(report)
 }
 
 #[cfg(test)]

@@ -76,6 +76,16 @@ pub struct ServiceAttribution {
     pub causes: Vec<Cause>,
 }
 
+/// The SLO burn-rate gate's verdict on the incident's entry service.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SloVerdict {
+    pub objective: f64,
+    /// Highest burn rate over the long windows during the incident (1.0 = on budget).
+    pub burn_rate: f64,
+    /// Whether the multi-window gate fired (worth paging someone).
+    pub firing: bool,
+}
+
 /// What Sonde tells a person about an incident.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
@@ -90,6 +100,8 @@ pub struct Report {
     pub attributions: Vec<ServiceAttribution>,
     /// Rules that could not answer (trap, deadline, memory cap).
     pub rule_failures: Vec<RuleFailure>,
+    /// The burn-rate gate, when the entry service has an SLO.
+    pub slo: Option<SloVerdict>,
     /// Elements visited by the walk and abnormal candidates among them.
     pub visited: usize,
     pub candidates: usize,
@@ -399,6 +411,7 @@ pub fn analyze(topology: &Topology, incident: &Incident, rules: &mut dyn RuleEng
         propagation_path,
         attributions,
         rule_failures: outcome.failures,
+        slo: None,
         visited: walk.visited,
         candidates: walk.candidates.len(),
         elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
@@ -411,6 +424,15 @@ impl Report {
         let mut s = String::new();
         let _ = writeln!(s, "Incident {} — entry service {}, KPI {}", self.incident.id, self.incident.entry, self.incident.kpi);
         let _ = writeln!(s, "Phenomenon: {}", self.phenomenon);
+        if let Some(slo) = &self.slo {
+            let _ = writeln!(
+                s,
+                "SLO {:.2}%: error budget burning {:.1}× ({})",
+                slo.objective * 100.0,
+                slo.burn_rate,
+                if slo.firing { "over the paging gate" } else { "below the paging gate" }
+            );
+        }
         if let Some(top) = self.root_causes.first() {
             let _ = writeln!(s, "Most likely: {} ({}, confidence {:.0}%)", top.explanation, top.category, top.confidence * 100.0);
         }

@@ -108,7 +108,7 @@ fn shop_spec(id: &str, kpi: &str) -> BundleSpec {
         labels: BTreeMap::from([("protocol".to_string(), protocol.to_string())]),
     };
     BundleSpec {
-        incident: IncidentSpec { id: Some(id.into()), entry: "gateway".into(), kpi: kpi.into(), start: None, window: None },
+        incident: IncidentSpec { id: Some(id.into()), entry: "gateway".into(), kpi: kpi.into(), start: None, window: None, slo: None },
         services: vec![
             svc("gateway", "n1", &[("protocol", "http")]),
             svc("config", "n1", &[("protocol", "http")]),
@@ -260,7 +260,7 @@ pub fn large(services: usize, leaves_per_service: usize, seed: u64) -> (Bundle, 
         p = parent[p];
     }
     let mut spec = BundleSpec {
-        incident: IncidentSpec { id: Some("large".into()), entry: names[0].clone(), kpi: "latency_mean_ms".into(), start: None, window: None },
+        incident: IncidentSpec { id: Some("large".into()), entry: names[0].clone(), kpi: "latency_mean_ms".into(), start: None, window: None, slo: None },
         ..Default::default()
     };
     for (i, name) in names.iter().enumerate() {

@@ -123,3 +123,20 @@ fn large_topology_finds_the_deep_fault() {
     assert_eq!(r.root_causes[0].element, service(&faulty));
     assert_eq!(r.root_causes[0].category, "cpu-saturation");
 }
+
+#[test]
+fn slo_gate_opens_the_incident_only_when_the_budget_burns() {
+    // 0.1% → 6% errors: 60× the budget of a 99.9% SLO; averaged over the long windows (mostly
+    // healthy samples) about 7×, over the 6× gate.
+    let mut bundle = scenarios::scenario("endpoint-errors").unwrap();
+    bundle.spec.incident.slo = Some(0.999);
+    let r = analyse(&bundle);
+    let slo = r.slo.expect("the report carries the gate");
+    assert!(slo.firing && slo.burn_rate > 6.0, "{slo:?}");
+    assert_eq!(r.root_causes[0].category, "code-error");
+    // A 90% SLO has budget to spare for 6% errors: anomalous, but not worth a report.
+    bundle.spec.incident.slo = Some(0.9);
+    let mut rules = NativeRules::new().with("sonde-default-tree", sonde_fta_rules::evaluate);
+    let err = analyze_bundle(&bundle, &mut rules, &AnalysisConfig::default()).unwrap_err().to_string();
+    assert!(err.contains("no incident worth a report") && err.contains("budget burns at most"), "{err}");
+}
