@@ -367,7 +367,9 @@ pub fn attribute(cube: &Cube, cfg: &AttributionConfig) -> Vec<Cause> {
         if rest.leaves == 0 || explains(&rest) < cfg.stop_remaining {
             break;
         }
-        let mut best: Option<(f64, f64, Vec<(usize, u32)>, Agg)> = None;
+        // (explanatory power, purity, element as (dimension, value id) pairs, its sums)
+        type Best = (f64, f64, Vec<(usize, u32)>, Agg);
+        let mut best: Option<Best> = None;
         for subsets in &layers {
             for dims in subsets {
                 // Group the remaining leaves by their values on `dims`; only groups holding an

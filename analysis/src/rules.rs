@@ -38,10 +38,13 @@ pub trait RuleEngine {
     fn evaluate(&mut self, inputs: &[RuleInput]) -> RuleOutcome;
 }
 
+/// A rule as a plain function (the native build of a rule component).
+pub type RuleFn = fn(&RuleInput) -> Vec<Diagnosis>;
+
 /// A rule engine over plain functions: the default tree compiled natively in tests, or rules
 /// embedded in a tool that has no Wasm runtime.
 pub struct NativeRules {
-    rules: Vec<(String, fn(&RuleInput) -> Vec<Diagnosis>)>,
+    rules: Vec<(String, RuleFn)>,
 }
 
 impl NativeRules {
@@ -49,7 +52,7 @@ impl NativeRules {
         Self { rules: Vec::new() }
     }
 
-    pub fn with(mut self, name: impl Into<String>, rule: fn(&RuleInput) -> Vec<Diagnosis>) -> Self {
+    pub fn with(mut self, name: impl Into<String>, rule: RuleFn) -> Self {
         self.rules.push((name.into(), rule));
         self
     }
