@@ -10,6 +10,7 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 pub mod fault_rule;
+pub mod protocol_parser;
 
 /// The version of the `sonde:plugin` WIT package this SDK implements.
 pub const WIT_PACKAGE_VERSION: &str = "0.1.0";

@@ -1,0 +1,477 @@
+//! The `protocol-parser` world: a parser turns reassembled connection payloads into request
+//! records (protocol, operation, status, timing, sizes, attributes such as `traceparent`).
+//!
+//! An author implements [`ProtocolParser`]: `detect` on a connection's first bytes, then
+//! `parse` per segment with a per-connection state, `close` to flush. [`Driver`] does the rest
+//! and is the same code in the component and in the native [`harness`]: it keeps the
+//! connection table, decides when detection gives up (after [`DETECT_BUDGET`] bytes per
+//! direction), tags records with their connection, and reports claim changes so the daemon can
+//! stop the kernel copying payloads nobody wants.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Bytes per direction a parser may look at before an undecided connection counts as not its.
+pub const DETECT_BUDGET: u64 = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    #[default]
+    Unknown,
+    Client,
+    Server,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transport {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+/// Relative to the observed process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Direction {
+    /// Bytes it wrote.
+    Egress,
+    /// Bytes it read.
+    Ingress,
+}
+
+impl Direction {
+    fn index(self) -> usize {
+        match self {
+            Direction::Egress => 0,
+            Direction::Ingress => 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub ip: String,
+    pub port: u16,
+}
+
+/// A connection as the daemon knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ConnInfo {
+    pub id: u64,
+    pub pid: u32,
+    pub comm: String,
+    pub local: Option<Endpoint>,
+    pub remote: Option<Endpoint>,
+    pub role: Role,
+    pub transport: Transport,
+    /// Container, pod, namespace, workload when known.
+    pub labels: Vec<(String, String)>,
+}
+
+impl ConnInfo {
+    /// Direction of requests: a client writes them, a server reads them. Unknown role: egress.
+    pub fn request_direction(&self) -> Direction {
+        match self.role {
+            Role::Server => Direction::Ingress,
+            _ => Direction::Egress,
+        }
+    }
+}
+
+/// One reassembled piece of one direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment<'a> {
+    pub direction: Direction,
+    pub ts_ns: u64,
+    /// Stream bytes missing just before this segment (not copied, or lost).
+    pub gap_before: u64,
+    pub data: &'a [u8],
+}
+
+/// A parser's stance on a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Claim {
+    Undecided,
+    Mine,
+    NotMine,
+    /// Mine, but nothing more to learn (e.g. after an HTTP upgrade): stop sending payload.
+    Finished,
+}
+
+/// One exchange.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct RequestRecord {
+    /// Set by the [`Driver`]; parsers may leave it 0.
+    pub conn: u64,
+    pub protocol: String,
+    pub operation: String,
+    pub status: u32,
+    pub error: Option<String>,
+    pub request_ts_ns: u64,
+    pub response_ts_ns: u64,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    pub attributes: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParserInfo {
+    pub name: String,
+    pub version: String,
+    pub protocols: Vec<String>,
+}
+
+/// A protocol parser. Implement it on a unit struct; the state lives per connection.
+pub trait ProtocolParser {
+    type State: Default;
+
+    fn info() -> ParserInfo;
+
+    /// Look at the first bytes of a connection (either direction, as they come). Return
+    /// `Undecided` to see more; after [`DETECT_BUDGET`] bytes in both directions the driver
+    /// gives up for you.
+    fn detect(conn: &ConnInfo, segment: &Segment<'_>) -> Claim;
+
+    /// A segment of a claimed connection, the detecting one included. Segments of one
+    /// direction come in stream order; `gap_before` says bytes are missing.
+    fn parse(state: &mut Self::State, conn: &ConnInfo, segment: &Segment<'_>, out: &mut Vec<RequestRecord>) -> Claim;
+
+    /// The connection closed: flush what is pending.
+    fn close(_state: &mut Self::State, _conn: &ConnInfo, _out: &mut Vec<RequestRecord>) {}
+}
+
+enum Phase<S> {
+    Detecting { seen: [u64; 2] },
+    Parsing(S),
+    Done,
+}
+
+/// The per-connection bookkeeping around a [`ProtocolParser`].
+pub struct Driver<P: ProtocolParser> {
+    conns: BTreeMap<u64, (ConnInfo, Phase<P::State>)>,
+}
+
+impl<P: ProtocolParser> Default for Driver<P> {
+    fn default() -> Self {
+        Self { conns: BTreeMap::new() }
+    }
+}
+
+/// What one call produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FeedResult {
+    pub records: Vec<RequestRecord>,
+    pub claims: Vec<(u64, Claim)>,
+}
+
+impl<P: ProtocolParser> Driver<P> {
+    pub fn open(&mut self, conn: ConnInfo) {
+        self.conns.insert(conn.id, (conn, Phase::Detecting { seen: [0, 0] }));
+    }
+
+    /// Connections being tracked.
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// One segment of connection `conn` (unknown connections are opened with what is known:
+    /// only the id).
+    pub fn feed(&mut self, conn: u64, segment: &Segment<'_>, out: &mut FeedResult) {
+        let (info, phase) = self
+            .conns
+            .entry(conn)
+            .or_insert_with(|| (ConnInfo { id: conn, ..Default::default() }, Phase::Detecting { seen: [0, 0] }));
+        let first = out.records.len();
+        let claim = match phase {
+            Phase::Done => return,
+            Phase::Detecting { seen } => {
+                seen[segment.direction.index()] += segment.data.len() as u64 + segment.gap_before;
+                match P::detect(info, segment) {
+                    Claim::Mine => {
+                        let mut state = P::State::default();
+                        let claim = P::parse(&mut state, info, segment, &mut out.records);
+                        *phase = Phase::Parsing(state);
+                        // Mine, even if parsing the first segment already finished it.
+                        out.claims.push((conn, Claim::Mine));
+                        claim
+                    }
+                    Claim::Undecided if seen.iter().all(|s| *s >= DETECT_BUDGET) => Claim::NotMine,
+                    Claim::Undecided => Claim::Undecided,
+                    other => other,
+                }
+            }
+            Phase::Parsing(state) => P::parse(state, info, segment, &mut out.records),
+        };
+        match claim {
+            Claim::NotMine | Claim::Finished => {
+                *phase = Phase::Done;
+                out.claims.push((conn, claim));
+            }
+            Claim::Mine | Claim::Undecided => {}
+        }
+        for r in &mut out.records[first..] {
+            r.conn = conn;
+        }
+    }
+
+    /// The connection is gone: flush and forget it.
+    pub fn close(&mut self, conn: u64, out: &mut FeedResult) {
+        if let Some((info, Phase::Parsing(mut state))) = self.conns.remove(&conn) {
+            let first = out.records.len();
+            P::close(&mut state, &info, &mut out.records);
+            for r in &mut out.records[first..] {
+                r.conn = conn;
+            }
+        }
+    }
+}
+
+/// Feed a parser natively, without a Wasm runtime: inline bytes or recorded payload files.
+///
+/// Recording format (binary safe, readable when the payload is text): a sequence of
+///
+/// ```text
+/// > <ts_ns> <len>\n<len bytes>\n     egress segment (the process wrote it)
+/// < <ts_ns> <len>\n<len bytes>\n     ingress segment (the process read it)
+/// ! <egress|ingress> <len>\n         gap: len bytes missing before the next segment that way
+/// # anything\n                       comment
+/// ```
+pub mod harness {
+    use super::*;
+
+    /// One connection under test.
+    pub struct Harness<P: ProtocolParser> {
+        driver: Driver<P>,
+        conn: ConnInfo,
+        pending_gap: [u64; 2],
+        pub result: FeedResult,
+    }
+
+    impl<P: ProtocolParser> Harness<P> {
+        pub fn new(conn: ConnInfo) -> Self {
+            let mut driver = Driver::default();
+            driver.open(conn.clone());
+            Self { driver, conn, pending_gap: [0, 0], result: FeedResult::default() }
+        }
+
+        /// A client connection (it writes requests).
+        pub fn client() -> Self {
+            Self::new(ConnInfo { id: 1, role: Role::Client, ..Default::default() })
+        }
+
+        /// A server connection (it reads requests).
+        pub fn server() -> Self {
+            Self::new(ConnInfo { id: 1, role: Role::Server, ..Default::default() })
+        }
+
+        pub fn gap(&mut self, direction: Direction, len: u64) -> &mut Self {
+            self.pending_gap[direction.index()] += len;
+            self
+        }
+
+        pub fn segment(&mut self, direction: Direction, ts_ns: u64, data: &[u8]) -> &mut Self {
+            let gap_before = std::mem::take(&mut self.pending_gap[direction.index()]);
+            let seg = Segment { direction, ts_ns, gap_before, data };
+            self.driver.feed(self.conn.id, &seg, &mut self.result);
+            self
+        }
+
+        /// Requests the process sent (client) or received (server).
+        pub fn request(&mut self, ts_ns: u64, data: &[u8]) -> &mut Self {
+            self.segment(self.conn.request_direction(), ts_ns, data)
+        }
+
+        pub fn response(&mut self, ts_ns: u64, data: &[u8]) -> &mut Self {
+            let d = match self.conn.request_direction() {
+                Direction::Egress => Direction::Ingress,
+                Direction::Ingress => Direction::Egress,
+            };
+            self.segment(d, ts_ns, data)
+        }
+
+        pub fn close(&mut self) -> &mut Self {
+            self.driver.close(self.conn.id, &mut self.result);
+            self
+        }
+
+        /// Replay a recording (see the module docs). Errors name the byte offset.
+        pub fn replay(&mut self, recording: &[u8]) -> Result<&mut Self, String> {
+            let mut at = 0;
+            while at < recording.len() {
+                let nl = recording[at..].iter().position(|b| *b == b'\n').map(|p| at + p).ok_or_else(|| format!("offset {at}: header without newline"))?;
+                let header = std::str::from_utf8(&recording[at..nl]).map_err(|_| format!("offset {at}: header is not UTF-8"))?;
+                let fields: Vec<&str> = header.split_whitespace().collect();
+                let num = |i: usize| -> Result<u64, String> {
+                    fields.get(i).and_then(|f| f.parse().ok()).ok_or_else(|| format!("offset {at}: bad header {header:?}"))
+                };
+                match fields.first().copied() {
+                    None | Some("#") => at = nl + 1,
+                    Some(">") | Some("<") => {
+                        let direction = if fields[0] == ">" { Direction::Egress } else { Direction::Ingress };
+                        let (ts, len) = (num(1)?, num(2)? as usize);
+                        let body = recording.get(nl + 1..nl + 1 + len).ok_or_else(|| format!("offset {at}: payload shorter than {len}"))?;
+                        self.segment(direction, ts, body);
+                        at = nl + 1 + len;
+                        if recording.get(at) == Some(&b'\n') {
+                            at += 1;
+                        }
+                    }
+                    Some("!") => {
+                        let direction = match fields.get(1).copied() {
+                            Some("egress") => Direction::Egress,
+                            Some("ingress") => Direction::Ingress,
+                            _ => return Err(format!("offset {at}: gap needs egress or ingress")),
+                        };
+                        self.gap(direction, num(2)?);
+                        at = nl + 1;
+                    }
+                    Some(other) => return Err(format!("offset {at}: unknown line kind {other:?}")),
+                }
+            }
+            Ok(self)
+        }
+
+        pub fn replay_file(&mut self, path: &std::path::Path) -> Result<&mut Self, String> {
+            let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            self.replay(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::harness::Harness;
+    use super::*;
+
+    /// A line protocol: `GET key\n` → `VALUE v\n` or `ERR msg\n`.
+    struct Lines;
+
+    #[derive(Default)]
+    struct LinesState {
+        pending: Vec<(String, u64, u64)>,
+        buf: [Vec<u8>; 2],
+    }
+
+    impl ProtocolParser for Lines {
+        type State = LinesState;
+        fn info() -> ParserInfo {
+            ParserInfo { name: "lines".into(), version: "0".into(), protocols: vec!["lines".into()] }
+        }
+        fn detect(_conn: &ConnInfo, s: &Segment<'_>) -> Claim {
+            if s.data.starts_with(b"GET ") {
+                Claim::Mine
+            } else if s.data.len() >= 4 {
+                Claim::NotMine
+            } else {
+                Claim::Undecided
+            }
+        }
+        fn parse(st: &mut LinesState, conn: &ConnInfo, s: &Segment<'_>, out: &mut Vec<RequestRecord>) -> Claim {
+            let d = s.direction.index();
+            st.buf[d].extend_from_slice(s.data);
+            while let Some(nl) = st.buf[d].iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = st.buf[d].drain(..=nl).collect();
+                let text = String::from_utf8_lossy(&line).trim().to_string();
+                if s.direction == conn.request_direction() {
+                    st.pending.push((text.trim_start_matches("GET ").to_string(), s.ts_ns, line.len() as u64));
+                } else if !st.pending.is_empty() {
+                    let (key, ts, len) = st.pending.remove(0);
+                    let err = text.starts_with("ERR");
+                    out.push(RequestRecord {
+                        protocol: "lines".into(),
+                        operation: "GET".into(),
+                        status: u32::from(err),
+                        error: err.then(|| "error".into()),
+                        request_ts_ns: ts,
+                        response_ts_ns: s.ts_ns,
+                        request_bytes: len,
+                        response_bytes: line.len() as u64,
+                        attributes: vec![("key".into(), key)],
+                        ..Default::default()
+                    });
+                }
+            }
+            Claim::Mine
+        }
+        fn close(st: &mut LinesState, _c: &ConnInfo, out: &mut Vec<RequestRecord>) {
+            for (key, ts, len) in st.pending.drain(..) {
+                out.push(RequestRecord {
+                    protocol: "lines".into(),
+                    operation: "GET".into(),
+                    error: Some("no-response".into()),
+                    request_ts_ns: ts,
+                    request_bytes: len,
+                    attributes: vec![("key".into(), key)],
+                    ..Default::default()
+                });
+            }
+        }
+    }
+
+    #[test]
+    fn pipelined_requests_split_across_segments() {
+        let mut h = Harness::<Lines>::client();
+        h.request(10, b"GET a\nGE").request(11, b"T b\n").response(20, b"VALUE 1\nERR no").response(21, b"pe\n");
+        let r = &h.result.records;
+        assert_eq!(r.len(), 2);
+        assert_eq!((r[0].attributes[0].1.as_str(), r[0].status, r[0].request_ts_ns, r[0].response_ts_ns), ("a", 0, 10, 20));
+        assert_eq!((r[1].attributes[0].1.as_str(), r[1].status, r[1].error.as_deref()), ("b", 1, Some("error")));
+        assert!(r.iter().all(|x| x.conn == 1));
+        assert_eq!(h.result.claims, [(1, Claim::Mine)]);
+    }
+
+    #[test]
+    fn server_side_and_close_flushes() {
+        let mut h = Harness::<Lines>::server();
+        h.request(5, b"GET k\n").close();
+        assert_eq!(h.result.records.len(), 1);
+        assert_eq!(h.result.records[0].error.as_deref(), Some("no-response"));
+    }
+
+    #[test]
+    fn not_mine_and_detect_budget() {
+        let mut h = Harness::<Lines>::client();
+        h.request(1, b"HELO there\n");
+        assert_eq!(h.result.claims, [(1, Claim::NotMine)]);
+        // A parser that never decides is cut off after the budget in both directions.
+        struct Never;
+        impl ProtocolParser for Never {
+            type State = ();
+            fn info() -> ParserInfo {
+                ParserInfo { name: "never".into(), version: "0".into(), protocols: vec![] }
+            }
+            fn detect(_: &ConnInfo, _: &Segment<'_>) -> Claim {
+                Claim::Undecided
+            }
+            fn parse(_: &mut (), _: &ConnInfo, _: &Segment<'_>, _: &mut Vec<RequestRecord>) -> Claim {
+                Claim::Mine
+            }
+        }
+        let mut h = Harness::<Never>::client();
+        let big = vec![b'x'; DETECT_BUDGET as usize];
+        h.request(1, &big);
+        assert!(h.result.claims.is_empty(), "one direction is not enough");
+        h.response(2, &big);
+        assert_eq!(h.result.claims, [(1, Claim::NotMine)]);
+    }
+
+    #[test]
+    fn recordings_replay_with_gaps() {
+        let rec = b"# a recorded exchange\n> 100 6\nGET a\n\n< 200 8\nVALUE 1\n\n! egress 3\n> 300 6\nGET b\n\n";
+        let mut h = Harness::<Lines>::client();
+        h.replay(rec).unwrap();
+        assert_eq!(h.result.records.len(), 1);
+        assert_eq!(h.result.records[0].response_ts_ns, 200);
+        assert!(h.replay(b"> 1 99\nshort").is_err());
+        let err = h.replay(b"? what\n").err().expect("an unknown line kind is an error");
+        assert!(err.contains("unknown line kind"), "{err}");
+    }
+}
