@@ -31,10 +31,22 @@ pub mod __fault_rule_bindings {
 
 /// Export a [`fault_rule::FaultRule`] implementation as the component's `fault-rule` world.
 ///
-/// ```ignore
+/// ```
+/// use sonde_sdk::fault_rule::{Diagnosis, FaultRule, RuleInfo, RuleInput};
+///
 /// struct MyRule;
-/// impl sonde_sdk::fault_rule::FaultRule for MyRule { /* info, evaluate */ }
+///
+/// impl FaultRule for MyRule {
+///     fn info() -> RuleInfo {
+///         RuleInfo { name: "my-rule".into(), version: "1.0.0".into(), categories: vec![] }
+///     }
+///     fn evaluate(_input: &RuleInput) -> Vec<Diagnosis> {
+///         Vec::new()
+///     }
+/// }
+///
 /// sonde_sdk::export_fault_rule!(MyRule);
+/// # assert_eq!(MyRule::info().name, "my-rule");
 /// ```
 ///
 /// On native targets it expands to nothing, so the crate also builds as a plain library for
