@@ -71,3 +71,55 @@ macro_rules! export_fault_rule {
         };
     };
 }
+
+/// The wit-bindgen glue of the `protocol-parser` world. Only on wasm32; use
+/// [`export_protocol_parser!`].
+#[cfg(target_arch = "wasm32")]
+#[doc(hidden)]
+pub mod __protocol_parser_bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "protocol-parser",
+        pub_export_macro: true,
+        export_macro_name: "__export_protocol_parser_world",
+        default_bindings_module: "sonde_sdk::__protocol_parser_bindings",
+    });
+}
+
+/// Export a [`protocol_parser::ProtocolParser`] as the component's `protocol-parser` world.
+/// The component keeps one [`protocol_parser::Driver`] (the connection table) for its life.
+/// On native targets it expands to nothing; test with [`protocol_parser::harness`].
+#[macro_export]
+macro_rules! export_protocol_parser {
+    ($parser:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            use $crate::__protocol_parser_bindings::sonde::plugin::parser_types as __w;
+            // A component instance is single-threaded; the mutex only satisfies `static`.
+            static DRIVER: ::std::sync::Mutex<$crate::protocol_parser::Driver<$parser>> =
+                ::std::sync::Mutex::new($crate::protocol_parser::Driver::new());
+            fn driver() -> ::std::sync::MutexGuard<'static, $crate::protocol_parser::Driver<$parser>> {
+                DRIVER.lock().unwrap_or_else(|e| e.into_inner())
+            }
+            struct __SondeParser;
+            impl $crate::__protocol_parser_bindings::Guest for __SondeParser {
+                fn info() -> __w::ParserInfo {
+                    $crate::protocol_parser::wit::info_to_wit(<$parser as $crate::protocol_parser::ProtocolParser>::info())
+                }
+                fn opened(conns: ::std::vec::Vec<__w::ConnInfo>) {
+                    let mut d = driver();
+                    for c in conns {
+                        d.open($crate::protocol_parser::wit::conn_from_wit(c));
+                    }
+                }
+                fn feed(batch: __w::SegmentBatch) -> __w::FeedResult {
+                    $crate::protocol_parser::wit::feed(&mut driver(), batch)
+                }
+                fn closed(conns: ::std::vec::Vec<u64>) -> __w::FeedResult {
+                    $crate::protocol_parser::wit::close(&mut driver(), conns)
+                }
+            }
+            $crate::__protocol_parser_bindings::__export_protocol_parser_world!(__SondeParser with_types_in $crate::__protocol_parser_bindings);
+        };
+    };
+}

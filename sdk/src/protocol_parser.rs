@@ -157,7 +157,7 @@ pub struct Driver<P: ProtocolParser> {
 
 impl<P: ProtocolParser> Default for Driver<P> {
     fn default() -> Self {
-        Self { conns: BTreeMap::new() }
+        Self::new()
     }
 }
 
@@ -169,6 +169,11 @@ pub struct FeedResult {
 }
 
 impl<P: ProtocolParser> Driver<P> {
+    /// `const`, so a component can keep its driver in a `static`.
+    pub const fn new() -> Self {
+        Self { conns: BTreeMap::new() }
+    }
+
     pub fn open(&mut self, conn: ConnInfo) {
         self.conns.insert(conn.id, (conn, Phase::Detecting { seen: [0, 0] }));
     }
@@ -231,6 +236,99 @@ impl<P: ProtocolParser> Driver<P> {
                 r.conn = conn;
             }
         }
+    }
+}
+
+/// Conversions and the batch loop of the component glue (wasm32 only).
+#[cfg(target_arch = "wasm32")]
+#[doc(hidden)]
+pub mod wit {
+    use super::*;
+    use crate::__protocol_parser_bindings::sonde::plugin::parser_types as w;
+
+    fn endpoint(e: Option<w::Endpoint>) -> Option<Endpoint> {
+        e.map(|e| Endpoint { ip: e.ip, port: e.port })
+    }
+
+    pub fn conn_from_wit(c: w::ConnInfo) -> ConnInfo {
+        ConnInfo {
+            id: c.id,
+            pid: c.pid,
+            comm: c.comm,
+            local: endpoint(c.local),
+            remote: endpoint(c.remote),
+            role: match c.role {
+                w::Role::Unknown => Role::Unknown,
+                w::Role::Client => Role::Client,
+                w::Role::Server => Role::Server,
+            },
+            transport: match c.transport {
+                w::Transport::Tcp => Transport::Tcp,
+                w::Transport::Udp => Transport::Udp,
+            },
+            labels: c.labels,
+        }
+    }
+
+    fn claim_to_wit(c: Claim) -> w::Claim {
+        match c {
+            Claim::Undecided => w::Claim::Undecided,
+            Claim::Mine => w::Claim::Mine,
+            Claim::NotMine => w::Claim::NotMine,
+            Claim::Finished => w::Claim::Finished,
+        }
+    }
+
+    pub fn result_to_wit(r: FeedResult) -> w::FeedResult {
+        w::FeedResult {
+            records: r
+                .records
+                .into_iter()
+                .map(|r| w::RequestRecord {
+                    conn: r.conn,
+                    protocol: r.protocol,
+                    operation: r.operation,
+                    status: r.status,
+                    error: r.error,
+                    request_ts_ns: r.request_ts_ns,
+                    response_ts_ns: r.response_ts_ns,
+                    request_bytes: r.request_bytes,
+                    response_bytes: r.response_bytes,
+                    attributes: r.attributes,
+                })
+                .collect(),
+            claims: r.claims.into_iter().map(|(c, claim)| (c, claim_to_wit(claim))).collect(),
+        }
+    }
+
+    pub fn info_to_wit(i: ParserInfo) -> w::ParserInfo {
+        w::ParserInfo { name: i.name, version: i.version, protocols: i.protocols }
+    }
+
+    /// Split the flat batch into segments and feed them in order. A batch whose offsets do not
+    /// fit its buffer is the daemon's bug: the bad tail is ignored rather than trusted.
+    pub fn feed<P: ProtocolParser>(driver: &mut Driver<P>, batch: w::SegmentBatch) -> w::FeedResult {
+        let mut out = FeedResult::default();
+        let mut start = 0usize;
+        for (end, meta) in batch.ends.iter().zip(&batch.meta) {
+            let end = *end as usize;
+            let Some(data) = batch.data.get(start..end) else { break };
+            let direction = match meta.direction {
+                w::Direction::Egress => Direction::Egress,
+                w::Direction::Ingress => Direction::Ingress,
+            };
+            driver.feed(meta.conn, &Segment { direction, ts_ns: meta.ts_ns, gap_before: meta.gap_before, data }, &mut out);
+            start = end;
+        }
+        result_to_wit(out)
+    }
+
+    pub fn close<P: ProtocolParser>(driver: &mut Driver<P>, conns: Vec<u64>) -> w::FeedResult {
+        let mut out = FeedResult::default();
+        for c in conns {
+            driver.close(c, &mut out);
+        }
+        result_to_wit(out)
     }
 }
 
