@@ -48,7 +48,15 @@ fn run(mut cmd: Command, what: &str) -> anyhow::Result<()> {
 fn build_plugins() -> anyhow::Result<()> {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
     let root = manifest_dir.join("..");
-    for dir in ["plugins/fta-rules/src", "plugins/fta-rules/Cargo.toml", "sdk/src", "sdk/Cargo.toml", "wit"] {
+    // Cargo.lock: the nested build is `--locked` to it (wit-bindgen's version is in there).
+    for dir in [
+        "plugins/fta-rules/src",
+        "plugins/fta-rules/Cargo.toml",
+        "sdk/src",
+        "sdk/Cargo.toml",
+        "wit",
+        "Cargo.lock",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
     println!("cargo:rerun-if-env-changed=SONDE_WASM_SKIP");
@@ -62,12 +70,22 @@ fn build_plugins() -> anyhow::Result<()> {
     let target_dir = out_dir.join("wasm-target");
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = nested_cargo(Command::new(cargo));
-    cmd.args(["build", "--package", "sonde-fta-rules", "--lib", "--release", "--locked"])
-        .args(["--target", "wasm32-wasip2"])
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .current_dir(&root);
-    run(cmd, "the default fault-tree component (is the wasm32-wasip2 target installed? scripts/bootstrap adds it)")?;
+    cmd.args([
+        "build",
+        "--package",
+        "sonde-fta-rules",
+        "--lib",
+        "--release",
+        "--locked",
+    ])
+    .args(["--target", "wasm32-wasip2"])
+    .arg("--target-dir")
+    .arg(&target_dir)
+    .current_dir(&root);
+    run(
+        cmd,
+        "the default fault-tree component (is the wasm32-wasip2 target installed? scripts/bootstrap adds it)",
+    )?;
     let built = target_dir.join("wasm32-wasip2/release/sonde_fta_rules.wasm");
     std::fs::copy(&built, &out)
         .with_context(|| format!("copying {} to {}", built.display(), out.display()))?;

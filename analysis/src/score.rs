@@ -1,6 +1,7 @@
 //! Exact-match micro-F1 over attribution cases: per case, a predicted element is a true
 //! positive when it equals a true root cause (both in canonical dimension order);
-//! F1 = 2ΣTP / (2ΣTP + ΣFP + ΣFN).
+//! F1 = 2ΣTP / (2ΣTP + ΣFP + ΣFN). Predictions and truths are sets: a repeated element counts
+//! once.
 
 pub type Element = Vec<(String, String)>;
 
@@ -20,13 +21,25 @@ fn canonical(e: &Element) -> Element {
 
 impl Scorer {
     pub fn add(&mut self, predicted: &[Element], truth: &[Element]) {
-        let p: Vec<Element> = predicted.iter().map(canonical).collect();
-        let t: Vec<Element> = truth.iter().map(canonical).collect();
+        let mut p: Vec<Element> = predicted.iter().map(canonical).collect();
+        let mut t: Vec<Element> = truth.iter().map(canonical).collect();
+        p.sort();
+        p.dedup();
+        t.sort();
+        t.dedup();
         let tp = p.iter().filter(|e| t.contains(e)).count();
         self.tp += tp;
         self.fp += p.len() - tp;
         self.fn_ += t.iter().filter(|e| !p.contains(e)).count();
         self.cases += 1;
+    }
+
+    /// Adds another scorer's counts.
+    pub fn merge(&mut self, other: &Scorer) {
+        self.tp += other.tp;
+        self.fp += other.fp;
+        self.fn_ += other.fn_;
+        self.cases += other.cases;
     }
 
     pub fn f1(&self) -> f64 {
@@ -52,5 +65,10 @@ mod tests {
         s.add(&[el(&[("a", "2")])], &[el(&[("a", "2"), ("b", "1")])]);
         assert_eq!((s.tp, s.fp, s.fn_), (1, 1, 1));
         assert!((s.f1() - 0.5).abs() < 1e-12);
+        // A repeated prediction counts once.
+        let mut d = Scorer::default();
+        d.add(&[el(&[("a", "1")]), el(&[("a", "1")])], &[el(&[("a", "1")])]);
+        assert_eq!((d.tp, d.fp, d.fn_), (1, 0, 0));
+        assert_eq!(Scorer::default().f1(), 1.0, "nothing to find, nothing found");
     }
 }

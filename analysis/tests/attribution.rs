@@ -1,11 +1,18 @@
-//! Attribution regression: seeded synthetic cases over every setting (additive and ratio KPIs,
-//! 1–3 root causes of 1–3 dimensions, noise and zero leaves up to 25%) must keep micro-F1 above
-//! a floor (measured 0.964 additive, 0.963 ratio; floor 0.90). Smaller cubes than the benchmark (≈2k leaves) so this runs in seconds in debug.
+//! Attribution regression: seeded synthetic cases (`sonde_analysis::synth`, RiskLoc-style:
+//! Gaussian forecast noise σ and zero leaves each U(0, 25%)) over every setting (additive and
+//! ratio KPIs, 1–3 root causes of 1–3 dimensions, 27 cases per KPI) must keep exact-match
+//! micro-F1 above a floor. Measured: 0.982 additive (54 TP, 2 FP, 0 FN), 0.972 ratio (52 TP,
+//! 1 FP, 2 FN); floor 0.93. Smaller cubes than the benchmark (≈2k leaves) so this runs in well
+//! under a second in debug. Seeds differ from the benchmark's and from those the defaults were
+//! tuned on.
 
 use sonde_analysis::attribution::{AttributionConfig, CubeBuilder, KpiKind, attribute};
-use sonde_analysis::scenarios::Rng;
+use sonde_analysis::synth::Rng;
 use sonde_analysis::score::{Element, Scorer};
 use sonde_analysis::synth::{SynthConfig, generate};
+
+/// A bit below what is measured (see the top of the file).
+const FLOOR: f64 = 0.93;
 
 const SHAPES: &[&[usize]] = &[&[8, 5, 5, 10], &[4, 5, 5, 5, 4], &[3, 4, 4, 4, 3, 3]];
 
@@ -17,8 +24,8 @@ fn run(kind: KpiKind) -> Scorer {
                 let seed = 42_000 + (rcs * 10 + rcd) as u64 * 10 + i as u64;
                 let mut cfg = SynthConfig::new(seed, SHAPES[i % 3], rcs, rcd, kind);
                 let mut r = Rng::new(seed);
-                cfg.noise = 0.25 * r.unit();
-                cfg.zero_fraction = 0.25 * r.unit();
+                cfg.noise = r.uniform(0.0, 0.25);
+                cfg.zero_fraction = r.uniform(0.0, 0.25);
                 let case = generate(&cfg);
                 let got: Vec<Element> = attribute(&case.cube, &AttributionConfig::default()).into_iter().map(|c| c.elements).collect();
                 s.add(&got, &case.truth);
@@ -32,14 +39,14 @@ fn run(kind: KpiKind) -> Scorer {
 fn additive_f1_floor() {
     let s = run(KpiKind::Additive);
     eprintln!("additive: {s:?} F1 {:.3}", s.f1());
-    assert!(s.f1() >= 0.90, "micro-F1 {:.3} fell below the floor: {s:?}", s.f1());
+    assert!(s.f1() >= FLOOR, "micro-F1 {:.3} fell below the floor: {s:?}", s.f1());
 }
 
 #[test]
 fn ratio_f1_floor() {
     let s = run(KpiKind::Ratio);
     eprintln!("ratio: {s:?} F1 {:.3}", s.f1());
-    assert!(s.f1() >= 0.90, "micro-F1 {:.3} fell below the floor: {s:?}", s.f1());
+    assert!(s.f1() >= FLOOR, "micro-F1 {:.3} fell below the floor: {s:?}", s.f1());
 }
 
 #[test]
@@ -97,3 +104,4 @@ fn degenerate_inputs() {
     z.add_ratio(&["x"], 0.0, 0.0, 0.0, 0.0);
     assert!(attribute(&z.build(), &AttributionConfig::default()).is_empty());
 }
+

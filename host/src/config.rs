@@ -81,12 +81,15 @@ impl Default for MetricsSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct PluginsConfig {
     /// Precompiled components, keyed by the sha256 of the wasm and the engine's compatibility
-    /// hash. Must be owned by root: its files are loaded as native code. Empty: no disk cache.
+    /// hash. Must be owned by root: its files are loaded as native code. `""`: no disk cache.
     pub cache_dir: Option<PathBuf>,
     /// Run the fault tree embedded in the binary. Set false to replace it with your own.
     pub default_rules: bool,
     /// Directories whose `*.wasm` files are extra `fault-rule` components.
     pub rule_dirs: Vec<PathBuf>,
+    /// Pooling allocator slots (concurrent plugin instances; each loaded plugin keeps one);
+    /// 0 uses on-demand allocation.
+    pub pooling_instances: u32,
     pub limits: crate::plugin::Limits,
 }
 
@@ -96,6 +99,7 @@ impl Default for PluginsConfig {
             cache_dir: Some(PathBuf::from("/var/cache/sonde/plugins")),
             default_rules: true,
             rule_dirs: Vec::new(),
+            pooling_instances: 0,
             limits: crate::plugin::Limits::default(),
         }
     }
@@ -126,5 +130,17 @@ mod tests {
         let c: Config = toml::from_str(&text).expect("example parses");
         assert_eq!(c.capture.capture_bytes, 16384);
         assert!(toml::from_str::<Config>("[capture]\ncapture_byte = 1\n").is_err());
+        // The example documents the defaults of [plugins].
+        let d = PluginsConfig::default();
+        assert_eq!(
+            (
+                c.plugins.cache_dir,
+                c.plugins.default_rules,
+                c.plugins.pooling_instances
+            ),
+            (d.cache_dir, d.default_rules, d.pooling_instances)
+        );
+        assert_eq!(c.plugins.limits, d.limits);
+        assert!(toml::from_str::<Config>("[plugins.limits]\nmemory = 1\n").is_err());
     }
 }

@@ -223,6 +223,8 @@ pub mod metric {
     // Service containers.
     pub const CPU_USAGE_CORES: &str = "cpu_usage_cores";
     pub const CPU_THROTTLED_RATIO: &str = "cpu_throttled_ratio";
+    /// The containers' CPU limit (quota / period), when they have one.
+    pub const CPU_LIMIT_CORES: &str = "cpu_limit_cores";
     pub const MEMORY_USAGE_RATIO: &str = "memory_usage_ratio";
     pub const OOM_KILLS: &str = "oom_kills";
     // Node.
@@ -244,7 +246,7 @@ pub fn find<'a>(metrics: &'a [Metric], name: &str) -> Option<&'a Metric> {
 }
 
 /// Conversions between the generated WIT types and the plain ones (wasm32 only).
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "fault-rule"))]
 #[doc(hidden)]
 pub mod wit {
     use super::*;

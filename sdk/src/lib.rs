@@ -17,7 +17,7 @@ pub const WIT_PACKAGE_VERSION: &str = "0.1.0";
 
 /// The wit-bindgen glue of the `fault-rule` world. Only on wasm32; use
 /// [`export_fault_rule!`] instead of touching it.
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "fault-rule"))]
 #[doc(hidden)]
 pub mod __fault_rule_bindings {
     wit_bindgen::generate!({
@@ -30,6 +30,8 @@ pub mod __fault_rule_bindings {
 }
 
 /// Export a [`fault_rule::FaultRule`] implementation as the component's `fault-rule` world.
+/// Needs the SDK feature `fault-rule` (on by default; with `default-features = false`, ask for
+/// it alone so the component carries no other world's imports).
 ///
 /// ```
 /// use sonde_sdk::fault_rule::{Diagnosis, FaultRule, RuleInfo, RuleInput};
@@ -74,7 +76,7 @@ macro_rules! export_fault_rule {
 
 /// The wit-bindgen glue of the `protocol-parser` world. Only on wasm32; use
 /// [`export_protocol_parser!`].
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "protocol-parser"))]
 #[doc(hidden)]
 pub mod __protocol_parser_bindings {
     wit_bindgen::generate!({
@@ -87,6 +89,7 @@ pub mod __protocol_parser_bindings {
 }
 
 /// Export a [`protocol_parser::ProtocolParser`] as the component's `protocol-parser` world.
+/// Needs the SDK feature `protocol-parser` (on by default).
 /// The component keeps one [`protocol_parser::Driver`] (the connection table) for its life.
 /// On native targets it expands to nothing; test with [`protocol_parser::harness`].
 #[macro_export]

@@ -240,7 +240,7 @@ impl<P: ProtocolParser> Driver<P> {
 }
 
 /// Conversions and the batch loop of the component glue (wasm32 only).
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "protocol-parser"))]
 #[doc(hidden)]
 pub mod wit {
     use super::*;

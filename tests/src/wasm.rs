@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 static BUILD: Mutex<()> = Mutex::new(());
 
-/// The misbehaving fault rule built with `feature` (`spin`, `trap` or `membomb`), copied to
+/// The misbehaving fault rule built with `feature` (`spin`, `trap`, `membomb`, `snoop`, `fs`), copied to
 /// `target/wasm-fixtures/bad-<feature>.wasm`.
 pub fn bad_rule(feature: &str) -> PathBuf {
     let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());

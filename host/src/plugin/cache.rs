@@ -54,17 +54,27 @@ fn check_dir(dir: &Path) -> Result<()> {
     let meta = fs::metadata(dir).with_context(|| format!("plugin cache {}", dir.display()))?;
     let uid = unsafe { libc::geteuid() };
     if meta.uid() != uid && meta.uid() != 0 {
-        anyhow::bail!("plugin cache {} is owned by uid {}, not by root or us", dir.display(), meta.uid());
+        anyhow::bail!(
+            "plugin cache {} is owned by uid {}, not by root or us",
+            dir.display(),
+            meta.uid()
+        );
     }
     if meta.permissions().mode() & 0o022 != 0 {
-        anyhow::bail!("plugin cache {} is writable by group or others", dir.display());
+        anyhow::bail!(
+            "plugin cache {} is writable by group or others",
+            dir.display()
+        );
     }
     Ok(())
 }
 
 impl ComponentCache {
     pub fn new(dir: Option<PathBuf>) -> Self {
-        Self { dir, ..Default::default() }
+        Self {
+            dir,
+            ..Default::default()
+        }
     }
 
     pub fn dir(&self) -> Option<&Path> {
@@ -73,19 +83,29 @@ impl ComponentCache {
 
     /// The cached artifact's path for this wasm (whether or not it exists).
     pub fn entry_path(&self, engine: &Engine, wasm: &[u8]) -> Option<PathBuf> {
-        self.dir.as_ref().map(|d| d.join(format!("{}.cwasm", key(engine, wasm))))
+        self.dir
+            .as_ref()
+            .map(|d| d.join(format!("{}.cwasm", key(engine, wasm))))
     }
 
     /// Compile `wasm`, or load our own precompiled artifact of exactly these bytes.
     pub fn load(&self, engine: &Engine, wasm: &[u8]) -> Result<(Component, CacheOutcome)> {
         let Some(dir) = &self.dir else {
             self.misses.fetch_add(1, Ordering::Relaxed);
-            return Ok((Component::new(engine, wasm).map_err(wasm_err).context("compiling component")?, CacheOutcome::Compiled));
+            return Ok((
+                Component::new(engine, wasm)
+                    .map_err(wasm_err)
+                    .context("compiling component")?,
+                CacheOutcome::Compiled,
+            ));
         };
         let k = key(engine, wasm);
         let path = dir.join(format!("{k}.cwasm"));
         if let Ok(bytes) = fs::read(&path) {
-            match bytes.strip_prefix(k.as_bytes()).filter(|_| check_dir(dir).is_ok()) {
+            match bytes
+                .strip_prefix(k.as_bytes())
+                .filter(|_| check_dir(dir).is_ok())
+            {
                 Some(artifact) => {
                     // SAFETY: the file is in a directory only root (or we) can write, is named by
                     // the hash of exactly these wasm bytes and this engine, and starts with the
@@ -95,15 +115,22 @@ impl ComponentCache {
                             self.hits.fetch_add(1, Ordering::Relaxed);
                             return Ok((c, CacheOutcome::Hit));
                         }
-                        Err(e) => tracing::warn!(path = %path.display(), error = %e, "bad plugin cache entry; recompiling"),
+                        Err(e) => {
+                            tracing::warn!(path = %path.display(), error = %e, "bad plugin cache entry; recompiling")
+                        }
                     }
                 }
-                None => tracing::warn!(path = %path.display(), "plugin cache entry fails its key check; recompiling"),
+                None => {
+                    tracing::warn!(path = %path.display(), "plugin cache entry fails its key check; recompiling")
+                }
             }
             self.rejected.fetch_add(1, Ordering::Relaxed);
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
-        let artifact = engine.precompile_component(wasm).map_err(wasm_err).context("compiling component")?;
+        let artifact = engine
+            .precompile_component(wasm)
+            .map_err(wasm_err)
+            .context("compiling component")?;
         if let Err(e) = self.store(dir, &k, &artifact) {
             tracing::warn!(dir = %dir.display(), error = %format!("{e:#}"), "cannot write the plugin cache; going on without it");
         }
@@ -119,7 +146,11 @@ impl ComponentCache {
         }
         check_dir(dir)?;
         let tmp = dir.join(format!(".{k}.{}.tmp", std::process::id()));
-        let mut f = fs::OpenOptions::new().write(true).create_new(true).mode_0600().open(&tmp)?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode_0600()
+            .open(&tmp)?;
         f.write_all(k.as_bytes())?;
         f.write_all(artifact)?;
         f.sync_all()?;

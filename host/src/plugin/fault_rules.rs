@@ -7,13 +7,15 @@
 //! quarantine after repeated failures).
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{Context as _, Result};
 use sonde_analysis::rules as plain;
 use wasmtime::Store;
 
-use super::{FailureKind, Health, Limits, PluginEngine, SandboxState, arm_deadline, classify};
+use super::{
+    BadOutput, EngineOptions, Health, Limits, PluginEngine, PluginStats, SandboxState, Sandboxed,
+    WorldPre,
+};
 use crate::config::PluginsConfig;
 
 wasmtime::component::bindgen!({
@@ -23,8 +25,20 @@ wasmtime::component::bindgen!({
 
 use self::sonde::plugin::fault_types as w;
 
-/// The default fault tree (`plugins/fta-rules`), built by build.rs for wasm32-wasip2.
-pub static DEFAULT_RULES_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sonde_fta_rules.wasm"));
+/// The default fault tree (`plugins/fta-rules`), built by build.rs for wasm32-wasip2. Empty
+/// when the build skipped it (`SONDE_WASM_SKIP`).
+pub static DEFAULT_RULES_WASM: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/sonde_fta_rules.wasm"));
+
+/// The WIT world these components implement.
+pub const WORLD: &str = "fault-rule";
+
+impl WorldPre for FaultRulePre<SandboxState> {
+    type Bindings = FaultRule;
+    fn instantiate(&self, store: &mut Store<SandboxState>) -> wasmtime::Result<FaultRule> {
+        FaultRulePre::instantiate(self, store)
+    }
+}
 
 /// One loaded rule component.
 pub struct RulePlugin {
@@ -33,9 +47,23 @@ pub struct RulePlugin {
     pub version: String,
     /// `embedded` or the file it came from.
     pub source: String,
-    pre: FaultRulePre<SandboxState>,
-    instance: Option<(Store<SandboxState>, FaultRule)>,
-    pub health: Health,
+    sandbox: Sandboxed<FaultRulePre<SandboxState>>,
+}
+
+impl RulePlugin {
+    pub fn health(&self) -> &Health {
+        &self.sandbox.health
+    }
+
+    pub fn stats(&self) -> PluginStats {
+        PluginStats {
+            world: WORLD,
+            name: self.name.clone(),
+            version: self.version.clone(),
+            source: self.source.clone(),
+            health: self.sandbox.health.clone(),
+        }
+    }
 }
 
 /// Every installed fault-rule component, run in the sandbox.
@@ -45,138 +73,151 @@ pub struct WasmRuleEngine {
     pub plugins: Vec<RulePlugin>,
 }
 
-fn wasm_err(e: wasmtime::Error) -> anyhow::Error {
-    anyhow::anyhow!("{e:#}")
-}
-
 impl WasmRuleEngine {
-    /// The embedded default tree (unless disabled) and every `*.wasm` in the rule directories.
-    /// A component that does not load is an error naming its file: the operator asked for it.
+    /// The embedded default tree (unless disabled) and every `*.wasm` in the rule directories
+    /// (sorted by file name). A component that does not load is an error naming its file: the
+    /// operator asked for it.
     pub fn load(cfg: &PluginsConfig) -> Result<Self> {
-        let mut engine = Self::new(PluginEngine::new(cfg.cache_dir.as_deref())?, cfg.limits);
-        if cfg.default_rules {
-            engine.add(DEFAULT_RULES_WASM, "embedded").context("loading the embedded default fault tree")?;
-        }
+        let engine = PluginEngine::with_options(&EngineOptions {
+            cache_dir: cfg.cache_dir.clone().filter(|d| !d.as_os_str().is_empty()),
+            fuel: cfg.limits.fuel > 0,
+            pooling_instances: cfg.pooling_instances,
+            limits: cfg.limits,
+        })?;
+        let mut files = Vec::new();
         for dir in &cfg.rule_dirs {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            let mut in_dir: Vec<PathBuf> = std::fs::read_dir(dir)
                 .with_context(|| format!("reading rule directory {}", dir.display()))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
                 .collect();
-            files.sort();
-            for file in files {
-                engine.add_file(&file)?;
-            }
+            in_dir.sort();
+            files.extend(in_dir);
+        }
+        // Each plugin keeps its instance between calls: a pool smaller than the plugin count
+        // would fail instantiations later, reported as the plugins' own failures.
+        let count = files.len() + usize::from(cfg.default_rules);
+        anyhow::ensure!(
+            cfg.pooling_instances == 0 || count <= cfg.pooling_instances as usize,
+            "pooling_instances = {} but there are {count} rule components (each keeps an instance)",
+            cfg.pooling_instances,
+        );
+        let mut engine = Self::new(engine, cfg.limits);
+        if cfg.default_rules {
+            anyhow::ensure!(
+                !DEFAULT_RULES_WASM.is_empty(),
+                "this sonde was built with SONDE_WASM_SKIP: it has no default fault tree (set default_rules = false)"
+            );
+            engine
+                .add(DEFAULT_RULES_WASM, "embedded")
+                .context("loading the embedded default fault tree")?;
+        }
+        for file in files {
+            engine.add_file(&file)?;
         }
         Ok(engine)
     }
 
+    /// An engine with no rules yet; see [`add`](Self::add).
     pub fn new(engine: PluginEngine, limits: Limits) -> Self {
-        Self { engine, limits, plugins: Vec::new() }
+        Self {
+            engine,
+            limits,
+            plugins: Vec::new(),
+        }
     }
 
     pub fn plugin_engine(&self) -> &PluginEngine {
         &self.engine
     }
 
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Counters of every loaded rule, in evaluation order.
+    pub fn stats(&self) -> Vec<PluginStats> {
+        self.plugins.iter().map(RulePlugin::stats).collect()
+    }
+
     pub fn add_file(&mut self, file: &Path) -> Result<()> {
         let wasm = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-        self.add(&wasm, &file.display().to_string()).with_context(|| format!("loading rule component {}", file.display()))
+        self.add(&wasm, &file.display().to_string())
+            .with_context(|| format!("loading rule component {}", file.display()))
     }
 
-    /// Compile (or fetch from the cache), link, and ask the component who it is.
+    /// Compile (or fetch from the cache), link, and ask the component who it is (a first call
+    /// in the sandbox, under the same limits).
     pub fn add(&mut self, wasm: &[u8], source: &str) -> Result<()> {
         let (component, _) = self.engine.component(wasm)?;
-        let mut linker = self.engine.linker()?;
-        linker.define_unknown_imports_as_traps(&component).map_err(wasm_err)?;
-        let pre = FaultRulePre::new(linker.instantiate_pre(&component).map_err(wasm_err)?).map_err(wasm_err)
+        let linker = self.engine.linker_for(&component)?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        let pre = FaultRulePre::new(pre)
+            .map_err(|e| anyhow::anyhow!("{e:#}"))
             .context("the component does not implement the sonde:plugin/fault-rule world")?;
-        let mut plugin = RulePlugin {
-            name: String::new(),
-            version: String::new(),
+        let mut sandbox = Sandboxed::new(pre);
+        let info = sandbox
+            .call(&self.engine, &self.limits, |b, store| b.call_info(store))
+            .map_err(|f| anyhow::anyhow!("info: {f}"))?;
+        // Reports name diagnoses and failures by rule: two of the same name would be ambiguous.
+        if let Some(other) = self.plugins.iter().find(|p| p.name == info.name) {
+            anyhow::bail!(
+                "a rule named {:?} is already loaded from {} (set default_rules = false to replace the default tree)",
+                info.name,
+                other.source
+            );
+        }
+        tracing::info!(rule = %info.name, version = %info.version, source, "fault-rule component loaded");
+        self.plugins.push(RulePlugin {
+            name: info.name,
+            version: info.version,
             source: source.to_string(),
-            pre,
-            instance: None,
-            health: Health::default(),
-        };
-        let info = plugin.call(&self.engine, &self.limits, |bindings, store| bindings.call_info(store)).map_err(|(_, e)| anyhow::anyhow!(e))?;
-        plugin.name = info.name;
-        plugin.version = info.version;
-        tracing::info!(rule = %plugin.name, version = %plugin.version, source, "fault-rule component loaded");
-        self.plugins.push(plugin);
+            sandbox,
+        });
         Ok(())
-    }
-}
-
-impl RulePlugin {
-    /// One call in the sandbox: instantiate if needed, arm the deadline, classify a failure and
-    /// drop the instance after it.
-    fn call<R>(
-        &mut self,
-        engine: &PluginEngine,
-        limits: &Limits,
-        f: impl FnOnce(&FaultRule, &mut Store<SandboxState>) -> wasmtime::Result<R>,
-    ) -> std::result::Result<R, (FailureKind, String)> {
-        if self.instance.is_none() {
-            let mut store = engine.store(limits);
-            arm_deadline(&mut store, limits);
-            self.health.instantiations += 1;
-            match self.pre.instantiate(&mut store) {
-                Ok(bindings) => self.instance = Some((store, bindings)),
-                Err(e) => {
-                    let kind = classify(&e, store.data().limiter.hit);
-                    return Err((kind, format!("instantiation failed: {e:#}")));
-                }
-            }
-        }
-        let (store, bindings) = self.instance.as_mut().expect("instantiated above");
-        arm_deadline(store, limits);
-        match f(bindings, store) {
-            Ok(r) => Ok(r),
-            Err(e) => {
-                let kind = classify(&e, store.data().limiter.hit);
-                // A trapped instance is poisoned: never call it again.
-                self.instance = None;
-                let what = match kind {
-                    FailureKind::Deadline => format!("stopped at its {} ms deadline", limits.call_deadline_ms),
-                    FailureKind::MemoryCap => format!("stopped at its {} byte memory cap", limits.memory_bytes),
-                    _ => "trapped".to_string(),
-                };
-                Err((kind, format!("{what}: {e:#}")))
-            }
-        }
     }
 }
 
 impl plain::RuleEngine for WasmRuleEngine {
     fn evaluate(&mut self, inputs: &[plain::RuleInput]) -> plain::RuleOutcome {
+        let mut outcome = plain::RuleOutcome {
+            diagnoses: vec![Vec::new(); inputs.len()],
+            failures: Vec::new(),
+        };
+        if inputs.is_empty() {
+            return outcome;
+        }
         let wit_inputs: Vec<w::RuleInput> = inputs.iter().map(to_wit).collect();
-        let mut outcome = plain::RuleOutcome { diagnoses: vec![Vec::new(); inputs.len()], failures: Vec::new() };
         for plugin in &mut self.plugins {
-            let now = Instant::now();
-            if plugin.health.quarantined(now) {
-                outcome.failures.push(plain::RuleFailure { rule: plugin.name.clone(), error: "quarantined after repeated failures".into() });
-                continue;
-            }
-            let result = plugin.call(&self.engine, &self.limits, |b, store| b.call_evaluate(store, &wit_inputs));
-            let result = result.and_then(|lists| {
-                if lists.len() == inputs.len() {
-                    Ok(lists)
-                } else {
-                    Err((FailureKind::BadOutput, format!("returned {} result lists for {} inputs", lists.len(), inputs.len())))
+            let result = plugin.sandbox.call(&self.engine, &self.limits, |b, store| {
+                let lists = b.call_evaluate(store, &wit_inputs)?;
+                if lists.len() != wit_inputs.len() {
+                    let msg = format!(
+                        "returned {} result lists for {} inputs",
+                        lists.len(),
+                        wit_inputs.len()
+                    );
+                    return Err(wasmtime::Error::new(BadOutput(msg)));
                 }
+                Ok(lists)
             });
             match result {
                 Ok(lists) => {
-                    plugin.health.succeeded();
                     for (slot, list) in outcome.diagnoses.iter_mut().zip(lists) {
-                        slot.extend(list.into_iter().map(|d| plain::RuledDiagnosis { rule: plugin.name.clone(), diagnosis: from_wit(d) }));
+                        slot.extend(list.into_iter().map(|d| plain::RuledDiagnosis {
+                            rule: plugin.name.clone(),
+                            diagnosis: from_wit(d),
+                        }));
                     }
                 }
-                Err((kind, message)) => {
-                    tracing::warn!(rule = %plugin.name, ?kind, error = %message, "fault-rule component failed");
-                    plugin.health.failed(kind, message.clone(), &self.limits, now);
-                    outcome.failures.push(plain::RuleFailure { rule: plugin.name.clone(), error: message });
+                Err(failure) => {
+                    tracing::warn!(rule = %plugin.name, kind = ?failure.kind, error = %failure.message, "fault-rule component failed");
+                    outcome.failures.push(plain::RuleFailure {
+                        rule: plugin.name.clone(),
+                        error: failure.message,
+                    });
                 }
             }
         }
@@ -204,7 +245,14 @@ fn relation_to_wit(r: plain::Relation) -> w::Relation {
 }
 
 fn metrics_to_wit(ms: &[plain::Metric]) -> Vec<w::Metric> {
-    ms.iter().map(|m| w::Metric { name: m.name.clone(), before: m.before, after: m.after, anomalous: m.anomalous }).collect()
+    ms.iter()
+        .map(|m| w::Metric {
+            name: m.name.clone(),
+            before: m.before,
+            after: m.after,
+            anomalous: m.anomalous,
+        })
+        .collect()
 }
 
 /// The plain rule input as the WIT record.
@@ -249,7 +297,11 @@ pub fn to_wit(i: &plain::RuleInput) -> w::RuleInput {
         changes: i
             .changes
             .iter()
-            .map(|c| w::Change { at_ms: c.at_ms, subject: c.subject.clone(), description: c.description.clone() })
+            .map(|c| w::Change {
+                at_ms: c.at_ms,
+                subject: c.subject.clone(),
+                description: c.description.clone(),
+            })
             .collect(),
     }
 }
@@ -274,11 +326,20 @@ fn category_from_wit(c: w::Category) -> plain::Category {
 pub fn from_wit(d: w::Diagnosis) -> plain::Diagnosis {
     plain::Diagnosis {
         category: category_from_wit(d.category),
-        confidence: if d.confidence.is_finite() { d.confidence.clamp(0.0, 1.0) } else { 0.0 },
+        confidence: if d.confidence.is_finite() {
+            d.confidence.clamp(0.0, 1.0)
+        } else {
+            0.0
+        },
         evidence: d
             .evidence
             .into_iter()
-            .map(|e| plain::Evidence { metric: e.metric, before: e.before, after: e.after, note: e.note })
+            .map(|e| plain::Evidence {
+                metric: e.metric,
+                before: e.before,
+                after: e.after,
+                note: e.note,
+            })
             .collect(),
         explanation: d.explanation,
     }

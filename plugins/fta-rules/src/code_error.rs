@@ -1,0 +1,183 @@
+//! Code error: the service's errors rose, concentrated on specific operations, without
+//! resource, dependency or network symptoms and without an abnormal downstream or host.
+
+use sonde_sdk::fault_rule::{
+    Attribution, Category, Diagnosis, Evidence, Relation, RuleInput, SubjectKind, metric as m,
+};
+
+use crate::util::{change, evidence, first_rose, neighbours, rose};
+
+/// Attribution dimensions that name an operation of the service's own code.
+const OPERATION_DIMS: &[&str] = &[
+    "endpoint",
+    "operation",
+    "method",
+    "route",
+    "path",
+    "rpc",
+    "query",
+    "command",
+];
+
+/// Symptoms that point elsewhere: resources, dependencies.
+const OTHER_SYMPTOMS: &[&str] = &[
+    m::CPU_THROTTLED_RATIO,
+    m::MEMORY_USAGE_RATIO,
+    m::OOM_KILLS,
+    m::DB_QUERY_LATENCY_MS,
+    m::DB_SLOW_QUERY_RATE,
+    m::DB_ERROR_RATE,
+    m::DNS_ERROR_RATE,
+    m::DNS_LATENCY_MS,
+];
+
+/// Share of the error change a combination must explain to count as "concentrated".
+const CONCENTRATED: f64 = 0.5;
+
+pub fn code_error(input: &RuleInput) -> Option<Diagnosis> {
+    if input.subject.kind != SubjectKind::Service {
+        return None;
+    }
+    let ms = &input.subject.metrics;
+    let errors = rose(ms, m::ERROR_RATE)?;
+    let elsewhere = first_rose(ms, OTHER_SYMPTOMS).is_some()
+        || neighbours(input, Relation::Downstream).any(|n| n.abnormal)
+        || neighbours(input, Relation::Host).any(|n| n.abnormal);
+    if elsewhere {
+        return None;
+    }
+    let focus = input
+        .attributions
+        .iter()
+        .filter(|a| a.kpi == m::ERROR_RATE && a.explanatory_power >= CONCENTRATED)
+        .max_by(|a, b| {
+            operational(a)
+                .cmp(&operational(b))
+                .then(a.explanatory_power.total_cmp(&b.explanatory_power))
+        });
+    let mut ev = vec![evidence(errors, "server side")];
+    let (confidence, place) = match focus {
+        Some(a) => {
+            let what: Vec<String> = a.elements.iter().map(|(d, v)| format!("{d}={v}")).collect();
+            ev.push(Evidence {
+                metric: format!("{} [{}]", m::ERROR_RATE, what.join(" & ")),
+                before: a.before,
+                after: a.after,
+                note: format!("explains {:.0}% of the change", a.explanatory_power * 100.0),
+            });
+            // Concentrated on an operation: its code. On a pod or version: likelier a bad
+            // instance or build, still the service's own.
+            let confidence = if operational(a) { 0.85 } else { 0.7 };
+            (
+                confidence,
+                format!(
+                    ", concentrated in {} ({:.0}% of the change)",
+                    what.join(" & "),
+                    a.explanatory_power * 100.0
+                ),
+            )
+        }
+        None => (0.55, String::new()),
+    };
+    Some(Diagnosis {
+        category: Category::CodeError,
+        confidence,
+        evidence: ev,
+        explanation: format!(
+            "{} returns errors{}: {}; no resource, dependency or downstream symptom",
+            input.subject.id,
+            place,
+            change(errors)
+        ),
+    })
+}
+
+fn operational(a: &Attribution) -> bool {
+    a.elements
+        .iter()
+        .any(|(d, _)| OPERATION_DIMS.contains(&d.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::*;
+    use sonde_sdk::fault_rule::Metric;
+
+    fn attribution(dim: &str, value: &str, power: f64) -> Attribution {
+        Attribution {
+            kpi: m::ERROR_RATE.into(),
+            elements: vec![(dim.into(), value.into())],
+            explanatory_power: power,
+            before: 0.001,
+            after: 0.2,
+        }
+    }
+
+    fn errors() -> RuleInput {
+        input(
+            SubjectKind::Service,
+            "cart",
+            vec![metric(m::ERROR_RATE, 0.001, 0.06, true)],
+        )
+    }
+
+    #[test]
+    fn errors_on_one_endpoint_are_code() {
+        let mut i = errors();
+        i.attributions
+            .push(attribution("endpoint", "/checkout", 0.98));
+        i.attributions.push(attribution("pod", "cart-1", 0.6));
+        let d = code_error(&i).unwrap();
+        assert_eq!(top(&i), Some(Category::CodeError));
+        assert_eq!(d.confidence, 0.85);
+        assert!(
+            d.explanation
+                .contains("endpoint=/checkout (98% of the change)"),
+            "{}",
+            d.explanation
+        );
+        assert_eq!(d.evidence[1].metric, "error_rate [endpoint=/checkout]");
+    }
+
+    #[test]
+    fn weaker_without_an_operation() {
+        let mut i = errors();
+        assert_eq!(code_error(&i).unwrap().confidence, 0.55);
+        i.attributions
+            .push(attribution("endpoint", "/checkout", 0.3));
+        assert_eq!(
+            code_error(&i).unwrap().confidence,
+            0.55,
+            "30% is not concentrated"
+        );
+        i.attributions.push(attribution("pod", "cart-1", 0.9));
+        assert_eq!(code_error(&i).unwrap().confidence, 0.7);
+    }
+
+    #[test]
+    fn yields_to_resources_dependencies_and_downstreams() {
+        let with = |extra: Metric| {
+            let mut i = errors();
+            i.subject.metrics.push(extra);
+            i
+        };
+        let i = with(metric(m::CPU_THROTTLED_RATIO, 0.0, 0.5, true));
+        assert!(code_error(&i).is_none());
+        assert_eq!(top(&i), Some(Category::CpuSaturation));
+        assert!(code_error(&with(metric(m::DB_ERROR_RATE, 0.0, 0.5, true))).is_none());
+        assert!(code_error(&with(metric(m::DNS_ERROR_RATE, 0.0, 0.5, true))).is_none());
+        // A flagged-but-unchanged resource metric is no symptom.
+        assert!(code_error(&with(metric(m::MEMORY_USAGE_RATIO, 0.5, 0.5, true))).is_some());
+        let mut i = errors();
+        i.neighbours.push(neighbour(
+            SubjectKind::Service,
+            "payments",
+            Relation::Downstream,
+            true,
+            vec![],
+        ));
+        assert!(code_error(&i).is_none());
+        assert_eq!(top(&i), Some(Category::DownstreamSlow));
+    }
+}

@@ -1,0 +1,353 @@
+//! Resource saturation: a service's containers throttled or at their CPU limit, under memory
+//! pressure, or a whole machine saturated so that every service on it suffers.
+
+use sonde_sdk::fault_rule::{
+    Category, Diagnosis, Evidence, Metric, Relation, RuleInput, SubjectKind, find, metric as m,
+};
+
+use crate::util::{all_rose, change, evidence, first_rose, fmt, neighbours, rose};
+
+/// Throttled share of CFS periods below which throttling is noise.
+const THROTTLED_MIN: f64 = 0.05;
+/// Usage over limit that counts as "at the limit".
+const CPU_AT_LIMIT: f64 = 0.9;
+/// Memory usage over limit that counts as pressure.
+const MEMORY_HIGH: f64 = 0.85;
+const MEMORY_CRITICAL: f64 = 0.95;
+
+/// Machine-wide saturation metrics.
+const NODE: &[&str] = &[
+    m::NODE_CPU_RATIO,
+    m::NODE_MEMORY_RATIO,
+    m::NODE_RUNQUEUE_DELAY_MS,
+    m::SOFTIRQ_DELAY_MS,
+];
+
+/// CPU: throttling by the container's quota, or usage pinned at the limit.
+pub fn cpu(input: &RuleInput) -> Option<Diagnosis> {
+    if input.subject.kind != SubjectKind::Service {
+        return None;
+    }
+    let ms = &input.subject.metrics;
+    let throttled = rose(ms, m::CPU_THROTTLED_RATIO).filter(|x| x.after >= THROTTLED_MIN);
+    let at_limit = at_cpu_limit(ms);
+    if throttled.is_none() && at_limit.is_none() {
+        return None;
+    }
+    let mut ev = Vec::new();
+    ev.extend(throttled.map(|x| evidence(x, "CFS throttling")));
+    ev.extend(rose(ms, m::CPU_USAGE_CORES).map(|x| evidence(x, "usage")));
+    ev.extend(at_limit.map(|(_, limit)| evidence(limit, "limit")));
+    ev.extend(
+        first_rose(ms, &[m::LATENCY_MEAN_MS, m::LATENCY_P99_MS]).map(|x| evidence(x, "symptom")),
+    );
+    let (confidence, what) = match (throttled, at_limit) {
+        (Some(t), Some(_)) => (
+            (0.7 + t.after).min(0.95),
+            format!("CPU-throttled at its limit: {}", change(t)),
+        ),
+        (Some(t), None) => (
+            (0.6 + t.after).min(0.95),
+            format!("CPU-throttled: {}", change(t)),
+        ),
+        (None, Some((usage, limit))) => (
+            0.7,
+            format!(
+                "at its CPU limit: {} of {:.2} cores",
+                change(usage),
+                limit.after
+            ),
+        ),
+        (None, None) => unreachable!(),
+    };
+    Some(Diagnosis {
+        category: Category::CpuSaturation,
+        confidence,
+        evidence: ev,
+        explanation: format!("{} is {what}", input.subject.id),
+    })
+}
+
+/// Usage that rose to within [`CPU_AT_LIMIT`] of a known limit: (usage, limit).
+fn at_cpu_limit(ms: &[Metric]) -> Option<(&Metric, &Metric)> {
+    let usage = rose(ms, m::CPU_USAGE_CORES)?;
+    let limit = find(ms, m::CPU_LIMIT_CORES).filter(|l| l.after > 0.0)?;
+    (usage.after >= CPU_AT_LIMIT * limit.after).then_some((usage, limit))
+}
+
+/// Memory: usage near the limit, or OOM kills.
+pub fn memory(input: &RuleInput) -> Option<Diagnosis> {
+    if input.subject.kind != SubjectKind::Service {
+        return None;
+    }
+    let ms = &input.subject.metrics;
+    let oom = rose(ms, m::OOM_KILLS);
+    let high = rose(ms, m::MEMORY_USAGE_RATIO).filter(|x| x.after >= MEMORY_HIGH);
+    let first = oom.or(high)?;
+    let mut ev: Vec<Evidence> = oom.iter().map(|x| evidence(x, "OOM kills")).collect();
+    ev.extend(high.map(|x| evidence(x, "of the memory limit")));
+    let confidence = match (oom, high) {
+        (Some(_), Some(_)) => 0.95,
+        (Some(_), None) => 0.9,
+        (None, Some(h)) if h.after >= MEMORY_CRITICAL => 0.8,
+        _ => 0.7,
+    };
+    Some(Diagnosis {
+        category: Category::MemoryPressure,
+        confidence,
+        evidence: ev,
+        explanation: format!(
+            "{} is under memory pressure: {}",
+            input.subject.id,
+            change(first)
+        ),
+    })
+}
+
+/// Machine: a node with CPU, memory or run-queue anomalies under two or more abnormal services
+/// (or one, with less confidence); a service on such a node points at it.
+pub fn node(input: &RuleInput) -> Option<Diagnosis> {
+    let symptoms = |ms: &[Metric]| -> Vec<Evidence> {
+        all_rose(ms, NODE)
+            .into_iter()
+            .map(|x| evidence(x, "machine"))
+            .collect()
+    };
+    match input.subject.kind {
+        SubjectKind::Node => {
+            let ev = symptoms(&input.subject.metrics);
+            let first = ev.first()?;
+            let hurt: Vec<&str> = neighbours(input, Relation::Hosted)
+                .filter(|n| n.abnormal)
+                .map(|n| n.id.as_str())
+                .collect();
+            if hurt.is_empty() {
+                return None;
+            }
+            let confidence = if hurt.len() >= 2 { 0.9 } else { 0.6 };
+            let explanation = format!(
+                "Machine {} is saturated ({} {} → {}) and slows {} service(s) on it: {}",
+                input.subject.id,
+                first.metric,
+                fmt(&first.metric, first.before),
+                fmt(&first.metric, first.after),
+                hurt.len(),
+                hurt.join(", ")
+            );
+            Some(Diagnosis {
+                category: Category::NodeSaturation,
+                confidence,
+                evidence: ev,
+                explanation,
+            })
+        }
+        SubjectKind::Service => {
+            let host = neighbours(input, Relation::Host)
+                .find(|n| n.abnormal && !symptoms(&n.metrics).is_empty())?;
+            let ev = symptoms(&host.metrics);
+            let first = &ev[0];
+            let explanation = format!(
+                "{} runs on machine {}, which is saturated ({} {} → {})",
+                input.subject.id,
+                host.id,
+                first.metric,
+                fmt(&first.metric, first.before),
+                fmt(&first.metric, first.after)
+            );
+            Some(Diagnosis {
+                category: Category::NodeSaturation,
+                confidence: 0.5,
+                evidence: ev,
+                explanation,
+            })
+        }
+        SubjectKind::Edge => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::*;
+
+    fn service(metrics: Vec<Metric>) -> RuleInput {
+        input(SubjectKind::Service, "cart", metrics)
+    }
+
+    #[test]
+    fn throttling_is_cpu_saturation() {
+        let i = service(vec![
+            metric(m::CPU_THROTTLED_RATIO, 0.0, 0.4, true),
+            metric(m::LATENCY_MEAN_MS, 5.0, 50.0, true),
+        ]);
+        let d = cpu(&i).unwrap();
+        assert_eq!(top(&i), Some(Category::CpuSaturation));
+        assert_eq!(d.confidence, 0.95, "0.6 + the throttled share, capped");
+        assert!(
+            d.explanation.contains("cpu_throttled_ratio 0.0% → 40.0%"),
+            "{}",
+            d.explanation
+        );
+        // Throttling that stays negligible, or was already there, is no evidence.
+        assert!(
+            cpu(&service(vec![metric(
+                m::CPU_THROTTLED_RATIO,
+                0.0,
+                0.01,
+                true
+            )]))
+            .is_none()
+        );
+        assert!(
+            cpu(&service(vec![metric(
+                m::CPU_THROTTLED_RATIO,
+                0.3,
+                0.3,
+                false
+            )]))
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn usage_at_the_limit_is_cpu_saturation() {
+        let i = service(vec![
+            metric(m::CPU_USAGE_CORES, 0.5, 1.95, true),
+            metric(m::CPU_LIMIT_CORES, 2.0, 2.0, false),
+        ]);
+        let d = cpu(&i).unwrap();
+        assert_eq!(d.confidence, 0.7);
+        assert!(
+            d.explanation.contains("at its CPU limit") && d.explanation.contains("2.00 cores"),
+            "{}",
+            d.explanation
+        );
+        // Well under the limit, or no known limit: not saturation.
+        assert!(
+            cpu(&service(vec![
+                metric(m::CPU_USAGE_CORES, 0.5, 1.0, true),
+                metric(m::CPU_LIMIT_CORES, 2.0, 2.0, false)
+            ]))
+            .is_none()
+        );
+        assert!(cpu(&service(vec![metric(m::CPU_USAGE_CORES, 0.5, 1.95, true)])).is_none());
+    }
+
+    #[test]
+    fn oom_kills_and_high_memory_are_memory_pressure() {
+        let i = service(vec![metric(m::OOM_KILLS, 0.0, 2.0, true)]);
+        assert_eq!(top(&i), Some(Category::MemoryPressure));
+        assert_eq!(memory(&i).unwrap().confidence, 0.9);
+        let both = service(vec![
+            metric(m::OOM_KILLS, 0.0, 2.0, true),
+            metric(m::MEMORY_USAGE_RATIO, 0.5, 0.97, true),
+        ]);
+        assert_eq!(memory(&both).unwrap().confidence, 0.95);
+        assert_eq!(memory(&both).unwrap().evidence.len(), 2);
+        assert_eq!(
+            memory(&service(vec![metric(
+                m::MEMORY_USAGE_RATIO,
+                0.5,
+                0.9,
+                true
+            )]))
+            .unwrap()
+            .confidence,
+            0.7
+        );
+        assert_eq!(
+            memory(&service(vec![metric(
+                m::MEMORY_USAGE_RATIO,
+                0.5,
+                0.97,
+                true
+            )]))
+            .unwrap()
+            .confidence,
+            0.8
+        );
+        // Up but with room to spare.
+        assert!(
+            memory(&service(vec![metric(
+                m::MEMORY_USAGE_RATIO,
+                0.3,
+                0.6,
+                true
+            )]))
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn a_node_with_two_hurt_services_is_saturated() {
+        let mut i = input(
+            SubjectKind::Node,
+            "n2",
+            vec![metric(m::NODE_CPU_RATIO, 0.4, 0.99, true)],
+        );
+        i.neighbours.push(neighbour(
+            SubjectKind::Service,
+            "cart",
+            Relation::Hosted,
+            true,
+            vec![],
+        ));
+        assert_eq!(
+            node(&i).unwrap().confidence,
+            0.6,
+            "one hurt service: less sure"
+        );
+        i.neighbours.push(neighbour(
+            SubjectKind::Service,
+            "product",
+            Relation::Hosted,
+            true,
+            vec![],
+        ));
+        i.neighbours.push(neighbour(
+            SubjectKind::Service,
+            "idle",
+            Relation::Hosted,
+            false,
+            vec![],
+        ));
+        let d = node(&i).unwrap();
+        assert_eq!(top(&i), Some(Category::NodeSaturation));
+        assert!(d.confidence >= 0.9);
+        assert!(
+            d.explanation.contains("n2")
+                && d.explanation.contains("2 service(s) on it: cart, product"),
+            "{}",
+            d.explanation
+        );
+        // A busy machine nobody suffers from is not a fault.
+        i.neighbours.iter_mut().for_each(|n| n.abnormal = false);
+        assert!(node(&i).is_none());
+    }
+
+    #[test]
+    fn a_service_on_a_saturated_node_points_at_it() {
+        let mut i = service(vec![metric(m::LATENCY_MEAN_MS, 5.0, 50.0, true)]);
+        i.neighbours.push(neighbour(
+            SubjectKind::Node,
+            "n2",
+            Relation::Host,
+            true,
+            vec![metric(m::NODE_RUNQUEUE_DELAY_MS, 0.1, 9.0, true)],
+        ));
+        let d = node(&i).unwrap();
+        assert_eq!(
+            (d.category.clone(), d.confidence),
+            (Category::NodeSaturation, 0.5)
+        );
+        assert!(
+            d.explanation.contains("machine n2")
+                && d.explanation.contains("node_runqueue_delay_ms"),
+            "{}",
+            d.explanation
+        );
+        // An abnormal host without machine symptoms says nothing about saturation.
+        i.neighbours[0].metrics.clear();
+        assert!(node(&i).is_none());
+    }
+}
