@@ -176,16 +176,14 @@ impl DetectorConfig {
     /// vocabulary: half a percentage point for error ratios, a millisecond for latencies, half
     /// an event per second for rates.
     pub fn for_metric(name: &str) -> Self {
-        let absolute_floor = if name.ends_with("_ratio") || name.ends_with("error_rate") {
-            0.005
-        } else if name.ends_with("_ms") {
-            1.0
-        } else if name.ends_with("_rate") || name == "oom_kills" {
-            0.5
-        } else if name.ends_with("_cores") {
-            0.05
-        } else {
-            DetectorConfig::default().absolute_floor
+        use sonde_sdk::fault_rule::metric::{OOM_KILLS, Unit, unit};
+        let absolute_floor = match unit(name) {
+            Unit::Ratio => 0.005,
+            Unit::Milliseconds => 1.0,
+            Unit::PerSecond => 0.5,
+            Unit::Cores => 0.05,
+            Unit::Other if name == OOM_KILLS => 0.5,
+            Unit::Other => DetectorConfig::default().absolute_floor,
         };
         Self { absolute_floor, ..Self::default() }
     }

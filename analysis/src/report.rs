@@ -15,6 +15,7 @@ use crate::rules::{
     RuleInput, RuledDiagnosis, Subject, SubjectKind,
 };
 use crate::topology::{Breakdown, Entity, Topology};
+use sonde_sdk::fault_rule::metric;
 
 /// Tuning of the whole pipeline.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -279,10 +280,12 @@ pub fn fmt_value(metric: &str, v: f64) -> String {
     if !v.is_finite() {
         return "n/a".into();
     }
-    if metric.ends_with("_ratio") || metric.ends_with("error_rate") {
-        return format!("{:.2}%", v * 100.0);
-    }
-    let unit = if metric.ends_with("_ms") { " ms" } else if metric.ends_with("_rate") { "/s" } else { "" };
+    let unit = match metric::unit(metric) {
+        metric::Unit::Ratio => return format!("{:.2}%", v * 100.0),
+        metric::Unit::Milliseconds => " ms",
+        metric::Unit::PerSecond => "/s",
+        metric::Unit::Cores | metric::Unit::Other => "",
+    };
     if v.abs() >= 100.0 {
         format!("{v:.0}{unit}")
     } else if v.abs() >= 1.0 {

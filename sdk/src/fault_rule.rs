@@ -204,6 +204,32 @@ pub trait FaultRule {
 /// The metric names the daemon fills in. Latencies are in milliseconds, rates per second,
 /// ratios in 0..=1.
 pub mod metric {
+    /// What a metric's value is measured in, read from its name's suffix (`_ratio` and
+    /// `error_rate`: a share in 0..=1; `_ms`; other `_rate`: per second; `_cores`). The one
+    /// place that knows the convention: detector floors and every formatter use it.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Unit {
+        Ratio,
+        Milliseconds,
+        PerSecond,
+        Cores,
+        Other,
+    }
+
+    pub fn unit(name: &str) -> Unit {
+        if name.ends_with("_ratio") || name.ends_with("error_rate") {
+            Unit::Ratio
+        } else if name.ends_with("_ms") {
+            Unit::Milliseconds
+        } else if name.ends_with("_rate") {
+            Unit::PerSecond
+        } else if name.ends_with("_cores") {
+            Unit::Cores
+        } else {
+            Unit::Other
+        }
+    }
+
     // Service (server side) and edge (caller side / callee side) RED metrics.
     pub const REQUEST_RATE: &str = "request_rate";
     pub const ERROR_RATE: &str = "error_rate";

@@ -1,6 +1,6 @@
 //! Small helpers shared by the branches.
 
-use sonde_sdk::fault_rule::{Evidence, Metric, Neighbour, Relation, RuleInput, find};
+use sonde_sdk::fault_rule::{Evidence, Metric, Neighbour, Relation, RuleInput, find, metric};
 
 /// A metric that the detector flagged and that went up.
 pub fn rose<'a>(metrics: &'a [Metric], name: &str) -> Option<&'a Metric> {
@@ -28,14 +28,11 @@ pub fn evidence(x: &Metric, note: &str) -> Evidence {
 
 /// A value with the unit its metric name implies.
 pub fn fmt(name: &str, v: f64) -> String {
-    if name.ends_with("_ratio") || name.ends_with("error_rate") {
-        format!("{:.1}%", v * 100.0)
-    } else if name.ends_with("_ms") {
-        format!("{v:.1} ms")
-    } else if name.ends_with("_rate") {
-        format!("{v:.1}/s")
-    } else {
-        format!("{v:.2}")
+    match metric::unit(name) {
+        metric::Unit::Ratio => format!("{:.1}%", v * 100.0),
+        metric::Unit::Milliseconds => format!("{v:.1} ms"),
+        metric::Unit::PerSecond => format!("{v:.1}/s"),
+        metric::Unit::Cores | metric::Unit::Other => format!("{v:.2}"),
     }
 }
 
