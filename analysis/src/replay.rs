@@ -360,9 +360,13 @@ impl Bundle {
     /// The incident window `[start, end)` in seconds: given, or where the entry KPI's detector
     /// opens an incident (through the burn-rate gate when `[incident].slo` is set).
     pub fn window(&self) -> Result<(i64, i64), ReplayError> {
+        self.window_with(self.burn()?.as_ref())
+    }
+
+    /// [`window`](Self::window) with the gate's series already computed.
+    fn window_with(&self, burn: Option<&BTreeMap<i64, BurnStatus>>) -> Result<(i64, i64), ReplayError> {
         let series = self.entry_series()?;
         let step = self.step()?;
-        let burn = self.burn()?;
         let start = match self.spec.incident.start {
             Some(s) => s,
             None => {
@@ -378,14 +382,14 @@ impl Bundle {
                     if verdict.anomalous && verdict.run == 1 {
                         run_start = Some(*ts);
                     }
-                    let firing = burn.as_ref().map(|b| b.get(ts).is_some_and(|s| s.firing));
+                    let firing = burn.map(|b| b.get(ts).is_some_and(|s| s.firing));
                     if state.step(&verdict, firing, &policy).is_some() && state.is_open() {
                         found = run_start;
                         break;
                     }
                 }
                 found.ok_or_else(|| {
-                    let worst = burn.as_ref().map(|b| b.values().map(|s| s.burn_rate).fold(0.0, f64::max));
+                    let worst = burn.map(|b| b.values().map(|s| s.burn_rate).fold(0.0, f64::max));
                     ReplayError::Invalid(match worst {
                         Some(w) => format!(
                             "no incident worth a report on {} of {}: the error budget burns at most {w:.1}× (the gate needs 14.4× over 1 h and 5 min, or 6× over 6 h and 30 min); give [incident].start to analyse a window anyway",
@@ -405,14 +409,13 @@ impl Bundle {
 
     /// The gate's verdict over the incident window: the highest burn rate, and whether the gate
     /// fired.
-    pub fn slo_verdict(&self, (start, end): (i64, i64)) -> Result<Option<SloVerdict>, ReplayError> {
-        let Some(burn) = self.burn()? else { return Ok(None) };
+    fn slo_verdict(&self, burn: &BTreeMap<i64, BurnStatus>, (start, end): (i64, i64)) -> SloVerdict {
         let in_window: Vec<&BurnStatus> = burn.range(start..end).map(|(_, s)| s).collect();
-        Ok(Some(SloVerdict {
+        SloVerdict {
             objective: self.spec.incident.slo.unwrap_or_default(),
             burn_rate: in_window.iter().map(|s| s.burn_rate).fold(0.0, f64::max),
             firing: in_window.iter().any(|s| s.firing),
-        }))
+        }
     }
 
     /// The topology with every series summarised over the incident window.
@@ -542,10 +545,12 @@ pub fn analyze_dir(dir: &Path, rules: &mut dyn RuleEngine, cfg: &AnalysisConfig)
 /// Analyse a bundle in memory.
 pub fn analyze_bundle(bundle: &Bundle, rules: &mut dyn RuleEngine, cfg: &AnalysisConfig) -> Result<Report, ReplayError> {
     bundle.validate()?;
-    let window = bundle.window()?;
+    // The gate's series serve both the window and the report's verdict.
+    let burn = bundle.burn()?;
+    let window = bundle.window_with(burn.as_ref())?;
     let topology = bundle.topology(window);
     let mut report = analyze(&topology, &bundle.incident(window), rules, cfg);
-    report.slo = bundle.slo_verdict(window)?;
+    report.slo = burn.as_ref().map(|b| bundle.slo_verdict(b, window));
     Ok(report)
 }
 
