@@ -44,7 +44,8 @@ fn run(mut cmd: Command, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The default fault tree as a component (a Rust wasm32-wasip2 cdylib is a component already).
+/// The embedded components: the default fault tree and the HTTP parser (a Rust wasm32-wasip2
+/// cdylib is a component already).
 fn build_plugins() -> anyhow::Result<()> {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
     let root = manifest_dir.join("..");
@@ -52,6 +53,8 @@ fn build_plugins() -> anyhow::Result<()> {
     for dir in [
         "plugins/fta-rules/src",
         "plugins/fta-rules/Cargo.toml",
+        "plugins/http/src",
+        "plugins/http/Cargo.toml",
         "sdk/src",
         "sdk/Cargo.toml",
         "wit",
@@ -61,10 +64,14 @@ fn build_plugins() -> anyhow::Result<()> {
     }
     println!("cargo:rerun-if-env-changed=SONDE_WASM_SKIP");
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
-    let out = out_dir.join("sonde_fta_rules.wasm");
+    let artifacts = ["sonde_fta_rules.wasm", "sonde_http_parser.wasm"];
     if env::var_os("SONDE_WASM_SKIP").is_some() {
-        println!("cargo:warning=SONDE_WASM_SKIP set: the daemon will have no default fault tree");
-        std::fs::write(&out, b"")?;
+        println!(
+            "cargo:warning=SONDE_WASM_SKIP set: the daemon will have no default fault tree and no HTTP parser"
+        );
+        for a in artifacts {
+            std::fs::write(out_dir.join(a), b"")?;
+        }
         return Ok(());
     }
     let target_dir = out_dir.join("wasm-target");
@@ -74,6 +81,8 @@ fn build_plugins() -> anyhow::Result<()> {
         "build",
         "--package",
         "sonde-fta-rules",
+        "--package",
+        "sonde-http-parser",
         "--lib",
         "--release",
         "--locked",
@@ -84,11 +93,14 @@ fn build_plugins() -> anyhow::Result<()> {
     .current_dir(&root);
     run(
         cmd,
-        "the default fault-tree component (is the wasm32-wasip2 target installed? scripts/bootstrap adds it)",
+        "the embedded components (is the wasm32-wasip2 target installed? scripts/bootstrap adds it)",
     )?;
-    let built = target_dir.join("wasm32-wasip2/release/sonde_fta_rules.wasm");
-    std::fs::copy(&built, &out)
-        .with_context(|| format!("copying {} to {}", built.display(), out.display()))?;
+    for a in artifacts {
+        let built = target_dir.join("wasm32-wasip2/release").join(a);
+        let out = out_dir.join(a);
+        std::fs::copy(&built, &out)
+            .with_context(|| format!("copying {} to {}", built.display(), out.display()))?;
+    }
     Ok(())
 }
 

@@ -65,12 +65,28 @@ impl StreamSettings {
 pub struct MetricsSettings {
     /// Where `/metrics` is served; loopback by default. Empty disables it.
     pub listen: Option<SocketAddr>,
+    /// Series per RED metric; beyond, records go to one overflow series (counted).
+    pub max_series: usize,
+    /// HTTP route templates applied to raw paths (`"/api/orders/{id}"`, trailing `{*}`).
+    pub route_templates: Vec<String>,
 }
 
 impl Default for MetricsSettings {
     fn default() -> Self {
+        let red = crate::red::RedSettings::default();
         MetricsSettings {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            max_series: red.max_series,
+            route_templates: red.route_templates,
+        }
+    }
+}
+
+impl MetricsSettings {
+    pub fn red_settings(&self) -> crate::red::RedSettings {
+        crate::red::RedSettings {
+            max_series: self.max_series,
+            route_templates: self.route_templates.clone(),
         }
     }
 }
@@ -87,6 +103,16 @@ pub struct PluginsConfig {
     pub default_rules: bool,
     /// Directories whose `*.wasm` files are extra `fault-rule` components.
     pub rule_dirs: Vec<PathBuf>,
+    /// Run the HTTP/1.x parser embedded in the binary.
+    pub default_parsers: bool,
+    /// Directories whose `*.wasm` files are extra `protocol-parser` components.
+    pub parser_dirs: Vec<PathBuf>,
+    /// Jobs (batches of segments) queued per parser before new ones are dropped (counted, and
+    /// the connections in them abandoned by that parser): a slow plugin never stalls capture.
+    pub parser_queue_jobs: usize,
+    /// A parser's batch is handed over when it holds this many bytes (or at the end of each
+    /// capture batch).
+    pub batch_bytes: usize,
     /// Pooling allocator slots (concurrent plugin instances; each loaded plugin keeps one);
     /// 0 uses on-demand allocation.
     pub pooling_instances: u32,
@@ -99,6 +125,10 @@ impl Default for PluginsConfig {
             cache_dir: Some(PathBuf::from("/var/cache/sonde/plugins")),
             default_rules: true,
             rule_dirs: Vec::new(),
+            default_parsers: true,
+            parser_dirs: Vec::new(),
+            parser_queue_jobs: 64,
+            batch_bytes: 256 << 10,
             pooling_instances: 0,
             limits: crate::plugin::Limits::default(),
         }

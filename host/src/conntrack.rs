@@ -456,6 +456,14 @@ impl ConnTracker {
         self.conns.get(&conn_id).map(|t| &t.conn)
     }
 
+    /// A live connection, or one finalised recently and not yet taken by
+    /// [`Self::take_finished`] (its last segments and `Closed` event may still be in flight to
+    /// consumers).
+    pub fn lookup(&self, conn_id: u64) -> Option<&Connection> {
+        self.get(conn_id)
+            .or_else(|| self.finished.iter().rev().find(|c| c.conn_id == conn_id))
+    }
+
     /// Every live connection, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = &Connection> {
         self.conns.values().map(|t| &t.conn)

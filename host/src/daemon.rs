@@ -1,23 +1,53 @@
-//! `sonde run`: capture, track connections, reassemble streams, expose health metrics.
-//! Later stages (Wasm parsers, correlation, diagnosis) consume the ordered stream segments.
+//! `sonde run`: capture, track connections, reassemble streams, parse them in the Wasm
+//! parsers, aggregate RED metrics, and serve `/metrics`.
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 
 use crate::capture::reassembly::{GapReason, SegmentBody};
 use crate::capture::{Capture, monotonic_now_ns};
 use crate::config::Config;
 use crate::conntrack::{ConnTracker, StreamEvent};
-use crate::metrics::{self, Snapshot};
+use crate::metrics::{self, Snapshot, State};
+use crate::parse::dispatch::Dispatch;
+use crate::parse::router::{Router, RouterConfig};
+use crate::parse::slot::ParserSlot;
+use crate::parse::{ParserBackend, TaggedRecord};
+use crate::plugin::parsers;
+use crate::red::Red;
 
 /// How often reorder holes and closed connections are aged and metrics refreshed.
 const TICK: Duration = Duration::from_millis(100);
 
+/// How long shutdown waits for parsers to finish what they were given.
+const SETTLE: Duration = Duration::from_secs(2);
+
+/// The parse pipeline of `config`: every configured parser on a thread of its own.
+pub fn parse_pipeline(config: &Config) -> Result<Router> {
+    let engine = parsers::engine(&config.plugins)?;
+    let slots: Vec<ParserSlot> = parsers::load_all(&config.plugins, &engine)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| ParserSlot::new(i, Box::new(p) as Box<dyn ParserBackend>))
+        .collect();
+    let names: Vec<String> = slots.iter().map(|s| s.name().to_string()).collect();
+    tracing::info!(parsers = ?names, "parse pipeline ready");
+    let dispatch = Dispatch::threaded(slots, config.plugins.parser_queue_jobs)?;
+    Ok(Router::new(
+        dispatch,
+        RouterConfig { batch_bytes: config.plugins.batch_bytes, ..Default::default() },
+    ))
+}
+
 pub async fn run(config: Config) -> Result<()> {
+    let mut router = parse_pipeline(&config).context("loading protocol parsers")?;
     let mut capture = Capture::start(&config.capture)?;
     let mut tracker = ConnTracker::new(config.streams.tracker_config());
-    let shared = Arc::new(Mutex::new(Snapshot::default()));
+    let shared = Arc::new(State {
+        snapshot: Mutex::new(Snapshot::default()),
+        red: Mutex::new(Red::new(&config.metrics.red_settings())),
+    });
     let server = match config.metrics.listen {
         Some(addr) => Some(tokio::spawn(metrics::serve(
             metrics::bind(addr).await?,
@@ -29,7 +59,7 @@ pub async fn run(config: Config) -> Result<()> {
 
     let mut batch = Vec::with_capacity(4096);
     let mut out = Vec::with_capacity(4096);
-    let mut snap = Snapshot::default();
+    let mut loop_state = LoopState::default();
     let mut ticker = tokio::time::interval(TICK);
     let mut shutdown = std::pin::pin!(shutdown_signal());
     loop {
@@ -39,17 +69,27 @@ pub async fn run(config: Config) -> Result<()> {
                 r?;
                 for ev in batch.drain(..) {
                     tracker.on_event(&ev, &mut out);
+                    // Route at once: the tracker still knows the connection (it may finalise
+                    // it on a later event of this batch).
+                    route(&mut loop_state.snap, &mut router, &tracker, &mut out);
                 }
-                account(&mut snap, &mut out);
+                router.flush();
+                loop_state.deliver(&mut router, &mut capture, &shared);
             }
             _ = ticker.tick() => {
                 tracker.tick(monotonic_now_ns(), &mut out);
-                account(&mut snap, &mut out);
+                route(&mut loop_state.snap, &mut router, &tracker, &mut out);
+                router.flush();
+                loop_state.deliver(&mut router, &mut capture, &shared);
                 let _ = tracker.take_finished();
+                let snap = &mut loop_state.snap;
                 snap.capture = capture.stats()?;
                 snap.tracker = tracker.stats().clone();
                 snap.connections_open = tracker.len();
-                if let Ok(mut s) = shared.lock() {
+                snap.parsers = router.parser_stats();
+                snap.router = router.stats.clone();
+                snap.routed_connections = router.len();
+                if let Ok(mut s) = shared.snapshot.lock() {
                     *s = snap.clone();
                 }
             }
@@ -59,18 +99,50 @@ pub async fn run(config: Config) -> Result<()> {
         server.abort();
     }
     drop(capture);
-    // Flush what is still waiting in reorder buffers so it is accounted for.
+    // Flush what is still waiting in reorder buffers, and what parsers still hold.
     tracker.finish_all(&mut out);
-    account(&mut snap, &mut out);
+    route(&mut loop_state.snap, &mut router, &tracker, &mut out);
+    if !router.settle(SETTLE) {
+        tracing::warn!(pending = router.pending(), "parsers did not finish within {SETTLE:?}");
+    }
     tracing::info!("stopped; all programs detached");
     Ok(())
 }
 
-/// Stream events feed the metrics for now; the parser runtime will consume them next.
-fn account(snap: &mut Snapshot, out: &mut Vec<StreamEvent>) {
+/// What the loop carries between iterations.
+#[derive(Default)]
+struct LoopState {
+    snap: Snapshot,
+    records: Vec<TaggedRecord>,
+    verdicts: Vec<u64>,
+}
+
+impl LoopState {
+    /// Take what parsers returned: records into RED, verdicts into the kernel.
+    fn deliver(&mut self, router: &mut Router, capture: &mut Capture, shared: &State) {
+        router.collect();
+        router.take_records(&mut self.records);
+        if !self.records.is_empty() {
+            if let Ok(mut red) = shared.red.lock() {
+                red.record_all(&self.records);
+            }
+            self.records.clear();
+        }
+        router.take_verdicts(&mut self.verdicts);
+        for conn in self.verdicts.drain(..) {
+            if let Err(e) = capture.set_verdict(conn, sonde_common::verdict::SKIP_PAYLOAD) {
+                self.snap.verdict_errors += 1;
+                tracing::debug!(conn, error = %e, "verdict not set");
+            }
+        }
+    }
+}
+
+/// Count stream bytes and hand the events to the parse pipeline.
+fn route(snap: &mut Snapshot, router: &mut Router, tracker: &ConnTracker, out: &mut Vec<StreamEvent>) {
     for ev in out.drain(..) {
-        if let StreamEvent::Segment { segment, .. } = ev {
-            match segment.body {
+        if let StreamEvent::Segment { segment, .. } = &ev {
+            match &segment.body {
                 SegmentBody::Data(b) => snap.stream_data_bytes += b.len() as u64,
                 SegmentBody::Gap {
                     len,
@@ -82,6 +154,7 @@ fn account(snap: &mut Snapshot, out: &mut Vec<StreamEvent>) {
                 } => snap.stream_lost_bytes += len,
             }
         }
+        router.on_stream_event(&ev, tracker);
     }
 }
 

@@ -25,12 +25,54 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the daemon on this node (capture, stream reassembly, /metrics).
+    /// Run the daemon on this node (capture, reassembly, Wasm parsers, RED metrics at /metrics).
     Run(RunArgs),
     /// Live view of socket connections and data chunks, one line per event.
     Trace(TraceArgs),
     /// Run the root-cause engine on an incident bundle (docs/analyze.md) and print the report.
     Analyze(AnalyzeArgs),
+    /// Live table of the busiest endpoints (rate, error %, p50/p99) from a running daemon.
+    Top(TopArgs),
+    /// Plugin authoring tools.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum PluginCommand {
+    /// Create a new plugin crate (a working example with a native test) from the template.
+    New(PluginNewArgs),
+}
+
+#[derive(Args, Debug)]
+struct PluginNewArgs {
+    /// Directory to create (must not exist, or be empty).
+    dir: PathBuf,
+    /// `parser` (protocol-parser world) or `fault-rule`.
+    #[arg(long, default_value = "parser")]
+    kind: sonde::scaffold::PluginKind,
+    /// Crate name (default: the directory's name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Depend on the SDK at this path (a Sonde checkout's `sdk/`) instead of crates.io.
+    #[arg(long)]
+    sdk_path: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct TopArgs {
+    /// The daemon's metrics address (`[metrics] listen`).
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    endpoint: std::net::SocketAddr,
+    /// Refresh interval, seconds.
+    #[arg(long, default_value_t = 2.0)]
+    interval: f64,
+    /// Rows shown.
+    #[arg(long, default_value_t = 20)]
+    limit: usize,
+    /// Print one table after one interval and exit.
+    #[arg(long)]
+    once: bool,
 }
 
 #[derive(Args, Debug)]
@@ -157,6 +199,36 @@ fn main() -> Result<()> {
                 payload_bytes: args.payload_bytes,
             };
             rt.block_on(sonde::trace::run(&config.capture, opts))
+        }
+        Command::Top(args) => sonde::top::run(&sonde::top::TopOptions {
+            endpoint: args.endpoint,
+            interval: std::time::Duration::from_secs_f64(args.interval.max(0.1)),
+            limit: args.limit,
+            once: args.once,
+        }),
+        Command::Plugin(PluginCommand::New(args)) => {
+            let name = match args.name {
+                Some(n) => n,
+                None => args
+                    .dir
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .ok_or_else(|| anyhow::anyhow!("{}: give --name", args.dir.display()))?
+                    .to_string(),
+            };
+            let sdk = match args.sdk_path {
+                Some(p) => sonde::scaffold::SdkSource::Path(p),
+                None => sonde::scaffold::SdkSource::default(),
+            };
+            let files = sonde::scaffold::new_plugin(&args.dir, &name, args.kind, sdk)?;
+            for f in files {
+                println!("created {}", f.display());
+            }
+            println!(
+                "next: cd {} && cargo test && cargo build --release --target wasm32-wasip2",
+                args.dir.display()
+            );
+            Ok(())
         }
         Command::Analyze(args) => {
             if args.list_examples {

@@ -1,6 +1,7 @@
-//! Prometheus text exposition of the daemon's own health: capture counters (every drop has
-//! one), stream reassembly and connection tracking. Served by a small HTTP/1.1 responder:
-//! one route, no keep-alive, nothing to configure beyond the listen address.
+//! Prometheus text exposition: the RED metrics parsed from traffic ([`crate::red`]) and the
+//! daemon's own health — capture counters (every drop has one), stream reassembly, connection
+//! tracking, the parse pipeline and every plugin's sandbox counters. Served by a small HTTP/1.1
+//! responder: `/metrics`, and `/api/series` (JSON, for `sonde top`); no keep-alive.
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -12,8 +13,11 @@ use tokio::net::TcpListener;
 
 use crate::capture::CaptureStats;
 use crate::conntrack::TrackerStats;
+use crate::parse::ParserStats;
+use crate::parse::router::RouterStats;
+use crate::red::Red;
 
-/// What `/metrics` shows; the daemon loop replaces it on every tick.
+/// The daemon's health as `/metrics` shows it; the daemon loop replaces it on every tick.
 #[derive(Debug, Default, Clone)]
 pub struct Snapshot {
     pub capture: CaptureStats,
@@ -22,9 +26,34 @@ pub struct Snapshot {
     pub stream_data_bytes: u64,
     pub stream_truncated_bytes: u64,
     pub stream_lost_bytes: u64,
+    pub parsers: Vec<ParserStats>,
+    pub router: RouterStats,
+    /// Connections the parse pipeline routes now.
+    pub routed_connections: usize,
+    /// Skip-payload verdicts the kernel map refused (full, or an error).
+    pub verdict_errors: u64,
 }
 
-pub type Shared = Arc<Mutex<Snapshot>>;
+/// What the endpoint serves: the health snapshot and the live RED aggregation (updated by the
+/// daemon loop as records arrive, so it is never copied whole).
+#[derive(Debug, Default)]
+pub struct State {
+    pub snapshot: Mutex<Snapshot>,
+    pub red: Mutex<Red>,
+}
+
+pub type Shared = Arc<State>;
+
+/// The full exposition: RED metrics, then health.
+pub fn render_all(state: &State) -> String {
+    let mut o = String::with_capacity(16 << 10);
+    if let Ok(red) = state.red.lock() {
+        red.render(&mut o);
+    }
+    let snap = state.snapshot.lock().map(|s| s.clone()).unwrap_or_default();
+    o.push_str(&render(&snap));
+    o
+}
 
 pub fn render(s: &Snapshot) -> String {
     let mut o = String::with_capacity(4096);
@@ -109,7 +138,86 @@ pub fn render(s: &Snapshot) -> String {
     for (kind, v) in s.tracker.lifecycle_counters() {
         let _ = writeln!(o, "sonde_connections_total{{event=\"{kind}\"}} {v}");
     }
+    render_parsers(&mut o, s);
     o
+}
+
+/// The parse pipeline: routing, verdicts, and per parser its work, drops and sandbox health.
+fn render_parsers(o: &mut String, s: &Snapshot) {
+    let r = &s.router;
+    let gauges_and_counters: [(&str, &str, &str, u64); 6] = [
+        ("sonde_parse_segments_total", "counter", "Stream segments handed to parsers (routed) or to none (unrouted: their connection was decided).", 0),
+        ("sonde_parse_verdicts_total", "counter", "Connections whose payload the kernel was told to stop copying: no parser wants them, or their parser has what it needs.", r.verdicts_skip),
+        ("sonde_parse_verdict_errors_total", "counter", "Verdicts the kernel map refused.", s.verdict_errors),
+        ("sonde_parse_connections_claimed_total", "counter", "Connections a parser claimed.", r.connections_claimed),
+        ("sonde_parse_records_total", "counter", "Request records produced by parsers.", r.records),
+        ("sonde_parse_connections", "gauge", "Connections the parse pipeline routes now.", s.routed_connections as u64),
+    ];
+    for (name, kind, help, v) in gauges_and_counters {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        if name == "sonde_parse_segments_total" {
+            let _ = writeln!(o, "{name}{{outcome=\"routed\"}} {}", r.segments_routed);
+            let _ = writeln!(o, "{name}{{outcome=\"unrouted\"}} {}", r.segments_unrouted);
+        } else {
+            let _ = writeln!(o, "{name} {v}");
+        }
+    }
+    if s.parsers.is_empty() {
+        return;
+    }
+    type Get = fn(&ParserStats) -> u64;
+    let per_parser: [(&str, &str, Get); 9] = [
+        ("sonde_parser_jobs_total", "Batches a parser was given.", |p| p.counters.jobs),
+        ("sonde_parser_jobs_dropped_total", "Batches refused because the parser's queue was full.", |p| p.counters.jobs_dropped),
+        ("sonde_parser_segments_total", "Segments a parser was given.", |p| p.counters.segments),
+        ("sonde_parser_bytes_total", "Payload bytes a parser was given.", |p| p.counters.bytes),
+        ("sonde_parser_records_total", "Records a parser produced.", |p| p.counters.records),
+        ("sonde_parser_connections_claimed_total", "Connections a parser claimed.", |p| p.counters.claimed),
+        ("sonde_parser_connections_abandoned_total", "Connections whose parsing state a failure or a dropped batch destroyed.", |p| p.counters.abandoned),
+        ("sonde_plugin_calls_total", "Sandbox calls made to a plugin.", |p| p.health.calls),
+        ("sonde_plugin_calls_skipped_total", "Calls refused while the plugin was quarantined.", |p| p.health.skipped),
+    ];
+    for (name, help, get) in per_parser {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
+        for p in &s.parsers {
+            let _ = writeln!(o, "{name}{{world=\"protocol-parser\",plugin=\"{}\"}} {}", p.name, get(p));
+        }
+    }
+    let name = "sonde_plugin_failures_total";
+    let _ = writeln!(o, "# HELP {name} Failed plugin calls by kind: the call was stopped and the instance dropped.\n# TYPE {name} counter");
+    for p in &s.parsers {
+        let h = &p.health;
+        for (kind, v) in [
+            ("deadline", h.deadline_exceeded),
+            ("fuel", h.fuel_exhausted),
+            ("memory-cap", h.memory_cap_hits),
+            ("trap", h.traps),
+            ("bad-output", h.bad_output),
+        ] {
+            let _ = writeln!(o, "{name}{{world=\"protocol-parser\",plugin=\"{}\",kind=\"{kind}\"}} {v}", p.name);
+        }
+    }
+    let name = "sonde_plugin_call_seconds_max";
+    let _ = writeln!(o, "# HELP {name} The longest sandbox call of a plugin (a stopped plugin: its deadline plus the stop latency).\n# TYPE {name} gauge");
+    for p in &s.parsers {
+        let _ = writeln!(o, "{name}{{world=\"protocol-parser\",plugin=\"{}\"}} {}", p.name, p.health.max_call_us as f64 / 1e6);
+    }
+    let name = "sonde_plugin_quarantines_total";
+    let _ = writeln!(o, "# HELP {name} Times a plugin was quarantined after failures in a row.\n# TYPE {name} counter");
+    for p in &s.parsers {
+        let _ = writeln!(o, "{name}{{world=\"protocol-parser\",plugin=\"{}\"}} {}", p.name, p.health.quarantines);
+    }
+    let name = "sonde_plugin_info";
+    let _ = writeln!(o, "# HELP {name} Loaded plugins.\n# TYPE {name} gauge");
+    for p in &s.parsers {
+        let _ = writeln!(
+            o,
+            "{name}{{world=\"protocol-parser\",plugin=\"{}\",version=\"{}\",source=\"{}\"}} 1",
+            p.name,
+            p.version,
+            p.source.replace('\\', "\\\\").replace('"', "\\\"")
+        );
+    }
 }
 
 fn counter_per_cpu(o: &mut String, name: &str, help: &str, s: &Snapshot, kinds: &[(&str, u32)]) {
@@ -150,15 +258,18 @@ pub async fn serve(listener: TcpListener, shared: Shared) -> Result<()> {
                     _ => return,
                 };
             let req = &buf[..n];
-            let (status, body) =
+            let (status, kind, body) =
                 if req.starts_with(b"GET /metrics ") || req.starts_with(b"GET /metrics?") {
-                    let snap = shared.lock().map(|s| s.clone()).unwrap_or_default();
-                    ("200 OK", render(&snap))
+                    ("200 OK", "text/plain; version=0.0.4", render_all(&shared))
+                } else if req.starts_with(b"GET /api/series ") {
+                    let series = shared.red.lock().map(|r| r.export()).unwrap_or_default();
+                    let json = serde_json::to_string(&series).unwrap_or_else(|_| "[]".into());
+                    ("200 OK", "application/json", json)
                 } else {
-                    ("404 Not Found", "try /metrics\n".to_string())
+                    ("404 Not Found", "text/plain", "try /metrics or /api/series\n".to_string())
                 };
             let head = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 body.len()
             );
             let _ = sock.write_all(head.as_bytes()).await;

@@ -6,6 +6,7 @@
 //! instead of skipping (see [`require_root`]).
 
 pub mod collector;
+pub mod httplab;
 mod netns;
 mod paths;
 mod peer;
@@ -19,7 +20,7 @@ use serde::Deserialize;
 
 pub use collector::{Collected, Collector, Seen};
 pub use netns::{NETNS_PREFIX, NetnsPair, VETH_A, VETH_B, netns_list, remove_stale_netns};
-pub use paths::{sonde_bin_path, testpeer_path};
+pub use paths::{sonde_bin_path, target_dir, testpeer_path};
 pub use peer::{Peer, event_addr};
 
 /// Deterministic payload for message `seed` of a run (message k uses seed k).

@@ -306,6 +306,18 @@ pub fn encode_data(ev: &DataEvent, payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Encode a connection record the way the kernel side does (tests and benchmarks).
+pub fn encode_conn(ev: &abi::ConnEvent) -> Vec<u8> {
+    // SAFETY: ConnEvent is #[repr(C)] with explicit padding (see sonde-common).
+    unsafe {
+        std::slice::from_raw_parts(
+            (ev as *const abi::ConnEvent).cast::<u8>(),
+            size_of::<abi::ConnEvent>(),
+        )
+    }
+    .to_vec()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,6 +2,7 @@
 pub mod btf;
 pub mod events;
 pub mod reassembly;
+pub mod recording;
 pub mod tracefs;
 
 use std::path::Path;

@@ -26,6 +26,7 @@
 pub mod cache;
 pub mod fault_rules;
 pub mod output;
+pub mod parsers;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -603,6 +604,8 @@ pub struct Health {
     /// Wall-clock time of the last call (instantiation included) and of all calls.
     pub last_call_us: u64,
     pub total_call_us: u64,
+    /// The longest call: how far past its deadline a stopped plugin ran.
+    pub max_call_us: u64,
     /// Calls refused while quarantined.
     pub skipped: u64,
     pub failures_in_a_row: u32,
@@ -712,6 +715,7 @@ impl<P: WorldPre> Sandboxed<P> {
         let took = now.elapsed().as_micros() as u64;
         self.health.last_call_us = took;
         self.health.total_call_us += took;
+        self.health.max_call_us = self.health.max_call_us.max(took);
         result
     }
 

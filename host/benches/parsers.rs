@@ -1,0 +1,213 @@
+//! Cost of parsing in the sandbox, and of the whole user-space pipeline.
+//!
+//! 1. Parse cost per HTTP exchange through the Wasm component vs the same parser compiled
+//!    natively, with 1 KiB and 16 KiB response bodies, in batches of 64 exchanges (one job =
+//!    one call), same run.
+//! 2. Pipeline throughput from a recorded event file (ring-buffer records as the kernel writes
+//!    them; no kernel): decode → connection tracking and reassembly → router → Wasm HTTP parser
+//!    → RED aggregation, all on one thread.
+//!
+//! `cargo bench -p sonde --bench parsers [-- --quick]`
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use sonde::capture::events::{decode, encode_conn, encode_data};
+use sonde::capture::recording::{self, Recorder};
+use sonde::config::PluginsConfig;
+use sonde::conntrack::{ConnTracker, TrackerConfig};
+use sonde::parse::dispatch::Dispatch;
+use sonde::parse::native::NativeParser;
+use sonde::parse::router::{Router, RouterConfig};
+use sonde::parse::slot::ParserSlot;
+use sonde::parse::{ConnInfo, Direction, ParseJob, ParserBackend, SegMeta, TaggedRecord};
+use sonde::plugin::parsers::{self, HTTP_PARSER_WASM, WasmParser};
+use sonde::red::Red;
+use sonde_common::{self as abi, Addr, ConnEvent, DataEvent, EventKind};
+use sonde_http_parser::Http;
+use sonde_sdk::protocol_parser::Role;
+
+fn request(i: usize) -> Vec<u8> {
+    format!(
+        "GET /api/v1/users/{}/orders?page=2 HTTP/1.1\r\nHost: shop.example\r\nUser-Agent: bench/1.0\r\nAccept: */*\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\r\n",
+        1000 + i
+    )
+    .into_bytes()
+}
+
+fn response(body: usize) -> Vec<u8> {
+    let mut r = format!("HTTP/1.1 200 OK\r\nServer: bench\r\nContent-Type: application/json\r\nContent-Length: {body}\r\n\r\n").into_bytes();
+    r.extend(std::iter::repeat_n(b'x', body));
+    r
+}
+
+/// One job: `n` keep-alive exchanges on one server connection, request and response each one
+/// segment.
+fn job(conn: u64, n: usize, body: usize, first: bool) -> ParseJob {
+    let mut j = ParseJob::default();
+    if first {
+        j.opened.push(Arc::new(ConnInfo { id: conn, role: Role::Server, ..Default::default() }));
+    }
+    let resp = response(body);
+    for i in 0..n {
+        let ts = (i as u64 + 1) * 1_000_000;
+        j.push_segment(SegMeta { conn, direction: Direction::Ingress, ts_ns: ts, gap_before: 0 }, &request(i));
+        j.push_segment(SegMeta { conn, direction: Direction::Egress, ts_ns: ts + 500_000, gap_before: 0 }, &resp);
+    }
+    j
+}
+
+/// µs per exchange over `rounds` jobs of 64.
+fn per_exchange(backend: &mut dyn ParserBackend, body: usize, rounds: usize) -> f64 {
+    let first = job(1, 64, body, true);
+    let next = job(1, 64, body, false);
+    let out = backend.run(&first).unwrap();
+    assert_eq!(out.records.len(), 64, "{}: every exchange parsed", backend.name());
+    let t = Instant::now();
+    for _ in 0..rounds {
+        let out = backend.run(&next).unwrap();
+        assert_eq!(out.records.len(), 64);
+        std::hint::black_box(out);
+    }
+    t.elapsed().as_secs_f64() * 1e6 / (rounds * 64) as f64
+}
+
+fn addr(port: u16) -> Addr {
+    Addr { family: libc::AF_INET as u16, port, addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0] }
+}
+
+fn comm(name: &str) -> [u8; abi::TASK_COMM_LEN] {
+    let mut c = [0u8; abi::TASK_COMM_LEN];
+    c[..name.len()].copy_from_slice(name.as_bytes());
+    c
+}
+
+/// A recording of `conns` server connections with `per_conn` keep-alive exchanges each, the
+/// way the kernel reports nginx's side: accept, read request, write response, …, close.
+fn write_recording(path: &PathBuf, conns: u64, per_conn: usize, body: usize) -> usize {
+    let file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut rec = Recorder::new(file).unwrap();
+    let resp = response(body);
+    let mut ts = 1_000u64;
+    let conn_ev = |kind: EventKind, id: u64, ts: u64, tx: u64, rx: u64| ConnEvent {
+        kind: kind as u32,
+        tgid: 100,
+        tid: 100,
+        fd: 10 + id as i32,
+        conn_id: id,
+        sock: 0xffff_0000 + id,
+        ts_ns: ts,
+        tx_bytes: tx,
+        rx_bytes: rx,
+        ret: 0,
+        role: abi::role::SERVER,
+        syscall: abi::syscall::ACCEPT4,
+        old_state: 0,
+        new_state: 0,
+        protocol: 6,
+        _pad: [0; 3],
+        local: addr(8080),
+        peer: addr(40000 + id as u16),
+        comm: comm("nginx"),
+    };
+    let mut total = 0;
+    for id in 1..=conns {
+        rec.record(&encode_conn(&conn_ev(EventKind::ConnOpen, id, ts, 0, 0))).unwrap();
+        let (mut tx, mut rx) = (0u64, 0u64);
+        for i in 0..per_conn {
+            for (dir, payload) in [(abi::direction::INGRESS, request(i)), (abi::direction::EGRESS, resp.clone())] {
+                ts += 10_000;
+                let pos = if dir == abi::direction::INGRESS { &mut rx } else { &mut tx };
+                let ev = DataEvent {
+                    kind: EventKind::Data as u32,
+                    tgid: 100,
+                    tid: 100,
+                    fd: 10 + id as i32,
+                    conn_id: id,
+                    sock: 0xffff_0000 + id,
+                    ts_enter_ns: ts - 1000,
+                    ts_exit_ns: ts,
+                    pos: *pos,
+                    len: payload.len() as u64,
+                    captured: payload.len() as u32,
+                    direction: dir,
+                    role: abi::role::SERVER,
+                    syscall: if dir == abi::direction::INGRESS { abi::syscall::READ } else { abi::syscall::WRITEV },
+                    flags: 0,
+                    local: addr(8080),
+                    peer: addr(40000 + id as u16),
+                    comm: comm("nginx"),
+                };
+                *pos += payload.len() as u64;
+                rec.record(&encode_data(&ev, &payload)).unwrap();
+            }
+            total += 1;
+        }
+        ts += 10_000;
+        rec.record(&encode_conn(&conn_ev(EventKind::ConnClose, id, ts, tx, rx))).unwrap();
+    }
+    rec.finish().unwrap();
+    total
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let rounds = if quick { 200 } else { 2000 };
+    let engine = parsers::engine(&PluginsConfig { cache_dir: None, ..Default::default() }).unwrap();
+    let limits = PluginsConfig::default().limits;
+
+    println!("| body | native µs/exchange | Wasm µs/exchange | Wasm / native |\n|---|---:|---:|---:|");
+    for body in [1024usize, 16 << 10] {
+        let mut native = NativeParser::<Http>::new();
+        let mut wasm = WasmParser::load(engine.clone(), limits, HTTP_PARSER_WASM, "embedded").unwrap();
+        let n = per_exchange(&mut native, body, rounds);
+        let w = per_exchange(&mut wasm, body, rounds);
+        println!("| {} KiB | {n:.3} | {w:.3} | {:.2}× |", body / 1024, w / n);
+    }
+
+    // The pipeline from a recording.
+    let path = std::env::temp_dir().join(format!("sonde-bench-events-{}.rec", std::process::id()));
+    let (conns, per_conn) = if quick { (64, 200) } else { (256, 500) };
+    let exchanges = write_recording(&path, conns, per_conn, 256);
+    let records = recording::read(&path).unwrap();
+    let bytes: usize = records.iter().map(Vec::len).sum();
+    let _ = std::fs::remove_file(&path);
+    println!("\n| pipeline (one thread) | value |\n|---|---:|");
+    println!("| recording | {} records, {:.1} MiB, {exchanges} exchanges on {conns} connections |", records.len(), bytes as f64 / (1 << 20) as f64);
+    for (name, backend) in [
+        ("Wasm HTTP parser", Box::new(WasmParser::load(engine.clone(), limits, HTTP_PARSER_WASM, "embedded").unwrap()) as Box<dyn ParserBackend>),
+        ("native HTTP parser", Box::new(NativeParser::<Http>::new()) as Box<dyn ParserBackend>),
+    ] {
+        let mut router = Router::new(Dispatch::inline(vec![ParserSlot::new(0, backend)]), RouterConfig::default());
+        let mut tracker = ConnTracker::new(TrackerConfig::default());
+        let mut red = Red::default();
+        let mut out = Vec::new();
+        let mut tagged: Vec<TaggedRecord> = Vec::new();
+        let mut parsed = 0usize;
+        let t = Instant::now();
+        for chunk in records.chunks(4096) {
+            for raw in chunk {
+                let ev = decode(raw).unwrap();
+                tracker.on_event(&ev, &mut out);
+                for se in out.drain(..) {
+                    router.on_stream_event(&se, &tracker);
+                }
+            }
+            router.flush();
+            router.collect();
+            router.take_records(&mut tagged);
+            parsed += tagged.len();
+            red.record_all(&tagged);
+            tagged.clear();
+            let _ = tracker.take_finished();
+        }
+        router.settle(std::time::Duration::from_secs(10));
+        router.take_records(&mut tagged);
+        parsed += tagged.len();
+        red.record_all(&tagged);
+        let secs = t.elapsed().as_secs_f64();
+        assert_eq!(parsed, exchanges, "{name}: every exchange became a record");
+        println!("| {name}: exchanges/s | {:.0} |", exchanges as f64 / secs);
+    }
+}

@@ -1,0 +1,171 @@
+//! Where parser slots run: inline on the caller's thread, or each on a thread of its own.
+//!
+//! Threads are the daemon's mode: a plugin that loops until its deadline (200 ms by default)
+//! or is slow on a burst only backs up its own bounded queue; capture, reassembly and the other
+//! parsers go on. When a queue is full the job is refused and the router abandons the
+//! connections in it for that parser (counted), instead of blocking or buffering without bound.
+//! Inline is deterministic and single-threaded: benchmarks and unit tests use it.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+
+use super::ParseJob;
+use super::ParserStats;
+use super::slot::{ParserSlot, SlotOutput};
+
+struct Worker {
+    jobs: Option<SyncSender<ParseJob>>,
+    stats: Arc<Mutex<ParserStats>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+enum Mode {
+    Inline { slots: Vec<ParserSlot>, done: VecDeque<SlotOutput> },
+    Threads { workers: Vec<Worker>, results: Receiver<SlotOutput> },
+}
+
+pub struct Dispatch {
+    mode: Mode,
+    /// Jobs submitted and not yet returned.
+    pending: Arc<AtomicUsize>,
+}
+
+impl Dispatch {
+    /// Slots run when jobs are submitted, on the caller's thread.
+    pub fn inline(slots: Vec<ParserSlot>) -> Self {
+        Self {
+            mode: Mode::Inline { slots, done: VecDeque::new() },
+            pending: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// One thread per slot, each with a queue of `queue_jobs` jobs.
+    pub fn threaded(slots: Vec<ParserSlot>, queue_jobs: usize) -> Result<Self> {
+        let (results_tx, results) = mpsc::channel();
+        let pending = Arc::new(AtomicUsize::new(0));
+        let mut workers = Vec::new();
+        for mut slot in slots {
+            let (tx, rx) = mpsc::sync_channel::<ParseJob>(queue_jobs.max(1));
+            let stats = Arc::new(Mutex::new(slot.stats()));
+            let results_tx = results_tx.clone();
+            let shared = stats.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("sonde-parse-{}", slot.name()))
+                .spawn(move || {
+                    while let Ok(job) = rx.recv() {
+                        let out = slot.run(&job);
+                        if let Ok(mut s) = shared.lock() {
+                            *s = slot.stats();
+                        }
+                        if results_tx.send(out).is_err() {
+                            break;
+                        }
+                    }
+                })
+                .context("starting a parser thread")?;
+            workers.push(Worker { jobs: Some(tx), stats, thread: Some(thread) });
+        }
+        Ok(Self { mode: Mode::Threads { workers, results }, pending })
+    }
+
+    pub fn len(&self) -> usize {
+        match &self.mode {
+            Mode::Inline { slots, .. } => slots.len(),
+            Mode::Threads { workers, .. } => workers.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Hand a job to parser `parser`. `Err(job)`: its queue is full, the job was not taken.
+    pub fn submit(&mut self, parser: usize, job: ParseJob) -> Result<(), ParseJob> {
+        match &mut self.mode {
+            Mode::Inline { slots, done } => {
+                done.push_back(slots[parser].run(&job));
+                Ok(())
+            }
+            Mode::Threads { workers, .. } => {
+                let Some(tx) = &workers[parser].jobs else { return Err(job) };
+                match tx.try_send(job) {
+                    Ok(()) => {
+                        self.pending.fetch_add(1, Ordering::Relaxed);
+                        Ok(())
+                    }
+                    Err(TrySendError::Full(job)) | Err(TrySendError::Disconnected(job)) => Err(job),
+                }
+            }
+        }
+    }
+
+    /// Outputs ready now, without waiting.
+    pub fn poll(&mut self, out: &mut Vec<SlotOutput>) {
+        match &mut self.mode {
+            Mode::Inline { done, .. } => out.extend(done.drain(..)),
+            Mode::Threads { results, .. } => {
+                while let Ok(o) = results.try_recv() {
+                    self.pending.fetch_sub(1, Ordering::Relaxed);
+                    out.push(o);
+                }
+            }
+        }
+    }
+
+    /// Wait (up to `timeout`) until every submitted job has returned; collects the outputs.
+    /// Returns whether everything returned.
+    pub fn settle(&mut self, timeout: Duration, out: &mut Vec<SlotOutput>) -> bool {
+        let deadline = Instant::now() + timeout;
+        self.poll(out);
+        while self.pending.load(Ordering::Relaxed) > 0 {
+            let Mode::Threads { results, .. } = &self.mode else { break };
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            if let Ok(o) = results.recv_timeout(left) {
+                self.pending.fetch_sub(1, Ordering::Relaxed);
+                out.push(o);
+            }
+        }
+        true
+    }
+
+    /// Jobs submitted and not returned yet.
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Every parser's stats (threaded: as of its last finished job).
+    pub fn stats(&self) -> Vec<ParserStats> {
+        match &self.mode {
+            Mode::Inline { slots, .. } => slots.iter().map(ParserSlot::stats).collect(),
+            Mode::Threads { workers, .. } => workers
+                .iter()
+                .filter_map(|w| w.stats.lock().ok().map(|s| s.clone()))
+                .collect(),
+        }
+    }
+}
+
+impl Drop for Dispatch {
+    fn drop(&mut self) {
+        if let Mode::Threads { workers, .. } = &mut self.mode {
+            for w in workers.iter_mut() {
+                // Closing the queue ends the thread after its current job.
+                w.jobs.take();
+            }
+            for w in workers.iter_mut() {
+                if let Some(t) = w.thread.take() {
+                    let _ = t.join();
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! From reassembled streams to request records: the daemon side of the `protocol-parser`
+//! world, independent of how a parser runs (a Wasm component in the sandbox, or natively).
+//!
+//! ```text
+//!  StreamEvent ──► Router ──ParseJob (per parser)──► ParserSlot ──► backend (Wasm / native)
+//!   (conntrack)     │  one flat batch per parser        │ conn table, poisoning,
+//!                   │  per capture batch                │ records tagged with ConnInfo
+//!                   ◄───────────── SlotOutput ──────────┘
+//!                   │  claims → who owns a connection → kernel verdicts
+//!                   └► records (to RED metrics)
+//! ```
+//!
+//! - [`router`]: decides which parsers see which connection, batches segments (many
+//!   connections per call: the per-call cost must not dominate), and turns the parsers'
+//!   claims into kernel verdicts (stop copying a connection's payload once no parser wants it,
+//!   or its owner has what it needs).
+//! - [`slot`]: one parser's side of the channel: the connections it has been told about, the
+//!   ones its last failure poisoned, and the records it produced, tagged with their connection.
+//! - [`dispatch`]: runs slots inline (deterministic; benchmarks and tests) or each on its own
+//!   thread behind a bounded queue, so a slow or looping plugin never stalls capture or the
+//!   other plugins. A full queue drops the job (counted) and the router stops feeding that
+//!   parser the connections concerned.
+//! - [`native`]: a [`sonde_sdk::protocol_parser::ProtocolParser`] compiled into the daemon, as
+//!   a backend (the Wasm one is [`crate::plugin::parsers`]).
+
+pub mod dispatch;
+pub mod native;
+pub mod router;
+pub mod slot;
+
+use std::sync::Arc;
+
+use serde::Serialize;
+pub use sonde_sdk::protocol_parser::{Claim, ConnInfo, Direction, RequestRecord};
+
+use crate::plugin::{Failure, Health};
+
+/// Segment metadata of a [`ParseJob`] (the WIT `segment-meta`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegMeta {
+    pub conn: u64,
+    pub direction: Direction,
+    pub ts_ns: u64,
+    pub gap_before: u64,
+}
+
+/// One call's worth of work for one parser: connections to announce, segments as one flat
+/// buffer with end offsets (segment `i` is `data[ends[i-1]..ends[i]]`), connections gone.
+/// Applied in that order.
+#[derive(Debug, Clone, Default)]
+pub struct ParseJob {
+    pub opened: Vec<Arc<ConnInfo>>,
+    pub data: Vec<u8>,
+    pub ends: Vec<u32>,
+    pub meta: Vec<SegMeta>,
+    pub closed: Vec<u64>,
+}
+
+impl ParseJob {
+    pub fn is_empty(&self) -> bool {
+        self.opened.is_empty() && self.meta.is_empty() && self.closed.is_empty()
+    }
+
+    pub fn push_segment(&mut self, meta: SegMeta, data: &[u8]) {
+        self.data.extend_from_slice(data);
+        self.ends.push(self.data.len() as u32);
+        self.meta.push(meta);
+    }
+
+    /// Segment `i`'s bytes.
+    pub fn segment(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.data[start..self.ends[i] as usize]
+    }
+
+    /// Connections this job carries segments of, each once.
+    pub fn conns(&self) -> Vec<u64> {
+        let mut c: Vec<u64> = self.meta.iter().map(|m| m.conn).collect();
+        c.extend(self.opened.iter().map(|o| o.id));
+        c.sort_unstable();
+        c.dedup();
+        c
+    }
+
+    /// The same job without the segments (and announcements) of `drop` connections.
+    pub fn without(&self, drop: &impl Fn(u64) -> bool) -> ParseJob {
+        let mut out = ParseJob {
+            opened: self.opened.iter().filter(|c| !drop(c.id)).cloned().collect(),
+            closed: self.closed.clone(),
+            ..Default::default()
+        };
+        for (i, m) in self.meta.iter().enumerate() {
+            if !drop(m.conn) {
+                out.push_segment(*m, self.segment(i));
+            }
+        }
+        out
+    }
+}
+
+/// What a backend returns for one job: records (with their `conn` set) and claim changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ParseOutput {
+    pub records: Vec<RequestRecord>,
+    pub claims: Vec<(u64, Claim)>,
+}
+
+/// How a parser runs. One call applies a whole [`ParseJob`]; a failure means the backend lost
+/// every connection's state (a Wasm instance that trapped is dropped).
+pub trait ParserBackend: Send {
+    fn name(&self) -> &str;
+    fn version(&self) -> &str;
+    /// `embedded`, `native` or the file it came from.
+    fn source(&self) -> &str;
+    fn run(&mut self, job: &ParseJob) -> Result<ParseOutput, Failure>;
+    fn health(&self) -> Health;
+}
+
+/// A record and the connection it belongs to.
+#[derive(Debug, Clone)]
+pub struct TaggedRecord {
+    pub conn: Arc<ConnInfo>,
+    pub record: RequestRecord,
+}
+
+/// Per-parser counters the router and slot keep, on top of the sandbox's [`Health`].
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ParserCounters {
+    pub jobs: u64,
+    /// Jobs dropped because the parser's queue was full.
+    pub jobs_dropped: u64,
+    pub segments: u64,
+    pub bytes: u64,
+    pub records: u64,
+    /// Connections the parser claimed.
+    pub claimed: u64,
+    /// Connections whose parsing state a failure (or a dropped job) destroyed: they are not fed
+    /// to this parser again.
+    pub abandoned: u64,
+}
+
+/// A parser as `/metrics` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ParserStats {
+    pub name: String,
+    pub version: String,
+    pub source: String,
+    pub health: Health,
+    pub counters: ParserCounters,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,381 @@
+//! The router: stream events in, one batched job per parser out; claims back in, kernel
+//! verdicts out.
+//!
+//! Every parser sees a new connection until one claims it (`Mine`): from then on only the
+//! owner does, and the others are told the connection is closed so they forget it. A
+//! connection nobody wants (every parser said `NotMine`, gave up, or lost it to a failure), or
+//! whose owner said `Finished`, gets a verdict: the kernel stops copying its payload but keeps
+//! counting its bytes. No port numbers are involved: a parser decides from the bytes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use sonde_sdk::protocol_parser::{Endpoint, Role as SdkRole, Transport};
+
+use super::dispatch::Dispatch;
+use super::slot::SlotOutput;
+use super::{Claim, ConnInfo, Direction, ParseJob, ParserStats, SegMeta, TaggedRecord};
+use crate::capture::events::{Direction as CapDirection, Role};
+use crate::capture::reassembly::SegmentBody;
+use crate::conntrack::{ConnTracker, Connection, StreamEvent};
+
+/// Batching bounds (`[plugins] batch_bytes`, `batch_segments`): a parser's job is handed over
+/// when either is reached, and at the end of every capture batch ([`Router::flush`]).
+#[derive(Debug, Clone, Copy)]
+pub struct RouterConfig {
+    pub batch_bytes: usize,
+    pub batch_segments: usize,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self { batch_bytes: 256 << 10, batch_segments: 4096 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stance {
+    /// Still looking (or never fed yet).
+    Undecided,
+    Mine,
+    /// Not its protocol, finished, lost to a failure, or another parser owns it.
+    Done,
+}
+
+struct Route {
+    info: Option<Arc<ConnInfo>>,
+    stance: Vec<Stance>,
+    /// The parser was told about the connection (`opened`) and must hear `closed`.
+    announced: Vec<bool>,
+    owner: Option<usize>,
+    /// A skip verdict was issued.
+    skipped: bool,
+}
+
+impl Route {
+    fn new(parsers: usize) -> Self {
+        Self {
+            info: None,
+            stance: vec![Stance::Undecided; parsers],
+            announced: vec![false; parsers],
+            owner: None,
+            skipped: false,
+        }
+    }
+
+    fn wants(&self, p: usize) -> bool {
+        match self.stance[p] {
+            Stance::Done => false,
+            Stance::Mine => true,
+            Stance::Undecided => self.owner.is_none(),
+        }
+    }
+}
+
+/// Router counters (cumulative), for `/metrics`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RouterStats {
+    /// Segments handed to at least one parser.
+    pub segments_routed: u64,
+    /// Segments no parser wanted (their connection was decided).
+    pub segments_unrouted: u64,
+    /// Connections given a skip-payload verdict.
+    pub verdicts_skip: u64,
+    /// Connections claimed by a parser.
+    pub connections_claimed: u64,
+    /// Records received from parsers.
+    pub records: u64,
+}
+
+pub struct Router {
+    dispatch: Dispatch,
+    cfg: RouterConfig,
+    routes: HashMap<u64, Route>,
+    /// The job being built for each parser.
+    jobs: Vec<ParseJob>,
+    /// Per parser: jobs refused by a full queue, and connections abandoned because of it.
+    jobs_dropped: Vec<u64>,
+    abandoned_by_drop: Vec<u64>,
+    verdicts: Vec<u64>,
+    records: Vec<TaggedRecord>,
+    outputs: Vec<SlotOutput>,
+    pub stats: RouterStats,
+}
+
+impl Router {
+    pub fn new(dispatch: Dispatch, cfg: RouterConfig) -> Self {
+        let n = dispatch.len();
+        Self {
+            dispatch,
+            cfg,
+            routes: HashMap::new(),
+            jobs: (0..n).map(|_| ParseJob::default()).collect(),
+            jobs_dropped: vec![0; n],
+            abandoned_by_drop: vec![0; n],
+            verdicts: Vec::new(),
+            records: Vec::new(),
+            outputs: Vec::new(),
+            stats: RouterStats::default(),
+        }
+    }
+
+    pub fn parsers(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// Connections being routed.
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    /// Route one stream event (`tracker` is the tracker that produced it, for connection info).
+    pub fn on_stream_event(&mut self, ev: &StreamEvent, tracker: &ConnTracker) {
+        let n = self.jobs.len();
+        match ev {
+            StreamEvent::Opened { conn_id } => {
+                self.routes.entry(*conn_id).or_insert_with(|| Route::new(n));
+            }
+            StreamEvent::Segment { conn_id, direction, segment } => {
+                let route = self.routes.entry(*conn_id).or_insert_with(|| Route::new(n));
+                if route.skipped {
+                    self.stats.segments_unrouted += 1;
+                    return;
+                }
+                if n == 0 {
+                    route.skipped = true;
+                    self.stats.verdicts_skip += 1;
+                    self.verdicts.push(*conn_id);
+                    return;
+                }
+                // Connection info as of its first segment: by then the data chunks have filled
+                // in role and addresses for connections whose connect/accept was not seen.
+                let info = route
+                    .info
+                    .get_or_insert_with(|| Arc::new(tracker.lookup(*conn_id).map_or_else(
+                        || ConnInfo { id: *conn_id, ..Default::default() },
+                        conn_info,
+                    )))
+                    .clone();
+                let (data, gap): (&[u8], u64) = match &segment.body {
+                    SegmentBody::Data(b) => (b, 0),
+                    SegmentBody::Gap { len, .. } => (&[], *len),
+                };
+                let meta = SegMeta {
+                    conn: *conn_id,
+                    direction: match direction {
+                        CapDirection::Egress => Direction::Egress,
+                        CapDirection::Ingress => Direction::Ingress,
+                    },
+                    ts_ns: segment.ts_ns,
+                    gap_before: gap,
+                };
+                let mut routed = false;
+                // Parsers whose batch is full (no allocation unless one is).
+                let mut full: Vec<usize> = Vec::new();
+                for p in 0..n {
+                    if !route.wants(p) {
+                        continue;
+                    }
+                    routed = true;
+                    let job = &mut self.jobs[p];
+                    if !route.announced[p] {
+                        route.announced[p] = true;
+                        job.opened.push(info.clone());
+                    }
+                    job.push_segment(meta, data);
+                    if job.data.len() >= self.cfg.batch_bytes || job.meta.len() >= self.cfg.batch_segments {
+                        full.push(p);
+                    }
+                }
+                for p in full {
+                    self.submit(p);
+                }
+                if routed {
+                    self.stats.segments_routed += 1;
+                } else {
+                    self.stats.segments_unrouted += 1;
+                }
+            }
+            StreamEvent::Closed { conn_id } => {
+                if let Some(route) = self.routes.remove(conn_id) {
+                    for p in 0..n {
+                        if route.announced[p] {
+                            self.jobs[p].closed.push(*conn_id);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hand every parser its pending job (the end of a capture batch).
+    pub fn flush(&mut self) {
+        for p in 0..self.jobs.len() {
+            if !self.jobs[p].is_empty() {
+                self.submit(p);
+            }
+        }
+    }
+
+    fn submit(&mut self, p: usize) {
+        let job = std::mem::take(&mut self.jobs[p]);
+        if let Err(job) = self.dispatch.submit(p, job) {
+            // The parser is behind: its connections in this job lose continuity. Stop feeding
+            // them to it, and have it forget them (and the closes it missed) next time.
+            self.jobs_dropped[p] += 1;
+            let next = &mut self.jobs[p];
+            next.closed.extend(job.closed.iter().copied());
+            for c in job.conns() {
+                if let Some(route) = self.routes.get_mut(&c) {
+                    if route.stance[p] != Stance::Done {
+                        route.stance[p] = Stance::Done;
+                        self.abandoned_by_drop[p] += 1;
+                    }
+                    if route.announced[p] {
+                        route.announced[p] = false;
+                        next.closed.push(c);
+                    }
+                    if route.owner == Some(p) {
+                        route.owner = None;
+                    }
+                    Self::maybe_skip(c, route, &mut self.verdicts, &mut self.stats);
+                } else if !job.closed.contains(&c) {
+                    next.closed.push(c);
+                }
+            }
+        }
+    }
+
+    /// Take in what the parsers returned: records, claims, abandoned connections.
+    pub fn collect(&mut self) {
+        let mut outputs = std::mem::take(&mut self.outputs);
+        self.dispatch.poll(&mut outputs);
+        self.apply(&mut outputs);
+        self.outputs = outputs;
+    }
+
+    /// Flush, then wait up to `timeout` for every parser to finish what it was given (shutdown,
+    /// tests, benchmarks). Returns whether all finished.
+    pub fn settle(&mut self, timeout: Duration) -> bool {
+        self.flush();
+        let mut outputs = std::mem::take(&mut self.outputs);
+        let all = self.dispatch.settle(timeout, &mut outputs);
+        self.apply(&mut outputs);
+        self.outputs = outputs;
+        // Claims may have queued `closed` notices for the losers: deliver them too.
+        self.flush();
+        all
+    }
+
+    fn apply(&mut self, outputs: &mut Vec<SlotOutput>) {
+        for out in outputs.drain(..) {
+            let p = out.parser;
+            if let Some(f) = &out.failure {
+                tracing::warn!(parser = p, kind = ?f.kind, abandoned = out.abandoned.len(), "parser call failed: {f}");
+            }
+            self.stats.records += out.records.len() as u64;
+            self.records.extend(out.records);
+            for (conn, claim) in out.claims {
+                let Some(route) = self.routes.get_mut(&conn) else { continue };
+                match claim {
+                    Claim::Undecided => {}
+                    Claim::Mine => {
+                        if route.owner.is_none() && route.stance[p] != Stance::Done {
+                            route.owner = Some(p);
+                            route.stance[p] = Stance::Mine;
+                            self.stats.connections_claimed += 1;
+                            for q in 0..route.stance.len() {
+                                if q != p && route.stance[q] != Stance::Done {
+                                    route.stance[q] = Stance::Done;
+                                    if route.announced[q] {
+                                        route.announced[q] = false;
+                                        self.jobs[q].closed.push(conn);
+                                    }
+                                }
+                            }
+                        } else if route.owner != Some(p) {
+                            // Claimed too late: another parser owns it. Let this one forget.
+                            route.stance[p] = Stance::Done;
+                            if route.announced[p] {
+                                route.announced[p] = false;
+                                self.jobs[p].closed.push(conn);
+                            }
+                        }
+                    }
+                    Claim::NotMine | Claim::Finished => route.stance[p] = Stance::Done,
+                }
+                Self::maybe_skip(conn, route, &mut self.verdicts, &mut self.stats);
+            }
+            for conn in out.abandoned {
+                if let Some(route) = self.routes.get_mut(&conn) {
+                    route.stance[p] = Stance::Done;
+                    if route.owner == Some(p) {
+                        route.owner = None;
+                    }
+                    Self::maybe_skip(conn, route, &mut self.verdicts, &mut self.stats);
+                }
+            }
+        }
+    }
+
+    fn maybe_skip(conn: u64, route: &mut Route, verdicts: &mut Vec<u64>, stats: &mut RouterStats) {
+        if !route.skipped && route.stance.iter().all(|s| *s == Stance::Done) {
+            route.skipped = true;
+            stats.verdicts_skip += 1;
+            verdicts.push(conn);
+        }
+    }
+
+    /// Records parsed since the last call.
+    pub fn take_records(&mut self, out: &mut Vec<TaggedRecord>) {
+        out.append(&mut self.records);
+    }
+
+    /// Connections whose payload the kernel may stop copying, since the last call.
+    pub fn take_verdicts(&mut self, out: &mut Vec<u64>) {
+        out.append(&mut self.verdicts);
+    }
+
+    /// Jobs submitted and not returned.
+    pub fn pending(&self) -> usize {
+        self.dispatch.pending()
+    }
+
+    /// Every parser's stats, with the router's drop counters folded in.
+    pub fn parser_stats(&self) -> Vec<ParserStats> {
+        let mut stats = self.dispatch.stats();
+        for (p, s) in stats.iter_mut().enumerate() {
+            s.counters.jobs_dropped = self.jobs_dropped[p];
+            s.counters.abandoned += self.abandoned_by_drop[p];
+        }
+        stats
+    }
+}
+
+fn endpoint(a: Option<std::net::SocketAddr>) -> Option<Endpoint> {
+    a.map(|a| Endpoint { ip: a.ip().to_string(), port: a.port() })
+}
+
+/// What a parser is told about a tracked connection.
+pub fn conn_info(c: &Connection) -> ConnInfo {
+    ConnInfo {
+        id: c.conn_id,
+        pid: c.task.tgid,
+        comm: c.task.comm.clone(),
+        local: endpoint(c.local),
+        remote: endpoint(c.peer),
+        role: match c.role {
+            Role::Unknown => SdkRole::Unknown,
+            Role::Client => SdkRole::Client,
+            Role::Server => SdkRole::Server,
+        },
+        transport: if c.datagram { Transport::Udp } else { Transport::Tcp },
+        labels: Vec::new(),
+    }
+}

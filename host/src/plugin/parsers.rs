@@ -1,0 +1,240 @@
+//! Protocol parsers as sandboxed components: the daemon side of the `protocol-parser` world.
+//!
+//! [`WasmParser`] is a [`ParserBackend`]: one sandbox call per job applies its announcements,
+//! its batch of segments and its closes, under one deadline. A failure (trap, deadline, memory
+//! cap) drops the instance and with it every connection's state; the parse pipeline
+//! ([`crate::parse::slot`]) then stops feeding those connections to this parser, and new ones
+//! go to a fresh instance (or nowhere while the plugin is quarantined).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use wasmtime::Store;
+
+use super::{
+    BadOutput, EngineOptions, Failure, Health, Limits, PluginEngine, SandboxState, Sandboxed,
+    WorldPre,
+};
+use crate::config::PluginsConfig;
+use crate::parse::{self as pp, Claim, Direction, ParseJob, ParseOutput, ParserBackend, RequestRecord};
+use sonde_sdk::protocol_parser::{Role, Transport};
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "protocol-parser",
+});
+
+use self::sonde::plugin::parser_types as w;
+
+/// The HTTP/1.x parser (`plugins/http`), built by build.rs for wasm32-wasip2. Empty when the
+/// build skipped it (`SONDE_WASM_SKIP`).
+pub static HTTP_PARSER_WASM: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/sonde_http_parser.wasm"));
+
+/// The WIT world these components implement.
+pub const WORLD: &str = "protocol-parser";
+
+impl WorldPre for ProtocolParserPre<SandboxState> {
+    type Bindings = ProtocolParser;
+    fn instantiate(&self, store: &mut Store<SandboxState>) -> wasmtime::Result<ProtocolParser> {
+        ProtocolParserPre::instantiate(self, store)
+    }
+}
+
+/// One loaded parser component.
+pub struct WasmParser {
+    pub name: String,
+    pub version: String,
+    pub protocols: Vec<String>,
+    source: String,
+    engine: Arc<PluginEngine>,
+    limits: Limits,
+    sandbox: Sandboxed<ProtocolParserPre<SandboxState>>,
+}
+
+impl WasmParser {
+    /// Compile (or fetch from the cache), link, and ask the component who it is.
+    pub fn load(engine: Arc<PluginEngine>, limits: Limits, wasm: &[u8], source: &str) -> Result<Self> {
+        let (component, _) = engine.component(wasm)?;
+        let linker = engine.linker_for(&component)?;
+        let pre = linker.instantiate_pre(&component).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        let pre = ProtocolParserPre::new(pre)
+            .map_err(|e| anyhow::anyhow!("{e:#}"))
+            .context("the component does not implement the sonde:plugin/protocol-parser world")?;
+        let mut sandbox = Sandboxed::new(pre);
+        let info = sandbox
+            .call(&engine, &limits, |b, store| b.call_info(store))
+            .map_err(|f| anyhow::anyhow!("info: {f}"))?;
+        tracing::info!(parser = %info.name, version = %info.version, protocols = ?info.protocols, source, "protocol-parser component loaded");
+        Ok(Self {
+            name: info.name,
+            version: info.version,
+            protocols: info.protocols,
+            source: source.to_string(),
+            engine,
+            limits,
+            sandbox,
+        })
+    }
+}
+
+impl ParserBackend for WasmParser {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn version(&self) -> &str {
+        &self.version
+    }
+
+    fn source(&self) -> &str {
+        &self.source
+    }
+
+    fn health(&self) -> Health {
+        self.sandbox.health.clone()
+    }
+
+    fn run(&mut self, job: &ParseJob) -> Result<ParseOutput, Failure> {
+        let opened: Vec<w::ConnInfo> = job.opened.iter().map(|c| conn_to_wit(c)).collect();
+        let batch = (!job.meta.is_empty()).then(|| w::SegmentBatch {
+            data: job.data.clone(),
+            ends: job.ends.clone(),
+            meta: job
+                .meta
+                .iter()
+                .map(|m| w::SegmentMeta {
+                    conn: m.conn,
+                    direction: match m.direction {
+                        Direction::Egress => w::Direction::Egress,
+                        Direction::Ingress => w::Direction::Ingress,
+                    },
+                    ts_ns: m.ts_ns,
+                    gap_before: m.gap_before,
+                })
+                .collect(),
+        });
+        self.sandbox.call(&self.engine, &self.limits, |b, store| {
+            let mut out = ParseOutput::default();
+            if !opened.is_empty() {
+                b.call_opened(&mut *store, &opened)?;
+            }
+            if let Some(batch) = &batch {
+                absorb(&mut out, b.call_feed(&mut *store, batch)?)?;
+            }
+            if !job.closed.is_empty() {
+                absorb(&mut out, b.call_closed(&mut *store, &job.closed)?)?;
+            }
+            Ok(out)
+        })
+    }
+}
+
+/// Records and claims of one call, checked: a record must name a connection.
+fn absorb(out: &mut ParseOutput, r: w::FeedResult) -> wasmtime::Result<()> {
+    for rec in r.records {
+        if rec.conn == 0 {
+            return Err(BadOutput("a record without a connection id".into()).into());
+        }
+        out.records.push(RequestRecord {
+            conn: rec.conn,
+            protocol: rec.protocol,
+            operation: rec.operation,
+            status: rec.status,
+            error: rec.error,
+            request_ts_ns: rec.request_ts_ns,
+            response_ts_ns: rec.response_ts_ns,
+            request_bytes: rec.request_bytes,
+            response_bytes: rec.response_bytes,
+            attributes: rec.attributes,
+        });
+    }
+    out.claims.extend(r.claims.into_iter().map(|(c, claim)| {
+        (
+            c,
+            match claim {
+                w::Claim::Undecided => Claim::Undecided,
+                w::Claim::Mine => Claim::Mine,
+                w::Claim::NotMine => Claim::NotMine,
+                w::Claim::Finished => Claim::Finished,
+            },
+        )
+    }));
+    Ok(())
+}
+
+fn conn_to_wit(c: &pp::ConnInfo) -> w::ConnInfo {
+    let ep = |e: &Option<sonde_sdk::protocol_parser::Endpoint>| {
+        e.as_ref().map(|e| w::Endpoint { ip: e.ip.clone(), port: e.port })
+    };
+    w::ConnInfo {
+        id: c.id,
+        pid: c.pid,
+        comm: c.comm.clone(),
+        local: ep(&c.local),
+        remote: ep(&c.remote),
+        role: match c.role {
+            Role::Unknown => w::Role::Unknown,
+            Role::Client => w::Role::Client,
+            Role::Server => w::Role::Server,
+        },
+        transport: match c.transport {
+            Transport::Tcp => w::Transport::Tcp,
+            Transport::Udp => w::Transport::Udp,
+        },
+        labels: c.labels.clone(),
+    }
+}
+
+/// The engine parsers run in, from `[plugins]`.
+pub fn engine(cfg: &PluginsConfig) -> Result<Arc<PluginEngine>> {
+    Ok(Arc::new(PluginEngine::with_options(&EngineOptions {
+        cache_dir: cfg.cache_dir.clone().filter(|d| !d.as_os_str().is_empty()),
+        fuel: cfg.limits.fuel > 0,
+        pooling_instances: cfg.pooling_instances,
+        limits: cfg.limits,
+    })?))
+}
+
+/// The embedded HTTP parser (unless `default_parsers = false`) and every `*.wasm` in
+/// `parser_dirs`, sorted by file name. A component that does not load is an error naming its
+/// file: the operator asked for it. Two parsers with one name are an error too.
+pub fn load_all(cfg: &PluginsConfig, engine: &Arc<PluginEngine>) -> Result<Vec<WasmParser>> {
+    let mut files: Vec<PathBuf> = Vec::new();
+    for dir in &cfg.parser_dirs {
+        let mut in_dir: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("reading parser directory {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
+            .collect();
+        in_dir.sort();
+        files.extend(in_dir);
+    }
+    let mut parsers: Vec<WasmParser> = Vec::new();
+    if cfg.default_parsers {
+        anyhow::ensure!(
+            !HTTP_PARSER_WASM.is_empty(),
+            "this sonde was built with SONDE_WASM_SKIP: it has no embedded HTTP parser (set default_parsers = false)"
+        );
+        parsers.push(
+            WasmParser::load(engine.clone(), cfg.limits, HTTP_PARSER_WASM, "embedded")
+                .context("loading the embedded HTTP parser")?,
+        );
+    }
+    for file in files {
+        let wasm = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+        let p = WasmParser::load(engine.clone(), cfg.limits, &wasm, &file.display().to_string())
+            .with_context(|| format!("loading parser component {}", file.display()))?;
+        if let Some(other) = parsers.iter().find(|o| o.name == p.name) {
+            anyhow::bail!(
+                "{}: a parser named {:?} is already loaded from {}",
+                file.display(),
+                p.name,
+                other.source
+            );
+        }
+        parsers.push(p);
+    }
+    Ok(parsers)
+}

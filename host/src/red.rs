@@ -1,0 +1,557 @@
+//! RED metrics (rate, errors, duration) from request records, with OpenTelemetry
+//! semantic-convention names, bounded cardinality, and Prometheus exposition.
+//!
+//! - HTTP server side (the observed process accepted the connection):
+//!   `http_server_request_duration_seconds{http_request_method, http_route,
+//!   http_response_status_code, error_type, server_address, server_port, service, namespace, pod}`.
+//! - HTTP client side: `http_client_request_duration_seconds{http_request_method, url_template,
+//!   http_response_status_code, error_type, server_address, server_port, service, namespace, pod}`.
+//! - Any other protocol: `sonde_request_duration_seconds{protocol, side, operation, status,
+//!   error_type, server_address, server_port, service, namespace, pod}`.
+//! - Requests that never got an answer (flushed at close, or lost to a capture gap) have no
+//!   duration: `sonde_requests_unanswered_total{protocol, side, operation, error_type, service}`.
+//!
+//! `error_type` follows the conventions: on the server side a 5xx is an error, on the client
+//! side any status ≥ 400; its value is the status code (or the parser's error class when there is
+//! no status). `service` is the workload when the correlation layer knows it, else the process
+//! name. Every metric holds at most `max_series` series; records beyond land in one overflow
+//! series labelled `otel_metric_overflow="true"` (the OpenTelemetry SDK's convention) and are
+//! counted in `sonde_red_overflow_records_total`.
+//!
+//! Each series also keeps a log-scale latency sketch (buckets 2^¼ wide, ±9 % error) so `sonde
+//! top` can show p50/p99 without the coarse Prometheus buckets; it is served as JSON at
+//! `/api/series`.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sonde_sdk::protocol_parser::{ConnInfo, RequestRecord, Role};
+
+use crate::parse::TaggedRecord;
+
+/// Upper bounds (seconds) of the duration buckets: the OpenTelemetry HTTP default.
+pub const BUCKETS: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
+
+/// Sketch buckets: index 0 is < 1 µs, index i ≥ 1 covers [2^((i-1)/4), 2^(i/4)) µs; the last
+/// one is open-ended (≥ 2^31.75 µs, about an hour).
+pub const SKETCH_BUCKETS: usize = 128;
+
+/// `[metrics]` settings of the RED aggregation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedSettings {
+    /// Series per metric; records beyond go to the overflow series.
+    pub max_series: usize,
+    /// Route templates applied to the raw HTTP path before the parser's own normalisation,
+    /// e.g. `"/api/v1/orders/{order}/items/{item}"`: a `{…}` segment matches any one segment,
+    /// a trailing `{*}` any rest.
+    pub route_templates: Vec<String>,
+}
+
+impl Default for RedSettings {
+    fn default() -> Self {
+        Self { max_series: 2000, route_templates: Vec::new() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Family {
+    HttpServer,
+    HttpClient,
+    Other,
+}
+
+impl Family {
+    const ALL: [Family; 3] = [Family::HttpServer, Family::HttpClient, Family::Other];
+
+    fn metric(self) -> &'static str {
+        match self {
+            Family::HttpServer => "http_server_request_duration_seconds",
+            Family::HttpClient => "http_client_request_duration_seconds",
+            Family::Other => "sonde_request_duration_seconds",
+        }
+    }
+
+    fn help(self) -> &'static str {
+        match self {
+            Family::HttpServer => "Duration of HTTP server requests (observed by eBPF, parsed in Wasm).",
+            Family::HttpClient => "Duration of HTTP client requests (observed by eBPF, parsed in Wasm).",
+            Family::Other => "Duration of requests of other protocols, by parser.",
+        }
+    }
+}
+
+/// Label pairs in exposition order. Empty values are left out at rendering.
+pub type Labels = Vec<(&'static str, String)>;
+
+/// One series' counters.
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub count: u64,
+    pub errors: u64,
+    pub sum_ns: u128,
+    /// Cumulative at rendering only; stored per bucket (+Inf last).
+    pub buckets: [u64; BUCKETS.len() + 1],
+    pub sketch: Box<[u32; SKETCH_BUCKETS]>,
+}
+
+impl Default for Series {
+    fn default() -> Self {
+        Self { count: 0, errors: 0, sum_ns: 0, buckets: [0; BUCKETS.len() + 1], sketch: Box::new([0; SKETCH_BUCKETS]) }
+    }
+}
+
+/// Sketch index of a duration.
+pub fn sketch_index(ns: u64) -> usize {
+    if ns < 1000 {
+        return 0;
+    }
+    let us = ns as f64 / 1000.0;
+    ((us.log2() * 4.0).floor() as usize + 1).min(SKETCH_BUCKETS - 1)
+}
+
+/// A representative duration (ns) of a sketch bucket: its geometric middle.
+pub fn sketch_value_ns(i: usize) -> f64 {
+    if i == 0 {
+        return 500.0;
+    }
+    1000.0 * 2f64.powf((i as f64 - 0.5) / 4.0)
+}
+
+/// The `q` quantile (0..=1) of sketch counts, in seconds; `None` when empty.
+pub fn sketch_quantile(sketch: &[u32], q: f64) -> Option<f64> {
+    let total: u64 = sketch.iter().map(|c| u64::from(*c)).sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+    let mut seen = 0u64;
+    for (i, c) in sketch.iter().enumerate() {
+        seen += u64::from(*c);
+        if seen >= rank {
+            return Some(sketch_value_ns(i) / 1e9);
+        }
+    }
+    None
+}
+
+impl Series {
+    fn observe(&mut self, ns: u64, error: bool) {
+        self.count += 1;
+        self.errors += u64::from(error);
+        self.sum_ns += u128::from(ns);
+        let secs = ns as f64 / 1e9;
+        let b = BUCKETS.iter().position(|le| secs <= *le).unwrap_or(BUCKETS.len());
+        self.buckets[b] += 1;
+        let s = &mut self.sketch[sketch_index(ns)];
+        *s = s.saturating_add(1);
+    }
+}
+
+/// One route template, split in segments.
+#[derive(Debug, Clone)]
+struct Template {
+    text: String,
+    segments: Vec<String>,
+    rest: bool,
+}
+
+impl Template {
+    fn parse(t: &str) -> Self {
+        let mut segments: Vec<String> = t.trim_matches('/').split('/').map(str::to_string).collect();
+        let rest = segments.last().is_some_and(|s| s == "{*}");
+        if rest {
+            segments.pop();
+        }
+        Self { text: t.to_string(), segments, rest }
+    }
+
+    fn matches(&self, path: &str) -> bool {
+        let path = path.split('?').next().unwrap_or(path);
+        let mut parts = path.trim_matches('/').split('/');
+        for seg in &self.segments {
+            match parts.next() {
+                Some(p) if seg.starts_with('{') && seg.ends_with('}') && !p.is_empty() => {}
+                Some(p) if p == seg => {}
+                _ => return false,
+            }
+        }
+        self.rest || parts.next().is_none()
+    }
+}
+
+/// The RED aggregation: feed it tagged records, render it on scrape.
+#[derive(Debug)]
+pub struct Red {
+    max_series: usize,
+    templates: Vec<Template>,
+    families: HashMap<Family, HashMap<Labels, Series>>,
+    overflow: HashMap<Family, Series>,
+    unanswered: HashMap<Labels, u64>,
+    unanswered_overflow: u64,
+    /// Records that fell into an overflow series.
+    pub overflow_records: u64,
+    /// Records whose response came before their request (clock trouble): counted, not observed.
+    pub invalid_records: u64,
+}
+
+impl Default for Red {
+    fn default() -> Self {
+        Self::new(&RedSettings::default())
+    }
+}
+
+fn attr<'a>(r: &'a RequestRecord, key: &str) -> Option<&'a str> {
+    r.attributes.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+fn conn_label<'a>(c: &'a ConnInfo, key: &str) -> Option<&'a str> {
+    c.labels.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+impl Red {
+    pub fn new(cfg: &RedSettings) -> Self {
+        Self {
+            max_series: cfg.max_series.max(1),
+            templates: cfg.route_templates.iter().map(|t| Template::parse(t)).collect(),
+            families: HashMap::new(),
+            overflow: HashMap::new(),
+            unanswered: HashMap::new(),
+            unanswered_overflow: 0,
+            overflow_records: 0,
+            invalid_records: 0,
+        }
+    }
+
+    pub fn record_all(&mut self, records: &[TaggedRecord]) {
+        for r in records {
+            self.record(&r.conn, &r.record);
+        }
+    }
+
+    /// Account one record.
+    pub fn record(&mut self, conn: &Arc<ConnInfo>, r: &RequestRecord) {
+        let server = conn.role == Role::Server;
+        let side = if server { "server" } else { "client" };
+        let http = r.protocol == "http";
+        let (method, route) = if http {
+            let mut op = r.operation.splitn(2, ' ');
+            let m = attr(r, "http.request.method").or(op.next()).unwrap_or("_OTHER");
+            let parsed = attr(r, "http.route").or(op.next()).unwrap_or("");
+            let route = attr(r, "url.path")
+                .and_then(|p| self.templates.iter().find(|t| t.matches(p)))
+                .map_or(parsed, |t| t.text.as_str());
+            (m.to_string(), route.to_string())
+        } else {
+            (String::new(), String::new())
+        };
+        let error_type: Option<String> = if r.status > 0 && http {
+            let bad = if server { r.status >= 500 } else { r.status >= 400 };
+            bad.then(|| r.status.to_string())
+        } else {
+            r.error.clone()
+        };
+        let (addr, port) = if server { (&conn.local, &conn.local) } else { (&conn.remote, &conn.remote) };
+        let address = addr.as_ref().map(|e| e.ip.clone()).unwrap_or_default();
+        let port = port.as_ref().map(|e| e.port.to_string()).unwrap_or_default();
+        let service = conn_label(conn, "service").unwrap_or(&conn.comm).to_string();
+        let namespace = conn_label(conn, "namespace").unwrap_or("").to_string();
+        let pod = conn_label(conn, "pod").unwrap_or("").to_string();
+
+        let answered = r.response_ts_ns > 0 && (r.status > 0 || r.error.is_none());
+        if !answered {
+            let labels: Labels = vec![
+                ("protocol", r.protocol.clone()),
+                ("side", side.to_string()),
+                ("operation", if http { format!("{method} {route}") } else { r.operation.clone() }),
+                ("error_type", r.error.clone().unwrap_or_else(|| "no-response".into())),
+                ("service", service),
+            ];
+            let n = self.unanswered.len();
+            match self.unanswered.get_mut(&labels) {
+                Some(c) => *c += 1,
+                None if n < self.max_series => {
+                    self.unanswered.insert(labels, 1);
+                }
+                None => {
+                    self.unanswered_overflow += 1;
+                    self.overflow_records += 1;
+                }
+            }
+            return;
+        }
+        if r.response_ts_ns < r.request_ts_ns {
+            self.invalid_records += 1;
+            return;
+        }
+        let ns = r.response_ts_ns - r.request_ts_ns;
+        let status = if r.status > 0 { r.status.to_string() } else { String::new() };
+        let (family, labels): (Family, Labels) = if http {
+            let family = if server { Family::HttpServer } else { Family::HttpClient };
+            let route_key = if server { "http_route" } else { "url_template" };
+            (
+                family,
+                vec![
+                    ("http_request_method", method),
+                    (route_key, route),
+                    ("http_response_status_code", status),
+                    ("error_type", error_type.clone().unwrap_or_default()),
+                    ("server_address", address),
+                    ("server_port", port),
+                    ("service", service),
+                    ("namespace", namespace),
+                    ("pod", pod),
+                ],
+            )
+        } else {
+            (
+                Family::Other,
+                vec![
+                    ("protocol", r.protocol.clone()),
+                    ("side", side.to_string()),
+                    ("operation", r.operation.clone()),
+                    ("status", status),
+                    ("error_type", error_type.clone().unwrap_or_default()),
+                    ("server_address", address),
+                    ("server_port", port),
+                    ("service", service),
+                    ("namespace", namespace),
+                    ("pod", pod),
+                ],
+            )
+        };
+        let error = error_type.is_some();
+        let series = self.families.entry(family).or_default();
+        let n = series.len();
+        match series.get_mut(&labels) {
+            Some(s) => s.observe(ns, error),
+            None if n < self.max_series => series.entry(labels).or_default().observe(ns, error),
+            None => {
+                self.overflow_records += 1;
+                self.overflow.entry(family).or_default().observe(ns, error);
+            }
+        }
+    }
+
+    /// Series counted so far, over all metrics.
+    pub fn series_count(&self) -> usize {
+        self.families.values().map(HashMap::len).sum::<usize>() + self.overflow.len()
+    }
+
+    /// Prometheus text exposition of every RED metric.
+    pub fn render(&self, o: &mut String) {
+        for family in Family::ALL {
+            let series = self.families.get(&family);
+            let overflow = self.overflow.get(&family);
+            if series.is_none_or(HashMap::is_empty) && overflow.is_none() {
+                continue;
+            }
+            let name = family.metric();
+            let _ = writeln!(o, "# HELP {name} {}\n# TYPE {name} histogram", family.help());
+            let mut sorted: Vec<(&Labels, &Series)> = series.map(|s| s.iter().collect()).unwrap_or_default();
+            sorted.sort_by(|a, b| a.0.cmp(b.0));
+            let overflow_labels: Labels = vec![("otel_metric_overflow", "true".to_string())];
+            if let Some(s) = overflow {
+                sorted.push((&overflow_labels, s));
+            }
+            for (labels, s) in sorted {
+                let base = label_text(labels);
+                let sep = if base.is_empty() { "" } else { "," };
+                let mut cumulative = 0u64;
+                for (i, le) in BUCKETS.iter().enumerate() {
+                    cumulative += s.buckets[i];
+                    let _ = writeln!(o, "{name}_bucket{{{base}{sep}le=\"{le}\"}} {cumulative}");
+                }
+                let _ = writeln!(o, "{name}_bucket{{{base}{sep}le=\"+Inf\"}} {}", s.count);
+                let _ = writeln!(o, "{name}_sum{{{base}}} {}", s.sum_ns as f64 / 1e9);
+                let _ = writeln!(o, "{name}_count{{{base}}} {}", s.count);
+            }
+        }
+        if !self.unanswered.is_empty() || self.unanswered_overflow > 0 {
+            let name = "sonde_requests_unanswered_total";
+            let _ = writeln!(
+                o,
+                "# HELP {name} Requests without a response: flushed when the connection closed, or lost to a capture gap.\n# TYPE {name} counter"
+            );
+            let mut sorted: Vec<_> = self.unanswered.iter().collect();
+            sorted.sort();
+            for (labels, v) in sorted {
+                let _ = writeln!(o, "{name}{{{}}} {v}", label_text(labels));
+            }
+            if self.unanswered_overflow > 0 {
+                let _ = writeln!(o, "{name}{{otel_metric_overflow=\"true\"}} {}", self.unanswered_overflow);
+            }
+        }
+        let _ = writeln!(
+            o,
+            "# HELP sonde_red_overflow_records_total Records counted in an overflow series (a metric reached max_series).\n# TYPE sonde_red_overflow_records_total counter\nsonde_red_overflow_records_total {}",
+            self.overflow_records
+        );
+        let _ = writeln!(
+            o,
+            "# HELP sonde_red_invalid_records_total Records whose response preceded their request: not observed.\n# TYPE sonde_red_invalid_records_total counter\nsonde_red_invalid_records_total {}",
+            self.invalid_records
+        );
+        let _ = writeln!(
+            o,
+            "# HELP sonde_red_series Series held by the RED metrics.\n# TYPE sonde_red_series gauge\nsonde_red_series {}",
+            self.series_count()
+        );
+    }
+
+    /// Every series for `sonde top` (`/api/series`).
+    pub fn export(&self) -> Vec<SeriesExport> {
+        let mut out = Vec::new();
+        for family in Family::ALL {
+            for (labels, s) in self.families.get(&family).into_iter().flatten() {
+                out.push(SeriesExport {
+                    metric: family.metric().to_string(),
+                    labels: labels.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (k.to_string(), v.clone())).collect(),
+                    count: s.count,
+                    errors: s.errors,
+                    sum_seconds: s.sum_ns as f64 / 1e9,
+                    sketch: s.sketch.iter().enumerate().filter(|(_, c)| **c > 0).map(|(i, c)| (i as u16, *c)).collect(),
+                });
+            }
+        }
+        out
+    }
+}
+
+/// One series as `/api/series` serves it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SeriesExport {
+    pub metric: String,
+    pub labels: Vec<(String, String)>,
+    pub count: u64,
+    pub errors: u64,
+    pub sum_seconds: f64,
+    /// Non-empty sketch buckets: (index, count).
+    pub sketch: Vec<(u16, u32)>,
+}
+
+/// `k="v",…` with Prometheus escaping; empty values are left out.
+fn label_text(labels: &Labels) -> String {
+    let mut s = String::new();
+    for (k, v) in labels {
+        if v.is_empty() {
+            continue;
+        }
+        if !s.is_empty() {
+            s.push(',');
+        }
+        s.push_str(k);
+        s.push_str("=\"");
+        for c in v.chars() {
+            match c {
+                '\\' => s.push_str("\\\\"),
+                '"' => s.push_str("\\\""),
+                '\n' => s.push_str("\\n"),
+                c => s.push(c),
+            }
+        }
+        s.push('"');
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sonde_sdk::protocol_parser::Endpoint;
+
+    fn conn(role: Role) -> Arc<ConnInfo> {
+        Arc::new(ConnInfo {
+            id: 1,
+            comm: "nginx".into(),
+            role,
+            local: Some(Endpoint { ip: "127.0.0.1".into(), port: 8080 }),
+            remote: Some(Endpoint { ip: "127.0.0.1".into(), port: 40000 }),
+            ..Default::default()
+        })
+    }
+
+    fn rec(op: &str, status: u32, ms: u64) -> RequestRecord {
+        RequestRecord {
+            conn: 1,
+            protocol: "http".into(),
+            operation: op.into(),
+            status,
+            error: (status >= 500).then(|| "server-error".into()),
+            request_ts_ns: 1_000_000,
+            response_ts_ns: 1_000_000 + ms * 1_000_000,
+            attributes: vec![("url.path".into(), op.split(' ').nth(1).unwrap_or("/").into())],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn server_histogram_with_otel_names_and_errors() {
+        let mut red = Red::default();
+        let c = conn(Role::Server);
+        for _ in 0..3 {
+            red.record(&c, &rec("GET /users/{id}", 200, 20));
+        }
+        red.record(&c, &rec("GET /users/{id}", 500, 300));
+        let mut o = String::new();
+        red.render(&mut o);
+        let base = "http_request_method=\"GET\",http_route=\"/users/{id}\",http_response_status_code=\"200\",server_address=\"127.0.0.1\",server_port=\"8080\",service=\"nginx\"";
+        assert!(o.contains(&format!("http_server_request_duration_seconds_count{{{base}}} 3")), "{o}");
+        assert!(o.contains(&format!("http_server_request_duration_seconds_bucket{{{base},le=\"0.025\"}} 3")), "{o}");
+        assert!(o.contains(&format!("http_server_request_duration_seconds_bucket{{{base},le=\"0.01\"}} 0")), "{o}");
+        assert!(o.contains("http_response_status_code=\"500\",error_type=\"500\""), "{o}");
+        // Client side: a 404 is an error; a server's 404 is not.
+        red.record(&conn(Role::Client), &rec("GET /x", 404, 1));
+        red.record(&c, &rec("GET /x", 404, 1));
+        let mut o = String::new();
+        red.render(&mut o);
+        assert!(o.contains("http_client_request_duration_seconds_count{http_request_method=\"GET\",url_template=\"/x\",http_response_status_code=\"404\",error_type=\"404\""), "{o}");
+        assert!(o.contains("http_server_request_duration_seconds_count{http_request_method=\"GET\",http_route=\"/x\",http_response_status_code=\"404\",server_address"), "{o}");
+    }
+
+    #[test]
+    fn cardinality_is_bounded_by_an_overflow_series() {
+        let mut red = Red::new(&RedSettings { max_series: 5, ..Default::default() });
+        let c = conn(Role::Server);
+        for i in 0..20 {
+            red.record(&c, &rec(&format!("GET /r{i}"), 200, 1));
+        }
+        assert_eq!(red.series_count(), 6);
+        assert_eq!(red.overflow_records, 15);
+        let mut o = String::new();
+        red.render(&mut o);
+        assert!(o.contains("http_server_request_duration_seconds_count{otel_metric_overflow=\"true\"} 15"), "{o}");
+    }
+
+    #[test]
+    fn route_templates_and_unanswered() {
+        let mut red = Red::new(&RedSettings { route_templates: vec!["/shop/{cat}/items/{*}".into()], ..Default::default() });
+        let c = conn(Role::Server);
+        let mut r = rec("GET /shop/books/items/{id}", 200, 1);
+        r.attributes = vec![("url.path".into(), "/shop/books/items/9/x".into())];
+        red.record(&c, &r);
+        let mut lost = rec("POST /a", 0, 0);
+        lost.response_ts_ns = 0;
+        lost.error = Some("no-response".into());
+        red.record(&c, &lost);
+        let mut o = String::new();
+        red.render(&mut o);
+        assert!(o.contains("http_route=\"/shop/{cat}/items/{*}\""), "{o}");
+        assert!(o.contains("sonde_requests_unanswered_total{protocol=\"http\",side=\"server\",operation=\"POST /a\",error_type=\"no-response\",service=\"nginx\"} 1"), "{o}");
+    }
+
+    #[test]
+    fn sketch_quantiles_are_within_ten_percent() {
+        let mut s = vec![0u32; SKETCH_BUCKETS];
+        for ms in 1..=100u64 {
+            s[sketch_index(ms * 1_000_000)] += 1;
+        }
+        let p50 = sketch_quantile(&s, 0.5).unwrap();
+        let p99 = sketch_quantile(&s, 0.99).unwrap();
+        assert!((p50 - 0.050).abs() / 0.050 < 0.1, "{p50}");
+        assert!((p99 - 0.099).abs() / 0.099 < 0.1, "{p99}");
+        assert_eq!(sketch_quantile(&[0; 4], 0.5), None);
+    }
+}
