@@ -19,7 +19,10 @@ fn inputs(bundle: &sonde_analysis::replay::Bundle) -> Vec<RuleInput> {
     let topology = bundle.topology(window);
     let incident = bundle.incident(window);
     let w = walk(&topology, &incident.entry, &DemarcationConfig::default());
-    w.candidates.iter().map(|c| rule_input(&topology, &incident, &w, c, &[])).collect()
+    w.candidates
+        .iter()
+        .map(|c| rule_input(&topology, &incident, &w, c, &[]))
+        .collect()
 }
 
 fn time<R>(runs: usize, mut f: impl FnMut() -> R) -> f64 {
@@ -49,20 +52,37 @@ fn main() {
     };
     let _ = std::fs::remove_dir_all(&cache);
     println!("| step | time |\n|---|---:|");
-    println!("| compile the default tree ({} KiB of wasm), cold | {cold:.1} ms |", DEFAULT_RULES_WASM.len() / 1024);
+    println!(
+        "| compile the default tree ({} KiB of wasm), cold | {cold:.1} ms |",
+        DEFAULT_RULES_WASM.len() / 1024
+    );
     println!("| load it from the cache (our own artifact) | {warm:.2} ms |");
     let load = {
         let t = Instant::now();
-        let _e = WasmRuleEngine::load(&PluginsConfig { cache_dir: None, ..Default::default() }).unwrap();
+        let _e = WasmRuleEngine::load(&PluginsConfig {
+            cache_dir: None,
+            ..Default::default()
+        })
+        .unwrap();
         t.elapsed().as_secs_f64() * 1e3
     };
     println!("| load + link + instantiate + `info` (no cache) | {load:.1} ms |");
 
-    println!("\n| incident | candidates | Wasm µs/batch | native µs/batch | ratio |\n|---|---:|---:|---:|---:|");
-    let mut wasm = WasmRuleEngine::load(&PluginsConfig { cache_dir: None, limits: Limits::default(), ..Default::default() }).unwrap();
+    println!(
+        "\n| incident | candidates | Wasm µs/batch | native µs/batch | ratio |\n|---|---:|---:|---:|---:|"
+    );
+    let mut wasm = WasmRuleEngine::load(&PluginsConfig {
+        cache_dir: None,
+        limits: Limits::default(),
+        ..Default::default()
+    })
+    .unwrap();
     let mut native = NativeRules::new().with("default", sonde_fta_rules::evaluate);
     for (name, bundle) in [
-        ("endpoint-errors", scenarios::scenario("endpoint-errors").unwrap()),
+        (
+            "endpoint-errors",
+            scenarios::scenario("endpoint-errors").unwrap(),
+        ),
         ("node-cpu", scenarios::scenario("node-cpu").unwrap()),
         ("100 services", scenarios::large(100, 0, 42).0),
     ] {
@@ -70,6 +90,10 @@ fn main() {
         let w = time(runs, || wasm.evaluate(&batch));
         let n = time(runs, || native.evaluate(&batch));
         assert!(wasm.evaluate(&batch).failures.is_empty());
-        println!("| {name} | {} | {w:.1} | {n:.1} | {:.1}× |", batch.len(), w / n);
+        println!(
+            "| {name} | {} | {w:.1} | {n:.1} | {:.1}× |",
+            batch.len(),
+            w / n
+        );
     }
 }

@@ -47,13 +47,33 @@ fn response(body: usize) -> Vec<u8> {
 fn job(conn: u64, n: usize, body: usize, first: bool) -> ParseJob {
     let mut j = ParseJob::default();
     if first {
-        j.opened.push(Arc::new(ConnInfo { id: conn, role: Role::Server, ..Default::default() }));
+        j.opened.push(Arc::new(ConnInfo {
+            id: conn,
+            role: Role::Server,
+            ..Default::default()
+        }));
     }
     let resp = response(body);
     for i in 0..n {
         let ts = (i as u64 + 1) * 1_000_000;
-        j.push_segment(SegMeta { conn, direction: Direction::Ingress, ts_ns: ts, gap_before: 0 }, &request(i));
-        j.push_segment(SegMeta { conn, direction: Direction::Egress, ts_ns: ts + 500_000, gap_before: 0 }, &resp);
+        j.push_segment(
+            SegMeta {
+                conn,
+                direction: Direction::Ingress,
+                ts_ns: ts,
+                gap_before: 0,
+            },
+            &request(i),
+        );
+        j.push_segment(
+            SegMeta {
+                conn,
+                direction: Direction::Egress,
+                ts_ns: ts + 500_000,
+                gap_before: 0,
+            },
+            &resp,
+        );
     }
     j
 }
@@ -63,7 +83,12 @@ fn per_exchange(backend: &mut dyn ParserBackend, body: usize, rounds: usize) -> 
     let first = job(1, 64, body, true);
     let next = job(1, 64, body, false);
     let out = backend.run(&first).unwrap();
-    assert_eq!(out.records.len(), 64, "{}: every exchange parsed", backend.name());
+    assert_eq!(
+        out.records.len(),
+        64,
+        "{}: every exchange parsed",
+        backend.name()
+    );
     let t = Instant::now();
     for _ in 0..rounds {
         let out = backend.run(&next).unwrap();
@@ -74,7 +99,11 @@ fn per_exchange(backend: &mut dyn ParserBackend, body: usize, rounds: usize) -> 
 }
 
 fn addr(port: u16) -> Addr {
-    Addr { family: libc::AF_INET as u16, port, addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0] }
+    Addr {
+        family: libc::AF_INET as u16,
+        port,
+        addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+    }
 }
 
 fn comm(name: &str) -> [u8; abi::TASK_COMM_LEN] {
@@ -113,12 +142,20 @@ fn write_recording(path: &PathBuf, conns: u64, per_conn: usize, body: usize) -> 
     };
     let mut total = 0;
     for id in 1..=conns {
-        rec.record(&encode_conn(&conn_ev(EventKind::ConnOpen, id, ts, 0, 0))).unwrap();
+        rec.record(&encode_conn(&conn_ev(EventKind::ConnOpen, id, ts, 0, 0)))
+            .unwrap();
         let (mut tx, mut rx) = (0u64, 0u64);
         for i in 0..per_conn {
-            for (dir, payload) in [(abi::direction::INGRESS, request(i)), (abi::direction::EGRESS, resp.clone())] {
+            for (dir, payload) in [
+                (abi::direction::INGRESS, request(i)),
+                (abi::direction::EGRESS, resp.clone()),
+            ] {
                 ts += 10_000;
-                let pos = if dir == abi::direction::INGRESS { &mut rx } else { &mut tx };
+                let pos = if dir == abi::direction::INGRESS {
+                    &mut rx
+                } else {
+                    &mut tx
+                };
                 let ev = DataEvent {
                     kind: EventKind::Data as u32,
                     tgid: 100,
@@ -133,7 +170,11 @@ fn write_recording(path: &PathBuf, conns: u64, per_conn: usize, body: usize) -> 
                     captured: payload.len() as u32,
                     direction: dir,
                     role: abi::role::SERVER,
-                    syscall: if dir == abi::direction::INGRESS { abi::syscall::READ } else { abi::syscall::WRITEV },
+                    syscall: if dir == abi::direction::INGRESS {
+                        abi::syscall::READ
+                    } else {
+                        abi::syscall::WRITEV
+                    },
                     flags: 0,
                     local: addr(8080),
                     peer: addr(40000 + id as u16),
@@ -145,7 +186,8 @@ fn write_recording(path: &PathBuf, conns: u64, per_conn: usize, body: usize) -> 
             total += 1;
         }
         ts += 10_000;
-        rec.record(&encode_conn(&conn_ev(EventKind::ConnClose, id, ts, tx, rx))).unwrap();
+        rec.record(&encode_conn(&conn_ev(EventKind::ConnClose, id, ts, tx, rx)))
+            .unwrap();
     }
     rec.finish().unwrap();
     total
@@ -154,13 +196,20 @@ fn write_recording(path: &PathBuf, conns: u64, per_conn: usize, body: usize) -> 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let rounds = if quick { 200 } else { 2000 };
-    let engine = parsers::engine(&PluginsConfig { cache_dir: None, ..Default::default() }).unwrap();
+    let engine = parsers::engine(&PluginsConfig {
+        cache_dir: None,
+        ..Default::default()
+    })
+    .unwrap();
     let limits = PluginsConfig::default().limits;
 
-    println!("| body | native µs/exchange | Wasm µs/exchange | Wasm / native |\n|---|---:|---:|---:|");
+    println!(
+        "| body | native µs/exchange | Wasm µs/exchange | Wasm / native |\n|---|---:|---:|---:|"
+    );
     for body in [1024usize, 16 << 10] {
         let mut native = NativeParser::<Http>::new();
-        let mut wasm = WasmParser::load(engine.clone(), limits, HTTP_PARSER_WASM, "embedded").unwrap();
+        let mut wasm =
+            WasmParser::load(engine.clone(), limits, HTTP_PARSER_WASM, "embedded").unwrap();
         let n = per_exchange(&mut native, body, rounds);
         let w = per_exchange(&mut wasm, body, rounds);
         println!("| {} KiB | {n:.3} | {w:.3} | {:.2}× |", body / 1024, w / n);
@@ -174,12 +223,27 @@ fn main() {
     let bytes: usize = records.iter().map(Vec::len).sum();
     let _ = std::fs::remove_file(&path);
     println!("\n| pipeline (one thread) | value |\n|---|---:|");
-    println!("| recording | {} records, {:.1} MiB, {exchanges} exchanges on {conns} connections |", records.len(), bytes as f64 / (1 << 20) as f64);
+    println!(
+        "| recording | {} records, {:.1} MiB, {exchanges} exchanges on {conns} connections |",
+        records.len(),
+        bytes as f64 / (1 << 20) as f64
+    );
     for (name, backend) in [
-        ("Wasm HTTP parser", Box::new(WasmParser::load(engine.clone(), limits, HTTP_PARSER_WASM, "embedded").unwrap()) as Box<dyn ParserBackend>),
-        ("native HTTP parser", Box::new(NativeParser::<Http>::new()) as Box<dyn ParserBackend>),
+        (
+            "Wasm HTTP parser",
+            Box::new(
+                WasmParser::load(engine.clone(), limits, HTTP_PARSER_WASM, "embedded").unwrap(),
+            ) as Box<dyn ParserBackend>,
+        ),
+        (
+            "native HTTP parser",
+            Box::new(NativeParser::<Http>::new()) as Box<dyn ParserBackend>,
+        ),
     ] {
-        let mut router = Router::new(Dispatch::inline(vec![ParserSlot::new(0, backend)]), RouterConfig::default());
+        let mut router = Router::new(
+            Dispatch::inline(vec![ParserSlot::new(0, backend)]),
+            RouterConfig::default(),
+        );
         let mut tracker = ConnTracker::new(TrackerConfig::default());
         let mut red = Red::default();
         let mut out = Vec::new();

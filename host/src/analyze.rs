@@ -26,19 +26,27 @@ pub struct AnalyzeOptions {
 
 /// The names and descriptions of the built-in scenarios.
 pub fn examples() -> String {
-    scenarios::SCENARIOS.iter().map(|(name, what)| format!("{name:<16} {what}\n")).collect()
+    scenarios::SCENARIOS
+        .iter()
+        .map(|(name, what)| format!("{name:<16} {what}\n"))
+        .collect()
 }
 
 fn load(opts: &AnalyzeOptions) -> Result<Bundle> {
     match (&opts.dir, &opts.example) {
         (Some(_), Some(_)) => bail!("give a bundle directory or --example, not both"),
         (None, None) => bail!("give a bundle directory (see docs/analyze.md) or --example <name>"),
-        (Some(dir), None) => Bundle::load(dir).with_context(|| format!("reading incident bundle {}", dir.display())),
+        (Some(dir), None) => {
+            Bundle::load(dir).with_context(|| format!("reading incident bundle {}", dir.display()))
+        }
         (None, Some(name)) => {
-            let bundle = scenarios::scenario(name)
-                .with_context(|| format!("no built-in scenario {name:?}; there are:\n{}", examples()))?;
+            let bundle = scenarios::scenario(name).with_context(|| {
+                format!("no built-in scenario {name:?}; there are:\n{}", examples())
+            })?;
             if let Some(dir) = &opts.save {
-                bundle.write(dir).with_context(|| format!("writing the bundle to {}", dir.display()))?;
+                bundle
+                    .write(dir)
+                    .with_context(|| format!("writing the bundle to {}", dir.display()))?;
                 tracing::info!(dir = %dir.display(), "bundle written");
             }
             Ok(bundle)
@@ -49,7 +57,8 @@ fn load(opts: &AnalyzeOptions) -> Result<Bundle> {
 /// Analyse and print the report on stdout.
 pub fn run(opts: &AnalyzeOptions, plugins: &PluginsConfig) -> Result<()> {
     let bundle = load(opts)?;
-    let mut rules = WasmRuleEngine::load(plugins).context("loading the fault-tree rule components")?;
+    let mut rules =
+        WasmRuleEngine::load(plugins).context("loading the fault-tree rule components")?;
     let report = replay::analyze_bundle(&bundle, &mut rules, &AnalysisConfig::default())?;
     let mut out = std::io::stdout().lock();
     if opts.json {

@@ -36,7 +36,10 @@ pub fn parse_pipeline(config: &Config) -> Result<Router> {
     let dispatch = Dispatch::threaded(slots, config.plugins.parser_queue_jobs)?;
     Ok(Router::new(
         dispatch,
-        RouterConfig { batch_bytes: config.plugins.batch_bytes, ..Default::default() },
+        RouterConfig {
+            batch_bytes: config.plugins.batch_bytes,
+            ..Default::default()
+        },
     ))
 }
 
@@ -103,7 +106,10 @@ pub async fn run(config: Config) -> Result<()> {
     tracker.finish_all(&mut out);
     route(&mut loop_state.snap, &mut router, &tracker, &mut out);
     if !router.settle(SETTLE) {
-        tracing::warn!(pending = router.pending(), "parsers did not finish within {SETTLE:?}");
+        tracing::warn!(
+            pending = router.pending(),
+            "parsers did not finish within {SETTLE:?}"
+        );
     }
     tracing::info!("stopped; all programs detached");
     Ok(())
@@ -139,7 +145,12 @@ impl LoopState {
 }
 
 /// Count stream bytes and hand the events to the parse pipeline.
-fn route(snap: &mut Snapshot, router: &mut Router, tracker: &ConnTracker, out: &mut Vec<StreamEvent>) {
+fn route(
+    snap: &mut Snapshot,
+    router: &mut Router,
+    tracker: &ConnTracker,
+    out: &mut Vec<StreamEvent>,
+) {
     for ev in out.drain(..) {
         if let StreamEvent::Segment { segment, .. } = &ev {
             match &segment.body {

@@ -241,7 +241,8 @@ fn main() -> Result<()> {
                 plugins.default_rules = false;
             }
             if let Some(cache) = &args.plugin_cache {
-                plugins.cache_dir = (cache != "none" && !cache.is_empty()).then(|| PathBuf::from(cache));
+                plugins.cache_dir =
+                    (cache != "none" && !cache.is_empty()).then(|| PathBuf::from(cache));
             }
             let opts = sonde::analyze::AnalyzeOptions {
                 dir: args.dir,

@@ -146,12 +146,42 @@ pub fn render(s: &Snapshot) -> String {
 fn render_parsers(o: &mut String, s: &Snapshot) {
     let r = &s.router;
     let gauges_and_counters: [(&str, &str, &str, u64); 6] = [
-        ("sonde_parse_segments_total", "counter", "Stream segments handed to parsers (routed) or to none (unrouted: their connection was decided).", 0),
-        ("sonde_parse_verdicts_total", "counter", "Connections whose payload the kernel was told to stop copying: no parser wants them, or their parser has what it needs.", r.verdicts_skip),
-        ("sonde_parse_verdict_errors_total", "counter", "Verdicts the kernel map refused.", s.verdict_errors),
-        ("sonde_parse_connections_claimed_total", "counter", "Connections a parser claimed.", r.connections_claimed),
-        ("sonde_parse_records_total", "counter", "Request records produced by parsers.", r.records),
-        ("sonde_parse_connections", "gauge", "Connections the parse pipeline routes now.", s.routed_connections as u64),
+        (
+            "sonde_parse_segments_total",
+            "counter",
+            "Stream segments handed to parsers (routed) or to none (unrouted: their connection was decided).",
+            0,
+        ),
+        (
+            "sonde_parse_verdicts_total",
+            "counter",
+            "Connections whose payload the kernel was told to stop copying: no parser wants them, or their parser has what it needs.",
+            r.verdicts_skip,
+        ),
+        (
+            "sonde_parse_verdict_errors_total",
+            "counter",
+            "Verdicts the kernel map refused.",
+            s.verdict_errors,
+        ),
+        (
+            "sonde_parse_connections_claimed_total",
+            "counter",
+            "Connections a parser claimed.",
+            r.connections_claimed,
+        ),
+        (
+            "sonde_parse_records_total",
+            "counter",
+            "Request records produced by parsers.",
+            r.records,
+        ),
+        (
+            "sonde_parse_connections",
+            "gauge",
+            "Connections the parse pipeline routes now.",
+            s.routed_connections as u64,
+        ),
     ];
     for (name, kind, help, v) in gauges_and_counters {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -167,24 +197,68 @@ fn render_parsers(o: &mut String, s: &Snapshot) {
     }
     type Get = fn(&ParserStats) -> u64;
     let per_parser: [(&str, &str, Get); 9] = [
-        ("sonde_parser_jobs_total", "Batches a parser was given.", |p| p.counters.jobs),
-        ("sonde_parser_jobs_dropped_total", "Batches refused because the parser's queue was full.", |p| p.counters.jobs_dropped),
-        ("sonde_parser_segments_total", "Segments a parser was given.", |p| p.counters.segments),
-        ("sonde_parser_bytes_total", "Payload bytes a parser was given.", |p| p.counters.bytes),
-        ("sonde_parser_records_total", "Records a parser produced.", |p| p.counters.records),
-        ("sonde_parser_connections_claimed_total", "Connections a parser claimed.", |p| p.counters.claimed),
-        ("sonde_parser_connections_abandoned_total", "Connections whose parsing state a failure or a dropped batch destroyed.", |p| p.counters.abandoned),
-        ("sonde_plugin_calls_total", "Sandbox calls made to a plugin.", |p| p.health.calls),
-        ("sonde_plugin_calls_skipped_total", "Calls refused while the plugin was quarantined.", |p| p.health.skipped),
+        (
+            "sonde_parser_jobs_total",
+            "Batches a parser was given.",
+            |p| p.counters.jobs,
+        ),
+        (
+            "sonde_parser_jobs_dropped_total",
+            "Batches refused because the parser's queue was full.",
+            |p| p.counters.jobs_dropped,
+        ),
+        (
+            "sonde_parser_segments_total",
+            "Segments a parser was given.",
+            |p| p.counters.segments,
+        ),
+        (
+            "sonde_parser_bytes_total",
+            "Payload bytes a parser was given.",
+            |p| p.counters.bytes,
+        ),
+        (
+            "sonde_parser_records_total",
+            "Records a parser produced.",
+            |p| p.counters.records,
+        ),
+        (
+            "sonde_parser_connections_claimed_total",
+            "Connections a parser claimed.",
+            |p| p.counters.claimed,
+        ),
+        (
+            "sonde_parser_connections_abandoned_total",
+            "Connections whose parsing state a failure or a dropped batch destroyed.",
+            |p| p.counters.abandoned,
+        ),
+        (
+            "sonde_plugin_calls_total",
+            "Sandbox calls made to a plugin.",
+            |p| p.health.calls,
+        ),
+        (
+            "sonde_plugin_calls_skipped_total",
+            "Calls refused while the plugin was quarantined.",
+            |p| p.health.skipped,
+        ),
     ];
     for (name, help, get) in per_parser {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
         for p in &s.parsers {
-            let _ = writeln!(o, "{name}{{world=\"protocol-parser\",plugin=\"{}\"}} {}", p.name, get(p));
+            let _ = writeln!(
+                o,
+                "{name}{{world=\"protocol-parser\",plugin=\"{}\"}} {}",
+                p.name,
+                get(p)
+            );
         }
     }
     let name = "sonde_plugin_failures_total";
-    let _ = writeln!(o, "# HELP {name} Failed plugin calls by kind: the call was stopped and the instance dropped.\n# TYPE {name} counter");
+    let _ = writeln!(
+        o,
+        "# HELP {name} Failed plugin calls by kind: the call was stopped and the instance dropped.\n# TYPE {name} counter"
+    );
     for p in &s.parsers {
         let h = &p.health;
         for (kind, v) in [
@@ -194,18 +268,37 @@ fn render_parsers(o: &mut String, s: &Snapshot) {
             ("trap", h.traps),
             ("bad-output", h.bad_output),
         ] {
-            let _ = writeln!(o, "{name}{{world=\"protocol-parser\",plugin=\"{}\",kind=\"{kind}\"}} {v}", p.name);
+            let _ = writeln!(
+                o,
+                "{name}{{world=\"protocol-parser\",plugin=\"{}\",kind=\"{kind}\"}} {v}",
+                p.name
+            );
         }
     }
     let name = "sonde_plugin_call_seconds_max";
-    let _ = writeln!(o, "# HELP {name} The longest sandbox call of a plugin (a stopped plugin: its deadline plus the stop latency).\n# TYPE {name} gauge");
+    let _ = writeln!(
+        o,
+        "# HELP {name} The longest sandbox call of a plugin (a stopped plugin: its deadline plus the stop latency).\n# TYPE {name} gauge"
+    );
     for p in &s.parsers {
-        let _ = writeln!(o, "{name}{{world=\"protocol-parser\",plugin=\"{}\"}} {}", p.name, p.health.max_call_us as f64 / 1e6);
+        let _ = writeln!(
+            o,
+            "{name}{{world=\"protocol-parser\",plugin=\"{}\"}} {}",
+            p.name,
+            p.health.max_call_us as f64 / 1e6
+        );
     }
     let name = "sonde_plugin_quarantines_total";
-    let _ = writeln!(o, "# HELP {name} Times a plugin was quarantined after failures in a row.\n# TYPE {name} counter");
+    let _ = writeln!(
+        o,
+        "# HELP {name} Times a plugin was quarantined after failures in a row.\n# TYPE {name} counter"
+    );
     for p in &s.parsers {
-        let _ = writeln!(o, "{name}{{world=\"protocol-parser\",plugin=\"{}\"}} {}", p.name, p.health.quarantines);
+        let _ = writeln!(
+            o,
+            "{name}{{world=\"protocol-parser\",plugin=\"{}\"}} {}",
+            p.name, p.health.quarantines
+        );
     }
     let name = "sonde_plugin_info";
     let _ = writeln!(o, "# HELP {name} Loaded plugins.\n# TYPE {name} gauge");
@@ -245,18 +338,35 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
 /// Serve `/metrics` until the task is dropped.
 pub async fn serve(listener: TcpListener, shared: Shared) -> Result<()> {
     loop {
-        let (mut sock, _) = listener.accept().await?;
+        // A failed accept (a peer that reset first, or no file descriptor left) must not end
+        // the endpoint: log it, back off a little, go on.
+        let mut sock = match listener.accept().await {
+            Ok((sock, _)) => sock,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics endpoint: accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
         let shared = shared.clone();
         tokio::spawn(async move {
+            // The request head, however the client split its writes (up to 1 KiB, 5 s).
             let mut buf = [0u8; 1024];
-            // One read is enough for a GET line; a slow or odd client just gets a 404/400.
-            let n =
-                match tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf))
-                    .await
-                {
-                    Ok(Ok(n)) => n,
-                    _ => return,
-                };
+            let mut n = 0;
+            let read_head = async {
+                while n < buf.len() && !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut buf[n..]).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => n += k,
+                    }
+                }
+            };
+            if tokio::time::timeout(std::time::Duration::from_secs(5), read_head)
+                .await
+                .is_err()
+            {
+                return;
+            }
             let req = &buf[..n];
             let (status, kind, body) =
                 if req.starts_with(b"GET /metrics ") || req.starts_with(b"GET /metrics?") {
@@ -266,7 +376,11 @@ pub async fn serve(listener: TcpListener, shared: Shared) -> Result<()> {
                     let json = serde_json::to_string(&series).unwrap_or_else(|_| "[]".into());
                     ("200 OK", "application/json", json)
                 } else {
-                    ("404 Not Found", "text/plain", "try /metrics or /api/series\n".to_string())
+                    (
+                        "404 Not Found",
+                        "text/plain",
+                        "try /metrics or /api/series\n".to_string(),
+                    )
                 };
             let head = format!(
                 "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",

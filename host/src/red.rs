@@ -32,7 +32,9 @@ use sonde_sdk::protocol_parser::{ConnInfo, RequestRecord, Role};
 use crate::parse::TaggedRecord;
 
 /// Upper bounds (seconds) of the duration buckets: the OpenTelemetry HTTP default.
-pub const BUCKETS: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
+pub const BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
 
 /// Sketch buckets: index 0 is < 1 µs, index i ≥ 1 covers [2^((i-1)/4), 2^(i/4)) µs; the last
 /// one is open-ended (≥ 2^31.75 µs, about an hour).
@@ -52,7 +54,10 @@ pub struct RedSettings {
 
 impl Default for RedSettings {
     fn default() -> Self {
-        Self { max_series: 2000, route_templates: Vec::new() }
+        Self {
+            max_series: 2000,
+            route_templates: Vec::new(),
+        }
     }
 }
 
@@ -76,8 +81,12 @@ impl Family {
 
     fn help(self) -> &'static str {
         match self {
-            Family::HttpServer => "Duration of HTTP server requests (observed by eBPF, parsed in Wasm).",
-            Family::HttpClient => "Duration of HTTP client requests (observed by eBPF, parsed in Wasm).",
+            Family::HttpServer => {
+                "Duration of HTTP server requests (observed by eBPF, parsed in Wasm)."
+            }
+            Family::HttpClient => {
+                "Duration of HTTP client requests (observed by eBPF, parsed in Wasm)."
+            }
             Family::Other => "Duration of requests of other protocols, by parser.",
         }
     }
@@ -99,7 +108,13 @@ pub struct Series {
 
 impl Default for Series {
     fn default() -> Self {
-        Self { count: 0, errors: 0, sum_ns: 0, buckets: [0; BUCKETS.len() + 1], sketch: Box::new([0; SKETCH_BUCKETS]) }
+        Self {
+            count: 0,
+            errors: 0,
+            sum_ns: 0,
+            buckets: [0; BUCKETS.len() + 1],
+            sketch: Box::new([0; SKETCH_BUCKETS]),
+        }
     }
 }
 
@@ -143,7 +158,10 @@ impl Series {
         self.errors += u64::from(error);
         self.sum_ns += u128::from(ns);
         let secs = ns as f64 / 1e9;
-        let b = BUCKETS.iter().position(|le| secs <= *le).unwrap_or(BUCKETS.len());
+        let b = BUCKETS
+            .iter()
+            .position(|le| secs <= *le)
+            .unwrap_or(BUCKETS.len());
         self.buckets[b] += 1;
         let s = &mut self.sketch[sketch_index(ns)];
         *s = s.saturating_add(1);
@@ -160,12 +178,17 @@ struct Template {
 
 impl Template {
     fn parse(t: &str) -> Self {
-        let mut segments: Vec<String> = t.trim_matches('/').split('/').map(str::to_string).collect();
+        let mut segments: Vec<String> =
+            t.trim_matches('/').split('/').map(str::to_string).collect();
         let rest = segments.last().is_some_and(|s| s == "{*}");
         if rest {
             segments.pop();
         }
-        Self { text: t.to_string(), segments, rest }
+        Self {
+            text: t.to_string(),
+            segments,
+            rest,
+        }
     }
 
     fn matches(&self, path: &str) -> bool {
@@ -204,18 +227,28 @@ impl Default for Red {
 }
 
 fn attr<'a>(r: &'a RequestRecord, key: &str) -> Option<&'a str> {
-    r.attributes.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    r.attributes
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
 }
 
 fn conn_label<'a>(c: &'a ConnInfo, key: &str) -> Option<&'a str> {
-    c.labels.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    c.labels
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
 }
 
 impl Red {
     pub fn new(cfg: &RedSettings) -> Self {
         Self {
             max_series: cfg.max_series.max(1),
-            templates: cfg.route_templates.iter().map(|t| Template::parse(t)).collect(),
+            templates: cfg
+                .route_templates
+                .iter()
+                .map(|t| Template::parse(t))
+                .collect(),
             families: HashMap::new(),
             overflow: HashMap::new(),
             unanswered: HashMap::new(),
@@ -238,7 +271,9 @@ impl Red {
         let http = r.protocol == "http";
         let (method, route) = if http {
             let mut op = r.operation.splitn(2, ' ');
-            let m = attr(r, "http.request.method").or(op.next()).unwrap_or("_OTHER");
+            let m = attr(r, "http.request.method")
+                .or(op.next())
+                .unwrap_or("_OTHER");
             let parsed = attr(r, "http.route").or(op.next()).unwrap_or("");
             let route = attr(r, "url.path")
                 .and_then(|p| self.templates.iter().find(|t| t.matches(p)))
@@ -248,15 +283,28 @@ impl Red {
             (String::new(), String::new())
         };
         let error_type: Option<String> = if r.status > 0 && http {
-            let bad = if server { r.status >= 500 } else { r.status >= 400 };
+            let bad = if server {
+                r.status >= 500
+            } else {
+                r.status >= 400
+            };
             bad.then(|| r.status.to_string())
         } else {
             r.error.clone()
         };
-        let (addr, port) = if server { (&conn.local, &conn.local) } else { (&conn.remote, &conn.remote) };
+        let (addr, port) = if server {
+            (&conn.local, &conn.local)
+        } else {
+            (&conn.remote, &conn.remote)
+        };
         let address = addr.as_ref().map(|e| e.ip.clone()).unwrap_or_default();
-        let port = port.as_ref().map(|e| e.port.to_string()).unwrap_or_default();
-        let service = conn_label(conn, "service").unwrap_or(&conn.comm).to_string();
+        let port = port
+            .as_ref()
+            .map(|e| e.port.to_string())
+            .unwrap_or_default();
+        let service = conn_label(conn, "service")
+            .unwrap_or(&conn.comm)
+            .to_string();
         let namespace = conn_label(conn, "namespace").unwrap_or("").to_string();
         let pod = conn_label(conn, "pod").unwrap_or("").to_string();
 
@@ -265,8 +313,18 @@ impl Red {
             let labels: Labels = vec![
                 ("protocol", r.protocol.clone()),
                 ("side", side.to_string()),
-                ("operation", if http { format!("{method} {route}") } else { r.operation.clone() }),
-                ("error_type", r.error.clone().unwrap_or_else(|| "no-response".into())),
+                (
+                    "operation",
+                    if http {
+                        format!("{method} {route}")
+                    } else {
+                        r.operation.clone()
+                    },
+                ),
+                (
+                    "error_type",
+                    r.error.clone().unwrap_or_else(|| "no-response".into()),
+                ),
                 ("service", service),
             ];
             let n = self.unanswered.len();
@@ -287,9 +345,17 @@ impl Red {
             return;
         }
         let ns = r.response_ts_ns - r.request_ts_ns;
-        let status = if r.status > 0 { r.status.to_string() } else { String::new() };
+        let status = if r.status > 0 {
+            r.status.to_string()
+        } else {
+            String::new()
+        };
         let (family, labels): (Family, Labels) = if http {
-            let family = if server { Family::HttpServer } else { Family::HttpClient };
+            let family = if server {
+                Family::HttpServer
+            } else {
+                Family::HttpClient
+            };
             let route_key = if server { "http_route" } else { "url_template" };
             (
                 family,
@@ -349,8 +415,13 @@ impl Red {
                 continue;
             }
             let name = family.metric();
-            let _ = writeln!(o, "# HELP {name} {}\n# TYPE {name} histogram", family.help());
-            let mut sorted: Vec<(&Labels, &Series)> = series.map(|s| s.iter().collect()).unwrap_or_default();
+            let _ = writeln!(
+                o,
+                "# HELP {name} {}\n# TYPE {name} histogram",
+                family.help()
+            );
+            let mut sorted: Vec<(&Labels, &Series)> =
+                series.map(|s| s.iter().collect()).unwrap_or_default();
             sorted.sort_by(|a, b| a.0.cmp(b.0));
             let overflow_labels: Labels = vec![("otel_metric_overflow", "true".to_string())];
             if let Some(s) = overflow {
@@ -381,7 +452,11 @@ impl Red {
                 let _ = writeln!(o, "{name}{{{}}} {v}", label_text(labels));
             }
             if self.unanswered_overflow > 0 {
-                let _ = writeln!(o, "{name}{{otel_metric_overflow=\"true\"}} {}", self.unanswered_overflow);
+                let _ = writeln!(
+                    o,
+                    "{name}{{otel_metric_overflow=\"true\"}} {}",
+                    self.unanswered_overflow
+                );
             }
         }
         let _ = writeln!(
@@ -408,11 +483,21 @@ impl Red {
             for (labels, s) in self.families.get(&family).into_iter().flatten() {
                 out.push(SeriesExport {
                     metric: family.metric().to_string(),
-                    labels: labels.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (k.to_string(), v.clone())).collect(),
+                    labels: labels
+                        .iter()
+                        .filter(|(_, v)| !v.is_empty())
+                        .map(|(k, v)| (k.to_string(), v.clone()))
+                        .collect(),
                     count: s.count,
                     errors: s.errors,
                     sum_seconds: s.sum_ns as f64 / 1e9,
-                    sketch: s.sketch.iter().enumerate().filter(|(_, c)| **c > 0).map(|(i, c)| (i as u16, *c)).collect(),
+                    sketch: s
+                        .sketch
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, c)| **c > 0)
+                        .map(|(i, c)| (i as u16, *c))
+                        .collect(),
                 });
             }
         }
@@ -467,8 +552,14 @@ mod tests {
             id: 1,
             comm: "nginx".into(),
             role,
-            local: Some(Endpoint { ip: "127.0.0.1".into(), port: 8080 }),
-            remote: Some(Endpoint { ip: "127.0.0.1".into(), port: 40000 }),
+            local: Some(Endpoint {
+                ip: "127.0.0.1".into(),
+                port: 8080,
+            }),
+            remote: Some(Endpoint {
+                ip: "127.0.0.1".into(),
+                port: 40000,
+            }),
             ..Default::default()
         })
     }
@@ -482,7 +573,10 @@ mod tests {
             error: (status >= 500).then(|| "server-error".into()),
             request_ts_ns: 1_000_000,
             response_ts_ns: 1_000_000 + ms * 1_000_000,
-            attributes: vec![("url.path".into(), op.split(' ').nth(1).unwrap_or("/").into())],
+            attributes: vec![(
+                "url.path".into(),
+                op.split(' ').nth(1).unwrap_or("/").into(),
+            )],
             ..Default::default()
         }
     }
@@ -498,10 +592,28 @@ mod tests {
         let mut o = String::new();
         red.render(&mut o);
         let base = "http_request_method=\"GET\",http_route=\"/users/{id}\",http_response_status_code=\"200\",server_address=\"127.0.0.1\",server_port=\"8080\",service=\"nginx\"";
-        assert!(o.contains(&format!("http_server_request_duration_seconds_count{{{base}}} 3")), "{o}");
-        assert!(o.contains(&format!("http_server_request_duration_seconds_bucket{{{base},le=\"0.025\"}} 3")), "{o}");
-        assert!(o.contains(&format!("http_server_request_duration_seconds_bucket{{{base},le=\"0.01\"}} 0")), "{o}");
-        assert!(o.contains("http_response_status_code=\"500\",error_type=\"500\""), "{o}");
+        assert!(
+            o.contains(&format!(
+                "http_server_request_duration_seconds_count{{{base}}} 3"
+            )),
+            "{o}"
+        );
+        assert!(
+            o.contains(&format!(
+                "http_server_request_duration_seconds_bucket{{{base},le=\"0.025\"}} 3"
+            )),
+            "{o}"
+        );
+        assert!(
+            o.contains(&format!(
+                "http_server_request_duration_seconds_bucket{{{base},le=\"0.01\"}} 0"
+            )),
+            "{o}"
+        );
+        assert!(
+            o.contains("http_response_status_code=\"500\",error_type=\"500\""),
+            "{o}"
+        );
         // Client side: a 404 is an error; a server's 404 is not.
         red.record(&conn(Role::Client), &rec("GET /x", 404, 1));
         red.record(&c, &rec("GET /x", 404, 1));
@@ -513,7 +625,10 @@ mod tests {
 
     #[test]
     fn cardinality_is_bounded_by_an_overflow_series() {
-        let mut red = Red::new(&RedSettings { max_series: 5, ..Default::default() });
+        let mut red = Red::new(&RedSettings {
+            max_series: 5,
+            ..Default::default()
+        });
         let c = conn(Role::Server);
         for i in 0..20 {
             red.record(&c, &rec(&format!("GET /r{i}"), 200, 1));
@@ -522,12 +637,20 @@ mod tests {
         assert_eq!(red.overflow_records, 15);
         let mut o = String::new();
         red.render(&mut o);
-        assert!(o.contains("http_server_request_duration_seconds_count{otel_metric_overflow=\"true\"} 15"), "{o}");
+        assert!(
+            o.contains(
+                "http_server_request_duration_seconds_count{otel_metric_overflow=\"true\"} 15"
+            ),
+            "{o}"
+        );
     }
 
     #[test]
     fn route_templates_and_unanswered() {
-        let mut red = Red::new(&RedSettings { route_templates: vec!["/shop/{cat}/items/{*}".into()], ..Default::default() });
+        let mut red = Red::new(&RedSettings {
+            route_templates: vec!["/shop/{cat}/items/{*}".into()],
+            ..Default::default()
+        });
         let c = conn(Role::Server);
         let mut r = rec("GET /shop/books/items/{id}", 200, 1);
         r.attributes = vec![("url.path".into(), "/shop/books/items/9/x".into())];

@@ -60,7 +60,10 @@ pub fn fetch(endpoint: SocketAddr) -> Result<Vec<SeriesExport>> {
 }
 
 fn label<'a>(s: &'a SeriesExport, key: &str) -> &'a str {
-    s.labels.iter().find(|(k, _)| k == key).map_or("", |(_, v)| v.as_str())
+    s.labels
+        .iter()
+        .find(|(k, _)| k == key)
+        .map_or("", |(_, v)| v.as_str())
 }
 
 /// Rows from two reads `secs` apart, busiest first.
@@ -81,23 +84,58 @@ pub fn rows(before: &[SeriesExport], after: &[SeriesExport], secs: f64) -> Vec<R
         }
         let errors = s.errors - prev.map_or(0, |p| p.errors.min(s.errors));
         let (side, protocol, endpoint) = match s.metric.as_str() {
-            "http_server_request_duration_seconds" => {
-                ("server".to_string(), "http".to_string(), format!("{} {}", label(s, "http_request_method"), label(s, "http_route")))
-            }
-            "http_client_request_duration_seconds" => {
-                ("client".to_string(), "http".to_string(), format!("{} {}", label(s, "http_request_method"), label(s, "url_template")))
-            }
-            _ => (label(s, "side").to_string(), label(s, "protocol").to_string(), label(s, "operation").to_string()),
+            "http_server_request_duration_seconds" => (
+                "server".to_string(),
+                "http".to_string(),
+                format!(
+                    "{} {}",
+                    label(s, "http_request_method"),
+                    label(s, "http_route")
+                ),
+            ),
+            "http_client_request_duration_seconds" => (
+                "client".to_string(),
+                "http".to_string(),
+                format!(
+                    "{} {}",
+                    label(s, "http_request_method"),
+                    label(s, "url_template")
+                ),
+            ),
+            _ => (
+                label(s, "side").to_string(),
+                label(s, "protocol").to_string(),
+                label(s, "operation").to_string(),
+            ),
         };
         let service = label(s, "service").to_string();
-        let acc = groups.entry((side.clone(), service.clone(), protocol.clone(), endpoint.clone())).or_insert_with(|| Acc {
-            row: Row { side, service, protocol, endpoint, requests: 0, rate: 0.0, error_ratio: 0.0, p50_s: None, p99_s: None },
-            errors: 0,
-            sketch: vec![0; SKETCH_BUCKETS],
-        });
+        let acc = groups
+            .entry((
+                side.clone(),
+                service.clone(),
+                protocol.clone(),
+                endpoint.clone(),
+            ))
+            .or_insert_with(|| Acc {
+                row: Row {
+                    side,
+                    service,
+                    protocol,
+                    endpoint,
+                    requests: 0,
+                    rate: 0.0,
+                    error_ratio: 0.0,
+                    p50_s: None,
+                    p99_s: None,
+                },
+                errors: 0,
+                sketch: vec![0; SKETCH_BUCKETS],
+            });
         acc.row.requests += count;
         acc.errors += errors;
-        let prev_sketch: HashMap<u16, u32> = prev.map(|p| p.sketch.iter().copied().collect()).unwrap_or_default();
+        let prev_sketch: HashMap<u16, u32> = prev
+            .map(|p| p.sketch.iter().copied().collect())
+            .unwrap_or_default();
         for (i, c) in &s.sketch {
             let d = c.saturating_sub(prev_sketch.get(i).copied().unwrap_or(0));
             if let Some(slot) = acc.sketch.get_mut(*i as usize) {
@@ -115,7 +153,11 @@ pub fn rows(before: &[SeriesExport], after: &[SeriesExport], secs: f64) -> Vec<R
             a.row
         })
         .collect();
-    out.sort_by(|a, b| b.requests.cmp(&a.requests).then_with(|| a.endpoint.cmp(&b.endpoint)));
+    out.sort_by(|a, b| {
+        b.requests
+            .cmp(&a.requests)
+            .then_with(|| a.endpoint.cmp(&b.endpoint))
+    });
     out
 }
 
@@ -164,7 +206,10 @@ pub fn run(opts: &TopOptions) -> Result<()> {
             return Ok(());
         }
         // Clear the screen and home the cursor, like top(1).
-        print!("\x1b[2J\x1b[H sonde top — {} — every {:.1} s (Ctrl-C to quit)\n\n{table}", opts.endpoint, secs);
+        print!(
+            "\x1b[2J\x1b[H sonde top — {} — every {:.1} s (Ctrl-C to quit)\n\n{table}",
+            opts.endpoint, secs
+        );
         std::io::stdout().flush()?;
         before = after;
     }
@@ -194,17 +239,28 @@ mod tests {
     #[test]
     fn rows_are_deltas_grouped_over_status() {
         let before = vec![series("/a", "200", 10, 0, 5)];
-        let after = vec![series("/a", "200", 30, 0, 5), series("/a", "500", 5, 5, 100), series("/b", "200", 1, 0, 1)];
+        let after = vec![
+            series("/a", "200", 30, 0, 5),
+            series("/a", "500", 5, 5, 100),
+            series("/b", "200", 1, 0, 1),
+        ];
         let r = rows(&before, &after, 2.0);
         assert_eq!(r.len(), 2);
         assert_eq!((r[0].endpoint.as_str(), r[0].requests), ("GET /a", 25));
         assert!((r[0].rate - 12.5).abs() < 1e-9);
         assert!((r[0].error_ratio - 0.2).abs() < 1e-9);
         // The new 500 series' sketch is all delta: p99 is the slow one, p50 the fast one.
-        assert!((r[0].p50_s.unwrap() - 0.005).abs() < 0.001, "{:?}", r[0].p50_s);
+        assert!(
+            (r[0].p50_s.unwrap() - 0.005).abs() < 0.001,
+            "{:?}",
+            r[0].p50_s
+        );
         assert!((r[0].p99_s.unwrap() - 0.1).abs() < 0.01, "{:?}", r[0].p99_s);
         let text = render(&r, 10, 2.0);
-        assert!(text.contains("GET /a") && text.contains("12.5") && text.contains("20.0"), "{text}");
+        assert!(
+            text.contains("GET /a") && text.contains("12.5") && text.contains("20.0"),
+            "{text}"
+        );
         assert!(render(&[], 10, 2.0).contains("no requests"));
     }
 }

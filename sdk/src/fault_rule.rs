@@ -298,7 +298,14 @@ pub mod wit {
     }
 
     fn metrics(ms: Vec<w::Metric>) -> Vec<Metric> {
-        ms.into_iter().map(|m| Metric { name: m.name, before: m.before, after: m.after, anomalous: m.anomalous }).collect()
+        ms.into_iter()
+            .map(|m| Metric {
+                name: m.name,
+                before: m.before,
+                after: m.after,
+                anomalous: m.anomalous,
+            })
+            .collect()
     }
 
     pub fn input_from_wit(i: w::RuleInput) -> RuleInput {
@@ -342,7 +349,11 @@ pub mod wit {
             changes: i
                 .changes
                 .into_iter()
-                .map(|c| Change { at_ms: c.at_ms, subject: c.subject, description: c.description })
+                .map(|c| Change {
+                    at_ms: c.at_ms,
+                    subject: c.subject,
+                    description: c.description,
+                })
                 .collect(),
         }
     }
@@ -369,7 +380,12 @@ pub mod wit {
             evidence: d
                 .evidence
                 .into_iter()
-                .map(|e| w::Evidence { metric: e.metric, before: e.before, after: e.after, note: e.note })
+                .map(|e| w::Evidence {
+                    metric: e.metric,
+                    before: e.before,
+                    after: e.after,
+                    note: e.note,
+                })
                 .collect(),
             explanation: d.explanation,
         }
@@ -386,7 +402,12 @@ pub mod wit {
     pub fn evaluate<R: FaultRule>(inputs: Vec<w::RuleInput>) -> Vec<Vec<w::Diagnosis>> {
         inputs
             .into_iter()
-            .map(|i| R::evaluate(&input_from_wit(i)).into_iter().map(diagnosis_to_wit).collect())
+            .map(|i| {
+                R::evaluate(&input_from_wit(i))
+                    .into_iter()
+                    .map(diagnosis_to_wit)
+                    .collect()
+            })
             .collect()
     }
 }

@@ -138,16 +138,39 @@ pub trait ProtocolParser {
 
     /// A segment of a claimed connection, the detecting one included. Segments of one
     /// direction come in stream order; `gap_before` says bytes are missing.
-    fn parse(state: &mut Self::State, conn: &ConnInfo, segment: &Segment<'_>, out: &mut Vec<RequestRecord>) -> Claim;
+    fn parse(
+        state: &mut Self::State,
+        conn: &ConnInfo,
+        segment: &Segment<'_>,
+        out: &mut Vec<RequestRecord>,
+    ) -> Claim;
 
     /// The connection closed: flush what is pending.
     fn close(_state: &mut Self::State, _conn: &ConnInfo, _out: &mut Vec<RequestRecord>) {}
 }
 
 enum Phase<S> {
-    Detecting { seen: [u64; 2] },
+    /// Not decided yet. Each direction's bytes so far are kept (up to [`DETECT_BUDGET`]) so
+    /// `detect` sees the whole prefix however it was split, and `parse` gets every byte once
+    /// the parser claims the connection.
+    Detecting {
+        seen: [u64; 2],
+        pending: [Vec<u8>; 2],
+        /// Timestamp and gap of each direction's first pending segment.
+        first: [(u64, u64); 2],
+    },
     Parsing(S),
     Done,
+}
+
+impl<S> Phase<S> {
+    fn detecting() -> Self {
+        Phase::Detecting {
+            seen: [0, 0],
+            pending: [Vec::new(), Vec::new()],
+            first: [(0, 0); 2],
+        }
+    }
 }
 
 /// The per-connection bookkeeping around a [`ProtocolParser`].
@@ -171,11 +194,13 @@ pub struct FeedResult {
 impl<P: ProtocolParser> Driver<P> {
     /// `const`, so a component can keep its driver in a `static`.
     pub const fn new() -> Self {
-        Self { conns: BTreeMap::new() }
+        Self {
+            conns: BTreeMap::new(),
+        }
     }
 
     pub fn open(&mut self, conn: ConnInfo) {
-        self.conns.insert(conn.id, (conn, Phase::Detecting { seen: [0, 0] }));
+        self.conns.insert(conn.id, (conn, Phase::detecting()));
     }
 
     /// Connections being tracked.
@@ -190,26 +215,82 @@ impl<P: ProtocolParser> Driver<P> {
     /// One segment of connection `conn` (unknown connections are opened with what is known:
     /// only the id).
     pub fn feed(&mut self, conn: u64, segment: &Segment<'_>, out: &mut FeedResult) {
-        let (info, phase) = self
-            .conns
-            .entry(conn)
-            .or_insert_with(|| (ConnInfo { id: conn, ..Default::default() }, Phase::Detecting { seen: [0, 0] }));
+        let (info, phase) = self.conns.entry(conn).or_insert_with(|| {
+            (
+                ConnInfo {
+                    id: conn,
+                    ..Default::default()
+                },
+                Phase::detecting(),
+            )
+        });
         let first = out.records.len();
         let claim = match phase {
             Phase::Done => return,
-            Phase::Detecting { seen } => {
-                seen[segment.direction.index()] += segment.data.len() as u64 + segment.gap_before;
-                match P::detect(info, segment) {
+            Phase::Detecting {
+                seen,
+                pending,
+                first: starts,
+            } => {
+                let d = segment.direction.index();
+                seen[d] += segment.data.len() as u64 + segment.gap_before;
+                // Bytes before a gap do not continue into the segment after it.
+                if segment.gap_before > 0 {
+                    pending[d].clear();
+                }
+                let joined;
+                let whole = if pending[d].is_empty() {
+                    *segment
+                } else {
+                    pending[d].extend_from_slice(segment.data);
+                    joined = std::mem::take(&mut pending[d]);
+                    let (ts_ns, gap_before) = starts[d];
+                    Segment {
+                        direction: segment.direction,
+                        ts_ns,
+                        gap_before,
+                        data: &joined,
+                    }
+                };
+                match P::detect(info, &whole) {
                     Claim::Mine => {
                         let mut state = P::State::default();
-                        let claim = P::parse(&mut state, info, segment, &mut out.records);
+                        // The other direction's undecided bytes came first.
+                        let o = 1 - d;
+                        let mut claim = Claim::Mine;
+                        if !pending[o].is_empty() {
+                            let other = Segment {
+                                direction: if o == 0 {
+                                    Direction::Egress
+                                } else {
+                                    Direction::Ingress
+                                },
+                                ts_ns: starts[o].0,
+                                gap_before: starts[o].1,
+                                data: &pending[o],
+                            };
+                            claim = P::parse(&mut state, info, &other, &mut out.records);
+                        }
+                        if matches!(claim, Claim::Mine | Claim::Undecided) {
+                            claim = P::parse(&mut state, info, &whole, &mut out.records);
+                        }
                         *phase = Phase::Parsing(state);
                         // Mine, even if parsing the first segment already finished it.
                         out.claims.push((conn, Claim::Mine));
                         claim
                     }
                     Claim::Undecided if seen.iter().all(|s| *s >= DETECT_BUDGET) => Claim::NotMine,
-                    Claim::Undecided => Claim::Undecided,
+                    Claim::Undecided => {
+                        if whole.data.len() as u64 <= DETECT_BUDGET {
+                            if pending[d].is_empty() && std::ptr::eq(whole.data, segment.data) {
+                                starts[d] = (segment.ts_ns, segment.gap_before);
+                                pending[d].extend_from_slice(segment.data);
+                            } else {
+                                pending[d] = whole.data.to_vec();
+                            }
+                        }
+                        Claim::Undecided
+                    }
                     other => other,
                 }
             }
@@ -247,7 +328,10 @@ pub mod wit {
     use crate::__protocol_parser_bindings::sonde::plugin::parser_types as w;
 
     fn endpoint(e: Option<w::Endpoint>) -> Option<Endpoint> {
-        e.map(|e| Endpoint { ip: e.ip, port: e.port })
+        e.map(|e| Endpoint {
+            ip: e.ip,
+            port: e.port,
+        })
     }
 
     pub fn conn_from_wit(c: w::ConnInfo) -> ConnInfo {
@@ -297,27 +381,49 @@ pub mod wit {
                     attributes: r.attributes,
                 })
                 .collect(),
-            claims: r.claims.into_iter().map(|(c, claim)| (c, claim_to_wit(claim))).collect(),
+            claims: r
+                .claims
+                .into_iter()
+                .map(|(c, claim)| (c, claim_to_wit(claim)))
+                .collect(),
         }
     }
 
     pub fn info_to_wit(i: ParserInfo) -> w::ParserInfo {
-        w::ParserInfo { name: i.name, version: i.version, protocols: i.protocols }
+        w::ParserInfo {
+            name: i.name,
+            version: i.version,
+            protocols: i.protocols,
+        }
     }
 
     /// Split the flat batch into segments and feed them in order. A batch whose offsets do not
     /// fit its buffer is the daemon's bug: the bad tail is ignored rather than trusted.
-    pub fn feed<P: ProtocolParser>(driver: &mut Driver<P>, batch: w::SegmentBatch) -> w::FeedResult {
+    pub fn feed<P: ProtocolParser>(
+        driver: &mut Driver<P>,
+        batch: w::SegmentBatch,
+    ) -> w::FeedResult {
         let mut out = FeedResult::default();
         let mut start = 0usize;
         for (end, meta) in batch.ends.iter().zip(&batch.meta) {
             let end = *end as usize;
-            let Some(data) = batch.data.get(start..end) else { break };
+            let Some(data) = batch.data.get(start..end) else {
+                break;
+            };
             let direction = match meta.direction {
                 w::Direction::Egress => Direction::Egress,
                 w::Direction::Ingress => Direction::Ingress,
             };
-            driver.feed(meta.conn, &Segment { direction, ts_ns: meta.ts_ns, gap_before: meta.gap_before, data }, &mut out);
+            driver.feed(
+                meta.conn,
+                &Segment {
+                    direction,
+                    ts_ns: meta.ts_ns,
+                    gap_before: meta.gap_before,
+                    data,
+                },
+                &mut out,
+            );
             start = end;
         }
         result_to_wit(out)
@@ -357,17 +463,30 @@ pub mod harness {
         pub fn new(conn: ConnInfo) -> Self {
             let mut driver = Driver::default();
             driver.open(conn.clone());
-            Self { driver, conn, pending_gap: [0, 0], result: FeedResult::default() }
+            Self {
+                driver,
+                conn,
+                pending_gap: [0, 0],
+                result: FeedResult::default(),
+            }
         }
 
         /// A client connection (it writes requests).
         pub fn client() -> Self {
-            Self::new(ConnInfo { id: 1, role: Role::Client, ..Default::default() })
+            Self::new(ConnInfo {
+                id: 1,
+                role: Role::Client,
+                ..Default::default()
+            })
         }
 
         /// A server connection (it reads requests).
         pub fn server() -> Self {
-            Self::new(ConnInfo { id: 1, role: Role::Server, ..Default::default() })
+            Self::new(ConnInfo {
+                id: 1,
+                role: Role::Server,
+                ..Default::default()
+            })
         }
 
         pub fn gap(&mut self, direction: Direction, len: u64) -> &mut Self {
@@ -377,7 +496,12 @@ pub mod harness {
 
         pub fn segment(&mut self, direction: Direction, ts_ns: u64, data: &[u8]) -> &mut Self {
             let gap_before = std::mem::take(&mut self.pending_gap[direction.index()]);
-            let seg = Segment { direction, ts_ns, gap_before, data };
+            let seg = Segment {
+                direction,
+                ts_ns,
+                gap_before,
+                data,
+            };
             self.driver.feed(self.conn.id, &seg, &mut self.result);
             self
         }
@@ -404,18 +528,32 @@ pub mod harness {
         pub fn replay(&mut self, recording: &[u8]) -> Result<&mut Self, String> {
             let mut at = 0;
             while at < recording.len() {
-                let nl = recording[at..].iter().position(|b| *b == b'\n').map(|p| at + p).ok_or_else(|| format!("offset {at}: header without newline"))?;
-                let header = std::str::from_utf8(&recording[at..nl]).map_err(|_| format!("offset {at}: header is not UTF-8"))?;
+                let nl = recording[at..]
+                    .iter()
+                    .position(|b| *b == b'\n')
+                    .map(|p| at + p)
+                    .ok_or_else(|| format!("offset {at}: header without newline"))?;
+                let header = std::str::from_utf8(&recording[at..nl])
+                    .map_err(|_| format!("offset {at}: header is not UTF-8"))?;
                 let fields: Vec<&str> = header.split_whitespace().collect();
                 let num = |i: usize| -> Result<u64, String> {
-                    fields.get(i).and_then(|f| f.parse().ok()).ok_or_else(|| format!("offset {at}: bad header {header:?}"))
+                    fields
+                        .get(i)
+                        .and_then(|f| f.parse().ok())
+                        .ok_or_else(|| format!("offset {at}: bad header {header:?}"))
                 };
                 match fields.first().copied() {
                     None | Some("#") => at = nl + 1,
                     Some(">") | Some("<") => {
-                        let direction = if fields[0] == ">" { Direction::Egress } else { Direction::Ingress };
+                        let direction = if fields[0] == ">" {
+                            Direction::Egress
+                        } else {
+                            Direction::Ingress
+                        };
                         let (ts, len) = (num(1)?, num(2)? as usize);
-                        let body = recording.get(nl + 1..nl + 1 + len).ok_or_else(|| format!("offset {at}: payload shorter than {len}"))?;
+                        let body = recording
+                            .get(nl + 1..nl + 1 + len)
+                            .ok_or_else(|| format!("offset {at}: payload shorter than {len}"))?;
                         self.segment(direction, ts, body);
                         at = nl + 1 + len;
                         if recording.get(at) == Some(&b'\n') {
@@ -439,7 +577,8 @@ pub mod harness {
 
         pub fn replay_file(&mut self, path: &std::path::Path) -> Result<&mut Self, String> {
             let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            self.replay(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+            self.replay(&bytes)
+                .map_err(|e| format!("{}: {e}", path.display()))
         }
     }
 }
@@ -461,7 +600,11 @@ mod tests {
     impl ProtocolParser for Lines {
         type State = LinesState;
         fn info() -> ParserInfo {
-            ParserInfo { name: "lines".into(), version: "0".into(), protocols: vec!["lines".into()] }
+            ParserInfo {
+                name: "lines".into(),
+                version: "0".into(),
+                protocols: vec!["lines".into()],
+            }
         }
         fn detect(_conn: &ConnInfo, s: &Segment<'_>) -> Claim {
             if s.data.starts_with(b"GET ") {
@@ -472,14 +615,23 @@ mod tests {
                 Claim::Undecided
             }
         }
-        fn parse(st: &mut LinesState, conn: &ConnInfo, s: &Segment<'_>, out: &mut Vec<RequestRecord>) -> Claim {
+        fn parse(
+            st: &mut LinesState,
+            conn: &ConnInfo,
+            s: &Segment<'_>,
+            out: &mut Vec<RequestRecord>,
+        ) -> Claim {
             let d = s.direction.index();
             st.buf[d].extend_from_slice(s.data);
             while let Some(nl) = st.buf[d].iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = st.buf[d].drain(..=nl).collect();
                 let text = String::from_utf8_lossy(&line).trim().to_string();
                 if s.direction == conn.request_direction() {
-                    st.pending.push((text.trim_start_matches("GET ").to_string(), s.ts_ns, line.len() as u64));
+                    st.pending.push((
+                        text.trim_start_matches("GET ").to_string(),
+                        s.ts_ns,
+                        line.len() as u64,
+                    ));
                 } else if !st.pending.is_empty() {
                     let (key, ts, len) = st.pending.remove(0);
                     let err = text.starts_with("ERR");
@@ -517,13 +669,61 @@ mod tests {
     #[test]
     fn pipelined_requests_split_across_segments() {
         let mut h = Harness::<Lines>::client();
-        h.request(10, b"GET a\nGE").request(11, b"T b\n").response(20, b"VALUE 1\nERR no").response(21, b"pe\n");
+        h.request(10, b"GET a\nGE")
+            .request(11, b"T b\n")
+            .response(20, b"VALUE 1\nERR no")
+            .response(21, b"pe\n");
         let r = &h.result.records;
         assert_eq!(r.len(), 2);
-        assert_eq!((r[0].attributes[0].1.as_str(), r[0].status, r[0].request_ts_ns, r[0].response_ts_ns), ("a", 0, 10, 20));
-        assert_eq!((r[1].attributes[0].1.as_str(), r[1].status, r[1].error.as_deref()), ("b", 1, Some("error")));
+        assert_eq!(
+            (
+                r[0].attributes[0].1.as_str(),
+                r[0].status,
+                r[0].request_ts_ns,
+                r[0].response_ts_ns
+            ),
+            ("a", 0, 10, 20)
+        );
+        assert_eq!(
+            (
+                r[1].attributes[0].1.as_str(),
+                r[1].status,
+                r[1].error.as_deref()
+            ),
+            ("b", 1, Some("error"))
+        );
         assert!(r.iter().all(|x| x.conn == 1));
         assert_eq!(h.result.claims, [(1, Claim::Mine)]);
+    }
+
+    #[test]
+    fn detection_sees_the_whole_prefix_and_parse_gets_every_byte() {
+        // "G", "E" alone are undecided; the parser must still see the request from its first
+        // byte, with the first piece's timestamp.
+        let mut h = Harness::<Lines>::client();
+        h.request(10, b"G")
+            .request(11, b"E")
+            .request(12, b"T a\n")
+            .response(20, b"VALUE 1\n");
+        let r = &h.result.records;
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert_eq!(
+            (
+                r[0].attributes[0].1.as_str(),
+                r[0].request_ts_ns,
+                r[0].response_ts_ns
+            ),
+            ("a", 10, 20)
+        );
+        assert_eq!(h.result.claims, [(1, Claim::Mine)]);
+        // A gap while undecided drops the bytes before it.
+        let mut h = Harness::<Lines>::client();
+        h.request(1, b"GE")
+            .gap(Direction::Egress, 5)
+            .request(2, b"GET b\n")
+            .response(3, b"VALUE 2\n");
+        assert_eq!(h.result.records.len(), 1);
+        assert_eq!(h.result.records[0].request_ts_ns, 2);
     }
 
     #[test]
@@ -544,12 +744,21 @@ mod tests {
         impl ProtocolParser for Never {
             type State = ();
             fn info() -> ParserInfo {
-                ParserInfo { name: "never".into(), version: "0".into(), protocols: vec![] }
+                ParserInfo {
+                    name: "never".into(),
+                    version: "0".into(),
+                    protocols: vec![],
+                }
             }
             fn detect(_: &ConnInfo, _: &Segment<'_>) -> Claim {
                 Claim::Undecided
             }
-            fn parse(_: &mut (), _: &ConnInfo, _: &Segment<'_>, _: &mut Vec<RequestRecord>) -> Claim {
+            fn parse(
+                _: &mut (),
+                _: &ConnInfo,
+                _: &Segment<'_>,
+                _: &mut Vec<RequestRecord>,
+            ) -> Claim {
                 Claim::Mine
             }
         }
@@ -569,7 +778,10 @@ mod tests {
         assert_eq!(h.result.records.len(), 1);
         assert_eq!(h.result.records[0].response_ts_ns, 200);
         assert!(h.replay(b"> 1 99\nshort").is_err());
-        let err = h.replay(b"? what\n").err().expect("an unknown line kind is an error");
+        let err = h
+            .replay(b"? what\n")
+            .err()
+            .expect("an unknown line kind is an error");
         assert!(err.contains("unknown line kind"), "{err}");
     }
 }

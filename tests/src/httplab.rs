@@ -46,7 +46,11 @@ impl Drop for Scratch {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The upstream: one thread per connection, all named `sonde-upstream` (the `comm` the daemon
@@ -61,13 +65,17 @@ impl Upstream {
     pub fn start() -> Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
-        std::thread::Builder::new().name("sonde-upstream".into()).spawn(move || {
-            for conn in listener.incoming().flatten() {
-                let _ = std::thread::Builder::new().name("sonde-upstream".into()).spawn(move || {
-                    let _ = serve_upstream(conn);
-                });
-            }
-        })?;
+        std::thread::Builder::new()
+            .name("sonde-upstream".into())
+            .spawn(move || {
+                for conn in listener.incoming().flatten() {
+                    let _ = std::thread::Builder::new()
+                        .name("sonde-upstream".into())
+                        .spawn(move || {
+                            let _ = serve_upstream(conn);
+                        });
+                }
+            })?;
         Ok(Self { port })
     }
 }
@@ -81,7 +89,10 @@ fn serve_upstream(conn: TcpStream) -> Result<()> {
             return Ok(());
         }
         let mut parts = line.split_whitespace();
-        let (method, path) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
+        let (method, path) = (
+            parts.next().unwrap_or("").to_string(),
+            parts.next().unwrap_or("").to_string(),
+        );
         let mut length = 0usize;
         let mut close = false;
         loop {
@@ -105,11 +116,20 @@ fn serve_upstream(conn: TcpStream) -> Result<()> {
         match (method.as_str(), path.as_str()) {
             (_, "/api/slow") => {
                 std::thread::sleep(Duration::from_millis(SLOW_MS));
-                write!(w, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n{conn_hdr}\r\nslow")?;
+                write!(
+                    w,
+                    "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n{conn_hdr}\r\nslow"
+                )?;
             }
-            (_, "/api/fail") => write!(w, "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\n{conn_hdr}\r\nfail")?,
+            (_, "/api/fail") => write!(
+                w,
+                "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\n{conn_hdr}\r\nfail"
+            )?,
             (_, "/api/chunked") => {
-                write!(w, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n{conn_hdr}\r\n")?;
+                write!(
+                    w,
+                    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n{conn_hdr}\r\n"
+                )?;
                 for piece in ["first ", "second ", "third"] {
                     write!(w, "{:x}\r\n{piece}\r\n", piece.len())?;
                     w.flush()?;
@@ -117,10 +137,17 @@ fn serve_upstream(conn: TcpStream) -> Result<()> {
                 write!(w, "0\r\n\r\n")?;
             }
             ("POST", "/api/echo") => {
-                write!(w, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n{conn_hdr}\r\n", body.len())?;
+                write!(
+                    w,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n{conn_hdr}\r\n",
+                    body.len()
+                )?;
                 w.write_all(&body)?;
             }
-            _ => write!(w, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n{conn_hdr}\r\n")?,
+            _ => write!(
+                w,
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n{conn_hdr}\r\n"
+            )?,
         }
         w.flush()?;
         if close {
@@ -192,7 +219,10 @@ http {{
         let mut n = Nginx { child, port, dir };
         wait_until(Duration::from_secs(20), "nginx to listen", || {
             if let Ok(Some(st)) = n.child.try_wait() {
-                panic!("nginx exited: {st}; {}", std::fs::read_to_string(n.dir.path().join("error.log")).unwrap_or_default());
+                panic!(
+                    "nginx exited: {st}; {}",
+                    std::fs::read_to_string(n.dir.path().join("error.log")).unwrap_or_default()
+                );
             }
             TcpStream::connect(("127.0.0.1", port)).ok()
         })?;
@@ -210,7 +240,12 @@ http {{
         for line in text.lines() {
             let f: Vec<&str> = line.split(' ').collect();
             if f.len() == 3 {
-                *m.entry((f[0].to_string(), f[1].to_string(), f[2].parse().unwrap_or(0))).or_insert(0) += 1;
+                *m.entry((
+                    f[0].to_string(),
+                    f[1].to_string(),
+                    f[2].parse().unwrap_or(0),
+                ))
+                .or_insert(0) += 1;
             }
         }
         Ok(m)
@@ -230,9 +265,16 @@ impl Drop for Nginx {
 
 /// Run curl with `args`; fails on a non-zero exit (HTTP errors are not curl errors).
 pub fn curl(args: &[&str]) -> Result<String> {
-    let out = Command::new("curl").args(["-sS", "--max-time", "20"]).args(args).output().context("running curl")?;
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20"])
+        .args(args)
+        .output()
+        .context("running curl")?;
     if !out.status.success() {
-        bail!("curl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "curl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -267,7 +309,11 @@ impl Tshark {
             .stderr(Stdio::null())
             .spawn()
             .context("starting tshark (Debian package tshark)")?;
-        let mut t = Tshark { child, pcap, _dir: dir };
+        let mut t = Tshark {
+            child,
+            pcap,
+            _dir: dir,
+        };
         wait_until(Duration::from_secs(30), "tshark to start capturing", || {
             if let Ok(Some(st)) = t.child.try_wait() {
                 panic!("tshark exited: {st}");
@@ -280,15 +326,33 @@ impl Tshark {
     /// Stop capturing (SIGINT flushes the file) and dissect: HTTP requests per method and
     /// final responses per status code, as tshark's HTTP dissector sees them (port `port`
     /// decoded as HTTP).
-    pub fn stop_and_count(mut self, port: u16) -> Result<(BTreeMap<String, u64>, BTreeMap<u32, u64>)> {
+    pub fn stop_and_count(
+        mut self,
+        port: u16,
+    ) -> Result<(BTreeMap<String, u64>, BTreeMap<u32, u64>)> {
         // SAFETY: kill(2) on our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        wait_until(Duration::from_secs(30), "tshark to stop", || self.child.try_wait().ok().flatten())?;
+        wait_until(Duration::from_secs(30), "tshark to stop", || {
+            self.child.try_wait().ok().flatten()
+        })?;
         let field = |filter: &str, field: &str| -> Result<Vec<String>> {
             let out = Command::new("tshark")
                 .arg("-r")
                 .arg(&self.pcap)
-                .args(["-d", &format!("tcp.port=={port},http"), "-Y", filter, "-T", "fields", "-E", "occurrence=a", "-E", "aggregator=,", "-e", field])
+                .args([
+                    "-d",
+                    &format!("tcp.port=={port},http"),
+                    "-Y",
+                    filter,
+                    "-T",
+                    "fields",
+                    "-E",
+                    "occurrence=a",
+                    "-E",
+                    "aggregator=,",
+                    "-e",
+                    field,
+                ])
                 .output()
                 .context("running tshark -r")?;
             if !out.status.success() {
@@ -326,10 +390,13 @@ impl Drop for Tshark {
 pub fn http_get(port: u16, path: &str) -> Result<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())?;
     let mut body = String::new();
     s.read_to_string(&mut body)?;
-    anyhow::ensure!(body.starts_with("HTTP/1.1 200"), "bad response: {body:.100}");
+    anyhow::ensure!(
+        body.starts_with("HTTP/1.1 200"),
+        "bad response: {body:.100}"
+    );
     Ok(body)
 }
 
@@ -351,19 +418,29 @@ impl Sample {
 pub fn parse_metrics(text: &str) -> Vec<Sample> {
     let mut out = Vec::new();
     for line in text.lines() {
-        if line.starts_with('#') || line.trim().is_empty() || line.starts_with("HTTP/") || line.contains(": ") && !line.contains('{') {
+        if line.starts_with('#')
+            || line.trim().is_empty()
+            || line.starts_with("HTTP/")
+            || line.contains(": ") && !line.contains('{')
+        {
             continue;
         }
         let (head, value) = match line.rsplit_once(' ') {
             Some(x) => x,
             None => continue,
         };
-        let Ok(value) = value.parse::<f64>() else { continue };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
         let (name, labels) = match head.split_once('{') {
             Some((n, rest)) => (n.to_string(), parse_labels(rest.trim_end_matches('}'))),
             None => (head.to_string(), BTreeMap::new()),
         };
-        out.push(Sample { name, labels, value });
+        out.push(Sample {
+            name,
+            labels,
+            value,
+        });
     }
     out
 }
@@ -410,7 +487,8 @@ mod tests {
 
     #[test]
     fn parses_labels_with_escapes() {
-        let s = parse_metrics("# HELP x y\nx_count{a=\"1\",b=\"q\\\"uote\",le=\"+Inf\"} 3\ny 2.5\n");
+        let s =
+            parse_metrics("# HELP x y\nx_count{a=\"1\",b=\"q\\\"uote\",le=\"+Inf\"} 3\ny 2.5\n");
         assert_eq!(s.len(), 2);
         assert_eq!(s[0].label("b"), "q\"uote");
         assert_eq!(s[0].label("le"), "+Inf");

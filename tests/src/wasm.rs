@@ -10,13 +10,23 @@ static BUILD: Mutex<()> = Mutex::new(());
 /// The misbehaving fault rule built with `feature` (`spin`, `trap`, `membomb`, `snoop`, `fs`), copied to
 /// `target/wasm-fixtures/bad-<feature>.wasm`.
 pub fn bad_rule(feature: &str) -> PathBuf {
-    build_fixture("sonde-bad-rule", "sonde_bad_rule", feature, &format!("bad-{feature}.wasm"))
+    build_fixture(
+        "sonde-bad-rule",
+        "sonde_bad_rule",
+        feature,
+        &format!("bad-{feature}.wasm"),
+    )
 }
 
 /// The misbehaving protocol parser built with `feature` (`spin`, `trap`, `membomb`), copied to
 /// `target/wasm-fixtures/bad-parser-<feature>.wasm`.
 pub fn bad_parser(feature: &str) -> PathBuf {
-    build_fixture("sonde-bad-parser", "sonde_bad_parser", feature, &format!("bad-parser-{feature}.wasm"))
+    build_fixture(
+        "sonde-bad-parser",
+        "sonde_bad_parser",
+        feature,
+        &format!("bad-parser-{feature}.wasm"),
+    )
 }
 
 fn build_fixture(package: &str, artifact: &str, feature: &str, name: &str) -> PathBuf {
@@ -25,7 +35,15 @@ fn build_fixture(package: &str, artifact: &str, feature: &str, name: &str) -> Pa
     let target = super::paths::target_dir().join("wasm-fixtures");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
-        .args(["build", "-p", package, "--release", "--locked", "--target", "wasm32-wasip2"])
+        .args([
+            "build",
+            "-p",
+            package,
+            "--release",
+            "--locked",
+            "--target",
+            "wasm32-wasip2",
+        ])
         .args(["--features", feature])
         .arg("--target-dir")
         .arg(&target)
@@ -34,8 +52,15 @@ fn build_fixture(package: &str, artifact: &str, feature: &str, name: &str) -> Pa
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .status()
         .expect("running cargo to build the bad-rule fixture");
-    assert!(status.success(), "building the {package} fixture with feature {feature} failed");
+    assert!(
+        status.success(),
+        "building the {package} fixture with feature {feature} failed"
+    );
     let out = target.join(name);
-    std::fs::copy(target.join(format!("wasm32-wasip2/release/{artifact}.wasm")), &out).expect("copying the fixture");
+    std::fs::copy(
+        target.join(format!("wasm32-wasip2/release/{artifact}.wasm")),
+        &out,
+    )
+    .expect("copying the fixture");
     out
 }

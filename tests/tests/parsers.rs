@@ -19,7 +19,11 @@ use sonde_sdk::protocol_parser::{Claim, Role};
 use sonde_tests::wasm;
 
 fn engine() -> Arc<sonde::plugin::PluginEngine> {
-    parsers::engine(&PluginsConfig { cache_dir: None, ..Default::default() }).unwrap()
+    parsers::engine(&PluginsConfig {
+        cache_dir: None,
+        ..Default::default()
+    })
+    .unwrap()
 }
 
 /// Two connections, server side: keep-alive GETs split mid-header, a chunked response, and a
@@ -27,35 +31,87 @@ fn engine() -> Arc<sonde::plugin::PluginEngine> {
 fn job() -> ParseJob {
     let mut j = ParseJob::default();
     for id in [1u64, 2] {
-        j.opened.push(Arc::new(ConnInfo { id, role: Role::Server, comm: "nginx".into(), ..Default::default() }));
+        j.opened.push(Arc::new(ConnInfo {
+            id,
+            role: Role::Server,
+            comm: "nginx".into(),
+            ..Default::default()
+        }));
     }
     let mut seg = |conn: u64, dir: Direction, ts: u64, data: &[u8]| {
-        j.push_segment(SegMeta { conn, direction: dir, ts_ns: ts, gap_before: 0 }, data)
+        j.push_segment(
+            SegMeta {
+                conn,
+                direction: dir,
+                ts_ns: ts,
+                gap_before: 0,
+            },
+            data,
+        )
     };
     use Direction::*;
     seg(1, Ingress, 10, b"GET /users/12 HTTP/1.1\r\nHo");
-    seg(1, Ingress, 11, b"st: a\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\r\n");
-    seg(1, Egress, 20, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    seg(
+        1,
+        Ingress,
+        11,
+        b"st: a\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\r\n",
+    );
+    seg(
+        1,
+        Egress,
+        20,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    );
     seg(2, Ingress, 30, b"GET /feed HTTP/1.1\r\nHost: a\r\n\r\n");
-    seg(2, Egress, 40, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n");
+    seg(
+        2,
+        Egress,
+        40,
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n",
+    );
     seg(2, Egress, 45, b"0\r\n\r\n");
-    seg(1, Ingress, 50, b"POST /users HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+    seg(
+        1,
+        Ingress,
+        50,
+        b"POST /users HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+    );
     j.closed = vec![1, 2];
     j
 }
 
 #[test]
 fn the_http_component_parses_like_the_native_build() {
-    let mut wasm = WasmParser::load(engine(), Limits::default(), HTTP_PARSER_WASM, "embedded").unwrap();
+    let mut wasm =
+        WasmParser::load(engine(), Limits::default(), HTTP_PARSER_WASM, "embedded").unwrap();
     let mut native = NativeParser::<Http>::new();
     let w = wasm.run(&job()).unwrap();
     let n = native.run(&job()).unwrap();
     assert_eq!(w, n, "same records and claims through Wasm and natively");
     assert_eq!(w.records.len(), 3, "{w:#?}");
     let get = &w.records[0];
-    assert_eq!((get.conn, get.operation.as_str(), get.status, get.request_ts_ns, get.response_ts_ns), (1, "GET /users/{id}", 200, 10, 20));
-    assert!(get.attributes.iter().any(|(k, v)| k == "traceparent" && v.starts_with("00-4bf92f35")), "{get:?}");
-    assert_eq!((w.records[1].conn, w.records[1].response_ts_ns), (2, 45), "chunked: the last chunk ends it");
+    assert_eq!(
+        (
+            get.conn,
+            get.operation.as_str(),
+            get.status,
+            get.request_ts_ns,
+            get.response_ts_ns
+        ),
+        (1, "GET /users/{id}", 200, 10, 20)
+    );
+    assert!(
+        get.attributes
+            .iter()
+            .any(|(k, v)| k == "traceparent" && v.starts_with("00-4bf92f35")),
+        "{get:?}"
+    );
+    assert_eq!(
+        (w.records[1].conn, w.records[1].response_ts_ns),
+        (2, 45),
+        "chunked: the last chunk ends it"
+    );
     assert_eq!(w.records[2].error.as_deref(), Some("no-response"));
     assert!(w.claims.contains(&(1, Claim::Mine)) && w.claims.contains(&(2, Claim::Mine)));
     assert_eq!(wasm.health().failures, 0);
@@ -63,8 +119,17 @@ fn the_http_component_parses_like_the_native_build() {
 
 #[test]
 fn misbehaving_parsers_are_stopped_classified_and_counted() {
-    let limits = Limits { call_deadline_ms: 50, memory_bytes: 16 << 20, quarantine_after: 100, ..Limits::default() };
-    for (feature, kind) in [("spin", FailureKind::Deadline), ("trap", FailureKind::Trap), ("membomb", FailureKind::MemoryCap)] {
+    let limits = Limits {
+        call_deadline_ms: 50,
+        memory_bytes: 16 << 20,
+        quarantine_after: 100,
+        ..Limits::default()
+    };
+    for (feature, kind) in [
+        ("spin", FailureKind::Deadline),
+        ("trap", FailureKind::Trap),
+        ("membomb", FailureKind::MemoryCap),
+    ] {
         let bytes = std::fs::read(wasm::bad_parser(feature)).unwrap();
         let mut p = WasmParser::load(engine(), limits, &bytes, "test").unwrap();
         assert_eq!(p.name, format!("bad-parser-{feature}"));
@@ -72,14 +137,21 @@ fn misbehaving_parsers_are_stopped_classified_and_counted() {
         let f = p.run(&job()).expect_err("it misbehaves");
         let took = t.elapsed();
         assert_eq!(f.kind, kind, "{feature}: {f}");
-        assert!(took < Duration::from_secs(2), "{feature} stopped after {took:?}");
+        assert!(
+            took < Duration::from_secs(2),
+            "{feature} stopped after {took:?}"
+        );
         if feature == "trap" {
-            assert!(f.message.contains("bad parser fed"), "the panic message reaches the operator: {f}");
+            assert!(
+                f.message.contains("bad parser fed"),
+                "the panic message reaches the operator: {f}"
+            );
         }
-        // The next call gets a fresh instance, and fails the same way: counted each time.
+        // The next call gets a fresh instance (the first one served `info` at load), and fails
+        // the same way: counted each time.
         let _ = p.run(&job());
         let h = p.health();
-        assert_eq!((h.failures, h.instantiations), (2, 3), "{feature}: {h:?}");
+        assert_eq!((h.failures, h.instantiations), (2, 2), "{feature}: {h:?}");
     }
 }
 
@@ -87,18 +159,36 @@ fn misbehaving_parsers_are_stopped_classified_and_counted() {
 fn a_trapping_parser_beside_http_costs_http_nothing() {
     let bytes = std::fs::read(wasm::bad_parser("trap")).unwrap();
     let e = engine();
-    let http = WasmParser::load(e.clone(), Limits::default(), HTTP_PARSER_WASM, "embedded").unwrap();
+    let http =
+        WasmParser::load(e.clone(), Limits::default(), HTTP_PARSER_WASM, "embedded").unwrap();
     let bad = WasmParser::load(e, Limits::default(), &bytes, "test").unwrap();
-    let slots = vec![ParserSlot::new(0, Box::new(bad) as Box<dyn ParserBackend>), ParserSlot::new(1, Box::new(http))];
-    let mut r = Router::new(Dispatch::threaded(slots, 8).unwrap(), RouterConfig::default());
+    let slots = vec![
+        ParserSlot::new(0, Box::new(bad) as Box<dyn ParserBackend>),
+        ParserSlot::new(1, Box::new(http)),
+    ];
+    let mut r = Router::new(
+        Dispatch::threaded(slots, 64).unwrap(),
+        RouterConfig::default(),
+    );
     let tracker = sonde::conntrack::ConnTracker::new(Default::default());
     use sonde::capture::events::Direction as D;
     use sonde::capture::reassembly::{Segment, SegmentBody};
     use sonde::conntrack::StreamEvent;
     for conn in 1..=20u64 {
-        for (dir, ts, data) in [(D::Ingress, 1, &b"GET /x HTTP/1.1\r\n\r\n"[..]), (D::Egress, 2, &b"HTTP/1.1 204 No Content\r\n\r\n"[..])] {
+        for (dir, ts, data) in [
+            (D::Ingress, 1, &b"GET /x HTTP/1.1\r\n\r\n"[..]),
+            (D::Egress, 2, &b"HTTP/1.1 204 No Content\r\n\r\n"[..]),
+        ] {
             r.on_stream_event(
-                &StreamEvent::Segment { conn_id: conn, direction: dir, segment: Segment { pos: 0, ts_ns: ts, body: SegmentBody::Data(bytes::Bytes::from_static(data)) } },
+                &StreamEvent::Segment {
+                    conn_id: conn,
+                    direction: dir,
+                    segment: Segment {
+                        pos: 0,
+                        ts_ns: ts,
+                        body: SegmentBody::Data(bytes::Bytes::from_static(data)),
+                    },
+                },
                 &tracker,
             );
         }
@@ -111,6 +201,13 @@ fn a_trapping_parser_beside_http_costs_http_nothing() {
     assert_eq!(recs.len(), 20, "every exchange parsed by HTTP");
     assert!(recs.iter().all(|t| t.record.status == 204));
     let stats = r.parser_stats();
-    assert!(stats[0].health.traps >= 1 && stats[0].counters.abandoned >= 1, "{:?}", stats[0]);
+    // It trapped until quarantined, then was skipped; its jobs never held HTTP up.
+    assert!(
+        stats[0].health.traps >= 1
+            && stats[0].health.quarantines >= 1
+            && stats[0].health.skipped >= 1,
+        "{:?}",
+        stats[0]
+    );
     assert_eq!(stats[1].health.failures, 0);
 }

@@ -53,9 +53,13 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
     let mut out = Vec::new();
     while !rest.is_empty() {
         let at = bytes.len() - rest.len();
-        let (len, tail) = rest.split_at_checked(4).with_context(|| format!("offset {at}: truncated length"))?;
+        let (len, tail) = rest
+            .split_at_checked(4)
+            .with_context(|| format!("offset {at}: truncated length"))?;
         let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
-        let (rec, tail) = tail.split_at_checked(len).with_context(|| format!("offset {at}: record of {len} bytes is truncated"))?;
+        let (rec, tail) = tail
+            .split_at_checked(len)
+            .with_context(|| format!("offset {at}: record of {len} bytes is truncated"))?;
         out.push(rec.to_vec());
         rest = tail;
     }

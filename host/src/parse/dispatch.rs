@@ -26,8 +26,14 @@ struct Worker {
 }
 
 enum Mode {
-    Inline { slots: Vec<ParserSlot>, done: VecDeque<SlotOutput> },
-    Threads { workers: Vec<Worker>, results: Receiver<SlotOutput> },
+    Inline {
+        slots: Vec<ParserSlot>,
+        done: VecDeque<SlotOutput>,
+    },
+    Threads {
+        workers: Vec<Worker>,
+        results: Receiver<SlotOutput>,
+    },
 }
 
 pub struct Dispatch {
@@ -40,7 +46,10 @@ impl Dispatch {
     /// Slots run when jobs are submitted, on the caller's thread.
     pub fn inline(slots: Vec<ParserSlot>) -> Self {
         Self {
-            mode: Mode::Inline { slots, done: VecDeque::new() },
+            mode: Mode::Inline {
+                slots,
+                done: VecDeque::new(),
+            },
             pending: Arc::new(AtomicUsize::new(0)),
         }
     }
@@ -69,9 +78,16 @@ impl Dispatch {
                     }
                 })
                 .context("starting a parser thread")?;
-            workers.push(Worker { jobs: Some(tx), stats, thread: Some(thread) });
+            workers.push(Worker {
+                jobs: Some(tx),
+                stats,
+                thread: Some(thread),
+            });
         }
-        Ok(Self { mode: Mode::Threads { workers, results }, pending })
+        Ok(Self {
+            mode: Mode::Threads { workers, results },
+            pending,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -93,7 +109,9 @@ impl Dispatch {
                 Ok(())
             }
             Mode::Threads { workers, .. } => {
-                let Some(tx) = &workers[parser].jobs else { return Err(job) };
+                let Some(tx) = &workers[parser].jobs else {
+                    return Err(job);
+                };
                 match tx.try_send(job) {
                     Ok(()) => {
                         self.pending.fetch_add(1, Ordering::Relaxed);
@@ -124,7 +142,9 @@ impl Dispatch {
         let deadline = Instant::now() + timeout;
         self.poll(out);
         while self.pending.load(Ordering::Relaxed) > 0 {
-            let Mode::Threads { results, .. } = &self.mode else { break };
+            let Mode::Threads { results, .. } = &self.mode else {
+                break;
+            };
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;

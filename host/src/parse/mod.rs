@@ -85,7 +85,12 @@ impl ParseJob {
     /// The same job without the segments (and announcements) of `drop` connections.
     pub fn without(&self, drop: &impl Fn(u64) -> bool) -> ParseJob {
         let mut out = ParseJob {
-            opened: self.opened.iter().filter(|c| !drop(c.id)).cloned().collect(),
+            opened: self
+                .opened
+                .iter()
+                .filter(|c| !drop(c.id))
+                .cloned()
+                .collect(),
             closed: self.closed.clone(),
             ..Default::default()
         };

@@ -20,7 +20,13 @@ pub struct NativeParser<P: ProtocolParser> {
 impl<P: ProtocolParser> Default for NativeParser<P> {
     fn default() -> Self {
         let info = P::info();
-        Self { driver: Driver::new(), name: info.name, version: info.version, health: Health::default(), _p: PhantomData }
+        Self {
+            driver: Driver::new(),
+            name: info.name,
+            version: info.version,
+            health: Health::default(),
+            _p: PhantomData,
+        }
     }
 }
 
@@ -53,13 +59,21 @@ where
             self.driver.open((**c).clone());
         }
         for (i, m) in job.meta.iter().enumerate() {
-            let seg = Segment { direction: m.direction, ts_ns: m.ts_ns, gap_before: m.gap_before, data: job.segment(i) };
+            let seg = Segment {
+                direction: m.direction,
+                ts_ns: m.ts_ns,
+                gap_before: m.gap_before,
+                data: job.segment(i),
+            };
             self.driver.feed(m.conn, &seg, &mut out);
         }
         for c in &job.closed {
             self.driver.close(*c, &mut out);
         }
-        Ok(ParseOutput { records: out.records, claims: out.claims })
+        Ok(ParseOutput {
+            records: out.records,
+            claims: out.claims,
+        })
     }
 
     fn health(&self) -> Health {

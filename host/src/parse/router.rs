@@ -31,7 +31,10 @@ pub struct RouterConfig {
 
 impl Default for RouterConfig {
     fn default() -> Self {
-        Self { batch_bytes: 256 << 10, batch_segments: 4096 }
+        Self {
+            batch_bytes: 256 << 10,
+            batch_segments: 4096,
+        }
     }
 }
 
@@ -141,7 +144,11 @@ impl Router {
             StreamEvent::Opened { conn_id } => {
                 self.routes.entry(*conn_id).or_insert_with(|| Route::new(n));
             }
-            StreamEvent::Segment { conn_id, direction, segment } => {
+            StreamEvent::Segment {
+                conn_id,
+                direction,
+                segment,
+            } => {
                 let route = self.routes.entry(*conn_id).or_insert_with(|| Route::new(n));
                 if route.skipped {
                     self.stats.segments_unrouted += 1;
@@ -157,10 +164,15 @@ impl Router {
                 // in role and addresses for connections whose connect/accept was not seen.
                 let info = route
                     .info
-                    .get_or_insert_with(|| Arc::new(tracker.lookup(*conn_id).map_or_else(
-                        || ConnInfo { id: *conn_id, ..Default::default() },
-                        conn_info,
-                    )))
+                    .get_or_insert_with(|| {
+                        Arc::new(tracker.lookup(*conn_id).map_or_else(
+                            || ConnInfo {
+                                id: *conn_id,
+                                ..Default::default()
+                            },
+                            conn_info,
+                        ))
+                    })
                     .clone();
                 let (data, gap): (&[u8], u64) = match &segment.body {
                     SegmentBody::Data(b) => (b, 0),
@@ -189,7 +201,9 @@ impl Router {
                         job.opened.push(info.clone());
                     }
                     job.push_segment(meta, data);
-                    if job.data.len() >= self.cfg.batch_bytes || job.meta.len() >= self.cfg.batch_segments {
+                    if job.data.len() >= self.cfg.batch_bytes
+                        || job.meta.len() >= self.cfg.batch_segments
+                    {
                         full.push(p);
                     }
                 }
@@ -277,12 +291,24 @@ impl Router {
         for out in outputs.drain(..) {
             let p = out.parser;
             if let Some(f) = &out.failure {
-                tracing::warn!(parser = p, kind = ?f.kind, abandoned = out.abandoned.len(), "parser call failed: {f}");
+                // Quarantine skips repeat on every batch: the failures that caused them were
+                // logged already.
+                if f.kind == crate::plugin::FailureKind::Quarantined {
+                    tracing::debug!(
+                        parser = p,
+                        abandoned = out.abandoned.len(),
+                        "parser quarantined"
+                    );
+                } else {
+                    tracing::warn!(parser = p, kind = ?f.kind, abandoned = out.abandoned.len(), "parser call failed: {f}");
+                }
             }
             self.stats.records += out.records.len() as u64;
             self.records.extend(out.records);
             for (conn, claim) in out.claims {
-                let Some(route) = self.routes.get_mut(&conn) else { continue };
+                let Some(route) = self.routes.get_mut(&conn) else {
+                    continue;
+                };
                 match claim {
                     Claim::Undecided => {}
                     Claim::Mine => {
@@ -359,7 +385,10 @@ impl Router {
 }
 
 fn endpoint(a: Option<std::net::SocketAddr>) -> Option<Endpoint> {
-    a.map(|a| Endpoint { ip: a.ip().to_string(), port: a.port() })
+    a.map(|a| Endpoint {
+        ip: a.ip().to_string(),
+        port: a.port(),
+    })
 }
 
 /// What a parser is told about a tracked connection.
@@ -375,7 +404,11 @@ pub fn conn_info(c: &Connection) -> ConnInfo {
             Role::Client => SdkRole::Client,
             Role::Server => SdkRole::Server,
         },
-        transport: if c.datagram { Transport::Udp } else { Transport::Tcp },
+        transport: if c.datagram {
+            Transport::Udp
+        } else {
+            Transport::Tcp
+        },
         labels: Vec::new(),
     }
 }

@@ -65,7 +65,10 @@ impl ParserSlot {
     }
 
     pub fn run(&mut self, job: &ParseJob) -> SlotOutput {
-        let mut out = SlotOutput { parser: self.index, ..Default::default() };
+        let mut out = SlotOutput {
+            parser: self.index,
+            ..Default::default()
+        };
         for c in &job.opened {
             if !self.poisoned.contains(&c.id) {
                 self.conns.insert(c.id, (c.clone(), true));
@@ -88,7 +91,12 @@ impl ParserSlot {
                         .conns
                         .get(&record.conn)
                         .map(|(c, _)| c.clone())
-                        .unwrap_or_else(|| Arc::new(ConnInfo { id: record.conn, ..Default::default() }));
+                        .unwrap_or_else(|| {
+                            Arc::new(ConnInfo {
+                                id: record.conn,
+                                ..Default::default()
+                            })
+                        });
                     out.records.push(TaggedRecord { conn, record });
                 }
                 self.counters.records += out.records.len() as u64;
@@ -108,8 +116,12 @@ impl ParserSlot {
             Err(failure) => {
                 // Every connection the backend knew is gone with its instance, and so are the
                 // ones this job was about to introduce.
-                let mut lost: Vec<u64> =
-                    self.conns.drain().filter(|(_, (_, active))| *active).map(|(id, _)| id).collect();
+                let mut lost: Vec<u64> = self
+                    .conns
+                    .drain()
+                    .filter(|(_, (_, active))| *active)
+                    .map(|(id, _)| id)
+                    .collect();
                 lost.extend(job.meta.iter().map(|m| m.conn));
                 lost.sort_unstable();
                 lost.dedup();

@@ -26,7 +26,11 @@ macro_rules! letter_parser {
         impl ProtocolParser for $name {
             type State = Vec<u64>;
             fn info() -> ParserInfo {
-                ParserInfo { name: stringify!($name).into(), version: "0".into(), protocols: vec![] }
+                ParserInfo {
+                    name: stringify!($name).into(),
+                    version: "0".into(),
+                    protocols: vec![],
+                }
             }
             fn detect(_: &ConnInfo, s: &SdkSegment<'_>) -> Claim {
                 match s.data.first() {
@@ -35,7 +39,12 @@ macro_rules! letter_parser {
                     Some(_) => Claim::NotMine,
                 }
             }
-            fn parse(st: &mut Vec<u64>, _: &ConnInfo, s: &SdkSegment<'_>, out: &mut Vec<RequestRecord>) -> Claim {
+            fn parse(
+                st: &mut Vec<u64>,
+                _: &ConnInfo,
+                s: &SdkSegment<'_>,
+                out: &mut Vec<RequestRecord>,
+            ) -> Claim {
                 if s.data == b"done\n" {
                     return Claim::Finished;
                 }
@@ -65,12 +74,20 @@ fn seg(conn: u64, dir: CapDirection, ts: u64, data: &'static [u8]) -> StreamEven
     StreamEvent::Segment {
         conn_id: conn,
         direction: dir,
-        segment: Segment { pos: 0, ts_ns: ts, body: SegmentBody::Data(Bytes::from_static(data)) },
+        segment: Segment {
+            pos: 0,
+            ts_ns: ts,
+            body: SegmentBody::Data(Bytes::from_static(data)),
+        },
     }
 }
 
 fn router(backends: Vec<Box<dyn ParserBackend>>) -> Router {
-    let slots = backends.into_iter().enumerate().map(|(i, b)| ParserSlot::new(i, b)).collect();
+    let slots = backends
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| ParserSlot::new(i, b))
+        .collect();
     Router::new(Dispatch::inline(slots), RouterConfig::default())
 }
 
@@ -85,33 +102,62 @@ fn feed(r: &mut Router, events: &[StreamEvent]) {
 
 #[test]
 fn first_claim_wins_and_unclaimed_connections_get_a_verdict() {
-    let mut r = router(vec![Box::new(NativeParser::<Apples>::new()), Box::new(NativeParser::<Bananas>::new())]);
-    use CapDirection::*;
-    feed(&mut r, &[
-        StreamEvent::Opened { conn_id: 1 },
-        StreamEvent::Opened { conn_id: 2 },
-        seg(1, Egress, 10, b"B req\n"),
-        seg(2, Egress, 11, b"Z what\n"),
+    let mut r = router(vec![
+        Box::new(NativeParser::<Apples>::new()),
+        Box::new(NativeParser::<Bananas>::new()),
     ]);
+    use CapDirection::*;
+    feed(
+        &mut r,
+        &[
+            StreamEvent::Opened { conn_id: 1 },
+            StreamEvent::Opened { conn_id: 2 },
+            seg(1, Egress, 10, b"B req\n"),
+            seg(2, Egress, 11, b"Z what\n"),
+        ],
+    );
     let mut v = Vec::new();
     r.take_verdicts(&mut v);
     assert_eq!(v, [2], "nobody wants conn 2; conn 1 is Bananas'");
-    feed(&mut r, &[seg(1, Ingress, 20, b"resp\n"), seg(1, Egress, 30, b"B again\n"), seg(1, Ingress, 45, b"resp\n")]);
+    feed(
+        &mut r,
+        &[
+            seg(1, Ingress, 20, b"resp\n"),
+            seg(1, Egress, 30, b"B again\n"),
+            seg(1, Ingress, 45, b"resp\n"),
+        ],
+    );
     let mut recs = Vec::new();
     r.take_records(&mut recs);
     assert_eq!(recs.len(), 2);
-    assert!(recs.iter().all(|t| t.record.protocol == "Bananas" && t.conn.id == 1));
-    assert_eq!((recs[1].record.request_ts_ns, recs[1].record.response_ts_ns), (30, 45));
+    assert!(
+        recs.iter()
+            .all(|t| t.record.protocol == "Bananas" && t.conn.id == 1)
+    );
+    assert_eq!(
+        (recs[1].record.request_ts_ns, recs[1].record.response_ts_ns),
+        (30, 45)
+    );
     let stats = r.parser_stats();
     // Apples saw only the first segment of each connection: after conn 1 was claimed by
     // Bananas, Apples got nothing more of it.
-    assert_eq!((stats[0].counters.segments, stats[1].counters.segments), (2, 5));
+    assert_eq!(
+        (stats[0].counters.segments, stats[1].counters.segments),
+        (2, 5)
+    );
     // The owner finishing means the kernel can stop copying.
     feed(&mut r, &[seg(1, Egress, 50, b"done\n")]);
     r.take_verdicts(&mut v);
     assert_eq!(v, [2, 1]);
     assert_eq!(r.stats.verdicts_skip, 2);
-    feed(&mut r, &[seg(1, Egress, 60, b"B more\n"), StreamEvent::Closed { conn_id: 1 }, StreamEvent::Closed { conn_id: 2 }]);
+    feed(
+        &mut r,
+        &[
+            seg(1, Egress, 60, b"B more\n"),
+            StreamEvent::Closed { conn_id: 1 },
+            StreamEvent::Closed { conn_id: 2 },
+        ],
+    );
     assert!(r.is_empty());
     assert_eq!(r.stats.segments_unrouted, 1);
 }
@@ -122,31 +168,57 @@ fn gaps_reach_parsers_as_empty_segments() {
     impl ProtocolParser for Gaps {
         type State = ();
         fn info() -> ParserInfo {
-            ParserInfo { name: "gaps".into(), version: "0".into(), protocols: vec![] }
+            ParserInfo {
+                name: "gaps".into(),
+                version: "0".into(),
+                protocols: vec![],
+            }
         }
         fn detect(_: &ConnInfo, _: &SdkSegment<'_>) -> Claim {
             Claim::Mine
         }
-        fn parse(_: &mut (), _: &ConnInfo, s: &SdkSegment<'_>, out: &mut Vec<RequestRecord>) -> Claim {
+        fn parse(
+            _: &mut (),
+            _: &ConnInfo,
+            s: &SdkSegment<'_>,
+            out: &mut Vec<RequestRecord>,
+        ) -> Claim {
             if s.gap_before > 0 {
-                out.push(RequestRecord { request_bytes: s.gap_before, status: s.data.len() as u32, ..Default::default() });
+                out.push(RequestRecord {
+                    request_bytes: s.gap_before,
+                    status: s.data.len() as u32,
+                    ..Default::default()
+                });
             }
             Claim::Mine
         }
     }
     let mut r = router(vec![Box::new(NativeParser::<Gaps>::new())]);
-    feed(&mut r, &[
-        seg(7, CapDirection::Egress, 1, b"x"),
-        StreamEvent::Segment {
-            conn_id: 7,
-            direction: CapDirection::Egress,
-            segment: Segment { pos: 1, ts_ns: 2, body: SegmentBody::Gap { len: 99, reason: GapReason::Lost } },
-        },
-    ]);
+    feed(
+        &mut r,
+        &[
+            seg(7, CapDirection::Egress, 1, b"x"),
+            StreamEvent::Segment {
+                conn_id: 7,
+                direction: CapDirection::Egress,
+                segment: Segment {
+                    pos: 1,
+                    ts_ns: 2,
+                    body: SegmentBody::Gap {
+                        len: 99,
+                        reason: GapReason::Lost,
+                    },
+                },
+            },
+        ],
+    );
     let mut recs = Vec::new();
     r.take_records(&mut recs);
     assert_eq!(recs.len(), 1);
-    assert_eq!((recs[0].record.request_bytes, recs[0].record.status), (99, 0));
+    assert_eq!(
+        (recs[0].record.request_bytes, recs[0].record.status),
+        (99, 0)
+    );
 }
 
 /// Fails every call once `fail` is set, like a trapping Wasm instance.
@@ -170,7 +242,10 @@ impl ParserBackend for Flaky {
         if self.fail.load(Ordering::Relaxed) {
             self.inner = NativeParser::new();
             self.health.traps += 1;
-            return Err(crate::plugin::Failure { kind: FailureKind::Trap, message: "boom".into() });
+            return Err(crate::plugin::Failure {
+                kind: FailureKind::Trap,
+                message: "boom".into(),
+            });
         }
         self.inner.run(job)
     }
@@ -182,22 +257,46 @@ impl ParserBackend for Flaky {
 #[test]
 fn a_failure_poisons_the_connections_it_held_and_new_ones_still_parse() {
     let fail = Arc::new(AtomicBool::new(false));
-    let flaky = Flaky { inner: NativeParser::new(), fail: fail.clone(), health: Health::default() };
-    let mut r = router(vec![Box::new(flaky), Box::new(NativeParser::<Bananas>::new())]);
+    let flaky = Flaky {
+        inner: NativeParser::new(),
+        fail: fail.clone(),
+        health: Health::default(),
+    };
+    let mut r = router(vec![
+        Box::new(flaky),
+        Box::new(NativeParser::<Bananas>::new()),
+    ]);
     use CapDirection::*;
-    feed(&mut r, &[seg(1, Egress, 1, b"A one\n"), seg(2, Egress, 2, b"B two\n")]);
+    feed(
+        &mut r,
+        &[seg(1, Egress, 1, b"A one\n"), seg(2, Egress, 2, b"B two\n")],
+    );
     fail.store(true, Ordering::Relaxed);
-    feed(&mut r, &[seg(1, Ingress, 3, b"r\n"), seg(2, Ingress, 4, b"r\n")]);
+    feed(
+        &mut r,
+        &[seg(1, Ingress, 3, b"r\n"), seg(2, Ingress, 4, b"r\n")],
+    );
     fail.store(false, Ordering::Relaxed);
     let mut v = Vec::new();
     r.take_verdicts(&mut v);
     assert_eq!(v, [1], "conn 1 lost its parser: stop copying it");
     // Conn 1 is never fed to the flaky parser again; a new connection is.
-    feed(&mut r, &[seg(1, Egress, 5, b"A more\n"), seg(3, Egress, 6, b"A new\n"), seg(3, Ingress, 7, b"r\n")]);
+    feed(
+        &mut r,
+        &[
+            seg(1, Egress, 5, b"A more\n"),
+            seg(3, Egress, 6, b"A new\n"),
+            seg(3, Ingress, 7, b"r\n"),
+        ],
+    );
     let mut recs = Vec::new();
     r.take_records(&mut recs);
     let by_conn: Vec<u64> = recs.iter().map(|t| t.conn.id).collect();
-    assert_eq!(by_conn, [2, 3], "Bananas' conn 2 unaffected, new conn 3 parsed");
+    assert_eq!(
+        by_conn,
+        [2, 3],
+        "Bananas' conn 2 unaffected, new conn 3 parsed"
+    );
     let stats = r.parser_stats();
     assert_eq!(stats[0].counters.abandoned, 1);
     assert_eq!(stats[0].health.traps, 1);
@@ -220,7 +319,10 @@ impl ParserBackend for Stuck {
         while !self.0.load(Ordering::Relaxed) {
             std::thread::park_timeout(Duration::from_millis(1));
         }
-        Ok(ParseOutput { records: vec![], claims: job.conns().into_iter().map(|c| (c, Claim::Mine)).collect() })
+        Ok(ParseOutput {
+            records: vec![],
+            claims: job.conns().into_iter().map(|c| (c, Claim::Mine)).collect(),
+        })
     }
     fn health(&self) -> Health {
         self.1.clone()
@@ -230,8 +332,14 @@ impl ParserBackend for Stuck {
 #[test]
 fn a_full_queue_drops_jobs_counts_them_and_abandons_their_connections() {
     let release = Arc::new(AtomicBool::new(false));
-    let slots = vec![ParserSlot::new(0, Box::new(Stuck(release.clone(), Health::default())) as Box<dyn ParserBackend>)];
-    let mut r = Router::new(Dispatch::threaded(slots, 1).unwrap(), RouterConfig::default());
+    let slots = vec![ParserSlot::new(
+        0,
+        Box::new(Stuck(release.clone(), Health::default())) as Box<dyn ParserBackend>,
+    )];
+    let mut r = Router::new(
+        Dispatch::threaded(slots, 1).unwrap(),
+        RouterConfig::default(),
+    );
     let tracker = ConnTracker::new(TrackerConfig::default());
     // Job 1 runs (blocked), job 2 waits in the queue of 1, jobs 3.. are refused.
     for conn in 1..=5u64 {
@@ -239,14 +347,25 @@ fn a_full_queue_drops_jobs_counts_them_and_abandons_their_connections() {
         r.flush();
     }
     release.store(true, Ordering::Relaxed);
-    assert!(r.settle(Duration::from_secs(10)), "the released parser finishes its queue");
+    assert!(
+        r.settle(Duration::from_secs(10)),
+        "the released parser finishes its queue"
+    );
     let stats = r.parser_stats();
     let c = &stats[0].counters;
     // One job ran, one waited; the others (and the close notices that follow them) were refused.
     assert!(c.jobs_dropped >= 3, "{stats:?}");
     assert!(c.abandoned >= 3, "{stats:?}");
-    assert_eq!(c.abandoned + r.stats.connections_claimed, 5, "each connection is parsed or abandoned");
+    assert_eq!(
+        c.abandoned + r.stats.connections_claimed,
+        5,
+        "each connection is parsed or abandoned"
+    );
     let mut v = Vec::new();
     r.take_verdicts(&mut v);
-    assert_eq!(v.len() as u64, c.abandoned, "abandoned connections get verdicts");
+    assert_eq!(
+        v.len() as u64,
+        c.abandoned,
+        "abandoned connections get verdicts"
+    );
 }

@@ -17,7 +17,9 @@ use super::{
     WorldPre,
 };
 use crate::config::PluginsConfig;
-use crate::parse::{self as pp, Claim, Direction, ParseJob, ParseOutput, ParserBackend, RequestRecord};
+use crate::parse::{
+    self as pp, Claim, Direction, ParseJob, ParseOutput, ParserBackend, RequestRecord,
+};
 use sonde_sdk::protocol_parser::{Role, Transport};
 
 wasmtime::component::bindgen!({
@@ -55,10 +57,17 @@ pub struct WasmParser {
 
 impl WasmParser {
     /// Compile (or fetch from the cache), link, and ask the component who it is.
-    pub fn load(engine: Arc<PluginEngine>, limits: Limits, wasm: &[u8], source: &str) -> Result<Self> {
+    pub fn load(
+        engine: Arc<PluginEngine>,
+        limits: Limits,
+        wasm: &[u8],
+        source: &str,
+    ) -> Result<Self> {
         let (component, _) = engine.component(wasm)?;
         let linker = engine.linker_for(&component)?;
-        let pre = linker.instantiate_pre(&component).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
         let pre = ProtocolParserPre::new(pre)
             .map_err(|e| anyhow::anyhow!("{e:#}"))
             .context("the component does not implement the sonde:plugin/protocol-parser world")?;
@@ -166,7 +175,10 @@ fn absorb(out: &mut ParseOutput, r: w::FeedResult) -> wasmtime::Result<()> {
 
 fn conn_to_wit(c: &pp::ConnInfo) -> w::ConnInfo {
     let ep = |e: &Option<sonde_sdk::protocol_parser::Endpoint>| {
-        e.as_ref().map(|e| w::Endpoint { ip: e.ip.clone(), port: e.port })
+        e.as_ref().map(|e| w::Endpoint {
+            ip: e.ip.clone(),
+            port: e.port,
+        })
     };
     w::ConnInfo {
         id: c.id,
@@ -224,8 +236,13 @@ pub fn load_all(cfg: &PluginsConfig, engine: &Arc<PluginEngine>) -> Result<Vec<W
     }
     for file in files {
         let wasm = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-        let p = WasmParser::load(engine.clone(), cfg.limits, &wasm, &file.display().to_string())
-            .with_context(|| format!("loading parser component {}", file.display()))?;
+        let p = WasmParser::load(
+            engine.clone(),
+            cfg.limits,
+            &wasm,
+            &file.display().to_string(),
+        )
+        .with_context(|| format!("loading parser component {}", file.display()))?;
         if let Some(other) = parsers.iter().find(|o| o.name == p.name) {
             anyhow::bail!(
                 "{}: a parser named {:?} is already loaded from {}",

@@ -1,0 +1,493 @@
+//! One connection: a reader per direction and the FIFO of requests waiting for responses.
+//!
+//! Each direction is a [`Side`] in one [`Mode`]: between messages, inside a head that did not
+//! fit one segment, inside a body of known length or a chunked body, reading a response to the
+//! connection's close, or resynchronising after bytes went missing. Heads that fit their
+//! segment are parsed in place; only a head split across segments is copied into the side's
+//! buffer (at most [`MAX_HEAD`] bytes).
+//!
+//! What the heads and bodies mean for the exchanges (pairing, records) is `pairing`'s job.
+
+use sonde_sdk::protocol_parser::{Claim, ConnInfo, Direction, RequestRecord, Role, Segment};
+
+use crate::MAX_HEAD;
+use crate::body::Chunked;
+use crate::detect::{self, Verdict};
+use crate::head::{self, Head, Parsed, Start};
+use crate::pairing::Exchanges;
+use crate::scan::{HeadEnd, find};
+
+/// Which half of the exchange a direction carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Request,
+    Response,
+}
+
+/// Where a direction's reader is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Mode {
+    /// Between messages: a start line is expected (empty lines before it are skipped).
+    #[default]
+    Idle,
+    /// Inside a head split across segments; its first bytes are in [`Side::buf`].
+    Head,
+    /// Inside a body of known length, with this many bytes left.
+    Fixed(u64),
+    Chunked(Chunked),
+    /// A response without framing: its body ends with the connection. On a keep-alive
+    /// exchange, also where a segment starts with the next status line (servers that omit
+    /// `Content-Length` on empty bodies and keep the connection open exist).
+    UntilClose {
+        keep_alive: bool,
+    },
+    /// Lost the message boundaries: looking for the next plausible start line.
+    Resync,
+}
+
+/// The reader of one direction.
+#[derive(Debug, Default)]
+struct Side {
+    mode: Mode,
+    /// A split head's bytes so far; capacity never beyond [`MAX_HEAD`].
+    buf: Vec<u8>,
+    head_end: HeadEnd,
+    /// In [`Mode::Resync`]: the next byte may start a message (after an LF, a gap, or at a
+    /// segment start).
+    line_start: bool,
+    /// In [`Mode::UntilClose`]: at the start of the body or of a segment.
+    boundary: bool,
+    /// Timestamp of the segment with the current message's first byte.
+    start_ts: u64,
+    /// Timestamp of the last segment that carried bytes of the current message.
+    last_ts: u64,
+    /// Bytes of the current message so far (head and framed body, on the wire).
+    bytes: u64,
+    /// Request side: the request whose body is being read.
+    seq: u64,
+}
+
+/// The per-connection state of [`crate::Http`].
+#[derive(Debug, Default)]
+pub struct HttpState {
+    request_direction: Option<Direction>,
+    request: Side,
+    response: Side,
+    ex: Exchanges,
+}
+
+impl HttpState {
+    /// Bytes of head buffer allocated, both directions (bounded by `2 × MAX_HEAD`).
+    pub fn buffer_capacity(&self) -> usize {
+        self.request.buf.capacity() + self.response.buf.capacity()
+    }
+
+    /// Requests waiting for a response (at most [`crate::MAX_PENDING`]).
+    pub fn pending(&self) -> usize {
+        self.ex.pending.len()
+    }
+
+    pub(crate) fn parse(
+        &mut self,
+        conn: &ConnInfo,
+        seg: &Segment<'_>,
+        out: &mut Vec<RequestRecord>,
+    ) -> Claim {
+        if self.ex.finished {
+            return Claim::Finished;
+        }
+        let request_direction = *self
+            .request_direction
+            .get_or_insert_with(|| request_direction(conn, seg));
+        let (side, kind) = if seg.direction == request_direction {
+            (&mut self.request, Kind::Request)
+        } else {
+            (&mut self.response, Kind::Response)
+        };
+        if seg.gap_before > 0 {
+            side.gap(kind, seg.gap_before, seg.ts_ns, &mut self.ex, out);
+        }
+        side.feed(kind, seg.ts_ns, seg.data, &mut self.ex, out);
+        if self.ex.finished {
+            Claim::Finished
+        } else {
+            Claim::Mine
+        }
+    }
+
+    pub(crate) fn close(&mut self, out: &mut Vec<RequestRecord>) {
+        if self.ex.finished {
+            return;
+        }
+        let r = &self.response;
+        match r.mode {
+            Mode::UntilClose { .. } => self.ex.response_done(r.last_ts, r.bytes, out),
+            Mode::Fixed(_) | Mode::Chunked(_) => {
+                self.ex.response_truncated(r.last_ts, r.bytes, out)
+            }
+            Mode::Head => self.ex.response_lost(out),
+            Mode::Idle | Mode::Resync => {}
+        }
+        self.ex.flush(out);
+    }
+}
+
+/// Requests flow from client to server; with the role unknown, from the side that sent the
+/// first start line unless that line is a status line.
+fn request_direction(conn: &ConnInfo, seg: &Segment<'_>) -> Direction {
+    match conn.role {
+        Role::Client => Direction::Egress,
+        Role::Server => Direction::Ingress,
+        Role::Unknown => {
+            let start = seg
+                .data
+                .iter()
+                .position(|b| !matches!(b, b'\r' | b'\n'))
+                .unwrap_or(seg.data.len());
+            if detect::status_line(&seg.data[start..]) == Verdict::Yes {
+                match seg.direction {
+                    Direction::Egress => Direction::Ingress,
+                    Direction::Ingress => Direction::Egress,
+                }
+            } else {
+                seg.direction
+            }
+        }
+    }
+}
+
+fn start_verdict(kind: Kind, data: &[u8]) -> Verdict {
+    match kind {
+        Kind::Request => detect::request_line(data),
+        Kind::Response => detect::status_line(data),
+    }
+}
+
+/// Append to a head buffer that must never hold (nor reserve) more than [`MAX_HEAD`] bytes.
+fn extend_capped(buf: &mut Vec<u8>, data: &[u8]) {
+    let need = buf.len() + data.len();
+    if need > buf.capacity() {
+        let want = (buf.capacity() * 2).clamp(512, MAX_HEAD).max(need);
+        buf.reserve_exact(want - buf.len());
+    }
+    buf.extend_from_slice(data);
+}
+
+/// A head buffer bigger than this is freed once its head is parsed rather than kept for the
+/// next one: most connections never split a head, and thousands of idle 16 KiB buffers add up.
+const KEEP_BUFFER: usize = 2048;
+
+impl Side {
+    fn feed(
+        &mut self,
+        kind: Kind,
+        ts: u64,
+        mut data: &[u8],
+        ex: &mut Exchanges,
+        out: &mut Vec<RequestRecord>,
+    ) {
+        self.boundary = true;
+        // Segments are the peer's writes, and writes tend to begin messages: a resync tries the
+        // segment start too.
+        self.line_start = true;
+        while !data.is_empty() && !ex.finished {
+            let used = self.step(kind, ts, data, ex, out);
+            data = &data[used..];
+        }
+    }
+
+    /// Consume a prefix of `data` (possibly none, after a mode change).
+    fn step(
+        &mut self,
+        kind: Kind,
+        ts: u64,
+        data: &[u8],
+        ex: &mut Exchanges,
+        out: &mut Vec<RequestRecord>,
+    ) -> usize {
+        match self.mode {
+            Mode::Idle => match data.iter().position(|b| !matches!(b, b'\r' | b'\n')) {
+                Some(0) => self.start(kind, ts, data, ex, out),
+                Some(skip) => skip,
+                None => data.len(),
+            },
+            Mode::Head => self.continue_head(kind, ts, data, ex, out),
+            Mode::Fixed(left) => {
+                let take = left.min(data.len() as u64);
+                self.body(kind, take, ts, ex);
+                if take == left {
+                    self.message_done(kind, ts, ex, out);
+                } else {
+                    self.mode = Mode::Fixed(left - take);
+                }
+                take as usize
+            }
+            Mode::Chunked(mut decoder) => {
+                let result = decoder.feed(data);
+                self.mode = Mode::Chunked(decoder);
+                match result {
+                    Ok((used, done)) => {
+                        self.body(kind, used as u64, ts, ex);
+                        if done {
+                            self.message_done(kind, ts, ex, out);
+                        }
+                        used
+                    }
+                    Err(e) => {
+                        self.body(kind, e.used as u64, ts, ex);
+                        self.lose_framing(kind, ex, out);
+                        self.line_start = false;
+                        e.used
+                    }
+                }
+            }
+            Mode::UntilClose { keep_alive } => {
+                if keep_alive && self.boundary && detect::status_line(data) == Verdict::Yes {
+                    ex.response_done(self.last_ts, self.bytes, out);
+                    self.mode = Mode::Idle;
+                    return 0;
+                }
+                self.boundary = false;
+                self.body(kind, data.len() as u64, ts, ex);
+                data.len()
+            }
+            Mode::Resync => self.resync(kind, data),
+        }
+    }
+
+    /// A message starts at `data[0]`.
+    fn start(
+        &mut self,
+        kind: Kind,
+        ts: u64,
+        data: &[u8],
+        ex: &mut Exchanges,
+        out: &mut Vec<RequestRecord>,
+    ) -> usize {
+        self.start_ts = ts;
+        self.last_ts = ts;
+        self.bytes = 0;
+        // Fast path: the whole head is in this segment, parsed where it lies.
+        match head::parse(&data[..data.len().min(MAX_HEAD)]) {
+            Parsed::Complete(h, len) => {
+                self.on_head(kind, &h, len, ts, ex, out);
+                len
+            }
+            Parsed::Invalid => {
+                self.resync_from_here();
+                0
+            }
+            Parsed::Incomplete if data.len() >= MAX_HEAD => {
+                self.overflow(kind, ex, out);
+                0
+            }
+            Parsed::Incomplete if start_verdict(kind, data) == Verdict::No => {
+                self.resync_from_here();
+                0
+            }
+            Parsed::Incomplete => {
+                self.buf.clear();
+                extend_capped(&mut self.buf, data);
+                self.head_end = HeadEnd::after(data);
+                self.mode = Mode::Head;
+                data.len()
+            }
+        }
+    }
+
+    /// More bytes of a head that began in an earlier segment.
+    fn continue_head(
+        &mut self,
+        kind: Kind,
+        ts: u64,
+        data: &[u8],
+        ex: &mut Exchanges,
+        out: &mut Vec<RequestRecord>,
+    ) -> usize {
+        let Some(end) = self.head_end.feed(data) else {
+            if self.buf.len() + data.len() > MAX_HEAD {
+                self.overflow(kind, ex, out);
+                self.line_start = data.last() == Some(&b'\n');
+            } else {
+                extend_capped(&mut self.buf, data);
+                self.last_ts = ts;
+            }
+            return data.len();
+        };
+        if self.buf.len() + end > MAX_HEAD {
+            self.overflow(kind, ex, out);
+            self.line_start = true;
+            return end;
+        }
+        extend_capped(&mut self.buf, &data[..end]);
+        let mut buf = std::mem::take(&mut self.buf);
+        match head::parse(&buf) {
+            Parsed::Complete(h, len) => self.on_head(kind, &h, len, ts, ex, out),
+            Parsed::Incomplete | Parsed::Invalid => {
+                self.mode = Mode::Resync;
+                self.line_start = true;
+            }
+        }
+        buf.clear();
+        if buf.capacity() <= KEEP_BUFFER {
+            self.buf = buf;
+        }
+        end
+    }
+
+    fn on_head(
+        &mut self,
+        kind: Kind,
+        h: &Head<'_>,
+        len: usize,
+        ts: u64,
+        ex: &mut Exchanges,
+        out: &mut Vec<RequestRecord>,
+    ) {
+        self.bytes = len as u64;
+        self.last_ts = ts;
+        self.mode = match (kind, h.start) {
+            (Kind::Request, Start::Request { .. }) => {
+                let (mode, seq) = ex.request_head(h, self.start_ts, len as u64, out);
+                self.seq = seq;
+                mode
+            }
+            (Kind::Response, Start::Response { .. }) => ex.response_head(h, len as u64, ts, out),
+            // A status line where requests flow or the reverse: not a message we can place.
+            _ => Mode::Resync,
+        };
+        self.boundary = true;
+        self.line_start = true;
+    }
+
+    /// Body bytes of the current message.
+    fn body(&mut self, kind: Kind, n: u64, ts: u64, ex: &mut Exchanges) {
+        self.bytes += n;
+        self.last_ts = ts;
+        if kind == Kind::Request {
+            ex.add_request_bytes(self.seq, n);
+        }
+    }
+
+    fn message_done(
+        &mut self,
+        kind: Kind,
+        ts: u64,
+        ex: &mut Exchanges,
+        out: &mut Vec<RequestRecord>,
+    ) {
+        self.mode = Mode::Idle;
+        if kind == Kind::Response {
+            ex.response_done(ts, self.bytes, out);
+        }
+    }
+
+    /// The current message's body can no longer be framed.
+    fn lose_framing(&mut self, kind: Kind, ex: &mut Exchanges, out: &mut Vec<RequestRecord>) {
+        if kind == Kind::Response {
+            ex.response_truncated(self.last_ts, self.bytes, out);
+        }
+        self.mode = Mode::Resync;
+    }
+
+    /// A message began that we will never see the start of.
+    fn lost(&mut self, kind: Kind, ex: &mut Exchanges, out: &mut Vec<RequestRecord>) {
+        match kind {
+            Kind::Request => ex.push_lost(out),
+            Kind::Response => ex.response_lost(out),
+        }
+        self.mode = Mode::Resync;
+    }
+
+    /// A head longer than [`MAX_HEAD`]: dropped like a lost message, its buffer freed.
+    fn overflow(&mut self, kind: Kind, ex: &mut Exchanges, out: &mut Vec<RequestRecord>) {
+        self.buf = Vec::new();
+        self.lost(kind, ex, out);
+        self.line_start = false;
+    }
+
+    fn resync_from_here(&mut self) {
+        self.mode = Mode::Resync;
+        // Not here again: the next candidate is after the next LF.
+        self.line_start = false;
+    }
+
+    /// Skip to the next line that could start a message of this direction.
+    fn resync(&mut self, kind: Kind, data: &[u8]) -> usize {
+        let mut at = if self.line_start {
+            0
+        } else {
+            match find(data, b'\n') {
+                Some(p) => p + 1,
+                None => return data.len(),
+            }
+        };
+        loop {
+            if at >= data.len() {
+                self.line_start = true;
+                return data.len();
+            }
+            if start_verdict(kind, &data[at..]) != Verdict::No {
+                self.mode = Mode::Idle;
+                return at;
+            }
+            match find(&data[at..], b'\n') {
+                Some(p) => at += p + 1,
+                None => {
+                    self.line_start = false;
+                    return data.len();
+                }
+            }
+        }
+    }
+
+    /// `n` bytes are missing before the next segment.
+    fn gap(
+        &mut self,
+        kind: Kind,
+        n: u64,
+        ts: u64,
+        ex: &mut Exchanges,
+        out: &mut Vec<RequestRecord>,
+    ) {
+        match self.mode {
+            // Inside a body of known length: skip the missing bytes, still in sync.
+            Mode::Fixed(left) if n < left => {
+                self.body(kind, n, ts, ex);
+                self.mode = Mode::Fixed(left - n);
+            }
+            Mode::Fixed(left) => {
+                self.body(kind, left, ts, ex);
+                self.message_done(kind, ts, ex, out);
+                if n > left {
+                    // The rest of the gap began the next message.
+                    self.lost(kind, ex, out);
+                }
+            }
+            Mode::Chunked(mut decoder) => {
+                if decoder.absorb(n) {
+                    self.mode = Mode::Chunked(decoder);
+                    self.body(kind, n, ts, ex);
+                } else {
+                    self.lose_framing(kind, ex, out);
+                }
+            }
+            Mode::UntilClose { .. } => {
+                self.body(kind, n, ts, ex);
+                self.boundary = true;
+            }
+            Mode::Idle => self.lost(kind, ex, out),
+            Mode::Head => {
+                match kind {
+                    Kind::Request => ex.request_cut(&self.buf, self.start_ts, out),
+                    Kind::Response => ex.response_lost(out),
+                }
+                self.buf.clear();
+                self.mode = Mode::Resync;
+            }
+            Mode::Resync => {}
+        }
+        // The segment after a gap may well begin a message.
+        self.line_start = true;
+    }
+}
