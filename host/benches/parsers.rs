@@ -80,9 +80,9 @@ fn job(conn: u64, n: usize, body: usize, first: bool) -> ParseJob {
 
 /// µs per exchange over `rounds` jobs of 64.
 fn per_exchange(backend: &mut dyn ParserBackend, body: usize, rounds: usize) -> f64 {
-    let first = job(1, 64, body, true);
-    let next = job(1, 64, body, false);
-    let out = backend.run(&first).unwrap();
+    let mut first = job(1, 64, body, true);
+    let mut next = job(1, 64, body, false);
+    let out = backend.run(&mut first).unwrap();
     assert_eq!(
         out.records.len(),
         64,
@@ -91,7 +91,7 @@ fn per_exchange(backend: &mut dyn ParserBackend, body: usize, rounds: usize) -> 
     );
     let t = Instant::now();
     for _ in 0..rounds {
-        let out = backend.run(&next).unwrap();
+        let out = backend.run(&mut next).unwrap();
         assert_eq!(out.records.len(), 64);
         std::hint::black_box(out);
     }

@@ -275,7 +275,10 @@ impl Red {
                 .or(op.next())
                 .unwrap_or("_OTHER");
             let parsed = attr(r, "http.route").or(op.next()).unwrap_or("");
-            let route = attr(r, "url.path")
+            // The raw path is only an attribute where the parser's normalisation changed it.
+            let raw = attr(r, "url.path").unwrap_or(parsed);
+            let route = Some(raw)
+                .filter(|_| !self.templates.is_empty())
                 .and_then(|p| self.templates.iter().find(|t| t.matches(p)))
                 .map_or(parsed, |t| t.text.as_str());
             (m.to_string(), route.to_string())

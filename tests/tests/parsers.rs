@@ -86,8 +86,8 @@ fn the_http_component_parses_like_the_native_build() {
     let mut wasm =
         WasmParser::load(engine(), Limits::default(), HTTP_PARSER_WASM, "embedded").unwrap();
     let mut native = NativeParser::<Http>::new();
-    let w = wasm.run(&job()).unwrap();
-    let n = native.run(&job()).unwrap();
+    let w = wasm.run(&mut job()).unwrap();
+    let n = native.run(&mut job()).unwrap();
     assert_eq!(w, n, "same records and claims through Wasm and natively");
     assert_eq!(w.records.len(), 3, "{w:#?}");
     let get = &w.records[0];
@@ -134,7 +134,7 @@ fn misbehaving_parsers_are_stopped_classified_and_counted() {
         let mut p = WasmParser::load(engine(), limits, &bytes, "test").unwrap();
         assert_eq!(p.name, format!("bad-parser-{feature}"));
         let t = Instant::now();
-        let f = p.run(&job()).expect_err("it misbehaves");
+        let f = p.run(&mut job()).expect_err("it misbehaves");
         let took = t.elapsed();
         assert_eq!(f.kind, kind, "{feature}: {f}");
         assert!(
@@ -149,7 +149,7 @@ fn misbehaving_parsers_are_stopped_classified_and_counted() {
         }
         // The next call gets a fresh instance (the first one served `info` at load), and fails
         // the same way: counted each time.
-        let _ = p.run(&job());
+        let _ = p.run(&mut job());
         let h = p.health();
         assert_eq!((h.failures, h.instantiations), (2, 2), "{feature}: {h:?}");
     }

@@ -67,8 +67,8 @@ impl Dispatch {
             let thread = std::thread::Builder::new()
                 .name(format!("sonde-parse-{}", slot.name()))
                 .spawn(move || {
-                    while let Ok(job) = rx.recv() {
-                        let out = slot.run(&job);
+                    while let Ok(mut job) = rx.recv() {
+                        let out = slot.run(&mut job);
                         if let Ok(mut s) = shared.lock() {
                             *s = slot.stats();
                         }
@@ -105,7 +105,8 @@ impl Dispatch {
     pub fn submit(&mut self, parser: usize, job: ParseJob) -> Result<(), ParseJob> {
         match &mut self.mode {
             Mode::Inline { slots, done } => {
-                done.push_back(slots[parser].run(&job));
+                let mut job = job;
+                done.push_back(slots[parser].run(&mut job));
                 Ok(())
             }
             Mode::Threads { workers, .. } => {

@@ -117,7 +117,9 @@ pub trait ParserBackend: Send {
     fn version(&self) -> &str;
     /// `embedded`, `native` or the file it came from.
     fn source(&self) -> &str;
-    fn run(&mut self, job: &ParseJob) -> Result<ParseOutput, Failure>;
+    /// `job` is lent mutably so a backend can move its buffers into the call instead of
+    /// copying them; it must leave the job as it found it.
+    fn run(&mut self, job: &mut ParseJob) -> Result<ParseOutput, Failure>;
     fn health(&self) -> Health;
 }
 

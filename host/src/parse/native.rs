@@ -52,7 +52,7 @@ where
         "native"
     }
 
-    fn run(&mut self, job: &ParseJob) -> Result<ParseOutput, Failure> {
+    fn run(&mut self, job: &mut ParseJob) -> Result<ParseOutput, Failure> {
         self.health.succeeded();
         let mut out = FeedResult::default();
         for c in &job.opened {

@@ -64,7 +64,7 @@ impl ParserSlot {
         }
     }
 
-    pub fn run(&mut self, job: &ParseJob) -> SlotOutput {
+    pub fn run(&mut self, job: &mut ParseJob) -> SlotOutput {
         let mut out = SlotOutput {
             parser: self.index,
             ..Default::default()
@@ -74,10 +74,10 @@ impl ParserSlot {
                 self.conns.insert(c.id, (c.clone(), true));
             }
         }
-        let filtered;
+        let mut filtered;
         let job = if job.meta.iter().any(|m| self.poisoned.contains(&m.conn)) {
             filtered = job.without(&|c| self.poisoned.contains(&c));
-            &filtered
+            &mut filtered
         } else {
             job
         };

@@ -238,7 +238,7 @@ impl ParserBackend for Flaky {
     fn source(&self) -> &str {
         "test"
     }
-    fn run(&mut self, job: &ParseJob) -> Result<ParseOutput, crate::plugin::Failure> {
+    fn run(&mut self, job: &mut ParseJob) -> Result<ParseOutput, crate::plugin::Failure> {
         if self.fail.load(Ordering::Relaxed) {
             self.inner = NativeParser::new();
             self.health.traps += 1;
@@ -315,7 +315,7 @@ impl ParserBackend for Stuck {
     fn source(&self) -> &str {
         "test"
     }
-    fn run(&mut self, job: &ParseJob) -> Result<ParseOutput, crate::plugin::Failure> {
+    fn run(&mut self, job: &mut ParseJob) -> Result<ParseOutput, crate::plugin::Failure> {
         while !self.0.load(Ordering::Relaxed) {
             std::thread::park_timeout(Duration::from_millis(1));
         }

@@ -105,11 +105,13 @@ impl ParserBackend for WasmParser {
         self.sandbox.health.clone()
     }
 
-    fn run(&mut self, job: &ParseJob) -> Result<ParseOutput, Failure> {
+    fn run(&mut self, job: &mut ParseJob) -> Result<ParseOutput, Failure> {
         let opened: Vec<w::ConnInfo> = job.opened.iter().map(|c| conn_to_wit(c)).collect();
+        // The payload moves into the call's argument and back afterwards: lowering copies it
+        // into the instance once, and that is the only copy.
         let batch = (!job.meta.is_empty()).then(|| w::SegmentBatch {
-            data: job.data.clone(),
-            ends: job.ends.clone(),
+            data: std::mem::take(&mut job.data),
+            ends: std::mem::take(&mut job.ends),
             meta: job
                 .meta
                 .iter()
@@ -124,7 +126,8 @@ impl ParserBackend for WasmParser {
                 })
                 .collect(),
         });
-        self.sandbox.call(&self.engine, &self.limits, |b, store| {
+        let closed = &job.closed;
+        let result = self.sandbox.call(&self.engine, &self.limits, |b, store| {
             let mut out = ParseOutput::default();
             if !opened.is_empty() {
                 b.call_opened(&mut *store, &opened)?;
@@ -132,11 +135,16 @@ impl ParserBackend for WasmParser {
             if let Some(batch) = &batch {
                 absorb(&mut out, b.call_feed(&mut *store, batch)?)?;
             }
-            if !job.closed.is_empty() {
-                absorb(&mut out, b.call_closed(&mut *store, &job.closed)?)?;
+            if !closed.is_empty() {
+                absorb(&mut out, b.call_closed(&mut *store, closed)?)?;
             }
             Ok(out)
-        })
+        });
+        if let Some(batch) = batch {
+            job.data = batch.data;
+            job.ends = batch.ends;
+        }
+        result
     }
 }
 

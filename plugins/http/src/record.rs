@@ -157,9 +157,10 @@ impl Pending {
         // Room for every request attribute and the two a response may add: no regrowth.
         let mut attributes = Vec::with_capacity(16);
         let mut push = |k: &str, v: String| attributes.push((k.to_string(), v));
-        push(attr::METHOD, method.to_string());
-        push(attr::ROUTE, route);
-        if let Some(p) = url_path {
+        // Method and route are the operation's two words; they are not repeated as attributes
+        // (each string costs an allocation on both sides of the sandbox). The raw path is
+        // kept only when normalisation changed it.
+        if let Some(p) = url_path.filter(|p| *p != route) {
             push(attr::URL_PATH, p);
         }
         push(
