@@ -90,6 +90,10 @@ fn build_plugins() -> anyhow::Result<()> {
     .args(["--target", "wasm32-wasip2"])
     .arg("--target-dir")
     .arg(&target_dir)
+    // Whole-program optimisation: these components are small, and every parser call runs
+    // their code once per segment.
+    .env("CARGO_PROFILE_RELEASE_LTO", "fat")
+    .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1")
     .current_dir(&root);
     run(
         cmd,

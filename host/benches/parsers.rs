@@ -215,6 +215,28 @@ fn main() {
         println!("| {} KiB | {n:.3} | {w:.3} | {:.2}× |", body / 1024, w / n);
     }
 
+    // Where the Wasm time goes: the same batches when the parser declines the connection at
+    // its first byte (the bytes still cross into the sandbox, nothing is parsed or returned).
+    println!("\n| body | Wasm µs/exchange, payload crossing only |\n|---|---:|");
+    for body in [1024usize, 16 << 10] {
+        let mut wasm =
+            WasmParser::load(engine.clone(), limits, HTTP_PARSER_WASM, "embedded").unwrap();
+        let mut j = job(1, 64, body, true);
+        j.data[0] = 0; // not HTTP
+        let out = wasm.run(&mut j).unwrap();
+        assert!(out.records.is_empty());
+        let mut j = job(1, 64, body, false);
+        let t = Instant::now();
+        for _ in 0..rounds {
+            std::hint::black_box(wasm.run(&mut j).unwrap());
+        }
+        println!(
+            "| {} KiB | {:.3} |",
+            body / 1024,
+            t.elapsed().as_secs_f64() * 1e6 / (rounds * 64) as f64
+        );
+    }
+
     // The pipeline from a recording.
     let path = std::env::temp_dir().join(format!("sonde-bench-events-{}.rec", std::process::id()));
     let (conns, per_conn) = if quick { (64, 200) } else { (256, 500) };

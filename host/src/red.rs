@@ -205,14 +205,131 @@ impl Template {
     }
 }
 
+const HTTP_SERVER_KEYS: [&str; 9] = [
+    "http_request_method",
+    "http_route",
+    "http_response_status_code",
+    "error_type",
+    "server_address",
+    "server_port",
+    "service",
+    "namespace",
+    "pod",
+];
+const HTTP_CLIENT_KEYS: [&str; 9] = [
+    "http_request_method",
+    "url_template",
+    "http_response_status_code",
+    "error_type",
+    "server_address",
+    "server_port",
+    "service",
+    "namespace",
+    "pod",
+];
+const OTHER_KEYS: [&str; 10] = [
+    "protocol",
+    "side",
+    "operation",
+    "status",
+    "error_type",
+    "server_address",
+    "server_port",
+    "service",
+    "namespace",
+    "pod",
+];
+const UNANSWERED_KEYS: [&str; 5] = ["protocol", "side", "operation", "error_type", "service"];
+
+/// Series of one metric, found by their label values without allocating: a hash of the
+/// borrowed values picks a short list, compared value by value. Labels are owned only once a
+/// series exists.
+#[derive(Debug)]
+struct SeriesMap<V> {
+    len: usize,
+    buckets: HashMap<u64, Vec<(Labels, V)>>,
+}
+
+impl<V> Default for SeriesMap<V> {
+    fn default() -> Self {
+        Self {
+            len: 0,
+            buckets: HashMap::new(),
+        }
+    }
+}
+
+impl<V: Default> SeriesMap<V> {
+    /// The series with these label values; created if there is room (`None`: the metric is at
+    /// `max` series).
+    fn get_or_insert(
+        &mut self,
+        keys: &[&'static str],
+        values: &[&str],
+        max: usize,
+    ) -> Option<&mut V> {
+        use std::hash::{Hash as _, Hasher as _};
+        let mut h = std::hash::DefaultHasher::new();
+        values.hash(&mut h);
+        let bucket = self.buckets.entry(h.finish()).or_default();
+        let found = bucket.iter().position(|(labels, _)| {
+            labels
+                .iter()
+                .map(|(_, v)| v.as_str())
+                .eq(values.iter().copied())
+        });
+        let i = match found {
+            Some(i) => i,
+            None if self.len < max => {
+                self.len += 1;
+                bucket.push((
+                    keys.iter()
+                        .zip(values)
+                        .map(|(k, v)| (*k, v.to_string()))
+                        .collect(),
+                    V::default(),
+                ));
+                bucket.len() - 1
+            }
+            None => return None,
+        };
+        Some(&mut bucket[i].1)
+    }
+}
+
+impl<V> SeriesMap<V> {
+    fn iter(&self) -> impl Iterator<Item = (&Labels, &V)> {
+        self.buckets.values().flatten().map(|(l, v)| (l, v))
+    }
+}
+
+/// Decimal text of a number without allocating.
+#[derive(Default)]
+struct NumBuf([u8; 20]);
+
+impl NumBuf {
+    fn fmt(&mut self, mut v: u64) -> &str {
+        let mut i = self.0.len();
+        loop {
+            i -= 1;
+            self.0[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        std::str::from_utf8(&self.0[i..]).expect("ASCII digits")
+    }
+}
+
 /// The RED aggregation: feed it tagged records, render it on scrape.
 #[derive(Debug)]
 pub struct Red {
     max_series: usize,
     templates: Vec<Template>,
-    families: HashMap<Family, HashMap<Labels, Series>>,
+    families: HashMap<Family, SeriesMap<Series>>,
     overflow: HashMap<Family, Series>,
-    unanswered: HashMap<Labels, u64>,
+    unanswered: SeriesMap<u64>,
     unanswered_overflow: u64,
     /// Records that fell into an overflow series.
     pub overflow_records: u64,
@@ -251,7 +368,7 @@ impl Red {
                 .collect(),
             families: HashMap::new(),
             overflow: HashMap::new(),
-            unanswered: HashMap::new(),
+            unanswered: SeriesMap::default(),
             unanswered_overflow: 0,
             overflow_records: 0,
             invalid_records: 0,
@@ -264,7 +381,8 @@ impl Red {
         }
     }
 
-    /// Account one record.
+    /// Account one record. Label values are borrowed from the record and its connection; a
+    /// series' labels are only allocated when the series is new.
     pub fn record(&mut self, conn: &Arc<ConnInfo>, r: &RequestRecord) {
         let server = conn.role == Role::Server;
         let side = if server { "server" } else { "client" };
@@ -281,61 +399,55 @@ impl Red {
                 .filter(|_| !self.templates.is_empty())
                 .and_then(|p| self.templates.iter().find(|t| t.matches(p)))
                 .map_or(parsed, |t| t.text.as_str());
-            (m.to_string(), route.to_string())
+            (m, route)
         } else {
-            (String::new(), String::new())
+            ("", "")
         };
-        let error_type: Option<String> = if r.status > 0 && http {
+        let mut status_buf = NumBuf::default();
+        let status = if r.status > 0 {
+            status_buf.fmt(u64::from(r.status))
+        } else {
+            ""
+        };
+        let error_type: Option<&str> = if r.status > 0 && http {
             let bad = if server {
                 r.status >= 500
             } else {
                 r.status >= 400
             };
-            bad.then(|| r.status.to_string())
+            bad.then_some(status)
         } else {
-            r.error.clone()
+            r.error.as_deref()
         };
-        let (addr, port) = if server {
-            (&conn.local, &conn.local)
-        } else {
-            (&conn.remote, &conn.remote)
-        };
-        let address = addr.as_ref().map(|e| e.ip.clone()).unwrap_or_default();
-        let port = port
-            .as_ref()
-            .map(|e| e.port.to_string())
-            .unwrap_or_default();
-        let service = conn_label(conn, "service")
-            .unwrap_or(&conn.comm)
-            .to_string();
-        let namespace = conn_label(conn, "namespace").unwrap_or("").to_string();
-        let pod = conn_label(conn, "pod").unwrap_or("").to_string();
+        let end = if server { &conn.local } else { &conn.remote };
+        let address = end.as_ref().map_or("", |e| e.ip.as_str());
+        let mut port_buf = NumBuf::default();
+        let port = end.as_ref().map_or("", |e| port_buf.fmt(u64::from(e.port)));
+        let service = conn_label(conn, "service").unwrap_or(&conn.comm);
+        let namespace = conn_label(conn, "namespace").unwrap_or("");
+        let pod = conn_label(conn, "pod").unwrap_or("");
 
         let answered = r.response_ts_ns > 0 && (r.status > 0 || r.error.is_none());
         if !answered {
-            let labels: Labels = vec![
-                ("protocol", r.protocol.clone()),
-                ("side", side.to_string()),
-                (
-                    "operation",
-                    if http {
-                        format!("{method} {route}")
-                    } else {
-                        r.operation.clone()
-                    },
-                ),
-                (
-                    "error_type",
-                    r.error.clone().unwrap_or_else(|| "no-response".into()),
-                ),
-                ("service", service),
+            let joined;
+            let operation = if http {
+                joined = format!("{method} {route}");
+                joined.as_str()
+            } else {
+                r.operation.as_str()
+            };
+            let values = [
+                &r.protocol,
+                side,
+                operation,
+                r.error.as_deref().unwrap_or("no-response"),
+                service,
             ];
-            let n = self.unanswered.len();
-            match self.unanswered.get_mut(&labels) {
+            match self
+                .unanswered
+                .get_or_insert(&UNANSWERED_KEYS, &values, self.max_series)
+            {
                 Some(c) => *c += 1,
-                None if n < self.max_series => {
-                    self.unanswered.insert(labels, 1);
-                }
                 None => {
                     self.unanswered_overflow += 1;
                     self.overflow_records += 1;
@@ -348,55 +460,42 @@ impl Red {
             return;
         }
         let ns = r.response_ts_ns - r.request_ts_ns;
-        let status = if r.status > 0 {
-            r.status.to_string()
-        } else {
-            String::new()
-        };
-        let (family, labels): (Family, Labels) = if http {
-            let family = if server {
-                Family::HttpServer
+        let error = error_type.is_some();
+        let error_type = error_type.unwrap_or("");
+        let (family, keys, values): (Family, &[&'static str], [&str; 10]) = if http {
+            let (family, keys) = if server {
+                (Family::HttpServer, &HTTP_SERVER_KEYS)
             } else {
-                Family::HttpClient
+                (Family::HttpClient, &HTTP_CLIENT_KEYS)
             };
-            let route_key = if server { "http_route" } else { "url_template" };
             (
                 family,
-                vec![
-                    ("http_request_method", method),
-                    (route_key, route),
-                    ("http_response_status_code", status),
-                    ("error_type", error_type.clone().unwrap_or_default()),
-                    ("server_address", address),
-                    ("server_port", port),
-                    ("service", service),
-                    ("namespace", namespace),
-                    ("pod", pod),
+                keys,
+                [
+                    method, route, status, error_type, address, port, service, namespace, pod, "",
                 ],
             )
         } else {
             (
                 Family::Other,
-                vec![
-                    ("protocol", r.protocol.clone()),
-                    ("side", side.to_string()),
-                    ("operation", r.operation.clone()),
-                    ("status", status),
-                    ("error_type", error_type.clone().unwrap_or_default()),
-                    ("server_address", address),
-                    ("server_port", port),
-                    ("service", service),
-                    ("namespace", namespace),
-                    ("pod", pod),
+                &OTHER_KEYS,
+                [
+                    &r.protocol,
+                    side,
+                    &r.operation,
+                    status,
+                    error_type,
+                    address,
+                    port,
+                    service,
+                    namespace,
+                    pod,
                 ],
             )
         };
-        let error = error_type.is_some();
         let series = self.families.entry(family).or_default();
-        let n = series.len();
-        match series.get_mut(&labels) {
+        match series.get_or_insert(keys, &values[..keys.len()], self.max_series) {
             Some(s) => s.observe(ns, error),
-            None if n < self.max_series => series.entry(labels).or_default().observe(ns, error),
             None => {
                 self.overflow_records += 1;
                 self.overflow.entry(family).or_default().observe(ns, error);
@@ -406,7 +505,7 @@ impl Red {
 
     /// Series counted so far, over all metrics.
     pub fn series_count(&self) -> usize {
-        self.families.values().map(HashMap::len).sum::<usize>() + self.overflow.len()
+        self.families.values().map(|m| m.len).sum::<usize>() + self.overflow.len()
     }
 
     /// Prometheus text exposition of every RED metric.
@@ -414,7 +513,7 @@ impl Red {
         for family in Family::ALL {
             let series = self.families.get(&family);
             let overflow = self.overflow.get(&family);
-            if series.is_none_or(HashMap::is_empty) && overflow.is_none() {
+            if series.is_none_or(|m| m.len == 0) && overflow.is_none() {
                 continue;
             }
             let name = family.metric();
@@ -443,7 +542,7 @@ impl Red {
                 let _ = writeln!(o, "{name}_count{{{base}}} {}", s.count);
             }
         }
-        if !self.unanswered.is_empty() || self.unanswered_overflow > 0 {
+        if self.unanswered.len > 0 || self.unanswered_overflow > 0 {
             let name = "sonde_requests_unanswered_total";
             let _ = writeln!(
                 o,
@@ -483,7 +582,12 @@ impl Red {
     pub fn export(&self) -> Vec<SeriesExport> {
         let mut out = Vec::new();
         for family in Family::ALL {
-            for (labels, s) in self.families.get(&family).into_iter().flatten() {
+            for (labels, s) in self
+                .families
+                .get(&family)
+                .into_iter()
+                .flat_map(SeriesMap::iter)
+            {
                 out.push(SeriesExport {
                     metric: family.metric().to_string(),
                     labels: labels

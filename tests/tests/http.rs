@@ -377,6 +377,51 @@ fn red_metrics_match_nginx_access_log_and_tshark() {
         "final responses per status: Sonde vs tshark"
     );
 
+    // A connection no parser wants (binary bytes both ways) gets a verdict: after it, the
+    // kernel counts that connection's bytes without copying them.
+    let skipped_before = sum(
+        &samples,
+        "sonde_capture_bytes_skipped_by_verdict_total",
+        &[],
+    );
+    let verdicts_before = sum(&samples, "sonde_parse_verdicts_total", &[]);
+    let binary = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let baddr = binary.local_addr().unwrap();
+    let echo = std::thread::spawn(move || {
+        let (mut s, _) = binary.accept().unwrap();
+        let mut buf = vec![0u8; 64 << 10];
+        let mut total = 0;
+        while total < (1 << 20) + 512 {
+            let n = std::io::Read::read(&mut s, &mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            total += n;
+        }
+        total
+    });
+    let mut c = std::net::TcpStream::connect(baddr).unwrap();
+    std::io::Write::write_all(&mut c, &[0x00, 0x01, 0xfe, 0xff].repeat(128)).unwrap();
+    wait_until(T, "the binary connection's verdict", || {
+        (sum(&daemon.samples(), "sonde_parse_verdicts_total", &[]) > verdicts_before).then_some(())
+    })
+    .unwrap();
+    for _ in 0..16 {
+        std::io::Write::write_all(&mut c, &sonde_tests::pattern(3, 64 << 10)).unwrap();
+    }
+    drop(c);
+    assert_eq!(echo.join().unwrap(), (1 << 20) + 512);
+    wait_until(T, "bytes skipped by verdict", || {
+        let skipped = sum(
+            &daemon.samples(),
+            "sonde_capture_bytes_skipped_by_verdict_total",
+            &[],
+        ) - skipped_before;
+        (skipped >= (1 << 20) as f64).then_some(())
+    })
+    .unwrap();
+    let samples = daemon.samples();
+
     // The pipeline's own accounting: nothing lost on the way.
     let lost = sum(&samples, "sonde_capture_events_lost_total", &[]);
     assert_eq!(lost, 0.0, "no capture loss in this test");
