@@ -195,56 +195,78 @@ fn render_parsers(o: &mut String, s: &Snapshot) {
     if s.parsers.is_empty() {
         return;
     }
-    type Get = fn(&ParserStats) -> u64;
-    let per_parser: [(&str, &str, Get); 9] = [
+    type Get = fn(&ParserStats) -> f64;
+    let c = "counter";
+    let per_parser: [(&str, &str, &str, Get); 11] = [
         (
             "sonde_parser_jobs_total",
+            c,
             "Batches a parser was given.",
-            |p| p.counters.jobs,
+            |p| p.counters.jobs as f64,
         ),
         (
             "sonde_parser_jobs_dropped_total",
+            c,
             "Batches refused because the parser's queue was full.",
-            |p| p.counters.jobs_dropped,
+            |p| p.counters.jobs_dropped as f64,
         ),
         (
             "sonde_parser_segments_total",
+            c,
             "Segments a parser was given.",
-            |p| p.counters.segments,
+            |p| p.counters.segments as f64,
         ),
         (
             "sonde_parser_bytes_total",
+            c,
             "Payload bytes a parser was given.",
-            |p| p.counters.bytes,
+            |p| p.counters.bytes as f64,
         ),
         (
             "sonde_parser_records_total",
+            c,
             "Records a parser produced.",
-            |p| p.counters.records,
+            |p| p.counters.records as f64,
         ),
         (
             "sonde_parser_connections_claimed_total",
+            c,
             "Connections a parser claimed.",
-            |p| p.counters.claimed,
+            |p| p.counters.claimed as f64,
         ),
         (
             "sonde_parser_connections_abandoned_total",
+            c,
             "Connections whose parsing state a failure or a dropped batch destroyed.",
-            |p| p.counters.abandoned,
+            |p| p.counters.abandoned as f64,
         ),
         (
             "sonde_plugin_calls_total",
+            c,
             "Sandbox calls made to a plugin.",
-            |p| p.health.calls,
+            |p| p.health.calls as f64,
         ),
         (
             "sonde_plugin_calls_skipped_total",
+            c,
             "Calls refused while the plugin was quarantined.",
-            |p| p.health.skipped,
+            |p| p.health.skipped as f64,
+        ),
+        (
+            "sonde_plugin_quarantines_total",
+            c,
+            "Times a plugin was quarantined after failures in a row.",
+            |p| f64::from(p.health.quarantines),
+        ),
+        (
+            "sonde_plugin_call_seconds_max",
+            "gauge",
+            "The longest sandbox call of a plugin (a stopped plugin: its deadline plus the stop latency).",
+            |p| p.health.max_call_us as f64 / 1e6,
         ),
     ];
-    for (name, help, get) in per_parser {
-        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (name, kind, help, get) in per_parser {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for p in &s.parsers {
             let _ = writeln!(
                 o,
@@ -274,31 +296,6 @@ fn render_parsers(o: &mut String, s: &Snapshot) {
                 p.name
             );
         }
-    }
-    let name = "sonde_plugin_call_seconds_max";
-    let _ = writeln!(
-        o,
-        "# HELP {name} The longest sandbox call of a plugin (a stopped plugin: its deadline plus the stop latency).\n# TYPE {name} gauge"
-    );
-    for p in &s.parsers {
-        let _ = writeln!(
-            o,
-            "{name}{{world=\"protocol-parser\",plugin=\"{}\"}} {}",
-            p.name,
-            p.health.max_call_us as f64 / 1e6
-        );
-    }
-    let name = "sonde_plugin_quarantines_total";
-    let _ = writeln!(
-        o,
-        "# HELP {name} Times a plugin was quarantined after failures in a row.\n# TYPE {name} counter"
-    );
-    for p in &s.parsers {
-        let _ = writeln!(
-            o,
-            "{name}{{world=\"protocol-parser\",plugin=\"{}\"}} {}",
-            p.name, p.health.quarantines
-        );
     }
     let name = "sonde_plugin_info";
     let _ = writeln!(o, "# HELP {name} Loaded plugins.\n# TYPE {name} gauge");

@@ -2,8 +2,7 @@
 //! `sonde run` detaches every program when stopped or killed; a flooded ring buffer counts
 //! its losses and the daemon lives on. These tests run the real binary as a child process.
 use std::collections::BTreeSet;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::TcpStream;
+use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -72,16 +71,7 @@ fn free_port() -> u16 {
 }
 
 fn scrape(port: u16) -> Result<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
-    let mut body = String::new();
-    s.read_to_string(&mut body)?;
-    anyhow::ensure!(
-        body.starts_with("HTTP/1.1 200"),
-        "bad response: {body:.100}"
-    );
-    Ok(body)
+    sonde_tests::httplab::http_get(port, "/metrics")
 }
 
 /// Sum of a counter's samples whose label set contains `filter`.

@@ -6,7 +6,7 @@
 //! components still answer, and the failing one gets a fresh instance next time (or a
 //! quarantine after repeated failures).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context as _, Result};
 use sonde_analysis::rules as plain;
@@ -84,16 +84,7 @@ impl WasmRuleEngine {
             pooling_instances: cfg.pooling_instances,
             limits: cfg.limits,
         })?;
-        let mut files = Vec::new();
-        for dir in &cfg.rule_dirs {
-            let mut in_dir: Vec<PathBuf> = std::fs::read_dir(dir)
-                .with_context(|| format!("reading rule directory {}", dir.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
-                .collect();
-            in_dir.sort();
-            files.extend(in_dir);
-        }
+        let files = super::wasm_files(&cfg.rule_dirs, "rule")?;
         // Each plugin keeps its instance between calls: a pool smaller than the plugin count
         // would fail instantiations later, reported as the plugins' own failures.
         let count = files.len() + usize::from(cfg.default_rules);

@@ -530,6 +530,22 @@ pub fn stub_unknown_imports(
     Ok(())
 }
 
+/// Every `*.wasm` file of `dirs`, each directory's in file-name order: how rule and parser
+/// components are found. A directory that cannot be read is an error naming it.
+pub fn wasm_files(dirs: &[PathBuf], what: &str) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for dir in dirs {
+        let mut in_dir: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("reading {what} directory {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
+            .collect();
+        in_dir.sort();
+        files.extend(in_dir);
+    }
+    Ok(files)
+}
+
 /// Why a call failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -6,7 +6,6 @@
 //! ([`crate::parse::slot`]) then stops feeding those connections to this parser, and new ones
 //! go to a fresh instance (or nowhere while the plugin is quarantined).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
@@ -221,16 +220,7 @@ pub fn engine(cfg: &PluginsConfig) -> Result<Arc<PluginEngine>> {
 /// `parser_dirs`, sorted by file name. A component that does not load is an error naming its
 /// file: the operator asked for it. Two parsers with one name are an error too.
 pub fn load_all(cfg: &PluginsConfig, engine: &Arc<PluginEngine>) -> Result<Vec<WasmParser>> {
-    let mut files: Vec<PathBuf> = Vec::new();
-    for dir in &cfg.parser_dirs {
-        let mut in_dir: Vec<PathBuf> = std::fs::read_dir(dir)
-            .with_context(|| format!("reading parser directory {}", dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
-            .collect();
-        in_dir.sort();
-        files.extend(in_dir);
-    }
+    let files = super::wasm_files(&cfg.parser_dirs, "parser")?;
     let mut parsers: Vec<WasmParser> = Vec::new();
     if cfg.default_parsers {
         anyhow::ensure!(
