@@ -103,6 +103,9 @@ pub struct PluginsConfig {
     pub default_rules: bool,
     /// Directories whose `*.wasm` files are extra `fault-rule` components.
     pub rule_dirs: Vec<PathBuf>,
+    /// Give plugins `wasi:clocks` (wall and monotonic time). Off by default: plugins get
+    /// timestamps from the daemon, and a clock is a timing side channel.
+    pub grant_clocks: bool,
     /// Run the HTTP/1.x parser embedded in the binary.
     pub default_parsers: bool,
     /// Directories whose `*.wasm` files are extra `protocol-parser` components.
@@ -125,6 +128,7 @@ impl Default for PluginsConfig {
             cache_dir: Some(PathBuf::from("/var/cache/sonde/plugins")),
             default_rules: true,
             rule_dirs: Vec::new(),
+            grant_clocks: false,
             default_parsers: true,
             parser_dirs: Vec::new(),
             parser_queue_jobs: 64,

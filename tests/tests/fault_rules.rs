@@ -385,12 +385,24 @@ fn a_rule_sees_no_environment_arguments_or_files() {
     })
     .unwrap();
     let out = engine.evaluate(&three_candidates()[..1]);
-    let snoop: Vec<&str> = out.diagnoses[0]
+    // No clock unless the operator grants it: reading the time traps.
+    let snoop_failure = out.failures.iter().find(|f| f.rule == "bad-snoop").expect("the clock is not granted");
+    assert!(snoop_failure.error.contains("wasi:clocks/wall-clock"), "{snoop_failure:?}");
+    assert!(snoop_failure.error.contains("is not granted"), "{snoop_failure:?}");
+    // Granted, the rule sees the time, and still no environment or arguments.
+    let mut granted = WasmRuleEngine::load(&PluginsConfig {
+        default_rules: false,
+        grant_clocks: true,
+        ..plugins(vec![dir.clone()], Limits::default())
+    })
+    .unwrap();
+    let granted_out = granted.evaluate(&three_candidates()[..1]);
+    let snoop: Vec<&str> = granted_out.diagnoses[0]
         .iter()
         .filter(|d| d.rule == "bad-snoop")
         .map(|d| d.diagnosis.explanation.as_str())
         .collect();
-    assert_eq!(snoop, ["env=0 args=0 clock=true"], "{out:?}");
+    assert_eq!(snoop, ["env=0 args=0 clock=true"], "{granted_out:?}");
     // The filesystem is not linked: touching it traps (or fails), it never reads the file.
     let fs_answer: Vec<&str> = out.diagnoses[0]
         .iter()
@@ -410,7 +422,7 @@ fn a_rule_sees_no_environment_arguments_or_files() {
     );
     assert!(fs_answer.is_empty());
     assert!(
-        out.failures.iter().all(|f| f.rule == "bad-fs"),
+        out.failures.iter().all(|f| f.rule == "bad-fs" || f.rule == "bad-snoop"),
         "{:?}",
         out.failures
     );

@@ -83,6 +83,7 @@ impl WasmRuleEngine {
             fuel: cfg.limits.fuel > 0,
             pooling_instances: cfg.pooling_instances,
             limits: cfg.limits,
+            grant_clocks: cfg.grant_clocks,
         })?;
         let files = super::wasm_files(&cfg.rule_dirs, "rule")?;
         // Each plugin keeps its instance between calls: a pool smaller than the plugin count

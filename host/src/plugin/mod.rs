@@ -11,8 +11,10 @@
 //! - Every store gets a [`CapLimiter`]: linear memory, tables and instances are capped, and
 //!   hitting a cap is recorded so the failure is reported as "memory cap", not as a generic
 //!   trap. (Epoch checks do not interrupt a bulk `memory.copy`; the memory cap bounds that.)
-//! - WASI: only `wasi:io`, `wasi:cli` (exit, stdio, terminal, an empty environment),
-//!   `wasi:clocks` and `wasi:random` are linked. No filesystem and no sockets at all: those
+//! - WASI: only `wasi:io`, `wasi:cli` (exit, stdio, terminal, an empty environment) and
+//!   `wasi:random` are linked; `wasi:clocks` only when the operator grants it
+//!   (`[plugins] grant_clocks`: a parser or rule has its timestamps from the daemon, and a clock
+//!   is a side channel). No filesystem and no sockets at all: those
 //!   imports, like any other we do not provide, are defined as traps
 //!   ([`stub_unknown_imports`]), so a component that merely declares them still loads and fails
 //!   only if it calls them. No arguments, no environment
@@ -112,6 +114,8 @@ pub struct EngineOptions {
     pub pooling_instances: u32,
     /// The per-store limits, to size the pool's slots.
     pub limits: Limits,
+    /// Link `wasi:clocks` (wall and monotonic) for plugins; off: calling them traps.
+    pub grant_clocks: bool,
 }
 
 /// Caps memory, tables and instances of one store and remembers when a cap was hit.
@@ -196,6 +200,7 @@ pub struct PluginEngine {
     engine: Engine,
     cache: ComponentCache,
     fuel: bool,
+    grant_clocks: bool,
     stop: Arc<AtomicBool>,
     ticker: Option<JoinHandle<()>>,
 }
@@ -260,6 +265,7 @@ impl PluginEngine {
             engine,
             cache,
             fuel: opts.fuel,
+            grant_clocks: opts.grant_clocks,
             stop,
             ticker: Some(ticker),
         })
@@ -282,7 +288,7 @@ impl PluginEngine {
     /// module adds its host interfaces (if any), then [`stub_unknown_imports`] for `component`.
     pub fn linker(&self) -> Result<Linker<SandboxState>> {
         let mut linker = Linker::new(&self.engine);
-        add_wasi_subset(&mut linker)
+        add_wasi_subset(&mut linker, self.grant_clocks)
             .map_err(wasm_err)
             .context("linking WASI")?;
         Ok(linker)
@@ -291,7 +297,8 @@ impl PluginEngine {
     /// A linker for `component`: the WASI subset, then traps for every other import.
     pub fn linker_for(&self, component: &Component) -> Result<Linker<SandboxState>> {
         let mut linker = self.linker()?;
-        stub_unknown_imports(&mut linker, component, &[])
+        let linked: &[&str] = if self.grant_clocks { CLOCKS_WASI } else { &[] };
+        stub_unknown_imports(&mut linker, component, linked)
             .context("stubbing the component's other imports")?;
         Ok(linker)
     }
@@ -357,9 +364,10 @@ impl HasData for HasTable {
     type Data<'a> = &'a mut ResourceTable;
 }
 
-/// `wasi:io`, `wasi:cli` (no environment or arguments are configured), `wasi:clocks` and
-/// `wasi:random` ([`GRANTED_WASI`]); deliberately not `wasi:filesystem` nor `wasi:sockets`.
-fn add_wasi_subset(l: &mut Linker<SandboxState>) -> wasmtime::Result<()> {
+/// `wasi:io`, `wasi:cli` (no environment or arguments are configured) and `wasi:random`
+/// ([`GRANTED_WASI`]), `wasi:clocks` when granted ([`CLOCKS_WASI`]); deliberately never
+/// `wasi:filesystem` nor `wasi:sockets`.
+fn add_wasi_subset(l: &mut Linker<SandboxState>, clocks_granted: bool) -> wasmtime::Result<()> {
     use wasmtime_wasi::cli::{WasiCli, WasiCliView as _};
     use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView as _};
     use wasmtime_wasi::p2::bindings::{cli, clocks, random, sync::io};
@@ -369,8 +377,10 @@ fn add_wasi_subset(l: &mut Linker<SandboxState>) -> wasmtime::Result<()> {
     io::error::add_to_linker::<S, HasTable>(l, |s| &mut s.table)?;
     io::poll::add_to_linker::<S, HasTable>(l, |s| &mut s.table)?;
     io::streams::add_to_linker::<S, HasTable>(l, |s| &mut s.table)?;
-    clocks::wall_clock::add_to_linker::<S, WasiClocks>(l, S::clocks)?;
-    clocks::monotonic_clock::add_to_linker::<S, WasiClocks>(l, S::clocks)?;
+    if clocks_granted {
+        clocks::wall_clock::add_to_linker::<S, WasiClocks>(l, S::clocks)?;
+        clocks::monotonic_clock::add_to_linker::<S, WasiClocks>(l, S::clocks)?;
+    }
     random::random::add_to_linker::<S, WasiRandom>(l, |s| s.wasi.random())?;
     random::insecure::add_to_linker::<S, WasiRandom>(l, |s| s.wasi.random())?;
     random::insecure_seed::add_to_linker::<S, WasiRandom>(l, |s| s.wasi.random())?;
@@ -393,8 +403,6 @@ pub const GRANTED_WASI: &[&str] = &[
     "wasi:io/error",
     "wasi:io/poll",
     "wasi:io/streams",
-    "wasi:clocks/wall-clock",
-    "wasi:clocks/monotonic-clock",
     "wasi:random/random",
     "wasi:random/insecure",
     "wasi:random/insecure-seed",
@@ -409,6 +417,9 @@ pub const GRANTED_WASI: &[&str] = &[
     "wasi:cli/terminal-stdout",
     "wasi:cli/terminal-stderr",
 ];
+
+/// The clock interfaces, linked only with `grant_clocks`.
+pub const CLOCKS_WASI: &[&str] = &["wasi:clocks/wall-clock", "wasi:clocks/monotonic-clock"];
 
 fn unversioned(name: &str) -> &str {
     name.split_once('@').map_or(name, |(n, _)| n)

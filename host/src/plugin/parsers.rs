@@ -213,6 +213,7 @@ pub fn engine(cfg: &PluginsConfig) -> Result<Arc<PluginEngine>> {
         fuel: cfg.limits.fuel > 0,
         pooling_instances: cfg.pooling_instances,
         limits: cfg.limits,
+        grant_clocks: cfg.grant_clocks,
     })?))
 }
 

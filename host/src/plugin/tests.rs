@@ -62,7 +62,6 @@ fn the_default_tree_imports_nothing_beyond_the_granted_wasi() {
                 "sonde:plugin/",
                 "wasi:io/",
                 "wasi:cli/",
-                "wasi:clocks/",
                 "wasi:random/"
             ]
             .iter()
