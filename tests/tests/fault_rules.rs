@@ -386,9 +386,19 @@ fn a_rule_sees_no_environment_arguments_or_files() {
     .unwrap();
     let out = engine.evaluate(&three_candidates()[..1]);
     // No clock unless the operator grants it: reading the time traps.
-    let snoop_failure = out.failures.iter().find(|f| f.rule == "bad-snoop").expect("the clock is not granted");
-    assert!(snoop_failure.error.contains("wasi:clocks/wall-clock"), "{snoop_failure:?}");
-    assert!(snoop_failure.error.contains("is not granted"), "{snoop_failure:?}");
+    let snoop_failure = out
+        .failures
+        .iter()
+        .find(|f| f.rule == "bad-snoop")
+        .expect("the clock is not granted");
+    assert!(
+        snoop_failure.error.contains("wasi:clocks/wall-clock"),
+        "{snoop_failure:?}"
+    );
+    assert!(
+        snoop_failure.error.contains("is not granted"),
+        "{snoop_failure:?}"
+    );
     // Granted, the rule sees the time, and still no environment or arguments.
     let mut granted = WasmRuleEngine::load(&PluginsConfig {
         default_rules: false,
@@ -422,7 +432,9 @@ fn a_rule_sees_no_environment_arguments_or_files() {
     );
     assert!(fs_answer.is_empty());
     assert!(
-        out.failures.iter().all(|f| f.rule == "bad-fs" || f.rule == "bad-snoop"),
+        out.failures
+            .iter()
+            .all(|f| f.rule == "bad-fs" || f.rule == "bad-snoop"),
         "{:?}",
         out.failures
     );

@@ -216,10 +216,16 @@ fn a_trapping_parser_beside_http_costs_http_nothing() {
 fn the_http_component_imports_nothing_beyond_the_granted_wasi() {
     let e = sonde::plugin::PluginEngine::new(None).unwrap();
     let (component, _) = e.component(HTTP_PARSER_WASM).unwrap();
-    let imports: Vec<String> = component.component_type().imports(e.engine()).map(|(n, _)| n.to_string()).collect();
+    let imports: Vec<String> = component
+        .component_type()
+        .imports(e.engine())
+        .map(|(n, _)| n.to_string())
+        .collect();
     for name in &imports {
         assert!(
-            ["sonde:plugin/", "wasi:io/", "wasi:cli/", "wasi:random/"].iter().any(|p| name.starts_with(p)),
+            ["sonde:plugin/", "wasi:io/", "wasi:cli/", "wasi:random/"]
+                .iter()
+                .any(|p| name.starts_with(p)),
             "unexpected import {name} (all: {imports:?})"
         );
     }

@@ -13,16 +13,6 @@ use std::process::Command;
 
 use sonde::scaffold::{PluginKind, SdkSource, new_plugin};
 
-/// `target/`: test executables run from `target/<profile>/deps/`.
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test executable's path");
-    let mut dir = exe.parent().expect("the test executable has a directory");
-    if dir.file_name() == Some("deps".as_ref()) {
-        dir = dir.parent().unwrap_or(dir);
-    }
-    dir.parent().unwrap_or(dir).to_path_buf()
-}
-
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
@@ -76,7 +66,7 @@ fn relative(dir: &Path, files: &[PathBuf]) -> Vec<String> {
 
 #[test]
 fn generated_parser_and_fault_rule_test_and_build() {
-    let scratch = target_dir().join("scaffold-test");
+    let scratch = sonde_tests::target_dir().join("scaffold-test");
     let crates = scratch.join("crates");
     let _ = std::fs::remove_dir_all(&crates);
     let sdk = SdkSource::Path(repo().join("sdk"));
@@ -145,7 +135,7 @@ fn generated_parser_and_fault_rule_test_and_build() {
 
 #[test]
 fn refuses_bad_names_and_non_empty_directories() {
-    let dir = target_dir().join("scaffold-test/refuse");
+    let dir = sonde_tests::target_dir().join("scaffold-test/refuse");
     let _ = std::fs::remove_dir_all(&dir);
     let sdk = SdkSource::Path(repo().join("sdk"));
     let err = new_plugin(&dir, "My_Parser", PluginKind::Parser, sdk.clone()).unwrap_err();
