@@ -118,6 +118,146 @@ pub struct RequestRecord {
     pub attributes: Vec<(String, String)>,
 }
 
+/// Bytes `start .. start + len` of a [`RecordBatch`]'s text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Span {
+    pub start: u32,
+    pub len: u32,
+}
+
+/// A record of a [`RecordBatch`]: numbers, and spans of the batch's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RecordHead {
+    pub conn: u64,
+    pub protocol: Span,
+    pub operation: Span,
+    pub status: u32,
+    pub error: Option<Span>,
+    pub request_ts_ns: u64,
+    pub response_ts_ns: u64,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    pub attrs_start: u32,
+    pub attrs_len: u32,
+}
+
+/// Records in the flat form they cross the sandbox in (the WIT `record-batch`): all text in
+/// one string, so a call's result is three lists instead of one allocation per string on each
+/// side. Authors never see it: the component glue encodes, the daemon decodes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RecordBatch {
+    pub text: String,
+    pub heads: Vec<RecordHead>,
+    pub attrs: Vec<(Span, Span)>,
+}
+
+impl RecordBatch {
+    /// Flatten records. Within a batch each distinct attribute key and protocol name is
+    /// written once (they repeat in every record).
+    pub fn encode(records: &[RequestRecord]) -> RecordBatch {
+        let mut b = RecordBatch {
+            text: String::with_capacity(records.len() * 256),
+            heads: Vec::with_capacity(records.len()),
+            attrs: Vec::with_capacity(records.len() * 8),
+        };
+        // A handful of distinct keys: a linear scan beats hashing.
+        let mut interned: Vec<(&str, Span)> = Vec::new();
+        for r in records {
+            let protocol = b.intern(&mut interned, &r.protocol);
+            let operation = b.push(&r.operation);
+            let error = r.error.as_deref().map(|e| b.intern(&mut interned, e));
+            let attrs_start = b.attrs.len() as u32;
+            for (k, v) in &r.attributes {
+                let k = b.intern(&mut interned, k);
+                let v = b.push(v);
+                b.attrs.push((k, v));
+            }
+            b.heads.push(RecordHead {
+                conn: r.conn,
+                protocol,
+                operation,
+                status: r.status,
+                error,
+                request_ts_ns: r.request_ts_ns,
+                response_ts_ns: r.response_ts_ns,
+                request_bytes: r.request_bytes,
+                response_bytes: r.response_bytes,
+                attrs_start,
+                attrs_len: r.attributes.len() as u32,
+            });
+        }
+        b
+    }
+
+    fn push(&mut self, s: &str) -> Span {
+        let span = Span {
+            start: self.text.len() as u32,
+            len: s.len() as u32,
+        };
+        self.text.push_str(s);
+        span
+    }
+
+    fn intern<'a>(&mut self, interned: &mut Vec<(&'a str, Span)>, s: &'a str) -> Span {
+        if let Some((_, span)) = interned.iter().find(|(k, _)| *k == s) {
+            return *span;
+        }
+        let span = self.push(s);
+        interned.push((s, span));
+        span
+    }
+
+    /// The text of a span; an error if it is out of bounds or splits a character (a
+    /// component's output is not trusted).
+    pub fn text_of(&self, span: Span) -> Result<&str, String> {
+        let (start, end) = (span.start as usize, span.start as usize + span.len as usize);
+        self.text.get(start..end).ok_or_else(|| {
+            format!(
+                "text span {start}..{end} outside the batch's {} bytes or inside a character",
+                self.text.len()
+            )
+        })
+    }
+
+    /// The records, owned. Errors name the first bad span or attribute range.
+    pub fn decode(&self) -> Result<Vec<RequestRecord>, String> {
+        let mut out = Vec::with_capacity(self.heads.len());
+        for h in &self.heads {
+            let attrs = self
+                .attrs
+                .get(h.attrs_start as usize..h.attrs_start as usize + h.attrs_len as usize)
+                .ok_or_else(|| {
+                    format!(
+                        "attribute range {}+{} outside the batch's {}",
+                        h.attrs_start,
+                        h.attrs_len,
+                        self.attrs.len()
+                    )
+                })?;
+            let mut attributes = Vec::with_capacity(attrs.len());
+            for (k, v) in attrs {
+                attributes.push((self.text_of(*k)?.to_string(), self.text_of(*v)?.to_string()));
+            }
+            out.push(RequestRecord {
+                conn: h.conn,
+                protocol: self.text_of(h.protocol)?.to_string(),
+                operation: self.text_of(h.operation)?.to_string(),
+                status: h.status,
+                error: h
+                    .error
+                    .map(|e| self.text_of(e).map(str::to_string))
+                    .transpose()?,
+                request_ts_ns: h.request_ts_ns,
+                response_ts_ns: h.response_ts_ns,
+                request_bytes: h.request_bytes,
+                response_bytes: h.response_bytes,
+                attributes,
+            });
+        }
+        Ok(out)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParserInfo {
     pub name: String,
@@ -363,24 +503,37 @@ pub mod wit {
         }
     }
 
+    fn span(s: Span) -> w::Span {
+        w::Span {
+            start: s.start,
+            len: s.len,
+        }
+    }
+
     pub fn result_to_wit(r: FeedResult) -> w::FeedResult {
+        let b = RecordBatch::encode(&r.records);
         w::FeedResult {
-            records: r
-                .records
-                .into_iter()
-                .map(|r| w::RequestRecord {
-                    conn: r.conn,
-                    protocol: r.protocol,
-                    operation: r.operation,
-                    status: r.status,
-                    error: r.error,
-                    request_ts_ns: r.request_ts_ns,
-                    response_ts_ns: r.response_ts_ns,
-                    request_bytes: r.request_bytes,
-                    response_bytes: r.response_bytes,
-                    attributes: r.attributes,
-                })
-                .collect(),
+            records: w::RecordBatch {
+                heads: b
+                    .heads
+                    .iter()
+                    .map(|h| w::RecordHead {
+                        conn: h.conn,
+                        protocol: span(h.protocol),
+                        operation: span(h.operation),
+                        status: h.status,
+                        error: h.error.map(span),
+                        request_ts_ns: h.request_ts_ns,
+                        response_ts_ns: h.response_ts_ns,
+                        request_bytes: h.request_bytes,
+                        response_bytes: h.response_bytes,
+                        attrs_start: h.attrs_start,
+                        attrs_len: h.attrs_len,
+                    })
+                    .collect(),
+                attrs: b.attrs.iter().map(|(k, v)| (span(*k), span(*v))).collect(),
+                text: b.text,
+            },
             claims: r
                 .claims
                 .into_iter()
@@ -724,6 +877,62 @@ mod tests {
             .response(3, b"VALUE 2\n");
         assert_eq!(h.result.records.len(), 1);
         assert_eq!(h.result.records[0].request_ts_ns, 2);
+    }
+
+    #[test]
+    fn record_batches_round_trip_and_reject_bad_spans() {
+        let r = |conn: u64, op: &str, err: Option<&str>, attrs: &[(&str, &str)]| RequestRecord {
+            conn,
+            protocol: "http".into(),
+            operation: op.into(),
+            status: 200,
+            error: err.map(str::to_string),
+            request_ts_ns: 1,
+            response_ts_ns: 2,
+            request_bytes: 3,
+            response_bytes: 4,
+            attributes: attrs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let records = vec![
+            r(
+                1,
+                "GET /a",
+                None,
+                &[("traceparent", "00-ab"), ("url.path", "/a")],
+            ),
+            r(
+                2,
+                "GET /é",
+                Some("server-error"),
+                &[("traceparent", "00-cd")],
+            ),
+            r(3, "", None, &[]),
+        ];
+        let b = RecordBatch::encode(&records);
+        assert_eq!(b.decode().unwrap(), records);
+        // Keys and the protocol name are written once per batch.
+        assert_eq!(b.text.matches("traceparent").count(), 1);
+        assert_eq!(b.text.matches("http").count(), 1);
+        let mut bad = b.clone();
+        bad.heads[0].operation = Span {
+            start: 0,
+            len: 10_000,
+        };
+        assert!(bad.decode().unwrap_err().contains("outside"));
+        let mut bad = b.clone();
+        let e = b.text.find('é').unwrap() as u32;
+        bad.heads[1].operation = Span {
+            start: e + 1,
+            len: 1,
+        };
+        assert!(bad.decode().is_err(), "a span inside a character");
+        let mut bad = b;
+        bad.heads[2].attrs_start = 99;
+        bad.heads[2].attrs_len = 1;
+        assert!(bad.decode().unwrap_err().contains("attribute range"));
     }
 
     #[test]

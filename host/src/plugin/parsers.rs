@@ -16,10 +16,8 @@ use super::{
     WorldPre,
 };
 use crate::config::PluginsConfig;
-use crate::parse::{
-    self as pp, Claim, Direction, ParseJob, ParseOutput, ParserBackend, RequestRecord,
-};
-use sonde_sdk::protocol_parser::{Role, Transport};
+use crate::parse::{self as pp, Claim, Direction, ParseJob, ParseOutput, ParserBackend};
+use sonde_sdk::protocol_parser::{RecordBatch, RecordHead, Role, Span, Transport};
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -147,25 +145,40 @@ impl ParserBackend for WasmParser {
     }
 }
 
-/// Records and claims of one call, checked: a record must name a connection.
+/// Records and claims of one call, checked: spans must lie in the batch's text, and a record
+/// must name a connection.
 fn absorb(out: &mut ParseOutput, r: w::FeedResult) -> wasmtime::Result<()> {
-    for rec in r.records {
-        if rec.conn == 0 {
-            return Err(BadOutput("a record without a connection id".into()).into());
-        }
-        out.records.push(RequestRecord {
-            conn: rec.conn,
-            protocol: rec.protocol,
-            operation: rec.operation,
-            status: rec.status,
-            error: rec.error,
-            request_ts_ns: rec.request_ts_ns,
-            response_ts_ns: rec.response_ts_ns,
-            request_bytes: rec.request_bytes,
-            response_bytes: rec.response_bytes,
-            attributes: rec.attributes,
-        });
+    let span = |s: w::Span| Span {
+        start: s.start,
+        len: s.len,
+    };
+    let b = r.records;
+    let batch = RecordBatch {
+        heads: b
+            .heads
+            .iter()
+            .map(|h| RecordHead {
+                conn: h.conn,
+                protocol: span(h.protocol),
+                operation: span(h.operation),
+                status: h.status,
+                error: h.error.map(span),
+                request_ts_ns: h.request_ts_ns,
+                response_ts_ns: h.response_ts_ns,
+                request_bytes: h.request_bytes,
+                response_bytes: h.response_bytes,
+                attrs_start: h.attrs_start,
+                attrs_len: h.attrs_len,
+            })
+            .collect(),
+        attrs: b.attrs.iter().map(|(k, v)| (span(*k), span(*v))).collect(),
+        text: b.text,
+    };
+    let records = batch.decode().map_err(BadOutput)?;
+    if records.iter().any(|r| r.conn == 0) {
+        return Err(BadOutput("a record without a connection id".into()).into());
     }
+    out.records.extend(records);
     out.claims.extend(r.claims.into_iter().map(|(c, claim)| {
         (
             c,

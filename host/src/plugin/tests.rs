@@ -58,14 +58,9 @@ fn the_default_tree_imports_nothing_beyond_the_granted_wasi() {
     for name in &imports {
         assert!(
             // `sonde:plugin/*-types` are type-only interfaces (nothing to call).
-            [
-                "sonde:plugin/",
-                "wasi:io/",
-                "wasi:cli/",
-                "wasi:random/"
-            ]
-            .iter()
-            .any(|p| name.starts_with(p)),
+            ["sonde:plugin/", "wasi:io/", "wasi:cli/", "wasi:random/"]
+                .iter()
+                .any(|p| name.starts_with(p)),
             "unexpected import {name} (all: {imports:?})"
         );
     }
