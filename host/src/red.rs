@@ -27,9 +27,9 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use sonde_sdk::protocol_parser::{ConnInfo, RequestRecord, Role};
+use sonde_sdk::protocol_parser::{ConnInfo, Role};
 
-use crate::parse::TaggedRecord;
+use crate::parse::{Record, TaggedRecord};
 
 /// Upper bounds (seconds) of the duration buckets: the OpenTelemetry HTTP default.
 pub const BUCKETS: [f64; 14] = [
@@ -343,13 +343,6 @@ impl Default for Red {
     }
 }
 
-fn attr<'a>(r: &'a RequestRecord, key: &str) -> Option<&'a str> {
-    r.attributes
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-}
-
 fn conn_label<'a>(c: &'a ConnInfo, key: &str) -> Option<&'a str> {
     c.labels
         .iter()
@@ -383,18 +376,19 @@ impl Red {
 
     /// Account one record. Label values are borrowed from the record and its connection; a
     /// series' labels are only allocated when the series is new.
-    pub fn record(&mut self, conn: &Arc<ConnInfo>, r: &RequestRecord) {
+    pub fn record(&mut self, conn: &Arc<ConnInfo>, r: &Record) {
         let server = conn.role == Role::Server;
         let side = if server { "server" } else { "client" };
-        let http = r.protocol == "http";
+        let http = r.protocol() == "http";
         let (method, route) = if http {
-            let mut op = r.operation.splitn(2, ' ');
-            let m = attr(r, "http.request.method")
+            let mut op = r.operation().splitn(2, ' ');
+            let m = r
+                .attr("http.request.method")
                 .or(op.next())
                 .unwrap_or("_OTHER");
-            let parsed = attr(r, "http.route").or(op.next()).unwrap_or("");
+            let parsed = r.attr("http.route").or(op.next()).unwrap_or("");
             // The raw path is only an attribute where the parser's normalisation changed it.
-            let raw = attr(r, "url.path").unwrap_or(parsed);
+            let raw = r.attr("url.path").unwrap_or(parsed);
             let route = Some(raw)
                 .filter(|_| !self.templates.is_empty())
                 .and_then(|p| self.templates.iter().find(|t| t.matches(p)))
@@ -404,20 +398,20 @@ impl Red {
             ("", "")
         };
         let mut status_buf = NumBuf::default();
-        let status = if r.status > 0 {
-            status_buf.fmt(u64::from(r.status))
+        let status = if r.status() > 0 {
+            status_buf.fmt(u64::from(r.status()))
         } else {
             ""
         };
-        let error_type: Option<&str> = if r.status > 0 && http {
+        let error_type: Option<&str> = if r.status() > 0 && http {
             let bad = if server {
-                r.status >= 500
+                r.status() >= 500
             } else {
-                r.status >= 400
+                r.status() >= 400
             };
             bad.then_some(status)
         } else {
-            r.error.as_deref()
+            r.error()
         };
         let end = if server { &conn.local } else { &conn.remote };
         let address = end.as_ref().map_or("", |e| e.ip.as_str());
@@ -427,20 +421,20 @@ impl Red {
         let namespace = conn_label(conn, "namespace").unwrap_or("");
         let pod = conn_label(conn, "pod").unwrap_or("");
 
-        let answered = r.response_ts_ns > 0 && (r.status > 0 || r.error.is_none());
+        let answered = r.response_ts_ns() > 0 && (r.status() > 0 || r.error().is_none());
         if !answered {
             let joined;
             let operation = if http {
                 joined = format!("{method} {route}");
                 joined.as_str()
             } else {
-                r.operation.as_str()
+                r.operation()
             };
             let values = [
-                &r.protocol,
+                r.protocol(),
                 side,
                 operation,
-                r.error.as_deref().unwrap_or("no-response"),
+                r.error().unwrap_or("no-response"),
                 service,
             ];
             match self
@@ -455,11 +449,11 @@ impl Red {
             }
             return;
         }
-        if r.response_ts_ns < r.request_ts_ns {
+        if r.response_ts_ns() < r.request_ts_ns() {
             self.invalid_records += 1;
             return;
         }
-        let ns = r.response_ts_ns - r.request_ts_ns;
+        let ns = r.response_ts_ns() - r.request_ts_ns();
         let error = error_type.is_some();
         let error_type = error_type.unwrap_or("");
         let (family, keys, values): (Family, &[&'static str], [&str; 10]) = if http {
@@ -480,9 +474,9 @@ impl Red {
                 Family::Other,
                 &OTHER_KEYS,
                 [
-                    &r.protocol,
+                    r.protocol(),
                     side,
-                    &r.operation,
+                    r.operation(),
                     status,
                     error_type,
                     address,
@@ -652,7 +646,7 @@ fn label_text(labels: &Labels) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sonde_sdk::protocol_parser::Endpoint;
+    use sonde_sdk::protocol_parser::{Endpoint, RequestRecord};
 
     fn conn(role: Role) -> Arc<ConnInfo> {
         Arc::new(ConnInfo {
@@ -693,9 +687,9 @@ mod tests {
         let mut red = Red::default();
         let c = conn(Role::Server);
         for _ in 0..3 {
-            red.record(&c, &rec("GET /users/{id}", 200, 20));
+            red.record(&c, &Record::Owned(rec("GET /users/{id}", 200, 20)));
         }
-        red.record(&c, &rec("GET /users/{id}", 500, 300));
+        red.record(&c, &Record::Owned(rec("GET /users/{id}", 500, 300)));
         let mut o = String::new();
         red.render(&mut o);
         let base = "http_request_method=\"GET\",http_route=\"/users/{id}\",http_response_status_code=\"200\",server_address=\"127.0.0.1\",server_port=\"8080\",service=\"nginx\"";
@@ -722,8 +716,8 @@ mod tests {
             "{o}"
         );
         // Client side: a 404 is an error; a server's 404 is not.
-        red.record(&conn(Role::Client), &rec("GET /x", 404, 1));
-        red.record(&c, &rec("GET /x", 404, 1));
+        red.record(&conn(Role::Client), &Record::Owned(rec("GET /x", 404, 1)));
+        red.record(&c, &Record::Owned(rec("GET /x", 404, 1)));
         let mut o = String::new();
         red.render(&mut o);
         assert!(o.contains("http_client_request_duration_seconds_count{http_request_method=\"GET\",url_template=\"/x\",http_response_status_code=\"404\",error_type=\"404\""), "{o}");
@@ -738,7 +732,7 @@ mod tests {
         });
         let c = conn(Role::Server);
         for i in 0..20 {
-            red.record(&c, &rec(&format!("GET /r{i}"), 200, 1));
+            red.record(&c, &Record::Owned(rec(&format!("GET /r{i}"), 200, 1)));
         }
         assert_eq!(red.series_count(), 6);
         assert_eq!(red.overflow_records, 15);
@@ -761,11 +755,11 @@ mod tests {
         let c = conn(Role::Server);
         let mut r = rec("GET /shop/books/items/{id}", 200, 1);
         r.attributes = vec![("url.path".into(), "/shop/books/items/9/x".into())];
-        red.record(&c, &r);
+        red.record(&c, &Record::Owned(r));
         let mut lost = rec("POST /a", 0, 0);
         lost.response_ts_ns = 0;
         lost.error = Some("no-response".into());
-        red.record(&c, &lost);
+        red.record(&c, &Record::Owned(lost));
         let mut o = String::new();
         red.render(&mut o);
         assert!(o.contains("http_route=\"/shop/{cat}/items/{*}\""), "{o}");

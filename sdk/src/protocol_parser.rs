@@ -219,6 +219,43 @@ impl RecordBatch {
         })
     }
 
+    /// Check every span and attribute range once, so [`RecordRef`] reads need no error path.
+    /// Errors name the first bad one.
+    pub fn validate(&self) -> Result<(), String> {
+        for h in &self.heads {
+            self.text_of(h.protocol)?;
+            self.text_of(h.operation)?;
+            if let Some(e) = h.error {
+                self.text_of(e)?;
+            }
+            let attrs = self
+                .attrs
+                .get(h.attrs_start as usize..h.attrs_start as usize + h.attrs_len as usize)
+                .ok_or_else(|| {
+                    format!(
+                        "attribute range {}+{} outside the batch's {}",
+                        h.attrs_start,
+                        h.attrs_len,
+                        self.attrs.len()
+                    )
+                })?;
+            for (k, v) in attrs {
+                self.text_of(*k)?;
+                self.text_of(*v)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Record `i`, borrowed. Only for a [`validate`](Self::validate)d batch (a bad span reads
+    /// as an empty string rather than panicking).
+    pub fn get(&self, i: usize) -> RecordRef<'_> {
+        RecordRef {
+            batch: self,
+            head: &self.heads[i],
+        }
+    }
+
     /// The records, owned. Errors name the first bad span or attribute range.
     pub fn decode(&self) -> Result<Vec<RequestRecord>, String> {
         let mut out = Vec::with_capacity(self.heads.len());
@@ -255,6 +292,74 @@ impl RecordBatch {
             });
         }
         Ok(out)
+    }
+}
+
+/// A record of a [`RecordBatch`], read in place.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordRef<'a> {
+    batch: &'a RecordBatch,
+    head: &'a RecordHead,
+}
+
+impl<'a> RecordRef<'a> {
+    fn text(&self, s: Span) -> &'a str {
+        self.batch.text_of(s).unwrap_or("")
+    }
+
+    pub fn head(&self) -> &'a RecordHead {
+        self.head
+    }
+
+    pub fn protocol(&self) -> &'a str {
+        self.text(self.head.protocol)
+    }
+
+    pub fn operation(&self) -> &'a str {
+        self.text(self.head.operation)
+    }
+
+    pub fn error(&self) -> Option<&'a str> {
+        self.head.error.map(|e| self.text(e))
+    }
+
+    pub fn attributes(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        let (start, len) = (self.head.attrs_start as usize, self.head.attrs_len as usize);
+        let batch = self.batch;
+        batch
+            .attrs
+            .get(start..start + len)
+            .unwrap_or(&[])
+            .iter()
+            .map(move |(k, v)| {
+                (
+                    batch.text_of(*k).unwrap_or(""),
+                    batch.text_of(*v).unwrap_or(""),
+                )
+            })
+    }
+
+    pub fn attr(&self, key: &str) -> Option<&'a str> {
+        self.attributes().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    pub fn to_owned(&self) -> RequestRecord {
+        let h = self.head;
+        RequestRecord {
+            conn: h.conn,
+            protocol: self.protocol().to_string(),
+            operation: self.operation().to_string(),
+            status: h.status,
+            error: self.error().map(str::to_string),
+            request_ts_ns: h.request_ts_ns,
+            response_ts_ns: h.response_ts_ns,
+            request_bytes: h.request_bytes,
+            response_bytes: h.response_bytes,
+            attributes: self
+                .attributes()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
     }
 }
 
@@ -913,6 +1018,11 @@ mod tests {
         ];
         let b = RecordBatch::encode(&records);
         assert_eq!(b.decode().unwrap(), records);
+        b.validate().unwrap();
+        let views: Vec<RequestRecord> = (0..b.heads.len()).map(|i| b.get(i).to_owned()).collect();
+        assert_eq!(views, records);
+        assert_eq!(b.get(0).attr("url.path"), Some("/a"));
+        assert_eq!(b.get(1).error(), Some("server-error"));
         // Keys and the protocol name are written once per batch.
         assert_eq!(b.text.matches("traceparent").count(), 1);
         assert_eq!(b.text.matches("http").count(), 1);
@@ -933,6 +1043,7 @@ mod tests {
         bad.heads[2].attrs_start = 99;
         bad.heads[2].attrs_len = 1;
         assert!(bad.decode().unwrap_err().contains("attribute range"));
+        assert!(bad.validate().unwrap_err().contains("attribute range"));
     }
 
     #[test]

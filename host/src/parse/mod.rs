@@ -31,7 +31,7 @@ pub mod slot;
 use std::sync::Arc;
 
 use serde::Serialize;
-pub use sonde_sdk::protocol_parser::{Claim, ConnInfo, Direction, RequestRecord};
+pub use sonde_sdk::protocol_parser::{Claim, ConnInfo, Direction, RecordBatch, RequestRecord};
 
 use crate::plugin::{Failure, Health};
 
@@ -103,10 +103,122 @@ impl ParseJob {
     }
 }
 
+/// A parsed record: owned (a native parser) or read in place from the batch a component
+/// returned (validated once; no string is copied per field).
+#[derive(Debug, Clone)]
+pub enum Record {
+    Owned(RequestRecord),
+    Batched(Arc<RecordBatch>, u32),
+}
+
+impl Record {
+    fn view(&self) -> Option<sonde_sdk::protocol_parser::RecordRef<'_>> {
+        match self {
+            Record::Owned(_) => None,
+            Record::Batched(b, i) => Some(b.get(*i as usize)),
+        }
+    }
+
+    pub fn conn(&self) -> u64 {
+        match self {
+            Record::Owned(r) => r.conn,
+            Record::Batched(b, i) => b.heads[*i as usize].conn,
+        }
+    }
+
+    pub fn protocol(&self) -> &str {
+        match self {
+            Record::Owned(r) => &r.protocol,
+            Record::Batched(..) => self.view().map_or("", |v| v.protocol()),
+        }
+    }
+
+    pub fn operation(&self) -> &str {
+        match self {
+            Record::Owned(r) => &r.operation,
+            Record::Batched(..) => self.view().map_or("", |v| v.operation()),
+        }
+    }
+
+    pub fn status(&self) -> u32 {
+        self.numbers().0
+    }
+
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            Record::Owned(r) => r.error.as_deref(),
+            Record::Batched(..) => self.view().and_then(|v| v.error()),
+        }
+    }
+
+    pub fn attr(&self, key: &str) -> Option<&str> {
+        match self {
+            Record::Owned(r) => r
+                .attributes
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str()),
+            Record::Batched(..) => self.view().and_then(|v| v.attr(key)),
+        }
+    }
+
+    pub fn request_ts_ns(&self) -> u64 {
+        self.numbers().1
+    }
+
+    pub fn response_ts_ns(&self) -> u64 {
+        self.numbers().2
+    }
+
+    pub fn request_bytes(&self) -> u64 {
+        self.numbers().3
+    }
+
+    pub fn response_bytes(&self) -> u64 {
+        self.numbers().4
+    }
+
+    /// (status, request ts, response ts, request bytes, response bytes).
+    fn numbers(&self) -> (u32, u64, u64, u64, u64) {
+        match self {
+            Record::Owned(r) => (
+                r.status,
+                r.request_ts_ns,
+                r.response_ts_ns,
+                r.request_bytes,
+                r.response_bytes,
+            ),
+            Record::Batched(b, i) => {
+                let h = &b.heads[*i as usize];
+                (
+                    h.status,
+                    h.request_ts_ns,
+                    h.response_ts_ns,
+                    h.request_bytes,
+                    h.response_bytes,
+                )
+            }
+        }
+    }
+
+    pub fn to_owned(&self) -> RequestRecord {
+        match self {
+            Record::Owned(r) => r.clone(),
+            Record::Batched(b, i) => b.get(*i as usize).to_owned(),
+        }
+    }
+}
+
+impl PartialEq for Record {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_owned() == other.to_owned()
+    }
+}
+
 /// What a backend returns for one job: records (with their `conn` set) and claim changes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ParseOutput {
-    pub records: Vec<RequestRecord>,
+    pub records: Vec<Record>,
     pub claims: Vec<(u64, Claim)>,
 }
 
@@ -127,7 +239,7 @@ pub trait ParserBackend: Send {
 #[derive(Debug, Clone)]
 pub struct TaggedRecord {
     pub conn: Arc<ConnInfo>,
-    pub record: RequestRecord,
+    pub record: Record,
 }
 
 /// Per-parser counters the router and slot keep, on top of the sandbox's [`Health`].

@@ -71,7 +71,7 @@ where
             self.driver.close(*c, &mut out);
         }
         Ok(ParseOutput {
-            records: out.records,
+            records: out.records.into_iter().map(super::Record::Owned).collect(),
             claims: out.claims,
         })
     }

@@ -89,11 +89,11 @@ impl ParserSlot {
                 for record in parsed.records {
                     let conn = self
                         .conns
-                        .get(&record.conn)
+                        .get(&record.conn())
                         .map(|(c, _)| c.clone())
                         .unwrap_or_else(|| {
                             Arc::new(ConnInfo {
-                                id: record.conn,
+                                id: record.conn(),
                                 ..Default::default()
                             })
                         });

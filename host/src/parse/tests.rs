@@ -132,10 +132,13 @@ fn first_claim_wins_and_unclaimed_connections_get_a_verdict() {
     assert_eq!(recs.len(), 2);
     assert!(
         recs.iter()
-            .all(|t| t.record.protocol == "Bananas" && t.conn.id == 1)
+            .all(|t| t.record.protocol() == "Bananas" && t.conn.id == 1)
     );
     assert_eq!(
-        (recs[1].record.request_ts_ns, recs[1].record.response_ts_ns),
+        (
+            recs[1].record.request_ts_ns(),
+            recs[1].record.response_ts_ns()
+        ),
         (30, 45)
     );
     let stats = r.parser_stats();
@@ -216,7 +219,7 @@ fn gaps_reach_parsers_as_empty_segments() {
     r.take_records(&mut recs);
     assert_eq!(recs.len(), 1);
     assert_eq!(
-        (recs[0].record.request_bytes, recs[0].record.status),
+        (recs[0].record.request_bytes(), recs[0].record.status()),
         (99, 0)
     );
 }

@@ -174,11 +174,15 @@ fn absorb(out: &mut ParseOutput, r: w::FeedResult) -> wasmtime::Result<()> {
         attrs: b.attrs.iter().map(|(k, v)| (span(*k), span(*v))).collect(),
         text: b.text,
     };
-    let records = batch.decode().map_err(BadOutput)?;
-    if records.iter().any(|r| r.conn == 0) {
+    batch.validate().map_err(BadOutput)?;
+    if batch.heads.iter().any(|h| h.conn == 0) {
         return Err(BadOutput("a record without a connection id".into()).into());
     }
-    out.records.extend(records);
+    if !batch.heads.is_empty() {
+        let batch = std::sync::Arc::new(batch);
+        out.records
+            .extend((0..batch.heads.len() as u32).map(|i| pp::Record::Batched(batch.clone(), i)));
+    }
     out.claims.extend(r.claims.into_iter().map(|(c, claim)| {
         (
             c,
