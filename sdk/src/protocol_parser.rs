@@ -258,40 +258,10 @@ impl RecordBatch {
 
     /// The records, owned. Errors name the first bad span or attribute range.
     pub fn decode(&self) -> Result<Vec<RequestRecord>, String> {
-        let mut out = Vec::with_capacity(self.heads.len());
-        for h in &self.heads {
-            let attrs = self
-                .attrs
-                .get(h.attrs_start as usize..h.attrs_start as usize + h.attrs_len as usize)
-                .ok_or_else(|| {
-                    format!(
-                        "attribute range {}+{} outside the batch's {}",
-                        h.attrs_start,
-                        h.attrs_len,
-                        self.attrs.len()
-                    )
-                })?;
-            let mut attributes = Vec::with_capacity(attrs.len());
-            for (k, v) in attrs {
-                attributes.push((self.text_of(*k)?.to_string(), self.text_of(*v)?.to_string()));
-            }
-            out.push(RequestRecord {
-                conn: h.conn,
-                protocol: self.text_of(h.protocol)?.to_string(),
-                operation: self.text_of(h.operation)?.to_string(),
-                status: h.status,
-                error: h
-                    .error
-                    .map(|e| self.text_of(e).map(str::to_string))
-                    .transpose()?,
-                request_ts_ns: h.request_ts_ns,
-                response_ts_ns: h.response_ts_ns,
-                request_bytes: h.request_bytes,
-                response_bytes: h.response_bytes,
-                attributes,
-            });
-        }
-        Ok(out)
+        self.validate()?;
+        Ok((0..self.heads.len())
+            .map(|i| self.get(i).to_owned())
+            .collect())
     }
 }
 
