@@ -1,0 +1,1 @@
+//! DNS parser (placeholder; being written).

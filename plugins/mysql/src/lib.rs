@@ -1,0 +1,1 @@
+//! MySQL parser (placeholder; being written).
