@@ -449,9 +449,11 @@ impl<P: ProtocolParser> Driver<P> {
             } => {
                 let d = segment.direction.index();
                 seen[d] += segment.data.len() as u64 + segment.gap_before;
-                // Bytes before a gap do not continue into the segment after it.
-                if segment.gap_before > 0 {
+                // Bytes before a gap do not continue into the segment after it; and a datagram
+                // never continues another one (UDP: each segment is one message).
+                if segment.gap_before > 0 || info.transport == Transport::Udp {
                     pending[d].clear();
+                    pending[1 - d].clear();
                 }
                 let joined;
                 let whole = if pending[d].is_empty() {
@@ -496,7 +498,9 @@ impl<P: ProtocolParser> Driver<P> {
                     }
                     Claim::Undecided if seen.iter().all(|s| *s >= DETECT_BUDGET) => Claim::NotMine,
                     Claim::Undecided => {
-                        if whole.data.len() as u64 <= DETECT_BUDGET {
+                        if info.transport != Transport::Udp
+                            && whole.data.len() as u64 <= DETECT_BUDGET
+                        {
                             if pending[d].is_empty() && std::ptr::eq(whole.data, segment.data) {
                                 starts[d] = (segment.ts_ns, segment.gap_before);
                                 pending[d].extend_from_slice(segment.data);
@@ -1014,6 +1018,24 @@ mod tests {
         bad.heads[2].attrs_len = 1;
         assert!(bad.decode().unwrap_err().contains("attribute range"));
         assert!(bad.validate().unwrap_err().contains("attribute range"));
+    }
+
+    #[test]
+    fn datagrams_are_never_joined_while_detecting() {
+        // Over UDP "GE" and "GET b\n" are two messages: joined they would read "GEGET b" and
+        // fail detection; apart, the second one is a request.
+        let conn = ConnInfo {
+            id: 1,
+            role: Role::Client,
+            transport: Transport::Udp,
+            ..Default::default()
+        };
+        let mut h = Harness::<Lines>::new(conn);
+        h.request(1, b"GE")
+            .request(3, b"GET b\n")
+            .response(4, b"VALUE 1\n");
+        assert_eq!(h.result.records.len(), 1);
+        assert_eq!(h.result.records[0].attributes[0].1, "b");
     }
 
     #[test]
