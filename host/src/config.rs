@@ -69,6 +69,10 @@ pub struct MetricsSettings {
     pub max_series: usize,
     /// HTTP route templates applied to raw paths (`"/api/orders/{id}"`, trailing `{*}`).
     pub route_templates: Vec<String>,
+    /// Database operations at least this slow go to the slow-query log (`/api/slow-queries`).
+    pub slow_query_ms: u64,
+    /// Entries the slow-query log keeps.
+    pub slow_query_log: usize,
 }
 
 impl Default for MetricsSettings {
@@ -78,6 +82,8 @@ impl Default for MetricsSettings {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             max_series: red.max_series,
             route_templates: red.route_templates,
+            slow_query_ms: red.slow_query_ms,
+            slow_query_log: red.slow_query_log,
         }
     }
 }
@@ -87,6 +93,8 @@ impl MetricsSettings {
         crate::red::RedSettings {
             max_series: self.max_series,
             route_templates: self.route_templates.clone(),
+            slow_query_ms: self.slow_query_ms,
+            slow_query_log: self.slow_query_log,
         }
     }
 }

@@ -368,6 +368,14 @@ pub async fn serve(listener: TcpListener, shared: Shared) -> Result<()> {
             let (status, kind, body) =
                 if req.starts_with(b"GET /metrics ") || req.starts_with(b"GET /metrics?") {
                     ("200 OK", "text/plain; version=0.0.4", render_all(&shared))
+                } else if req.starts_with(b"GET /api/slow-queries ") {
+                    let slow = shared
+                        .red
+                        .lock()
+                        .map(|r| r.slow_queries())
+                        .unwrap_or_default();
+                    let json = serde_json::to_string(&slow).unwrap_or_else(|_| "[]".into());
+                    ("200 OK", "application/json", json)
                 } else if req.starts_with(b"GET /api/series ") {
                     let series = shared.red.lock().map(|r| r.export()).unwrap_or_default();
                     let json = serde_json::to_string(&series).unwrap_or_else(|_| "[]".into());
@@ -376,7 +384,7 @@ pub async fn serve(listener: TcpListener, shared: Shared) -> Result<()> {
                     (
                         "404 Not Found",
                         "text/plain",
-                        "try /metrics or /api/series\n".to_string(),
+                        "try /metrics, /api/series or /api/slow-queries\n".to_string(),
                     )
                 };
             let head = format!(

@@ -50,6 +50,10 @@ pub struct RedSettings {
     /// e.g. `"/api/v1/orders/{order}/items/{item}"`: a `{…}` segment matches any one segment,
     /// a trailing `{*}` any rest.
     pub route_templates: Vec<String>,
+    /// Database operations at least this slow are kept in the slow-query log.
+    pub slow_query_ms: u64,
+    /// Entries the slow-query log keeps (the oldest go first).
+    pub slow_query_log: usize,
 }
 
 impl Default for RedSettings {
@@ -57,24 +61,59 @@ impl Default for RedSettings {
         Self {
             max_series: 2000,
             route_templates: Vec::new(),
+            slow_query_ms: 500,
+            slow_query_log: 256,
         }
     }
+}
+
+/// A database operation slower than `slow_query_ms`, as `/api/slow-queries` serves it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SlowQuery {
+    /// Kernel monotonic time of the request.
+    pub request_ts_ns: u64,
+    pub duration_seconds: f64,
+    /// `db.system.name`: mysql, redis…
+    pub system: String,
+    pub operation: String,
+    /// The normalised statement (`db.query.text`), when the parser gives one.
+    pub statement: String,
+    pub rows: Option<u64>,
+    pub error: Option<String>,
+    /// `client` (the application's view) or `server` (the database's).
+    pub side: String,
+    pub pid: u32,
+    pub service: String,
+    pub namespace: String,
+    pub pod: String,
+    /// The database's address.
+    pub server: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Family {
     HttpServer,
     HttpClient,
+    DbClient,
+    Dns,
     Other,
 }
 
 impl Family {
-    const ALL: [Family; 3] = [Family::HttpServer, Family::HttpClient, Family::Other];
+    const ALL: [Family; 5] = [
+        Family::HttpServer,
+        Family::HttpClient,
+        Family::DbClient,
+        Family::Dns,
+        Family::Other,
+    ];
 
     fn metric(self) -> &'static str {
         match self {
             Family::HttpServer => "http_server_request_duration_seconds",
             Family::HttpClient => "http_client_request_duration_seconds",
+            Family::DbClient => "db_client_operation_duration_seconds",
+            Family::Dns => "dns_lookup_duration_seconds",
             Family::Other => "sonde_request_duration_seconds",
         }
     }
@@ -86,6 +125,12 @@ impl Family {
             }
             Family::HttpClient => {
                 "Duration of HTTP client requests (observed by eBPF, parsed in Wasm)."
+            }
+            Family::DbClient => {
+                "Duration of database operations, client side (any parser that sets db.system.name)."
+            }
+            Family::Dns => {
+                "Duration of DNS lookups, query to response (timeouts are in sonde_requests_unanswered_total)."
             }
             Family::Other => "Duration of requests of other protocols, by parser.",
         }
@@ -239,6 +284,28 @@ const OTHER_KEYS: [&str; 10] = [
     "namespace",
     "pod",
 ];
+const DB_CLIENT_KEYS: [&str; 9] = [
+    "db_system_name",
+    "db_operation_name",
+    "db_response_status_code",
+    "error_type",
+    "server_address",
+    "server_port",
+    "service",
+    "namespace",
+    "pod",
+];
+const DNS_KEYS: [&str; 9] = [
+    "dns_question_type",
+    "dns_response_code",
+    "error_type",
+    "side",
+    "server_address",
+    "server_port",
+    "service",
+    "namespace",
+    "pod",
+];
 const UNANSWERED_KEYS: [&str; 5] = ["protocol", "side", "operation", "error_type", "service"];
 
 /// Series of one metric, found by their label values without allocating: a hash of the
@@ -335,6 +402,11 @@ pub struct Red {
     pub overflow_records: u64,
     /// Records whose response came before their request (clock trouble): counted, not observed.
     pub invalid_records: u64,
+    slow_threshold_ns: u64,
+    slow_cap: usize,
+    slow: std::collections::VecDeque<SlowQuery>,
+    /// Slow database operations seen (the log keeps the latest `slow_query_log`).
+    pub slow_total: u64,
 }
 
 impl Default for Red {
@@ -365,6 +437,10 @@ impl Red {
             unanswered_overflow: 0,
             overflow_records: 0,
             invalid_records: 0,
+            slow_threshold_ns: cfg.slow_query_ms.saturating_mul(1_000_000),
+            slow_cap: cfg.slow_query_log,
+            slow: std::collections::VecDeque::new(),
+            slow_total: 0,
         }
     }
 
@@ -454,6 +530,36 @@ impl Red {
             return;
         }
         let ns = r.response_ts_ns() - r.request_ts_ns();
+        if ns >= self.slow_threshold_ns
+            && let Some(system) = r.attr("db.system.name")
+        {
+            self.slow_total += 1;
+            if self.slow_cap > 0 {
+                if self.slow.len() >= self.slow_cap {
+                    self.slow.pop_front();
+                }
+                self.slow.push_back(SlowQuery {
+                    request_ts_ns: r.request_ts_ns(),
+                    duration_seconds: ns as f64 / 1e9,
+                    system: system.to_string(),
+                    operation: r.operation().to_string(),
+                    statement: r.attr("db.query.text").unwrap_or("").to_string(),
+                    rows: r
+                        .attr("db.response.returned_rows")
+                        .and_then(|v| v.parse().ok()),
+                    error: r.error().map(str::to_string),
+                    side: side.to_string(),
+                    pid: conn.pid,
+                    service: service.to_string(),
+                    namespace: namespace.to_string(),
+                    pod: pod.to_string(),
+                    server: end
+                        .as_ref()
+                        .map(|e| format!("{}:{}", e.ip, e.port))
+                        .unwrap_or_default(),
+                });
+            }
+        }
         let error = error_type.is_some();
         let error_type = error_type.unwrap_or("");
         let (family, keys, values): (Family, &[&'static str], [&str; 10]) = if http {
@@ -467,6 +573,42 @@ impl Red {
                 keys,
                 [
                     method, route, status, error_type, address, port, service, namespace, pod, "",
+                ],
+            )
+        } else if r.protocol() == "dns" {
+            let code = r.attr("dns.response.code").unwrap_or(status);
+            (
+                Family::Dns,
+                &DNS_KEYS,
+                [
+                    r.operation(),
+                    code,
+                    error_type,
+                    side,
+                    address,
+                    port,
+                    service,
+                    namespace,
+                    pod,
+                    "",
+                ],
+            )
+        } else if let (false, Some(system)) = (server, r.attr("db.system.name")) {
+            let code = r.attr("db.response.status_code").unwrap_or("");
+            (
+                Family::DbClient,
+                &DB_CLIENT_KEYS,
+                [
+                    system,
+                    r.operation(),
+                    code,
+                    error_type,
+                    address,
+                    port,
+                    service,
+                    namespace,
+                    pod,
+                    "",
                 ],
             )
         } else {
@@ -557,6 +699,11 @@ impl Red {
         }
         let _ = writeln!(
             o,
+            "# HELP sonde_db_slow_queries_total Database operations slower than slow_query_ms (the latest are at /api/slow-queries).\n# TYPE sonde_db_slow_queries_total counter\nsonde_db_slow_queries_total {}",
+            self.slow_total
+        );
+        let _ = writeln!(
+            o,
             "# HELP sonde_red_overflow_records_total Records counted in an overflow series (a metric reached max_series).\n# TYPE sonde_red_overflow_records_total counter\nsonde_red_overflow_records_total {}",
             self.overflow_records
         );
@@ -570,6 +717,11 @@ impl Red {
             "# HELP sonde_red_series Series held by the RED metrics.\n# TYPE sonde_red_series gauge\nsonde_red_series {}",
             self.series_count()
         );
+    }
+
+    /// The slow-query log, oldest first (`/api/slow-queries`).
+    pub fn slow_queries(&self) -> Vec<SlowQuery> {
+        self.slow.iter().cloned().collect()
     }
 
     /// Every series for `sonde top` (`/api/series`).
@@ -764,6 +916,57 @@ mod tests {
         red.render(&mut o);
         assert!(o.contains("http_route=\"/shop/{cat}/items/{*}\""), "{o}");
         assert!(o.contains("sonde_requests_unanswered_total{protocol=\"http\",side=\"server\",operation=\"POST /a\",error_type=\"no-response\",service=\"nginx\"} 1"), "{o}");
+    }
+
+    #[test]
+    fn database_and_dns_records_get_their_own_metrics_and_slow_queries_are_logged() {
+        let mut red = Red::new(&RedSettings {
+            slow_query_ms: 250,
+            slow_query_log: 2,
+            ..Default::default()
+        });
+        let client = conn(Role::Client);
+        let db = |op: &str, status: u32, ms: u64, text: &str| {
+            let mut r = rec(op, status, ms);
+            r.protocol = "mysql".into();
+            r.error = (status > 0).then(|| status.to_string());
+            r.attributes = vec![
+                ("db.system.name".into(), "mysql".into()),
+                ("db.query.text".into(), text.into()),
+                ("db.response.returned_rows".into(), "1".into()),
+            ];
+            if status > 0 {
+                r.attributes
+                    .push(("db.response.status_code".into(), status.to_string()));
+            }
+            Record::Owned(r)
+        };
+        red.record(&client, &db("SELECT", 0, 5, "SELECT ?"));
+        red.record(&client, &db("SELECT", 1146, 2, "SELECT * FROM missing"));
+        for ms in [300, 400, 500] {
+            red.record(&client, &db("SELECT", 0, ms, "SELECT SLEEP(?)"));
+        }
+        let mut dns = rec("A", 3, 4);
+        dns.protocol = "dns".into();
+        dns.error = Some("nxdomain".into());
+        dns.attributes = vec![("dns.response.code".into(), "NXDOMAIN".into())];
+        red.record(&client, &Record::Owned(dns));
+        let mut o = String::new();
+        red.render(&mut o);
+        assert!(o.contains("db_client_operation_duration_seconds_count{db_system_name=\"mysql\",db_operation_name=\"SELECT\",db_response_status_code=\"1146\",error_type=\"1146\""), "{o}");
+        assert!(o.contains("dns_lookup_duration_seconds_count{dns_question_type=\"A\",dns_response_code=\"NXDOMAIN\",error_type=\"nxdomain\",side=\"client\""), "{o}");
+        assert!(o.contains("sonde_db_slow_queries_total 3"), "{o}");
+        // The log keeps the latest two, with their statement and duration.
+        let slow = red.slow_queries();
+        assert_eq!(slow.len(), 2);
+        assert_eq!(
+            (slow[0].statement.as_str(), slow[1].duration_seconds),
+            ("SELECT SLEEP(?)", 0.5)
+        );
+        assert_eq!(
+            (slow[1].rows, slow[1].side.as_str(), slow[1].server.as_str()),
+            (Some(1), "client", "127.0.0.1:40000")
+        );
     }
 
     #[test]

@@ -102,6 +102,16 @@ pub fn rows(before: &[SeriesExport], after: &[SeriesExport], secs: f64) -> Vec<R
                     label(s, "url_template")
                 ),
             ),
+            "db_client_operation_duration_seconds" => (
+                "client".to_string(),
+                label(s, "db_system_name").to_string(),
+                label(s, "db_operation_name").to_string(),
+            ),
+            "dns_lookup_duration_seconds" => (
+                label(s, "side").to_string(),
+                "dns".to_string(),
+                label(s, "dns_question_type").to_string(),
+            ),
             _ => (
                 label(s, "side").to_string(),
                 label(s, "protocol").to_string(),
