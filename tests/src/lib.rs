@@ -6,6 +6,7 @@
 //! instead of skipping (see [`require_root`]).
 
 pub mod collector;
+pub mod dblab;
 pub mod httplab;
 mod netns;
 mod paths;
