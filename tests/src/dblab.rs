@@ -225,3 +225,176 @@ pub fn dig(port: u16, args: &[&str]) -> Result<String> {
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+/// A minimal MySQL client speaking the binary protocol for prepared statements (what a Rust
+/// application's driver sends: COM_STMT_PREPARE, COM_STMT_EXECUTE), written here so the test
+/// controls every packet. Works against a server started with `--skip-grant-tables`.
+pub struct RawMysql {
+    s: TcpStream,
+    seq: u8,
+    /// Capabilities both sides agreed on.
+    deprecate_eof: bool,
+}
+
+const CLIENT_LONG_PASSWORD: u32 = 1;
+const CLIENT_PROTOCOL_41: u32 = 0x200;
+const CLIENT_TRANSACTIONS: u32 = 0x2000;
+const CLIENT_SECURE_CONNECTION: u32 = 0x8000;
+const CLIENT_PLUGIN_AUTH: u32 = 0x8_0000;
+const CLIENT_DEPRECATE_EOF: u32 = 0x100_0000;
+
+impl RawMysql {
+    pub fn connect(port: u16) -> Result<Self> {
+        let s = TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut c = RawMysql {
+            s,
+            seq: 0,
+            deprecate_eof: false,
+        };
+        let hello = c.read_packet()?;
+        // protocol version, server version\0, thread id (4), salt (8), filler, caps low (2)…
+        let nul = hello[1..]
+            .iter()
+            .position(|b| *b == 0)
+            .context("handshake without version")?
+            + 1;
+        let caps_low = u16::from_le_bytes([hello[nul + 14], hello[nul + 15]]) as u32;
+        let caps_high = u16::from_le_bytes([hello[nul + 19], hello[nul + 20]]) as u32;
+        let server_caps = caps_low | (caps_high << 16);
+        let mut caps = CLIENT_LONG_PASSWORD
+            | CLIENT_PROTOCOL_41
+            | CLIENT_TRANSACTIONS
+            | CLIENT_SECURE_CONNECTION
+            | CLIENT_PLUGIN_AUTH;
+        if server_caps & CLIENT_DEPRECATE_EOF != 0 {
+            caps |= CLIENT_DEPRECATE_EOF;
+            c.deprecate_eof = true;
+        }
+        let mut resp = Vec::new();
+        resp.extend_from_slice(&caps.to_le_bytes());
+        resp.extend_from_slice(&(16u32 << 20).to_le_bytes());
+        resp.push(33); // utf8
+        resp.extend_from_slice(&[0; 23]);
+        resp.extend_from_slice(b"root\0");
+        resp.push(0); // empty auth response
+        resp.extend_from_slice(b"mysql_native_password\0");
+        c.seq = 1;
+        c.write_packet(&resp)?;
+        loop {
+            let p = c.read_packet()?;
+            match p.first() {
+                Some(0x00) => break,
+                Some(0xff) => bail!(
+                    "authentication refused: {}",
+                    String::from_utf8_lossy(&p[9..])
+                ),
+                // An auth switch or more data: answer with an empty response.
+                Some(0xfe) | Some(0x01) => c.write_packet(&[])?,
+                _ => bail!("unexpected packet during authentication"),
+            }
+        }
+        Ok(c)
+    }
+
+    fn read_packet(&mut self) -> Result<Vec<u8>> {
+        use std::io::Read as _;
+        let mut head = [0u8; 4];
+        self.s.read_exact(&mut head)?;
+        let len = u32::from_le_bytes([head[0], head[1], head[2], 0]) as usize;
+        self.seq = head[3].wrapping_add(1);
+        let mut body = vec![0u8; len];
+        self.s.read_exact(&mut body)?;
+        Ok(body)
+    }
+
+    fn write_packet(&mut self, body: &[u8]) -> Result<()> {
+        use std::io::Write as _;
+        let mut p = (body.len() as u32).to_le_bytes()[..3].to_vec();
+        p.push(self.seq);
+        p.extend_from_slice(body);
+        self.seq = self.seq.wrapping_add(1);
+        self.s.write_all(&p)?;
+        Ok(())
+    }
+
+    fn command(&mut self, cmd: u8, payload: &[u8]) -> Result<()> {
+        self.seq = 0;
+        let mut body = vec![cmd];
+        body.extend_from_slice(payload);
+        self.write_packet(&body)
+    }
+
+    /// Skip `n` definition packets and, without DEPRECATE_EOF, the EOF after them.
+    fn skip_definitions(&mut self, n: usize) -> Result<()> {
+        for _ in 0..n {
+            self.read_packet()?;
+        }
+        if n > 0 && !self.deprecate_eof {
+            self.read_packet()?;
+        }
+        Ok(())
+    }
+
+    /// COM_STMT_PREPARE: the statement id and its parameter count.
+    pub fn prepare(&mut self, sql: &str) -> Result<(u32, u16)> {
+        self.command(0x16, sql.as_bytes())?;
+        let p = self.read_packet()?;
+        if p.first() != Some(&0x00) {
+            bail!(
+                "prepare failed: {}",
+                String::from_utf8_lossy(p.get(9..).unwrap_or(&[]))
+            );
+        }
+        let id = u32::from_le_bytes([p[1], p[2], p[3], p[4]]);
+        let cols = u16::from_le_bytes([p[5], p[6]]);
+        let params = u16::from_le_bytes([p[7], p[8]]);
+        self.skip_definitions(params as usize)?;
+        self.skip_definitions(cols as usize)?;
+        Ok((id, params))
+    }
+
+    /// COM_STMT_EXECUTE with integer parameters; returns the rows of the result set.
+    pub fn execute(&mut self, id: u32, params: &[i64]) -> Result<usize> {
+        let mut b = id.to_le_bytes().to_vec();
+        b.push(0); // CURSOR_TYPE_NO_CURSOR
+        b.extend_from_slice(&1u32.to_le_bytes()); // iteration count
+        if !params.is_empty() {
+            b.extend(std::iter::repeat_n(0u8, params.len().div_ceil(8))); // NULL bitmap
+            b.push(1); // new params bound
+            for _ in params {
+                b.extend_from_slice(&[0x08, 0x00]); // MYSQL_TYPE_LONGLONG, signed
+            }
+            for v in params {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        self.command(0x17, &b)?;
+        let first = self.read_packet()?;
+        match first.first() {
+            Some(0x00) => return Ok(0),
+            Some(0xff) => bail!(
+                "execute failed: {}",
+                String::from_utf8_lossy(first.get(9..).unwrap_or(&[]))
+            ),
+            _ => {}
+        }
+        let cols = first[0] as usize;
+        self.skip_definitions(cols)?;
+        let mut rows = 0;
+        loop {
+            let p = self.read_packet()?;
+            if p.first() == Some(&0xfe) && p.len() < 0xff_ffff {
+                return Ok(rows);
+            }
+            rows += 1;
+        }
+    }
+
+    /// COM_STMT_CLOSE, then COM_QUIT.
+    pub fn close(mut self, id: u32) -> Result<()> {
+        self.command(0x19, &id.to_le_bytes())?;
+        self.command(0x01, &[])?;
+        Ok(())
+    }
+}
