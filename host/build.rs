@@ -55,6 +55,10 @@ fn build_plugins() -> anyhow::Result<()> {
         "plugins/fta-rules/Cargo.toml",
         "plugins/http/src",
         "plugins/http/Cargo.toml",
+        "plugins/dns/src",
+        "plugins/dns/Cargo.toml",
+        "plugins/mysql/src",
+        "plugins/mysql/Cargo.toml",
         "sdk/src",
         "sdk/Cargo.toml",
         "wit",
@@ -64,7 +68,12 @@ fn build_plugins() -> anyhow::Result<()> {
     }
     println!("cargo:rerun-if-env-changed=SONDE_WASM_SKIP");
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
-    let artifacts = ["sonde_fta_rules.wasm", "sonde_http_parser.wasm"];
+    let artifacts = [
+        "sonde_fta_rules.wasm",
+        "sonde_http_parser.wasm",
+        "sonde_dns_parser.wasm",
+        "sonde_mysql_parser.wasm",
+    ];
     if env::var_os("SONDE_WASM_SKIP").is_some() {
         println!(
             "cargo:warning=SONDE_WASM_SKIP set: the daemon will have no default fault tree and no HTTP parser"
@@ -83,6 +92,10 @@ fn build_plugins() -> anyhow::Result<()> {
         "sonde-fta-rules",
         "--package",
         "sonde-http-parser",
+        "--package",
+        "sonde-dns-parser",
+        "--package",
+        "sonde-mysql-parser",
         "--lib",
         "--release",
         "--locked",

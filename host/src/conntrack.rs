@@ -179,11 +179,19 @@ impl Connection {
         } else {
             d.peer
         };
-        // The role of an Open (connect/accept) is authoritative; chunks only fill it in.
-        let role = if self.role == Role::Unknown {
-            d.role
-        } else {
+        // The role of an Open (connect/accept) is authoritative; chunks only fill it in. A
+        // datagram socket nobody connected or accepted (a DNS server's, a resolver's) has no
+        // kernel role: the side that sent the first datagram is the client, the side that
+        // received it the server — request/response protocols over UDP start with a request.
+        let role = if self.role != Role::Unknown {
             Role::Unknown
+        } else if d.role == Role::Unknown && d.datagram {
+            match d.direction {
+                Direction::Egress => Role::Client,
+                Direction::Ingress => Role::Server,
+            }
+        } else {
+            d.role
         };
         self.learn(d.sock, role, d.local, peer);
         self.datagram |= d.datagram;
@@ -913,6 +921,24 @@ mod tests {
         let found: Vec<_> = f.into_iter().filter(|c| c.conn_id == conn_id).collect();
         assert_eq!(found.len(), 1, "conn {conn_id} finished once");
         found.into_iter().next().unwrap()
+    }
+
+    /// An unconnected datagram socket: the kernel knows no role; the first datagram's
+    /// direction decides (a query received makes the socket a server's).
+    #[test]
+    fn datagram_sockets_get_their_role_from_the_first_datagram() {
+        let q = pattern(9, 40);
+        for (dir, role) in [(IN, Role::Server), (EG, Role::Client)] {
+            let mut ev = data(1, dir, &q, 0, 40, 10);
+            if let Event::Data(d) = &mut ev {
+                d.role = Role::Unknown;
+                d.datagram = true;
+            }
+            let mut t = ConnTracker::new(cfg());
+            let mut out = Vec::new();
+            t.on_event(&ev, &mut out);
+            assert_eq!(t.get(1).unwrap().role, role);
+        }
     }
 
     #[test]

@@ -323,47 +323,61 @@ impl Tshark {
         Ok(t)
     }
 
-    /// Stop capturing (SIGINT flushes the file) and dissect: HTTP requests per method and
-    /// final responses per status code, as tshark's HTTP dissector sees them (port `port`
-    /// decoded as HTTP).
-    pub fn stop_and_count(
-        mut self,
-        port: u16,
-    ) -> Result<(BTreeMap<String, u64>, BTreeMap<u32, u64>)> {
+    /// Stop capturing (SIGINT flushes the file).
+    pub fn stop(&mut self) -> Result<()> {
         // SAFETY: kill(2) on our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         wait_until(Duration::from_secs(30), "tshark to stop", || {
             self.child.try_wait().ok().flatten()
         })?;
-        let field = |filter: &str, field: &str| -> Result<Vec<String>> {
-            let out = Command::new("tshark")
-                .arg("-r")
-                .arg(&self.pcap)
-                .args([
-                    "-d",
-                    &format!("tcp.port=={port},http"),
-                    "-Y",
-                    filter,
-                    "-T",
-                    "fields",
-                    "-E",
-                    "occurrence=a",
-                    "-E",
-                    "aggregator=,",
-                    "-e",
-                    field,
-                ])
-                .output()
-                .context("running tshark -r")?;
-            if !out.status.success() {
-                bail!("tshark -r failed: {}", String::from_utf8_lossy(&out.stderr));
-            }
-            Ok(String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .flat_map(|l| l.split(',').map(str::to_string).collect::<Vec<_>>())
-                .filter(|v| !v.is_empty())
-                .collect())
-        };
+        Ok(())
+    }
+
+    /// Every occurrence of `field` in the packets matching `filter`, with TCP port `port`
+    /// decoded as `protocol` (tshark's dissector name: http, mysql…).
+    pub fn fields(
+        &self,
+        port: u16,
+        protocol: &str,
+        filter: &str,
+        field: &str,
+    ) -> Result<Vec<String>> {
+        let out = Command::new("tshark")
+            .arg("-r")
+            .arg(&self.pcap)
+            .args([
+                "-d",
+                &format!("tcp.port=={port},{protocol}"),
+                "-Y",
+                filter,
+                "-T",
+                "fields",
+                "-E",
+                "occurrence=a",
+                "-E",
+                "aggregator=,",
+                "-e",
+                field,
+            ])
+            .output()
+            .context("running tshark -r")?;
+        if !out.status.success() {
+            bail!("tshark -r failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .flat_map(|l| l.split(',').map(str::to_string).collect::<Vec<_>>())
+            .filter(|v| !v.is_empty())
+            .collect())
+    }
+
+    /// Stop and dissect as HTTP: requests per method and final responses per status code.
+    pub fn stop_and_count(
+        mut self,
+        port: u16,
+    ) -> Result<(BTreeMap<String, u64>, BTreeMap<u32, u64>)> {
+        self.stop()?;
+        let field = |filter: &str, field: &str| self.fields(port, "http", filter, field);
         let mut methods = BTreeMap::new();
         for m in field("http.request", "http.request.method")? {
             *methods.entry(m).or_insert(0) += 1;

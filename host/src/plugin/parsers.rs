@@ -31,6 +31,23 @@ use self::sonde::plugin::parser_types as w;
 pub static HTTP_PARSER_WASM: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/sonde_http_parser.wasm"));
 
+/// The DNS parser (`plugins/dns`), likewise.
+pub static DNS_PARSER_WASM: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/sonde_dns_parser.wasm"));
+
+/// The MySQL parser (`plugins/mysql`), likewise.
+pub static MYSQL_PARSER_WASM: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/sonde_mysql_parser.wasm"));
+
+/// The parsers embedded in the binary, loaded unless `default_parsers = false`.
+pub fn embedded() -> [(&'static str, &'static [u8]); 3] {
+    [
+        ("HTTP", HTTP_PARSER_WASM),
+        ("MySQL", MYSQL_PARSER_WASM),
+        ("DNS", DNS_PARSER_WASM),
+    ]
+}
+
 /// The WIT world these components implement.
 pub const WORLD: &str = "protocol-parser";
 
@@ -234,21 +251,23 @@ pub fn engine(cfg: &PluginsConfig) -> Result<Arc<PluginEngine>> {
     })?))
 }
 
-/// The embedded HTTP parser (unless `default_parsers = false`) and every `*.wasm` in
+/// The embedded parsers (unless `default_parsers = false`) and every `*.wasm` in
 /// `parser_dirs`, sorted by file name. A component that does not load is an error naming its
 /// file: the operator asked for it. Two parsers with one name are an error too.
 pub fn load_all(cfg: &PluginsConfig, engine: &Arc<PluginEngine>) -> Result<Vec<WasmParser>> {
     let files = super::wasm_files(&cfg.parser_dirs, "parser")?;
     let mut parsers: Vec<WasmParser> = Vec::new();
     if cfg.default_parsers {
-        anyhow::ensure!(
-            !HTTP_PARSER_WASM.is_empty(),
-            "this sonde was built with SONDE_WASM_SKIP: it has no embedded HTTP parser (set default_parsers = false)"
-        );
-        parsers.push(
-            WasmParser::load(engine.clone(), cfg.limits, HTTP_PARSER_WASM, "embedded")
-                .context("loading the embedded HTTP parser")?,
-        );
+        for (what, wasm) in embedded() {
+            anyhow::ensure!(
+                !wasm.is_empty(),
+                "this sonde was built with SONDE_WASM_SKIP: it has no embedded {what} parser (set default_parsers = false)"
+            );
+            parsers.push(
+                WasmParser::load(engine.clone(), cfg.limits, wasm, "embedded")
+                    .with_context(|| format!("loading the embedded {what} parser"))?,
+            );
+        }
     }
     for file in files {
         let wasm = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;

@@ -1,0 +1,261 @@
+//! Helpers shared by the integration tests: a small DNS message builder and harness shortcuts.
+#![allow(dead_code)]
+
+use sonde_dns_parser::Dns;
+use sonde_sdk::protocol_parser::harness::Harness;
+use sonde_sdk::protocol_parser::{Claim, ConnInfo, RequestRecord, Role, Transport};
+
+pub type H = Harness<Dns>;
+
+pub const A: u16 = 1;
+pub const NS: u16 = 2;
+pub const CNAME: u16 = 5;
+pub const MX: u16 = 15;
+pub const TXT: u16 = 16;
+pub const AAAA: u16 = 28;
+pub const SRV: u16 = 33;
+pub const HTTPS: u16 = 65;
+
+pub const NOERROR: u8 = 0;
+pub const FORMERR: u8 = 1;
+pub const SERVFAIL: u8 = 2;
+pub const NXDOMAIN: u8 = 3;
+pub const NOTIMP: u8 = 4;
+pub const REFUSED: u8 = 5;
+
+/// A name on the wire, uncompressed.
+pub fn name(n: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for label in n.trim_end_matches('.').split('.').filter(|l| !l.is_empty()) {
+        out.push(label.len() as u8);
+        out.extend_from_slice(label.as_bytes());
+    }
+    out.push(0);
+    out
+}
+
+fn header(id: u16, flags: u16, qd: u16, an: u16, ns: u16, ar: u16) -> Vec<u8> {
+    let mut m = Vec::with_capacity(64);
+    for v in [id, flags, qd, an, ns, ar] {
+        m.extend_from_slice(&v.to_be_bytes());
+    }
+    m
+}
+
+/// A recursive query (RD set) for `qname`/`qtype`, class IN.
+pub fn query(id: u16, qname: &str, qtype: u16) -> Vec<u8> {
+    let mut m = header(id, 0x0100, 1, 0, 0, 0);
+    m.extend_from_slice(&name(qname));
+    m.extend_from_slice(&qtype.to_be_bytes());
+    m.extend_from_slice(&1u16.to_be_bytes());
+    m
+}
+
+/// An answer record. Owners are a pointer to the question's name (offset 12).
+#[derive(Debug, Clone)]
+pub enum Rr {
+    A([u8; 4]),
+    Aaaa([u8; 16]),
+    /// Target written uncompressed.
+    Cname(&'static str),
+    /// Anything else: type and raw rdata.
+    Raw(u16, Vec<u8>),
+}
+
+fn rr(m: &mut Vec<u8>, owner: &[u8], rtype: u16, rdata: &[u8]) {
+    m.extend_from_slice(owner);
+    m.extend_from_slice(&rtype.to_be_bytes());
+    m.extend_from_slice(&1u16.to_be_bytes());
+    m.extend_from_slice(&300u32.to_be_bytes());
+    m.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+    m.extend_from_slice(rdata);
+}
+
+/// A response (QR, RD, RA) repeating the question, with `answers` whose owners point to it.
+pub fn response(id: u16, qname: &str, qtype: u16, rcode: u8, answers: &[Rr]) -> Vec<u8> {
+    let mut m = header(id, 0x8180 | u16::from(rcode), 1, answers.len() as u16, 0, 0);
+    m.extend_from_slice(&name(qname));
+    m.extend_from_slice(&qtype.to_be_bytes());
+    m.extend_from_slice(&1u16.to_be_bytes());
+    for a in answers {
+        match a {
+            Rr::A(ip) => rr(&mut m, &[0xC0, 0x0C], A, ip),
+            Rr::Aaaa(ip) => rr(&mut m, &[0xC0, 0x0C], AAAA, ip),
+            Rr::Cname(t) => rr(&mut m, &[0xC0, 0x0C], CNAME, &name(t)),
+            Rr::Raw(t, data) => rr(&mut m, &[0xC0, 0x0C], *t, data),
+        }
+    }
+    m
+}
+
+/// A response to `www.example.com A` through a CNAME, every name compressed: the CNAME's
+/// owner points to the question, its target `cdn` + pointer to `example.com` inside the
+/// question, and the A records' owners point to the CNAME's target (a pointer to a name that
+/// itself ends in a pointer).
+pub fn compressed_cname_response(id: u16) -> Vec<u8> {
+    let mut m = header(id, 0x8180, 1, 3, 0, 0);
+    m.extend_from_slice(&name("www.example.com")); // at 12; "example.com" at 16
+    m.extend_from_slice(&A.to_be_bytes());
+    m.extend_from_slice(&1u16.to_be_bytes());
+    let cname_rdata_at = m.len() + 12;
+    rr(&mut m, &[0xC0, 0x0C], CNAME, b"\x03cdn\xC0\x10");
+    let target = [0xC0 | (cname_rdata_at >> 8) as u8, cname_rdata_at as u8];
+    rr(&mut m, &target, A, &[93, 184, 216, 34]);
+    rr(&mut m, &target, A, &[93, 184, 216, 35]);
+    m
+}
+
+/// The message with TC set.
+pub fn with_tc(mut m: Vec<u8>) -> Vec<u8> {
+    m[2] |= 0x02;
+    m
+}
+
+/// The message with a 2-byte length prefix (TCP).
+pub fn tcp(m: &[u8]) -> Vec<u8> {
+    let mut out = (m.len() as u16).to_be_bytes().to_vec();
+    out.extend_from_slice(m);
+    out
+}
+
+pub fn conn(role: Role, transport: Transport) -> ConnInfo {
+    ConnInfo {
+        id: 1,
+        role,
+        transport,
+        ..Default::default()
+    }
+}
+
+pub fn udp_client() -> H {
+    H::new(conn(Role::Client, Transport::Udp))
+}
+
+pub fn udp_server() -> H {
+    H::new(conn(Role::Server, Transport::Udp))
+}
+
+pub fn tcp_client() -> H {
+    H::new(conn(Role::Client, Transport::Tcp))
+}
+
+pub fn tcp_server() -> H {
+    H::new(conn(Role::Server, Transport::Tcp))
+}
+
+/// The fields of a record most tests compare, in one tuple.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Brief {
+    pub operation: String,
+    pub status: u32,
+    pub error: Option<String>,
+    pub request_ts: u64,
+    pub response_ts: u64,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+}
+
+pub fn brief(r: &RequestRecord) -> Brief {
+    Brief {
+        operation: r.operation.clone(),
+        status: r.status,
+        error: r.error.clone(),
+        request_ts: r.request_ts_ns,
+        response_ts: r.response_ts_ns,
+        request_bytes: r.request_bytes,
+        response_bytes: r.response_bytes,
+    }
+}
+
+pub fn b(
+    operation: &str,
+    status: u32,
+    error: Option<&str>,
+    ts: (u64, u64),
+    bytes: (u64, u64),
+) -> Brief {
+    Brief {
+        operation: operation.into(),
+        status,
+        error: error.map(str::to_string),
+        request_ts: ts.0,
+        response_ts: ts.1,
+        request_bytes: bytes.0,
+        response_bytes: bytes.1,
+    }
+}
+
+pub fn briefs(h: &H) -> Vec<Brief> {
+    h.result.records.iter().map(brief).collect()
+}
+
+/// `(operation, status, error)` of each record.
+pub fn ops(h: &H) -> Vec<(String, u32, Option<String>)> {
+    h.result
+        .records
+        .iter()
+        .map(|r| (r.operation.clone(), r.status, r.error.clone()))
+        .collect()
+}
+
+pub fn op(operation: &str, status: u32, error: Option<&str>) -> (String, u32, Option<String>) {
+    (operation.to_string(), status, error.map(str::to_string))
+}
+
+pub fn attr<'a>(r: &'a RequestRecord, key: &str) -> Option<&'a str> {
+    r.attributes
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The question names of the records, in order.
+pub fn names(h: &H) -> Vec<String> {
+    h.result
+        .records
+        .iter()
+        .map(|r| attr(r, "dns.question.name").unwrap_or("").to_string())
+        .collect()
+}
+
+pub fn claims(h: &H) -> Vec<Claim> {
+    h.result.claims.iter().map(|(_, c)| *c).collect()
+}
+
+/// Every record must respect the parser's bounds, whatever the input.
+pub fn assert_bounded(records: &[RequestRecord]) {
+    for r in records {
+        assert_eq!(r.protocol, "dns");
+        assert!(r.operation.len() <= 16, "{}", r.operation);
+        assert!(r.attributes.len() <= 8, "{:?}", r.attributes);
+        for (k, v) in &r.attributes {
+            let max = if k == "dns.answers" { 4 * 40 + 3 } else { 255 };
+            assert!(v.len() <= max, "{k} is {} bytes", v.len());
+        }
+        if let Some(answers) = attr(r, "dns.answers") {
+            assert!(answers.split(',').count() <= 4, "{answers}");
+        }
+    }
+}
+
+/// A tiny deterministic PRNG (xorshift64*), so the randomised tests replay.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
