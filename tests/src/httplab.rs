@@ -510,3 +510,65 @@ mod tests {
         assert_eq!(s[1].value, 2.5);
     }
 }
+
+/// `sonde run` as a child process with a config file: metrics on a free loopback port, plugin
+/// code cached under `target/` (so repeated runs skip compiling the components), plus the
+/// caller's `[metrics]` and `[plugins]` lines. Killed on drop.
+pub struct Daemon {
+    child: Child,
+    pub port: u16,
+    _dir: Scratch,
+}
+
+impl Daemon {
+    pub fn start(metrics_toml: &str, plugins_toml: &str) -> Daemon {
+        crate::require_root();
+        let dir = Scratch::new("daemon");
+        let port = free_port();
+        let cache = crate::target_dir().join("plugin-cache");
+        let config = format!(
+            "[metrics]\nlisten = \"127.0.0.1:{port}\"\n{metrics_toml}\n\n[plugins]\ncache_dir = \"{}\"\n{plugins_toml}\n",
+            cache.display()
+        );
+        let path = dir.path().join("sonde.toml");
+        std::fs::write(&path, config).unwrap();
+        let child = Command::new(crate::sonde_bin_path())
+            .arg("--config")
+            .arg(&path)
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn sonde");
+        let mut d = Daemon {
+            child,
+            port,
+            _dir: dir,
+        };
+        wait_until(
+            Duration::from_secs(90),
+            "sonde run to serve /metrics",
+            || {
+                assert!(
+                    d.child.try_wait().unwrap().is_none(),
+                    "sonde run exited during start-up"
+                );
+                http_get(port, "/metrics").ok()
+            },
+        )
+        .unwrap();
+        d
+    }
+
+    /// One scrape of `/metrics`.
+    pub fn samples(&self) -> Vec<Sample> {
+        parse_metrics(&http_get(self.port, "/metrics").expect("scraping /metrics"))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -4,71 +4,16 @@
 //! in the embedded Wasm components and serves the metrics and the slow-query log.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use sonde_tests::dblab::{Dnsmasq, MariaDb, RawMysql, dig};
-use sonde_tests::httplab::{self, Sample, Scratch, Tshark, http_get, parse_metrics, sum};
-use sonde_tests::{require_root, sonde_bin_path, target_dir, wait_until};
+use sonde_tests::httplab::{Daemon, Sample, Tshark, http_get, sum};
+use sonde_tests::{require_root, wait_until};
 
 const T: Duration = Duration::from_secs(90);
 
 static SERIAL: Mutex<()> = Mutex::new(());
-
-struct Daemon {
-    child: Child,
-    port: u16,
-    _dir: Scratch,
-}
-
-impl Daemon {
-    fn start(extra_toml: &str) -> Daemon {
-        require_root();
-        let dir = Scratch::new("daemon");
-        let port = httplab::free_port();
-        let cache = target_dir().join("plugin-cache");
-        let config = format!(
-            "[metrics]\nlisten = \"127.0.0.1:{port}\"\n{extra_toml}\n\n[plugins]\ncache_dir = \"{}\"\n",
-            cache.display()
-        );
-        let path = dir.path().join("sonde.toml");
-        std::fs::write(&path, config).unwrap();
-        let child = Command::new(sonde_bin_path())
-            .arg("--config")
-            .arg(&path)
-            .arg("run")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn sonde");
-        let mut d = Daemon {
-            child,
-            port,
-            _dir: dir,
-        };
-        wait_until(T, "sonde run to serve /metrics", || {
-            assert!(
-                d.child.try_wait().unwrap().is_none(),
-                "sonde run exited during start-up"
-            );
-            http_get(port, "/metrics").ok()
-        })
-        .unwrap();
-        d
-    }
-
-    fn samples(&self) -> Vec<Sample> {
-        parse_metrics(&http_get(self.port, "/metrics").expect("scraping /metrics"))
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 const SERVER: &str = "sonde_request_duration_seconds_count";
 const CLIENT: &str = "db_client_operation_duration_seconds_count";
@@ -97,7 +42,7 @@ fn mysql_statements_errors_prepared_statements_and_slow_queries() {
         false,
     )
     .unwrap();
-    let daemon = Daemon::start("slow_query_ms = 250");
+    let daemon = Daemon::start("slow_query_ms = 250", "");
     let tshark = Tshark::start(db.port).unwrap();
     let before = com_counters(&db);
 
@@ -259,7 +204,7 @@ fn dns_queries_by_type_and_rcode_over_udp_and_tcp() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     require_root();
     let dns = Dnsmasq::start().unwrap();
-    let daemon = Daemon::start("");
+    let daemon = Daemon::start("", "");
     let ok = |o: String, status: &str| assert!(o.contains(&format!("status: {status}")), "{o}");
     for _ in 0..3 {
         ok(dig(dns.port, &["a.test", "A"]).unwrap(), "NOERROR");

@@ -6,15 +6,15 @@
 //! A second test loads a looping, a trapping and a memory-hungry parser beside the HTTP one.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Result;
 use sonde_tests::httplab::{
-    self, Nginx, Sample, Scratch, Tshark, Upstream, curl, http_get, parse_metrics, pipelined, sum,
+    self, Daemon, Nginx, Sample, Scratch, Tshark, Upstream, curl, pipelined, sum,
 };
-use sonde_tests::{require_root, sonde_bin_path, target_dir, wait_until, wasm};
+use sonde_tests::{require_root, sonde_bin_path, wait_until, wasm};
 
 const T: Duration = Duration::from_secs(90);
 
@@ -23,61 +23,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 const SERVER: &str = "http_server_request_duration_seconds";
 const CLIENT: &str = "http_client_request_duration_seconds";
-
-struct Daemon {
-    child: Child,
-    port: u16,
-    _dir: Scratch,
-}
-
-impl Daemon {
-    /// `sonde run` with `extra_toml` appended to a config that caches plugin code under target/.
-    fn start(extra_toml: &str) -> Daemon {
-        require_root();
-        let dir = Scratch::new("daemon");
-        let port = httplab::free_port();
-        let cache = target_dir().join("plugin-cache");
-        let config = format!(
-            "[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n[plugins]\ncache_dir = \"{}\"\n{extra_toml}\n",
-            cache.display()
-        );
-        let path = dir.path().join("sonde.toml");
-        std::fs::write(&path, config).unwrap();
-        let child = Command::new(sonde_bin_path())
-            .arg("--config")
-            .arg(&path)
-            .arg("run")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn sonde");
-        let mut d = Daemon {
-            child,
-            port,
-            _dir: dir,
-        };
-        wait_until(T, "sonde run to serve /metrics", || {
-            assert!(
-                d.child.try_wait().unwrap().is_none(),
-                "sonde run exited during start-up"
-            );
-            http_get(port, "/metrics").ok()
-        })
-        .unwrap();
-        d
-    }
-
-    fn samples(&self) -> Vec<Sample> {
-        parse_metrics(&http_get(self.port, "/metrics").expect("scraping /metrics"))
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// nginx's served requests, by (method, normalised route, status): the ground truth.
 fn expected(nginx: &Nginx) -> BTreeMap<(String, String, String), u64> {
@@ -211,7 +156,7 @@ fn red_metrics_match_nginx_access_log_and_tshark() {
     let scratch = Scratch::new("http-test");
     let upstream = Upstream::start().unwrap();
     let nginx = Nginx::start(upstream.port).unwrap();
-    let daemon = Daemon::start("");
+    let daemon = Daemon::start("", "");
     let tshark = Tshark::start(nginx.port).unwrap();
 
     drive_known_traffic(&nginx, &scratch).unwrap();
@@ -443,10 +388,13 @@ fn looping_trapping_and_memory_hungry_parsers_are_stopped_and_http_stays_exact()
     }
     let upstream = Upstream::start().unwrap();
     let nginx = Nginx::start(upstream.port).unwrap();
-    let daemon = Daemon::start(&format!(
-        "parser_dirs = [\"{}\"]\n\n[plugins.limits]\ncall_deadline_ms = 100\nmemory_bytes = 33554432\nquarantine_after = 2\nquarantine_ms = 200\n",
-        parsers.path().display()
-    ));
+    let daemon = Daemon::start(
+        "",
+        &format!(
+            "parser_dirs = [\"{}\"]\n\n[plugins.limits]\ncall_deadline_ms = 100\nmemory_bytes = 33554432\nquarantine_after = 2\nquarantine_ms = 200\n",
+            parsers.path().display()
+        ),
+    );
     let samples = daemon.samples();
     for f in ["spin", "trap", "membomb"] {
         assert_eq!(
