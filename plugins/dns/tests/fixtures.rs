@@ -15,7 +15,8 @@ use std::path::PathBuf;
 
 use common::*;
 use sonde_dns_parser::record::{attr as key, error};
-use sonde_sdk::protocol_parser::{Claim, Role, Transport};
+use sonde_sdk::protocol_parser::harness::{Recording, check_fixture};
+use sonde_sdk::protocol_parser::{Claim, Direction, Role, Transport};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -23,36 +24,8 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A recording being written.
-#[derive(Default)]
-struct Rec(Vec<u8>);
-
-impl Rec {
-    fn comment(&mut self, c: &str) -> &mut Self {
-        self.0.extend_from_slice(format!("# {c}\n").as_bytes());
-        self
-    }
-    fn seg(&mut self, kind: char, ts: u64, data: &[u8]) -> &mut Self {
-        self.0
-            .extend_from_slice(format!("{kind} {ts} {}\n", data.len()).as_bytes());
-        self.0.extend_from_slice(data);
-        self.0.push(b'\n');
-        self
-    }
-    /// The process wrote it.
-    fn egress(&mut self, ts: u64, data: &[u8]) -> &mut Self {
-        self.seg('>', ts, data)
-    }
-    /// The process read it.
-    fn ingress(&mut self, ts: u64, data: &[u8]) -> &mut Self {
-        self.seg('<', ts, data)
-    }
-    fn gap(&mut self, dir: &str, len: usize) -> &mut Self {
-        self.0
-            .extend_from_slice(format!("! {dir} {len}\n").as_bytes());
-        self
-    }
-}
+/// Fixtures are written with the SDK's recording writer.
+type Rec = Recording;
 
 const MS: u64 = 1_000_000;
 const S: u64 = 1_000_000_000;
@@ -165,7 +138,7 @@ fn recordings() -> Vec<(&'static str, Vec<u8>)> {
         .collect();
     r.egress(MS, &qs)
         .ingress(2 * MS, &rs[0][..30])
-        .gap("ingress", rs[0].len() - 30 + 9)
+        .gap(Direction::Ingress, (rs[0].len() - 30 + 9) as u64)
         .ingress(3 * MS, &[&rs[1][9..], &rs[2][..]].concat());
     out.push(("tcp-gap.rec", r.0));
 
@@ -183,17 +156,8 @@ fn recordings() -> Vec<(&'static str, Vec<u8>)> {
 
 #[test]
 fn fixtures_match_their_generator() {
-    let write = std::env::var_os("SONDE_WRITE_FIXTURES").is_some();
     for (name, bytes) in recordings() {
-        let path = fixture(name);
-        if write {
-            std::fs::write(&path, &bytes).unwrap();
-        }
-        let on_disk = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        assert!(
-            on_disk == bytes,
-            "{name} differs from its generator (SONDE_WRITE_FIXTURES=1 rewrites it)"
-        );
+        check_fixture(&fixture(name), &bytes).unwrap_or_else(|e| panic!("{e}"));
     }
 }
 

@@ -11,7 +11,8 @@ use std::path::PathBuf;
 
 use common::*;
 use sonde_mysql_parser::record::{attr as key, error};
-use sonde_sdk::protocol_parser::{Claim, Role};
+use sonde_sdk::protocol_parser::harness::{Recording, check_fixture};
+use sonde_sdk::protocol_parser::{Claim, Direction, Role};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -19,28 +20,14 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A recording being written.
-#[derive(Default)]
-struct Rec(Vec<u8>);
+/// Fixtures are written with the SDK's recording writer.
+type Rec = Recording;
 
-impl Rec {
-    fn comment(&mut self, c: &str) -> &mut Self {
-        self.0.extend_from_slice(format!("# {c}\n").as_bytes());
-        self
-    }
-    fn seg(&mut self, egress: bool, ts: u64, data: &[u8]) -> &mut Self {
-        let kind = if egress { '>' } else { '<' };
-        self.0
-            .extend_from_slice(format!("{kind} {ts} {}\n", data.len()).as_bytes());
-        self.0.extend_from_slice(data);
-        self.0.push(b'\n');
-        self
-    }
-    fn gap(&mut self, egress: bool, len: u64) -> &mut Self {
-        let d = if egress { "egress" } else { "ingress" };
-        self.0
-            .extend_from_slice(format!("! {d} {len}\n").as_bytes());
-        self
+fn dir(egress: bool) -> Direction {
+    if egress {
+        Direction::Egress
+    } else {
+        Direction::Ingress
     }
 }
 
@@ -49,20 +36,24 @@ fn mysql8_session() -> Vec<u8> {
     let caps = BASE_CAPS | CLIENT_DEPRECATE_EOF;
     let mut r = Rec::default();
     r.comment("MySQL 8.0 client session seen from the client (role client: requests are egress)")
-        .seg(
-            false,
+        .segment(
+            dir(false),
             1_000,
             &packet(0, &greeting("8.0.36", caps | CLIENT_SSL)),
         )
-        .seg(true, 2_000, &packet(1, &login(caps, "app", Some("shop"))))
-        .seg(
-            false,
+        .segment(
+            dir(true),
+            2_000,
+            &packet(1, &login(caps, "app", Some("shop"))),
+        )
+        .segment(
+            dir(false),
             3_000,
             &packets(2, &[vec![0x01, 0x03], ok(0, AUTOCOMMIT)]),
         )
         .comment("SELECT, 3 columns, 4 rows, response split over two reads")
-        .seg(
-            true,
+        .segment(
+            dir(true),
             10_000,
             &query("SELECT id, name, email FROM users WHERE id IN (1, 2, 3, 4)"),
         );
@@ -70,32 +61,32 @@ fn mysql8_session() -> Vec<u8> {
         .map(|_| vec!["7", "bob", "bob@example.com"])
         .collect();
     let rs = result_set(&["id", "name", "email"], &rows, true, AUTOCOMMIT);
-    r.seg(false, 12_000, &rs[..100])
-        .seg(false, 13_000, &rs[100..])
+    r.segment(dir(false), 12_000, &rs[..100])
+        .segment(dir(false), 13_000, &rs[100..])
         .comment("INSERT")
-        .seg(
-            true,
+        .segment(
+            dir(true),
             20_000,
             &query("INSERT INTO orders (user_id, total) VALUES (7, 19.99)"),
         )
-        .seg(false, 21_000, &packet(1, &ok(1, AUTOCOMMIT)))
+        .segment(dir(false), 21_000, &packet(1, &ok(1, AUTOCOMMIT)))
         .comment("missing table")
-        .seg(
-            true,
+        .segment(
+            dir(true),
             30_000,
             &query("SELECT * FROM order_items WHERE order_id = 99"),
         )
-        .seg(
-            false,
+        .segment(
+            dir(false),
             31_000,
             &packet(
                 1,
                 &err(1146, "42S02", "Table 'shop.order_items' doesn't exist"),
             ),
         )
-        .seg(true, 40_000, &packet(0, &[0x0e]))
-        .seg(false, 40_500, &packet(1, &ok(0, AUTOCOMMIT)))
-        .seg(true, 50_000, &packet(0, &[0x01]));
+        .segment(dir(true), 40_000, &packet(0, &[0x0e]))
+        .segment(dir(false), 40_500, &packet(1, &ok(0, AUTOCOMMIT)))
+        .segment(dir(true), 50_000, &packet(0, &[0x01]));
     r.0
 }
 
@@ -104,32 +95,32 @@ fn mariadb_prepared() -> Vec<u8> {
     let caps = BASE_CAPS;
     let mut r = Rec::default();
     r.comment("MariaDB 10.11 seen from the server (role server: requests are ingress)")
-        .seg(
-            true,
+        .segment(
+            dir(true),
             1_000,
             &packet(
                 0,
                 &greeting("5.5.5-10.11.6-MariaDB-1:10.11.6+maria~ubu2204", caps),
             ),
         )
-        .seg(false, 2_000, &packet(1, &login(caps, "app", None)))
-        .seg(true, 3_000, &packet(2, &ok(0, AUTOCOMMIT)))
-        .seg(false, 5_000, &packet(0, b"\x02inventory"))
-        .seg(true, 5_100, &packet(1, &ok(0, AUTOCOMMIT)))
-        .seg(
-            false,
+        .segment(dir(false), 2_000, &packet(1, &login(caps, "app", None)))
+        .segment(dir(true), 3_000, &packet(2, &ok(0, AUTOCOMMIT)))
+        .segment(dir(false), 5_000, &packet(0, b"\x02inventory"))
+        .segment(dir(true), 5_100, &packet(1, &ok(0, AUTOCOMMIT)))
+        .segment(
+            dir(false),
             10_000,
             &prepare("SELECT sku, qty FROM stock WHERE sku = ? AND qty > 0"),
         )
-        .seg(
-            true,
+        .segment(
+            dir(true),
             10_200,
             &prepare_response(1, &["sku", "qty"], 1, false),
         );
     for (i, sku) in ["A-1", "B-2"].iter().enumerate() {
         let t = 20_000 + 10_000 * i as u64;
-        r.seg(false, t, &execute(1, &[sku])).seg(
-            true,
+        r.segment(dir(false), t, &execute(1, &[sku])).segment(
+            dir(true),
             t + 700,
             &rows_response(
                 &["sku", "qty"],
@@ -141,7 +132,7 @@ fn mariadb_prepared() -> Vec<u8> {
     }
     let mut close = vec![0x19];
     close.extend_from_slice(&1u32.to_le_bytes());
-    r.seg(false, 40_000, &packet(0, &close));
+    r.segment(dir(false), 40_000, &packet(0, &close));
     r.0
 }
 
@@ -151,20 +142,28 @@ fn gap_resync() -> Vec<u8> {
     let rows: Vec<Vec<&str>> = (0..40).map(|_| vec!["a fairly long value"]).collect();
     let rs = result_set(&["v"], &rows, false, AUTOCOMMIT);
     r.comment("picked up mid-stream: the tail of an earlier response, then commands")
-        .seg(false, 500, &rs[rs.len() - 30..])
-        .seg(true, 1_000, &query("SELECT v FROM big"))
-        .seg(false, 1_500, &rs[..200])
+        .segment(dir(false), 500, &rs[rs.len() - 30..])
+        .segment(dir(true), 1_000, &query("SELECT v FROM big"))
+        .segment(dir(false), 1_500, &rs[..200])
         .comment("the capture lost 600 bytes in the middle of the rows")
-        .gap(false, 600)
-        .seg(false, 1_600, &rs[800..])
-        .seg(true, 2_000, &query("UPDATE big SET v = 'x' WHERE id = 3"))
-        .seg(false, 2_100, &packet(1, &ok(1, AUTOCOMMIT)))
+        .gap(dir(false), 600)
+        .segment(dir(false), 1_600, &rs[800..])
+        .segment(
+            dir(true),
+            2_000,
+            &query("UPDATE big SET v = 'x' WHERE id = 3"),
+        )
+        .segment(dir(false), 2_100, &packet(1, &ok(1, AUTOCOMMIT)))
         .comment("a query cut by a gap: dropped, the next command resynchronises")
-        .seg(true, 3_000, &query("DELETE FROM big WHERE id = 4")[..10])
-        .gap(true, 40)
-        .seg(true, 3_100, b"more lost bytes")
-        .seg(true, 4_000, &query("COMMIT"))
-        .seg(false, 4_100, &packet(1, &ok(0, AUTOCOMMIT)));
+        .segment(
+            dir(true),
+            3_000,
+            &query("DELETE FROM big WHERE id = 4")[..10],
+        )
+        .gap(dir(true), 40)
+        .segment(dir(true), 3_100, b"more lost bytes")
+        .segment(dir(true), 4_000, &query("COMMIT"))
+        .segment(dir(false), 4_100, &packet(1, &ok(0, AUTOCOMMIT)));
     r.0
 }
 
@@ -172,13 +171,17 @@ fn gap_resync() -> Vec<u8> {
 fn tls() -> Vec<u8> {
     let mut r = Rec::default();
     r.comment("client asks for TLS: nothing more to parse")
-        .seg(
-            false,
+        .segment(
+            dir(false),
             1_000,
             &packet(0, &greeting("8.0.36", BASE_CAPS | CLIENT_SSL)),
         )
-        .seg(true, 2_000, &packet(1, &ssl_request(BASE_CAPS)))
-        .seg(true, 3_000, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03");
+        .segment(dir(true), 2_000, &packet(1, &ssl_request(BASE_CAPS)))
+        .segment(
+            dir(true),
+            3_000,
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+        );
     r.0
 }
 
@@ -193,20 +196,8 @@ fn recordings() -> Vec<(&'static str, Vec<u8>)> {
 
 #[test]
 fn fixtures_are_up_to_date() {
-    let write = std::env::var_os("SONDE_WRITE_FIXTURES").is_some();
     for (name, bytes) in recordings() {
-        let path = fixture(name);
-        if write {
-            // Atomically: the replay tests may be reading the file meanwhile.
-            let tmp = path.with_extension("rec.tmp");
-            std::fs::write(&tmp, &bytes).unwrap();
-            std::fs::rename(&tmp, &path).unwrap();
-        }
-        let on_disk = std::fs::read(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert!(
-            on_disk == bytes,
-            "{name} is stale: SONDE_WRITE_FIXTURES=1 cargo test"
-        );
+        check_fixture(&fixture(name), &bytes).unwrap_or_else(|e| panic!("{e}"));
     }
 }
 

@@ -1,14 +1,14 @@
-//! Arbitrary bytes as a conversation: the first byte picks the role and transport; then each chunk is
-//! `[control][len][bytes…]` where `control` picks the direction, and whether a gap comes
-//! before it. Every record and every bound the parser promises is checked.
+//! Arbitrary bytes as a conversation: the first byte picks the role and transport; the rest is
+//! fed by `Harness::feed_arbitrary` (chunks with direction, length and gaps). Every record
+//! and every bound the parser promises is checked.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use sonde_sdk::protocol_parser::harness::Harness;
-use sonde_sdk::protocol_parser::{ConnInfo, Direction, Role, Transport};
+use sonde_sdk::protocol_parser::{ConnInfo, Role, Transport};
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&first, mut rest)) = data.split_first() else { return };
+    let Some((&first, rest)) = data.split_first() else { return };
     let role = match first % 3 {
         0 => Role::Client,
         1 => Role::Server,
@@ -16,19 +16,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let transport = if first & 4 == 0 { Transport::Udp } else { Transport::Tcp };
     let mut h = Harness::<sonde_dns_parser::Dns>::new(ConnInfo { id: 1, role, transport, ..Default::default() });
-    let mut ts = 1u64;
-    while rest.len() >= 2 {
-        let (control, len) = (rest[0], rest[1] as usize);
-        rest = &rest[2..];
-        let take = len.min(rest.len());
-        let direction = if control & 1 == 0 { Direction::Egress } else { Direction::Ingress };
-        if control & 0x10 != 0 {
-            h.gap(direction, u64::from(control >> 5) * 1000);
-        }
-        ts += 1;
-        h.segment(direction, ts, &rest[..take]);
-        rest = &rest[take..];
-    }
+    h.feed_arbitrary(rest);
     h.close();
     for r in &h.result.records {
         assert!(r.operation.len() <= 1024 + 64, "operation bounded");

@@ -21,10 +21,7 @@ fn cmds(list: &[&[&str]]) -> Vec<u8> {
 }
 
 fn attr<'a>(r: &'a RequestRecord, key: &str) -> Option<&'a str> {
-    r.attributes
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
+    r.attr(key)
 }
 
 /// Operation, status and error of each record: the short form most tests compare.

@@ -7,52 +7,24 @@ use sonde_sdk::protocol_parser::{Claim, ConnInfo, RequestRecord, Role};
 
 pub type H = Harness<Http>;
 
-/// The fields of a record most tests compare, in one tuple.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Brief {
-    pub operation: String,
-    pub status: u32,
-    pub error: Option<String>,
-    pub request_ts: u64,
-    pub response_ts: u64,
-    pub request_bytes: u64,
-    pub response_bytes: u64,
-}
+#[allow(unused_imports)] // not every test binary compares ops
+pub use sonde_sdk::protocol_parser::harness::{Brief, op};
 
+// The SDK harness has these; the short free-function names keep the tests readable.
 pub fn brief(r: &RequestRecord) -> Brief {
-    Brief {
-        operation: r.operation.clone(),
-        status: r.status,
-        error: r.error.clone(),
-        request_ts: r.request_ts_ns,
-        response_ts: r.response_ts_ns,
-        request_bytes: r.request_bytes,
-        response_bytes: r.response_bytes,
-    }
+    Brief::from(r)
 }
 
-/// `(operation, status, error)` of each record.
 pub fn ops(h: &H) -> Vec<(String, u32, Option<String>)> {
-    h.result
-        .records
-        .iter()
-        .map(|r| (r.operation.clone(), r.status, r.error.clone()))
-        .collect()
-}
-
-pub fn op(operation: &str, status: u32, error: Option<&str>) -> (String, u32, Option<String>) {
-    (operation.to_string(), status, error.map(str::to_string))
+    h.ops()
 }
 
 pub fn attr<'a>(r: &'a RequestRecord, key: &str) -> Option<&'a str> {
-    r.attributes
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
+    r.attr(key)
 }
 
 pub fn claims(h: &H) -> Vec<Claim> {
-    h.result.claims.iter().map(|(_, c)| *c).collect()
+    h.claims()
 }
 
 pub fn unknown_role() -> H {
