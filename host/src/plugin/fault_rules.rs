@@ -78,13 +78,7 @@ impl WasmRuleEngine {
     /// (sorted by file name). A component that does not load is an error naming its file: the
     /// operator asked for it.
     pub fn load(cfg: &PluginsConfig) -> Result<Self> {
-        let engine = PluginEngine::with_options(&EngineOptions {
-            cache_dir: cfg.cache_dir.clone().filter(|d| !d.as_os_str().is_empty()),
-            fuel: cfg.limits.fuel > 0,
-            pooling_instances: cfg.pooling_instances,
-            limits: cfg.limits,
-            grant_clocks: cfg.grant_clocks,
-        })?;
+        let engine = PluginEngine::with_options(&EngineOptions::from_config(cfg))?;
         let files = super::wasm_files(&cfg.rule_dirs, "rule")?;
         // Each plugin keeps its instance between calls: a pool smaller than the plugin count
         // would fail instantiations later, reported as the plugins' own failures.

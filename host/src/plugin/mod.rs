@@ -118,6 +118,20 @@ pub struct EngineOptions {
     pub grant_clocks: bool,
 }
 
+impl EngineOptions {
+    /// The options `[plugins]` asks for (an empty `cache_dir` means no disk cache; fuel is
+    /// metered only when a fuel limit is set).
+    pub fn from_config(cfg: &crate::config::PluginsConfig) -> Self {
+        Self {
+            cache_dir: cfg.cache_dir.clone().filter(|d| !d.as_os_str().is_empty()),
+            fuel: cfg.limits.fuel > 0,
+            pooling_instances: cfg.pooling_instances,
+            limits: cfg.limits,
+            grant_clocks: cfg.grant_clocks,
+        }
+    }
+}
+
 /// Caps memory, tables and instances of one store and remembers when a cap was hit.
 #[derive(Debug)]
 pub struct CapLimiter {

@@ -242,13 +242,9 @@ fn conn_to_wit(c: &pp::ConnInfo) -> w::ConnInfo {
 
 /// The engine parsers run in, from `[plugins]`.
 pub fn engine(cfg: &PluginsConfig) -> Result<Arc<PluginEngine>> {
-    Ok(Arc::new(PluginEngine::with_options(&EngineOptions {
-        cache_dir: cfg.cache_dir.clone().filter(|d| !d.as_os_str().is_empty()),
-        fuel: cfg.limits.fuel > 0,
-        pooling_instances: cfg.pooling_instances,
-        limits: cfg.limits,
-        grant_clocks: cfg.grant_clocks,
-    })?))
+    Ok(Arc::new(PluginEngine::with_options(
+        &EngineOptions::from_config(cfg),
+    )?))
 }
 
 /// The embedded parsers (unless `default_parsers = false`) and every `*.wasm` in
