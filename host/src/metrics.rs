@@ -145,13 +145,14 @@ pub fn render(s: &Snapshot) -> String {
 /// The parse pipeline: routing, verdicts, and per parser its work, drops and sandbox health.
 fn render_parsers(o: &mut String, s: &Snapshot) {
     let r = &s.router;
-    let gauges_and_counters: [(&str, &str, &str, u64); 6] = [
-        (
-            "sonde_parse_segments_total",
-            "counter",
-            "Stream segments handed to parsers (routed) or to none (unrouted: their connection was decided).",
-            0,
-        ),
+    let name = "sonde_parse_segments_total";
+    let _ = writeln!(
+        o,
+        "# HELP {name} Stream segments handed to parsers (routed) or to none (unrouted: their connection was decided).\n# TYPE {name} counter"
+    );
+    let _ = writeln!(o, "{name}{{outcome=\"routed\"}} {}", r.segments_routed);
+    let _ = writeln!(o, "{name}{{outcome=\"unrouted\"}} {}", r.segments_unrouted);
+    let gauges_and_counters: [(&str, &str, &str, u64); 5] = [
         (
             "sonde_parse_verdicts_total",
             "counter",
@@ -184,13 +185,7 @@ fn render_parsers(o: &mut String, s: &Snapshot) {
         ),
     ];
     for (name, kind, help, v) in gauges_and_counters {
-        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        if name == "sonde_parse_segments_total" {
-            let _ = writeln!(o, "{name}{{outcome=\"routed\"}} {}", r.segments_routed);
-            let _ = writeln!(o, "{name}{{outcome=\"unrouted\"}} {}", r.segments_unrouted);
-        } else {
-            let _ = writeln!(o, "{name} {v}");
-        }
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
     }
     if s.parsers.is_empty() {
         return;

@@ -7,7 +7,6 @@
 //! Inline is deterministic and single-threaded: benchmarks and unit tests use it.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -39,7 +38,7 @@ enum Mode {
 pub struct Dispatch {
     mode: Mode,
     /// Jobs submitted and not yet returned.
-    pending: Arc<AtomicUsize>,
+    pending: usize,
 }
 
 impl Dispatch {
@@ -50,14 +49,13 @@ impl Dispatch {
                 slots,
                 done: VecDeque::new(),
             },
-            pending: Arc::new(AtomicUsize::new(0)),
+            pending: 0,
         }
     }
 
     /// One thread per slot, each with a queue of `queue_jobs` jobs.
     pub fn threaded(slots: Vec<ParserSlot>, queue_jobs: usize) -> Result<Self> {
         let (results_tx, results) = mpsc::channel();
-        let pending = Arc::new(AtomicUsize::new(0));
         let mut workers = Vec::new();
         for mut slot in slots {
             let (tx, rx) = mpsc::sync_channel::<ParseJob>(queue_jobs.max(1));
@@ -86,7 +84,7 @@ impl Dispatch {
         }
         Ok(Self {
             mode: Mode::Threads { workers, results },
-            pending,
+            pending: 0,
         })
     }
 
@@ -115,7 +113,7 @@ impl Dispatch {
                 };
                 match tx.try_send(job) {
                     Ok(()) => {
-                        self.pending.fetch_add(1, Ordering::Relaxed);
+                        self.pending += 1;
                         Ok(())
                     }
                     Err(TrySendError::Full(job)) | Err(TrySendError::Disconnected(job)) => Err(job),
@@ -130,7 +128,7 @@ impl Dispatch {
             Mode::Inline { done, .. } => out.extend(done.drain(..)),
             Mode::Threads { results, .. } => {
                 while let Ok(o) = results.try_recv() {
-                    self.pending.fetch_sub(1, Ordering::Relaxed);
+                    self.pending -= 1;
                     out.push(o);
                 }
             }
@@ -142,7 +140,7 @@ impl Dispatch {
     pub fn settle(&mut self, timeout: Duration, out: &mut Vec<SlotOutput>) -> bool {
         let deadline = Instant::now() + timeout;
         self.poll(out);
-        while self.pending.load(Ordering::Relaxed) > 0 {
+        while self.pending > 0 {
             let Mode::Threads { results, .. } = &self.mode else {
                 break;
             };
@@ -151,7 +149,7 @@ impl Dispatch {
                 return false;
             }
             if let Ok(o) = results.recv_timeout(left) {
-                self.pending.fetch_sub(1, Ordering::Relaxed);
+                self.pending -= 1;
                 out.push(o);
             }
         }
@@ -160,7 +158,7 @@ impl Dispatch {
 
     /// Jobs submitted and not returned yet.
     pub fn pending(&self) -> usize {
-        self.pending.load(Ordering::Relaxed)
+        self.pending
     }
 
     /// Every parser's stats (threaded: as of its last finished job).
