@@ -495,22 +495,6 @@ pub fn sum(samples: &[Sample], name: &str, filter: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_labels_with_escapes() {
-        let s =
-            parse_metrics("# HELP x y\nx_count{a=\"1\",b=\"q\\\"uote\",le=\"+Inf\"} 3\ny 2.5\n");
-        assert_eq!(s.len(), 2);
-        assert_eq!(s[0].label("b"), "q\"uote");
-        assert_eq!(s[0].label("le"), "+Inf");
-        assert_eq!(sum(&s, "x_count", &[("a", "1")]), 3.0);
-        assert_eq!(s[1].value, 2.5);
-    }
-}
-
 /// `sonde run` as a child process with a config file: metrics on a free loopback port, plugin
 /// code cached under `target/` (so repeated runs skip compiling the components), plus the
 /// caller's `[metrics]` and `[plugins]` lines. Killed on drop.
@@ -570,5 +554,21 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_labels_with_escapes() {
+        let s =
+            parse_metrics("# HELP x y\nx_count{a=\"1\",b=\"q\\\"uote\",le=\"+Inf\"} 3\ny 2.5\n");
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].label("b"), "q\"uote");
+        assert_eq!(s[0].label("le"), "+Inf");
+        assert_eq!(sum(&s, "x_count", &[("a", "1")]), 3.0);
+        assert_eq!(s[1].value, 2.5);
     }
 }
