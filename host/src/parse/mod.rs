@@ -153,11 +153,7 @@ impl Record {
 
     pub fn attr(&self, key: &str) -> Option<&str> {
         match self {
-            Record::Owned(r) => r
-                .attributes
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.as_str()),
+            Record::Owned(r) => r.attr(key),
             Record::Batched(..) => self.view().and_then(|v| v.attr(key)),
         }
     }
