@@ -32,6 +32,10 @@ pub enum EventKind {
     ConnClose = 3,
     /// [`ConnEvent`] from `sock:inet_sock_set_state` (TCP state machine; no fd).
     SockState = 4,
+    /// [`ConnEvent`] from `tcp:tcp_send_reset` / `tcp:tcp_receive_reset`: `syscall` is
+    /// [`syscall::RST_SENT`] or [`syscall::RST_RECEIVED`], `old_state` the socket's TCP state
+    /// when known, `sock` 0 for a reset sent on behalf of no socket (a SYN to a closed port).
+    Reset = 5,
 }
 
 impl EventKind {
@@ -41,6 +45,7 @@ impl EventKind {
             2 => Self::ConnOpen,
             3 => Self::ConnClose,
             4 => Self::SockState,
+            5 => Self::Reset,
             _ => return None,
         })
     }
@@ -81,10 +86,14 @@ pub mod syscall {
     pub const CLOSE: u8 = 13;
     /// Not a syscall: `sock:inet_sock_set_state`.
     pub const STATE: u8 = 14;
+    /// Not a syscall: `tcp:tcp_send_reset`.
+    pub const RST_SENT: u8 = 15;
+    /// Not a syscall: `tcp:tcp_receive_reset`.
+    pub const RST_RECEIVED: u8 = 16;
 
-    pub const NAMES: [&str; 15] = [
+    pub const NAMES: [&str; 17] = [
         "read", "write", "readv", "writev", "sendto", "recvfrom", "sendmsg", "recvmsg", "sendmmsg",
-        "recvmmsg", "connect", "accept", "accept4", "close", "state",
+        "recvmmsg", "connect", "accept", "accept4", "close", "state", "rst_sent", "rst_received",
     ];
 
     /// true for the syscalls whose bytes flow from the process to the socket.
@@ -197,7 +206,13 @@ pub mod stat {
     pub const BYTES_SKIPPED_BY_VERDICT: u32 = 7;
     /// Connection events written.
     pub const CONN_EVENTS: u32 = 8;
-    pub const COUNT: u32 = 9;
+    /// A per-flow, per-drop or per-interface counter could not get a map entry (the update
+    /// is lost; the LRU maps evict old entries first, so this means an insert failed).
+    pub const NET_MAP_FULL: u32 = 9;
+    /// A dropped packet whose IP header could not be read: counted under its drop reason
+    /// and protocol only, without a flow.
+    pub const DROP_NO_HEADERS: u32 = 10;
+    pub const COUNT: u32 = 11;
     pub const NAMES: [&str; COUNT as usize] = [
         "data_lost",
         "conn_lost",
@@ -208,6 +223,8 @@ pub mod stat {
         "read_failed",
         "bytes_skipped_by_verdict",
         "conn_events",
+        "net_map_full",
+        "drop_no_headers",
     ];
 }
 
@@ -298,6 +315,7 @@ pub struct Config {
     pub wakeup_bytes: u32,
     pub _pad: u32,
     pub offsets: Offsets,
+    pub net: net::NetOffsets,
 }
 
 impl Config {
@@ -308,12 +326,20 @@ impl Config {
         wakeup_bytes: 0,
         _pad: 0,
         offsets: Offsets::ZERO,
+        net: net::NetOffsets::ZERO,
     };
 }
+
+pub mod net;
 
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: plain #[repr(C)] data with explicit padding and no pointers.
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::Addr {}
+    unsafe impl aya::Pod for super::net::FlowKey {}
+    unsafe impl aya::Pod for super::net::FlowStats {}
+    unsafe impl aya::Pod for super::net::DropKey {}
+    unsafe impl aya::Pod for super::net::DropStats {}
+    unsafe impl aya::Pod for super::net::IfaceStats {}
 }

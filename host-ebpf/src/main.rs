@@ -18,6 +18,8 @@
 // to the non-fetching XADD even when the result is used; so the fetch-add is written in asm.
 #![feature(asm_experimental_arch)]
 
+mod net;
+
 use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,

@@ -16,6 +16,7 @@ pub struct Config {
     pub streams: StreamSettings,
     pub metrics: MetricsSettings,
     pub plugins: PluginsConfig,
+    pub network: crate::netmap::NetworkSettings,
 }
 
 /// Reassembly and connection tracking (`[streams]`).

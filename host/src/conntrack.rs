@@ -422,9 +422,10 @@ impl ConnTracker {
             Event::Conn(c) => match c.kind {
                 ConnEventKind::Open => self.on_open(c, out),
                 ConnEventKind::Close => self.on_close(c, out),
-                // TCP state changes carry no conn_id; the kernel side already uses them for
-                // roles, which data chunks bring.
-                ConnEventKind::State => {}
+                // TCP state changes and resets carry no conn_id; the kernel side already uses
+                // state changes for roles, which data chunks bring. The network map
+                // ([`crate::netmap`]) is where both are used.
+                ConnEventKind::State | ConnEventKind::Reset => {}
             },
         }
     }

@@ -6,10 +6,13 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 
 use crate::capture::reassembly::{GapReason, SegmentBody};
+use crate::capture::events::Event;
+use crate::capture::net::NetReading;
 use crate::capture::{Capture, monotonic_now_ns};
 use crate::config::Config;
 use crate::conntrack::{ConnTracker, StreamEvent};
-use crate::metrics::{self, Snapshot, State};
+use crate::metrics::{self, NetworkView, Snapshot, State};
+use crate::netmap::NetMap;
 use crate::parse::dispatch::Dispatch;
 use crate::parse::router::{Router, RouterConfig};
 use crate::parse::slot::ParserSlot;
@@ -45,12 +48,23 @@ pub fn parse_pipeline(config: &Config) -> Result<Router> {
 
 pub async fn run(config: Config) -> Result<()> {
     let mut router = parse_pipeline(&config).context("loading protocol parsers")?;
+    config.network.validate()?;
     let mut capture = Capture::start(&config.capture)?;
     let mut tracker = ConnTracker::new(config.streams.tracker_config());
     let shared = Arc::new(State {
         snapshot: Mutex::new(Snapshot::default()),
         red: Mutex::new(Red::new(&config.metrics.red_settings())),
+        network: Mutex::new(NetworkView::default()),
     });
+    let mut netmap = NetMap::new(
+        config.network.clone(),
+        crate::capture::tracefs::ensure_mounted()
+            .map(|root| crate::capture::net::drop_reason_names(&root))
+            .unwrap_or_default(),
+    );
+    netmap.set_probes_missing(capture.net_missing().to_vec());
+    let mut net_reading = NetReading::default();
+    let mut net_ticker = tokio::time::interval(Duration::from_millis(config.network.read_interval_ms));
     let server = match config.metrics.listen {
         Some(addr) => Some(tokio::spawn(metrics::serve(
             metrics::bind(addr).await?,
@@ -71,19 +85,25 @@ pub async fn run(config: Config) -> Result<()> {
             r = capture.next_batch(&mut batch, 4096) => {
                 r?;
                 for ev in batch.drain(..) {
+                    if let Event::Conn(c) = &ev {
+                        netmap.on_conn(c);
+                    }
                     tracker.on_event(&ev, &mut out);
                     // Route at once: the tracker still knows the connection (it may finalise
                     // it on a later event of this batch).
                     route(&mut loop_state.snap, &mut router, &tracker, &mut out);
                 }
                 router.flush();
-                loop_state.deliver(&mut router, &mut capture, &shared);
+                loop_state.deliver(&mut router, &mut capture, &shared, &mut netmap);
+            }
+            _ = net_ticker.tick() => {
+                read_network(&mut capture, &mut netmap, &mut net_reading, &shared);
             }
             _ = ticker.tick() => {
                 tracker.tick(monotonic_now_ns(), &mut out);
                 route(&mut loop_state.snap, &mut router, &tracker, &mut out);
                 router.flush();
-                loop_state.deliver(&mut router, &mut capture, &shared);
+                loop_state.deliver(&mut router, &mut capture, &shared, &mut netmap);
                 let _ = tracker.take_finished();
                 let snap = &mut loop_state.snap;
                 snap.capture = capture.stats()?;
@@ -125,13 +145,20 @@ struct LoopState {
 
 impl LoopState {
     /// Take what parsers returned: records into RED, verdicts into the kernel.
-    fn deliver(&mut self, router: &mut Router, capture: &mut Capture, shared: &State) {
+    fn deliver(
+        &mut self,
+        router: &mut Router,
+        capture: &mut Capture,
+        shared: &State,
+        netmap: &mut NetMap,
+    ) {
         router.collect();
         router.take_records(&mut self.records);
         if !self.records.is_empty() {
             if let Ok(mut red) = shared.red.lock() {
                 red.record_all(&self.records);
             }
+            netmap.on_records(&self.records, monotonic_now_ns());
             self.records.clear();
         }
         router.take_verdicts(&mut self.verdicts);
@@ -141,6 +168,39 @@ impl LoopState {
                 tracing::debug!(conn, error = %e, "verdict not set");
             }
         }
+    }
+}
+
+/// Reads the network probes' maps into the map, deletes what was read for the last time, and
+/// publishes the topology and its series.
+fn read_network(
+    capture: &mut Capture,
+    netmap: &mut NetMap,
+    reading: &mut NetReading,
+    shared: &State,
+) {
+    if capture.read_net(reading) {
+        let removals = netmap.on_reading(reading, monotonic_now_ns());
+        if let Some(maps) = capture.net_maps() {
+            for k in &removals.flows {
+                maps.remove_flow(k);
+            }
+            for k in &removals.drops {
+                maps.remove_drop(k);
+            }
+        }
+    } else {
+        // Probes off: state changes and records still make edges.
+        netmap.on_reading(&NetReading::default(), monotonic_now_ns());
+    }
+    let mut prometheus = String::with_capacity(16 << 10);
+    netmap.render_prometheus(&mut prometheus);
+    let view = NetworkView {
+        topology: netmap.topology(),
+        prometheus,
+    };
+    if let Ok(mut n) = shared.network.lock() {
+        *n = view;
     }
 }
 

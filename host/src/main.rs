@@ -33,6 +33,9 @@ enum Command {
     Analyze(AnalyzeArgs),
     /// Live table of the busiest endpoints (rate, error %, p50/p99) from a running daemon.
     Top(TopArgs),
+    /// The network map from a running daemon: edges (client -> server:port) worst first, with
+    /// connects, failures, retransmits, drops, RTT and request errors.
+    Map(MapArgs),
     /// Plugin authoring tools.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -73,6 +76,25 @@ struct TopArgs {
     /// Print one table after one interval and exit.
     #[arg(long)]
     once: bool,
+}
+
+#[derive(Args, Debug)]
+struct MapArgs {
+    /// The daemon's metrics address (`[metrics] listen`).
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    endpoint: std::net::SocketAddr,
+    /// Refresh interval, seconds.
+    #[arg(long, default_value_t = 2.0)]
+    interval: f64,
+    /// Edges shown.
+    #[arg(long, default_value_t = 30)]
+    limit: usize,
+    /// Print once and exit.
+    #[arg(long)]
+    once: bool,
+    /// With --once: print the topology as JSON (what /api/map serves).
+    #[arg(long, requires = "once")]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -120,6 +142,13 @@ struct RunArgs {
     /// Address for /metrics (default 127.0.0.1:9464); `none` disables it.
     #[arg(long)]
     metrics_listen: Option<String>,
+    /// Do not capture socket payloads (no L7 records): TCP state changes and the network
+    /// probes only (`[capture] payload = false`).
+    #[arg(long)]
+    no_payload: bool,
+    /// Do not run the network-quality probes (`[capture] network = false`).
+    #[arg(long)]
+    no_network: bool,
 }
 
 #[derive(Args, Debug)]
@@ -175,6 +204,12 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Run(args) => {
             apply(&mut config, &args.capture);
+            if args.no_payload {
+                config.capture.payload = false;
+            }
+            if args.no_network {
+                config.capture.network = false;
+            }
             if let Some(listen) = args.metrics_listen {
                 config.metrics.listen = match listen.as_str() {
                     "none" | "" => None,
@@ -205,6 +240,13 @@ fn main() -> Result<()> {
             interval: std::time::Duration::from_secs_f64(args.interval.max(0.1)),
             limit: args.limit,
             once: args.once,
+        }),
+        Command::Map(args) => sonde::map_view::run(&sonde::map_view::MapOptions {
+            endpoint: args.endpoint,
+            interval: std::time::Duration::from_secs_f64(args.interval.max(0.1)),
+            limit: args.limit,
+            once: args.once,
+            json: args.json,
         }),
         Command::Plugin(PluginCommand::New(args)) => {
             let name = match args.name {

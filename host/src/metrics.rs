@@ -40,6 +40,15 @@ pub struct Snapshot {
 pub struct State {
     pub snapshot: Mutex<Snapshot>,
     pub red: Mutex<Red>,
+    /// The network map as of its last read: topology (`/api/map`) and its Prometheus text.
+    pub network: Mutex<NetworkView>,
+}
+
+/// What the daemon loop publishes of the network map after each read.
+#[derive(Debug, Default, Clone)]
+pub struct NetworkView {
+    pub topology: crate::netmap::export::Topology,
+    pub prometheus: String,
 }
 
 pub type Shared = Arc<State>;
@@ -49,6 +58,9 @@ pub fn render_all(state: &State) -> String {
     let mut o = String::with_capacity(16 << 10);
     if let Ok(red) = state.red.lock() {
         red.render(&mut o);
+    }
+    if let Ok(net) = state.network.lock() {
+        o.push_str(&net.prometheus);
     }
     let snap = state.snapshot.lock().map(|s| s.clone()).unwrap_or_default();
     o.push_str(&render(&snap));
@@ -80,7 +92,17 @@ pub fn render(s: &Snapshot) -> String {
         s,
         &[("data", stat::DATA_EVENTS), ("conn", stat::CONN_EVENTS)],
     );
-    let totals: [(&str, &str, u64); 6] = [
+    let totals: [(&str, &str, u64); 8] = [
+        (
+            "sonde_capture_net_map_full_total",
+            "Network-probe updates lost because a kernel map (flows, drops, devices) refused an entry.",
+            s.capture.total(stat::NET_MAP_FULL),
+        ),
+        (
+            "sonde_capture_drops_without_headers_total",
+            "Dropped packets whose IP header was unreadable: counted by reason only, without a flow.",
+            s.capture.total(stat::DROP_NO_HEADERS),
+        ),
         (
             "sonde_capture_bytes_truncated_total",
             "Bytes moved by captured syscalls beyond the per-syscall cap.",
@@ -371,6 +393,14 @@ pub async fn serve(listener: TcpListener, shared: Shared) -> Result<()> {
                         .unwrap_or_default();
                     let json = serde_json::to_string(&slow).unwrap_or_else(|_| "[]".into());
                     ("200 OK", "application/json", json)
+                } else if req.starts_with(b"GET /api/map ") {
+                    let json = shared
+                        .network
+                        .lock()
+                        .ok()
+                        .and_then(|n| serde_json::to_string(&n.topology).ok())
+                        .unwrap_or_else(|| "{}".into());
+                    ("200 OK", "application/json", json)
                 } else if req.starts_with(b"GET /api/series ") {
                     let series = shared.red.lock().map(|r| r.export()).unwrap_or_default();
                     let json = serde_json::to_string(&series).unwrap_or_else(|_| "[]".into());
@@ -379,7 +409,7 @@ pub async fn serve(listener: TcpListener, shared: Shared) -> Result<()> {
                     (
                         "404 Not Found",
                         "text/plain",
-                        "try /metrics, /api/series or /api/slow-queries\n".to_string(),
+                        "try /metrics, /api/series, /api/map or /api/slow-queries\n".to_string(),
                     )
                 };
             let head = format!(

@@ -43,12 +43,18 @@ pub struct Row {
 
 /// Read `/api/series` once.
 pub fn fetch(endpoint: SocketAddr) -> Result<Vec<SeriesExport>> {
+    get_json(endpoint, "/api/series")
+}
+
+/// GET `path` from the daemon's endpoint and decode its JSON body.
+pub fn get_json<T: serde::de::DeserializeOwned>(endpoint: SocketAddr, path: &str) -> Result<T> {
     let mut s = TcpStream::connect_timeout(&endpoint, Duration::from_secs(3))
         .with_context(|| format!("connecting to sonde at {endpoint} (is `sonde run` running?)"))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.write_all(b"GET /api/series HTTP/1.1\r\nHost: sonde\r\nConnection: close\r\n\r\n")?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: sonde\r\nConnection: close\r\n\r\n").as_bytes())?;
     let mut body = Vec::new();
-    s.read_to_end(&mut body).context("reading /api/series")?;
+    s.read_to_end(&mut body)
+        .with_context(|| format!("reading {path}"))?;
     let text = String::from_utf8_lossy(&body);
     let Some((head, json)) = text.split_once("\r\n\r\n") else {
         bail!("malformed answer from {endpoint}")
@@ -56,7 +62,7 @@ pub fn fetch(endpoint: SocketAddr) -> Result<Vec<SeriesExport>> {
     if !head.starts_with("HTTP/1.1 200") {
         bail!("{endpoint} answered {}", head.lines().next().unwrap_or(""));
     }
-    serde_json::from_str(json).context("decoding /api/series")
+    serde_json::from_str(json).with_context(|| format!("decoding {path}"))
 }
 
 fn label<'a>(s: &'a SeriesExport, key: &str) -> &'a str {

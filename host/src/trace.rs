@@ -31,7 +31,7 @@ impl Filter {
                 &d.task.comm,
                 [d.local.map(|a| a.port()), d.peer.map(|a| a.port())],
             ),
-            Event::Conn(c) if c.kind == ConnEventKind::State => {
+            Event::Conn(c) if matches!(c.kind, ConnEventKind::State | ConnEventKind::Reset) => {
                 self.states
                     && (self.ports.is_empty()
                         || [c.local, c.peer]
@@ -142,6 +142,7 @@ impl Printer {
                             ConnEventKind::Open => "open",
                             ConnEventKind::Close => "close",
                             ConnEventKind::State => "state",
+                            ConnEventKind::Reset => "reset",
                         },
                         conn: c,
                     },
@@ -215,6 +216,16 @@ fn conn_line(c: &ConnChange) -> String {
             addr(c.peer),
             c.tx_bytes,
             c.rx_bytes
+        ),
+        ConnEventKind::Reset => format!(
+            "{:>7} {:<15} sock={:x} TCP RST {} ({}) {} -> {}",
+            "-",
+            "",
+            c.sock,
+            if c.syscall == "rst_sent" { "sent" } else { "received" },
+            c.old_state.name(),
+            addr(c.local),
+            addr(c.peer)
         ),
         ConnEventKind::State => format!(
             "{:>7} {:<15} sock={:x} TCP {} -> {} {} -> {}",

@@ -506,12 +506,17 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(metrics_toml: &str, plugins_toml: &str) -> Daemon {
+        Daemon::start_with(metrics_toml, plugins_toml, "")
+    }
+
+    /// Like [`Daemon::start`], with further config sections (e.g. `[network]`) appended.
+    pub fn start_with(metrics_toml: &str, plugins_toml: &str, more_toml: &str) -> Daemon {
         crate::require_root();
         let dir = Scratch::new("daemon");
         let port = free_port();
         let cache = crate::target_dir().join("plugin-cache");
         let config = format!(
-            "[metrics]\nlisten = \"127.0.0.1:{port}\"\n{metrics_toml}\n\n[plugins]\ncache_dir = \"{}\"\n{plugins_toml}\n",
+            "[metrics]\nlisten = \"127.0.0.1:{port}\"\n{metrics_toml}\n\n[plugins]\ncache_dir = \"{}\"\n{plugins_toml}\n\n{more_toml}\n",
             cache.display()
         );
         let path = dir.path().join("sonde.toml");

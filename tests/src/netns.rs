@@ -19,7 +19,7 @@ pub const VETH_B: &str = "sonde-vb";
 static INSTANCES: AtomicU32 = AtomicU32::new(0);
 /// Serialises namespace creation: the first `ip netns add` sets up the /run/netns mount, and
 /// two of those racing can fail.
-static CREATE: Mutex<()> = Mutex::new(());
+pub(crate) static CREATE: Mutex<()> = Mutex::new(());
 static STALE_CLEANUP: Once = Once::new();
 
 /// Two network namespaces, A (10.77.N.1/24 on [`VETH_A`]) and B (10.77.N.2/24 on [`VETH_B`]),
@@ -35,11 +35,7 @@ impl NetnsPair {
     /// Creates the pair; the first call in a process also removes namespaces left behind by
     /// crashed earlier runs ([`remove_stale_netns`]).
     pub fn new() -> anyhow::Result<Self> {
-        STALE_CLEANUP.call_once(|| {
-            if let Err(e) = remove_stale_netns() {
-                eprintln!("warning: removing stale {NETNS_PREFIX}* namespaces: {e:#}");
-            }
-        });
+        remove_stale_netns_once();
         let n = INSTANCES.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
         // Built before setup so Drop removes whatever was created if a step fails.
@@ -113,6 +109,16 @@ impl Drop for NetnsPair {
     }
 }
 
+/// Runs [`remove_stale_netns`] the first time any fixture in this process asks, warning
+/// instead of failing: leftovers of an earlier crash should not fail an unrelated test.
+pub(crate) fn remove_stale_netns_once() {
+    STALE_CLEANUP.call_once(|| {
+        if let Err(e) = remove_stale_netns() {
+            eprintln!("warning: removing stale {NETNS_PREFIX}* namespaces: {e:#}");
+        }
+    });
+}
+
 /// Names from `ip netns list` (its lines look like `name (id: 3)` or just `name`).
 pub fn netns_list() -> anyhow::Result<Vec<String>> {
     let out = ip(&["netns", "list"])?;
@@ -143,7 +149,7 @@ pub fn remove_stale_netns() -> anyhow::Result<Vec<String>> {
 }
 
 /// Runs `ip ARGS...`, failing with its stderr on a nonzero exit; returns stdout.
-fn ip(args: &[&str]) -> anyhow::Result<String> {
+pub(crate) fn ip(args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new("ip")
         .args(args)
         .output()

@@ -110,6 +110,8 @@ pub enum ConnEventKind {
     Open,
     Close,
     State,
+    /// A TCP reset sent (`syscall` "rst_sent") or received ("rst_received").
+    Reset,
 }
 
 /// Connection lifecycle event.
@@ -242,6 +244,7 @@ fn decode_conn(raw: &[u8], kind: EventKind) -> Result<ConnChange, DecodeError> {
         kind: match kind {
             EventKind::ConnOpen => ConnEventKind::Open,
             EventKind::ConnClose => ConnEventKind::Close,
+            EventKind::Reset => ConnEventKind::Reset,
             _ => ConnEventKind::State,
         },
         task: task(ev.tgid, ev.tid, &ev.comm),

@@ -1,6 +1,7 @@
 //! Kernel capture: load and attach the eBPF programs, read the ring buffer, decode events.
 pub mod btf;
 pub mod events;
+pub mod net;
 pub mod reassembly;
 pub mod recording;
 pub mod tracefs;
@@ -17,6 +18,7 @@ use sonde_common::{self as abi, Offsets};
 use tokio::io::unix::AsyncFd;
 
 use self::events::{DecodeError, Event};
+use self::net::{NET_ATTACHMENTS, NetMaps, NetReading};
 
 /// The eBPF object built by build.rs.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sonde-ebpf.o"));
@@ -71,6 +73,11 @@ pub struct CaptureOptions {
     /// The daemon also drains the ring this often, whatever is waiting: the upper bound on
     /// how late a record below the wakeup threshold is seen.
     pub poll_interval_ms: u64,
+    /// Capture socket payloads (the syscall programs). Off: only TCP state changes and the
+    /// network probes run (no L7 records); for nodes that want the network map alone.
+    pub payload: bool,
+    /// Run the network-quality probes (retransmits, drops, RTT, resets, interfaces, softirq).
+    pub network: bool,
 }
 
 impl Default for CaptureOptions {
@@ -81,6 +88,8 @@ impl Default for CaptureOptions {
             trace_self: false,
             wakeup_bytes: 0,
             poll_interval_ms: 20,
+            payload: true,
+            network: true,
         }
     }
 }
@@ -150,6 +159,9 @@ pub struct Capture {
     ring: AsyncFd<RingBuf<MapData>>,
     stats: PerCpuArray<MapData, u64>,
     verdicts: BpfHashMap<MapData, u64, u8>,
+    net: Option<NetMaps>,
+    /// Network probes that could not be attached (tracepoint missing, verifier refusal).
+    net_missing: Vec<String>,
     decode_errors: u64,
     attached: usize,
     poll_interval: std::time::Duration,
@@ -169,16 +181,17 @@ impl Capture {
             );
         }
         let root = tracefs::ensure_mounted()?;
-        for (_, category, name) in ATTACHMENTS {
-            let dir = root.join("events").join(category).join(name);
-            if !dir.is_dir() {
-                bail!(
-                    "tracepoint {category}:{name} is missing on this kernel ({})",
-                    dir.display()
-                );
-            }
-        }
-        let offsets = kernel_offsets(&root)?;
+        check_tracepoints(&root)?;
+        let btf = btf::Btf::from_sys()?;
+        let offsets = kernel_offsets(&root, &btf)?;
+        // Network offsets are optional like the probes: without them the probes stay off.
+        let net_offsets = if opts.network {
+            net::net_offsets(&root, &btf)
+                .map_err(|e| tracing::warn!(error = %format!("{e:#}"), "network probes off"))
+                .ok()
+        } else {
+            None
+        };
         let config = abi::Config {
             self_tgid: if opts.trace_self {
                 0
@@ -189,6 +202,7 @@ impl Capture {
             wakeup_bytes: opts.effective_wakeup_bytes(),
             _pad: 0,
             offsets,
+            net: net_offsets.unwrap_or(abi::net::NetOffsets::ZERO),
         };
         let cpus = aya::util::nr_cpus()
             .map_err(|(_, e)| e)
@@ -201,20 +215,32 @@ impl Capture {
             .context("loading the eBPF object (the kernel verifier log follows, if any)")?;
         let mut attached = 0;
         for (prog, category, name) in ATTACHMENTS {
-            let program: &mut TracePoint = ebpf
-                .program_mut(prog)
-                .with_context(|| format!("program {prog} missing from the eBPF object"))?
-                .try_into()?;
-            if program.fd().is_err() {
-                program
-                    .load()
-                    .with_context(|| format!("verifier rejected {prog}"))?;
+            // Without payload capture only the TCP state changes run (roles, the map).
+            if !opts.payload && *prog != "sonde_sock_state" {
+                continue;
             }
-            program
-                .attach(category, name)
-                .with_context(|| format!("attaching {prog} to {category}:{name}"))?;
+            attach(&mut ebpf, prog, category, name)?;
             attached += 1;
         }
+        let mut net_missing = Vec::new();
+        if net_offsets.is_some() {
+            for (prog, category, name) in NET_ATTACHMENTS {
+                match attach(&mut ebpf, prog, category, name) {
+                    Ok(()) => attached += 1,
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "network probe {category}:{name} off");
+                        net_missing.push(format!("{category}:{name}"));
+                    }
+                }
+            }
+        } else if opts.network {
+            net_missing.extend(NET_ATTACHMENTS.iter().map(|(_, c, n)| format!("{c}:{n}")));
+        }
+        let net = if net_offsets.is_some() {
+            Some(NetMaps::take(&mut ebpf)?)
+        } else {
+            None
+        };
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS")?)?;
         let stats = PerCpuArray::try_from(ebpf.take_map("STATS").context("map STATS")?)?;
         let verdicts = BpfHashMap::try_from(ebpf.take_map("VERDICTS").context("map VERDICTS")?)?;
@@ -222,6 +248,8 @@ impl Capture {
             programs = attached,
             ring_bytes = opts.ring_bytes,
             capture_bytes = opts.capture_bytes,
+            payload = opts.payload,
+            network = net.is_some(),
             "capture attached"
         );
         Ok(Capture {
@@ -230,12 +258,35 @@ impl Capture {
                 .map_err(|e| anyhow::anyhow!("registering the ring buffer with tokio: {e}"))?,
             stats,
             verdicts,
+            net,
+            net_missing,
             decode_errors: 0,
             attached,
             poll_interval: std::time::Duration::from_millis(opts.poll_interval_ms),
             cpus,
             _ebpf: ebpf,
         })
+    }
+
+    /// Reads the network probes' maps; false when the probes are off.
+    pub fn read_net(&self, out: &mut NetReading) -> bool {
+        match &self.net {
+            Some(n) => {
+                n.read(out);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The network probes' maps, to delete entries that were read for the last time.
+    pub fn net_maps(&mut self) -> Option<&mut NetMaps> {
+        self.net.as_mut()
+    }
+
+    /// Network probes that are not running (`category:name`).
+    pub fn net_missing(&self) -> &[String] {
+        &self.net_missing
     }
 
     /// Number of tracepoint attachments.
@@ -308,6 +359,23 @@ impl Capture {
     }
 }
 
+/// Loads (once: one program may serve several tracepoints) and attaches `prog`.
+fn attach(ebpf: &mut Ebpf, prog: &str, category: &str, name: &str) -> Result<()> {
+    let program: &mut TracePoint = ebpf
+        .program_mut(prog)
+        .with_context(|| format!("program {prog} missing from the eBPF object"))?
+        .try_into()?;
+    if program.fd().is_err() {
+        program
+            .load()
+            .with_context(|| format!("verifier rejected {prog}"))?;
+    }
+    program
+        .attach(category, name)
+        .with_context(|| format!("attaching {prog} to {category}:{name}"))?;
+    Ok(())
+}
+
 fn log_decode_error(e: &DecodeError) {
     tracing::warn!(error = %e, "dropping a malformed ring-buffer record");
 }
@@ -341,11 +409,10 @@ pub fn check_tracepoints(tracefs_root: &Path) -> Result<()> {
 }
 
 /// Record and struct offsets for the kernel side, from tracefs formats and BTF.
-pub fn kernel_offsets(tracefs_root: &Path) -> Result<Offsets> {
+pub fn kernel_offsets(tracefs_root: &Path, btf: &btf::Btf) -> Result<Offsets> {
     let send = tracefs::Format::read(tracefs_root, "sock", "sock_send_length")?;
     let recv = tracefs::Format::read(tracefs_root, "sock", "sock_recv_length")?;
     let state = tracefs::Format::read(tracefs_root, "sock", "inet_sock_set_state")?;
-    let btf = btf::Btf::from_sys()?;
     let skc = |m: &str| btf.member_offset("sock_common", m);
     Ok(Offsets {
         send_len_sk: send.offset("sk", 8)?,

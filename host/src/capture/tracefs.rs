@@ -81,9 +81,10 @@ impl Format {
                 }
             }
             if let (Some(decl), Some(offset), Some(size)) = (decl, offset, size) {
-                // The field name is the last identifier, before any `[N]`.
-                let ident = decl.split('[').next().unwrap_or(decl);
-                let ident = ident.rsplit([' ', '*']).next().unwrap_or(ident).trim();
+                // The field name is the last word, without any `[N]`: `__u8 saddr[28]`,
+                // `void * sk`, `__data_loc char[] name`.
+                let last = decl.trim().rsplit([' ', '*']).next().unwrap_or(decl);
+                let ident = last.split('[').next().unwrap_or(last).trim();
                 fields.insert(ident.to_string(), (offset, size));
             }
         }
@@ -106,6 +107,38 @@ impl Format {
     }
 }
 
+/// `value → name` pairs of `__print_symbolic(REC-><field>, { 2, "NAME" }, …)` in a format
+/// file's `print fmt` line. Anything unparsable is skipped: names are for display only.
+pub fn print_symbols(format_text: &str, field: &str) -> HashMap<u32, String> {
+    let mut out = HashMap::new();
+    let needle = format!("__print_symbolic(REC->{field},");
+    let Some(start) = format_text.find(&needle) else {
+        return out;
+    };
+    let mut rest = &format_text[start + needle.len()..];
+    while let Some(open) = rest.find('{') {
+        // Stop at the end of this __print_symbolic call.
+        if rest[..open].contains(')') {
+            break;
+        }
+        let Some(close) = rest[open..].find('}') else {
+            break;
+        };
+        let pair = &rest[open + 1..open + close];
+        if let Some((num, name)) = pair.split_once(',') {
+            let num = num.trim();
+            let parsed = num
+                .strip_prefix("0x")
+                .map_or_else(|| num.parse().ok(), |h| u32::from_str_radix(h, 16).ok());
+            if let Some(n) = parsed {
+                out.insert(n, name.trim().trim_matches('"').to_string());
+            }
+        }
+        rest = &rest[open + close + 1..];
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,7 +150,29 @@ format:
 	field:void * sk;	offset:8;	size:8;	signed:0;
 	field:__u16 family;	offset:16;	size:2;	signed:0;
 	field:__u8 saddr_v6[16];	offset:40;	size:16;	signed:0;
+	field:__data_loc char[] name;	offset:56;	size:4;	signed:0;
 ";
+
+    #[test]
+    fn reads_symbol_tables() {
+        let text = r#"print fmt: "reason: %s", __print_symbolic(REC->reason, { 2, "NOT_SPECIFIED" }, { 0x0c, "NETFILTER_DROP" }), __print_symbolic(REC->other, { 9, "X" })"#;
+        let names = print_symbols(text, "reason");
+        assert_eq!(names.len(), 2);
+        assert_eq!(names[&2], "NOT_SPECIFIED");
+        assert_eq!(names[&12], "NETFILTER_DROP");
+        assert!(print_symbols(text, "missing").is_empty());
+    }
+
+    /// The running kernel names its drop reasons (the daemon shows these in its metrics).
+    #[test]
+    fn running_kernel_names_netfilter_drops() {
+        let Ok(root) = ensure_mounted() else {
+            panic!("tracefs is needed (run as root)");
+        };
+        let text = std::fs::read_to_string(root.join("events/skb/kfree_skb/format")).unwrap();
+        let names = print_symbols(&text, "reason");
+        assert!(names.values().any(|n| n == "NETFILTER_DROP"), "{names:?}");
+    }
 
     #[test]
     fn parses_format_fields() {
@@ -126,6 +181,7 @@ format:
         assert_eq!(f.offset("family", 2).unwrap(), 16);
         assert_eq!(f.offset("saddr_v6", 16).unwrap(), 40);
         assert_eq!(f.offset("common_type", 2).unwrap(), 0);
+        assert_eq!(f.offset("name", 4).unwrap(), 56, "__data_loc string");
         assert!(
             f.offset("family", 4)
                 .unwrap_err()
