@@ -11,6 +11,8 @@
 #   bench/capture-overhead.sh                  full run (ROUNDS=3, DURATION=10), updates BENCHMARKS.md
 #   bench/capture-overhead.sh --quick          smoke run (ROUNDS=1, DURATION=3), prints only
 #   bench/capture-overhead.sh --baseline-only  no sonde at all (tests the harness), prints only
+#   bench/capture-overhead.sh --network-only   sonde with the network probes alone (`run
+#                                              --no-payload`): their cost; own BENCHMARKS.md section
 #   options: --write (also update BENCHMARKS.md for --quick/--baseline-only), --no-write
 #
 # Environment: DURATION (s per wrk run, 10), ROUNDS (3), WARMUP (s per size, 2),
@@ -42,6 +44,13 @@ MARK_END='<!-- capture-overhead:end -->'
 
 MODE=full   # full | baseline
 QUICK=0
+NETWORK_ONLY=0
+# What proves that sonde really ran during a with-sonde run: a counter of /metrics that must
+# grow (data events for payload capture, TCP segments for the network probes alone).
+PROOF_METRIC=sonde_capture_events_total
+PROOF_KIND=data
+PROOF_WHAT='data events'
+PROOF_SERIES='sonde_capture_events_total{kind="data"}'
 WRITE=auto  # auto: write for full, non-quick runs only
 
 usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
@@ -50,6 +59,7 @@ while (($#)); do
   case $1 in
     --quick) QUICK=1; DURATION=3; ROUNDS=1; WARMUP=1 ;;
     --baseline-only) MODE=baseline ;;
+    --network-only) NETWORK_ONLY=1 ;;
     --write) WRITE=yes ;;
     --no-write) WRITE=no ;;
     -h|--help) usage; exit 0 ;;
@@ -57,6 +67,15 @@ while (($#)); do
   esac
   shift
 done
+if ((NETWORK_ONLY)); then
+  SONDE_ARGS="--no-payload${SONDE_ARGS:+ $SONDE_ARGS}"
+  PROOF_METRIC=sonde_tcp_segments_total
+  PROOF_KIND=''
+  PROOF_WHAT='TCP segments'
+  PROOF_SERIES='sonde_tcp_segments_total'
+  MARK_BEGIN='<!-- network-overhead:begin -->'
+  MARK_END='<!-- network-overhead:end -->'
+fi
 if [[ $WRITE == auto ]]; then
   if [[ $MODE == full && $QUICK == 0 ]]; then WRITE=yes; else WRITE=no; fi
 fi
@@ -310,10 +329,11 @@ scrape() {
   [[ $code == 200 ]] || die "scraping sonde /metrics failed (HTTP $code)"
 }
 
-# metric_sum FILE NAME [KIND]: sum of NAME{...} samples, optionally only kind="KIND".
+# metric_sum FILE NAME [KIND]: sum of NAME{...} and unlabelled NAME samples, optionally
+# only kind="KIND".
 metric_sum() {
-  awk -v n="$2{" -v k="${3:-}" '
-    index($1, n) == 1 && (k == "" || index($1, "kind=\"" k "\"")) { s += $NF }
+  awk -v n="$2{" -v u="$2" -v k="${3:-}" '
+    (index($1, n) == 1 || $1 == u) && (k == "" || index($1, "kind=\"" k "\"")) { s += $NF }
     END { printf "%.0f\n", s }' "$1"
 }
 
@@ -386,13 +406,13 @@ for ((r = 1; r <= ROUNDS; r++)); do
     sleep "$METRICS_SETTLE"
     kill -0 "$SONDE_PID" 2>/dev/null || die "sonde exited during round $r (see $SONDE_LOG)"
     scrape "$after"
-    d=$(($(metric_sum "$after" sonde_capture_events_total data) - $(metric_sum "$before" sonde_capture_events_total data)))
+    d=$(($(metric_sum "$after" "$PROOF_METRIC" "$PROOF_KIND") - $(metric_sum "$before" "$PROOF_METRIC" "$PROOF_KIND")))
     l=$(($(metric_sum "$after" sonde_capture_events_lost_total) - $(metric_sum "$before" sonde_capture_events_lost_total)))
     SONDE[$s]+="$WRK_RPS "
     DATA[$s]=$((DATA[$s] + d)); LOST[$s]=$((LOST[$s] + l)); REQS[$s]=$((REQS[$s] + WRK_REQS))
     ROUND_ROWS+=("| $r | $(size_label "$s") | $(fmt_int "$(echo "${BASE[$s]}" | awk -v r="$r" '{print $r}')") | $(fmt_int "$WRK_RPS") | $d | $l | $cpu |")
-    log "round $r  with sonde  $(size_label "$s"): $WRK_RPS req/s, $d data events, $l lost, daemon CPU $cpu%"
-    ((d > 0)) || INVALID+=("round $r, $(size_label "$s"): sonde captured no data event")
+    log "round $r  with sonde  $(size_label "$s"): $WRK_RPS req/s, $d $PROOF_WHAT, $l lost, daemon CPU $cpu%"
+    ((d > 0)) || INVALID+=("round $r, $(size_label "$s"): sonde counted no $PROOF_WHAT")
   done
   stop_sonde "$r"
 done
@@ -410,13 +430,13 @@ CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 NCPU=$(nproc)
 COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "no commit")
 {
-  echo "Measured $(date -u '+%Y-%m-%d %H:%M UTC') by \`bench/capture-overhead.sh$([[ $MODE == baseline ]] && echo ' --baseline-only')$( ((QUICK)) && echo ' --quick')\`:"
+  echo "Measured $(date -u '+%Y-%m-%d %H:%M UTC') by \`bench/capture-overhead.sh$([[ $MODE == baseline ]] && echo ' --baseline-only')$( ((NETWORK_ONLY)) && echo ' --network-only')$( ((QUICK)) && echo ' --quick')\`:"
   echo "kernel $KERNEL, $NCPU × ${CPU_MODEL:-unknown CPU}, nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'),"
   echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, $ROUNDS round(s) A/B, warm-up ${WARMUP}s per size,"
   echo "pinning $( ((PIN)) && echo 'nginx→CPU 0, wrk→CPU 1' || echo 'none')${SONDE_VERSION:+, ${SONDE_VERSION}} (tree at $COMMIT),"
   echo "load average at start $LOAD_START, check for foreign capture: $( ((HAVE_BPFTOOL)) && echo 'bpftool (sonde_* programs)' || echo 'pgrep sonde only')."
   echo
-  echo "| Body | Baseline req/s (median) | With sonde req/s (median) | Ratio | Loss % | Sonde data events | Lost events | Data events / request | Daemon CPU % |"
+  echo "| Body | Baseline req/s (median) | With sonde req/s (median) | Ratio | Loss % | Sonde $PROOF_WHAT | Lost events | $PROOF_WHAT / request | Daemon CPU % |"
   echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   for s in "${SIZES[@]}"; do
     # shellcheck disable=SC2086  # the per-round lists are space-separated on purpose
@@ -435,14 +455,14 @@ COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "no commit")
     fi
   done
   echo
-  echo "Data and lost events are sums over the with-sonde runs of the deltas of"
-  echo "\`sonde_capture_events_total{kind=\"data\"}\` and \`sonde_capture_events_lost_total\`"
+  echo "$PROOF_WHAT and lost events are sums over the with-sonde runs of the deltas of"
+  echo "\`$PROOF_SERIES\` and \`sonde_capture_events_lost_total\`"
   echo "scraped around each run; daemon CPU % is the \`sonde run\` process's user+system time"
   echo "during the wrk run, in % of one core (median over rounds)."
   echo
   echo "Per round:"
   echo
-  echo "| Round | Body | Baseline req/s | With sonde req/s | Data events | Lost events | Daemon CPU % |"
+  echo "| Round | Body | Baseline req/s | With sonde req/s | Sonde $PROOF_WHAT | Lost events | Daemon CPU % |"
   echo "|---:|---:|---:|---:|---:|---:|---:|"
   printf '%s\n' "${ROUND_ROWS[@]}"
   if ((${#NOTES[@]} + ${#INVALID[@]})); then

@@ -185,5 +185,10 @@ mod tests {
         );
         assert_eq!(c.plugins.limits, d.limits);
         assert!(toml::from_str::<Config>("[plugins.limits]\nmemory = 1\n").is_err());
+        // … and of [network] and [capture]'s switches.
+        assert_eq!(c.network, crate::netmap::NetworkSettings::default());
+        assert!(c.capture.payload && c.capture.network);
+        c.network.validate().unwrap();
+        assert!(toml::from_str::<Config>("[network]\nwindow = 1\n").is_err());
     }
 }

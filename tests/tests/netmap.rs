@@ -165,6 +165,7 @@ fn service_map_edges_bytes_and_injected_faults() {
         .expect("sonde map");
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "sonde map: {}", String::from_utf8_lossy(&out.stderr));
+    eprintln!("sonde map after the loss phase:\n{table}");
     assert!(table.contains(&format!("curl@{h1} -> nginx@{h0}:80")), "{table}");
 
     // --- A closed port: the connect is refused.

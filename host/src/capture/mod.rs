@@ -473,6 +473,30 @@ mod tests {
         );
     }
 
+    /// The kernel side reads `Config` as one blob: no implicit padding may sit between its parts.
+    #[test]
+    fn config_layout_has_no_implicit_padding() {
+        use std::mem::size_of;
+        assert_eq!(size_of::<abi::net::NetOffsets>(), 44 * 2);
+        assert_eq!(
+            size_of::<abi::Config>(),
+            4 * 4 + size_of::<Offsets>() + size_of::<abi::net::NetOffsets>()
+        );
+    }
+
+    /// Every offset the network probes need exists on the running kernel (tracefs + BTF).
+    #[test]
+    fn net_offsets_from_running_kernel() {
+        let root = tracefs::ensure_mounted().expect("tracefs (run as root)");
+        let btf = btf::Btf::from_sys().expect("BTF");
+        let n = net::net_offsets(&root, &btf).expect("network offsets");
+        assert_eq!(n.probe_saddr + 28, n.probe_daddr, "two 28-byte sockaddrs");
+        assert!(n.skb_head > 0 && n.skb_len > 0 && n.skb_network_header > 0);
+        assert!(n.net_ns_inum > 0);
+        let names = net::drop_reason_names(&root);
+        assert!(names.values().any(|r| r == "QUEUE_PURGE"));
+    }
+
     #[test]
     fn capture_options_are_validated() {
         let too_big = CaptureOptions {
