@@ -27,9 +27,9 @@ pub struct FlowKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowStats {
-    /// `bpf_ktime_get_ns` of the first and last update.
+    /// `bpf_ktime_get_ns` when the entry was made (not refreshed per segment: a clock read
+    /// per segment costs more than the rest of the update).
     pub first_ns: u64,
-    pub last_ns: u64,
     /// Segments retransmitted once established (`tcp:tcp_retransmit_skb`, state ≠ SYN_SENT).
     pub retransmits: u64,
     /// SYNs retransmitted while connecting: a path that loses SYNs, or nobody answering.
@@ -109,6 +109,22 @@ pub mod softirq {
     pub const fn sum_index(row: u32) -> u32 {
         ROWS * BUCKETS + row
     }
+}
+
+/// How many 8-byte words of each tracepoint record the kernel side copies out of the context
+/// (one block of direct loads instead of a helper call per field). Every offset in
+/// [`NetOffsets`] must fall inside its record's window (the host checks that at start), and a
+/// window must not pass the record's end (the kernel refuses to attach such a program).
+pub mod window {
+    pub const TCP_PROBE: usize = 14;
+    pub const TCP_RETRANSMIT: usize = 10;
+    pub const TCP_SEND_RESET: usize = 11;
+    pub const TCP_RECEIVE_RESET: usize = 8;
+    pub const KFREE_SKB: usize = 5;
+    /// `net:netif_receive_skb` and `net:net_dev_queue`.
+    pub const NET_DEV: usize = 3;
+    /// `irq:softirq_*` (12 bytes: read by helper, a word window would pass its end).
+    pub const SOFTIRQ: usize = 2;
 }
 
 /// Field offsets for the network probes, from tracefs `format` files and BTF. 44 × u16, so

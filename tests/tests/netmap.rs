@@ -225,3 +225,41 @@ fn service_map_edges_bytes_and_injected_faults() {
     let left = footprint.leftovers().expect("listing namespaces and links");
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+/// The per-packet probes that the map does not need: per-device counters (on by default) and
+/// softirq delay histograms (opt-in), both from real traffic in a namespace of their own.
+#[test]
+fn interface_counters_and_softirq_histograms() {
+    let lab = Lab::new(2).expect("lab");
+    let nginx = LabNginx::start(&lab, 0, 80).expect("nginx in host 0");
+    let daemon = Daemon::start_with(
+        "",
+        "",
+        "[capture]\nsoftirq_probes = true\n\n[network]\nread_interval_ms = 200\n",
+    );
+    let before = parse_metrics(&http_get(daemon.port, "/metrics").unwrap());
+    let rx = |s: &[sonde_tests::httplab::Sample]| {
+        sum(s, "sonde_net_interface_bytes_total", &[("interface", "eth0"), ("direction", "rx")])
+    };
+    let net_rx = |s: &[sonde_tests::httplab::Sample]| {
+        sum(s, "sonde_softirq_delay_seconds_count", &[("vec", "net_rx")])
+    };
+    curl_n(&lab, 1, &nginx.url("/1m"), 2);
+    let after = wait_until(Duration::from_secs(30), "device bytes and softirqs counted", || {
+        let s = parse_metrics(&http_get(daemon.port, "/metrics").ok()?);
+        (rx(&s) >= rx(&before) + 2.0 * MIB && net_rx(&s) > net_rx(&before)).then_some(s)
+    })
+    .unwrap();
+    // Both hosts' eth0 received: the downloads (host 1) and the requests (host 0).
+    assert!(rx(&after) - rx(&before) < 3.0 * MIB, "2 MiB and their overhead, not more");
+    assert!(sum(&after, "sonde_softirq_run_seconds_count", &[("vec", "net_rx")]) > 0.0);
+    let t = topology(&daemon);
+    assert!(
+        t["softirq"].as_array().is_some_and(|v| v.iter().any(|r| r["delay_count"].as_f64() > Some(0.0))),
+        "{:#}",
+        t["softirq"]
+    );
+    assert!(t["probes_missing"].as_array().is_some_and(Vec::is_empty));
+    drop(daemon);
+    drop(nginx);
+}

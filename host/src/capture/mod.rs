@@ -78,6 +78,12 @@ pub struct CaptureOptions {
     pub payload: bool,
     /// Run the network-quality probes (retransmits, drops, RTT, resets, interfaces, softirq).
     pub network: bool,
+    /// With `network`: per-device packet and byte counters (two programs per packet).
+    pub interface_probes: bool,
+    /// With `network`: NET_RX/NET_TX softirq delay and run-time histograms. Off by default:
+    /// three programs per softirq, which on loopback-heavy nodes means per packet
+    /// (BENCHMARKS.md, network probes).
+    pub softirq_probes: bool,
 }
 
 impl Default for CaptureOptions {
@@ -90,6 +96,8 @@ impl Default for CaptureOptions {
             poll_interval_ms: 20,
             payload: true,
             network: true,
+            interface_probes: true,
+            softirq_probes: false,
         }
     }
 }
@@ -225,6 +233,14 @@ impl Capture {
         let mut net_missing = Vec::new();
         if net_offsets.is_some() {
             for (prog, category, name) in NET_ATTACHMENTS {
+                let wanted = match *category {
+                    "irq" => opts.softirq_probes,
+                    "net" => opts.interface_probes,
+                    _ => true,
+                };
+                if !wanted {
+                    continue;
+                }
                 match attach(&mut ebpf, prog, category, name) {
                     Ok(()) => attached += 1,
                     Err(e) => {

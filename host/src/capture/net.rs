@@ -9,7 +9,9 @@ use std::path::Path;
 
 use anyhow::{Context as _, Result};
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap};
-use sonde_common::net::{DropKey, DropStats, FlowKey, FlowStats, IfaceStats, NetOffsets, softirq};
+use sonde_common::net::{
+    DropKey, DropStats, FlowKey, FlowStats, IfaceStats, NetOffsets, softirq, window,
+};
 
 use super::btf::Btf;
 use super::tracefs::{self, Format};
@@ -46,7 +48,7 @@ pub fn net_offsets(root: &Path, btf: &Btf) -> Result<NetOffsets> {
         .member_offset("net", "ns")?
         .checked_add(btf.member_offset("ns_common", "inum")?)
         .context("struct net: ns.inum offset overflows")?;
-    Ok(NetOffsets {
+    let offsets = NetOffsets {
         retrans_state: retrans.offset("state", 4)?,
         retrans_sport: retrans.offset("sport", 2)?,
         retrans_dport: retrans.offset("dport", 2)?,
@@ -91,7 +93,56 @@ pub fn net_offsets(root: &Path, btf: &Btf) -> Result<NetOffsets> {
         dev_ifindex: dev("ifindex")?,
         dev_nd_net: dev("nd_net")?,
         net_ns_inum,
-    })
+    };
+    check_windows(&offsets)?;
+    Ok(offsets)
+}
+
+/// Every record field the kernel side reads must lie inside the words it copies from that
+/// record ([`window`]); a kernel whose layout moved a field further fails here, clearly,
+/// instead of reading zeros.
+fn check_windows(o: &NetOffsets) -> Result<()> {
+    let fields: [(&str, u16, usize, usize); 30] = [
+        ("tcp_probe.saddr", o.probe_saddr, 28, window::TCP_PROBE),
+        ("tcp_probe.daddr", o.probe_daddr, 28, window::TCP_PROBE),
+        ("tcp_probe.data_len", o.probe_data_len, 2, window::TCP_PROBE),
+        ("tcp_probe.snd_una", o.probe_snd_una, 4, window::TCP_PROBE),
+        ("tcp_probe.srtt", o.probe_srtt, 4, window::TCP_PROBE),
+        ("tcp_probe.snd_cwnd", o.probe_snd_cwnd, 4, window::TCP_PROBE),
+        ("tcp_retransmit_skb.state", o.retrans_state, 4, window::TCP_RETRANSMIT),
+        ("tcp_retransmit_skb.family", o.retrans_family, 2, window::TCP_RETRANSMIT),
+        ("tcp_retransmit_skb.sport", o.retrans_sport, 2, window::TCP_RETRANSMIT),
+        ("tcp_retransmit_skb.dport", o.retrans_dport, 2, window::TCP_RETRANSMIT),
+        ("tcp_retransmit_skb.saddr_v6", o.retrans_saddr_v6, 16, window::TCP_RETRANSMIT),
+        ("tcp_retransmit_skb.daddr_v6", o.retrans_daddr_v6, 16, window::TCP_RETRANSMIT),
+        ("tcp_send_reset.skaddr", o.send_rst_skaddr, 8, window::TCP_SEND_RESET),
+        ("tcp_send_reset.state", o.send_rst_state, 4, window::TCP_SEND_RESET),
+        ("tcp_send_reset.saddr", o.send_rst_saddr, 28, window::TCP_SEND_RESET),
+        ("tcp_send_reset.daddr", o.send_rst_daddr, 28, window::TCP_SEND_RESET),
+        ("tcp_receive_reset.skaddr", o.recv_rst_skaddr, 8, window::TCP_RECEIVE_RESET),
+        ("tcp_receive_reset.family", o.recv_rst_family, 2, window::TCP_RECEIVE_RESET),
+        ("tcp_receive_reset.saddr_v6", o.recv_rst_saddr_v6, 16, window::TCP_RECEIVE_RESET),
+        ("tcp_receive_reset.daddr_v6", o.recv_rst_daddr_v6, 16, window::TCP_RECEIVE_RESET),
+        ("kfree_skb.skbaddr", o.kfree_skbaddr, 8, window::KFREE_SKB),
+        ("kfree_skb.protocol", o.kfree_protocol, 2, window::KFREE_SKB),
+        ("kfree_skb.reason", o.kfree_reason, 4, window::KFREE_SKB),
+        ("netif_receive_skb.skbaddr", o.rx_skbaddr, 8, window::NET_DEV),
+        ("netif_receive_skb.len", o.rx_len, 4, window::NET_DEV),
+        ("netif_receive_skb.name", o.rx_name, 4, window::NET_DEV),
+        ("net_dev_queue.skbaddr", o.tx_skbaddr, 8, window::NET_DEV),
+        ("net_dev_queue.len", o.tx_len, 4, window::NET_DEV),
+        ("net_dev_queue.name", o.tx_name, 4, window::NET_DEV),
+        ("softirq.vec", o.softirq_vec, 4, window::SOFTIRQ),
+    ];
+    for (name, off, size, words) in fields {
+        if usize::from(off) + size > words * 8 {
+            anyhow::bail!(
+                "{name} is at offset {off} on this kernel, beyond the {} bytes the probe reads",
+                words * 8
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `enum skb_drop_reason` value → name, from the `__print_symbolic` of kfree_skb's format
