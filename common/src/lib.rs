@@ -92,8 +92,23 @@ pub mod syscall {
     pub const RST_RECEIVED: u8 = 16;
 
     pub const NAMES: [&str; 17] = [
-        "read", "write", "readv", "writev", "sendto", "recvfrom", "sendmsg", "recvmsg", "sendmmsg",
-        "recvmmsg", "connect", "accept", "accept4", "close", "state", "rst_sent", "rst_received",
+        "read",
+        "write",
+        "readv",
+        "writev",
+        "sendto",
+        "recvfrom",
+        "sendmsg",
+        "recvmsg",
+        "sendmmsg",
+        "recvmmsg",
+        "connect",
+        "accept",
+        "accept4",
+        "close",
+        "state",
+        "rst_sent",
+        "rst_received",
     ];
 
     /// true for the syscalls whose bytes flow from the process to the socket.

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 
-use crate::capture::reassembly::{GapReason, SegmentBody};
 use crate::capture::events::Event;
 use crate::capture::net::NetReading;
+use crate::capture::reassembly::{GapReason, SegmentBody};
 use crate::capture::{Capture, monotonic_now_ns};
 use crate::config::Config;
 use crate::conntrack::{ConnTracker, StreamEvent};
@@ -64,7 +64,8 @@ pub async fn run(config: Config) -> Result<()> {
     );
     netmap.set_probes_missing(capture.net_missing().to_vec());
     let mut net_reading = NetReading::default();
-    let mut net_ticker = tokio::time::interval(Duration::from_millis(config.network.read_interval_ms));
+    let mut net_ticker =
+        tokio::time::interval(Duration::from_millis(config.network.read_interval_ms));
     let server = match config.metrics.listen {
         Some(addr) => Some(tokio::spawn(metrics::serve(
             metrics::bind(addr).await?,

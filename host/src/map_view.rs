@@ -114,7 +114,7 @@ pub fn render(t: &Topology, limit: usize) -> String {
     let dropped: u64 = t.drops.iter().map(|d| d.packets).sum();
     if dropped > 0 {
         let mut by_reason: Vec<_> = t.drops.iter().collect();
-        by_reason.sort_by(|a, b| b.packets.cmp(&a.packets));
+        by_reason.sort_by_key(|d| std::cmp::Reverse(d.packets));
         let top: Vec<String> = by_reason
             .iter()
             .take(4)
@@ -178,8 +178,14 @@ mod tests {
         };
         let table = render(&t, 2);
         let lines: Vec<&str> = table.lines().collect();
-        assert!(lines[1].starts_with("CRIT  curl@10.0.0.2 -> nginx@10.0.0.1:80"), "{table}");
-        assert!(lines[1].contains("9.0%") && lines[1].contains("3.0 MiB"), "{table}");
+        assert!(
+            lines[1].starts_with("CRIT  curl@10.0.0.2 -> nginx@10.0.0.1:80"),
+            "{table}"
+        );
+        assert!(
+            lines[1].contains("9.0%") && lines[1].contains("3.0 MiB"),
+            "{table}"
+        );
         assert!(lines[2].contains("└ retransmits 9.0%"), "{table}");
         assert!(table.contains("… 1 more edges"), "{table}");
     }

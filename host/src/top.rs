@@ -51,7 +51,9 @@ pub fn get_json<T: serde::de::DeserializeOwned>(endpoint: SocketAddr, path: &str
     let mut s = TcpStream::connect_timeout(&endpoint, Duration::from_secs(3))
         .with_context(|| format!("connecting to sonde at {endpoint} (is `sonde run` running?)"))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: sonde\r\nConnection: close\r\n\r\n").as_bytes())?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: sonde\r\nConnection: close\r\n\r\n").as_bytes(),
+    )?;
     let mut body = Vec::new();
     s.read_to_end(&mut body)
         .with_context(|| format!("reading {path}"))?;

@@ -222,7 +222,11 @@ fn conn_line(c: &ConnChange) -> String {
             "-",
             "",
             c.sock,
-            if c.syscall == "rst_sent" { "sent" } else { "received" },
+            if c.syscall == "rst_sent" {
+                "sent"
+            } else {
+                "received"
+            },
             c.old_state.name(),
             addr(c.local),
             addr(c.peer)

@@ -388,7 +388,9 @@ fn exec_stdin(ns: &str, cmd: &[&str], input: &str) -> Result<String> {
         .expect("stdin is piped")
         .write_all(input.as_bytes())
         .with_context(|| format!("writing the stdin of {what}"))?;
-    let out = child.wait_with_output().with_context(|| format!("running {what}"))?;
+    let out = child
+        .wait_with_output()
+        .with_context(|| format!("running {what}"))?;
     check(&what, out)
 }
 
@@ -416,7 +418,10 @@ fn check(what: &str, out: Output) -> Result<String> {
 
 /// The bytes of [`LAB_FILES`] entry `name`: a [`crate::pattern`] stream seeded by its index.
 pub fn lab_file(name: &str) -> Option<Vec<u8>> {
-    let (i, (_, len)) = LAB_FILES.iter().enumerate().find(|(_, (n, _))| *n == name)?;
+    let (i, (_, len)) = LAB_FILES
+        .iter()
+        .enumerate()
+        .find(|(_, (n, _))| *n == name)?;
     Some(crate::pattern(0x1ab0 + i as u64, *len))
 }
 
@@ -464,7 +469,16 @@ impl LabNginx {
                     nginx.logs()
                 )));
             }
-            let cmd = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "1"];
+            let cmd = [
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "1",
+            ];
             let out = exec_output(h.ns(), &[&cmd[..], &[probe.as_str()]].concat());
             out.ok().filter(|o| o.stdout == b"200").map(|_| Ok(()))
         })??;
@@ -608,7 +622,9 @@ impl PingStats {
 /// late reply. Loss is a result here, not an error (ping exits 1 when any reply is missing).
 pub fn ping(lab: &Lab, host: usize, target: Ipv4Addr, count: u32) -> Result<PingStats> {
     let (count, target) = (count.to_string(), target.to_string());
-    let cmd = ["ping", "-q", "-n", "-c", &count, "-i", "0.01", "-W", "1", &target];
+    let cmd = [
+        "ping", "-q", "-n", "-c", &count, "-i", "0.01", "-W", "1", &target,
+    ];
     let out = exec_output(lab.host(host).ns(), &cmd)?;
     let text = String::from_utf8_lossy(&out.stdout);
     parse_ping(&text).with_context(|| {

@@ -18,7 +18,7 @@ const MIB: f64 = 1024.0 * 1024.0;
 fn topology(d: &Daemon) -> Value {
     let response = http_get(d.port, "/api/map").expect("GET /api/map");
     let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("/api/map is not JSON ({e}): {body}"))
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("/api/map is not JSON ({e}): {body}"))
 }
 
 /// The edge `curl@client_ip -> server_ip:port`, if the map has it.
@@ -82,16 +82,26 @@ fn service_map_edges_bytes_and_injected_faults() {
     // --- Edges and bytes: 3 × 1 MiB to host 1, 3 × 1 KiB to host 2, one connection each.
     curl_n(&lab, 1, &nginx.url("/1m"), 3);
     curl_n(&lab, 2, &nginx.url("/small"), 3);
-    let e1 = wait_edge(&daemon, "host 1's edge with 3 MiB and 3 requests", edge1, |e| {
-        total(e, "bytes_s2c") >= 3.0 * MIB && total(e, "server_requests") >= 3.0
-    });
-    let e2 = wait_edge(&daemon, "host 2's edge with 3 KiB and 3 requests", edge2, |e| {
-        total(e, "bytes_s2c") >= 3.0 * 1024.0 && total(e, "server_requests") >= 3.0
-    });
+    let e1 = wait_edge(
+        &daemon,
+        "host 1's edge with 3 MiB and 3 requests",
+        edge1,
+        |e| total(e, "bytes_s2c") >= 3.0 * MIB && total(e, "server_requests") >= 3.0,
+    );
+    let e2 = wait_edge(
+        &daemon,
+        "host 2's edge with 3 KiB and 3 requests",
+        edge2,
+        |e| total(e, "bytes_s2c") >= 3.0 * 1024.0 && total(e, "server_requests") >= 3.0,
+    );
     for (e, body) in [(&e1, MIB), (&e2, 1024.0)] {
         assert_eq!(e["server"], format!("nginx@{h0}"), "{e:#}");
         assert_eq!(total(e, "connects"), 3.0, "one connect per curl: {e:#}");
-        assert_eq!(total(e, "accepts"), 3.0, "nginx's side of the same connects: {e:#}");
+        assert_eq!(
+            total(e, "accepts"),
+            3.0,
+            "nginx's side of the same connects: {e:#}"
+        );
         assert_eq!(total(e, "server_requests"), 3.0, "L7 joined: {e:#}");
         assert_eq!(total(e, "server_errors"), 0.0, "{e:#}");
         // Bodies plus response heads (~250 B each); requests are ~80 B each.
@@ -101,7 +111,10 @@ fn service_map_edges_bytes_and_injected_faults() {
             "server→client bytes {s2c}: {e:#}"
         );
         let c2s = total(e, "bytes_c2s");
-        assert!((150.0..=1500.0).contains(&c2s), "client→server bytes {c2s}: {e:#}");
+        assert!(
+            (150.0..=1500.0).contains(&c2s),
+            "client→server bytes {c2s}: {e:#}"
+        );
         assert!(total(e, "segments_s2c") > 0.0 && total(e, "segments_c2s") > 0.0);
         assert!(e["connect_ms"].as_f64().is_some() || total(e, "connect_ns_sum") > 0.0);
         assert_eq!(total(e, "drops"), 0.0, "no fault yet: {e:#}");
@@ -120,13 +133,21 @@ fn service_map_edges_bytes_and_injected_faults() {
         s.spawn(|| curl_n(&lab, 2, &nginx.url("/1m"), 2));
     });
     lab.clear_loss(1).expect("clear loss");
-    let lossy = wait_edge(&daemon, "retransmits and drops on host 1's edge", edge1, |e| {
-        total(e, "retransmits") > total(&before1, "retransmits")
-            && total(e, "drops") > total(&before1, "drops")
-            && total(e, "connects") >= total(&before1, "connects") + 2.0
-    });
+    let lossy = wait_edge(
+        &daemon,
+        "retransmits and drops on host 1's edge",
+        edge1,
+        |e| {
+            total(e, "retransmits") > total(&before1, "retransmits")
+                && total(e, "drops") > total(&before1, "drops")
+                && total(e, "connects") >= total(&before1, "connects") + 2.0
+        },
+    );
     assert!(
-        lossy["drop_reasons"]["NETFILTER_DROP"].as_f64().unwrap_or(0.0) > 0.0,
+        lossy["drop_reasons"]["NETFILTER_DROP"]
+            .as_f64()
+            .unwrap_or(0.0)
+            > 0.0,
         "nftables drops carry their reason: {lossy:#}"
     );
     let clean = wait_edge(&daemon, "host 2's second downloads", edge2, |e| {
@@ -138,7 +159,11 @@ fn service_map_edges_bytes_and_injected_faults() {
         "loss phase: lossy edge {retrans1} retransmits, {} drops; clean edge {retrans2} retransmits",
         total(&lossy, "drops") - total(&before1, "drops")
     );
-    assert_eq!(total(&clean, "drops"), 0.0, "host 2's link lost nothing: {clean:#}");
+    assert_eq!(
+        total(&clean, "drops"),
+        0.0,
+        "host 2's link lost nothing: {clean:#}"
+    );
     // No loss means no retransmits; a tail-loss probe fired by a stalled CI machine is the
     // one exception tolerated, and it must stay far below the lossy edge.
     assert!(
@@ -160,31 +185,53 @@ fn service_map_edges_bytes_and_injected_faults() {
 
     // `sonde map` lists the lossy edge, with its numbers, from the same API.
     let out = std::process::Command::new(sonde_bin_path())
-        .args(["map", "--once", "--endpoint", &format!("127.0.0.1:{}", daemon.port)])
+        .args([
+            "map",
+            "--once",
+            "--endpoint",
+            &format!("127.0.0.1:{}", daemon.port),
+        ])
         .output()
         .expect("sonde map");
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "sonde map: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "sonde map: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     eprintln!("sonde map after the loss phase:\n{table}");
-    assert!(table.contains(&format!("curl@{h1} -> nginx@{h0}:80")), "{table}");
+    assert!(
+        table.contains(&format!("curl@{h1} -> nginx@{h0}:80")),
+        "{table}"
+    );
 
     // --- A closed port: the connect is refused.
     let run = lab_curl_status(&lab, 2, &[&format!("http://{h0}:81/")]).unwrap();
     assert_eq!(run.code, 7, "curl to a closed port: {}", run.stderr);
-    let refused = wait_edge(&daemon, "a refused connect to port 81", (&h2, &h0, 81), |e| {
-        total(e, "connect_refused") >= 1.0
-    });
+    let refused = wait_edge(
+        &daemon,
+        "a refused connect to port 81",
+        (&h2, &h0, 81),
+        |e| total(e, "connect_refused") >= 1.0,
+    );
     assert_eq!(total(&refused, "connects"), 0.0);
     assert_eq!(total(&refused, "connect_timeouts"), 0.0);
 
     // --- A black-holed address: the connect times out (SYNs retransmitted, no answer).
     let hole = lab.blackhole_addr(2).unwrap().to_string();
-    let run = lab_curl_status(&lab, 2, &["--connect-timeout", "2", &format!("http://{hole}/")])
-        .unwrap();
+    let run = lab_curl_status(
+        &lab,
+        2,
+        &["--connect-timeout", "2", &format!("http://{hole}/")],
+    )
+    .unwrap();
     assert_eq!(run.code, 28, "curl to a black hole: {}", run.stderr);
-    let timed_out = wait_edge(&daemon, "a connect timeout to the black hole", (&h2, &hole, 80), |e| {
-        total(e, "connect_timeouts") >= 1.0 && total(e, "syn_retransmits") >= 1.0
-    });
+    let timed_out = wait_edge(
+        &daemon,
+        "a connect timeout to the black hole",
+        (&h2, &hole, 80),
+        |e| total(e, "connect_timeouts") >= 1.0 && total(e, "syn_retransmits") >= 1.0,
+    );
     assert_eq!(total(&timed_out, "connect_refused"), 0.0);
     assert_eq!(timed_out["status"], "critical", "{timed_out:#}");
 
@@ -239,23 +286,42 @@ fn interface_counters_and_softirq_histograms() {
     );
     let before = parse_metrics(&http_get(daemon.port, "/metrics").unwrap());
     let rx = |s: &[sonde_tests::httplab::Sample]| {
-        sum(s, "sonde_net_interface_bytes_total", &[("interface", "eth0"), ("direction", "rx")])
+        sum(
+            s,
+            "sonde_net_interface_bytes_total",
+            &[("interface", "eth0"), ("direction", "rx")],
+        )
     };
     let net_rx = |s: &[sonde_tests::httplab::Sample]| {
         sum(s, "sonde_softirq_delay_seconds_count", &[("vec", "net_rx")])
     };
     curl_n(&lab, 1, &nginx.url("/1m"), 2);
-    let after = wait_until(Duration::from_secs(30), "device bytes and softirqs counted", || {
-        let s = parse_metrics(&http_get(daemon.port, "/metrics").ok()?);
-        (rx(&s) >= rx(&before) + 2.0 * MIB && net_rx(&s) > net_rx(&before)).then_some(s)
-    })
+    let after = wait_until(
+        Duration::from_secs(30),
+        "device bytes and softirqs counted",
+        || {
+            let s = parse_metrics(&http_get(daemon.port, "/metrics").ok()?);
+            (rx(&s) >= rx(&before) + 2.0 * MIB && net_rx(&s) > net_rx(&before)).then_some(s)
+        },
+    )
     .unwrap();
     // Both hosts' eth0 received: the downloads (host 1) and the requests (host 0).
-    assert!(rx(&after) - rx(&before) < 3.0 * MIB, "2 MiB and their overhead, not more");
-    assert!(sum(&after, "sonde_softirq_run_seconds_count", &[("vec", "net_rx")]) > 0.0);
+    assert!(
+        rx(&after) - rx(&before) < 3.0 * MIB,
+        "2 MiB and their overhead, not more"
+    );
+    assert!(
+        sum(
+            &after,
+            "sonde_softirq_run_seconds_count",
+            &[("vec", "net_rx")]
+        ) > 0.0
+    );
     let t = topology(&daemon);
     assert!(
-        t["softirq"].as_array().is_some_and(|v| v.iter().any(|r| r["delay_count"].as_f64() > Some(0.0))),
+        t["softirq"]
+            .as_array()
+            .is_some_and(|v| v.iter().any(|r| r["delay_count"].as_f64() > Some(0.0))),
         "{:#}",
         t["softirq"]
     );

@@ -283,7 +283,14 @@ impl NetMap {
                 let _ = writeln!(o, "{name}{{{l}}} {}", get(&e.counters));
             }
         }
-        let labelled: [(&str, &str, &str, [(&str, Get); 3]); 1] = [(
+        // Counters split by one label: (metric, label, help, [(label value, getter)]).
+        type Split<const N: usize> = (
+            &'static str,
+            &'static str,
+            &'static str,
+            [(&'static str, Get); N],
+        );
+        let failures: Split<3> = (
             "sonde_tcp_connect_failures_total",
             "reason",
             "TCP connects that failed: refused (reset), timeout (no answer), aborted (given up).",
@@ -292,18 +299,11 @@ impl NetMap {
                 ("timeout", |c| c.connect_timeouts),
                 ("aborted", |c| c.connect_aborted),
             ],
-        )];
-        for (name, label, help, kinds) in labelled {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (l, e) in &rows {
-                for (kind, get) in kinds {
-                    let _ = writeln!(o, "{name}{{{l},{label}=\"{kind}\"}} {}", get(&e.counters));
-                }
-            }
-        }
-        let directed: [(&str, &str, [(&str, Get); 2]); 3] = [
+        );
+        let directed: [Split<2>; 3] = [
             (
                 "sonde_tcp_bytes_total",
+                "flow",
                 "TCP payload bytes delivered per direction.",
                 [
                     ("client_to_server", |c| c.bytes_c2s),
@@ -312,6 +312,7 @@ impl NetMap {
             ),
             (
                 "sonde_tcp_segments_total",
+                "flow",
                 "TCP segments received per direction (by a receiver on this node).",
                 [
                     ("client_to_server", |c| c.segments_c2s),
@@ -320,22 +321,25 @@ impl NetMap {
             ),
             (
                 "sonde_tcp_resets_total",
+                "direction",
                 "TCP resets sent or received by a socket of the edge on this node.",
-                [("sent", |c| c.resets_sent), ("received", |c| c.resets_received)],
+                [
+                    ("sent", |c| c.resets_sent),
+                    ("received", |c| c.resets_received),
+                ],
             ),
         ];
-        for (name, help, kinds) in directed {
+        let mut split = |(name, label, help, kinds): (&str, &str, &str, &[(&str, Get)])| {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
-            let label = if name == "sonde_tcp_resets_total" {
-                "direction"
-            } else {
-                "flow"
-            };
             for (l, e) in &rows {
                 for (kind, get) in kinds {
                     let _ = writeln!(o, "{name}{{{l},{label}=\"{kind}\"}} {}", get(&e.counters));
                 }
             }
+        };
+        split((failures.0, failures.1, failures.2, &failures.3));
+        for (name, label, help, kinds) in &directed {
+            split((name, label, help, kinds));
         }
         let name = "sonde_tcp_rtt_seconds";
         let _ = writeln!(

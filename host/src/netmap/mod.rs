@@ -781,7 +781,10 @@ impl NetMap {
         };
         let previous = slot.replace(*fs);
         let got_segments = previous.is_none_or(|p| fs.rx_segments > p.rx_segments);
-        let (c, s) = (conn.client.unwrap_or_default(), conn.server.unwrap_or_default());
+        let (c, s) = (
+            conn.client.unwrap_or_default(),
+            conn.server.unwrap_or_default(),
+        );
         let now_counted = Counted {
             bytes_c2s: s.rx_bytes.max(c.tx_acked_bytes),
             bytes_s2c: c.rx_bytes.max(s.tx_acked_bytes),
@@ -825,10 +828,9 @@ impl NetMap {
             let prev = self.drops_seen.get(dk).map(|s| s.stats);
             // A smaller count means the entry was deleted and made again: all of it is new.
             let (packets, bytes) = match prev {
-                Some(p) if ds.packets >= p.packets => (
-                    ds.packets - p.packets,
-                    ds.bytes.saturating_sub(p.bytes),
-                ),
+                Some(p) if ds.packets >= p.packets => {
+                    (ds.packets - p.packets, ds.bytes.saturating_sub(p.bytes))
+                }
                 _ => (ds.packets, ds.bytes),
             };
             let changed_ns = if packets > 0 {
@@ -856,7 +858,10 @@ impl NetMap {
     }
 
     fn account_drop(&mut self, dk: &DropKey, packets: u64, bytes: u64, now: u64) {
-        let t = self.drop_totals.entry((dk.reason, dk.l4_proto)).or_default();
+        let t = self
+            .drop_totals
+            .entry((dk.reason, dk.l4_proto))
+            .or_default();
         t.0 += packets;
         t.1 += bytes;
         if self.housekeeping.contains(&dk.reason) {

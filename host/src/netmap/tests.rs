@@ -78,7 +78,14 @@ const SERVER: &str = "10.0.0.1:80";
 
 /// A client on this node connects to a server on this node (both sockets local).
 fn connected(map: &mut NetMap) {
-    map.on_conn(&state(1, S, TcpState::CLOSE, TcpState::SYN_SENT, "10.0.0.2:0", SERVER));
+    map.on_conn(&state(
+        1,
+        S,
+        TcpState::CLOSE,
+        TcpState::SYN_SENT,
+        "10.0.0.2:0",
+        SERVER,
+    ));
     let mut accept = ev(ConnEventKind::Open, 0, S, SERVER, CLIENT);
     accept.role = SockRole::Server;
     accept.task.comm = "nginx".into();
@@ -174,7 +181,10 @@ fn a_local_connection_is_one_edge_with_names_latency_and_both_directions() {
     let e = only_edge(&map);
     assert_eq!(e.total.bytes_s2c, 6000);
     assert_eq!(e.total.segments_s2c, 12);
-    assert_eq!(e.total.rtt_samples, 3, "server socket got no segment: no sample");
+    assert_eq!(
+        e.total.rtt_samples, 3,
+        "server socket got no segment: no sample"
+    );
     assert_eq!(e.status, Status::Ok, "{:?}", e.reasons);
 }
 
@@ -182,7 +192,14 @@ fn a_local_connection_is_one_edge_with_names_latency_and_both_directions() {
 fn closed_sockets_are_read_once_more_then_deleted_and_forgotten_after_linger() {
     let mut map = NetMap::new(NetworkSettings::default(), Default::default());
     connected(&mut map);
-    map.on_conn(&state(1, 2 * S, TcpState::ESTABLISHED, TcpState::CLOSE, CLIENT, SERVER));
+    map.on_conn(&state(
+        1,
+        2 * S,
+        TcpState::ESTABLISHED,
+        TcpState::CLOSE,
+        CLIENT,
+        SERVER,
+    ));
     map.on_conn(&state(2, 2 * S, 9, TcpState::CLOSE, SERVER, CLIENT));
     let fs = FlowStats {
         rx_segments: 3,
@@ -207,18 +224,66 @@ fn refused_timed_out_and_aborted_connects_are_told_apart() {
     let mut map = NetMap::new(NetworkSettings::default(), Default::default());
     let closed_port = "10.0.0.1:81";
     // Refused: a reset arrives on the connecting socket, then it closes.
-    map.on_conn(&state(5, S, TcpState::CLOSE, TcpState::SYN_SENT, "10.0.0.2:0", closed_port));
-    let mut rst = ev(ConnEventKind::Reset, 5, S + 100, "10.0.0.2:40001", closed_port);
+    map.on_conn(&state(
+        5,
+        S,
+        TcpState::CLOSE,
+        TcpState::SYN_SENT,
+        "10.0.0.2:0",
+        closed_port,
+    ));
+    let mut rst = ev(
+        ConnEventKind::Reset,
+        5,
+        S + 100,
+        "10.0.0.2:40001",
+        closed_port,
+    );
     rst.syscall = "rst_received";
     map.on_conn(&rst);
-    map.on_conn(&state(5, S + 200, TcpState::SYN_SENT, TcpState::CLOSE, "10.0.0.2:40001", closed_port));
+    map.on_conn(&state(
+        5,
+        S + 200,
+        TcpState::SYN_SENT,
+        TcpState::CLOSE,
+        "10.0.0.2:40001",
+        closed_port,
+    ));
     // Timed out: no answer for 2 s.
     let hole = "10.0.0.200:80";
-    map.on_conn(&state(6, S, TcpState::CLOSE, TcpState::SYN_SENT, "10.0.0.2:0", hole));
-    map.on_conn(&state(6, 3 * S, TcpState::SYN_SENT, TcpState::CLOSE, "10.0.0.2:40002", hole));
+    map.on_conn(&state(
+        6,
+        S,
+        TcpState::CLOSE,
+        TcpState::SYN_SENT,
+        "10.0.0.2:0",
+        hole,
+    ));
+    map.on_conn(&state(
+        6,
+        3 * S,
+        TcpState::SYN_SENT,
+        TcpState::CLOSE,
+        "10.0.0.2:40002",
+        hole,
+    ));
     // Aborted: the client gave up after 1 ms.
-    map.on_conn(&state(7, S, TcpState::CLOSE, TcpState::SYN_SENT, "10.0.0.2:0", hole));
-    map.on_conn(&state(7, S + 1_000_000, TcpState::SYN_SENT, TcpState::CLOSE, "10.0.0.2:40003", hole));
+    map.on_conn(&state(
+        7,
+        S,
+        TcpState::CLOSE,
+        TcpState::SYN_SENT,
+        "10.0.0.2:0",
+        hole,
+    ));
+    map.on_conn(&state(
+        7,
+        S + 1_000_000,
+        TcpState::SYN_SENT,
+        TcpState::CLOSE,
+        "10.0.0.2:40003",
+        hole,
+    ));
     map.on_reading(&reading(vec![], vec![]), 4 * S);
     let t = map.topology();
     let refused = t.edges.iter().find(|e| e.server_port == 81).unwrap();
@@ -226,7 +291,11 @@ fn refused_timed_out_and_aborted_connects_are_told_apart() {
     assert_eq!(refused.total.connect_timeouts, 0);
     assert_eq!(refused.client, "curl@10.0.0.2");
     assert_eq!(refused.status, Status::Critical);
-    let hole = t.edges.iter().find(|e| e.server_ip == "10.0.0.200").unwrap();
+    let hole = t
+        .edges
+        .iter()
+        .find(|e| e.server_ip == "10.0.0.200")
+        .unwrap();
     assert_eq!(hole.total.connect_timeouts, 1);
     assert_eq!(hole.total.connect_aborted, 1);
     assert_eq!(hole.total.connect_refused, 0);
@@ -240,7 +309,9 @@ fn refused_timed_out_and_aborted_connects_are_told_apart() {
 
 #[test]
 fn drops_go_to_the_edge_of_their_packet_either_way() {
-    let names = [(12u32, "NETFILTER_DROP".to_string())].into_iter().collect();
+    let names = [(12u32, "NETFILTER_DROP".to_string())]
+        .into_iter()
+        .collect();
     let mut map = NetMap::new(NetworkSettings::default(), names);
     connected(&mut map);
     let drop = |src: &str, dst: &str, n: u64| {
@@ -270,12 +341,18 @@ fn drops_go_to_the_edge_of_their_packet_either_way() {
         },
     );
     map.on_reading(
-        &reading(vec![], vec![drop(CLIENT, SERVER, 2), drop(SERVER, CLIENT, 3), other]),
+        &reading(
+            vec![],
+            vec![drop(CLIENT, SERVER, 2), drop(SERVER, CLIENT, 3), other],
+        ),
         2 * S,
     );
     // Counts are cumulative in the kernel: only growth is added.
     let r = map.on_reading(
-        &reading(vec![], vec![drop(CLIENT, SERVER, 2), drop(SERVER, CLIENT, 5), other]),
+        &reading(
+            vec![],
+            vec![drop(CLIENT, SERVER, 2), drop(SERVER, CLIENT, 5), other],
+        ),
         3 * S,
     );
     assert!(r.drops.is_empty(), "changed within two reads: kept");
@@ -287,7 +364,10 @@ fn drops_go_to_the_edge_of_their_packet_either_way() {
     assert_eq!(unattributed, 4);
     // Quiet entries are handed back for deletion.
     let r = map.on_reading(
-        &reading(vec![], vec![drop(CLIENT, SERVER, 2), drop(SERVER, CLIENT, 5), other]),
+        &reading(
+            vec![],
+            vec![drop(CLIENT, SERVER, 2), drop(SERVER, CLIENT, 5), other],
+        ),
         6 * S,
     );
     assert_eq!(r.drops.len(), 3);
@@ -298,7 +378,12 @@ fn records_count_once_per_side_and_prefer_the_server_view() {
     let mut map = NetMap::new(NetworkSettings::default(), Default::default());
     connected(&mut map);
     let info = |role: Role, id: u64| {
-        let ep = |ip: &str, port| Some(Endpoint { ip: ip.into(), port });
+        let ep = |ip: &str, port| {
+            Some(Endpoint {
+                ip: ip.into(),
+                port,
+            })
+        };
         let (local, remote) = if role == Role::Server {
             (ep("10.0.0.1", 80), ep("10.0.0.2", 40000))
         } else {
@@ -339,7 +424,10 @@ fn records_count_once_per_side_and_prefer_the_server_view() {
     assert_eq!(e.total.server_requests, 4);
     assert_eq!(e.total.server_errors, 1, "404 is not a server error");
     assert_eq!(e.total.client_requests, 4);
-    assert_eq!(e.total.client_errors, 2, "the client sees 404 and 503 as errors");
+    assert_eq!(
+        e.total.client_errors, 2,
+        "the client sees 404 and 503 as errors"
+    );
     assert_eq!(e.total.requests(), (4, 1, 4_000_000));
 }
 
@@ -352,7 +440,10 @@ fn unknown_connections_are_oriented_by_listening_port_then_lower_port() {
         ..Default::default()
     };
     map.on_reading(
-        &reading(vec![(flow_key("10.0.0.5:45000", "10.0.0.6:5432"), fs)], vec![]),
+        &reading(
+            vec![(flow_key("10.0.0.5:45000", "10.0.0.6:5432"), fs)],
+            vec![],
+        ),
         S,
     );
     let e = only_edge(&map);
@@ -371,7 +462,14 @@ fn edges_beyond_the_limit_go_to_one_overflow_edge() {
     for (i, port) in [80u16, 81, 82, 83].iter().enumerate() {
         let sock = 100 + i as u64;
         let server = format!("10.0.0.1:{port}");
-        map.on_conn(&state(sock, S, TcpState::CLOSE, TcpState::SYN_SENT, "10.0.0.2:0", &server));
+        map.on_conn(&state(
+            sock,
+            S,
+            TcpState::CLOSE,
+            TcpState::SYN_SENT,
+            "10.0.0.2:0",
+            &server,
+        ));
         map.on_conn(&state(
             sock,
             S + 1,
@@ -401,14 +499,20 @@ fn the_window_forgets_old_trouble() {
         retransmits: 20,
         ..Default::default()
     };
-    map.on_reading(&reading(vec![(flow_key(CLIENT, SERVER), lossy)], vec![]), 2 * S);
+    map.on_reading(
+        &reading(vec![(flow_key(CLIENT, SERVER), lossy)], vec![]),
+        2 * S,
+    );
     assert_eq!(only_edge(&map).status, Status::Critical);
     let quiet = FlowStats {
         rx_segments: 200,
         ..lossy
     };
     for t in 3..12 {
-        map.on_reading(&reading(vec![(flow_key(CLIENT, SERVER), quiet)], vec![]), t * S);
+        map.on_reading(
+            &reading(vec![(flow_key(CLIENT, SERVER), quiet)], vec![]),
+            t * S,
+        );
     }
     let e = only_edge(&map);
     assert_eq!(e.status, Status::Ok, "{:?}", e.reasons);
@@ -421,16 +525,34 @@ fn syn_retransmits_read_before_the_timeout_land_on_the_connects_edge() {
     let mut map = NetMap::new(NetworkSettings::default(), Default::default());
     let hole = "10.0.0.200:80";
     let local = "10.0.0.2:40002";
-    map.on_conn(&state(6, S, TcpState::CLOSE, TcpState::SYN_SENT, "10.0.0.2:0", hole));
+    map.on_conn(&state(
+        6,
+        S,
+        TcpState::CLOSE,
+        TcpState::SYN_SENT,
+        "10.0.0.2:0",
+        hole,
+    ));
     let syn = FlowStats {
         syn_retransmits: 1,
         ..Default::default()
     };
     // The read comes after the first SYN retransmission, before curl gives up.
     map.on_reading(&reading(vec![(flow_key(local, hole), syn)], vec![]), 2 * S);
-    map.on_conn(&state(6, 3 * S, TcpState::SYN_SENT, TcpState::CLOSE, local, hole));
+    map.on_conn(&state(
+        6,
+        3 * S,
+        TcpState::SYN_SENT,
+        TcpState::CLOSE,
+        local,
+        hole,
+    ));
     let r = map.on_reading(&reading(vec![(flow_key(local, hole), syn)], vec![]), 4 * S);
-    assert_eq!(r.flows, vec![flow_key(local, hole)], "read once more, then deleted");
+    assert_eq!(
+        r.flows,
+        vec![flow_key(local, hole)],
+        "read once more, then deleted"
+    );
     let e = only_edge(&map);
     assert_eq!(e.client, "curl@10.0.0.2");
     assert_eq!(e.total.syn_retransmits, 1);
