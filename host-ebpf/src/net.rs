@@ -228,17 +228,25 @@ pub fn sonde_tcp_retransmit(ctx: TracePointContext) -> u32 {
 pub fn sonde_tcp_send_reset(ctx: TracePointContext) -> u32 {
     let rec: [u64; window::TCP_SEND_RESET] = record!(ctx, 1 2 3 4 5 6 7 8 9 10);
     let key = key_from_sockaddrs(&rec, net_off!(send_rst_saddr), net_off!(send_rst_daddr));
+    let state: i32 = field(&rec, net_off!(send_rst_state));
+    let sock = field(&rec, net_off!(send_rst_skaddr));
+    output_reset(&key, sock, syscall::RST_SENT, state as u8);
+    0
+}
+
+/// A reset as a connection event (no process context: softirq or the peer's reset).
+#[inline(always)]
+fn output_reset(key: &FlowKey, sock: u64, kind: u8, old_state: u8) {
     let mut ev = conn_event(EventKind::Reset, 0, -1);
     ev.tgid = 0;
     ev.tid = 0;
-    ev.sock = field(&rec, net_off!(send_rst_skaddr));
-    ev.syscall = syscall::RST_SENT;
-    ev.old_state = field::<i32, { window::TCP_SEND_RESET }>(&rec, net_off!(send_rst_state)) as u8;
+    ev.sock = sock;
+    ev.syscall = kind;
+    ev.old_state = old_state;
     ev.protocol = IPPROTO_TCP;
     ev.local = addr_of(key.family, key.saddr, key.sport);
     ev.peer = addr_of(key.family, key.daddr, key.dport);
     output_conn(&ev);
-    0
 }
 
 /// A reset this host received on a socket (in SYN_SENT: the connect was refused).
@@ -255,15 +263,8 @@ pub fn sonde_tcp_receive_reset(ctx: TracePointContext) -> u32 {
         net_off!(recv_rst_saddr_v6),
         net_off!(recv_rst_daddr_v6),
     );
-    let mut ev = conn_event(EventKind::Reset, 0, -1);
-    ev.tgid = 0;
-    ev.tid = 0;
-    ev.sock = field(&rec, net_off!(recv_rst_skaddr));
-    ev.syscall = syscall::RST_RECEIVED;
-    ev.protocol = IPPROTO_TCP;
-    ev.local = addr_of(key.family, key.saddr, key.sport);
-    ev.peer = addr_of(key.family, key.daddr, key.dport);
-    output_conn(&ev);
+    let sock = field(&rec, net_off!(recv_rst_skaddr));
+    output_reset(&key, sock, syscall::RST_RECEIVED, 0);
     0
 }
 

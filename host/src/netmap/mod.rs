@@ -637,14 +637,8 @@ impl NetMap {
                         Role::Unknown => {}
                     }
                     let key = match conn.role {
-                        Role::Server => ConnKey {
-                            client: remote,
-                            server: local,
-                        },
-                        Role::Client => ConnKey {
-                            client: local,
-                            server: remote,
-                        },
+                        Role::Server => ConnKey::of(Side::Server, local, remote),
+                        Role::Client => ConnKey::of(Side::Client, local, remote),
                         Role::Unknown => match self.find_conn(local, remote) {
                             Some((k, _)) => k,
                             None => {
@@ -738,16 +732,7 @@ impl NetMap {
             Some(found) => found,
             None => {
                 let side = self.infer_side(local, remote);
-                let key = match side {
-                    Side::Client => ConnKey {
-                        client: local,
-                        server: remote,
-                    },
-                    Side::Server => ConnKey {
-                        client: remote,
-                        server: local,
-                    },
-                };
+                let key = ConnKey::of(side, local, remote);
                 self.stats.conns_inferred += 1;
                 // A connect still in progress (SYN retransmits): its process is known.
                 if let Some(a) = self

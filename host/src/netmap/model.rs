@@ -17,6 +17,22 @@ pub enum Side {
     Server,
 }
 
+impl ConnKey {
+    /// The connection of a socket (`local`, `remote`) that is the `side` end.
+    pub fn of(side: Side, local: SocketAddr, remote: SocketAddr) -> ConnKey {
+        match side {
+            Side::Client => ConnKey {
+                client: local,
+                server: remote,
+            },
+            Side::Server => ConnKey {
+                client: remote,
+                server: local,
+            },
+        }
+    }
+}
+
 /// An edge of the map: who calls (process name when known, and address) → which server
 /// address and port. Client ports are not part of it: one edge gathers every connection
 /// between the two.
