@@ -58,7 +58,13 @@ pub struct TraceOptions {
 
 /// Runs until Ctrl-C/SIGTERM; dropping the capture detaches every program.
 pub async fn run(capture_opts: &CaptureOptions, opts: TraceOptions) -> Result<()> {
-    let mut capture = Capture::start(capture_opts)?;
+    // The trace prints events, not the network maps: the network probes only run when TCP
+    // state lines (and with them resets) are asked for.
+    let capture_opts = CaptureOptions {
+        network: capture_opts.network && opts.filter.states,
+        ..capture_opts.clone()
+    };
+    let mut capture = Capture::start(&capture_opts)?;
     let mut printer = Printer::new(opts);
     let mut batch = Vec::with_capacity(1024);
     let mut shutdown = std::pin::pin!(crate::daemon::shutdown_signal());

@@ -190,6 +190,8 @@ fn trace_json_shows_connections_and_data_of_a_port() {
     // The trace attaches asynchronously: run exchanges until one shows up whole.
     let mut lines = Vec::new();
     let mut clients = Vec::new();
+    // Paced, so the clients outlast the attach (a few seconds in a debug build).
+    let mut last_client = std::time::Instant::now() - Duration::from_secs(1);
     let client_pid = wait_until(T, "trace lines for an exchange", || {
         lines.extend(rx.try_iter());
         let complete = |pid: &u32| {
@@ -204,7 +206,8 @@ fn trace_json_shows_connections_and_data_of_a_port() {
         if let Some(pid) = clients.iter().find(|p| complete(p)) {
             return Some(*pid);
         }
-        if clients.len() < 50 {
+        if clients.len() < 200 && last_client.elapsed() >= Duration::from_millis(200) {
+            last_client = std::time::Instant::now();
             let mut c = Peer::spawn(&[
                 "tcp-client",
                 "--connect",
