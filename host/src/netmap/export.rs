@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use sonde_common::net::softirq;
 
 use super::model::{Counters, Histogram, LATENCY_BOUNDS_S, node_id};
-use super::status::{Status, Verdict, judge};
+use super::status::{Status, Verdict};
 use super::{NetMap, NetMapStats};
 
 /// `/api/map`.
@@ -134,7 +134,7 @@ impl NetMap {
                     status,
                     reasons,
                     badness,
-                } = judge(&window, t);
+                } = e.verdict(t);
                 let server_name = self.server_name(k.server_ip, k.server_port).to_string();
                 let client = k.client_node();
                 let server = node_id(&server_name, k.server_ip);
@@ -363,7 +363,7 @@ impl NetMap {
             "# HELP {name} Edge status over the window: 0 ok, 1 warning, 2 critical.\n# TYPE {name} gauge"
         );
         for (l, e) in &rows {
-            let v = judge(&e.window(), t).status as u8;
+            let v = e.verdict(t).status as u8;
             let _ = writeln!(o, "{name}{{{l}}} {v}");
         }
         // Drops: per edge and reason, then the unattributed rest with empty edge labels, so

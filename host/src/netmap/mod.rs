@@ -22,6 +22,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use sonde_analysis::detect::{DetectorConfig, Direction, ResidualDetector};
 use sonde_common::net::{DropKey, DropStats, FlowKey, FlowStats};
 
 use crate::capture::events::{ConnChange, ConnEventKind, Role as SockRole, TcpState};
@@ -30,7 +31,7 @@ use crate::parse::TaggedRecord;
 use sonde_sdk::protocol_parser::{Endpoint, Role, Transport};
 
 use self::model::{ConnKey, Counters, EdgeKey, Histogram, Side};
-use self::status::Thresholds;
+use self::status::{Status, Thresholds, Verdict, judge};
 
 const IPPROTO_TCP: u8 = 6;
 const TCP_LISTEN: u8 = 10;
@@ -160,9 +161,81 @@ pub(crate) struct Edge {
     pub last_active_ns: u64,
     /// Connections of this edge the map follows now.
     pub conns: u64,
+    /// Anomaly detectors on the edge's per-read KPIs, and what they flag now.
+    detectors: Option<Box<EdgeDetectors>>,
+    anomalies: Vec<String>,
+}
+
+/// The analysis engine's streaming detector on each KPI of an edge, fed once per read: what
+/// is unusual for this edge, even below the fixed thresholds (an RTT of 20 ms on an edge that
+/// always had 0.1 ms).
+#[derive(Debug)]
+struct EdgeDetectors {
+    rtt_ms: ResidualDetector,
+    retransmit_ratio: ResidualDetector,
+    error_ratio: ResidualDetector,
+    latency_ms: ResidualDetector,
+}
+
+/// Anomalous this many reads in a row before it is reported (one odd read is noise).
+const ANOMALY_RUN: u32 = 2;
+
+fn detector_config(absolute_floor: f64) -> DetectorConfig {
+    DetectorConfig {
+        absolute_floor,
+        ..DetectorConfig::default()
+    }
 }
 
 impl Edge {
+    /// Feeds one read interval's counts to the detectors.
+    fn detect(&mut self, d: &Counters, t: &Thresholds) {
+        let det = self.detectors.get_or_insert_with(|| {
+            Box::new(EdgeDetectors {
+                rtt_ms: ResidualDetector::new(Direction::Up),
+                retransmit_ratio: ResidualDetector::new(Direction::Up),
+                error_ratio: ResidualDetector::new(Direction::Up),
+                latency_ms: ResidualDetector::new(Direction::Up),
+            })
+        });
+        self.anomalies.clear();
+        let mut check =
+            |d: &mut ResidualDetector, value: f64, floor: f64, what: &str, unit: &str| {
+                let v = d.update(value, &detector_config(floor));
+                if v.anomalous && v.run >= ANOMALY_RUN {
+                    self.anomalies.push(format!(
+                        "{what} {:.3}{unit}, usually {:.3}{unit} (anomaly)",
+                        v.value, v.expected
+                    ));
+                }
+            };
+        // Floors: below 1 ms of RTT or latency, or half a percent of a ratio, a change is
+        // never unusual on its own (loopback RTTs jitter by multiples of themselves).
+        if let Some(rtt) = d.rtt_mean_s() {
+            check(&mut det.rtt_ms, rtt * 1e3, 1.0, "RTT", " ms");
+        }
+        if d.segments() >= t.min_segments {
+            let r = d.retransmits as f64 / d.segments() as f64;
+            check(&mut det.retransmit_ratio, r, 0.005, "retransmit ratio", "");
+        }
+        let (requests, errors, ns) = d.requests();
+        if requests >= t.min_requests {
+            let r = errors as f64 / requests as f64;
+            check(&mut det.error_ratio, r, 0.005, "error ratio", "");
+            let ms = ns as f64 / requests as f64 / 1e6;
+            check(&mut det.latency_ms, ms, 1.0, "request latency", " ms");
+        }
+    }
+
+    /// Status over the window: thresholds, then what the detectors flag (a warning).
+    pub fn verdict(&self, t: &Thresholds) -> Verdict {
+        let mut v = judge(&self.window(), t);
+        for a in &self.anomalies {
+            v.raise(Status::Warning, 1.5, a.clone());
+        }
+        v
+    }
+
     /// Counts over the window: now minus the oldest sample kept.
     pub fn window(&self) -> Counters {
         match self.history.front() {
@@ -884,11 +957,18 @@ impl NetMap {
     /// Window history, lingering connections, idle edges and stale bookkeeping.
     fn age(&mut self, now: u64) {
         let window_ns = self.settings.window_s * 1_000_000_000;
+        let thresholds = &self.settings.thresholds;
         for edge in self.edges.values_mut() {
             if edge.history.is_empty() {
                 // A new edge: everything it counted so far is in its first window.
                 edge.history.push_back((now, Counters::default()));
             }
+            let previous = edge
+                .history
+                .back()
+                .map_or_else(Counters::default, |(_, c)| *c);
+            let interval = edge.counters.since(&previous);
+            edge.detect(&interval, thresholds);
             edge.history.push_back((now, edge.counters));
             // Keep the newest sample at or before the window's start as the base.
             while edge.history.len() >= 2 && edge.history[1].0 + window_ns <= now {

@@ -76,7 +76,7 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    fn raise(&mut self, status: Status, severity: f64, reason: String) {
+    pub(crate) fn raise(&mut self, status: Status, severity: f64, reason: String) {
         let level = match status {
             Status::Ok => 0.0,
             Status::Warning => 1.0,

@@ -561,3 +561,40 @@ fn syn_retransmits_read_before_the_timeout_land_on_the_connects_edge() {
     map.on_reading(&reading(vec![], vec![]), 20 * S);
     assert_eq!(only_edge(&map).connections, 0, "forgotten after the linger");
 }
+
+#[test]
+fn the_anomaly_detector_flags_what_is_unusual_for_an_edge_below_the_thresholds() {
+    let mut map = NetMap::new(NetworkSettings::default(), Default::default());
+    connected(&mut map);
+    let mut fs = FlowStats::default();
+    let mut read = |map: &mut NetMap, t: u64, srtt_us: u32| {
+        fs.rx_segments += 50;
+        fs.srtt_us = srtt_us;
+        map.on_reading(
+            &reading(vec![(flow_key(CLIENT, SERVER), fs)], vec![]),
+            t * S,
+        );
+    };
+    // 30 reads at 2 ms, with a little jitter: normal for this edge.
+    for t in 2..32 {
+        read(&mut map, t, 2000 + (t as u32 % 3) * 100);
+    }
+    assert_eq!(only_edge(&map).status, Status::Ok);
+    // 20 ms: far below the 50 ms warning threshold, but ten times this edge's usual.
+    read(&mut map, 32, 20_000);
+    assert_eq!(
+        only_edge(&map).status,
+        Status::Ok,
+        "one odd read is not reported"
+    );
+    read(&mut map, 33, 20_000);
+    let e = only_edge(&map);
+    assert_eq!(e.status, Status::Warning, "{:?}", e.reasons);
+    assert!(
+        e.reasons
+            .iter()
+            .any(|r| r.contains("RTT") && r.contains("anomaly")),
+        "{:?}",
+        e.reasons
+    );
+}
