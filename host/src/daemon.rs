@@ -56,12 +56,7 @@ pub async fn run(config: Config) -> Result<()> {
         red: Mutex::new(Red::new(&config.metrics.red_settings())),
         network: Mutex::new(NetworkView::default()),
     });
-    let mut netmap = NetMap::new(
-        config.network.clone(),
-        crate::capture::tracefs::ensure_mounted()
-            .map(|root| crate::capture::net::drop_reason_names(&root))
-            .unwrap_or_default(),
-    );
+    let mut netmap = NetMap::new(config.network.clone(), capture.drop_reason_names().clone());
     netmap.set_probes_missing(capture.net_missing().to_vec());
     let mut net_reading = NetReading::default();
     let mut net_ticker =
@@ -180,9 +175,10 @@ fn read_network(
     reading: &mut NetReading,
     shared: &State,
 ) {
-    if capture.read_net(reading) {
-        let removals = netmap.on_reading(reading, monotonic_now_ns());
-        if let Some(maps) = capture.net_maps() {
+    match capture.net_maps() {
+        Some(maps) => {
+            maps.read(reading);
+            let removals = netmap.on_reading(reading, monotonic_now_ns());
             for k in &removals.flows {
                 maps.remove_flow(k);
             }
@@ -190,9 +186,10 @@ fn read_network(
                 maps.remove_drop(k);
             }
         }
-    } else {
         // Probes off: state changes and records still make edges.
-        netmap.on_reading(&NetReading::default(), monotonic_now_ns());
+        None => {
+            netmap.on_reading(&NetReading::default(), monotonic_now_ns());
+        }
     }
     let mut prometheus = String::with_capacity(16 << 10);
     netmap.render_prometheus(&mut prometheus);

@@ -479,13 +479,10 @@ impl Red {
         } else {
             ""
         };
-        let error_type: Option<&str> = if r.status() > 0 && http {
-            let bad = if server {
-                r.status() >= 500
-            } else {
-                r.status() >= 400
-            };
-            bad.then_some(status)
+        let error_type: Option<&str> = if !r.is_error(server) {
+            None
+        } else if r.status() > 0 && http {
+            Some(status)
         } else {
             r.error()
         };

@@ -18,7 +18,7 @@ use sonde_common::{self as abi, Offsets};
 use tokio::io::unix::AsyncFd;
 
 use self::events::{DecodeError, Event};
-use self::net::{NET_ATTACHMENTS, NetMaps, NetReading};
+use self::net::{NET_ATTACHMENTS, NetMaps};
 
 /// The eBPF object built by build.rs.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sonde-ebpf.o"));
@@ -170,6 +170,8 @@ pub struct Capture {
     net: Option<NetMaps>,
     /// Network probes that could not be attached (tracepoint missing, verifier refusal).
     net_missing: Vec<String>,
+    /// `enum skb_drop_reason` names of this kernel (empty when the probes are off).
+    drop_reason_names: std::collections::HashMap<u32, String>,
     decode_errors: u64,
     attached: usize,
     poll_interval: std::time::Duration,
@@ -252,10 +254,13 @@ impl Capture {
         } else if opts.network {
             net_missing.extend(NET_ATTACHMENTS.iter().map(|(_, c, n)| format!("{c}:{n}")));
         }
-        let net = if net_offsets.is_some() {
-            Some(NetMaps::take(&mut ebpf)?)
+        let (net, drop_reason_names) = if net_offsets.is_some() {
+            (
+                Some(NetMaps::take(&mut ebpf)?),
+                net::drop_reason_names(&root),
+            )
         } else {
-            None
+            (None, Default::default())
         };
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS")?)?;
         let stats = PerCpuArray::try_from(ebpf.take_map("STATS").context("map STATS")?)?;
@@ -276,6 +281,7 @@ impl Capture {
             verdicts,
             net,
             net_missing,
+            drop_reason_names,
             decode_errors: 0,
             attached,
             poll_interval: std::time::Duration::from_millis(opts.poll_interval_ms),
@@ -284,20 +290,15 @@ impl Capture {
         })
     }
 
-    /// Reads the network probes' maps; false when the probes are off.
-    pub fn read_net(&self, out: &mut NetReading) -> bool {
-        match &self.net {
-            Some(n) => {
-                n.read(out);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// The network probes' maps, to delete entries that were read for the last time.
+    /// The network probes' maps (None when the probes are off): to read them, and to delete
+    /// entries that were read for the last time.
     pub fn net_maps(&mut self) -> Option<&mut NetMaps> {
         self.net.as_mut()
+    }
+
+    /// Drop reason names of this kernel, from kfree_skb's format (empty: probes off).
+    pub fn drop_reason_names(&self) -> &std::collections::HashMap<u32, String> {
+        &self.drop_reason_names
     }
 
     /// Network probes that are not running (`category:name`).

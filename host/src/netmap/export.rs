@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 use sonde_common::net::softirq;
 
-use super::model::{Counters, Histogram, LATENCY_BOUNDS_S, node_id};
+use super::model::{Counters, Histogram, LATENCY_BOUNDS_S};
 use super::status::{Status, Verdict};
 use super::{NetMap, NetMapStats};
 
@@ -137,7 +137,7 @@ impl NetMap {
                 } = e.verdict(t);
                 let server_name = self.server_name(k.server_ip, k.server_port).to_string();
                 let client = k.client_node();
-                let server = node_id(&server_name, k.server_ip);
+                let server = self.server_node(k);
                 EdgeView {
                     id: format!("{client} -> {server}:{}", k.server_port),
                     client,
@@ -233,7 +233,7 @@ impl NetMap {
         let mut rows: Vec<(String, &super::Edge)> = self
             .edges()
             .map(|(k, e)| {
-                let server = node_id(self.server_name(k.server_ip, k.server_port), k.server_ip);
+                let server = self.server_node(k);
                 let labels = format!(
                     "client=\"{}\",server=\"{}\",server_port=\"{}\"",
                     esc(&k.client_node()),
@@ -245,39 +245,32 @@ impl NetMap {
             .collect();
         rows.sort_by(|a, b| a.0.cmp(&b.0));
         type Get = fn(&Counters) -> u64;
-        let simple: [(&str, &str, &str, Get); 5] = [
+        let simple: [(&str, &str, Get); 5] = [
             (
                 "sonde_tcp_connects_total",
-                "",
                 "TCP connects that reached ESTABLISHED, seen from the client's socket.",
                 |c| c.connects,
             ),
             (
                 "sonde_tcp_accepts_total",
-                "",
                 "TCP connections established on the server's socket.",
                 |c| c.accepts,
             ),
-            (
-                "sonde_tcp_closes_total",
-                "",
-                "TCP connections closed.",
-                |c| c.closes,
-            ),
+            ("sonde_tcp_closes_total", "TCP connections closed.", |c| {
+                c.closes
+            }),
             (
                 "sonde_tcp_retransmits_total",
-                "",
                 "TCP segments retransmitted once established, by either end.",
                 |c| c.retransmits,
             ),
             (
                 "sonde_tcp_syn_retransmits_total",
-                "",
                 "SYNs retransmitted while connecting.",
                 |c| c.syn_retransmits,
             ),
         ];
-        for (name, _, help, get) in simple {
+        for (name, help, get) in simple {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
             for (l, e) in &rows {
                 let _ = writeln!(o, "{name}{{{l}}} {}", get(&e.counters));

@@ -116,7 +116,6 @@ impl NetworkSettings {
 struct Attempt {
     start_ns: u64,
     comm: String,
-    pid: u32,
     client_ip: IpAddr,
     server: SocketAddr,
 }
@@ -288,8 +287,8 @@ pub struct NetMap {
     attempt_dests: HashMap<(IpAddr, SocketAddr), u64>,
     /// Sockets that received a reset while connecting (consumed by their CLOSE).
     reset_while_connecting: HashSet<u64>,
-    /// Local client address → process (name, pid), from connects.
-    client_names: HashMap<SocketAddr, (String, u32)>,
+    /// Local client address → process name, from connects.
+    client_names: HashMap<SocketAddr, String>,
     /// Server address → process name, from accepts and listens; the wildcard table is by port
     /// for listeners on 0.0.0.0 / ::.
     servers: HashMap<SocketAddr, String>,
@@ -367,9 +366,7 @@ impl NetMap {
                 if let (Some(local), Some(_)) = (c.local, c.peer) {
                     match c.role {
                         SockRole::Server => self.name_server(local, &c.task.comm),
-                        SockRole::Client => {
-                            self.name_client(local, &c.task.comm, c.task.tgid);
-                        }
+                        SockRole::Client => self.name_client(local, &c.task.comm),
                         SockRole::Unknown => {}
                     }
                 }
@@ -392,14 +389,19 @@ impl NetMap {
         }
     }
 
-    fn name_client(&mut self, addr: SocketAddr, comm: &str, pid: u32) {
+    fn name_client(&mut self, addr: SocketAddr, comm: &str) {
         if comm.is_empty() {
             return;
         }
         if self.client_names.len() >= MAX_NAMES {
             self.client_names.clear();
         }
-        self.client_names.insert(addr, (comm.to_string(), pid));
+        self.client_names.insert(addr, comm.to_string());
+    }
+
+    /// The server node of an edge: `name@ip`, or the address when no process is known.
+    pub(crate) fn server_node(&self, k: &EdgeKey) -> String {
+        model::node_id(self.server_name(k.server_ip, k.server_port), k.server_ip)
     }
 
     /// The process serving `addr`, if known ("" otherwise).
@@ -433,7 +435,6 @@ impl NetMap {
                     Attempt {
                         start_ns: ts,
                         comm: c.task.comm.clone(),
-                        pid: c.task.tgid,
                         client_ip: local.ip(),
                         server: peer,
                     },
@@ -444,13 +445,9 @@ impl NetMap {
                 let attempt = self.take_attempt(c.sock);
                 self.reset_while_connecting.remove(&c.sock);
                 if let Some(a) = &attempt {
-                    self.name_client(local, &a.comm.clone(), a.pid);
+                    self.name_client(local, &a.comm);
                 }
-                let key = ConnKey {
-                    client: local,
-                    server: peer,
-                };
-                let Some(conn) = self.fresh_conn(key, ts) else {
+                let Some(conn) = self.fresh_conn(ConnKey::of(Side::Client, local, peer), ts) else {
                     return;
                 };
                 conn.client_open = true;
@@ -467,18 +464,16 @@ impl NetMap {
             (TcpState::SYN_SENT, TcpState::CLOSE) => {
                 let attempt = self.take_attempt(c.sock);
                 let refused = self.reset_while_connecting.remove(&c.sock);
-                let (name, client_ip) = match &attempt {
-                    Some(a) => (a.comm.clone(), a.client_ip),
-                    None => (String::new(), local.ip()),
-                };
-                // The local address may be unset if the connect failed before routing.
-                let client_ip = if local.ip().is_unspecified() {
-                    client_ip
-                } else {
-                    local.ip()
+                // The local address may be unset if the connect failed before routing: then
+                // the one the attempt started with.
+                let client_ip = match &attempt {
+                    Some(a) if local.ip().is_unspecified() => a.client_ip,
+                    _ => local.ip(),
                 };
                 let key = self.edge_key(EdgeKey {
-                    client_name: name,
+                    client_name: attempt
+                        .as_ref()
+                        .map_or_else(String::new, |a| a.comm.clone()),
                     client_ip,
                     server_ip: peer.ip(),
                     server_port: peer.port(),
@@ -487,7 +482,7 @@ impl NetMap {
                 if let Some(a) = &attempt
                     && local.port() != 0
                 {
-                    self.name_client(local, &a.comm.clone(), a.pid);
+                    self.name_client(local, &a.comm);
                 }
                 self.on_socket_closed(local, peer, ts, false);
                 let lasted = attempt.map_or(0, |a| ts.saturating_sub(a.start_ns));
@@ -502,10 +497,7 @@ impl NetMap {
                 edge.last_active_ns = ts;
             }
             (TcpState::SYN_RECV, TcpState::ESTABLISHED) => {
-                let key = ConnKey {
-                    client: peer,
-                    server: local,
-                };
+                let key = ConnKey::of(Side::Server, local, peer);
                 // The client's side, when local, came first (it is established before it
                 // acknowledges the server's SYN-ACK): keep its entry.
                 let existing = self
@@ -588,21 +580,10 @@ impl NetMap {
 
     /// The connection a local socket (local, remote) belongs to, and which end it is.
     fn find_conn(&self, local: SocketAddr, remote: SocketAddr) -> Option<(ConnKey, Side)> {
-        let as_client = ConnKey {
-            client: local,
-            server: remote,
-        };
-        if self.conns.contains_key(&as_client) {
-            return Some((as_client, Side::Client));
-        }
-        let as_server = ConnKey {
-            client: remote,
-            server: local,
-        };
-        if self.conns.contains_key(&as_server) {
-            return Some((as_server, Side::Server));
-        }
-        None
+        [Side::Client, Side::Server]
+            .into_iter()
+            .map(|side| (ConnKey::of(side, local, remote), side))
+            .find(|(key, _)| self.conns.contains_key(key))
     }
 
     /// Guesses which end a socket of an unknown connection is: a known server address first,
@@ -656,7 +637,7 @@ impl NetMap {
         let name = self
             .client_names
             .get(&key.client)
-            .map(|(n, _)| n.clone())
+            .cloned()
             .unwrap_or_default();
         let edge = self.edge_key(EdgeKey {
             client_name: name,
@@ -706,7 +687,7 @@ impl NetMap {
                     // Records name the processes on both ends of what they parsed.
                     match conn.role {
                         Role::Server => self.name_server(local, &conn.comm),
-                        Role::Client => self.name_client(local, &conn.comm, conn.pid),
+                        Role::Client => self.name_client(local, &conn.comm),
                         Role::Unknown => {}
                     }
                     let key = match conn.role {
@@ -743,11 +724,7 @@ impl NetMap {
             };
             let rec = &r.record;
             let server = conn.role == Role::Server;
-            let error = if rec.status() > 0 && rec.protocol() == "http" {
-                rec.status() >= if server { 500 } else { 400 }
-            } else {
-                rec.error().is_some()
-            };
+            let error = rec.is_error(server);
             let ns = if rec.response_ts_ns() >= rec.request_ts_ns() && rec.request_ts_ns() > 0 {
                 rec.response_ts_ns() - rec.request_ts_ns()
             } else {
@@ -813,8 +790,8 @@ impl NetMap {
                     .get(&(key.client.ip(), key.server))
                     .and_then(|s| self.attempts.get(s))
                 {
-                    let (comm, pid) = (a.comm.clone(), a.pid);
-                    self.name_client(key.client, &comm, pid);
+                    let comm = a.comm.clone();
+                    self.name_client(key.client, &comm);
                 }
                 let Some(conn) = self.fresh_conn(key, now) else {
                     return;

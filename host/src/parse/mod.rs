@@ -151,6 +151,16 @@ impl Record {
         }
     }
 
+    /// Whether the record is a failure as seen from its side (OpenTelemetry's rule for HTTP:
+    /// 5xx on the server side, ≥ 400 on the client side; otherwise the parser's error).
+    pub fn is_error(&self, server: bool) -> bool {
+        if self.status() > 0 && self.protocol() == "http" {
+            self.status() >= if server { 500 } else { 400 }
+        } else {
+            self.error().is_some()
+        }
+    }
+
     pub fn attr(&self, key: &str) -> Option<&str> {
         match self {
             Record::Owned(r) => r.attr(key),
