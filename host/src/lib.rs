@@ -4,6 +4,7 @@ pub mod analyze;
 pub mod capture;
 pub mod config;
 pub mod conntrack;
+pub mod correlate;
 pub mod daemon;
 pub mod map_view;
 pub mod metrics;

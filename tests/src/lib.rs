@@ -8,6 +8,7 @@
 pub mod collector;
 pub mod dblab;
 pub mod httplab;
+pub mod kubeapi;
 pub mod netlab;
 mod netns;
 mod paths;
