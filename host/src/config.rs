@@ -17,6 +17,8 @@ pub struct Config {
     pub metrics: MetricsSettings,
     pub plugins: PluginsConfig,
     pub network: crate::netmap::NetworkSettings,
+    pub correlation: crate::correlate::CorrelationSettings,
+    pub kubernetes: crate::correlate::k8s::KubernetesSettings,
 }
 
 /// Reassembly and connection tracking (`[streams]`).
@@ -74,6 +76,8 @@ pub struct MetricsSettings {
     pub slow_query_ms: u64,
     /// Entries the slow-query log keeps.
     pub slow_query_log: usize,
+    /// Records `/api/records` keeps (the latest).
+    pub record_log: usize,
 }
 
 impl Default for MetricsSettings {
@@ -85,6 +89,7 @@ impl Default for MetricsSettings {
             route_templates: red.route_templates,
             slow_query_ms: red.slow_query_ms,
             slow_query_log: red.slow_query_log,
+            record_log: 1024,
         }
     }
 }

@@ -11,6 +11,8 @@ use crate::capture::reassembly::{GapReason, SegmentBody};
 use crate::capture::{Capture, monotonic_now_ns};
 use crate::config::Config;
 use crate::conntrack::{ConnTracker, StreamEvent};
+use crate::correlate::Correlator;
+use crate::correlate::k8s::KubeWatch;
 use crate::metrics::{self, NetworkView, Snapshot, State};
 use crate::netmap::NetMap;
 use crate::parse::dispatch::Dispatch;
@@ -18,6 +20,7 @@ use crate::parse::router::{Router, RouterConfig};
 use crate::parse::slot::ParserSlot;
 use crate::parse::{ParserBackend, TaggedRecord};
 use crate::plugin::parsers;
+use crate::records::RecordLog;
 use crate::red::Red;
 
 /// How often reorder holes and closed connections are aged and metrics refreshed.
@@ -51,13 +54,29 @@ pub async fn run(config: Config) -> Result<()> {
     config.network.validate()?;
     let mut capture = Capture::start(&config.capture)?;
     let mut tracker = ConnTracker::new(config.streams.tracker_config());
+    let correlator = Arc::new(start_correlation(&config).await);
+    let labels = correlator.clone();
+    router.set_labeler(Box::new(move |c| {
+        labels.conn_labels(c.task.tgid, &c.task.comm, c.peer.map(|a| a.ip()))
+    }));
+    tokio::spawn(scan_loop(correlator.clone()));
     let shared = Arc::new(State {
         snapshot: Mutex::new(Snapshot::default()),
         red: Mutex::new(Red::new(&config.metrics.red_settings())),
         network: Mutex::new(NetworkView::default()),
+        records: Mutex::new(RecordLog::new(config.metrics.record_log)),
+        correlator: Some(correlator.clone()),
     });
     let mut netmap = NetMap::new(config.network.clone(), capture.drop_reason_names().clone());
     netmap.set_probes_missing(capture.net_missing().to_vec());
+    let by_ip = correlator.clone();
+    netmap.set_ip_labeler(Box::new(move |ip| {
+        let mut labels = Vec::new();
+        if let Some(id) = by_ip.identity_of_ip(ip) {
+            id.push_labels("", &mut labels);
+        }
+        labels
+    }));
     let mut net_reading = NetReading::default();
     let mut net_ticker =
         tokio::time::interval(Duration::from_millis(config.network.read_interval_ms));
@@ -131,6 +150,42 @@ pub async fn run(config: Config) -> Result<()> {
     Ok(())
 }
 
+/// The correlation layer: processes and containers from /proc, and Kubernetes watchers when
+/// there is a cluster. A cluster that cannot be reached is a log line, not a failure: labels
+/// then come from cgroups and /proc alone.
+async fn start_correlation(config: &Config) -> Correlator {
+    let node = config.kubernetes.node_name();
+    let kube = match config.kubernetes.client().await {
+        Ok(Some(client)) => {
+            tracing::info!(node = %node, "Kubernetes metadata: watching this node's pods, and services, endpoint slices, nodes");
+            Some(KubeWatch::spawn(client, node.clone()))
+        }
+        Ok(None) => {
+            tracing::info!(
+                "no Kubernetes cluster (not in a pod, no kubeconfig): labels from cgroups and /proc only"
+            );
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = format!("{e:#}"), "Kubernetes metadata unavailable: labels from cgroups and /proc only");
+            None
+        }
+    };
+    Correlator::new(config.correlation.clone(), node, kube)
+}
+
+/// Scan processes and read container usage every `scan_interval_ms`, off the capture loop.
+async fn scan_loop(correlator: Arc<Correlator>) {
+    let mut ticker = tokio::time::interval(correlator.scan_interval());
+    loop {
+        ticker.tick().await;
+        let c = correlator.clone();
+        if tokio::task::spawn_blocking(move || c.scan()).await.is_err() {
+            tracing::warn!("correlation scan panicked");
+        }
+    }
+}
+
 /// What the loop carries between iterations.
 #[derive(Default)]
 struct LoopState {
@@ -153,6 +208,9 @@ impl LoopState {
         if !self.records.is_empty() {
             if let Ok(mut red) = shared.red.lock() {
                 red.record_all(&self.records);
+            }
+            if let Ok(mut log) = shared.records.lock() {
+                log.push_all(&self.records);
             }
             netmap.on_records(&self.records, monotonic_now_ns());
             self.records.clear();

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod netmap;
 pub mod parse;
 pub mod plugin;
+pub mod records;
 pub mod red;
 pub mod scaffold;
 pub mod top;

@@ -149,6 +149,16 @@ struct RunArgs {
     /// Do not run the network-quality probes (`[capture] network = false`).
     #[arg(long)]
     no_network: bool,
+    /// Kubernetes metadata from this kubeconfig (`[kubernetes] kubeconfig`).
+    #[arg(long, conflicts_with = "no_kubernetes")]
+    kubeconfig: Option<PathBuf>,
+    /// This node's name in Kubernetes (`[kubernetes] node_name`; default `$NODE_NAME`, then
+    /// the host name).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// No Kubernetes metadata: labels from cgroups and /proc only (`[kubernetes] mode = "off"`).
+    #[arg(long)]
+    no_kubernetes: bool,
 }
 
 #[derive(Args, Debug)]
@@ -209,6 +219,16 @@ fn main() -> Result<()> {
             }
             if args.no_network {
                 config.capture.network = false;
+            }
+            if let Some(path) = args.kubeconfig {
+                config.kubernetes.kubeconfig = Some(path);
+                config.kubernetes.mode = sonde::correlate::k8s::KubeMode::Kubeconfig;
+            }
+            if args.node_name.is_some() {
+                config.kubernetes.node_name = args.node_name;
+            }
+            if args.no_kubernetes {
+                config.kubernetes.mode = sonde::correlate::k8s::KubeMode::Off;
             }
             if let Some(listen) = args.metrics_listen {
                 config.metrics.listen = match listen.as_str() {

@@ -42,6 +42,10 @@ pub struct State {
     pub red: Mutex<Red>,
     /// The network map as of its last read: topology (`/api/map`) and its Prometheus text.
     pub network: Mutex<NetworkView>,
+    /// The latest records (`/api/records`).
+    pub records: Mutex<crate::records::RecordLog>,
+    /// Containers and their usage, Kubernetes watch status (`/api/containers`).
+    pub correlator: Option<Arc<crate::correlate::Correlator>>,
 }
 
 /// What the daemon loop publishes of the network map after each read.
@@ -53,17 +57,71 @@ pub struct NetworkView {
 
 pub type Shared = Arc<State>;
 
-/// The full exposition: RED metrics, then health.
+/// The full exposition: RED metrics, network, containers, then health.
 pub fn render_all(state: &State) -> String {
+    render_format(state, false)
+}
+
+/// The exposition in the Prometheus text format, or in OpenMetrics (with exemplars on the
+/// latency histograms, which the Prometheus format cannot carry).
+pub fn render_format(state: &State, openmetrics: bool) -> String {
     let mut o = String::with_capacity(16 << 10);
     if let Ok(red) = state.red.lock() {
-        red.render(&mut o);
+        red.render_with(&mut o, openmetrics);
     }
     if let Ok(net) = state.network.lock() {
         o.push_str(&net.prometheus);
     }
+    if let Some(c) = &state.correlator {
+        c.render_prometheus(&mut o);
+    }
     let snap = state.snapshot.lock().map(|s| s.clone()).unwrap_or_default();
     o.push_str(&render(&snap));
+    if let Ok(r) = state.records.lock() {
+        let _ = writeln!(
+            o,
+            "# HELP sonde_records_total Request records the parsers returned.\n# TYPE sonde_records_total counter\nsonde_records_total {}",
+            r.total
+        );
+    }
+    if openmetrics { to_openmetrics(&o) } else { o }
+}
+
+/// Whether a request head asks for OpenMetrics (`Accept: application/openmetrics-text`), as
+/// Prometheus does when it may store exemplars.
+fn wants_openmetrics(head: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(head).to_ascii_lowercase();
+    text.lines()
+        .any(|l| l.starts_with("accept:") && l.contains("application/openmetrics-text"))
+}
+
+/// Prometheus text → OpenMetrics: a counter family is named without its `_total` suffix
+/// (its samples keep it), a counter whose samples lack the suffix becomes `unknown`, and the
+/// exposition ends with `# EOF`.
+pub fn to_openmetrics(text: &str) -> String {
+    let mut o = String::with_capacity(text.len() + 16);
+    for line in text.lines() {
+        let mut parts = line.splitn(4, ' ');
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some("#"), Some(kw @ ("HELP" | "TYPE")), Some(name), rest) => {
+                let counter_total = name.ends_with("_total")
+                    && text.contains(&format!("# TYPE {name} counter"));
+                let rest = rest.unwrap_or("");
+                let (name, rest) = match (kw, counter_total) {
+                    (_, true) => (name.trim_end_matches("_total"), rest),
+                    ("TYPE", false) if rest == "counter" => (name, "unknown"),
+                    ("TYPE", false) if rest == "untyped" => (name, "unknown"),
+                    _ => (name, rest),
+                };
+                let _ = writeln!(o, "# {kw} {name} {rest}");
+            }
+            _ => {
+                o.push_str(line);
+                o.push('\n');
+            }
+        }
+    }
+    o.push_str("# EOF\n");
     o
 }
 
@@ -340,6 +398,18 @@ fn counter_per_cpu(o: &mut String, name: &str, help: &str, s: &Snapshot, kinds: 
     }
 }
 
+/// A query parameter of the request line (`GET /path?k=v&… HTTP/1.1`).
+fn query_param(head: &[u8], key: &str) -> Option<String> {
+    let line = head.split(|b| *b == b'\r').next()?;
+    let target = std::str::from_utf8(line).ok()?.split(' ').nth(1)?;
+    let (_, query) = target.split_once('?')?;
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v.to_string())
+}
+
 /// Bind the endpoint (so a taken port is a start-up error, not a silent background one).
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
     let listener = TcpListener::bind(addr)
@@ -364,8 +434,8 @@ pub async fn serve(listener: TcpListener, shared: Shared) -> Result<()> {
         };
         let shared = shared.clone();
         tokio::spawn(async move {
-            // The request head, however the client split its writes (up to 1 KiB, 5 s).
-            let mut buf = [0u8; 1024];
+            // The request head, however the client split its writes (up to 4 KiB, 5 s).
+            let mut buf = [0u8; 4096];
             let mut n = 0;
             let read_head = async {
                 while n < buf.len() && !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
@@ -384,7 +454,34 @@ pub async fn serve(listener: TcpListener, shared: Shared) -> Result<()> {
             let req = &buf[..n];
             let (status, kind, body) =
                 if req.starts_with(b"GET /metrics ") || req.starts_with(b"GET /metrics?") {
-                    ("200 OK", "text/plain; version=0.0.4", render_all(&shared))
+                    if wants_openmetrics(req) {
+                        (
+                            "200 OK",
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            render_format(&shared, true),
+                        )
+                    } else {
+                        ("200 OK", "text/plain; version=0.0.4", render_all(&shared))
+                    }
+                } else if req.starts_with(b"GET /api/records") {
+                    let limit = query_param(req, "limit")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(100usize);
+                    let records = shared
+                        .records
+                        .lock()
+                        .map(|r| r.latest(limit))
+                        .unwrap_or_default();
+                    let json = serde_json::to_string(&records).unwrap_or_else(|_| "[]".into());
+                    ("200 OK", "application/json", json)
+                } else if req.starts_with(b"GET /api/containers ") {
+                    let rows = shared
+                        .correlator
+                        .as_ref()
+                        .map(|c| c.containers())
+                        .unwrap_or_default();
+                    let json = serde_json::to_string(&rows).unwrap_or_else(|_| "[]".into());
+                    ("200 OK", "application/json", json)
                 } else if req.starts_with(b"GET /api/slow-queries ") {
                     let slow = shared
                         .red
@@ -409,7 +506,7 @@ pub async fn serve(listener: TcpListener, shared: Shared) -> Result<()> {
                     (
                         "404 Not Found",
                         "text/plain",
-                        "try /metrics, /api/series, /api/map or /api/slow-queries\n".to_string(),
+                        "try /metrics, /api/series, /api/map, /api/records, /api/containers or /api/slow-queries\n".to_string(),
                     )
                 };
             let head = format!(

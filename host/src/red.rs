@@ -149,6 +149,39 @@ pub struct Series {
     /// Cumulative at rendering only; stored per bucket (+Inf last).
     pub buckets: [u64; BUCKETS.len() + 1],
     pub sketch: Box<[u32; SKETCH_BUCKETS]>,
+    /// Per bucket, the latest request that carried a trace context (allocated on the first).
+    pub exemplars: Option<Box<[Option<Exemplar>; BUCKETS.len() + 1]>>,
+}
+
+/// A traced request in a histogram bucket: an OpenMetrics exemplar, so a latency spike in a
+/// dashboard links to a trace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exemplar {
+    pub trace_id: String,
+    pub span_id: String,
+    pub seconds: f64,
+    /// Wall-clock time it was recorded (Unix seconds).
+    pub unix_s: f64,
+}
+
+impl Exemplar {
+    pub fn new(t: crate::correlate::trace_context::TraceContext, ns: u64) -> Self {
+        Self {
+            trace_id: t.trace_id,
+            span_id: t.span_id,
+            seconds: ns as f64 / 1e9,
+            unix_s: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+        }
+    }
+}
+
+fn bucket_of(secs: f64) -> usize {
+    BUCKETS
+        .iter()
+        .position(|le| secs <= *le)
+        .unwrap_or(BUCKETS.len())
 }
 
 impl Default for Series {
@@ -159,6 +192,7 @@ impl Default for Series {
             sum_ns: 0,
             buckets: [0; BUCKETS.len() + 1],
             sketch: Box::new([0; SKETCH_BUCKETS]),
+            exemplars: None,
         }
     }
 }
@@ -202,14 +236,14 @@ impl Series {
         self.count += 1;
         self.errors += u64::from(error);
         self.sum_ns += u128::from(ns);
-        let secs = ns as f64 / 1e9;
-        let b = BUCKETS
-            .iter()
-            .position(|le| secs <= *le)
-            .unwrap_or(BUCKETS.len());
-        self.buckets[b] += 1;
+        self.buckets[bucket_of(ns as f64 / 1e9)] += 1;
         let s = &mut self.sketch[sketch_index(ns)];
         *s = s.saturating_add(1);
+    }
+
+    fn set_exemplar(&mut self, e: Exemplar) {
+        let b = bucket_of(e.seconds);
+        self.exemplars.get_or_insert_with(Default::default)[b] = Some(e);
     }
 }
 
@@ -250,29 +284,60 @@ impl Template {
     }
 }
 
-const HTTP_SERVER_KEYS: [&str; 9] = [
+/// Who made or served the request: the correlation layer's labels of the observed process,
+/// and the service and namespace of the other end (bounded: no peer pod names).
+pub const IDENTITY_KEYS: [&str; ID] = [
+    "service_name",
+    "k8s_namespace_name",
+    "k8s_pod_name",
+    "k8s_pod_uid",
+    "k8s_node_name",
+    "k8s_container_name",
+    "container_id",
+    "k8s_deployment_name",
+    "k8s_statefulset_name",
+    "k8s_daemonset_name",
+    "k8s_replicaset_name",
+    "k8s_job_name",
+    "k8s_cronjob_name",
+    "peer_service_name",
+    "peer_k8s_namespace_name",
+];
+const ID: usize = 15;
+
+/// A metric's own keys followed by [`IDENTITY_KEYS`].
+const fn with_identity<const N: usize, const M: usize>(own: [&'static str; N]) -> [&'static str; M] {
+    assert!(M == N + ID);
+    let mut out = [""; M];
+    let mut i = 0;
+    while i < N {
+        out[i] = own[i];
+        i += 1;
+    }
+    while i < M {
+        out[i] = IDENTITY_KEYS[i - N];
+        i += 1;
+    }
+    out
+}
+
+const HTTP_SERVER_KEYS: [&str; 6 + ID] = with_identity([
     "http_request_method",
     "http_route",
     "http_response_status_code",
     "error_type",
     "server_address",
     "server_port",
-    "service",
-    "namespace",
-    "pod",
-];
-const HTTP_CLIENT_KEYS: [&str; 9] = [
+]);
+const HTTP_CLIENT_KEYS: [&str; 6 + ID] = with_identity([
     "http_request_method",
     "url_template",
     "http_response_status_code",
     "error_type",
     "server_address",
     "server_port",
-    "service",
-    "namespace",
-    "pod",
-];
-const OTHER_KEYS: [&str; 10] = [
+]);
+const OTHER_KEYS: [&str; 7 + ID] = with_identity([
     "protocol",
     "side",
     "operation",
@@ -280,33 +345,46 @@ const OTHER_KEYS: [&str; 10] = [
     "error_type",
     "server_address",
     "server_port",
-    "service",
-    "namespace",
-    "pod",
-];
-const DB_CLIENT_KEYS: [&str; 9] = [
+]);
+const DB_CLIENT_KEYS: [&str; 6 + ID] = with_identity([
     "db_system_name",
     "db_operation_name",
     "db_response_status_code",
     "error_type",
     "server_address",
     "server_port",
-    "service",
-    "namespace",
-    "pod",
-];
-const DNS_KEYS: [&str; 9] = [
+]);
+const DNS_KEYS: [&str; 6 + ID] = with_identity([
     "dns_question_type",
     "dns_response_code",
     "error_type",
     "side",
     "server_address",
     "server_port",
-    "service",
-    "namespace",
-    "pod",
+]);
+const UNANSWERED_KEYS: [&str; 6] = [
+    "protocol",
+    "side",
+    "operation",
+    "error_type",
+    "service_name",
+    "k8s_namespace_name",
 ];
-const UNANSWERED_KEYS: [&str; 5] = ["protocol", "side", "operation", "error_type", "service"];
+
+/// The identity label values of a connection (one pass over its labels); `service_name`
+/// falls back to the process name.
+fn identity_values(conn: &ConnInfo) -> [&str; ID] {
+    let mut v = [""; ID];
+    for (k, val) in &conn.labels {
+        if let Some(i) = IDENTITY_KEYS.iter().position(|x| x == k) {
+            v[i] = val.as_str();
+        }
+    }
+    if v[0].is_empty() {
+        v[0] = &conn.comm;
+    }
+    v
+}
 
 /// Series of one metric, found by their label values without allocating: a hash of the
 /// borrowed values picks a short list, compared value by value. Labels are owned only once a
@@ -415,13 +493,6 @@ impl Default for Red {
     }
 }
 
-fn conn_label<'a>(c: &'a ConnInfo, key: &str) -> Option<&'a str> {
-    c.labels
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-}
-
 impl Red {
     pub fn new(cfg: &RedSettings) -> Self {
         Self {
@@ -490,9 +561,8 @@ impl Red {
         let address = end.as_ref().map_or("", |e| e.ip.as_str());
         let mut port_buf = NumBuf::default();
         let port = end.as_ref().map_or("", |e| port_buf.fmt(u64::from(e.port)));
-        let service = conn_label(conn, "service").unwrap_or(&conn.comm);
-        let namespace = conn_label(conn, "namespace").unwrap_or("");
-        let pod = conn_label(conn, "pod").unwrap_or("");
+        let ident = identity_values(conn);
+        let (service, namespace, pod) = (ident[0], ident[1], ident[2]);
 
         let answered = r.response_ts_ns() > 0 && (r.status() > 0 || r.error().is_none());
         if !answered {
@@ -509,6 +579,7 @@ impl Red {
                 operation,
                 r.error().unwrap_or("no-response"),
                 service,
+                namespace,
             ];
             match self
                 .unanswered
@@ -559,7 +630,7 @@ impl Red {
         }
         let error = error_type.is_some();
         let error_type = error_type.unwrap_or("");
-        let (family, keys, values): (Family, &[&'static str], [&str; 10]) = if http {
+        let (family, keys, values): (Family, &[&'static str], [&str; 7]) = if http {
             let (family, keys) = if server {
                 (Family::HttpServer, &HTTP_SERVER_KEYS)
             } else {
@@ -569,7 +640,7 @@ impl Red {
                 family,
                 keys,
                 [
-                    method, route, status, error_type, address, port, service, namespace, pod, "",
+                    method, route, status, error_type, address, port, "",
                 ],
             )
         } else if r.protocol() == "dns" {
@@ -584,9 +655,6 @@ impl Red {
                     side,
                     address,
                     port,
-                    service,
-                    namespace,
-                    pod,
                     "",
                 ],
             )
@@ -602,9 +670,6 @@ impl Red {
                     error_type,
                     address,
                     port,
-                    service,
-                    namespace,
-                    pod,
                     "",
                 ],
             )
@@ -620,15 +685,22 @@ impl Red {
                     error_type,
                     address,
                     port,
-                    service,
-                    namespace,
-                    pod,
                 ],
             )
         };
+        let own = keys.len() - ID;
+        let mut all = [""; 7 + ID];
+        all[..own].copy_from_slice(&values[..own]);
+        all[own..own + ID].copy_from_slice(&ident);
+        let exemplar = r.trace_context().map(|t| Exemplar::new(t, ns));
         let series = self.families.entry(family).or_default();
-        match series.get_or_insert(keys, &values[..keys.len()], self.max_series) {
-            Some(s) => s.observe(ns, error),
+        match series.get_or_insert(keys, &all[..keys.len()], self.max_series) {
+            Some(s) => {
+                s.observe(ns, error);
+                if let Some(e) = exemplar {
+                    s.set_exemplar(e);
+                }
+            }
             None => {
                 self.overflow_records += 1;
                 self.overflow.entry(family).or_default().observe(ns, error);
@@ -643,6 +715,12 @@ impl Red {
 
     /// Prometheus text exposition of every RED metric.
     pub fn render(&self, o: &mut String) {
+        self.render_with(o, false)
+    }
+
+    /// The exposition; with `exemplars`, bucket lines carry OpenMetrics exemplars (only valid
+    /// in the OpenMetrics format).
+    pub fn render_with(&self, o: &mut String, exemplars: bool) {
         for family in Family::ALL {
             let series = self.families.get(&family);
             let overflow = self.overflow.get(&family);
@@ -666,11 +744,29 @@ impl Red {
                 let base = label_text(labels);
                 let sep = if base.is_empty() { "" } else { "," };
                 let mut cumulative = 0u64;
+                let ex = |i: usize| {
+                    match s.exemplars.as_ref().and_then(|e| e[i].as_ref()).filter(|_| exemplars) {
+                        Some(e) => format!(
+                            " # {{trace_id=\"{}\",span_id=\"{}\"}} {} {:.3}",
+                            e.trace_id, e.span_id, e.seconds, e.unix_s
+                        ),
+                        None => String::new(),
+                    }
+                };
                 for (i, le) in BUCKETS.iter().enumerate() {
                     cumulative += s.buckets[i];
-                    let _ = writeln!(o, "{name}_bucket{{{base}{sep}le=\"{le}\"}} {cumulative}");
+                    let _ = writeln!(
+                        o,
+                        "{name}_bucket{{{base}{sep}le=\"{le}\"}} {cumulative}{}",
+                        ex(i)
+                    );
                 }
-                let _ = writeln!(o, "{name}_bucket{{{base}{sep}le=\"+Inf\"}} {}", s.count);
+                let _ = writeln!(
+                    o,
+                    "{name}_bucket{{{base}{sep}le=\"+Inf\"}} {}{}",
+                    s.count,
+                    ex(BUCKETS.len())
+                );
                 let _ = writeln!(o, "{name}_sum{{{base}}} {}", s.sum_ns as f64 / 1e9);
                 let _ = writeln!(o, "{name}_count{{{base}}} {}", s.count);
             }
@@ -841,7 +937,7 @@ mod tests {
         red.record(&c, &Record::Owned(rec("GET /users/{id}", 500, 300)));
         let mut o = String::new();
         red.render(&mut o);
-        let base = "http_request_method=\"GET\",http_route=\"/users/{id}\",http_response_status_code=\"200\",server_address=\"127.0.0.1\",server_port=\"8080\",service=\"nginx\"";
+        let base = "http_request_method=\"GET\",http_route=\"/users/{id}\",http_response_status_code=\"200\",server_address=\"127.0.0.1\",server_port=\"8080\",service_name=\"nginx\"";
         assert!(
             o.contains(&format!(
                 "http_server_request_duration_seconds_count{{{base}}} 3"
@@ -912,7 +1008,7 @@ mod tests {
         let mut o = String::new();
         red.render(&mut o);
         assert!(o.contains("http_route=\"/shop/{cat}/items/{*}\""), "{o}");
-        assert!(o.contains("sonde_requests_unanswered_total{protocol=\"http\",side=\"server\",operation=\"POST /a\",error_type=\"no-response\",service=\"nginx\"} 1"), "{o}");
+        assert!(o.contains("sonde_requests_unanswered_total{protocol=\"http\",side=\"server\",operation=\"POST /a\",error_type=\"no-response\",service_name=\"nginx\"} 1"), "{o}");
     }
 
     #[test]

@@ -126,7 +126,7 @@ pub fn rows(before: &[SeriesExport], after: &[SeriesExport], secs: f64) -> Vec<R
                 label(s, "operation").to_string(),
             ),
         };
-        let service = label(s, "service").to_string();
+        let service = label(s, "service_name").to_string();
         let acc = groups
             .entry((
                 side.clone(),
@@ -245,7 +245,7 @@ mod tests {
                 ("http_request_method".into(), "GET".into()),
                 ("http_route".into(), route.into()),
                 ("http_response_status_code".into(), status.into()),
-                ("service".into(), "nginx".into()),
+                ("service_name".into(), "nginx".into()),
             ],
             count,
             errors,

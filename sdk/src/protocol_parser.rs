@@ -300,7 +300,7 @@ impl<'a> RecordRef<'a> {
         self.head.error.map(|e| self.text(e))
     }
 
-    pub fn attributes(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+    pub fn attributes(&self) -> impl Iterator<Item = (&'a str, &'a str)> + use<'a> {
         let (start, len) = (self.head.attrs_start as usize, self.head.attrs_len as usize);
         let batch = self.batch;
         batch

@@ -5,6 +5,7 @@
 //! These tests load eBPF programs and create namespaces, so they need root; they fail loudly
 //! instead of skipping (see [`require_root`]).
 
+pub mod cgroups;
 pub mod collector;
 pub mod dblab;
 pub mod httplab;

@@ -440,13 +440,29 @@ impl LabNginx {
     /// Starts nginx on `lab.host(host)`'s address and `port`; returns once a request from
     /// inside that namespace gets a 200.
     pub fn start(lab: &Lab, host: usize, port: u16) -> Result<LabNginx> {
+        Self::start_wrapped(lab, host, port, &[])
+    }
+
+    /// As [`LabNginx::start`], with `ip netns exec … nginx` run through `wrapper` (a command
+    /// that execs its arguments, e.g. [`crate::cgroups::FakeContainer::wrapper`] to start it
+    /// in a container's cgroups).
+    pub fn start_wrapped(
+        lab: &Lab,
+        host: usize,
+        port: u16,
+        wrapper: &[String],
+    ) -> Result<LabNginx> {
         let h = lab.host(host);
         let dir = Scratch::new("labnginx");
         write_site(&dir, h.addr(), port)?;
         let conf = dir.path().join("nginx.conf");
         let stderr = std::fs::File::create(dir.path().join("stderr.log"))?;
-        let child = Command::new("ip")
-            .args(["netns", "exec", h.ns(), "nginx", "-c"])
+        // The wrapper runs first, outside the namespace: `ip netns exec` remounts /sys, and
+        // the cgroup file systems are not under the new mount.
+        let mut argv: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+        argv.extend(["ip", "netns", "exec", h.ns(), "nginx", "-c"]);
+        let child = Command::new(argv[0])
+            .args(&argv[1..])
             .arg(&conf)
             .arg("-p")
             .arg(dir.path())

@@ -116,7 +116,7 @@ fn mysql_statements_errors_prepared_statements_and_slow_queries() {
                 ("db_system_name", "mysql"),
                 ("db_operation_name", "SELECT"),
                 ("db_response_status_code", "1146"),
-                ("service", "mariadb")
+                ("service_name", "mariadb")
             ]
         ),
         1.0
@@ -128,7 +128,7 @@ fn mysql_statements_errors_prepared_statements_and_slow_queries() {
             &[
                 ("db_system_name", "mysql"),
                 ("db_operation_name", "INSERT"),
-                ("service", "mariadb")
+                ("service_name", "mariadb")
             ]
         ) >= 1.0
     );

@@ -258,7 +258,7 @@ fn red_metrics_match_nginx_access_log_and_tshark() {
         (
             CLIENT,
             vec![
-                ("service", "nginx".to_string()),
+                ("service_name", "nginx".to_string()),
                 ("server_port", upstream.port.to_string()),
                 ("url_template", "/api/slow".to_string()),
             ],
@@ -298,7 +298,7 @@ fn red_metrics_match_nginx_access_log_and_tshark() {
             &samples,
             &format!("{CLIENT}_count"),
             &[
-                ("service", "curl"),
+                ("service_name", "curl"),
                 ("url_template", "/users/{id}"),
                 ("http_response_status_code", "404"),
                 ("server_port", &port)

@@ -33,6 +33,9 @@ pub struct NodeView {
     pub id: String,
     pub name: String,
     pub ip: String,
+    /// Who is at `ip` (pod, workload, service, node), when the correlation layer knows.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
     pub status: Status,
     pub reasons: Vec<String>,
 }
@@ -49,6 +52,11 @@ pub struct EdgeView {
     pub server_name: String,
     pub server_ip: String,
     pub server_port: u16,
+    /// Who the client and the server are (pod, workload, service, node), when known.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub client_labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub server_labels: BTreeMap<String, String>,
     pub protocol: String,
     pub status: Status,
     pub reasons: Vec<String>,
@@ -147,6 +155,8 @@ impl NetMap {
                     server_name,
                     server_ip: k.server_ip.to_string(),
                     server_port: k.server_port,
+                    client_labels: self.ip_labels(k.client_ip),
+                    server_labels: self.ip_labels(k.server_ip),
                     protocol: "tcp".into(),
                     status,
                     reasons,
@@ -234,12 +244,21 @@ impl NetMap {
             .edges()
             .map(|(k, e)| {
                 let server = self.server_node(k);
-                let labels = format!(
+                let mut labels = format!(
                     "client=\"{}\",server=\"{}\",server_port=\"{}\"",
                     esc(&k.client_node()),
                     esc(&server),
                     k.server_port
                 );
+                // Who the ends are, bounded: service and namespace, not pods.
+                for (side, ip) in [("client", k.client_ip), ("server", k.server_ip)] {
+                    let l = self.ip_labels(ip);
+                    for key in [crate::correlate::SERVICE_NAME, crate::correlate::NAMESPACE] {
+                        if let Some(v) = l.get(key) {
+                            let _ = write!(labels, ",{side}_{key}=\"{}\"", esc(v));
+                        }
+                    }
+                }
                 (labels, e)
             })
             .collect();
@@ -531,13 +550,14 @@ fn esc(s: &str) -> String {
 /// client) of the edges it calls.
 fn nodes_of(edges: &[EdgeView]) -> Vec<NodeView> {
     let mut nodes: HashMap<String, (NodeView, bool)> = HashMap::new();
-    let mut add = |id: &str, name: &str, ip: &str| {
+    let mut add = |id: &str, name: &str, ip: &str, labels: &BTreeMap<String, String>| {
         nodes.entry(id.to_string()).or_insert_with(|| {
             (
                 NodeView {
                     id: id.to_string(),
                     name: name.to_string(),
                     ip: ip.to_string(),
+                    labels: labels.clone(),
                     ..Default::default()
                 },
                 false,
@@ -545,8 +565,8 @@ fn nodes_of(edges: &[EdgeView]) -> Vec<NodeView> {
         });
     };
     for e in edges {
-        add(&e.client, &e.client_name, &e.client_ip);
-        add(&e.server, &e.server_name, &e.server_ip);
+        add(&e.client, &e.client_name, &e.client_ip, &e.client_labels);
+        add(&e.server, &e.server_name, &e.server_ip, &e.server_labels);
     }
     // Served edges first: they decide a server's status.
     for e in edges {

@@ -279,8 +279,12 @@ pub struct Removals {
     pub drops: Vec<DropKey>,
 }
 
+/// Labels of whoever is at an address (the correlation layer: pod, service, node).
+pub type IpLabeler = Box<dyn Fn(IpAddr) -> Vec<(String, String)> + Send>;
+
 pub struct NetMap {
     settings: NetworkSettings,
+    ip_labeler: Option<IpLabeler>,
     attempts: HashMap<u64, Attempt>,
     /// (client ip, server) → socket of a connect in progress: names the flow entry of a
     /// connect that retransmits its SYN before its outcome is known.
@@ -317,6 +321,7 @@ impl NetMap {
     pub fn new(settings: NetworkSettings, drop_reason_names: HashMap<u32, String>) -> NetMap {
         NetMap {
             settings,
+            ip_labeler: None,
             attempts: HashMap::new(),
             attempt_dests: HashMap::new(),
             reset_while_connecting: HashSet::new(),
@@ -341,6 +346,19 @@ impl NetMap {
             probes_missing: Vec::new(),
             stats: NetMapStats::default(),
         }
+    }
+
+    /// Label the map's nodes and edges with `labeler` (pods, services, nodes by address).
+    pub fn set_ip_labeler(&mut self, labeler: IpLabeler) {
+        self.ip_labeler = Some(labeler);
+    }
+
+    /// The labels of an address (empty without a labeler, or when nobody is known there).
+    pub(crate) fn ip_labels(&self, ip: IpAddr) -> std::collections::BTreeMap<String, String> {
+        self.ip_labeler
+            .as_ref()
+            .map(|l| l(ip).into_iter().collect())
+            .unwrap_or_default()
     }
 
     pub fn settings(&self) -> &NetworkSettings {

@@ -168,6 +168,27 @@ impl Record {
         }
     }
 
+    /// Every attribute, in the parser's order.
+    pub fn attributes(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        let (owned, batched) = match self {
+            Record::Owned(r) => (
+                Some(r.attributes.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+                None,
+            ),
+            Record::Batched(..) => (None, self.view().map(|v| v.attributes())),
+        };
+        owned.into_iter().flatten().chain(batched.into_iter().flatten())
+    }
+
+    /// The W3C or B3 trace context the record's headers carried, if any.
+    pub fn trace_context(&self) -> Option<crate::correlate::trace_context::TraceContext> {
+        let is_trace = |k: &str| k == "traceparent" || k == "tracestate" || k == "b3" || k.starts_with("x-b3-");
+        if !self.attributes().any(|(k, _)| is_trace(k)) {
+            return None;
+        }
+        crate::correlate::trace_context::from_attrs(self.attributes().filter(|(k, _)| is_trace(k)))
+    }
+
     pub fn request_ts_ns(&self) -> u64 {
         self.numbers().1
     }

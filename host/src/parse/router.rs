@@ -92,9 +92,13 @@ pub struct RouterStats {
     pub records: u64,
 }
 
+/// Labels for a connection (the correlation layer: container, pod, workload, peer).
+pub type Labeler = Box<dyn Fn(&Connection) -> Vec<(String, String)> + Send>;
+
 pub struct Router {
     dispatch: Dispatch,
     cfg: RouterConfig,
+    labeler: Option<Labeler>,
     routes: HashMap<u64, Route>,
     /// The job being built for each parser.
     jobs: Vec<ParseJob>,
@@ -113,6 +117,7 @@ impl Router {
         Self {
             dispatch,
             cfg,
+            labeler: None,
             routes: HashMap::new(),
             jobs: (0..n).map(|_| ParseJob::default()).collect(),
             jobs_dropped: vec![0; n],
@@ -122,6 +127,11 @@ impl Router {
             outputs: Vec::new(),
             stats: RouterStats::default(),
         }
+    }
+
+    /// Label every connection with `labeler` when its first segment is routed.
+    pub fn set_labeler(&mut self, labeler: Labeler) {
+        self.labeler = Some(labeler);
     }
 
     pub fn parsers(&self) -> usize {
@@ -162,6 +172,7 @@ impl Router {
                 }
                 // Connection info as of its first segment: by then the data chunks have filled
                 // in role and addresses for connections whose connect/accept was not seen.
+                let labeler = &self.labeler;
                 let info = route
                     .info
                     .get_or_insert_with(|| {
@@ -170,7 +181,13 @@ impl Router {
                                 id: *conn_id,
                                 ..Default::default()
                             },
-                            conn_info,
+                            |c| {
+                                let mut info = conn_info(c);
+                                if let Some(l) = labeler {
+                                    info.labels = l(c);
+                                }
+                                info
+                            },
                         ))
                     })
                     .clone();
