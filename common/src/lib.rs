@@ -188,6 +188,10 @@ pub struct ConnEvent {
     pub rx_bytes: u64,
     /// connect(): its return value (0, -EINPROGRESS, -ECONNREFUSED…). accept: the new fd.
     pub ret: i64,
+    /// cgroup v2 id of the current task (the inode of its cgroup directory): the container,
+    /// even when the process is gone before the daemon looks at /proc. Only meaningful in
+    /// process context (open, close); state changes and resets run in softirq.
+    pub cgroup_id: u64,
     pub role: u8,
     pub syscall: u8,
     /// SockState: TCP states (TCP_ESTABLISHED = 1 … TCP_NEW_SYN_RECV = 12).

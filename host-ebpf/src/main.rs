@@ -22,7 +22,7 @@ mod net;
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
         bpf_probe_read_kernel, bpf_probe_read_user,
         generated::bpf_probe_read_user as raw_probe_read_user,
     },
@@ -741,6 +741,7 @@ fn conn_event(kind: EventKind, id: u64, fd: i32) -> ConnEvent {
         tx_bytes: 0,
         rx_bytes: 0,
         ret: 0,
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
         role: role::UNKNOWN,
         syscall: 0,
         old_state: 0,

@@ -135,6 +135,7 @@ fn write_recording(path: &PathBuf, conns: u64, per_conn: usize, body: usize) -> 
         old_state: 0,
         new_state: 0,
         protocol: 6,
+        cgroup_id: 0,
         _pad: [0; 3],
         local: addr(8080),
         peer: addr(40000 + id as u16),

@@ -92,6 +92,8 @@ pub struct Connection {
     pub fd: i32,
     /// Kernel `struct sock *` (0 until a data chunk or Close names it).
     pub sock: u64,
+    /// The process's cgroup v2 id from its connect/accept/close (0: not seen).
+    pub cgroup_id: u64,
     /// Client (connect) or server (accept), from the Open or the kernel's socket state.
     pub role: Role,
     /// Address of the traced process's end, once known.
@@ -128,6 +130,7 @@ impl Connection {
             task: task.clone(),
             fd,
             sock: 0,
+            cgroup_id: 0,
             role: Role::Unknown,
             local: None,
             peer: None,
@@ -201,11 +204,17 @@ impl Connection {
         self.touch(c.ts_ns);
         self.task = c.task.clone();
         self.fd = c.fd;
+        if c.cgroup_id != 0 {
+            self.cgroup_id = c.cgroup_id;
+        }
         self.learn(c.sock, c.role, c.local, c.peer);
     }
 
     fn learn_close(&mut self, c: &ConnChange) {
         self.touch(c.ts_ns);
+        if self.cgroup_id == 0 {
+            self.cgroup_id = c.cgroup_id;
+        }
         let role = if self.role == Role::Unknown {
             c.role
         } else {
@@ -826,6 +835,7 @@ mod tests {
             tx_bytes: 0,
             rx_bytes: 0,
             ret: 0,
+            cgroup_id: 0,
             role: Role::Unknown,
             syscall: "close",
             old_state: TcpState(0),

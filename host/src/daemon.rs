@@ -57,7 +57,7 @@ pub async fn run(config: Config) -> Result<()> {
     let correlator = Arc::new(start_correlation(&config).await);
     let labels = correlator.clone();
     router.set_labeler(Box::new(move |c| {
-        labels.conn_labels(c.task.tgid, &c.task.comm, c.peer.map(|a| a.ip()))
+        labels.conn_labels(c.task.tgid, &c.task.comm, c.cgroup_id, c.peer.map(|a| a.ip()))
     }));
     tokio::spawn(scan_loop(correlator.clone()));
     let shared = Arc::new(State {

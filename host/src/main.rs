@@ -207,6 +207,17 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let mut config = Config::load(cli.config.as_deref())?;
+    // Before the runtime's threads exist: they inherit the namespace.
+    if matches!(cli.command, Command::Run(_)) && config.correlation.host_cgroup_namespace {
+        match sonde::correlate::join_host_cgroup_namespace(&config.correlation.proc_root) {
+            Ok(true) => tracing::info!("joined the host's cgroup namespace"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(
+                error = format!("{e:#}"),
+                "staying in this cgroup namespace: container ids from /proc/<pid>/cgroup may be partial"
+            ),
+        }
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

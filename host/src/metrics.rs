@@ -99,13 +99,16 @@ fn wants_openmetrics(head: &[u8]) -> bool {
 /// (its samples keep it), a counter whose samples lack the suffix becomes `unknown`, and the
 /// exposition ends with `# EOF`.
 pub fn to_openmetrics(text: &str) -> String {
+    let counters: std::collections::HashSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
     let mut o = String::with_capacity(text.len() + 16);
     for line in text.lines() {
         let mut parts = line.splitn(4, ' ');
         match (parts.next(), parts.next(), parts.next(), parts.next()) {
             (Some("#"), Some(kw @ ("HELP" | "TYPE")), Some(name), rest) => {
-                let counter_total = name.ends_with("_total")
-                    && text.contains(&format!("# TYPE {name} counter"));
+                let counter_total = name.ends_with("_total") && counters.contains(name);
                 let rest = rest.unwrap_or("");
                 let (name, rest) = match (kw, counter_total) {
                     (_, true) => (name.trim_end_matches("_total"), rest),

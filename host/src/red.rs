@@ -970,6 +970,52 @@ mod tests {
     }
 
     #[test]
+    fn identity_labels_and_exemplars_only_in_openmetrics() {
+        let mut red = Red::default();
+        let mut c = (*conn(Role::Server)).clone();
+        c.labels = vec![
+            ("service_name".into(), "web".into()),
+            ("k8s_namespace_name".into(), "shop".into()),
+            ("container_id".into(), "abc".into()),
+            ("peer_service_name".into(), "loadgen".into()),
+            ("peer_k8s_pod_name".into(), "loadgen-0".into()),
+        ];
+        let c = Arc::new(c);
+        let mut r = rec("GET /a", 200, 30);
+        r.attributes.push((
+            "traceparent".into(),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+        ));
+        red.record(&c, &Record::Owned(r));
+        red.record(&c, &Record::Owned(rec("GET /a", 200, 3)));
+        let mut plain = String::new();
+        red.render(&mut plain);
+        assert!(plain.contains("service_name=\"web\",k8s_namespace_name=\"shop\",container_id=\"abc\",peer_service_name=\"loadgen\""), "{plain}");
+        // Peer pods are not a RED label (cardinality), and no exemplar in the Prometheus format.
+        assert!(!plain.contains("loadgen-0") && !plain.contains("trace_id"));
+        let mut om = String::new();
+        red.render_with(&mut om, true);
+        // The 30 ms request sits in the 0.05 bucket; the untraced 3 ms one has none.
+        let line = om.lines().find(|l| l.contains("le=\"0.05\"")).unwrap();
+        assert!(line.ends_with(&format!(
+            "2 # {{trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\",span_id=\"00f067aa0ba902b7\"}} 0.03 {}",
+            line.rsplit(' ').next().unwrap()
+        )), "{line}");
+        let small = om.lines().find(|l| l.contains("le=\"0.005\"")).unwrap();
+        assert!(!small.contains('#'), "{small}");
+    }
+
+    #[test]
+    fn openmetrics_names_counters_without_total_and_ends_with_eof() {
+        let text = "# HELP a_total A.\n# TYPE a_total counter\na_total 1\n# HELP b B.\n# TYPE b counter\nb 2\n# TYPE g gauge\ng 3\n";
+        let om = crate::metrics::to_openmetrics(text);
+        assert_eq!(
+            om,
+            "# HELP a A.\n# TYPE a counter\na_total 1\n# HELP b B.\n# TYPE b unknown\nb 2\n# TYPE g gauge\ng 3\n# EOF\n"
+        );
+    }
+
+    #[test]
     fn cardinality_is_bounded_by_an_overflow_series() {
         let mut red = Red::new(&RedSettings {
             max_series: 5,

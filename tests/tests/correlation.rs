@@ -84,6 +84,31 @@ fn openmetrics(port: u16) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Parse the whole exposition with the Prometheus client library's (strict) OpenMetrics
+/// parser: one malformed line and Prometheus would reject the scrape.
+fn validate_openmetrics(text: &str) {
+    use std::io::Write as _;
+    // Debian's python3 (where the package installs), not whatever is first on PATH.
+    let mut p = std::process::Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families as p\nn = sum(1 for _ in p(sys.stdin.read()))\nprint(n)",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 with prometheus_client (scripts/bootstrap installs it)");
+    // A parser that fails early closes its stdin: the error is in its output.
+    let _ = p.stdin.take().unwrap().write_all(text.as_bytes());
+    let out = p.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "OpenMetrics parser rejected /metrics: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn containers_from_cgroups_label_records_metrics_and_usage() {
     let lab = Lab::new(2).expect("lab");
@@ -158,6 +183,7 @@ fn containers_from_cgroups_label_records_metrics_and_usage() {
     assert_eq!(label(&traced, "container_id"), web.id);
     let om = openmetrics(d.port);
     assert!(om.ends_with("# EOF\n"), "OpenMetrics ends with # EOF");
+    validate_openmetrics(&om);
     let exemplar = om
         .lines()
         .find(|l| {

@@ -126,6 +126,8 @@ pub struct ConnChange {
     pub tx_bytes: u64,
     pub rx_bytes: u64,
     pub ret: i64,
+    /// The process's cgroup v2 id (open and close; 0 when not in process context).
+    pub cgroup_id: u64,
     pub role: Role,
     pub syscall: &'static str,
     pub old_state: TcpState,
@@ -255,6 +257,10 @@ fn decode_conn(raw: &[u8], kind: EventKind) -> Result<ConnChange, DecodeError> {
         tx_bytes: ev.tx_bytes,
         rx_bytes: ev.rx_bytes,
         ret: ev.ret,
+        cgroup_id: match kind {
+            EventKind::ConnOpen | EventKind::ConnClose => ev.cgroup_id,
+            _ => 0,
+        },
         role: Role::from_abi(ev.role),
         syscall: syscall_name(ev.syscall),
         old_state: TcpState(ev.old_state),

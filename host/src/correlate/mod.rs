@@ -58,6 +58,11 @@ pub struct CorrelationSettings {
     pub max_processes: usize,
     /// Containers with usage series; beyond, new containers get none (counted).
     pub max_containers: usize,
+    /// Join the host's cgroup namespace (pid 1's under `proc_root`) at start when the daemon
+    /// runs in another one (a container with a private cgroup namespace): then
+    /// `/proc/<pid>/cgroup` shows host paths, which resolve under a host `/sys/fs/cgroup`
+    /// mount (deploy/daemonset.yaml).
+    pub host_cgroup_namespace: bool,
 }
 
 impl Default for CorrelationSettings {
@@ -67,8 +72,36 @@ impl Default for CorrelationSettings {
             scan_interval_ms: 2000,
             max_processes: 65536,
             max_containers: 2000,
+            host_cgroup_namespace: true,
         }
     }
+}
+
+/// Join the cgroup namespace of pid 1 under `proc_root` when it is not this process's.
+/// Returns whether it switched. Call before any thread starts: a namespace change applies to
+/// the calling thread and the threads it creates later.
+pub fn join_host_cgroup_namespace(proc_root: &std::path::Path) -> anyhow::Result<bool> {
+    use std::os::fd::AsRawFd as _;
+    use std::os::unix::fs::MetadataExt as _;
+    use anyhow::Context as _;
+    let own = std::fs::metadata("/proc/self/ns/cgroup")
+        .context("reading /proc/self/ns/cgroup")?
+        .ino();
+    let host_path = proc_root.join("1/ns/cgroup");
+    let host = std::fs::metadata(&host_path)
+        .with_context(|| format!("reading {}", host_path.display()))?
+        .ino();
+    if own == host {
+        return Ok(false);
+    }
+    let f = std::fs::File::open(&host_path)
+        .with_context(|| format!("opening {}", host_path.display()))?;
+    // SAFETY: setns(2) on a namespace file descriptor we own; no memory is involved.
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWCGROUP) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .context("joining the host's cgroup namespace (needs CAP_SYS_ADMIN)");
+    }
+    Ok(true)
 }
 
 /// Who one end of a connection is. Empty strings are unknown.
@@ -129,6 +162,47 @@ impl Identity {
     }
 }
 
+/// A cgroup's container and pod UID (either may be unknown).
+type CgroupOwner = (Option<cgroup::ContainerRef>, Option<String>);
+
+/// cgroup ids remembered; beyond, the cache starts over.
+const CGROUP_ID_CACHE: usize = 16384;
+
+/// The path of the cgroup v2 directory with id `id` under the cgroup2 mount `mount`.
+fn cgroup_path_of_id(mount: &std::path::Path, id: u64) -> Option<String> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+    /// `struct file_handle` with kernfs's 8-byte handle (FILEID_KERNFS).
+    #[repr(C)]
+    struct KernfsHandle {
+        handle_bytes: u32,
+        handle_type: i32,
+        id: u64,
+    }
+    const FILEID_KERNFS: i32 = 0xfe;
+    let dir = std::fs::File::open(mount).ok()?;
+    let mut h = KernfsHandle {
+        handle_bytes: 8,
+        handle_type: FILEID_KERNFS,
+        id,
+    };
+    // SAFETY: `h` is a valid file_handle header followed by its 8 handle bytes, live for the
+    // call; the returned descriptor is owned below.
+    let fd = unsafe {
+        libc::open_by_handle_at(
+            dir.as_raw_fd(),
+            (&mut h as *mut KernfsHandle).cast::<libc::file_handle>(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a fresh descriptor from open_by_handle_at, owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let path = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
+    Some(path.to_string_lossy().into_owned())
+}
+
 /// A container's usage and who it is, as of the last scan.
 #[derive(Debug, Clone, Serialize)]
 pub struct ContainerRow {
@@ -157,6 +231,7 @@ pub struct Correlator {
     mounts: CgroupMounts,
     kube: Option<KubeWatch>,
     containers: Mutex<BTreeMap<String, ContainerRow>>,
+    cgroup_ids: Mutex<std::collections::HashMap<u64, CgroupOwner>>,
     stats: Mutex<CorrelationStats>,
 }
 
@@ -186,6 +261,7 @@ impl Correlator {
             mounts,
             kube,
             containers: Mutex::new(BTreeMap::new()),
+            cgroup_ids: Mutex::new(std::collections::HashMap::new()),
             stats: Mutex::new(CorrelationStats::default()),
         }
     }
@@ -204,11 +280,26 @@ impl Correlator {
 
     /// Who process `pid` is (`comm` names it when nothing better is known).
     pub fn identity_of_pid(&self, pid: u32, comm: &str) -> Identity {
-        let proc_info = self.procs.lock().ok().and_then(|mut p| p.get(pid));
-        let container = proc_info.as_ref().and_then(|p| p.container.clone());
-        let pod_uid = proc_info
-            .as_ref()
-            .and_then(|p| p.pod_uid.clone().or_else(|| p.container.as_ref()?.pod_uid.clone()));
+        self.identity_of(pid, comm, 0)
+    }
+
+    /// Who process `pid` in cgroup `cgroup_id` (v2 id from the kernel, 0 unknown) is. The
+    /// cgroup id was read when the process made the connection, so it still names the
+    /// container after a short-lived process (a curl, a cron job) is gone from /proc.
+    pub fn identity_of(&self, pid: u32, comm: &str, cgroup_id: u64) -> Identity {
+        let (container, pod_uid) = match self.owner_of_cgroup_id(cgroup_id) {
+            Some(owner) if owner.0.is_some() || owner.1.is_some() => owner,
+            _ => {
+                let proc_info = self.procs.lock().ok().and_then(|mut p| p.get(pid));
+                let container = proc_info.as_ref().and_then(|p| p.container.clone());
+                let pod_uid = proc_info.as_ref().and_then(|p| {
+                    p.pod_uid
+                        .clone()
+                        .or_else(|| p.container.as_ref()?.pod_uid.clone())
+                });
+                (container, pod_uid)
+            }
+        };
         let container_id = container.as_ref().map(|c| c.id.clone()).unwrap_or_default();
         let mut id = self
             .with_index(|index| {
@@ -242,6 +333,30 @@ impl Correlator {
         id
     }
 
+    /// The container and pod UID of a cgroup v2 id: its directory found by handle
+    /// (`open_by_handle_at`, the id being the kernfs inode), its path parsed. Cached, also
+    /// when it names no container.
+    fn owner_of_cgroup_id(&self, id: u64) -> Option<CgroupOwner> {
+        if id == 0 {
+            return None;
+        }
+        if let Some(hit) = self.cgroup_ids.lock().ok()?.get(&id) {
+            return Some(hit.clone());
+        }
+        let path = cgroup_path_of_id(self.mounts.unified.as_deref()?, id)?;
+        let owner = (
+            cgroup::container_of_path(&path),
+            cgroup::pod_uid_of_path(&path),
+        );
+        if let Ok(mut cache) = self.cgroup_ids.lock() {
+            if cache.len() >= CGROUP_ID_CACHE {
+                cache.clear();
+            }
+            cache.insert(id, owner.clone());
+        }
+        Some(owner)
+    }
+
     /// Who is at `ip`, when Kubernetes knows: a pod, a Service's ClusterIP, or a node.
     pub fn identity_of_ip(&self, ip: IpAddr) -> Option<Identity> {
         self.with_index(|index| {
@@ -272,9 +387,15 @@ impl Correlator {
     }
 
     /// The labels of a connection: its process's, then the peer's (prefixed `peer_`).
-    pub fn conn_labels(&self, pid: u32, comm: &str, peer: Option<IpAddr>) -> Vec<(String, String)> {
+    pub fn conn_labels(
+        &self,
+        pid: u32,
+        comm: &str,
+        cgroup_id: u64,
+        peer: Option<IpAddr>,
+    ) -> Vec<(String, String)> {
         let mut out = Vec::with_capacity(12);
-        self.identity_of_pid(pid, comm).push_labels("", &mut out);
+        self.identity_of(pid, comm, cgroup_id).push_labels("", &mut out);
         if let Some(peer) = peer.and_then(|ip| self.identity_of_ip(ip)) {
             peer.push_labels(PEER, &mut out);
         }
@@ -495,4 +616,117 @@ pub fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, RwLock};
+
+    use super::k8s::{Index, KubeWatch, Owner, PodMeta, ServiceMeta, SliceMeta, WatchStatus};
+    use super::*;
+
+    fn correlator_with(index: Index) -> Correlator {
+        let kube = KubeWatch {
+            index: Arc::new(RwLock::new(index)),
+            status: Arc::new(WatchStatus::default()),
+            node_name: "n1".into(),
+        };
+        Correlator::new(CorrelationSettings::default(), "n1".into(), Some(kube))
+    }
+
+    fn index() -> Index {
+        let mut i = Index::default();
+        i.pods.apply(PodMeta {
+            namespace: "shop".into(),
+            name: "web-6d4cf56db6-x2x9z".into(),
+            uid: "0b6f4c1e-7a57-4d8c-9f0e-1b2c3d4e5f60".into(),
+            node: "n1".into(),
+            ips: vec!["10.1.0.7".parse().unwrap()],
+            host_network: false,
+            owner: Some(Owner {
+                kind: "ReplicaSet".into(),
+                name: "web-6d4cf56db6".into(),
+                uid: "rs".into(),
+            }),
+            template_hash: Some("6d4cf56db6".into()),
+            containers: vec![],
+        });
+        i.services.apply(ServiceMeta {
+            namespace: "shop".into(),
+            name: "storefront".into(),
+            cluster_ips: vec!["10.96.0.20".parse().unwrap()],
+        });
+        i
+    }
+
+    #[test]
+    fn an_address_names_a_pod_a_service_or_nobody() {
+        let c = correlator_with(index());
+        let pod = c.identity_of_ip("10.1.0.7".parse().unwrap()).unwrap();
+        // No endpoint slice yet: the workload names it.
+        assert_eq!(pod.service_name, "web");
+        assert_eq!(pod.workload, Some((WorkloadKind::Deployment, "web".into())));
+        let svc = c.identity_of_ip("10.96.0.20".parse().unwrap()).unwrap();
+        assert_eq!((svc.service_name.as_str(), svc.namespace.as_str()), ("storefront", "shop"));
+        assert!(c.identity_of_ip("10.9.9.9".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn the_service_in_front_of_a_pod_names_it_first() {
+        let mut i = index();
+        i.slices.apply(SliceMeta {
+            namespace: "shop".into(),
+            name: "storefront-abcde".into(),
+            service: "storefront".into(),
+            addresses: vec!["10.1.0.7".parse().unwrap()],
+        });
+        let c = correlator_with(i);
+        let pod = c.identity_of_ip("10.1.0.7".parse().unwrap()).unwrap();
+        assert_eq!(pod.service_name, "storefront");
+        let mut labels = Vec::new();
+        pod.push_labels(PEER, &mut labels);
+        assert!(labels.contains(&("peer_k8s_deployment_name".into(), "web".into())));
+        assert!(labels.contains(&("peer_k8s_pod_name".into(), "web-6d4cf56db6-x2x9z".into())));
+        assert!(labels.iter().all(|(_, v)| !v.is_empty()), "no empty labels");
+    }
+
+    #[test]
+    fn a_cgroup_id_finds_its_directory_and_container() {
+        use std::os::unix::fs::MetadataExt as _;
+        let mounts = CgroupMounts::read().unwrap();
+        let unified = mounts.unified.clone().expect("a cgroup2 mount");
+        let id = unique_hex64();
+        let dir = unified.join(format!("sonde-unit-{}", std::process::id()));
+        let leaf = dir.join(format!("cri-containerd-{id}.scope"));
+        std::fs::create_dir_all(&leaf).expect("root creates cgroups");
+        let ino = std::fs::metadata(&leaf).unwrap().ino();
+        let path = cgroup_path_of_id(&unified, ino);
+        let c = Correlator::new(CorrelationSettings::default(), "n1".into(), None);
+        let who = c.identity_of(u32::MAX, "gone", ino);
+        let _ = std::fs::remove_dir(&leaf);
+        let _ = std::fs::remove_dir(&dir);
+        assert_eq!(path.as_deref(), Some(leaf.to_str().unwrap()));
+        // The process is gone (no such pid): the cgroup id alone names the container.
+        assert_eq!(who.container_id, id);
+        assert_eq!(who.service_name, "gone");
+    }
+
+    fn unique_hex64() -> String {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        format!("{:064x}", t ^ u128::from(std::process::id()) << 64)
+    }
+
+    #[test]
+    fn without_kubernetes_a_process_is_its_command_and_this_node() {
+        let c = Correlator::new(CorrelationSettings::default(), "n1".into(), None);
+        let me = c.identity_of_pid(std::process::id(), "tester");
+        assert_eq!(me.service_name, "tester");
+        assert_eq!(me.node, "n1");
+        assert!(me.namespace.is_empty() && me.pod.is_empty());
+        let labels = c.conn_labels(std::process::id(), "tester", 0, Some("10.1.0.7".parse().unwrap()));
+        assert!(labels.iter().all(|(k, _)| !k.starts_with(PEER)), "{labels:?}");
+    }
 }

@@ -33,6 +33,7 @@ fn ev(kind: ConnEventKind, sock: u64, ts: u64, local: &str, peer: &str) -> ConnC
         tx_bytes: 0,
         rx_bytes: 0,
         ret: 0,
+        cgroup_id: 0,
         role: SockRole::Unknown,
         syscall: "state",
         old_state: TcpState(0),
