@@ -196,8 +196,14 @@ mod tests {
         c.network.validate().unwrap();
         assert!(toml::from_str::<Config>("[network]\nwindow = 1\n").is_err());
         // … and of [correlation], [kubernetes] and [metrics].
-        assert_eq!(c.correlation, crate::correlate::CorrelationSettings::default());
-        assert_eq!(c.kubernetes, crate::correlate::k8s::KubernetesSettings::default());
+        assert_eq!(
+            c.correlation,
+            crate::correlate::CorrelationSettings::default()
+        );
+        assert_eq!(
+            c.kubernetes,
+            crate::correlate::k8s::KubernetesSettings::default()
+        );
         assert_eq!(c.metrics.record_log, MetricsSettings::default().record_log);
         assert!(toml::from_str::<Config>("[kubernetes]\nmode = \"sometimes\"\n").is_err());
     }

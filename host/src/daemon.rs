@@ -10,13 +10,13 @@ use crate::capture::net::NetReading;
 use crate::capture::reassembly::{GapReason, SegmentBody};
 use crate::capture::{Capture, monotonic_now_ns};
 use crate::config::Config;
-use crate::conntrack::{ConnTracker, StreamEvent};
+use crate::conntrack::{ConnTracker, Connection, StreamEvent};
 use crate::correlate::Correlator;
 use crate::correlate::k8s::KubeWatch;
 use crate::metrics::{self, NetworkView, Snapshot, State};
 use crate::netmap::NetMap;
 use crate::parse::dispatch::Dispatch;
-use crate::parse::router::{Router, RouterConfig};
+use crate::parse::router::{Labeler, Router, RouterConfig};
 use crate::parse::slot::ParserSlot;
 use crate::parse::{ParserBackend, TaggedRecord};
 use crate::plugin::parsers;
@@ -52,13 +52,11 @@ pub fn parse_pipeline(config: &Config) -> Result<Router> {
 pub async fn run(config: Config) -> Result<()> {
     let mut router = parse_pipeline(&config).context("loading protocol parsers")?;
     config.network.validate()?;
+    // Correlation first: with a cluster, the first lists arrive before the first connection.
+    let correlator = Arc::new(start_correlation(&config).await);
     let mut capture = Capture::start(&config.capture)?;
     let mut tracker = ConnTracker::new(config.streams.tracker_config());
-    let correlator = Arc::new(start_correlation(&config).await);
-    let labels = correlator.clone();
-    router.set_labeler(Box::new(move |c| {
-        labels.conn_labels(c.task.tgid, &c.task.comm, c.cgroup_id, c.peer.map(|a| a.ip()))
-    }));
+    router.set_labeler(Box::new(ConnLabels(correlator.clone())));
     tokio::spawn(scan_loop(correlator.clone()));
     let shared = Arc::new(State {
         snapshot: Mutex::new(Snapshot::default()),
@@ -158,7 +156,15 @@ async fn start_correlation(config: &Config) -> Correlator {
     let kube = match config.kubernetes.client().await {
         Ok(Some(client)) => {
             tracing::info!(node = %node, "Kubernetes metadata: watching this node's pods, and services, endpoint slices, nodes");
-            Some(KubeWatch::spawn(client, node.clone()))
+            let watch = KubeWatch::spawn(client, node.clone());
+            let timeout = Duration::from_millis(config.kubernetes.sync_timeout_ms);
+            if !watch.wait_synced(timeout).await {
+                tracing::warn!(
+                    ?timeout,
+                    "Kubernetes lists not complete yet; starting capture, labels will follow"
+                );
+            }
+            Some(watch)
         }
         Ok(None) => {
             tracing::info!(
@@ -167,11 +173,36 @@ async fn start_correlation(config: &Config) -> Correlator {
             None
         }
         Err(e) => {
-            tracing::warn!(error = format!("{e:#}"), "Kubernetes metadata unavailable: labels from cgroups and /proc only");
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "Kubernetes metadata unavailable: labels from cgroups and /proc only"
+            );
             None
         }
     };
     Correlator::new(config.correlation.clone(), node, kube)
+}
+
+/// The router's labeler: the correlator's labels of a connection's process and peer.
+struct ConnLabels(Arc<Correlator>);
+
+impl Labeler for ConnLabels {
+    fn labels(&self, c: &Connection) -> Vec<(String, String)> {
+        self.0.conn_labels(
+            c.task.tgid,
+            &c.task.comm,
+            c.cgroup_id,
+            c.peer.map(|a| a.ip()),
+        )
+    }
+
+    fn generation(&self) -> u64 {
+        self.0.generation()
+    }
+
+    fn incomplete(&self, labels: &[(String, String)]) -> bool {
+        self.0.incomplete(labels)
+    }
 }
 
 /// Scan processes and read container usage every `scan_interval_ms`, off the capture loop.

@@ -14,5 +14,6 @@ pub mod plugin;
 pub mod records;
 pub mod red;
 pub mod scaffold;
+pub mod text;
 pub mod top;
 pub mod trace;

@@ -235,7 +235,13 @@ fn render_parsers(o: &mut String, s: &Snapshot) {
     );
     let _ = writeln!(o, "{name}{{outcome=\"routed\"}} {}", r.segments_routed);
     let _ = writeln!(o, "{name}{{outcome=\"unrouted\"}} {}", r.segments_unrouted);
-    let gauges_and_counters: [(&str, &str, &str, u64); 5] = [
+    let gauges_and_counters: [(&str, &str, &str, u64); 6] = [
+        (
+            "sonde_parse_connections_relabeled_total",
+            "counter",
+            "Connections labelled again because Kubernetes metadata arrived after them.",
+            r.relabeled,
+        ),
         (
             "sonde_parse_verdicts_total",
             "counter",
@@ -455,63 +461,64 @@ pub async fn serve(listener: TcpListener, shared: Shared) -> Result<()> {
                 return;
             }
             let req = &buf[..n];
-            let (status, kind, body) =
-                if req.starts_with(b"GET /metrics ") || req.starts_with(b"GET /metrics?") {
-                    if wants_openmetrics(req) {
-                        (
-                            "200 OK",
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                            render_format(&shared, true),
-                        )
-                    } else {
-                        ("200 OK", "text/plain; version=0.0.4", render_all(&shared))
-                    }
-                } else if req.starts_with(b"GET /api/records") {
-                    let limit = query_param(req, "limit")
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(100usize);
-                    let records = shared
-                        .records
-                        .lock()
-                        .map(|r| r.latest(limit))
-                        .unwrap_or_default();
-                    let json = serde_json::to_string(&records).unwrap_or_else(|_| "[]".into());
-                    ("200 OK", "application/json", json)
-                } else if req.starts_with(b"GET /api/containers ") {
-                    let rows = shared
-                        .correlator
-                        .as_ref()
-                        .map(|c| c.containers())
-                        .unwrap_or_default();
-                    let json = serde_json::to_string(&rows).unwrap_or_else(|_| "[]".into());
-                    ("200 OK", "application/json", json)
-                } else if req.starts_with(b"GET /api/slow-queries ") {
-                    let slow = shared
-                        .red
-                        .lock()
-                        .map(|r| r.slow_queries())
-                        .unwrap_or_default();
-                    let json = serde_json::to_string(&slow).unwrap_or_else(|_| "[]".into());
-                    ("200 OK", "application/json", json)
-                } else if req.starts_with(b"GET /api/map ") {
-                    let json = shared
-                        .network
-                        .lock()
-                        .ok()
-                        .and_then(|n| serde_json::to_string(&n.topology).ok())
-                        .unwrap_or_else(|| "{}".into());
-                    ("200 OK", "application/json", json)
-                } else if req.starts_with(b"GET /api/series ") {
-                    let series = shared.red.lock().map(|r| r.export()).unwrap_or_default();
-                    let json = serde_json::to_string(&series).unwrap_or_else(|_| "[]".into());
-                    ("200 OK", "application/json", json)
-                } else {
+            let (status, kind, body) = if req.starts_with(b"GET /metrics ")
+                || req.starts_with(b"GET /metrics?")
+            {
+                if wants_openmetrics(req) {
                     (
+                        "200 OK",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        render_format(&shared, true),
+                    )
+                } else {
+                    ("200 OK", "text/plain; version=0.0.4", render_all(&shared))
+                }
+            } else if req.starts_with(b"GET /api/records") {
+                let limit = query_param(req, "limit")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(100usize);
+                let records = shared
+                    .records
+                    .lock()
+                    .map(|r| r.latest(limit))
+                    .unwrap_or_default();
+                let json = serde_json::to_string(&records).unwrap_or_else(|_| "[]".into());
+                ("200 OK", "application/json", json)
+            } else if req.starts_with(b"GET /api/containers ") {
+                let rows = shared
+                    .correlator
+                    .as_ref()
+                    .map(|c| c.containers())
+                    .unwrap_or_default();
+                let json = serde_json::to_string(&rows).unwrap_or_else(|_| "[]".into());
+                ("200 OK", "application/json", json)
+            } else if req.starts_with(b"GET /api/slow-queries ") {
+                let slow = shared
+                    .red
+                    .lock()
+                    .map(|r| r.slow_queries())
+                    .unwrap_or_default();
+                let json = serde_json::to_string(&slow).unwrap_or_else(|_| "[]".into());
+                ("200 OK", "application/json", json)
+            } else if req.starts_with(b"GET /api/map ") {
+                let json = shared
+                    .network
+                    .lock()
+                    .ok()
+                    .and_then(|n| serde_json::to_string(&n.topology).ok())
+                    .unwrap_or_else(|| "{}".into());
+                ("200 OK", "application/json", json)
+            } else if req.starts_with(b"GET /api/series ") {
+                let series = shared.red.lock().map(|r| r.export()).unwrap_or_default();
+                let json = serde_json::to_string(&series).unwrap_or_else(|_| "[]".into());
+                ("200 OK", "application/json", json)
+            } else {
+                (
                         "404 Not Found",
                         "text/plain",
                         "try /metrics, /api/series, /api/map, /api/records, /api/containers or /api/slow-queries\n".to_string(),
                     )
-                };
+            };
             let head = format!(
                 "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 body.len()

@@ -54,7 +54,12 @@ impl RecordView {
             operation: r.operation().to_string(),
             status: r.status(),
             error: r.error().map(str::to_string),
-            side: if c.role == Role::Server { "server" } else { "client" }.into(),
+            side: if c.role == Role::Server {
+                "server"
+            } else {
+                "client"
+            }
+            .into(),
             request_ts_ns: r.request_ts_ns(),
             duration_seconds: answered
                 .then(|| (r.response_ts_ns() - r.request_ts_ns()) as f64 / 1e9),

@@ -306,7 +306,9 @@ pub const IDENTITY_KEYS: [&str; ID] = [
 const ID: usize = 15;
 
 /// A metric's own keys followed by [`IDENTITY_KEYS`].
-const fn with_identity<const N: usize, const M: usize>(own: [&'static str; N]) -> [&'static str; M] {
+const fn with_identity<const N: usize, const M: usize>(
+    own: [&'static str; N],
+) -> [&'static str; M] {
     assert!(M == N + ID);
     let mut out = [""; M];
     let mut i = 0;
@@ -392,16 +394,50 @@ fn identity_values(conn: &ConnInfo) -> [&str; ID] {
 #[derive(Debug)]
 struct SeriesMap<V> {
     len: usize,
-    buckets: HashMap<u64, Vec<(Labels, V)>>,
+    /// Keyed by [`hash_values`], which is a hash already: no second hashing.
+    buckets: HashMap<u64, Vec<(Labels, V)>, std::hash::BuildHasherDefault<HashIsKey>>,
 }
 
 impl<V> Default for SeriesMap<V> {
     fn default() -> Self {
         Self {
             len: 0,
-            buckets: HashMap::new(),
+            buckets: HashMap::default(),
         }
     }
+}
+
+/// A `Hasher` for keys that are hashes.
+#[derive(Default)]
+struct HashIsKey(u64);
+
+impl std::hash::Hasher for HashIsKey {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+/// FNV-1a over label values, each followed by a separator. SipHash over twenty-odd short
+/// strings (one `write` each) cost 1.5 µs a record, more than everything else RED does
+/// (BENCHMARKS.md); this is ~40 ns.
+fn hash_values(values: &[&str]) -> u64 {
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for v in values {
+        for b in v.as_bytes() {
+            h = (h ^ u64::from(*b)).wrapping_mul(PRIME);
+        }
+        h = (h ^ 0xff).wrapping_mul(PRIME);
+    }
+    h
 }
 
 impl<V: Default> SeriesMap<V> {
@@ -413,15 +449,13 @@ impl<V: Default> SeriesMap<V> {
         values: &[&str],
         max: usize,
     ) -> Option<&mut V> {
-        use std::hash::{Hash as _, Hasher as _};
-        let mut h = std::hash::DefaultHasher::new();
-        values.hash(&mut h);
-        let bucket = self.buckets.entry(h.finish()).or_default();
+        let bucket = self.buckets.entry(hash_values(values)).or_default();
         let found = bucket.iter().position(|(labels, _)| {
-            labels
-                .iter()
-                .map(|(_, v)| v.as_str())
-                .eq(values.iter().copied())
+            labels.len() == values.len()
+                && labels
+                    .iter()
+                    .zip(values)
+                    .all(|((_, v), w)| crate::text::same(v, w))
         });
         let i = match found {
             Some(i) => i,
@@ -639,39 +673,21 @@ impl Red {
             (
                 family,
                 keys,
-                [
-                    method, route, status, error_type, address, port, "",
-                ],
+                [method, route, status, error_type, address, port, ""],
             )
         } else if r.protocol() == "dns" {
             let code = r.attr("dns.response.code").unwrap_or(status);
             (
                 Family::Dns,
                 &DNS_KEYS,
-                [
-                    r.operation(),
-                    code,
-                    error_type,
-                    side,
-                    address,
-                    port,
-                    "",
-                ],
+                [r.operation(), code, error_type, side, address, port, ""],
             )
         } else if let (false, Some(system)) = (server, r.attr("db.system.name")) {
             let code = r.attr("db.response.status_code").unwrap_or("");
             (
                 Family::DbClient,
                 &DB_CLIENT_KEYS,
-                [
-                    system,
-                    r.operation(),
-                    code,
-                    error_type,
-                    address,
-                    port,
-                    "",
-                ],
+                [system, r.operation(), code, error_type, address, port, ""],
             )
         } else {
             (
@@ -744,14 +760,17 @@ impl Red {
                 let base = label_text(labels);
                 let sep = if base.is_empty() { "" } else { "," };
                 let mut cumulative = 0u64;
-                let ex = |i: usize| {
-                    match s.exemplars.as_ref().and_then(|e| e[i].as_ref()).filter(|_| exemplars) {
-                        Some(e) => format!(
-                            " # {{trace_id=\"{}\",span_id=\"{}\"}} {} {:.3}",
-                            e.trace_id, e.span_id, e.seconds, e.unix_s
-                        ),
-                        None => String::new(),
-                    }
+                let ex = |i: usize| match s
+                    .exemplars
+                    .as_ref()
+                    .and_then(|e| e[i].as_ref())
+                    .filter(|_| exemplars)
+                {
+                    Some(e) => format!(
+                        " # {{trace_id=\"{}\",span_id=\"{}\"}} {} {:.3}",
+                        e.trace_id, e.span_id, e.seconds, e.unix_s
+                    ),
+                    None => String::new(),
                 };
                 for (i, le) in BUCKETS.iter().enumerate() {
                     cumulative += s.buckets[i];

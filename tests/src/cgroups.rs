@@ -69,7 +69,9 @@ fn hierarchies() -> Result<Vec<PathBuf>> {
     let own = std::fs::read_to_string("/proc/self/cgroup")?;
     let mut out = Vec::new();
     for line in mountinfo.lines() {
-        let Some((pre, post)) = line.split_once(" - ") else { continue };
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
         let mut post = post.split(' ');
         let fstype = post.next().unwrap_or("");
         let _source = post.next();
@@ -109,7 +111,14 @@ impl FakeContainer {
         let pod_uid = if shape == Shape::Docker {
             String::new()
         } else {
-            format!("{}-{}-{}-{}-{}", &u[..8], &u[8..12], &u[12..16], &u[16..20], &u[20..32])
+            format!(
+                "{}-{}-{}-{}-{}",
+                &u[..8],
+                &u[8..12],
+                &u[12..16],
+                &u[16..20],
+                &u[20..32]
+            )
         };
         let slice_uid = pod_uid.replace('-', "_");
         // A top directory of its own: removing it never races another container's.

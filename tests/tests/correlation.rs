@@ -23,7 +23,16 @@ fn curl_in(lab: &Lab, host: usize, container: &FakeContainer, args: &[&str]) -> 
     let wrapper = container.wrapper();
     let mut cmd: Vec<&str> = wrapper.iter().map(String::as_str).collect();
     cmd.extend(["ip", "netns", "exec", lab.host(host).ns()]);
-    cmd.extend(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5"]);
+    cmd.extend([
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--max-time",
+        "5",
+    ]);
     cmd.extend_from_slice(args);
     let out = std::process::Command::new(cmd[0])
         .args(&cmd[1..])
@@ -123,7 +132,10 @@ fn containers_from_cgroups_label_records_metrics_and_usage() {
         "[kubernetes]\nmode = \"off\"\n[correlation]\nscan_interval_ms = 200\n",
     );
     let nginx = LabNginx::start_wrapped(&lab, 1, 8080, &web.wrapper()).expect("nginx");
-    assert!(!web.pids().is_empty(), "nginx runs in the web container's cgroup");
+    assert!(
+        !web.pids().is_empty(),
+        "nginx runs in the web container's cgroup"
+    );
     let url = nginx.url("/small");
 
     let server = wait_record(
@@ -156,7 +168,10 @@ fn containers_from_cgroups_label_records_metrics_and_usage() {
         sum(
             &samples,
             &format!("{CLIENT}_count"),
-            &[("container_id", &client.id), ("k8s_pod_uid", &client.pod_uid)]
+            &[
+                ("container_id", &client.id),
+                ("k8s_pod_uid", &client.pod_uid)
+            ]
         ) >= 1.0
     );
 
@@ -168,29 +183,36 @@ fn containers_from_cgroups_label_records_metrics_and_usage() {
         &d,
         "a record with the traceparent's trace id",
         || {
-            curl_in(&lab, 0, &client, &[
-                "-H",
-                &format!("traceparent: 00-{trace}-{parent}-01"),
-                &url,
-            ]);
+            curl_in(
+                &lab,
+                0,
+                &client,
+                &["-H", &format!("traceparent: 00-{trace}-{parent}-01"), &url],
+            );
         },
-        |r| r.side == "server" && r.attributes.iter().any(|(k, v)| k == "trace_id" && v == trace),
+        |r| {
+            r.side == "server"
+                && r.attributes
+                    .iter()
+                    .any(|(k, v)| k == "trace_id" && v == trace)
+        },
     );
     assert!(
-        traced.attributes.iter().any(|(k, v)| k == "span_id" && v == parent),
+        traced
+            .attributes
+            .iter()
+            .any(|(k, v)| k == "span_id" && v == parent),
         "{traced:?}"
     );
     assert_eq!(label(&traced, "container_id"), web.id);
     let om = openmetrics(d.port);
     assert!(om.ends_with("# EOF\n"), "OpenMetrics ends with # EOF");
     validate_openmetrics(&om);
-    let exemplar = om
-        .lines()
-        .find(|l| {
-            l.starts_with(&format!("{SERVER}_bucket{{"))
-                && l.contains(&web.id)
-                && l.contains(&format!("# {{trace_id=\"{trace}\",span_id=\"{parent}\"}}"))
-        });
+    let exemplar = om.lines().find(|l| {
+        l.starts_with(&format!("{SERVER}_bucket{{"))
+            && l.contains(&web.id)
+            && l.contains(&format!("# {{trace_id=\"{trace}\",span_id=\"{parent}\"}}"))
+    });
     assert!(exemplar.is_some(), "an exemplar with the trace id:\n{om}");
     // The Prometheus text format has no exemplars.
     assert!(!http_get(d.port, "/metrics").unwrap().contains(trace));
@@ -199,13 +221,19 @@ fn containers_from_cgroups_label_records_metrics_and_usage() {
         &d,
         "a record with the b3 header's trace id",
         || {
-            curl_in(&lab, 0, &client, &[
-                "-H",
-                &format!("b3: {b3_trace}-e457b5a2e4d86bd1-1"),
-                &url,
-            ]);
+            curl_in(
+                &lab,
+                0,
+                &client,
+                &["-H", &format!("b3: {b3_trace}-e457b5a2e4d86bd1-1"), &url],
+            );
         },
-        |r| r.side == "server" && r.attributes.iter().any(|(k, v)| k == "trace_id" && v == b3_trace),
+        |r| {
+            r.side == "server"
+                && r.attributes
+                    .iter()
+                    .any(|(k, v)| k == "trace_id" && v == b3_trace)
+        },
     );
 
     // Container CPU: the spinner's usage rises; when it exits, its container goes away.
@@ -218,34 +246,52 @@ fn containers_from_cgroups_label_records_metrics_and_usage() {
         .expect("spinner");
     let cpu = |d: &Daemon| {
         let s = parse_metrics(&http_get(d.port, "/metrics").unwrap_or_default());
-        let v = sum(&s, "container_cpu_usage_seconds_total", &[("container_id", &spin.id)]);
+        let v = sum(
+            &s,
+            "container_cpu_usage_seconds_total",
+            &[("container_id", &spin.id)],
+        );
         (v > 0.0 || s.iter().any(|x| x.label("container_id") == spin.id)).then_some(v)
     };
-    let first = wait_until(Duration::from_secs(20), "the spinner's container usage", || cpu(&d))
-        .expect("usage series");
-    let later = wait_until(Duration::from_secs(30), "the spinner's CPU to rise by 0.5 s", || {
-        cpu(&d).filter(|v| *v >= first + 0.5)
-    })
+    let first = wait_until(
+        Duration::from_secs(20),
+        "the spinner's container usage",
+        || cpu(&d),
+    )
+    .expect("usage series");
+    let later = wait_until(
+        Duration::from_secs(30),
+        "the spinner's CPU to rise by 0.5 s",
+        || cpu(&d).filter(|v| *v >= first + 0.5),
+    )
     .expect("CPU rises");
     assert!(later > first);
     let samples = parse_metrics(&http_get(d.port, "/metrics").unwrap());
     let s = samples
         .iter()
-        .find(|s| s.name == "container_cpu_usage_seconds_total" && s.label("container_id") == spin.id)
+        .find(|s| {
+            s.name == "container_cpu_usage_seconds_total" && s.label("container_id") == spin.id
+        })
         .expect("spinner series");
     assert_eq!(s.label("k8s_pod_uid"), spin.pod_uid);
     // The web container (idle nginx) is listed too, with its runtime.
     let web_cpu = samples
         .iter()
-        .find(|s| s.name == "container_cpu_usage_seconds_total" && s.label("container_id") == web.id)
+        .find(|s| {
+            s.name == "container_cpu_usage_seconds_total" && s.label("container_id") == web.id
+        })
         .expect("web container series");
     assert_eq!(web_cpu.label("container_runtime"), "containerd");
     let _ = spinner.kill();
     let _ = spinner.wait();
-    wait_until(Duration::from_secs(20), "the exited spinner's container to go", || {
-        let body = get_body(&d, "/api/containers")?;
-        (!body.contains(&spin.id) && body.contains(&web.id)).then_some(())
-    })
+    wait_until(
+        Duration::from_secs(20),
+        "the exited spinner's container to go",
+        || {
+            let body = get_body(&d, "/api/containers")?;
+            (!body.contains(&spin.id) && body.contains(&web.id)).then_some(())
+        },
+    )
     .expect("container dropped on exit");
     drop(nginx);
 }
@@ -293,7 +339,12 @@ fn kubernetes_labels_follow_pods() {
         )
     };
     api.apply(kubeapi::node(node, "192.0.2.10"));
-    api.apply(kubeapi::replica_set("shop", "web-5d8f7b9c4", "rs-web-1", Some(("web", "dep-web"))));
+    api.apply(kubeapi::replica_set(
+        "shop",
+        "web-5d8f7b9c4",
+        "rs-web-1",
+        Some(("web", "dep-web")),
+    ));
     api.apply(web_pod("web-5d8f7b9c4-aaaaa", &web1, &web1_ip));
     api.apply(kubeapi::pod(
         "load",
@@ -304,7 +355,13 @@ fn kubernetes_labels_follow_pods() {
         Some(&Owner::stateful_set("loadgen", "sts-loadgen")),
         &[("gen", cid(&loadgen).as_str())],
     ));
-    api.apply(kubeapi::service("shop", "web", "10.96.0.10", &[("http", 8080, "TCP")], &[("app", "web")]));
+    api.apply(kubeapi::service(
+        "shop",
+        "web",
+        "10.96.0.10",
+        &[("http", 8080, "TCP")],
+        &[("app", "web")],
+    ));
     api.apply(slice(&web1_ip, "web-5d8f7b9c4-aaaaa"));
 
     let d = Daemon::start_with(
@@ -327,7 +384,9 @@ fn kubernetes_labels_follow_pods() {
         |r| {
             r.side == "server"
                 && label(r, "k8s_pod_name") == "web-5d8f7b9c4-aaaaa"
-                && r.remote.as_deref().is_some_and(|a| a.starts_with(&format!("{client_ip}:")))
+                && r.remote
+                    .as_deref()
+                    .is_some_and(|a| a.starts_with(&format!("{client_ip}:")))
         },
     );
     for (k, v) in [
@@ -371,20 +430,66 @@ fn kubernetes_labels_follow_pods() {
         ) >= 1.0,
         "server metrics carry the pod's labels"
     );
-    assert!(api.requests().iter().any(|r| r.contains("fieldSelector=spec.nodeName%3Dnode-a")
-        || r.contains("fieldSelector=spec.nodeName=node-a")));
+    assert!(
+        api.requests()
+            .iter()
+            .any(|r| r.contains("fieldSelector=spec.nodeName%3Dnode-a")
+                || r.contains("fieldSelector=spec.nodeName=node-a"))
+    );
 
     // The pod is deleted, and recreated by its ReplicaSet with a new name, UID and address.
-    // The watch history is then compacted (410 Gone) and the new pod is only visible to a
-    // relist: labels that follow it prove the daemon relisted.
+    // Its server starts, and a client holds one keep-alive connection to it, before the API
+    // says anything of the new pod. The watch history is then compacted (410 Gone) and the
+    // new pod is only visible to a relist: labels that follow it prove the daemon relisted,
+    // and the same connection's later records prove it relabelled the connection.
     let lists_before = api.lists("Pod");
     api.delete("Pod", Some("shop"), "web-5d8f7b9c4-aaaaa");
     drop(nginx1);
+    let nginx2 = LabNginx::start_wrapped(&lab, 2, 8080, &web2.wrapper()).expect("nginx 2");
+    let url2 = nginx2.url("/small");
+    let wrapper = loadgen.wrapper();
+    let mut long: Vec<String> = wrapper.clone();
+    long.extend(["ip", "netns", "exec", lab.host(0).ns()].map(String::from));
+    long.extend(["curl", "-s", "-o", "/dev/null", "--rate", "5/s"].map(String::from));
+    long.extend(std::iter::repeat_n(url2.clone(), 100));
+    let mut keepalive = std::process::Command::new(&long[0])
+        .args(&long[1..])
+        .spawn()
+        .expect("a keep-alive curl");
+    let early = wait_record(
+        &d,
+        "a record of the keep-alive connection before the pod is known",
+        || {},
+        |r| {
+            r.side == "server"
+                && label(r, "container_id") == web2.id
+                && r.remote
+                    .as_deref()
+                    .is_some_and(|a| a.starts_with(&format!("{client_ip}:")))
+        },
+    );
+    assert_eq!(
+        label(&early, "k8s_pod_name"),
+        "",
+        "the new pod is not known yet"
+    );
+    assert_eq!(
+        label(&early, "k8s_pod_uid"),
+        web2.pod_uid,
+        "its cgroup names it"
+    );
     api.expire("Pod");
     api.apply_silently(web_pod("web-5d8f7b9c4-bbbbb", &web2, &web2_ip));
     api.apply(slice(&web2_ip, "web-5d8f7b9c4-bbbbb"));
-    let nginx2 = LabNginx::start_wrapped(&lab, 2, 8080, &web2.wrapper()).expect("nginx 2");
-    let url2 = nginx2.url("/small");
+    let relabeled = wait_record(
+        &d,
+        "the same connection's records to carry the new pod",
+        || {},
+        |r| r.side == "server" && r.remote == early.remote && !label(r, "k8s_pod_name").is_empty(),
+    );
+    assert_eq!(label(&relabeled, "k8s_pod_name"), "web-5d8f7b9c4-bbbbb");
+    let _ = keepalive.kill();
+    let _ = keepalive.wait();
     let served = wait_record(
         &d,
         "a server record labelled with the recreated pod",
@@ -394,7 +499,9 @@ fn kubernetes_labels_follow_pods() {
         |r| {
             r.side == "server"
                 && label(r, "k8s_pod_name") == "web-5d8f7b9c4-bbbbb"
-                && r.remote.as_deref().is_some_and(|a| a.starts_with(&format!("{client_ip}:")))
+                && r.remote
+                    .as_deref()
+                    .is_some_and(|a| a.starts_with(&format!("{client_ip}:")))
         },
     );
     assert_eq!(label(&served, "container_id"), web2.id);
@@ -418,24 +525,31 @@ fn kubernetes_labels_follow_pods() {
     assert!(api.lists("Pod") > lists_before, "the 410 forced a relist");
     let samples = parse_metrics(&http_get(d.port, "/metrics").unwrap());
     assert!(sum(&samples, "sonde_kube_relists_total", &[]) >= 7.0);
-    assert_eq!(sum(&samples, "sonde_kube_objects", &[("resource", "pods")]), 2.0);
+    assert!(sum(&samples, "sonde_parse_connections_relabeled_total", &[]) >= 1.0);
+    assert_eq!(
+        sum(&samples, "sonde_kube_objects", &[("resource", "pods")]),
+        2.0
+    );
     // The network map's edges carry the same labels: the new address names the new pod,
     // the old one nobody any more.
     let server_labels = |ip: &str| -> Option<serde_json::Value> {
-        let map: serde_json::Value =
-            serde_json::from_str(&get_body(&d, "/api/map")?).ok()?;
+        let map: serde_json::Value = serde_json::from_str(&get_body(&d, "/api/map")?).ok()?;
         map["edges"]
             .as_array()?
             .iter()
             .find(|e| e["server_ip"] == json!(ip) && e["client_ip"] == json!(client_ip))
             .map(|e| e["server_labels"].clone())
     };
-    wait_until(Duration::from_secs(20), "edge labels to follow the pod", || {
-        let new = server_labels(&web2_ip)?;
-        let old = server_labels(&web1_ip)?;
-        (new["k8s_pod_name"] == json!("web-5d8f7b9c4-bbbbb") && old["k8s_pod_name"].is_null())
-            .then_some(())
-    })
+    wait_until(
+        Duration::from_secs(20),
+        "edge labels to follow the pod",
+        || {
+            let new = server_labels(&web2_ip)?;
+            let old = server_labels(&web1_ip)?;
+            (new["k8s_pod_name"] == json!("web-5d8f7b9c4-bbbbb") && old["k8s_pod_name"].is_null())
+                .then_some(())
+        },
+    )
     .expect("edges relabelled");
     drop(nginx2);
 }

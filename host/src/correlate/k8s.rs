@@ -23,8 +23,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
-use kube::runtime::watcher::{self, Event, watcher};
 use kube::runtime::WatchStreamExt as _;
+use kube::runtime::watcher::{self, Event, watcher};
 use serde::{Deserialize, Serialize};
 
 /// `[kubernetes]`: where the API server is, and which node this is.
@@ -40,6 +40,9 @@ pub struct KubernetesSettings {
     /// This node's name, to watch only its pods. Default: `$NODE_NAME` (set it from the
     /// downward API in the DaemonSet), else the host name.
     pub node_name: Option<String>,
+    /// How long start-up waits for the first lists before capture begins, so the first
+    /// connections are labelled; capture starts anyway after it (labels fill in later).
+    pub sync_timeout_ms: u64,
 }
 
 impl Default for KubernetesSettings {
@@ -48,6 +51,7 @@ impl Default for KubernetesSettings {
             mode: KubeMode::Auto,
             kubeconfig: None,
             node_name: None,
+            sync_timeout_ms: 5000,
         }
     }
 }
@@ -363,7 +367,11 @@ impl Index {
     pub fn workload(&self, pod: &PodMeta) -> Option<(WorkloadKind, String)> {
         let owner = pod.owner.as_ref()?;
         Some(match owner.kind.as_str() {
-            "ReplicaSet" => match self.replica_sets.get(&owner.uid).and_then(|r| r.owner.as_ref()) {
+            "ReplicaSet" => match self
+                .replica_sets
+                .get(&owner.uid)
+                .and_then(|r| r.owner.as_ref())
+            {
                 Some(o) if o.kind == "Deployment" => (WorkloadKind::Deployment, o.name.clone()),
                 Some(_) => (WorkloadKind::ReplicaSet, owner.name.clone()),
                 // The ReplicaSet is not (yet) known: a Deployment names its ReplicaSets
@@ -521,6 +529,8 @@ pub struct WatchStatus {
     pub relists: AtomicU64,
     /// The pods' first list is complete.
     pub pods_synced: AtomicBool,
+    /// Watchers whose first list is complete.
+    pub synced: AtomicU64,
 }
 
 /// The running watchers: their shared index, and their status.
@@ -531,7 +541,22 @@ pub struct KubeWatch {
     pub node_name: String,
 }
 
+/// Watchers [`KubeWatch::spawn`] starts.
+pub const WATCHERS: u64 = 6;
+
 impl KubeWatch {
+    /// Wait until every watcher has listed once, or `timeout`; whether they all did.
+    pub async fn wait_synced(&self, timeout: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.status.synced.load(Ordering::Relaxed) < WATCHERS {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        true
+    }
+
     /// Start the watchers on the current tokio runtime. They run until the process ends;
     /// errors are retried with kube-runtime's default backoff and logged once per outage.
     pub fn spawn(client: kube::Client, node_name: String) -> KubeWatch {
@@ -570,7 +595,10 @@ impl KubeWatch {
         );
         w.run(
             "replicasets",
-            watcher(Api::<PartialObjectMeta<ReplicaSet>>::all(client.clone()), all()),
+            watcher(
+                Api::<PartialObjectMeta<ReplicaSet>>::all(client.clone()),
+                all(),
+            ),
             |i| &mut i.replica_sets,
             owned_meta,
         );
@@ -600,6 +628,7 @@ impl KubeWatch {
         tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream.default_backoff());
             let mut failing = false;
+            let mut first_list = true;
             while let Some(item) = stream.next().await {
                 match item {
                     Ok(event) => {
@@ -618,6 +647,17 @@ impl KubeWatch {
                         if done && what == "pods" {
                             status.pods_synced.store(true, Ordering::Relaxed);
                         }
+                        if done && first_list {
+                            first_list = false;
+                            status.synced.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    // 410 Gone: the history moved on; the watcher relists. Routine.
+                    Err(watcher::Error::WatchError(s)) if s.code == 410 => {
+                        tracing::debug!(
+                            resource = what,
+                            "Kubernetes watch expired (410); relisting"
+                        );
                     }
                     Err(e) => {
                         status.errors.fetch_add(1, Ordering::Relaxed);
@@ -712,7 +752,10 @@ mod tests {
             name: "backup-29000".into(),
             uid: "j1".into(),
         });
-        assert_eq!(i.workload(&job), Some((WorkloadKind::Job, "backup-29000".into())));
+        assert_eq!(
+            i.workload(&job),
+            Some((WorkloadKind::Job, "backup-29000".into()))
+        );
         i.jobs.apply(OwnedMeta {
             uid: "j1".into(),
             owner: Some(Owner {
@@ -721,7 +764,10 @@ mod tests {
                 uid: "c1".into(),
             }),
         });
-        assert_eq!(i.workload(&job), Some((WorkloadKind::CronJob, "backup".into())));
+        assert_eq!(
+            i.workload(&job),
+            Some((WorkloadKind::CronJob, "backup".into()))
+        );
     }
 
     #[test]

@@ -20,7 +20,6 @@ pub mod procs;
 pub mod trace_context;
 pub mod usage;
 
-
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -81,9 +80,9 @@ impl Default for CorrelationSettings {
 /// Returns whether it switched. Call before any thread starts: a namespace change applies to
 /// the calling thread and the threads it creates later.
 pub fn join_host_cgroup_namespace(proc_root: &std::path::Path) -> anyhow::Result<bool> {
+    use anyhow::Context as _;
     use std::os::fd::AsRawFd as _;
     use std::os::unix::fs::MetadataExt as _;
-    use anyhow::Context as _;
     let own = std::fs::metadata("/proc/self/ns/cgroup")
         .context("reading /proc/self/ns/cgroup")?
         .ino();
@@ -232,6 +231,8 @@ pub struct Correlator {
     kube: Option<KubeWatch>,
     containers: Mutex<BTreeMap<String, ContainerRow>>,
     cgroup_ids: Mutex<std::collections::HashMap<u64, CgroupOwner>>,
+    /// Kubernetes events applied as of the last scan: at most one relabelling round per scan.
+    generation: std::sync::atomic::AtomicU64,
     stats: Mutex<CorrelationStats>,
 }
 
@@ -262,6 +263,7 @@ impl Correlator {
             kube,
             containers: Mutex::new(BTreeMap::new()),
             cgroup_ids: Mutex::new(std::collections::HashMap::new()),
+            generation: std::sync::atomic::AtomicU64::new(0),
             stats: Mutex::new(CorrelationStats::default()),
         }
     }
@@ -395,7 +397,8 @@ impl Correlator {
         peer: Option<IpAddr>,
     ) -> Vec<(String, String)> {
         let mut out = Vec::with_capacity(12);
-        self.identity_of(pid, comm, cgroup_id).push_labels("", &mut out);
+        self.identity_of(pid, comm, cgroup_id)
+            .push_labels("", &mut out);
         if let Some(peer) = peer.and_then(|ip| self.identity_of_ip(ip)) {
             peer.push_labels(PEER, &mut out);
         }
@@ -408,8 +411,25 @@ impl Correlator {
         Some(f(&index))
     }
 
+    /// Changes (at most once per scan) when Kubernetes metadata changed.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// Labels that new metadata may complete: with a cluster to watch, a connection whose
+    /// process is not yet a known pod, or whose peer is nobody known yet.
+    pub fn incomplete(&self, labels: &[(String, String)]) -> bool {
+        self.kube.is_some()
+            && !(labels.iter().any(|(k, _)| k == POD)
+                && labels.iter().any(|(k, _)| k.starts_with(PEER)))
+    }
+
     /// Scan `/proc` (new and exited processes) and read every live container's usage.
     pub fn scan(&self) {
+        if let Some(k) = &self.kube {
+            self.generation
+                .store(k.status.events.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
         let (exits, by_container) = match self.procs.lock() {
             Ok(mut p) => {
                 let r = p.scan();
@@ -667,7 +687,10 @@ mod tests {
         assert_eq!(pod.service_name, "web");
         assert_eq!(pod.workload, Some((WorkloadKind::Deployment, "web".into())));
         let svc = c.identity_of_ip("10.96.0.20".parse().unwrap()).unwrap();
-        assert_eq!((svc.service_name.as_str(), svc.namespace.as_str()), ("storefront", "shop"));
+        assert_eq!(
+            (svc.service_name.as_str(), svc.namespace.as_str()),
+            ("storefront", "shop")
+        );
         assert!(c.identity_of_ip("10.9.9.9".parse().unwrap()).is_none());
     }
 
@@ -726,7 +749,15 @@ mod tests {
         assert_eq!(me.service_name, "tester");
         assert_eq!(me.node, "n1");
         assert!(me.namespace.is_empty() && me.pod.is_empty());
-        let labels = c.conn_labels(std::process::id(), "tester", 0, Some("10.1.0.7".parse().unwrap()));
-        assert!(labels.iter().all(|(k, _)| !k.starts_with(PEER)), "{labels:?}");
+        let labels = c.conn_labels(
+            std::process::id(),
+            "tester",
+            0,
+            Some("10.1.0.7".parse().unwrap()),
+        );
+        assert!(
+            labels.iter().all(|(k, _)| !k.starts_with(PEER)),
+            "{labels:?}"
+        );
     }
 }

@@ -50,6 +50,9 @@ pub struct SegMeta {
 #[derive(Debug, Clone, Default)]
 pub struct ParseJob {
     pub opened: Vec<Arc<ConnInfo>>,
+    /// Announced connections with new labels (the parser is not told; records are tagged
+    /// with the new ones).
+    pub relabeled: Vec<Arc<ConnInfo>>,
     pub data: Vec<u8>,
     pub ends: Vec<u32>,
     pub meta: Vec<SegMeta>,
@@ -58,7 +61,10 @@ pub struct ParseJob {
 
 impl ParseJob {
     pub fn is_empty(&self) -> bool {
-        self.opened.is_empty() && self.meta.is_empty() && self.closed.is_empty()
+        self.opened.is_empty()
+            && self.relabeled.is_empty()
+            && self.meta.is_empty()
+            && self.closed.is_empty()
     }
 
     pub fn push_segment(&mut self, meta: SegMeta, data: &[u8]) {
@@ -87,6 +93,12 @@ impl ParseJob {
         let mut out = ParseJob {
             opened: self
                 .opened
+                .iter()
+                .filter(|c| !drop(c.id))
+                .cloned()
+                .collect(),
+            relabeled: self
+                .relabeled
                 .iter()
                 .filter(|c| !drop(c.id))
                 .cloned()
@@ -162,10 +174,9 @@ impl Record {
     }
 
     pub fn attr(&self, key: &str) -> Option<&str> {
-        match self {
-            Record::Owned(r) => r.attr(key),
-            Record::Batched(..) => self.view().and_then(|v| v.attr(key)),
-        }
+        self.attributes()
+            .find(|(k, _)| crate::text::same(k, key))
+            .map(|(_, v)| v)
     }
 
     /// Every attribute, in the parser's order.

@@ -49,6 +49,8 @@ enum Stance {
 
 struct Route {
     info: Option<Arc<ConnInfo>>,
+    /// The labeler's generation when `info` was labelled.
+    info_generation: u64,
     stance: Vec<Stance>,
     /// The parser was told about the connection (`opened`) and must hear `closed`.
     announced: Vec<bool>,
@@ -61,6 +63,7 @@ impl Route {
     fn new(parsers: usize) -> Self {
         Self {
             info: None,
+            info_generation: 0,
             stance: vec![Stance::Undecided; parsers],
             announced: vec![false; parsers],
             owner: None,
@@ -90,15 +93,28 @@ pub struct RouterStats {
     pub connections_claimed: u64,
     /// Records received from parsers.
     pub records: u64,
+    /// Connections labelled again because their metadata arrived after them.
+    pub relabeled: u64,
 }
 
-/// Labels for a connection (the correlation layer: container, pod, workload, peer).
-pub type Labeler = Box<dyn Fn(&Connection) -> Vec<(String, String)> + Send>;
+/// Labels for connections (the correlation layer: container, pod, workload, peer).
+pub trait Labeler: Send {
+    fn labels(&self, c: &Connection) -> Vec<(String, String)>;
+    /// Changes when the metadata labels are made of changed. A connection labelled under an
+    /// older generation whose labels are `incomplete` is labelled again on its next segment
+    /// (a pod whose metadata arrived after its first connection).
+    fn generation(&self) -> u64 {
+        0
+    }
+    fn incomplete(&self, _labels: &[(String, String)]) -> bool {
+        false
+    }
+}
 
 pub struct Router {
     dispatch: Dispatch,
     cfg: RouterConfig,
-    labeler: Option<Labeler>,
+    labeler: Option<Box<dyn Labeler>>,
     routes: HashMap<u64, Route>,
     /// The job being built for each parser.
     jobs: Vec<ParseJob>,
@@ -130,7 +146,7 @@ impl Router {
     }
 
     /// Label every connection with `labeler` when its first segment is routed.
-    pub fn set_labeler(&mut self, labeler: Labeler) {
+    pub fn set_labeler(&mut self, labeler: Box<dyn Labeler>) {
         self.labeler = Some(labeler);
     }
 
@@ -172,22 +188,41 @@ impl Router {
                 }
                 // Connection info as of its first segment: by then the data chunks have filled
                 // in role and addresses for connections whose connect/accept was not seen.
-                let labeler = &self.labeler;
+                let labeler = self.labeler.as_deref();
+                let generation = labeler.map_or(0, |l| l.generation());
+                let label = |c: &Connection| {
+                    let mut info = conn_info(c);
+                    if let Some(l) = labeler {
+                        info.labels = l.labels(c);
+                    }
+                    info
+                };
+                let mut relabeled = None;
+                if let (Some(old), Some(l)) = (&route.info, labeler)
+                    && route.info_generation != generation
+                {
+                    route.info_generation = generation;
+                    if l.incomplete(&old.labels)
+                        && let Some(c) = tracker.lookup(*conn_id)
+                    {
+                        let info = Arc::new(label(c));
+                        if info.labels != old.labels {
+                            self.stats.relabeled += 1;
+                            route.info = Some(info.clone());
+                            relabeled = Some(info);
+                        }
+                    }
+                }
                 let info = route
                     .info
                     .get_or_insert_with(|| {
+                        route.info_generation = generation;
                         Arc::new(tracker.lookup(*conn_id).map_or_else(
                             || ConnInfo {
                                 id: *conn_id,
                                 ..Default::default()
                             },
-                            |c| {
-                                let mut info = conn_info(c);
-                                if let Some(l) = labeler {
-                                    info.labels = l(c);
-                                }
-                                info
-                            },
+                            label,
                         ))
                     })
                     .clone();
@@ -216,6 +251,8 @@ impl Router {
                     if !route.announced[p] {
                         route.announced[p] = true;
                         job.opened.push(info.clone());
+                    } else if let Some(r) = &relabeled {
+                        job.relabeled.push(r.clone());
                     }
                     job.push_segment(meta, data);
                     if job.data.len() >= self.cfg.batch_bytes

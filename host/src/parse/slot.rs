@@ -74,6 +74,11 @@ impl ParserSlot {
                 self.conns.insert(c.id, (c.clone(), true));
             }
         }
+        for c in &job.relabeled {
+            if let Some((info, _)) = self.conns.get_mut(&c.id) {
+                *info = c.clone();
+            }
+        }
         let mut filtered;
         let job = if job.meta.iter().any(|m| self.poisoned.contains(&m.conn)) {
             filtered = job.without(&|c| self.poisoned.contains(&c));
