@@ -407,6 +407,12 @@ fn counter_per_cpu(o: &mut String, name: &str, help: &str, s: &Snapshot, kinds: 
     }
 }
 
+/// A JSON response (`[]` if serialising failed, which plain data cannot).
+fn json<T: serde::Serialize>(v: &T) -> (&'static str, &'static str, String) {
+    let body = serde_json::to_string(v).unwrap_or_else(|_| "[]".into());
+    ("200 OK", "application/json", body)
+}
+
 /// A query parameter of the request line (`GET /path?k=v&… HTTP/1.1`).
 fn query_param(head: &[u8], key: &str) -> Option<String> {
     let line = head.split(|b| *b == b'\r').next()?;
@@ -482,24 +488,21 @@ pub async fn serve(listener: TcpListener, shared: Shared) -> Result<()> {
                     .lock()
                     .map(|r| r.latest(limit))
                     .unwrap_or_default();
-                let json = serde_json::to_string(&records).unwrap_or_else(|_| "[]".into());
-                ("200 OK", "application/json", json)
+                json(&records)
             } else if req.starts_with(b"GET /api/containers ") {
                 let rows = shared
                     .correlator
                     .as_ref()
                     .map(|c| c.containers())
                     .unwrap_or_default();
-                let json = serde_json::to_string(&rows).unwrap_or_else(|_| "[]".into());
-                ("200 OK", "application/json", json)
+                json(&rows)
             } else if req.starts_with(b"GET /api/slow-queries ") {
                 let slow = shared
                     .red
                     .lock()
                     .map(|r| r.slow_queries())
                     .unwrap_or_default();
-                let json = serde_json::to_string(&slow).unwrap_or_else(|_| "[]".into());
-                ("200 OK", "application/json", json)
+                json(&slow)
             } else if req.starts_with(b"GET /api/map ") {
                 let json = shared
                     .network
@@ -510,8 +513,7 @@ pub async fn serve(listener: TcpListener, shared: Shared) -> Result<()> {
                 ("200 OK", "application/json", json)
             } else if req.starts_with(b"GET /api/series ") {
                 let series = shared.red.lock().map(|r| r.export()).unwrap_or_default();
-                let json = serde_json::to_string(&series).unwrap_or_else(|_| "[]".into());
-                ("200 OK", "application/json", json)
+                json(&series)
             } else {
                 (
                         "404 Not Found",

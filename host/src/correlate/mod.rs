@@ -574,43 +574,58 @@ impl Correlator {
             }
         }
         let s = self.stats();
-        let _ = writeln!(
-            o,
-            "# HELP sonde_correlation_processes Processes in the correlation cache.\n# TYPE sonde_correlation_processes gauge\nsonde_correlation_processes {}",
-            s.processes
-        );
-        let _ = writeln!(
-            o,
-            "# HELP sonde_correlation_containers Containers seen in the last scan.\n# TYPE sonde_correlation_containers gauge\nsonde_correlation_containers {}",
-            s.containers
-        );
-        let _ = writeln!(
-            o,
-            "# HELP sonde_correlation_containers_dropped_total Containers left without usage series (max_containers).\n# TYPE sonde_correlation_containers_dropped_total counter\nsonde_correlation_containers_dropped_total {}",
-            s.containers_dropped
-        );
-        let _ = writeln!(
-            o,
-            "# HELP sonde_correlation_process_exits_total Processes dropped from the cache because they exited.\n# TYPE sonde_correlation_process_exits_total counter\nsonde_correlation_process_exits_total {}",
-            s.process_exits
-        );
+        let kube = self.kube.as_ref().map(|k| &k.status);
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let own: [(&str, &str, &str, Option<u64>); 7] = [
+            (
+                "sonde_correlation_processes",
+                "gauge",
+                "Processes in the correlation cache.",
+                Some(s.processes as u64),
+            ),
+            (
+                "sonde_correlation_containers",
+                "gauge",
+                "Containers seen in the last scan.",
+                Some(s.containers as u64),
+            ),
+            (
+                "sonde_correlation_containers_dropped_total",
+                "counter",
+                "Containers left without usage series (max_containers).",
+                Some(s.containers_dropped),
+            ),
+            (
+                "sonde_correlation_process_exits_total",
+                "counter",
+                "Processes dropped from the cache because they exited.",
+                Some(s.process_exits),
+            ),
+            (
+                "sonde_kube_watch_events_total",
+                "counter",
+                "Kubernetes watch events applied.",
+                kube.map(|k| load(&k.events)),
+            ),
+            (
+                "sonde_kube_watch_errors_total",
+                "counter",
+                "Kubernetes watch errors (each retried with backoff).",
+                kube.map(|k| load(&k.errors)),
+            ),
+            (
+                "sonde_kube_relists_total",
+                "counter",
+                "Kubernetes lists (the first, and one after each expired or broken watch).",
+                kube.map(|k| load(&k.relists)),
+            ),
+        ];
+        for (name, kind, help, v) in own {
+            if let Some(v) = v {
+                let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+            }
+        }
         if let Some(k) = &self.kube {
-            let st = &k.status;
-            let _ = writeln!(
-                o,
-                "# HELP sonde_kube_watch_events_total Kubernetes watch events applied.\n# TYPE sonde_kube_watch_events_total counter\nsonde_kube_watch_events_total {}",
-                st.events.load(Ordering::Relaxed)
-            );
-            let _ = writeln!(
-                o,
-                "# HELP sonde_kube_watch_errors_total Kubernetes watch errors (each retried with backoff).\n# TYPE sonde_kube_watch_errors_total counter\nsonde_kube_watch_errors_total {}",
-                st.errors.load(Ordering::Relaxed)
-            );
-            let _ = writeln!(
-                o,
-                "# HELP sonde_kube_relists_total Kubernetes lists (the first, and one after each expired or broken watch).\n# TYPE sonde_kube_relists_total counter\nsonde_kube_relists_total {}",
-                st.relists.load(Ordering::Relaxed)
-            );
             if let Ok(i) = k.index.read() {
                 let _ = writeln!(
                     o,
