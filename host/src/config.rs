@@ -18,6 +18,7 @@ pub struct Config {
     pub plugins: PluginsConfig,
     pub network: crate::netmap::NetworkSettings,
     pub correlation: crate::correlate::CorrelationSettings,
+    pub admin: crate::admin::AdminSettings,
     pub kubernetes: crate::correlate::k8s::KubernetesSettings,
 }
 
@@ -134,6 +135,13 @@ pub struct PluginsConfig {
     /// 0 uses on-demand allocation.
     pub pooling_instances: u32,
     pub limits: crate::plugin::Limits,
+    /// Publisher keys whose signatures make a component in `parser_dirs` or `rule_dirs`
+    /// loadable (`[[plugins.trusted_keys]]` tables: `name`, `key = "ed25519:<base64>"`). A
+    /// component there needs a manifest signed by one of them (see `plugin::manifest`).
+    pub trusted_keys: Vec<crate::plugin::manifest::TrustedKey>,
+    /// Directories whose components may be unsigned (no manifest, or one without a
+    /// signature); a manifest there is still checked. Empty: every component must be signed.
+    pub allow_unsigned_dirs: Vec<PathBuf>,
 }
 
 impl Default for PluginsConfig {
@@ -149,6 +157,8 @@ impl Default for PluginsConfig {
             batch_bytes: 256 << 10,
             pooling_instances: 0,
             limits: crate::plugin::Limits::default(),
+            trusted_keys: Vec::new(),
+            allow_unsigned_dirs: Vec::new(),
         }
     }
 }
@@ -205,6 +215,7 @@ mod tests {
             crate::correlate::k8s::KubernetesSettings::default()
         );
         assert_eq!(c.metrics.record_log, MetricsSettings::default().record_log);
+        assert_eq!(c.admin, crate::admin::AdminSettings::default());
         assert!(toml::from_str::<Config>("[kubernetes]\nmode = \"sometimes\"\n").is_err());
     }
 }

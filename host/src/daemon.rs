@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 
+use crate::admin;
 use crate::capture::events::Event;
 use crate::capture::net::NetReading;
 use crate::capture::reassembly::{GapReason, SegmentBody};
@@ -19,6 +20,7 @@ use crate::parse::dispatch::Dispatch;
 use crate::parse::router::{Labeler, Router, RouterConfig};
 use crate::parse::slot::ParserSlot;
 use crate::parse::{ParserBackend, TaggedRecord};
+use crate::plugin::PluginEngine;
 use crate::plugin::parsers;
 use crate::records::RecordLog;
 use crate::red::Red;
@@ -31,6 +33,11 @@ const SETTLE: Duration = Duration::from_secs(2);
 
 /// The parse pipeline of `config`: every configured parser on a thread of its own.
 pub fn parse_pipeline(config: &Config) -> Result<Router> {
+    Ok(parse_pipeline_with_engine(config)?.0)
+}
+
+/// The pipeline and the engine its components run in (for loading more later).
+fn parse_pipeline_with_engine(config: &Config) -> Result<(Router, Arc<PluginEngine>)> {
     let engine = parsers::engine(&config.plugins)?;
     let slots: Vec<ParserSlot> = parsers::load_all(&config.plugins, &engine)?
         .into_iter()
@@ -40,17 +47,48 @@ pub fn parse_pipeline(config: &Config) -> Result<Router> {
     let names: Vec<String> = slots.iter().map(|s| s.name().to_string()).collect();
     tracing::info!(parsers = ?names, "parse pipeline ready");
     let dispatch = Dispatch::threaded(slots, config.plugins.parser_queue_jobs)?;
-    Ok(Router::new(
+    let router = Router::new(
         dispatch,
         RouterConfig {
             batch_bytes: config.plugins.batch_bytes,
             ..Default::default()
         },
-    ))
+    );
+    Ok((router, engine))
 }
 
 pub async fn run(config: Config) -> Result<()> {
-    let mut router = parse_pipeline(&config).context("loading protocol parsers")?;
+    let (mut router, engine) =
+        parse_pipeline_with_engine(&config).context("loading protocol parsers")?;
+    let (ops_tx, mut ops) = tokio::sync::mpsc::channel::<admin::OpRequest>(16);
+    let admin_socket = config
+        .admin
+        .socket
+        .clone()
+        .filter(|p| !p.as_os_str().is_empty());
+    let admin_server = match &admin_socket {
+        Some(path) => Some(tokio::spawn(admin::serve(
+            admin::bind(path)?,
+            admin::Loader {
+                engine: engine.clone(),
+                plugins: config.plugins.clone(),
+            },
+            ops_tx.clone(),
+        ))),
+        None => None,
+    };
+    let drain_timeout = Duration::from_secs(config.admin.drain_timeout_s);
+    if config.admin.watch_parser_dirs && !config.plugins.parser_dirs.is_empty() {
+        // The thread lives as long as the process (it blocks in read(2)).
+        admin::watch_dirs(
+            config.plugins.parser_dirs.clone(),
+            admin::Loader {
+                engine: engine.clone(),
+                plugins: config.plugins.clone(),
+            },
+            ops_tx.clone(),
+        )?;
+    }
     config.network.validate()?;
     // Correlation first: with a cluster, the first lists arrive before the first connection.
     let correlator = Arc::new(start_correlation(&config).await);
@@ -109,11 +147,20 @@ pub async fn run(config: Config) -> Result<()> {
                 router.flush();
                 loop_state.deliver(&mut router, &mut capture, &shared, &mut netmap);
             }
+            Some(req) = ops.recv() => {
+                // Flush first: segments batched for the old version go to it, not the new.
+                router.flush();
+                let answer = admin::apply(&mut router, req.op);
+                let _ = req.reply.send(answer);
+            }
             _ = net_ticker.tick() => {
                 read_network(&mut capture, &mut netmap, &mut net_reading, &shared);
             }
             _ = ticker.tick() => {
                 tracker.tick(monotonic_now_ns(), &mut out);
+                for p in router.retire_drained(drain_timeout) {
+                    tracing::info!(parser = p, "swapped-out parser retired");
+                }
                 route(&mut loop_state.snap, &mut router, &tracker, &mut out);
                 router.flush();
                 loop_state.deliver(&mut router, &mut capture, &shared, &mut netmap);
@@ -133,6 +180,12 @@ pub async fn run(config: Config) -> Result<()> {
     }
     if let Some(server) = server {
         server.abort();
+    }
+    if let Some(admin) = admin_server {
+        admin.abort();
+        if let Some(path) = &admin_socket {
+            let _ = std::fs::remove_file(path);
+        }
     }
     drop(capture);
     // Flush what is still waiting in reorder buffers, and what parsers still hold.

@@ -1,5 +1,6 @@
 //! Sonde's daemon as a library: the binary (`src/main.rs`) is a thin CLI over these modules,
 //! and the integration tests in `tests/` drive them directly.
+pub mod admin;
 pub mod analyze;
 pub mod capture;
 pub mod config;

@@ -45,6 +45,110 @@ enum Command {
 enum PluginCommand {
     /// Create a new plugin crate (a working example with a native test) from the template.
     New(PluginNewArgs),
+    /// Make a publisher key pair: the secret key (mode 0600) and `<out>.pub`, the public key
+    /// operators add to `[[plugins.trusted_keys]]`.
+    Keygen(PluginKeygenArgs),
+    /// Sign a component: write `<name>-<version>.wasm` and its signed manifest
+    /// `<name>-<version>.toml` (and `.tar` with --tar) into --out.
+    Package(PluginPackageArgs),
+    /// Check components (files, or every *.wasm of directories) as the daemon would load them:
+    /// manifest, sha256, signature, trusted key, world, capabilities, identity. Exit status 1 if
+    /// any is refused.
+    Verify(PluginVerifyArgs),
+    /// The running daemon's parsers: name, version, source, state, connections (admin socket).
+    List(AdminArgs),
+    /// Load a parser component into the running daemon.
+    Load {
+        /// The component (.wasm), absolute path.
+        path: PathBuf,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Swap a running parser for a new version: new connections go to the new version, the
+    /// old one finishes its own (then is retired); a component that fails to load changes
+    /// nothing.
+    Reload {
+        /// The parser's name (`sonde plugin list`).
+        name: String,
+        /// The new component (default: the file it was loaded from).
+        path: Option<PathBuf>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Stop a running parser (it finishes its connections first).
+    Unload {
+        name: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Args, Debug)]
+struct AdminArgs {
+    /// The daemon's admin socket (`[admin] socket`).
+    #[arg(long, default_value = "/run/sonde/admin.sock")]
+    socket: PathBuf,
+    /// Print the daemon's JSON answer.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct PluginKeygenArgs {
+    /// Secret key file to create (never overwritten); the public key goes to `<out>.pub`.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct PluginPackageArgs {
+    /// The component to sign.
+    #[arg(long, required_unless_present = "build", conflicts_with = "build")]
+    wasm: Option<PathBuf>,
+    /// Build this plugin crate first (`cargo build --release --target wasm32-wasip2`) and
+    /// sign what it made.
+    #[arg(long)]
+    build: Option<PathBuf>,
+    /// The publisher's secret key (from `sonde plugin keygen`).
+    #[arg(long)]
+    key: PathBuf,
+    /// Publisher name written into the signature.
+    #[arg(long)]
+    publisher: String,
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Plugin name (default: the component's own `info`; must agree with it).
+    #[arg(long)]
+    name: Option<String>,
+    /// Plugin version (default: the component's own `info`; must agree with it).
+    #[arg(long)]
+    version: Option<String>,
+    /// `protocol-parser` or `fault-rule` (default: whichever the component implements).
+    #[arg(long)]
+    world: Option<String>,
+    /// Protocols it parses (default: a parser's own `info`); repeatable.
+    #[arg(long)]
+    protocol: Vec<String>,
+    /// Ports its protocols usually use (a hint); repeatable.
+    #[arg(long)]
+    port: Vec<u16>,
+    /// A capability it needs (`clocks`); repeatable. None by default.
+    #[arg(long)]
+    capability: Vec<String>,
+    /// Also write `<name>-<version>.tar` holding both files.
+    #[arg(long)]
+    tar: bool,
+}
+
+#[derive(Args, Debug)]
+struct PluginVerifyArgs {
+    /// Components (*.wasm, with their manifests beside them) or directories of them.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Also trust this key (`ed25519:<base64>`), besides the config's trusted_keys; repeatable.
+    #[arg(long)]
+    trusted_key: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -119,6 +223,10 @@ struct AnalyzeArgs {
     /// Leave the embedded default fault tree out.
     #[arg(long)]
     no_default_rules: bool,
+    /// Load the --rules-dir components without a signed manifest (your own, while you write
+    /// them); otherwise they must be signed by a trusted key (`[plugins] trusted_keys`).
+    #[arg(long, requires = "rules_dir")]
+    allow_unsigned: bool,
     /// Plugin compile cache directory (default from the config; `none` for no cache).
     #[arg(long)]
     plugin_cache: Option<String>,
@@ -279,6 +387,84 @@ fn main() -> Result<()> {
             once: args.once,
             json: args.json,
         }),
+        Command::Plugin(PluginCommand::List(admin)) => {
+            admin_call(&admin, &sonde::admin::Request::List)
+        }
+        Command::Plugin(PluginCommand::Load { path, admin }) => {
+            let path = std::path::absolute(&path)?;
+            admin_call(&admin, &sonde::admin::Request::Load { path })
+        }
+        Command::Plugin(PluginCommand::Reload { name, path, admin }) => {
+            let path = path.map(|p| std::path::absolute(&p)).transpose()?;
+            admin_call(&admin, &sonde::admin::Request::Reload { name, path })
+        }
+        Command::Plugin(PluginCommand::Unload { name, admin }) => {
+            admin_call(&admin, &sonde::admin::Request::Unload { name })
+        }
+        Command::Plugin(PluginCommand::Keygen(args)) => {
+            let k = sonde::plugin::package::keygen(&args.out)?;
+            eprintln!(
+                "secret key: {} (keep it secret)\npublic key: {}",
+                k.secret.display(),
+                k.public.display()
+            );
+            println!("{}", k.public_key);
+            Ok(())
+        }
+        Command::Plugin(PluginCommand::Package(args)) => {
+            use sonde::plugin::manifest::World;
+            let world = match &args.world {
+                Some(w) => Some(World::parse(w).ok_or_else(|| {
+                    anyhow::anyhow!("--world {w:?}: give protocol-parser or fault-rule")
+                })?),
+                None => None,
+            };
+            let p = sonde::plugin::package::package(&sonde::plugin::package::PackageOptions {
+                wasm: args.wasm,
+                build: args.build,
+                key: args.key,
+                publisher: args.publisher,
+                out: args.out,
+                name: args.name,
+                version: args.version,
+                world,
+                protocols: args.protocol,
+                ports: args.port,
+                capabilities: args.capability,
+                tar: args.tar,
+            })?;
+            let m = &p.manifest.plugin;
+            println!(
+                "packaged {} {} ({})\n  {}\n  {}",
+                m.name,
+                m.version,
+                m.world,
+                p.wasm.display(),
+                p.manifest_path.display()
+            );
+            if let Some(tar) = &p.tar {
+                println!("  {}", tar.display());
+            }
+            Ok(())
+        }
+        Command::Plugin(PluginCommand::Verify(args)) => {
+            let checked = sonde::plugin::package::verify_paths(
+                &args.paths,
+                &config.plugins,
+                &args.trusted_key,
+            )?;
+            anyhow::ensure!(!checked.is_empty(), "no *.wasm components found");
+            for c in &checked {
+                println!("{c}");
+            }
+            let refused = checked.iter().filter(|c| c.outcome.is_err()).count();
+            anyhow::ensure!(
+                refused == 0,
+                "{refused} of {} components refused",
+                checked.len()
+            );
+            Ok(())
+        }
         Command::Plugin(PluginCommand::New(args)) => {
             let name = match args.name {
                 Some(n) => n,
@@ -310,6 +496,9 @@ fn main() -> Result<()> {
             }
             let mut plugins = config.plugins.clone();
             plugins.rule_dirs.extend(args.rule_dir_list());
+            if args.allow_unsigned {
+                plugins.allow_unsigned_dirs.extend(args.rule_dir_list());
+            }
             if args.no_default_rules {
                 plugins.default_rules = false;
             }
@@ -325,5 +514,31 @@ fn main() -> Result<()> {
             };
             sonde::analyze::run(&opts, &plugins)
         }
+    }
+}
+
+/// One admin request; prints the slots (or the JSON answer); an error answer is an error.
+fn admin_call(args: &AdminArgs, req: &sonde::admin::Request) -> Result<()> {
+    let answer = sonde::admin::request(&args.socket, req)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else if answer.ok {
+        println!(
+            "{:<4} {:<16} {:<10} {:<9} {:>6} {:>9}  SOURCE",
+            "SLOT", "NAME", "VERSION", "STATE", "CONNS", "RECORDS"
+        );
+        for s in &answer.slots {
+            println!(
+                "{:<4} {:<16} {:<10} {:<9} {:>6} {:>9}  {}",
+                s.index, s.name, s.version, s.state, s.connections, s.records, s.source
+            );
+        }
+        if let (Some(load), Some(swap)) = (answer.load_ms, answer.swap_ms) {
+            println!("loaded in {load:.1} ms, swapped in {swap:.2} ms");
+        }
+    }
+    match (answer.ok, answer.error) {
+        (true, _) => Ok(()),
+        (false, e) => anyhow::bail!("{}", e.unwrap_or_else(|| "refused".into())),
     }
 }

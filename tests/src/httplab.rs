@@ -515,8 +515,17 @@ impl Daemon {
         let dir = Scratch::new("daemon");
         let port = free_port();
         let cache = crate::target_dir().join("plugin-cache");
+        // An admin socket of its own (the default path would be shared by parallel tests).
+        let admin = if more_toml.contains("[admin]") {
+            String::new()
+        } else {
+            format!(
+                "[admin]\nsocket = \"{}\"\n",
+                dir.path().join("admin.sock").display()
+            )
+        };
         let config = format!(
-            "[metrics]\nlisten = \"127.0.0.1:{port}\"\n{metrics_toml}\n\n[plugins]\ncache_dir = \"{}\"\n{plugins_toml}\n\n{more_toml}\n",
+            "[metrics]\nlisten = \"127.0.0.1:{port}\"\n{metrics_toml}\n\n[plugins]\ncache_dir = \"{}\"\n{plugins_toml}\n\n{more_toml}\n{admin}",
             cache.display()
         );
         let path = dir.path().join("sonde.toml");

@@ -18,8 +18,8 @@ pub fn bad_rule(feature: &str) -> PathBuf {
     )
 }
 
-/// The misbehaving protocol parser built with `feature` (`spin`, `trap`, `membomb`), copied to
-/// `target/wasm-fixtures/bad-parser-<feature>.wasm`.
+/// The misbehaving protocol parser built with `feature` (`spin`, `trap`, `membomb`, `escape`),
+/// copied to `target/wasm-fixtures/bad-parser-<feature>.wasm`.
 pub fn bad_parser(feature: &str) -> PathBuf {
     build_fixture(
         "sonde-bad-parser",
@@ -29,6 +29,18 @@ pub fn bad_parser(feature: &str) -> PathBuf {
     )
 }
 
+/// The example Redis RESP parser (`plugins/examples/resp`, what a third party would publish),
+/// copied to `target/wasm-fixtures/resp-parser.wasm`.
+pub fn resp_parser() -> PathBuf {
+    build_fixture(
+        "sonde-resp-parser",
+        "sonde_resp_parser",
+        "",
+        "resp-parser.wasm",
+    )
+}
+
+/// `feature` may be empty (default features).
 fn build_fixture(package: &str, artifact: &str, feature: &str, name: &str) -> PathBuf {
     let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -44,17 +56,21 @@ fn build_fixture(package: &str, artifact: &str, feature: &str, name: &str) -> Pa
             "--target",
             "wasm32-wasip2",
         ])
-        .args(["--features", feature])
+        .args(if feature.is_empty() {
+            vec![]
+        } else {
+            vec!["--features", feature]
+        })
         .arg("--target-dir")
         .arg(&target)
         .current_dir(&root)
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .status()
-        .expect("running cargo to build the bad-rule fixture");
+        .expect("running cargo to build a Wasm fixture");
     assert!(
         status.success(),
-        "building the {package} fixture with feature {feature} failed"
+        "building the {package} fixture with features {feature:?} failed"
     );
     let out = target.join(name);
     std::fs::copy(

@@ -27,6 +27,9 @@ fn plugins(rule_dirs: Vec<PathBuf>, limits: Limits) -> PluginsConfig {
     PluginsConfig {
         cache_dir: None,
         default_rules: true,
+        // The fixtures here are unsigned: these tests are about the sandbox, not signatures
+        // (tests/tests/plugin_signing.rs is), so their scratch directories allow unsigned ones.
+        allow_unsigned_dirs: rule_dirs.clone(),
         rule_dirs,
         limits,
         ..PluginsConfig::default()
@@ -606,7 +609,19 @@ fn sonde_analyze_replays_a_bundle_directory() {
 fn sonde_analyze_rules_dir_adds_components() {
     let dir = tempdir("analyze-rules");
     std::fs::copy(wasm::bad_rule("trap"), dir.join("bad-trap.wasm")).unwrap();
+    // An unsigned fixture: the config allows unsigned components from its directory.
+    let config = dir.join("sonde.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[plugins]\nallow_unsigned_dirs = [{:?}]\n",
+            dir.to_str().unwrap()
+        ),
+    )
+    .unwrap();
     let out = json_report(&sonde(&[
+        "--config",
+        config.to_str().unwrap(),
         "analyze",
         "--example",
         "node-cpu",

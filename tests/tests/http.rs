@@ -391,7 +391,8 @@ fn looping_trapping_and_memory_hungry_parsers_are_stopped_and_http_stays_exact()
     let daemon = Daemon::start(
         "",
         &format!(
-            "parser_dirs = [\"{}\"]\n\n[plugins.limits]\ncall_deadline_ms = 100\nmemory_bytes = 33554432\nquarantine_after = 2\nquarantine_ms = 200\n",
+            // Unsigned fixtures: this test is about the sandbox, so their directory allows them.
+            "parser_dirs = [\"{0}\"]\nallow_unsigned_dirs = [\"{0}\"]\n\n[plugins.limits]\ncall_deadline_ms = 100\nmemory_bytes = 33554432\nquarantine_after = 2\nquarantine_ms = 200\n",
             parsers.path().display()
         ),
     );

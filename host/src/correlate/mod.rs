@@ -625,22 +625,22 @@ impl Correlator {
                 let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
             }
         }
-        if let Some(k) = &self.kube {
-            if let Ok(i) = k.index.read() {
-                let _ = writeln!(
-                    o,
-                    "# HELP sonde_kube_objects Kubernetes objects known, by resource.\n# TYPE sonde_kube_objects gauge"
-                );
-                for (what, n) in [
-                    ("pods", i.pods.len()),
-                    ("services", i.services.len()),
-                    ("endpointslices", i.slices.len()),
-                    ("nodes", i.nodes.len()),
-                    ("replicasets", i.replica_sets.len()),
-                    ("jobs", i.jobs.len()),
-                ] {
-                    let _ = writeln!(o, "sonde_kube_objects{{resource=\"{what}\"}} {n}");
-                }
+        if let Some(k) = &self.kube
+            && let Ok(i) = k.index.read()
+        {
+            let _ = writeln!(
+                o,
+                "# HELP sonde_kube_objects Kubernetes objects known, by resource.\n# TYPE sonde_kube_objects gauge"
+            );
+            for (what, n) in [
+                ("pods", i.pods.len()),
+                ("services", i.services.len()),
+                ("endpointslices", i.slices.len()),
+                ("nodes", i.nodes.len()),
+                ("replicasets", i.replica_sets.len()),
+                ("jobs", i.jobs.len()),
+            ] {
+                let _ = writeln!(o, "sonde_kube_objects{{resource=\"{what}\"}} {n}");
             }
         }
     }

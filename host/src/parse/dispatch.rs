@@ -32,6 +32,9 @@ enum Mode {
     Threads {
         workers: Vec<Worker>,
         results: Receiver<SlotOutput>,
+        /// For workers added later (hot load).
+        results_tx: mpsc::Sender<SlotOutput>,
+        queue_jobs: usize,
     },
 }
 
@@ -57,35 +60,48 @@ impl Dispatch {
     pub fn threaded(slots: Vec<ParserSlot>, queue_jobs: usize) -> Result<Self> {
         let (results_tx, results) = mpsc::channel();
         let mut workers = Vec::new();
-        for mut slot in slots {
-            let (tx, rx) = mpsc::sync_channel::<ParseJob>(queue_jobs.max(1));
-            let stats = Arc::new(Mutex::new(slot.stats()));
-            let results_tx = results_tx.clone();
-            let shared = stats.clone();
-            let thread = std::thread::Builder::new()
-                .name(format!("sonde-parse-{}", slot.name()))
-                .spawn(move || {
-                    while let Ok(mut job) = rx.recv() {
-                        let out = slot.run(&mut job);
-                        if let Ok(mut s) = shared.lock() {
-                            *s = slot.stats();
-                        }
-                        if results_tx.send(out).is_err() {
-                            break;
-                        }
-                    }
-                })
-                .context("starting a parser thread")?;
-            workers.push(Worker {
-                jobs: Some(tx),
-                stats,
-                thread: Some(thread),
-            });
+        for slot in slots {
+            workers.push(spawn_worker(slot, queue_jobs, results_tx.clone())?);
         }
         Ok(Self {
-            mode: Mode::Threads { workers, results },
+            mode: Mode::Threads {
+                workers,
+                results,
+                results_tx,
+                queue_jobs,
+            },
             pending: 0,
         })
+    }
+
+    /// Add a slot (hot load); returns its index.
+    pub fn add(&mut self, slot: ParserSlot) -> Result<usize> {
+        match &mut self.mode {
+            Mode::Inline { slots, .. } => {
+                slots.push(slot);
+                Ok(slots.len() - 1)
+            }
+            Mode::Threads {
+                workers,
+                results_tx,
+                queue_jobs,
+                ..
+            } => {
+                workers.push(spawn_worker(slot, *queue_jobs, results_tx.clone())?);
+                Ok(workers.len() - 1)
+            }
+        }
+    }
+
+    /// No more jobs for `parser`: its thread finishes what is queued (the results still
+    /// arrive) and ends. Its stats stay as they were last.
+    pub fn retire(&mut self, parser: usize) {
+        if let Mode::Threads { workers, .. } = &mut self.mode
+            && let Some(w) = workers.get_mut(parser)
+        {
+            w.jobs.take();
+            // Joined on drop; a thread mid-call ends at its deadline at the latest.
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -174,6 +190,36 @@ impl Dispatch {
                 .collect(),
         }
     }
+}
+
+/// A parser slot on a thread of its own, fed through a queue of `queue_jobs` jobs.
+fn spawn_worker(
+    mut slot: ParserSlot,
+    queue_jobs: usize,
+    results_tx: mpsc::Sender<SlotOutput>,
+) -> Result<Worker> {
+    let (tx, rx) = mpsc::sync_channel::<ParseJob>(queue_jobs.max(1));
+    let stats = Arc::new(Mutex::new(slot.stats()));
+    let shared = stats.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("sonde-parse-{}", slot.name()))
+        .spawn(move || {
+            while let Ok(mut job) = rx.recv() {
+                let out = slot.run(&mut job);
+                if let Ok(mut s) = shared.lock() {
+                    *s = slot.stats();
+                }
+                if results_tx.send(out).is_err() {
+                    break;
+                }
+            }
+        })
+        .context("starting a parser thread")?;
+    Ok(Worker {
+        jobs: Some(tx),
+        stats,
+        thread: Some(thread),
+    })
 }
 
 impl Drop for Dispatch {

@@ -306,5 +306,42 @@ pub struct ParserStats {
     pub counters: ParserCounters,
 }
 
+impl ParserStats {
+    /// Add another version's counters (hot swap: one name, several slots). `take_identity`:
+    /// the other is the active version, whose version, source and health state are shown.
+    pub fn merge(&mut self, o: ParserStats, take_identity: bool) {
+        let c = &mut self.counters;
+        c.jobs += o.counters.jobs;
+        c.jobs_dropped += o.counters.jobs_dropped;
+        c.segments += o.counters.segments;
+        c.bytes += o.counters.bytes;
+        c.records += o.counters.records;
+        c.claimed += o.counters.claimed;
+        c.abandoned += o.counters.abandoned;
+        let (mut h, oh) = (self.health.clone(), o.health);
+        h.calls += oh.calls;
+        h.failures += oh.failures;
+        h.deadline_exceeded += oh.deadline_exceeded;
+        h.fuel_exhausted += oh.fuel_exhausted;
+        h.memory_cap_hits += oh.memory_cap_hits;
+        h.traps += oh.traps;
+        h.bad_output += oh.bad_output;
+        h.instantiations += oh.instantiations;
+        h.total_call_us += oh.total_call_us;
+        h.max_call_us = h.max_call_us.max(oh.max_call_us);
+        h.skipped += oh.skipped;
+        h.quarantines += oh.quarantines;
+        if take_identity {
+            self.version = o.version;
+            self.source = o.source;
+            h.last_call_us = oh.last_call_us;
+            h.failures_in_a_row = oh.failures_in_a_row;
+            h.last_error = oh.last_error;
+            h.quarantined_until = oh.quarantined_until;
+        }
+        self.health = h;
+    }
+}
+
 #[cfg(test)]
 mod tests;

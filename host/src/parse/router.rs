@@ -15,8 +15,10 @@ use serde::Serialize;
 use sonde_sdk::protocol_parser::{Endpoint, Role as SdkRole, Transport};
 
 use super::dispatch::Dispatch;
-use super::slot::SlotOutput;
-use super::{Claim, ConnInfo, Direction, ParseJob, ParserStats, SegMeta, TaggedRecord};
+use super::slot::{ParserSlot, SlotOutput};
+use super::{
+    Claim, ConnInfo, Direction, ParseJob, ParserBackend, ParserStats, SegMeta, TaggedRecord,
+};
 use crate::capture::events::{Direction as CapDirection, Role};
 use crate::capture::reassembly::SegmentBody;
 use crate::conntrack::{ConnTracker, Connection, StreamEvent};
@@ -60,12 +62,23 @@ struct Route {
 }
 
 impl Route {
-    fn new(parsers: usize) -> Self {
+    /// A connection seen now: parsers that are not active (draining or retired after a swap)
+    /// never start on it.
+    fn new(life: &[Life]) -> Self {
         Self {
             info: None,
             info_generation: 0,
-            stance: vec![Stance::Undecided; parsers],
-            announced: vec![false; parsers],
+            stance: life
+                .iter()
+                .map(|l| {
+                    if *l == Life::Active {
+                        Stance::Undecided
+                    } else {
+                        Stance::Done
+                    }
+                })
+                .collect(),
+            announced: vec![false; life.len()],
             owner: None,
             skipped: false,
         }
@@ -78,6 +91,33 @@ impl Route {
             Stance::Undecided => self.owner.is_none(),
         }
     }
+}
+
+/// Where a parser is in its life. A hot swap adds the new version as a new parser and sets the
+/// old one draining: **connections the old version has seen bytes of finish on it; every other
+/// connection (new ones, and known ones it had not been fed yet) goes to the new version**, so
+/// each connection is parsed by exactly one version and no record is lost or counted twice. A draining parser is retired when its last connection
+/// closes, or at the drain timeout: then its remaining connections are closed for it (pending
+/// requests flushed as unanswered) and detected afresh by its replacement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Life {
+    Active,
+    Draining,
+    Retired,
+}
+
+/// One parser slot as `sonde plugin list` shows it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct SlotInfo {
+    pub index: usize,
+    pub name: String,
+    pub version: String,
+    pub source: String,
+    pub state: String,
+    /// Connections it has been told about and not yet closed.
+    pub connections: usize,
+    pub records: u64,
 }
 
 /// Router counters (cumulative), for `/metrics`.
@@ -95,6 +135,9 @@ pub struct RouterStats {
     pub records: u64,
     /// Connections labelled again because their metadata arrived after them.
     pub relabeled: u64,
+    /// Connections a draining parser still had at its drain timeout, handed to its
+    /// replacement.
+    pub handed_over: u64,
 }
 
 /// Labels for connections (the correlation layer: container, pod, workload, peer).
@@ -124,6 +167,10 @@ pub struct Router {
     verdicts: Vec<u64>,
     records: Vec<TaggedRecord>,
     outputs: Vec<SlotOutput>,
+    /// Per parser: its life, when it started draining, and what replaced it.
+    life: Vec<Life>,
+    draining_since: Vec<Option<std::time::Instant>>,
+    replaced_by: Vec<Option<usize>>,
     pub stats: RouterStats,
 }
 
@@ -141,8 +188,147 @@ impl Router {
             verdicts: Vec::new(),
             records: Vec::new(),
             outputs: Vec::new(),
+            life: vec![Life::Active; n],
+            draining_since: vec![None; n],
+            replaced_by: vec![None; n],
             stats: RouterStats::default(),
         }
+    }
+
+    /// Add a parser (hot load). Connections already routed never go to it.
+    pub fn add_parser(&mut self, backend: Box<dyn ParserBackend>) -> anyhow::Result<usize> {
+        let p = self
+            .dispatch
+            .add(ParserSlot::new(self.jobs.len(), backend))?;
+        debug_assert_eq!(p, self.jobs.len());
+        self.jobs.push(ParseJob::default());
+        self.jobs_dropped.push(0);
+        self.abandoned_by_drop.push(0);
+        self.life.push(Life::Active);
+        self.draining_since.push(None);
+        self.replaced_by.push(None);
+        for route in self.routes.values_mut() {
+            route.stance.push(Stance::Done);
+            route.announced.push(false);
+        }
+        Ok(p)
+    }
+
+    /// Swap parser `old` for `slot` (see [`Life`]): the new version takes every connection
+    /// from now on, the old one finishes its own. Returns the new parser's index.
+    pub fn replace_parser(
+        &mut self,
+        old: usize,
+        backend: Box<dyn ParserBackend>,
+    ) -> anyhow::Result<usize> {
+        anyhow::ensure!(
+            self.life.get(old) == Some(&Life::Active),
+            "parser {old} is not active"
+        );
+        let new = self.add_parser(backend)?;
+        // Connections the old version has not seen a byte of are the new one's.
+        for route in self.routes.values_mut() {
+            if !route.announced[old] && route.stance[old] != Stance::Done {
+                route.stance[new] = Stance::Undecided;
+            }
+        }
+        self.drain(old, Some(new));
+        Ok(new)
+    }
+
+    /// Stop giving parser `p` new connections; it is retired once its own are done.
+    pub fn unload_parser(&mut self, p: usize) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.life.get(p) == Some(&Life::Active),
+            "parser {p} is not active"
+        );
+        self.drain(p, None);
+        Ok(())
+    }
+
+    fn drain(&mut self, p: usize, replacement: Option<usize>) {
+        self.life[p] = Life::Draining;
+        self.draining_since[p] = Some(std::time::Instant::now());
+        self.replaced_by[p] = replacement;
+        // Connections it never started on are no longer its to decide.
+        for (conn, route) in self.routes.iter_mut() {
+            if !route.announced[p] && route.stance[p] != Stance::Done {
+                route.stance[p] = Stance::Done;
+                Self::maybe_skip(*conn, route, &mut self.verdicts, &mut self.stats);
+            }
+        }
+    }
+
+    /// Retire draining parsers whose connections are done, or that drained for longer than
+    /// `timeout` (their connections are handed to the replacement). Returns those retired.
+    pub fn retire_drained(&mut self, timeout: Duration) -> Vec<usize> {
+        let mut retired = Vec::new();
+        for p in 0..self.life.len() {
+            if self.life[p] != Life::Draining {
+                continue;
+            }
+            let busy = self.routes.values().any(|r| r.announced[p]);
+            let expired = self.draining_since[p].is_some_and(|t| t.elapsed() >= timeout);
+            if busy && !expired {
+                continue;
+            }
+            if busy {
+                let replacement = self.replaced_by[p];
+                for (conn, route) in self.routes.iter_mut() {
+                    if !route.announced[p] {
+                        continue;
+                    }
+                    route.announced[p] = false;
+                    route.stance[p] = Stance::Done;
+                    self.jobs[p].closed.push(*conn);
+                    if route.owner == Some(p) {
+                        route.owner = None;
+                    }
+                    if let Some(q) = replacement
+                        && self.life[q] == Life::Active
+                    {
+                        route.stance[q] = Stance::Undecided;
+                    }
+                    self.stats.handed_over += 1;
+                }
+            }
+            if !self.jobs[p].is_empty() {
+                self.submit(p);
+            }
+            self.dispatch.retire(p);
+            self.life[p] = Life::Retired;
+            retired.push(p);
+        }
+        retired
+    }
+
+    /// Every parser slot, retired ones included.
+    pub fn slots(&self) -> Vec<SlotInfo> {
+        self.dispatch
+            .stats()
+            .into_iter()
+            .enumerate()
+            .map(|(p, s)| SlotInfo {
+                index: p,
+                name: s.name,
+                version: s.version,
+                source: s.source,
+                state: match self.life[p] {
+                    Life::Active => "active",
+                    Life::Draining => "draining",
+                    Life::Retired => "retired",
+                }
+                .into(),
+                connections: self.routes.values().filter(|r| r.announced[p]).count(),
+                records: s.counters.records,
+            })
+            .collect()
+    }
+
+    /// The active parser named `name`.
+    pub fn active_parser(&self, name: &str) -> Option<usize> {
+        let stats = self.dispatch.stats();
+        (0..self.life.len()).find(|&p| self.life[p] == Life::Active && stats[p].name == name)
     }
 
     /// Label every connection with `labeler` when its first segment is routed.
@@ -168,14 +354,21 @@ impl Router {
         let n = self.jobs.len();
         match ev {
             StreamEvent::Opened { conn_id } => {
-                self.routes.entry(*conn_id).or_insert_with(|| Route::new(n));
+                let life = &self.life;
+                self.routes
+                    .entry(*conn_id)
+                    .or_insert_with(|| Route::new(life));
             }
             StreamEvent::Segment {
                 conn_id,
                 direction,
                 segment,
             } => {
-                let route = self.routes.entry(*conn_id).or_insert_with(|| Route::new(n));
+                let life = &self.life;
+                let route = self
+                    .routes
+                    .entry(*conn_id)
+                    .or_insert_with(|| Route::new(life));
                 if route.skipped {
                     self.stats.segments_unrouted += 1;
                     return;
@@ -243,7 +436,8 @@ impl Router {
                 // Parsers whose batch is full (no allocation unless one is).
                 let mut full: Vec<usize> = Vec::new();
                 for p in 0..n {
-                    if !route.wants(p) {
+                    // Not active (swapped out): only the connections it already has.
+                    if !route.wants(p) || (!route.announced[p] && self.life[p] != Life::Active) {
                         continue;
                     }
                     routed = true;
@@ -428,13 +622,25 @@ impl Router {
     }
 
     /// Every parser's stats, with the router's drop counters folded in.
+    /// One entry per parser name: the versions a name had (hot swaps) are summed, so its
+    /// counters go on across swaps; version and source are the active one's.
     pub fn parser_stats(&self) -> Vec<ParserStats> {
         let mut stats = self.dispatch.stats();
         for (p, s) in stats.iter_mut().enumerate() {
             s.counters.jobs_dropped = self.jobs_dropped[p];
             s.counters.abandoned += self.abandoned_by_drop[p];
         }
-        stats
+        let mut merged: Vec<ParserStats> = Vec::new();
+        for (p, s) in stats.into_iter().enumerate() {
+            match merged.iter_mut().find(|m| m.name == s.name) {
+                Some(m) => {
+                    let active = self.life[p] == Life::Active;
+                    m.merge(s, active);
+                }
+                None => merged.push(s),
+            }
+        }
+        merged
     }
 }
 

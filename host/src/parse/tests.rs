@@ -372,3 +372,98 @@ fn a_full_queue_drops_jobs_counts_them_and_abandons_their_connections() {
         "abandoned connections get verdicts"
     );
 }
+
+#[test]
+fn a_swap_leaves_old_connections_to_the_old_version_and_new_ones_to_the_new() {
+    use CapDirection::*;
+    let mut r = router(vec![Box::new(NativeParser::<Apples>::new())]);
+    // Connection 1 starts on version 1: a request is in flight at the swap.
+    feed(
+        &mut r,
+        &[
+            StreamEvent::Opened { conn_id: 1 },
+            seg(1, Egress, 10, b"A req\n"),
+        ],
+    );
+    let new = r
+        .replace_parser(0, Box::new(NativeParser::<Apples>::new()))
+        .unwrap();
+    assert_eq!(new, 1);
+    // Its response after the swap still reaches version 1 (which holds the request); a
+    // connection opened after the swap goes to version 2 only.
+    feed(
+        &mut r,
+        &[
+            seg(1, Ingress, 20, b"resp\n"),
+            StreamEvent::Opened { conn_id: 2 },
+            seg(2, Egress, 30, b"A req\n"),
+            seg(2, Ingress, 40, b"resp\n"),
+        ],
+    );
+    let mut recs = Vec::new();
+    r.take_records(&mut recs);
+    assert_eq!(recs.len(), 2, "one record each, none lost, none twice");
+    let slots = r.slots();
+    assert_eq!(slots[0].state, "draining");
+    assert_eq!((slots[0].connections, slots[1].connections), (1, 1));
+    assert_eq!((slots[0].records, slots[1].records), (1, 1));
+    // Version 1 retires when its last connection closes.
+    assert!(r.retire_drained(Duration::from_secs(60)).is_empty());
+    feed(&mut r, &[StreamEvent::Closed { conn_id: 1 }]);
+    assert_eq!(r.retire_drained(Duration::from_secs(60)), [0]);
+    assert_eq!(r.slots()[0].state, "retired");
+    // Counters of one name go on across versions.
+    let stats = r.parser_stats();
+    assert_eq!(stats.len(), 1);
+    assert_eq!(stats[0].counters.records, 2);
+}
+
+#[test]
+fn a_drain_timeout_hands_connections_to_the_replacement() {
+    use CapDirection::*;
+    let mut r = router(vec![Box::new(NativeParser::<Apples>::new())]);
+    feed(
+        &mut r,
+        &[
+            StreamEvent::Opened { conn_id: 1 },
+            seg(1, Egress, 10, b"A req\n"),
+            seg(1, Ingress, 20, b"resp\n"),
+        ],
+    );
+    r.replace_parser(0, Box::new(NativeParser::<Apples>::new()))
+        .unwrap();
+    assert_eq!(r.retire_drained(Duration::ZERO), [0]);
+    assert_eq!(r.stats.handed_over, 1);
+    // The keep-alive connection's next exchange is parsed by the new version.
+    feed(
+        &mut r,
+        &[
+            seg(1, Egress, 30, b"A again\n"),
+            seg(1, Ingress, 40, b"resp\n"),
+        ],
+    );
+    let mut recs = Vec::new();
+    r.take_records(&mut recs);
+    assert_eq!(recs.len(), 2);
+    assert_eq!(r.slots()[1].records, 1);
+}
+
+#[test]
+fn a_connection_known_but_not_yet_fed_at_the_swap_goes_to_the_new_version() {
+    use CapDirection::*;
+    let mut r = router(vec![Box::new(NativeParser::<Apples>::new())]);
+    feed(&mut r, &[StreamEvent::Opened { conn_id: 7 }]);
+    r.replace_parser(0, Box::new(NativeParser::<Apples>::new()))
+        .unwrap();
+    feed(
+        &mut r,
+        &[
+            seg(7, Egress, 10, b"A req\n"),
+            seg(7, Ingress, 20, b"resp\n"),
+        ],
+    );
+    let mut recs = Vec::new();
+    r.take_records(&mut recs);
+    assert_eq!(recs.len(), 1, "not lost between the versions");
+    assert_eq!((r.slots()[0].records, r.slots()[1].records), (0, 1));
+}

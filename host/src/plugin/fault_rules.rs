@@ -75,11 +75,21 @@ pub struct WasmRuleEngine {
 
 impl WasmRuleEngine {
     /// The embedded default tree (unless disabled) and every `*.wasm` in the rule directories
-    /// (sorted by file name). A component that does not load is an error naming its file: the
-    /// operator asked for it.
+    /// (sorted by file name). A component there must pass [`super::manifest::verify`] (signed
+    /// by a trusted key, or in an `allow_unsigned_dirs` directory) and its own `info` must agree
+    /// with its manifest; the bytes verified are the bytes loaded. A component that does not
+    /// load is an error naming its file: the operator asked for it.
     pub fn load(cfg: &PluginsConfig) -> Result<Self> {
+        use super::manifest::{self, Trust, World};
         let engine = PluginEngine::with_options(&EngineOptions::from_config(cfg))?;
         let files = super::wasm_files(&cfg.rule_dirs, "rule")?;
+        let trust = Trust::from_config(cfg, Some(World::FaultRule))?;
+        // Every component checked before anything compiles: a refusal comes first, and names
+        // the file and what to do.
+        let verified = files
+            .iter()
+            .map(|f| manifest::verify(f, &trust))
+            .collect::<Result<Vec<_>, _>>()?;
         // Each plugin keeps its instance between calls: a pool smaller than the plugin count
         // would fail instantiations later, reported as the plugins' own failures.
         let count = files.len() + usize::from(cfg.default_rules);
@@ -98,8 +108,14 @@ impl WasmRuleEngine {
                 .add(DEFAULT_RULES_WASM, "embedded")
                 .context("loading the embedded default fault tree")?;
         }
-        for file in files {
-            engine.add_file(&file)?;
+        for verified in verified {
+            let file = &verified.path;
+            engine
+                .add(&verified.wasm, &file.display().to_string())
+                .with_context(|| format!("loading rule component {}", file.display()))?;
+            let p = engine.plugins.last().expect("just added");
+            verified.check_identity(&p.name, &p.version)?;
+            tracing::info!(rule = %p.name, file = %file.display(), provenance = %verified.provenance(), "rule component verified");
         }
         Ok(engine)
     }

@@ -27,7 +27,9 @@
 
 pub mod cache;
 pub mod fault_rules;
+pub mod manifest;
 pub mod output;
+pub mod package;
 pub mod parsers;
 
 use std::path::PathBuf;
@@ -116,6 +118,10 @@ pub struct EngineOptions {
     pub limits: Limits,
     /// Link `wasi:clocks` (wall and monotonic) for plugins; off: calling them traps.
     pub grant_clocks: bool,
+    /// Benchmarks only: compile without epoch interruption and never arm a call deadline, to
+    /// measure what the deadline mechanism costs. Without deadlines a looping plugin is never
+    /// stopped. Off (deadlines on) by default and in [`Self::from_config`].
+    pub no_epoch_deadlines: bool,
 }
 
 impl EngineOptions {
@@ -128,6 +134,7 @@ impl EngineOptions {
             pooling_instances: cfg.pooling_instances,
             limits: cfg.limits,
             grant_clocks: cfg.grant_clocks,
+            no_epoch_deadlines: false,
         }
     }
 }
@@ -215,6 +222,9 @@ pub struct PluginEngine {
     cache: ComponentCache,
     fuel: bool,
     grant_clocks: bool,
+    /// Epoch interruption is on and calls are armed with a deadline (see
+    /// [`EngineOptions::no_epoch_deadlines`]).
+    deadlines: bool,
     stop: Arc<AtomicBool>,
     ticker: Option<JoinHandle<()>>,
 }
@@ -236,7 +246,7 @@ impl PluginEngine {
         let mut config = wasmtime::Config::new();
         config
             .wasm_component_model(true)
-            .epoch_interruption(true)
+            .epoch_interruption(!opts.no_epoch_deadlines)
             .consume_fuel(opts.fuel);
         if opts.pooling_instances > 0 {
             let n = opts.pooling_instances;
@@ -280,6 +290,7 @@ impl PluginEngine {
             cache,
             fuel: opts.fuel,
             grant_clocks: opts.grant_clocks,
+            deadlines: !opts.no_epoch_deadlines,
             stop,
             ticker: Some(ticker),
         })
@@ -350,7 +361,9 @@ impl PluginEngine {
     pub fn arm(&self, store: &mut Store<SandboxState>, limits: &Limits) {
         store.data_mut().limiter.hit = false;
         store.data().output.clear();
-        store.set_epoch_deadline(limits.deadline_ticks());
+        if self.deadlines {
+            store.set_epoch_deadline(limits.deadline_ticks());
+        }
         if self.fuel {
             let fuel = if limits.fuel == 0 {
                 u64::MAX

@@ -248,10 +248,21 @@ pub fn engine(cfg: &PluginsConfig) -> Result<Arc<PluginEngine>> {
 }
 
 /// The embedded parsers (unless `default_parsers = false`) and every `*.wasm` in
-/// `parser_dirs`, sorted by file name. A component that does not load is an error naming its
-/// file: the operator asked for it. Two parsers with one name are an error too.
+/// `parser_dirs`, sorted by file name. A component there must pass [`super::manifest::verify`]
+/// (signed by a trusted key, or in an `allow_unsigned_dirs` directory) and its own `info` must
+/// agree with its manifest; the bytes verified are the bytes loaded. A component that does not
+/// load is an error naming its file: the operator asked for it. Two parsers with one name are an
+/// error too.
 pub fn load_all(cfg: &PluginsConfig, engine: &Arc<PluginEngine>) -> Result<Vec<WasmParser>> {
+    use super::manifest::{self, Trust, World};
     let files = super::wasm_files(&cfg.parser_dirs, "parser")?;
+    let trust = Trust::from_config(cfg, Some(World::ProtocolParser))?;
+    // Every component checked before anything compiles: a refusal comes first, and names the
+    // file and what to do.
+    let verified = files
+        .iter()
+        .map(|f| manifest::verify(f, &trust))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut parsers: Vec<WasmParser> = Vec::new();
     if cfg.default_parsers {
         for (what, wasm) in embedded() {
@@ -265,15 +276,17 @@ pub fn load_all(cfg: &PluginsConfig, engine: &Arc<PluginEngine>) -> Result<Vec<W
             );
         }
     }
-    for file in files {
-        let wasm = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+    for verified in verified {
+        let file = &verified.path;
         let p = WasmParser::load(
             engine.clone(),
             cfg.limits,
-            &wasm,
+            &verified.wasm,
             &file.display().to_string(),
         )
         .with_context(|| format!("loading parser component {}", file.display()))?;
+        verified.check_identity(&p.name, &p.version)?;
+        tracing::info!(parser = %p.name, file = %file.display(), provenance = %verified.provenance(), "parser component verified");
         if let Some(other) = parsers.iter().find(|o| o.name == p.name) {
             anyhow::bail!(
                 "{}: a parser named {:?} is already loaded from {}",

@@ -115,6 +115,8 @@ fn pooling_allocator_runs_the_same_rules() {
     let two = |slots| PluginsConfig {
         pooling_instances: slots,
         rule_dirs: vec![dir.clone()],
+        // An unsigned copy: this test is about pool slots, not signatures.
+        allow_unsigned_dirs: vec![dir.clone()],
         ..config(Limits::default())
     };
     let err = WasmRuleEngine::load(&two(1))
