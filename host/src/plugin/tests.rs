@@ -208,3 +208,31 @@ fn the_rule_engine_can_move_to_another_thread() {
     send::<WasmRuleEngine>();
     send::<PluginEngine>();
 }
+
+#[test]
+fn table_and_instance_limits_stop_a_component_at_instantiation() {
+    use crate::plugin::parsers::{HTTP_PARSER_WASM, WasmParser, engine};
+    let cfg = PluginsConfig {
+        cache_dir: None,
+        ..Default::default()
+    };
+    let engine = engine(&cfg).unwrap();
+    // Within the defaults it loads.
+    WasmParser::load(engine.clone(), Limits::default(), HTTP_PARSER_WASM, "t").unwrap();
+    let tiny_table = Limits {
+        table_elements: 1,
+        ..Limits::default()
+    };
+    let e = WasmParser::load(engine.clone(), tiny_table, HTTP_PARSER_WASM, "t")
+        .err()
+        .expect("a 1-element table cap refuses the component");
+    assert!(format!("{e:#}").contains("table"), "{e:#}");
+    let one_instance = Limits {
+        instances: 1,
+        ..Limits::default()
+    };
+    let e = WasmParser::load(engine, one_instance, HTTP_PARSER_WASM, "t")
+        .err()
+        .expect("a component of several core instances exceeds 1");
+    assert!(format!("{e:#}").contains("instance"), "{e:#}");
+}
