@@ -61,6 +61,11 @@ pub async fn run(config: Config) -> Result<()> {
     let (mut router, engine) =
         parse_pipeline_with_engine(&config).context("loading protocol parsers")?;
     let (ops_tx, mut ops) = tokio::sync::mpsc::channel::<admin::OpRequest>(16);
+    config.network.validate()?;
+    // Correlation first: with a cluster, the first lists arrive before the first connection.
+    let correlator = Arc::new(start_correlation(&config).await);
+    let mut capture = Capture::start(&config.capture)?;
+    // After capture start: its preflight says clearly when we are not root.
     let admin_socket = config
         .admin
         .socket
@@ -89,10 +94,6 @@ pub async fn run(config: Config) -> Result<()> {
             ops_tx.clone(),
         )?;
     }
-    config.network.validate()?;
-    // Correlation first: with a cluster, the first lists arrive before the first connection.
-    let correlator = Arc::new(start_correlation(&config).await);
-    let mut capture = Capture::start(&config.capture)?;
     let mut tracker = ConnTracker::new(config.streams.tracker_config());
     router.set_labeler(Box::new(ConnLabels(correlator.clone())));
     tokio::spawn(scan_loop(correlator.clone()));
