@@ -66,6 +66,10 @@ pub async fn run(config: Config) -> Result<()> {
     let correlator = Arc::new(start_correlation(&config).await);
     let mut capture = Capture::start(&config.capture)?;
     // After capture start: its preflight says clearly when we are not root.
+    let loader = admin::Loader {
+        engine: engine.clone(),
+        plugins: config.plugins.clone(),
+    };
     let admin_socket = config
         .admin
         .socket
@@ -74,10 +78,7 @@ pub async fn run(config: Config) -> Result<()> {
     let admin_server = match &admin_socket {
         Some(path) => Some(tokio::spawn(admin::serve(
             admin::bind(path)?,
-            admin::Loader {
-                engine: engine.clone(),
-                plugins: config.plugins.clone(),
-            },
+            loader.clone(),
             ops_tx.clone(),
         ))),
         None => None,
@@ -87,10 +88,7 @@ pub async fn run(config: Config) -> Result<()> {
         // The thread lives as long as the process (it blocks in read(2)).
         admin::watch_dirs(
             config.plugins.parser_dirs.clone(),
-            admin::Loader {
-                engine: engine.clone(),
-                plugins: config.plugins.clone(),
-            },
+            loader.clone(),
             ops_tx.clone(),
         )?;
     }

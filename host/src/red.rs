@@ -894,14 +894,7 @@ fn label_text(labels: &Labels) -> String {
         }
         s.push_str(k);
         s.push_str("=\"");
-        for c in v.chars() {
-            match c {
-                '\\' => s.push_str("\\\\"),
-                '"' => s.push_str("\\\""),
-                '\n' => s.push_str("\\n"),
-                c => s.push(c),
-            }
-        }
+        crate::text::push_label_value(&mut s, v);
         s.push('"');
     }
     s

@@ -401,6 +401,15 @@ impl Drop for Tshark {
 }
 
 /// Read `/metrics` (or another path) from a daemon on loopback.
+/// The body of a 200 answer to `GET {path}` (what [`http_get`] returns, without the head).
+pub fn http_body(port: u16, path: &str) -> Result<String> {
+    let response = http_get(port, path)?;
+    let (_, body) = response
+        .split_once("\r\n\r\n")
+        .context("a response without the end of its head")?;
+    Ok(body.to_string())
+}
+
 pub fn http_get(port: u16, path: &str) -> Result<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;

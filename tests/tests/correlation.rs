@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::json;
 use sonde::records::RecordView;
 use sonde_tests::cgroups::{FakeContainer, Shape};
-use sonde_tests::httplab::{Daemon, Scratch, http_get, parse_metrics, sum};
+use sonde_tests::httplab::{Daemon, Scratch, http_body, http_get, parse_metrics, sum};
 use sonde_tests::kubeapi::{self, FakeApiServer, Owner};
 use sonde_tests::netlab::{Lab, LabNginx};
 use sonde_tests::wait_until;
@@ -41,14 +41,9 @@ fn curl_in(lab: &Lab, host: usize, container: &FakeContainer, args: &[&str]) -> 
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The body of a GET to the daemon.
-fn get_body(d: &Daemon, path: &str) -> Option<String> {
-    let resp = http_get(d.port, path).ok()?;
-    resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
-}
-
 fn records(d: &Daemon) -> Vec<RecordView> {
-    get_body(d, "/api/records?limit=4096")
+    http_body(d.port, "/api/records?limit=4096")
+        .ok()
         .and_then(|body| serde_json::from_str(&body).ok())
         .unwrap_or_default()
 }
@@ -288,7 +283,7 @@ fn containers_from_cgroups_label_records_metrics_and_usage() {
         Duration::from_secs(20),
         "the exited spinner's container to go",
         || {
-            let body = get_body(&d, "/api/containers")?;
+            let body = http_body(d.port, "/api/containers").ok()?;
             (!body.contains(&spin.id) && body.contains(&web.id)).then_some(())
         },
     )
@@ -533,7 +528,8 @@ fn kubernetes_labels_follow_pods() {
     // The network map's edges carry the same labels: the new address names the new pod,
     // the old one nobody any more.
     let server_labels = |ip: &str| -> Option<serde_json::Value> {
-        let map: serde_json::Value = serde_json::from_str(&get_body(&d, "/api/map")?).ok()?;
+        let map: serde_json::Value =
+            serde_json::from_str(&http_body(d.port, "/api/map").ok()?).ok()?;
         map["edges"]
             .as_array()?
             .iter()

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use sonde_tests::httplab::{Daemon, http_get, parse_metrics, sum};
+use sonde_tests::httplab::{Daemon, http_body, http_get, parse_metrics, sum};
 use sonde_tests::netlab::{Lab, LabNginx, lab_curl, lab_curl_status};
 use sonde_tests::{sonde_bin_path, wait_until};
 
@@ -16,9 +16,8 @@ const NETWORK: &str = "[network]\nread_interval_ms = 200\nwindow_s = 4\n";
 const MIB: f64 = 1024.0 * 1024.0;
 
 fn topology(d: &Daemon) -> Value {
-    let response = http_get(d.port, "/api/map").expect("GET /api/map");
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("/api/map is not JSON ({e}): {body}"))
+    let body = http_body(d.port, "/api/map").expect("GET /api/map");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("/api/map is not JSON ({e}): {body}"))
 }
 
 /// The edge `curl@client_ip -> server_ip:port`, if the map has it.

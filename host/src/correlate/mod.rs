@@ -164,6 +164,15 @@ impl Identity {
 /// A cgroup's container and pod UID (either may be unknown).
 type CgroupOwner = (Option<cgroup::ContainerRef>, Option<String>);
 
+/// The container and pod UID a process's cgroups name.
+fn owner_of_process(p: &procs::ProcInfo) -> CgroupOwner {
+    let pod_uid = p
+        .pod_uid
+        .clone()
+        .or_else(|| p.container.as_ref()?.pod_uid.clone());
+    (p.container.clone(), pod_uid)
+}
+
 /// cgroup ids remembered; beyond, the cache starts over.
 const CGROUP_ID_CACHE: usize = 16384;
 
@@ -293,15 +302,23 @@ impl Correlator {
             Some(owner) if owner.0.is_some() || owner.1.is_some() => owner,
             _ => {
                 let proc_info = self.procs.lock().ok().and_then(|mut p| p.get(pid));
-                let container = proc_info.as_ref().and_then(|p| p.container.clone());
-                let pod_uid = proc_info.as_ref().and_then(|p| {
-                    p.pod_uid
-                        .clone()
-                        .or_else(|| p.container.as_ref()?.pod_uid.clone())
-                });
-                (container, pod_uid)
+                proc_info
+                    .as_deref()
+                    .map(owner_of_process)
+                    .unwrap_or_default()
             }
         };
+        self.identity_from(container, pod_uid, comm)
+    }
+
+    /// Who a process in `container` (of pod `pod_uid`) is: its pod's identity when Kubernetes
+    /// knows the pod, else `comm` and what the cgroups say.
+    fn identity_from(
+        &self,
+        container: Option<cgroup::ContainerRef>,
+        pod_uid: Option<String>,
+        comm: &str,
+    ) -> Identity {
         let container_id = container.as_ref().map(|c| c.id.clone()).unwrap_or_default();
         let mut id = self
             .with_index(|index| {
@@ -445,7 +462,9 @@ impl Correlator {
                 dropped += 1;
                 continue;
             }
-            let identity = self.identity_of_pid(first.pid, &first.comm);
+            // The process is in hand: no second /proc lookup.
+            let (container, pod_uid) = owner_of_process(first);
+            let identity = self.identity_from(container, pod_uid, &first.comm);
             let runtime = first
                 .container
                 .as_ref()
@@ -557,7 +576,7 @@ impl Correlator {
                     l.push(("container_runtime".into(), r.runtime.clone()));
                 }
                 l.iter()
-                    .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+                    .map(|(k, v)| format!("{k}=\"{}\"", crate::text::label_value(v)))
                     .collect::<Vec<_>>()
                     .join(",")
             })
@@ -644,13 +663,6 @@ impl Correlator {
             }
         }
     }
-}
-
-/// Prometheus label-value escaping.
-pub fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use sonde_common::net::softirq;
 use super::model::{Counters, Histogram, LATENCY_BOUNDS_S};
 use super::status::{Status, Verdict};
 use super::{NetMap, NetMapStats};
+use crate::text::label_value as esc;
 
 /// `/api/map`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -537,13 +538,6 @@ fn histogram(o: &mut String, name: &str, labels: &str, h: &Histogram) {
     let _ = writeln!(o, "{name}_bucket{{{labels},le=\"+Inf\"}} {cum}");
     let _ = writeln!(o, "{name}_sum{{{labels}}} {}", h.sum_s);
     let _ = writeln!(o, "{name}_count{{{labels}}} {}", h.count);
-}
-
-/// Prometheus label value escaping.
-fn esc(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// Nodes from the edges: a node's status is the worst of the edges it serves, or (a pure
