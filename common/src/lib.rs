@@ -16,6 +16,15 @@ pub const MAX_IOV: u32 = 16;
 /// Messages whose lengths are summed for sendmmsg/recvmmsg (only the first is captured).
 pub const MAX_MMSG: u32 = 16;
 pub const TASK_COMM_LEN: usize = 16;
+/// Upper bound, fixed at compile time, on the payload one stdout/stderr log chunk can carry.
+/// The run-time cap ([`Config::stdio_bytes`]) may be lower, never higher.
+pub const MAX_STDIO: usize = 4096;
+/// Default run-time payload cap per stdout/stderr write.
+pub const DEFAULT_STDIO_BYTES: u32 = 512;
+/// Default rate limit of stdout/stderr chunks, per second per CPU.
+pub const DEFAULT_STDIO_PER_SEC: u32 = 2000;
+// The kernel side bounds copies with `& (MAX_* - 1)` masks.
+const _: () = assert!(MAX_CAPTURE.is_power_of_two() && MAX_STDIO.is_power_of_two());
 
 /// First `u32` of every ring-buffer record.
 #[repr(u32)]
@@ -36,6 +45,9 @@ pub enum EventKind {
     /// [`syscall::RST_SENT`] or [`syscall::RST_RECEIVED`], `old_state` the socket's TCP state
     /// when known, `sock` 0 for a reset sent on behalf of no socket (a SYN to a closed port).
     Reset = 5,
+    /// [`LogEvent`] followed by `captured` payload bytes: a write to fd 1 or 2 that did not
+    /// go to an inet socket (a tty, pipe, file or unix socket such as journald's).
+    Log = 6,
 }
 
 impl EventKind {
@@ -46,6 +58,7 @@ impl EventKind {
             3 => Self::ConnClose,
             4 => Self::SockState,
             5 => Self::Reset,
+            6 => Self::Log,
             _ => return None,
         })
     }
@@ -171,6 +184,39 @@ pub struct DataEvent {
     pub comm: [u8; TASK_COMM_LEN],
 }
 
+/// Flags on a [`LogEvent`].
+pub mod log_flags {
+    /// The payload copy from user memory failed: `captured` is 0.
+    pub const READ_FAILED: u8 = 1;
+    /// The fd is a non-inet socket (AF_UNIX: journald's stdout stream, a socketpair), not a
+    /// tty, pipe or file.
+    pub const UNIX_SOCKET: u8 = 2;
+}
+
+/// One write/writev to stdout (fd 1) or stderr (fd 2) that moved bytes, followed in the ring
+/// buffer by `captured` bytes of payload (the first `captured` of the `len` bytes written).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct LogEvent {
+    pub kind: u32,
+    pub tgid: u32,
+    pub tid: u32,
+    /// 1 (stdout) or 2 (stderr).
+    pub fd: i32,
+    /// cgroup v2 id of the writer (the inode of its cgroup directory).
+    pub cgroup_id: u64,
+    /// `bpf_ktime_get_ns` at syscall exit (CLOCK_MONOTONIC).
+    pub ts_ns: u64,
+    /// Bytes the syscall wrote (its return value).
+    pub len: u64,
+    /// Payload bytes that follow this header (≤ len, ≤ the stdio cap).
+    pub captured: u32,
+    pub syscall: u8,
+    pub flags: u8,
+    pub _pad: [u8; 2],
+    pub comm: [u8; TASK_COMM_LEN],
+}
+
 /// Connection lifecycle: open (connect/accept), close, TCP state change.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -231,7 +277,17 @@ pub mod stat {
     /// A dropped packet whose IP header could not be read: counted under its drop reason
     /// and protocol only, without a flow.
     pub const DROP_NO_HEADERS: u32 = 10;
-    pub const COUNT: u32 = 11;
+    /// stdout/stderr log chunks written to the ring.
+    pub const LOG_EVENTS: u32 = 11;
+    /// stdout/stderr log chunks that did not fit in the ring buffer (or found no scratch).
+    pub const LOG_LOST: u32 = 12;
+    /// stdout/stderr payload copies from user memory that failed (the chunk goes out empty).
+    pub const LOG_READ_FAILED: u32 = 13;
+    /// stdout/stderr bytes written beyond the stdio cap (not copied).
+    pub const LOG_BYTES_TRUNCATED: u32 = 14;
+    /// stdout/stderr log chunks dropped by the per-CPU rate limit ([`super::Config::stdio_per_sec`]).
+    pub const LOG_RATE_LIMITED: u32 = 15;
+    pub const COUNT: u32 = 16;
     pub const NAMES: [&str; COUNT as usize] = [
         "data_lost",
         "conn_lost",
@@ -244,6 +300,11 @@ pub mod stat {
         "conn_events",
         "net_map_full",
         "drop_no_headers",
+        "log_events",
+        "log_lost",
+        "log_read_failed",
+        "log_bytes_truncated",
+        "log_rate_limited",
     ];
 }
 
@@ -332,6 +393,17 @@ pub struct Config {
     /// in silently and the daemon's poll timer collects them. A wakeup per record costs more
     /// than the record itself on a busy node.
     pub wakeup_bytes: u32,
+    /// Payload bytes copied per stdout/stderr write (≤ MAX_STDIO).
+    pub stdio_bytes: u32,
+    /// [`config_flags`] bits.
+    pub flags: u32,
+    /// The daemon's tgid, never traced for stdout/stderr even with `self_tgid` 0 (tracing
+    /// itself): its own log lines would feed back into it.
+    pub daemon_tgid: u32,
+    /// stdout/stderr chunks per second per CPU; beyond, dropped and counted
+    /// ([`stat::LOG_RATE_LIMITED`]) so chatty writers (`yes > /dev/null`) cannot fill the ring
+    /// that socket data shares. 0: no limit.
+    pub stdio_per_sec: u32,
     pub _pad: u32,
     pub offsets: Offsets,
     pub net: net::NetOffsets,
@@ -343,10 +415,20 @@ impl Config {
         self_tgid: 0,
         capture_bytes: DEFAULT_CAPTURE_BYTES,
         wakeup_bytes: 0,
+        stdio_bytes: DEFAULT_STDIO_BYTES,
+        flags: 0,
+        daemon_tgid: 0,
+        stdio_per_sec: DEFAULT_STDIO_PER_SEC,
         _pad: 0,
         offsets: Offsets::ZERO,
         net: net::NetOffsets::ZERO,
     };
+}
+
+/// Bits of [`Config::flags`].
+pub mod config_flags {
+    /// Emit [`super::LogEvent`]s for writes to stdout/stderr.
+    pub const CAPTURE_STDIO: u32 = 1;
 }
 
 pub mod net;

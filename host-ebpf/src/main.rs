@@ -7,7 +7,9 @@
 //! 3. `sys_exit_<io>` with a positive return value: look up (or create) the connection of
 //!    (tgid, fd), advance its per-direction byte position atomically, copy up to the cap of
 //!    payload from user memory and emit one [`DataEvent`] into the `EVENTS` ring buffer.
-//! A syscall on a file or pipe never sees step 2 and is dropped at step 3 without output.
+//! A syscall on a file or pipe never sees step 2 and is dropped at step 3 without output,
+//! unless it is a write/writev to fd 1 or 2: that is a process's stdout/stderr, emitted as a
+//! [`LogEvent`] (`capture_stdio`) for log-template mining.
 //!
 //! connect/accept/close give connection lifecycle events; `sock:inet_sock_set_state` gives TCP
 //! state changes and the role (client/server) of sockets we have not seen connect or accept.
@@ -31,8 +33,9 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use sonde_common::{
-    Addr, Config, ConnEvent, DataEvent, EventKind, MAX_CAPTURE, MAX_IOV, MAX_MMSG, Offsets,
-    TASK_COMM_LEN, data_flags, direction, role, stat, syscall, verdict,
+    Addr, Config, ConnEvent, DataEvent, EventKind, LogEvent, MAX_CAPTURE, MAX_IOV, MAX_MMSG,
+    MAX_STDIO, Offsets, TASK_COMM_LEN, config_flags, data_flags, direction, log_flags, role, stat,
+    syscall, verdict,
 };
 
 const AF_INET: u16 = 2;
@@ -93,6 +96,27 @@ static SCRATCH: Array<Scratch> = Array::with_max_entries(1, 0);
 struct Scratch {
     ev: DataEvent,
     data: [u8; 2 * MAX_CAPTURE],
+}
+
+/// Where one stdout/stderr log event is assembled: small enough for a per-CPU map. The
+/// payload area is twice the cap for the same verifier reason as [`Scratch`].
+#[map]
+static LOG_SCRATCH: PerCpuArray<LogScratch> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+struct LogScratch {
+    ev: LogEvent,
+    data: [u8; 2 * MAX_STDIO],
+}
+
+/// Per-CPU rate limit of log events: chunks emitted in the current one-second window.
+#[map]
+static LOG_BUDGET: PerCpuArray<LogBudget> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+struct LogBudget {
+    window_start_ns: u64,
+    used: u64,
 }
 
 #[repr(C)]
@@ -329,15 +353,109 @@ fn exit_io(ctx: &TracePointContext, dir: u8) -> u32 {
     // SAFETY: copy out of this thread's own entry before deleting it.
     let inflight = unsafe { *p };
     let _ = INFLIGHT.remove(id);
-    if inflight.sock == 0 || inflight.skip != 0 {
-        return 0; // not an inet socket
-    }
     let ret = exit_ret(ctx);
     if ret <= 0 {
         return 0;
     }
+    if inflight.sock == 0 {
+        // Not an inet socket (a file, pipe, tty or unix socket): only stdout/stderr matter.
+        if dir == direction::EGRESS && stdio_wanted(&inflight, id) {
+            emit_log(&inflight, id, ret as u64);
+        }
+        return 0;
+    }
+    if inflight.skip != 0 {
+        return 0; // not an inet socket
+    }
     let _ = emit_data(&inflight, id, ret as u64, dir);
     0
+}
+
+/// A write/writev to fd 1 or 2, stdout/stderr capture on, not the daemon itself.
+#[inline(always)]
+fn stdio_wanted(inf: &Inflight, id: u64) -> bool {
+    (inf.fd == 1 || inf.fd == 2)
+        && (inf.syscall == syscall::WRITE || inf.syscall == syscall::WRITEV)
+        && cfg!(flags) & config_flags::CAPTURE_STDIO != 0
+        && (id >> 32) as u32 != cfg!(daemon_tgid)
+}
+
+/// true while this CPU's window has room for one more log event (and takes it).
+#[inline(always)]
+fn log_budget_take() -> bool {
+    let max = cfg!(stdio_per_sec) as u64;
+    if max == 0 {
+        return true;
+    }
+    let Some(b) = LOG_BUDGET.get_ptr_mut(0) else {
+        return true;
+    };
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: this CPU's slot; a program is not preempted by itself on its CPU.
+    unsafe {
+        if now.wrapping_sub((*b).window_start_ns) >= 1_000_000_000 {
+            (*b).window_start_ns = now;
+            (*b).used = 0;
+        }
+        if (*b).used >= max {
+            return false;
+        }
+        (*b).used += 1;
+    }
+    true
+}
+
+/// One stdout/stderr write: header + the first `stdio_bytes` of the payload, copied into the
+/// ring at its real size. Every drop is counted.
+#[inline(always)]
+fn emit_log(inf: &Inflight, id: u64, ret: u64) {
+    if !log_budget_take() {
+        count(stat::LOG_RATE_LIMITED, 1);
+        return;
+    }
+    let Some(scratch) = LOG_SCRATCH.get_ptr_mut(0) else {
+        count(stat::LOG_LOST, 1);
+        return;
+    };
+    // SAFETY: this CPU's slot of a per-CPU map; programs do not migrate while running.
+    let scratch = unsafe { &mut *scratch };
+    let cap = cfg!(stdio_bytes) as u64;
+    let want = min(min(ret, cap), MAX_STDIO as u64) as u32;
+    let (copied, failed) = if inf.syscall == syscall::WRITE {
+        copy_one(&mut scratch.data, inf.buf, want)
+    } else {
+        copy_iovecs(&mut scratch.data, inf.buf, inf.count, want)
+    };
+    let ev = &mut scratch.ev;
+    ev.kind = EventKind::Log as u32;
+    ev.tgid = (id >> 32) as u32;
+    ev.tid = id as u32;
+    ev.fd = inf.fd;
+    ev.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
+    ev.len = ret;
+    ev.captured = copied;
+    ev.syscall = inf.syscall;
+    ev.flags = 0;
+    if failed {
+        ev.flags |= log_flags::READ_FAILED;
+        count(stat::LOG_READ_FAILED, 1);
+    }
+    if inf.skip != 0 {
+        ev.flags |= log_flags::UNIX_SOCKET;
+    }
+    ev._pad = [0; 2];
+    ev.comm = bpf_get_current_comm().unwrap_or([0u8; TASK_COMM_LEN]);
+    count(stat::LOG_BYTES_TRUNCATED, ret - copied as u64);
+    let size = core::mem::size_of::<LogEvent>() + (copied as usize & (MAX_STDIO * 2 - 1));
+    // SAFETY: header + copied ≤ size_of::<LogScratch>() by the mask above.
+    let bytes: &[u8] =
+        unsafe { core::slice::from_raw_parts((scratch as *const LogScratch).cast::<u8>(), size) };
+    if EVENTS.output::<[u8]>(bytes, wakeup_flag()).is_ok() {
+        count(stat::LOG_EVENTS, 1);
+    } else {
+        count(stat::LOG_LOST, 1);
+    }
 }
 
 /// What to copy for one syscall: the iovecs (or one buffer), the bytes moved, a peer address.
@@ -518,18 +636,20 @@ fn min(a: u64, b: u64) -> u64 {
 }
 
 /// Copy `n` bytes of user memory to `dst[off..]`. The masks give the verifier independent
-/// bounds (off < MAX_CAPTURE, n ≤ MAX_CAPTURE) inside a 2 × MAX_CAPTURE buffer.
+/// bounds (off < N/2, n ≤ N/2) inside an N-byte buffer (N/2 a power of two: MAX_CAPTURE for
+/// data events, MAX_STDIO for log events).
 #[inline(always)]
-fn copy_chunk(dst: &mut [u8; 2 * MAX_CAPTURE], off: u32, src: u64, n: u32) -> bool {
-    let off = off as usize & (MAX_CAPTURE - 1);
+fn copy_chunk<const N: usize>(dst: &mut [u8; N], off: u32, src: u64, n: u32) -> bool {
+    let half = N / 2;
+    let off = off as usize & (half - 1);
     let mut n = n as usize;
-    if n > MAX_CAPTURE {
-        n = MAX_CAPTURE;
+    if n > half {
+        n = half;
     }
     if n == 0 {
         return true;
     }
-    // SAFETY: dst + off + n ≤ dst + 2 * MAX_CAPTURE by the bounds above.
+    // SAFETY: dst + off + n ≤ dst + N by the bounds above.
     let r =
         unsafe { raw_probe_read_user(dst.as_mut_ptr().add(off).cast(), n as u32, src as *const _) };
     r == 0
@@ -537,7 +657,7 @@ fn copy_chunk(dst: &mut [u8; 2 * MAX_CAPTURE], off: u32, src: u64, n: u32) -> bo
 
 /// Returns (bytes copied, a copy failed).
 #[inline(always)]
-fn copy_one(dst: &mut [u8; 2 * MAX_CAPTURE], buf: u64, want: u32) -> (u32, bool) {
+fn copy_one<const N: usize>(dst: &mut [u8; N], buf: u64, want: u32) -> (u32, bool) {
     if copy_chunk(dst, 0, buf, want) {
         (want, false)
     } else {
@@ -546,7 +666,7 @@ fn copy_one(dst: &mut [u8; 2 * MAX_CAPTURE], buf: u64, want: u32) -> (u32, bool)
 }
 
 #[inline(always)]
-fn copy_iovecs(dst: &mut [u8; 2 * MAX_CAPTURE], iov: u64, iovcnt: u64, want: u32) -> (u32, bool) {
+fn copy_iovecs<const N: usize>(dst: &mut [u8; N], iov: u64, iovcnt: u64, want: u32) -> (u32, bool) {
     let mut off: u32 = 0;
     for i in 0..MAX_IOV {
         if off >= want || i as u64 >= iovcnt {

@@ -20,6 +20,8 @@ pub struct Config {
     pub correlation: crate::correlate::CorrelationSettings,
     pub admin: crate::admin::AdminSettings,
     pub kubernetes: crate::correlate::k8s::KubernetesSettings,
+    pub live: crate::live::LiveSettings,
+    pub logs: crate::logs::LogMinerConfig,
 }
 
 /// Reassembly and connection tracking (`[streams]`).

@@ -436,6 +436,8 @@ impl ConnTracker {
                 // ([`crate::netmap`]) is where both are used.
                 ConnEventKind::State | ConnEventKind::Reset => {}
             },
+            // stdout/stderr chunks are not connection traffic (see `crate::logs`).
+            Event::Log(_) => {}
         }
     }
 

@@ -7,6 +7,7 @@ use anyhow::{Context as _, Result};
 
 use crate::admin;
 use crate::capture::events::Event;
+use crate::capture::events::LogChunk;
 use crate::capture::net::NetReading;
 use crate::capture::reassembly::{GapReason, SegmentBody};
 use crate::capture::{Capture, monotonic_now_ns};
@@ -14,6 +15,8 @@ use crate::config::Config;
 use crate::conntrack::{ConnTracker, Connection, StreamEvent};
 use crate::correlate::Correlator;
 use crate::correlate::k8s::KubeWatch;
+use crate::live::Live;
+use crate::logs::LogMiner;
 use crate::metrics::{self, NetworkView, Snapshot, State};
 use crate::netmap::NetMap;
 use crate::parse::dispatch::Dispatch;
@@ -21,6 +24,7 @@ use crate::parse::router::{Labeler, Router, RouterConfig};
 use crate::parse::slot::ParserSlot;
 use crate::parse::{ParserBackend, TaggedRecord};
 use crate::plugin::PluginEngine;
+use crate::plugin::fault_rules::WasmRuleEngine;
 use crate::plugin::parsers;
 use crate::records::RecordLog;
 use crate::red::Red;
@@ -95,13 +99,22 @@ pub async fn run(config: Config) -> Result<()> {
     let mut tracker = ConnTracker::new(config.streams.tracker_config());
     router.set_labeler(Box::new(ConnLabels(correlator.clone())));
     tokio::spawn(scan_loop(correlator.clone()));
+    let logs = Arc::new(Mutex::new(LogMiner::new(config.logs.clone())));
     let shared = Arc::new(State {
         snapshot: Mutex::new(Snapshot::default()),
         red: Mutex::new(Red::new(&config.metrics.red_settings())),
         network: Mutex::new(NetworkView::default()),
         records: Mutex::new(RecordLog::new(config.metrics.record_log)),
         correlator: Some(correlator.clone()),
+        live: Mutex::new(crate::live::LiveBoard::default()),
+        logs: Some(logs.clone()),
     });
+    let mut loop_state = LoopState {
+        live: start_live(&config, &logs)?,
+        ..Default::default()
+    };
+    let mut live_ticker =
+        tokio::time::interval(Duration::from_millis(config.live.step_ms.max(1000)));
     let mut netmap = NetMap::new(config.network.clone(), capture.drop_reason_names().clone());
     netmap.set_probes_missing(capture.net_missing().to_vec());
     let by_ip = correlator.clone();
@@ -126,7 +139,6 @@ pub async fn run(config: Config) -> Result<()> {
 
     let mut batch = Vec::with_capacity(4096);
     let mut out = Vec::with_capacity(4096);
-    let mut loop_state = LoopState::default();
     let mut ticker = tokio::time::interval(TICK);
     let mut shutdown = std::pin::pin!(shutdown_signal());
     loop {
@@ -135,8 +147,13 @@ pub async fn run(config: Config) -> Result<()> {
             r = capture.next_batch(&mut batch, 4096) => {
                 r?;
                 for ev in batch.drain(..) {
-                    if let Event::Conn(c) = &ev {
-                        netmap.on_conn(c);
+                    match &ev {
+                        Event::Conn(c) => netmap.on_conn(c),
+                        Event::Log(l) => {
+                            observe_log(&correlator, &logs, l);
+                            continue;
+                        }
+                        Event::Data(_) => {}
                     }
                     tracker.on_event(&ev, &mut out);
                     // Route at once: the tracker still knows the connection (it may finalise
@@ -155,8 +172,24 @@ pub async fn run(config: Config) -> Result<()> {
             _ = net_ticker.tick() => {
                 read_network(&mut capture, &mut netmap, &mut net_reading, &shared);
             }
+            _ = live_ticker.tick(), if loop_state.live.is_some() => {
+                if let Some(live) = loop_state.live.as_mut() {
+                    let changed = live.step(unix_now_ms(), &netmap.topology());
+                    if let Ok(mut board) = shared.live.lock() {
+                        if changed {
+                            *board = live.board();
+                        } else {
+                            board.stats = live.stats().clone();
+                            board.latest = live.latest();
+                        }
+                    }
+                }
+            }
             _ = ticker.tick() => {
                 tracker.tick(monotonic_now_ns(), &mut out);
+                if let Ok(mut miner) = logs.lock() {
+                    miner.tick(unix_now_ms());
+                }
                 for p in router.retire_drained(drain_timeout) {
                     tracing::info!(parser = p, "swapped-out parser retired");
                 }
@@ -235,6 +268,78 @@ async fn start_correlation(config: &Config) -> Correlator {
     Correlator::new(config.correlation.clone(), node, kube)
 }
 
+/// The live diagnosis with the fault-tree rules it runs, unless `[live] enabled = false`.
+fn start_live(config: &Config, logs: &Arc<Mutex<LogMiner>>) -> Result<Option<Live>> {
+    if !config.live.enabled {
+        return Ok(None);
+    }
+    config.live.validate()?;
+    let rules =
+        WasmRuleEngine::load(&config.plugins).context("loading the fault-tree rule components")?;
+    tracing::info!(
+        step_ms = config.live.step_ms,
+        retention_steps = config.live.retention_steps,
+        "live diagnosis: history, detection and incident reports"
+    );
+    let mut live = Live::new(
+        config.live.clone(),
+        config.kubernetes.node_name(),
+        Box::new(rules),
+        config.metrics.slow_query_ms,
+    );
+    live.set_log_source(Box::new(MinedLogs(logs.clone())));
+    Ok(Some(live))
+}
+
+/// A stdout/stderr chunk into the template miner, under its writer's service name.
+fn observe_log(correlator: &Correlator, logs: &Mutex<LogMiner>, l: &LogChunk) {
+    let id = correlator.identity_of(l.task.tgid, &l.task.comm, l.cgroup_id);
+    if let Ok(mut miner) = logs.lock() {
+        miner.observe_chunk(&id.service_name, l, crate::logs::unix_ms_of(l.ts_ns));
+    }
+}
+
+/// The miner as the live engine's source of error-log templates for reports.
+struct MinedLogs(Arc<Mutex<LogMiner>>);
+
+impl crate::live::LogSource for MinedLogs {
+    fn error_templates(
+        &self,
+        services: &[String],
+        from_ms: u64,
+        to_ms: u64,
+        limit: usize,
+    ) -> Vec<crate::live::LogTemplate> {
+        let Ok(miner) = self.0.lock() else {
+            return Vec::new();
+        };
+        let mut out: Vec<crate::live::LogTemplate> = services
+            .iter()
+            .flat_map(|s| miner.error_summary(Some(s), from_ms, to_ms, limit))
+            .map(|e| crate::live::LogTemplate {
+                service: e.service,
+                template: e.template,
+                count: e.count,
+                sample: e.sample,
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then_with(|| a.service.cmp(&b.service))
+        });
+        out.truncate(limit);
+        out
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// The router's labeler: the correlator's labels of a connection's process and peer.
 struct ConnLabels(Arc<Correlator>);
 
@@ -273,6 +378,7 @@ async fn scan_loop(correlator: Arc<Correlator>) {
 #[derive(Default)]
 struct LoopState {
     snap: Snapshot,
+    live: Option<Live>,
     records: Vec<TaggedRecord>,
     verdicts: Vec<u64>,
 }
@@ -296,6 +402,9 @@ impl LoopState {
                 log.push_all(&self.records);
             }
             netmap.on_records(&self.records, monotonic_now_ns());
+            if let Some(live) = self.live.as_mut() {
+                live.on_records(&self.records, unix_now_ms());
+            }
             self.records.clear();
         }
         router.take_verdicts(&mut self.verdicts);

@@ -36,6 +36,15 @@ enum Command {
     /// The network map from a running daemon: edges (client -> server:port) worst first, with
     /// connects, failures, retransmits, drops, RTT and request errors.
     Map(MapArgs),
+    /// The exception event list of a running daemon: incidents, newest first, with the first
+    /// root cause of each.
+    Incidents(IncidentsArgs),
+    /// One incident's report: phenomenon, key metrics, ranked root causes, propagation path,
+    /// evidence, slow SQL and error-log templates.
+    Report(ReportArgs),
+    /// Build the fault lab (a small microservice system in network namespaces), start Sonde
+    /// on it, inject one fault and print the report when it arrives. Tears everything down.
+    Demo(DemoArgs),
     /// Plugin authoring tools.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -199,6 +208,41 @@ struct MapArgs {
     /// With --once: print the topology as JSON (what /api/map serves).
     #[arg(long, requires = "once")]
     json: bool,
+}
+
+#[derive(Args, Debug)]
+struct IncidentsArgs {
+    /// The daemon's metrics address (`[metrics] listen`).
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    endpoint: std::net::SocketAddr,
+    /// Print the list as JSON (what /api/incidents serves).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct ReportArgs {
+    /// Incident id (from `sonde incidents`), or `latest`.
+    id: String,
+    /// The daemon's metrics address (`[metrics] listen`).
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    endpoint: std::net::SocketAddr,
+    /// Print the report as JSON (what /api/incidents/<id> serves).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct DemoArgs {
+    /// The fault to inject: loss, bandwidth, cpu, errors, slow, slow-sql, dns.
+    #[arg(long, default_value = "slow-sql")]
+    fault: String,
+    /// Seconds of steady load before the fault.
+    #[arg(long, default_value_t = 60)]
+    baseline: u64,
+    /// Seconds to wait for the report.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
 }
 
 #[derive(Args, Debug)]
@@ -380,6 +424,11 @@ fn main() -> Result<()> {
             limit: args.limit,
             once: args.once,
         }),
+        Command::Incidents(args) => sonde::incidents_view::run_list(args.endpoint, args.json),
+        Command::Report(args) => {
+            sonde::incidents_view::run_report(args.endpoint, &args.id, args.json)
+        }
+        Command::Demo(args) => sonde::demo::run(&args.fault, args.baseline, args.timeout),
         Command::Map(args) => sonde::map_view::run(&sonde::map_view::MapOptions {
             endpoint: args.endpoint,
             interval: std::time::Duration::from_secs_f64(args.interval.max(0.1)),

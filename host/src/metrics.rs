@@ -46,6 +46,10 @@ pub struct State {
     pub records: Mutex<crate::records::RecordLog>,
     /// Containers and their usage, Kubernetes watch status (`/api/containers`).
     pub correlator: Option<Arc<crate::correlate::Correlator>>,
+    /// Error-log templates mined from stdout/stderr (`/api/logs`).
+    pub logs: Option<Arc<Mutex<crate::logs::LogMiner>>>,
+    /// Incidents and their reports (`/api/incidents`).
+    pub live: Mutex<crate::live::LiveBoard>,
 }
 
 /// What the daemon loop publishes of the network map after each read.
@@ -84,7 +88,125 @@ pub fn render_format(state: &State, openmetrics: bool) -> String {
             r.total
         );
     }
+    if let Ok(b) = state.live.lock() {
+        render_live(&mut o, &b.stats);
+    }
+    if let Some(stats) = state
+        .logs
+        .as_ref()
+        .and_then(|l| l.lock().ok().map(|m| m.stats()))
+    {
+        render_logs(&mut o, &stats);
+    }
     if openmetrics { to_openmetrics(&o) } else { o }
+}
+
+/// The log miner's counters.
+fn render_logs(o: &mut String, s: &crate::logs::LogStats) {
+    let rows: [(&str, &str, &str, u64); 7] = [
+        (
+            "sonde_log_lines_total",
+            "counter",
+            "stdout/stderr lines mined into templates.",
+            s.lines,
+        ),
+        (
+            "sonde_log_error_lines_total",
+            "counter",
+            "Lines classified as errors.",
+            s.error_lines,
+        ),
+        (
+            "sonde_log_templates",
+            "gauge",
+            "Templates held (all services).",
+            s.templates,
+        ),
+        (
+            "sonde_log_template_evictions_total",
+            "counter",
+            "Templates forgotten at the per-service bound.",
+            s.template_evictions,
+        ),
+        (
+            "sonde_log_service_evictions_total",
+            "counter",
+            "Services forgotten at the service bound.",
+            s.service_evictions,
+        ),
+        (
+            "sonde_log_lines_truncated_total",
+            "counter",
+            "Lines cut at max_line_bytes.",
+            s.truncated_lines,
+        ),
+        (
+            "sonde_log_stream_evictions_total",
+            "counter",
+            "Partial-line buffers dropped at the stream bound.",
+            s.stream_evictions,
+        ),
+    ];
+    for (name, kind, help, v) in rows {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+    }
+}
+
+/// The live diagnosis' counters.
+fn render_live(o: &mut String, s: &crate::live::LiveStats) {
+    let rows: [(&str, &str, &str, f64); 8] = [
+        (
+            "sonde_live_steps_total",
+            "counter",
+            "Steps the live history has taken.",
+            s.steps as f64,
+        ),
+        (
+            "sonde_live_series",
+            "gauge",
+            "Series in the live history (golden metrics, resources, edges, endpoint breakdowns).",
+            s.series as f64,
+        ),
+        (
+            "sonde_live_points",
+            "gauge",
+            "Points held by the live history (8 bytes each).",
+            s.points as f64,
+        ),
+        (
+            "sonde_live_series_refused_total",
+            "counter",
+            "Values refused because the history held live.max_series series.",
+            s.series_refused as f64,
+        ),
+        (
+            "sonde_incidents_opened_total",
+            "counter",
+            "Incidents opened.",
+            s.incidents_opened as f64,
+        ),
+        (
+            "sonde_incidents_open",
+            "gauge",
+            "Incidents open now.",
+            s.incidents_open as f64,
+        ),
+        (
+            "sonde_incident_reports_total",
+            "counter",
+            "Incident reports written.",
+            s.reports as f64,
+        ),
+        (
+            "sonde_incident_analysis_errors_total",
+            "counter",
+            "Incident analyses that failed (the incident says why).",
+            s.analysis_errors as f64,
+        ),
+    ];
+    for (name, kind, help, v) in rows {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+    }
 }
 
 /// Whether a request head asks for OpenMetrics (`Accept: application/openmetrics-text`), as
@@ -144,16 +266,39 @@ pub fn render(s: &Snapshot) -> String {
         "sonde_capture_events_lost_total",
         "Events the kernel could not put in the ring buffer (full), per CPU.",
         s,
-        &[("data", stat::DATA_LOST), ("conn", stat::CONN_LOST)],
+        &[
+            ("data", stat::DATA_LOST),
+            ("conn", stat::CONN_LOST),
+            ("log", stat::LOG_LOST),
+        ],
     );
     counter_per_cpu(
         &mut o,
         "sonde_capture_events_total",
         "Events written to the ring buffer, per CPU.",
         s,
-        &[("data", stat::DATA_EVENTS), ("conn", stat::CONN_EVENTS)],
+        &[
+            ("data", stat::DATA_EVENTS),
+            ("conn", stat::CONN_EVENTS),
+            ("log", stat::LOG_EVENTS),
+        ],
     );
-    let totals: [(&str, &str, u64); 8] = [
+    let totals: [(&str, &str, u64); 11] = [
+        (
+            "sonde_capture_log_read_failed_total",
+            "stdout/stderr writes whose bytes could not be copied from user memory.",
+            s.capture.total(stat::LOG_READ_FAILED),
+        ),
+        (
+            "sonde_capture_log_bytes_truncated_total",
+            "stdout/stderr bytes beyond capture.stdio_bytes per write.",
+            s.capture.total(stat::LOG_BYTES_TRUNCATED),
+        ),
+        (
+            "sonde_capture_log_rate_limited_total",
+            "stdout/stderr writes not captured: over capture.stdio_per_sec on their CPU.",
+            s.capture.total(stat::LOG_RATE_LIMITED),
+        ),
         (
             "sonde_capture_net_map_full_total",
             "Network-probe updates lost because a kernel map (flows, drops, devices) refused an entry.",
@@ -413,6 +558,16 @@ fn json<T: serde::Serialize>(v: &T) -> (&'static str, &'static str, String) {
     ("200 OK", "application/json", body)
 }
 
+/// `GET /api/incidents/<id>` → the id.
+fn incident_id(head: &[u8]) -> Option<String> {
+    let line = head.split(|b| *b == b'\r').next()?;
+    let target = std::str::from_utf8(line)
+        .ok()?
+        .strip_prefix("GET /api/incidents/")?;
+    let id = target.split([' ', '?']).next()?;
+    (!id.is_empty()).then(|| id.to_string())
+}
+
 /// A query parameter of the request line (`GET /path?k=v&… HTTP/1.1`).
 fn query_param(head: &[u8], key: &str) -> Option<String> {
     let line = head.split(|b| *b == b'\r').next()?;
@@ -511,6 +666,53 @@ pub async fn serve(listener: TcpListener, shared: Shared) -> Result<()> {
                     .and_then(|n| serde_json::to_string(&n.topology).ok())
                     .unwrap_or_else(|| "{}".into());
                 ("200 OK", "application/json", json)
+            } else if req.starts_with(b"GET /api/incidents ")
+                || req.starts_with(b"GET /api/incidents?")
+            {
+                let list = shared
+                    .live
+                    .lock()
+                    .map(|b| b.summaries())
+                    .unwrap_or_default();
+                json(&serde_json::json!({ "incidents": list }))
+            } else if req.starts_with(b"GET /api/logs ") || req.starts_with(b"GET /api/logs?") {
+                let service = query_param(req, "service");
+                let minutes: u64 = query_param(req, "minutes")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(10);
+                let errors_only =
+                    query_param(req, "errors").is_some_and(|v| v == "1" || v == "true");
+                let now = crate::daemon::unix_now_ms();
+                let rows = shared
+                    .logs
+                    .as_ref()
+                    .and_then(|l| {
+                        l.lock().ok().map(|m| {
+                            m.templates(
+                                service.as_deref(),
+                                now.saturating_sub(minutes * 60_000),
+                                now + 1,
+                            )
+                        })
+                    })
+                    .unwrap_or_default();
+                let rows: Vec<_> = rows
+                    .into_iter()
+                    .filter(|t| !errors_only || t.is_error)
+                    .collect();
+                json(&rows)
+            } else if req.starts_with(b"GET /api/live ") {
+                let body = shared
+                    .live
+                    .lock()
+                    .map(|b| serde_json::json!({ "stats": b.stats, "latest": b.latest }))
+                    .unwrap_or_default();
+                json(&body)
+            } else if let Some(id) = incident_id(req) {
+                match shared.live.lock().ok().and_then(|b| b.detail(&id).cloned()) {
+                    Some(d) => json(&d),
+                    None => ("404 Not Found", "text/plain", format!("no incident {id}\n")),
+                }
             } else if req.starts_with(b"GET /api/series ") {
                 let series = shared.red.lock().map(|r| r.export()).unwrap_or_default();
                 json(&series)
@@ -518,7 +720,7 @@ pub async fn serve(listener: TcpListener, shared: Shared) -> Result<()> {
                 (
                         "404 Not Found",
                         "text/plain",
-                        "try /metrics, /api/series, /api/map, /api/records, /api/containers or /api/slow-queries\n".to_string(),
+                        "try /metrics, /api/series, /api/map, /api/records, /api/containers, /api/slow-queries, /api/logs or /api/incidents\n".to_string(),
                     )
             };
             let head = format!(

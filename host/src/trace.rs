@@ -44,6 +44,8 @@ impl Filter {
                 &c.task.comm,
                 [c.local.map(|a| a.port()), c.peer.map(|a| a.port())],
             ),
+            // Not captured by the trace (see `run`): a `sonde trace | tee` would feed itself.
+            Event::Log(_) => false,
         }
     }
 }
@@ -62,6 +64,8 @@ pub async fn run(capture_opts: &CaptureOptions, opts: TraceOptions) -> Result<()
     // state lines (and with them resets) are asked for.
     let capture_opts = CaptureOptions {
         network: capture_opts.network && opts.filter.states,
+        // stdout/stderr chunks are for log mining, not socket traces.
+        capture_stdio: false,
         ..capture_opts.clone()
     };
     let mut capture = Capture::start(&capture_opts)?;
@@ -153,12 +157,14 @@ impl Printer {
                         conn: c,
                     },
                 )?,
+                Event::Log(_) => return Ok(()),
             }
             writeln!(self.out)?;
         } else {
             let line = match ev {
                 Event::Data(d) => self.data_line(d),
                 Event::Conn(c) => conn_line(c),
+                Event::Log(_) => return Ok(()),
             };
             writeln!(self.out, "{line}")?;
         }

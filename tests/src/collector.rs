@@ -265,6 +265,8 @@ async fn collect(
             let (tgid, comm, conn_id) = match &ev {
                 Event::Data(d) => (d.task.tgid, d.task.comm.as_str(), d.conn_id),
                 Event::Conn(c) => (c.task.tgid, c.task.comm.as_str(), c.conn_id),
+                // stdout/stderr chunks (the peers' JSON lines among them): not connections.
+                Event::Log(_) => continue,
             };
             *st.data_tgids.entry(tgid).or_default() += 1;
             if comm == PEER_COMM {

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::Bytes;
 use serde::Serialize;
-use sonde_common::{self as abi, ConnEvent, DataEvent, EventKind};
+use sonde_common::{self as abi, ConnEvent, DataEvent, EventKind, LogEvent};
 
 /// Direction of bytes, seen from the traced process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
@@ -166,10 +166,69 @@ impl TcpState {
     }
 }
 
+/// Which standard stream a [`LogChunk`] was written to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StdStream {
+    /// fd 1.
+    Stdout,
+    /// fd 2.
+    Stderr,
+}
+
+impl StdStream {
+    pub fn from_fd(fd: i32) -> Option<Self> {
+        match fd {
+            1 => Some(StdStream::Stdout),
+            2 => Some(StdStream::Stderr),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StdStream::Stdout => "stdout",
+            StdStream::Stderr => "stderr",
+        }
+    }
+}
+
+/// One write/writev of a process to its stdout or stderr (not an inet socket).
+#[derive(Clone, Debug, Serialize)]
+pub struct LogChunk {
+    pub task: Task,
+    /// 1 or 2.
+    pub fd: i32,
+    pub stream: StdStream,
+    /// The writer's cgroup v2 id (its container).
+    pub cgroup_id: u64,
+    /// CLOCK_MONOTONIC at syscall exit (the kernel side's `bpf_ktime_get_ns`).
+    pub ts_ns: u64,
+    /// Bytes the syscall wrote.
+    pub len: u64,
+    pub syscall: &'static str,
+    /// The fd is a unix socket (journald's stdout stream, a socketpair), not a tty, pipe or file.
+    pub unix_socket: bool,
+    /// Payload copy failed in the kernel (`payload` empty).
+    pub read_failed: bool,
+    /// The first `payload.len()` bytes of the `len` written (the rest was beyond the cap).
+    #[serde(skip)]
+    pub payload: Bytes,
+}
+
+impl LogChunk {
+    /// Bytes written but not captured (cap or copy failure).
+    pub fn truncated(&self) -> u64 {
+        self.len.saturating_sub(self.payload.len() as u64)
+    }
+}
+
 #[derive(Clone, Debug)]
 pub enum Event {
     Data(DataChunk),
     Conn(ConnChange),
+    /// A write to stdout/stderr (`capture_stdio`); not connection traffic.
+    Log(LogChunk),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -180,6 +239,8 @@ pub enum DecodeError {
     UnknownKind(u32),
     #[error("data record claims {claimed} payload bytes but carries {present}")]
     PayloadLength { claimed: u32, present: usize },
+    #[error("log record for fd {0}, not stdout or stderr")]
+    LogFd(i32),
 }
 
 /// Decode one ring-buffer record.
@@ -190,6 +251,7 @@ pub fn decode(raw: &[u8]) -> Result<Event, DecodeError> {
     let kind = u32::from_ne_bytes(raw[..4].try_into().expect("4 bytes"));
     match EventKind::from_u32(kind) {
         Some(EventKind::Data) => decode_data(raw).map(Event::Data),
+        Some(EventKind::Log) => decode_log(raw).map(Event::Log),
         Some(k) => decode_conn(raw, k).map(Event::Conn),
         None => Err(DecodeError::UnknownKind(kind)),
     }
@@ -236,6 +298,31 @@ fn decode_data(raw: &[u8]) -> Result<DataChunk, DecodeError> {
         multi_msg: ev.flags & abi::data_flags::MULTI_MSG != 0,
         read_failed: ev.flags & abi::data_flags::READ_FAILED != 0,
         datagram: ev.flags & abi::data_flags::DATAGRAM != 0,
+        payload: Bytes::copy_from_slice(&body[..captured]),
+    })
+}
+
+fn decode_log(raw: &[u8]) -> Result<LogChunk, DecodeError> {
+    let ev: LogEvent = read_struct(raw)?;
+    let body = &raw[size_of::<LogEvent>()..];
+    let captured = ev.captured as usize;
+    if body.len() < captured || captured as u64 > ev.len {
+        return Err(DecodeError::PayloadLength {
+            claimed: ev.captured,
+            present: body.len(),
+        });
+    }
+    let stream = StdStream::from_fd(ev.fd).ok_or(DecodeError::LogFd(ev.fd))?;
+    Ok(LogChunk {
+        task: task(ev.tgid, ev.tid, &ev.comm),
+        fd: ev.fd,
+        stream,
+        cgroup_id: ev.cgroup_id,
+        ts_ns: ev.ts_ns,
+        len: ev.len,
+        syscall: syscall_name(ev.syscall),
+        unix_socket: ev.flags & abi::log_flags::UNIX_SOCKET != 0,
+        read_failed: ev.flags & abi::log_flags::READ_FAILED != 0,
         payload: Bytes::copy_from_slice(&body[..captured]),
     })
 }
@@ -310,6 +397,17 @@ pub fn encode_data(ev: &DataEvent, payload: &[u8]) -> Vec<u8> {
             (ev as *const DataEvent).cast::<u8>(),
             size_of::<DataEvent>(),
         )
+    });
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Encode a log record the way the kernel side does (tests and benchmarks).
+pub fn encode_log(ev: &LogEvent, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(size_of::<LogEvent>() + payload.len());
+    // SAFETY: LogEvent is #[repr(C)] with explicit padding (see sonde-common).
+    out.extend_from_slice(unsafe {
+        std::slice::from_raw_parts((ev as *const LogEvent).cast::<u8>(), size_of::<LogEvent>())
     });
     out.extend_from_slice(payload);
     out
@@ -390,6 +488,67 @@ mod tests {
         let mut short = encode_data(&data_event(10, 0), b"");
         short.truncate(100);
         assert_eq!(decode(&short).unwrap_err(), DecodeError::Short(100));
+    }
+
+    fn log_event(fd: i32, len: u64, captured: u32) -> LogEvent {
+        LogEvent {
+            kind: EventKind::Log as u32,
+            tgid: 7,
+            tid: 9,
+            fd,
+            cgroup_id: 42,
+            ts_ns: 5,
+            len,
+            captured,
+            syscall: abi::syscall::WRITEV,
+            flags: abi::log_flags::UNIX_SOCKET,
+            _pad: [0; 2],
+            comm: *b"app\0\0\0\0\0\0\0\0\0\0\0\0\0",
+        }
+    }
+
+    #[test]
+    fn log_record_layout() {
+        assert_eq!(size_of::<LogEvent>(), 64, "no implicit padding");
+    }
+
+    #[test]
+    fn decodes_log_record() {
+        let raw = encode_log(&log_event(2, 12, 5), b"ERROR");
+        let Event::Log(l) = decode(&raw).unwrap() else {
+            panic!("not a log")
+        };
+        assert_eq!(l.task.comm, "app");
+        assert_eq!((l.task.tgid, l.task.tid, l.fd), (7, 9, 2));
+        assert_eq!(l.stream, StdStream::Stderr);
+        assert_eq!(l.cgroup_id, 42);
+        assert_eq!(l.payload.as_ref(), b"ERROR");
+        assert_eq!(l.truncated(), 7);
+        assert_eq!(l.syscall, "writev");
+        assert!(l.unix_socket && !l.read_failed);
+    }
+
+    #[test]
+    fn rejects_bad_log_records() {
+        // Claims more than it carries.
+        let raw = encode_log(&log_event(1, 10, 5), b"abc");
+        assert!(matches!(
+            decode(&raw),
+            Err(DecodeError::PayloadLength { .. })
+        ));
+        // Captured more than written.
+        let raw = encode_log(&log_event(1, 2, 3), b"abc");
+        assert!(matches!(
+            decode(&raw),
+            Err(DecodeError::PayloadLength { .. })
+        ));
+        // Not a standard stream.
+        let raw = encode_log(&log_event(5, 3, 3), b"abc");
+        assert_eq!(decode(&raw).unwrap_err(), DecodeError::LogFd(5));
+        // Header cut short.
+        let mut raw = encode_log(&log_event(1, 0, 0), b"");
+        raw.truncate(40);
+        assert_eq!(decode(&raw).unwrap_err(), DecodeError::Short(40));
     }
 
     #[test]

@@ -84,6 +84,16 @@ pub struct CaptureOptions {
     /// three programs per softirq, which on loopback-heavy nodes means per packet
     /// (BENCHMARKS.md, network probes).
     pub softirq_probes: bool,
+    /// Capture what processes write to stdout/stderr (fd 1 and 2, when not an inet socket)
+    /// as [`events::Event::Log`] chunks, for log-template mining. Needs `payload`.
+    pub capture_stdio: bool,
+    /// Payload bytes copied per stdout/stderr write (≤ `sonde_common::MAX_STDIO`); the rest
+    /// is counted (`log_bytes_truncated`). 0 turns stdout/stderr capture off like `capture_stdio`.
+    pub stdio_bytes: u32,
+    /// stdout/stderr chunks per second per CPU; beyond, dropped and counted
+    /// (`log_rate_limited`): chatty writers must not fill the ring socket data shares. 0: no
+    /// limit.
+    pub stdio_per_sec: u32,
 }
 
 impl Default for CaptureOptions {
@@ -98,6 +108,9 @@ impl Default for CaptureOptions {
             network: true,
             interface_probes: true,
             softirq_probes: false,
+            capture_stdio: true,
+            stdio_bytes: abi::DEFAULT_STDIO_BYTES,
+            stdio_per_sec: abi::DEFAULT_STDIO_PER_SEC,
         }
     }
 }
@@ -109,6 +122,13 @@ impl CaptureOptions {
                 "capture_bytes {} exceeds the maximum {}",
                 self.capture_bytes,
                 abi::MAX_CAPTURE
+            );
+        }
+        if self.stdio_bytes as usize > abi::MAX_STDIO {
+            bail!(
+                "stdio_bytes {} exceeds the maximum {}",
+                self.stdio_bytes,
+                abi::MAX_STDIO
             );
         }
         let page = page_size();
@@ -210,6 +230,14 @@ impl Capture {
             },
             capture_bytes: opts.capture_bytes,
             wakeup_bytes: opts.effective_wakeup_bytes(),
+            stdio_bytes: opts.stdio_bytes,
+            flags: if opts.capture_stdio && opts.stdio_bytes > 0 {
+                abi::config_flags::CAPTURE_STDIO
+            } else {
+                0
+            },
+            daemon_tgid: std::process::id(),
+            stdio_per_sec: opts.stdio_per_sec,
             _pad: 0,
             offsets,
             net: net_offsets.unwrap_or(abi::net::NetOffsets::ZERO),
@@ -270,6 +298,7 @@ impl Capture {
             ring_bytes = opts.ring_bytes,
             capture_bytes = opts.capture_bytes,
             payload = opts.payload,
+            stdio = opts.payload && opts.capture_stdio && opts.stdio_bytes > 0,
             network = net.is_some(),
             "capture attached"
         );
@@ -497,7 +526,7 @@ mod tests {
         assert_eq!(size_of::<abi::net::NetOffsets>(), 44 * 2);
         assert_eq!(
             size_of::<abi::Config>(),
-            4 * 4 + size_of::<Offsets>() + size_of::<abi::net::NetOffsets>()
+            8 * 4 + size_of::<Offsets>() + size_of::<abi::net::NetOffsets>()
         );
     }
 

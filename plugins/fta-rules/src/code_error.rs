@@ -92,6 +92,62 @@ pub fn code_error(input: &RuleInput) -> Option<Diagnosis> {
     })
 }
 
+/// The fault class of a service that is slow in its own code.
+pub const SERVICE_SLOW: &str = "service-slow";
+
+/// Slow code: the service's own (server-side) latency rose without resource, dependency or
+/// downstream symptoms and without an abnormal host: the time goes in its own code (a slow
+/// release, a lock, a sleep). Attribution to an endpoint makes it more certain.
+pub fn slow_code(input: &RuleInput) -> Option<Diagnosis> {
+    if input.subject.kind != SubjectKind::Service {
+        return None;
+    }
+    let ms = &input.subject.metrics;
+    let slow = first_rose(ms, &[m::LATENCY_MEAN_MS, m::LATENCY_P99_MS])?;
+    let elsewhere = first_rose(ms, OTHER_SYMPTOMS).is_some()
+        || neighbours(input, Relation::Downstream).any(|n| n.abnormal)
+        || neighbours(input, Relation::Host).any(|n| n.abnormal);
+    // A database answering slowly is the database branch's case.
+    let database = input
+        .subject
+        .labels
+        .iter()
+        .any(|(k, v)| k == "kind" && v == "database");
+    if elsewhere || database {
+        return None;
+    }
+    let focus = input
+        .attributions
+        .iter()
+        .filter(|a| a.kpi == m::LATENCY_MEAN_MS && a.explanatory_power >= CONCENTRATED)
+        .max_by(|a, b| a.explanatory_power.total_cmp(&b.explanatory_power));
+    let mut ev = vec![evidence(slow, "server side")];
+    let (confidence, place) = match focus {
+        Some(a) => {
+            let what: Vec<String> = a.elements.iter().map(|(d, v)| format!("{d}={v}")).collect();
+            ev.push(Evidence {
+                metric: format!("{} [{}]", m::LATENCY_MEAN_MS, what.join(" & ")),
+                before: a.before,
+                after: a.after,
+                note: format!("explains {:.0}% of the change", a.explanatory_power * 100.0),
+            });
+            (0.75, format!(" in {}", what.join(" & ")))
+        }
+        None => (0.7, String::new()),
+    };
+    Some(Diagnosis {
+        category: Category::Other(SERVICE_SLOW.into()),
+        confidence,
+        evidence: ev,
+        explanation: format!(
+            "{} is slow in its own code{}: {}; no resource, dependency or downstream symptom",
+            input.subject.id,
+            place,
+            change(slow)
+        ),
+    })
+}
+
 fn operational(a: &Attribution) -> bool {
     a.elements
         .iter()
@@ -120,6 +176,28 @@ mod tests {
             "cart",
             vec![metric(m::ERROR_RATE, 0.001, 0.06, true)],
         )
+    }
+
+    #[test]
+    fn slow_on_its_own_is_slow_code() {
+        let mut i = input(
+            SubjectKind::Service,
+            "cart",
+            vec![metric(m::LATENCY_MEAN_MS, 3.0, 250.0, true)],
+        );
+        let d = slow_code(&i).unwrap();
+        assert_eq!(d.category, Category::Other(SERVICE_SLOW.into()));
+        assert!(
+            d.explanation.contains("cart is slow in its own code"),
+            "{}",
+            d.explanation
+        );
+        // Throttled: the CPU branch's case, not slow code.
+        i.subject
+            .metrics
+            .push(metric(m::CPU_THROTTLED_RATIO, 0.0, 0.8, true));
+        assert!(slow_code(&i).is_none());
+        assert_eq!(top(&i), Some(Category::CpuSaturation));
     }
 
     #[test]

@@ -41,6 +41,7 @@ impl FaultRule for DefaultTree {
                 Category::DnsFailure,
                 Category::CodeError,
                 Category::RecentChange,
+                Category::Other(code_error::SERVICE_SLOW.into()),
             ],
         }
     }
@@ -65,6 +66,7 @@ pub const BRANCHES: &[Branch] = &[
     dependency::database,
     dependency::dns,
     code_error::code_error,
+    code_error::slow_code,
     recent_change::recent_change,
 ];
 

@@ -1,0 +1,99 @@
+//! `sonde incidents` and `sonde report <id>`: the exception event list and one report, from a
+//! running daemon's `/api/incidents`.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+
+use anyhow::{Context as _, Result};
+
+use crate::live::{IncidentDetail, IncidentSummary};
+use crate::top::get_json;
+
+#[derive(serde::Deserialize)]
+struct List {
+    incidents: Vec<IncidentSummary>,
+}
+
+pub fn fetch_list(endpoint: SocketAddr) -> Result<Vec<IncidentSummary>> {
+    Ok(get_json::<List>(endpoint, "/api/incidents")?.incidents)
+}
+
+pub fn fetch_detail(endpoint: SocketAddr, id: &str) -> Result<IncidentDetail> {
+    get_json(endpoint, &format!("/api/incidents/{id}"))
+        .with_context(|| format!("fetching incident {id}"))
+}
+
+fn clock(unix_ms: u64) -> String {
+    let s = unix_ms / 1000;
+    format!("{:02}:{:02}:{:02}", (s / 3600) % 24, (s / 60) % 60, s % 60)
+}
+
+/// The list as a table, newest first.
+pub fn render_list(list: &[IncidentSummary]) -> String {
+    let mut o = String::new();
+    if list.is_empty() {
+        o.push_str("no incidents\n");
+        return o;
+    }
+    let _ = writeln!(
+        o,
+        "{:<28} {:<9} {:<8} {:<16} {:<16} {:>7}  first root cause",
+        "ID", "STATE", "START", "ENTRY", "KPI", "REPORT"
+    );
+    for i in list.iter().rev() {
+        let report = i.report_unix_ms.map_or("-".to_string(), |r| {
+            format!("{:.0}s", r.saturating_sub(i.start_unix_ms) as f64 / 1e3)
+        });
+        let cause = i.top_cause.as_ref().map_or("(analysing)".to_string(), |c| {
+            format!(
+                "{} {} ({:.0}%)",
+                c.element.id(),
+                c.category,
+                c.confidence * 100.0
+            )
+        });
+        let _ = writeln!(
+            o,
+            "{:<28} {:<9} {:<8} {:<16} {:<16} {:>7}  {}",
+            i.id,
+            i.state,
+            clock(i.start_unix_ms),
+            i.entry,
+            i.kpi,
+            report,
+            cause
+        );
+    }
+    o
+}
+
+pub fn run_list(endpoint: SocketAddr, json: bool) -> Result<()> {
+    let list = fetch_list(endpoint)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+    } else {
+        print!("{}", render_list(&list));
+    }
+    Ok(())
+}
+
+pub fn run_report(endpoint: SocketAddr, id: &str, json: bool) -> Result<()> {
+    // `latest`: the newest incident with a report.
+    let id = if id == "latest" {
+        fetch_list(endpoint)?
+            .into_iter()
+            .rev()
+            .find(|i| i.report_unix_ms.is_some())
+            .map(|i| i.id)
+            .context("no incident has a report yet")?
+    } else {
+        id.to_string()
+    };
+    let detail = fetch_detail(endpoint, &id)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&detail)?);
+    } else {
+        print!("{}", detail.to_text());
+    }
+    Ok(())
+}

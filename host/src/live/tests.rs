@@ -1,0 +1,165 @@
+//! The live engine on synthetic records and map edges: a slow backend opens one incident at
+//! the front service, and its report names the backend.
+
+use std::sync::Arc;
+
+use sonde_analysis::demarcation::Element;
+use sonde_analysis::rules::NativeRules;
+use sonde_sdk::protocol_parser::{ConnInfo, Endpoint, RequestRecord, Role, Transport};
+
+use super::*;
+use crate::netmap::export::EdgeView;
+use crate::parse::{Record, TaggedRecord};
+
+fn conn(comm: &str, role: Role) -> Arc<ConnInfo> {
+    Arc::new(ConnInfo {
+        id: 1,
+        pid: 0,
+        comm: comm.into(),
+        local: Some(Endpoint {
+            ip: "10.0.0.1".into(),
+            port: 8080,
+        }),
+        remote: Some(Endpoint {
+            ip: "10.0.0.2".into(),
+            port: 40000,
+        }),
+        role,
+        transport: Transport::Tcp,
+        labels: Vec::new(),
+    })
+}
+
+fn record(op: &str, ms: f64, status: u32) -> Record {
+    Record::Owned(RequestRecord {
+        protocol: "http".into(),
+        operation: op.into(),
+        status,
+        request_ts_ns: 1_000_000,
+        response_ts_ns: 1_000_000 + (ms * 1e6) as u64,
+        ..Default::default()
+    })
+}
+
+fn edge(
+    front_ms: f64,
+    requests: u64,
+    total: &mut crate::netmap::model::Counters,
+    back_ms: f64,
+) -> Topology {
+    total.client_requests += requests;
+    total.server_requests += requests;
+    total.client_duration_ns += (back_ms * 1e6) as u64 * requests;
+    total.server_duration_ns += (back_ms * 1e6) as u64 * requests;
+    let _ = front_ms;
+    Topology {
+        edges: vec![EdgeView {
+            id: "front@10.0.0.1 -> back@10.0.0.2:8080".into(),
+            client_name: "front".into(),
+            server_name: "back".into(),
+            total: *total,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn rules() -> Box<dyn RuleEngine + Send> {
+    Box::new(NativeRules::new().with("default", sonde_fta_rules::evaluate))
+}
+
+#[test]
+fn a_slow_backend_is_one_incident_at_the_front_naming_the_backend() {
+    let settings = LiveSettings {
+        step_ms: 1000,
+        ..Default::default()
+    };
+    let mut live = Live::new(settings, "node-1".into(), rules(), 500);
+    let mut total = Default::default();
+    let front = conn("front", Role::Server);
+    let back = conn("back", Role::Server);
+    let mut changed_at = None;
+    for step in 0..60u64 {
+        let slow = step >= 40;
+        // A little jitter so the detector has a scale.
+        let jitter = (step % 3) as f64 * 0.3;
+        let back_ms = if slow { 200.0 } else { 5.0 + jitter };
+        let front_ms = back_ms + 3.0;
+        let mut records = Vec::new();
+        for i in 0..20 {
+            let op = if i % 2 == 0 { "GET /a" } else { "GET /b" };
+            records.push(TaggedRecord {
+                conn: front.clone(),
+                record: record(op, front_ms, 200),
+            });
+            records.push(TaggedRecord {
+                conn: back.clone(),
+                record: record("GET /item", back_ms, 200),
+            });
+        }
+        let now = 1_800_000_000_000 + step * 1000;
+        live.on_records(&records, now);
+        if live.step(now, &edge(front_ms, 20, &mut total, back_ms)) && changed_at.is_none() {
+            changed_at = Some(step);
+        }
+    }
+    let board = live.board();
+    assert_eq!(
+        board.incidents.len(),
+        1,
+        "one incident, not one per victim: {:?}",
+        board.summaries()
+    );
+    let d = &board.incidents[0];
+    assert_eq!(d.incident.entry, "front");
+    let opened = changed_at.expect("an incident opened");
+    assert!((41..=43).contains(&opened), "opened at step {opened}");
+    let report = d.report.as_ref().expect("a report within the window");
+    let first = &report.root_causes[0];
+    assert_eq!(
+        first.element,
+        Element::Service {
+            name: "back".into()
+        },
+        "{}",
+        report.to_text()
+    );
+    assert_eq!(first.category, "service-slow", "{}", report.to_text());
+    assert!(d.to_text().contains("Incident"), "{}", d.to_text());
+    assert_eq!(board.stats.incidents_opened, 1);
+}
+
+#[test]
+fn steady_traffic_opens_nothing() {
+    let settings = LiveSettings {
+        step_ms: 1000,
+        ..Default::default()
+    };
+    let mut live = Live::new(settings, "node-1".into(), rules(), 500);
+    let mut total = Default::default();
+    let front = conn("front", Role::Server);
+    for step in 0..300u64 {
+        // Noise of ±40 % around 10 ms, and a rare slow request.
+        let ms = 10.0 * (1.0 + 0.4 * (((step * 7919) % 17) as f64 / 8.0 - 1.0));
+        let mut records: Vec<TaggedRecord> = (0..20)
+            .map(|_| TaggedRecord {
+                conn: front.clone(),
+                record: record("GET /a", ms, 200),
+            })
+            .collect();
+        if step % 50 == 0 {
+            records.push(TaggedRecord {
+                conn: front.clone(),
+                record: record("GET /a", 80.0, 200),
+            });
+        }
+        let now = 1_800_000_000_000 + step * 1000;
+        live.on_records(&records, now);
+        live.step(now, &edge(ms, 20, &mut total, 5.0));
+    }
+    assert!(
+        live.board().incidents.is_empty(),
+        "{:?}",
+        live.board().summaries()
+    );
+}

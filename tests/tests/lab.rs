@@ -1,0 +1,187 @@
+//! The fault lab (`tests/lab/`, see its README): a small shop of services in network
+//! namespaces under steady load, one injected fault per test, and Sonde's live incident report
+//! scored against the ground truth. Each test runs `python3 tests/lab/lab.py run …` with
+//! `--require-hit`, which builds the lab, starts `sonde run`, injects the fault, waits for the
+//! report and tears everything down (also on failure), then checks the JSON it wrote.
+//!
+//! Each fault test takes about 90 s (lab build, 60 s baseline, report within seconds of the
+//! injection, teardown); the quiet run 5 minutes. They share the machine's lab resources and
+//! run one at a time (a static mutex). `bench/lab/run.sh` repeats them for the accuracy table
+//! in BENCHMARKS.md.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+use serde_json::Value;
+use sonde_tests::{require_root, sonde_bin_path};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// The workspace root: `tests/` is this crate's manifest directory.
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+fn out_dir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("sonde-lab-results-{}", std::process::id()));
+    std::fs::create_dir_all(&d).expect("creating the results directory");
+    d
+}
+
+/// Runs `python3 tests/lab/lab.py ARGS…` from the workspace root with inherited output;
+/// returns its exit code.
+fn lab_py(args: &[&str]) -> i32 {
+    let root = workspace_root();
+    let status = Command::new("python3")
+        .arg(root.join("tests/lab/lab.py"))
+        .args(args)
+        .current_dir(&root)
+        .status()
+        .expect("running python3 tests/lab/lab.py");
+    status.code().unwrap_or(-1)
+}
+
+fn run_fault(fault: &str) -> Value {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    require_root();
+    let sonde = sonde_bin_path();
+    let out = out_dir().join(format!("{fault}.json"));
+    let code = lab_py(&[
+        "run",
+        "--fault",
+        fault,
+        "--sonde",
+        sonde.to_str().expect("UTF-8 path"),
+        "--baseline",
+        "60",
+        "--timeout",
+        "120",
+        "--out",
+        out.to_str().expect("UTF-8 path"),
+        "--require-hit",
+    ]);
+    let text = std::fs::read_to_string(&out)
+        .unwrap_or_else(|e| panic!("lab.py wrote no result {} ({e}); exit {code}", out.display()));
+    let res: Value = serde_json::from_str(&text).expect("result JSON");
+    let score = &res["score"];
+    assert!(
+        res["leftovers"].as_array().is_none_or(|l| l.is_empty()),
+        "the lab left things behind: {}",
+        res["leftovers"]
+    );
+    assert_eq!(
+        code, 0,
+        "lab.py run --fault {fault} exited {code}: error {}, score {score}, expected {} / {}",
+        res["error"], res["expected"], res["expected_class"]
+    );
+    assert_eq!(
+        score["rank"].as_u64(),
+        Some(1),
+        "{fault}: expected {} at rank 1, score {score}",
+        res["expected"]
+    );
+    assert_eq!(
+        score["class_ok"].as_bool(),
+        Some(true),
+        "{fault}: expected class {}, score {score}",
+        res["expected_class"]
+    );
+    res
+}
+
+/// The report's error-log templates of `service` (mined from what it wrote to stderr).
+fn templates_of<'a>(res: &'a Value, service: &str) -> Vec<&'a str> {
+    res["log_templates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["service"] == service)
+        .filter_map(|t| t["template"].as_str())
+        .collect()
+}
+
+#[test]
+fn lab_loss_on_cart_link() {
+    run_fault("loss");
+}
+
+#[test]
+fn lab_bandwidth_limit_on_config() {
+    run_fault("bandwidth");
+}
+
+#[test]
+fn lab_cpu_quota_on_product() {
+    run_fault("cpu");
+}
+
+#[test]
+fn lab_checkout_errors_in_cart() {
+    let res = run_fault("errors");
+    // The report carries what cart wrote to stderr, as templates.
+    let cart = templates_of(&res, "cart");
+    assert!(
+        cart.iter().any(|t| t.contains("checkout")),
+        "cart's error-log templates in the report: {cart:?} (all: {})",
+        res["log_templates"]
+    );
+}
+
+#[test]
+fn lab_slow_cart() {
+    run_fault("slow");
+}
+
+#[test]
+fn lab_slow_sql_in_mariadb() {
+    let res = run_fault("slow-sql");
+    // The report names the slow statement, as product sent it.
+    let slow = res["slow_queries"].as_array().cloned().unwrap_or_default();
+    assert!(
+        slow.iter().any(|q| q["service"] == "product"
+            && q["statement"].as_str().is_some_and(|s| s.contains("shop.products"))
+            && q["duration_ms"].as_f64().is_some_and(|d| d >= 200.0)),
+        "slow SQL in the report: {slow:?}"
+    );
+}
+
+#[test]
+fn lab_dns_nxdomain_for_config() {
+    let res = run_fault("dns");
+    let gateway = templates_of(&res, "gateway");
+    assert!(
+        gateway.iter().any(|t| t.contains("lookup")),
+        "gateway's error-log templates in the report: {gateway:?} (all: {})",
+        res["log_templates"]
+    );
+}
+
+#[test]
+fn quiet_lab_opens_no_incident() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    require_root();
+    let sonde = sonde_bin_path();
+    let out = out_dir().join("quiet.json");
+    let code = lab_py(&[
+        "quiet",
+        "--sonde",
+        sonde.to_str().expect("UTF-8 path"),
+        "--duration",
+        "300",
+        "--out",
+        out.to_str().expect("UTF-8 path"),
+    ]);
+    let res: Value = std::fs::read_to_string(&out)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null);
+    assert_eq!(
+        code, 0,
+        "lab.py quiet exited {code}; incidents: {}",
+        res["incidents"]
+    );
+}
