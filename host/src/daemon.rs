@@ -100,6 +100,7 @@ pub async fn run(config: Config) -> Result<()> {
     router.set_labeler(Box::new(ConnLabels(correlator.clone())));
     tokio::spawn(scan_loop(correlator.clone()));
     let logs = Arc::new(Mutex::new(LogMiner::new(config.logs.clone())));
+    let mut tailer = crate::logs::files::Tailer::new(&config.logs.files, config.logs.max_line_bytes);
     let shared = Arc::new(State {
         snapshot: Mutex::new(Snapshot::default()),
         red: Mutex::new(Red::new(&config.metrics.red_settings())),
@@ -188,7 +189,11 @@ pub async fn run(config: Config) -> Result<()> {
             _ = ticker.tick() => {
                 tracker.tick(monotonic_now_ns(), &mut out);
                 if let Ok(mut miner) = logs.lock() {
-                    miner.tick(unix_now_ms());
+                    let now = unix_now_ms();
+                    if !tailer.is_empty() {
+                        tailer.poll(&mut miner, now);
+                    }
+                    miner.tick(now);
                 }
                 for p in router.retire_drained(drain_timeout) {
                     tracing::info!(parser = p, "swapped-out parser retired");

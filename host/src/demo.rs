@@ -69,6 +69,9 @@ pub fn run(fault: &str, baseline: u64, timeout: u64) -> Result<()> {
             &timeout.to_string(),
         ])
         .arg("--full-report")
+        // Bundles outlive the lab: `sonde analyze` replays them afterwards.
+        .arg("--incident-dir")
+        .arg(std::env::temp_dir().join("sonde-demo-incidents"))
         .exec();
     Err(err).context("starting the lab runner (python3)")
 }

@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 
 use anyhow::{Context as _, Result};
 
-use crate::live::{IncidentDetail, IncidentSummary};
-use crate::top::get_json;
+use crate::live::IncidentSummary;
+use crate::top::{get_body, get_json};
 
 #[derive(serde::Deserialize)]
 struct List {
@@ -18,8 +18,16 @@ pub fn fetch_list(endpoint: SocketAddr) -> Result<Vec<IncidentSummary>> {
     Ok(get_json::<List>(endpoint, "/api/incidents")?.incidents)
 }
 
-pub fn fetch_detail(endpoint: SocketAddr, id: &str) -> Result<IncidentDetail> {
-    get_json(endpoint, &format!("/api/incidents/{id}"))
+/// One incident as JSON, as the daemon serves it (reports hold NaN for "no value", which JSON
+/// writes as null: the text form is rendered by the daemon from its own values).
+pub fn fetch_detail_json(endpoint: SocketAddr, id: &str) -> Result<String> {
+    get_body(endpoint, &format!("/api/incidents/{id}"))
+        .with_context(|| format!("fetching incident {id}"))
+}
+
+/// One incident as `sonde report` prints it.
+pub fn fetch_detail_text(endpoint: SocketAddr, id: &str) -> Result<String> {
+    get_body(endpoint, &format!("/api/incidents/{id}?format=text"))
         .with_context(|| format!("fetching incident {id}"))
 }
 
@@ -89,11 +97,10 @@ pub fn run_report(endpoint: SocketAddr, id: &str, json: bool) -> Result<()> {
     } else {
         id.to_string()
     };
-    let detail = fetch_detail(endpoint, &id)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&detail)?);
+        println!("{}", fetch_detail_json(endpoint, &id)?);
     } else {
-        print!("{}", detail.to_text());
+        print!("{}", fetch_detail_text(endpoint, &id)?);
     }
     Ok(())
 }

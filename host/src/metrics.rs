@@ -709,7 +709,9 @@ pub async fn serve(listener: TcpListener, shared: Shared) -> Result<()> {
                     .unwrap_or_default();
                 json(&body)
             } else if let Some(id) = incident_id(req) {
+                let text = query_param(req, "format").is_some_and(|f| f == "text");
                 match shared.live.lock().ok().and_then(|b| b.detail(&id).cloned()) {
+                    Some(d) if text => ("200 OK", "text/plain; charset=utf-8", d.to_text()),
                     Some(d) => json(&d),
                     None => ("404 Not Found", "text/plain", format!("no incident {id}\n")),
                 }

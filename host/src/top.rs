@@ -48,6 +48,12 @@ pub fn fetch(endpoint: SocketAddr) -> Result<Vec<SeriesExport>> {
 
 /// GET `path` from the daemon's endpoint and decode its JSON body.
 pub fn get_json<T: serde::de::DeserializeOwned>(endpoint: SocketAddr, path: &str) -> Result<T> {
+    let json = get_body(endpoint, path)?;
+    serde_json::from_str(&json).with_context(|| format!("decoding {path}"))
+}
+
+/// GET `path` from the daemon's endpoint: the body of a 200 answer.
+pub fn get_body(endpoint: SocketAddr, path: &str) -> Result<String> {
     let mut s = TcpStream::connect_timeout(&endpoint, Duration::from_secs(3))
         .with_context(|| format!("connecting to sonde at {endpoint} (is `sonde run` running?)"))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -62,9 +68,13 @@ pub fn get_json<T: serde::de::DeserializeOwned>(endpoint: SocketAddr, path: &str
         bail!("malformed answer from {endpoint}")
     };
     if !head.starts_with("HTTP/1.1 200") {
-        bail!("{endpoint} answered {}", head.lines().next().unwrap_or(""));
+        bail!(
+            "{endpoint} answered {}: {}",
+            head.lines().next().unwrap_or(""),
+            json.trim()
+        );
     }
-    serde_json::from_str(json).with_context(|| format!("decoding {path}"))
+    Ok(json.to_string())
 }
 
 fn label<'a>(s: &'a SeriesExport, key: &str) -> &'a str {

@@ -706,6 +706,8 @@ class Sonde:
         self.conf = os.path.join(lab.dir, "sonde.toml")
         self.log_path = os.path.join(lab.dir, "sonde.log")
         self.proc = None
+        # Where Sonde writes incident bundles (kept after teardown when outside the lab dir).
+        self.incident_dir = None
 
     def start(self, timeout=120):
         write(self.conf, f"""[metrics]
@@ -721,7 +723,7 @@ mode = "off"
 
 [live]
 step_ms = 1000
-incident_dir = "{os.path.join(self.lab.dir, 'incidents')}"
+incident_dir = "{self.incident_dir or os.path.join(self.lab.dir, 'incidents')}"
 """)
         out = open(self.log_path, "ab")
         self.proc = subprocess.Popen([self.path, "run", "--config", self.conf], stdin=subprocess.DEVNULL,
@@ -873,6 +875,7 @@ def run_one(lab, fault, args, sonde_path):
            "injection": FAULTS[fault]["what"], "lab": lab.name, "build_s": lab.state.get("build_s"),
            "false_alarms": [], "report": None, "incident": None, "error": None}
     sonde = Sonde(lab, sonde_path)
+    sonde.incident_dir = getattr(args, "incident_dir", None)
     injected = False
     try:
         sonde.start()
@@ -953,10 +956,14 @@ def run_one(lab, fault, args, sonde_path):
             rep_ms = None
         res["score"] = score(fault, res["report"], rep_ms, fault_start)
         if found and getattr(args, "full_report", False):
-            # The report as `sonde report` prints it, from the running daemon.
-            text = subprocess.run([sonde.path, "report", found["id"], "--endpoint", f"127.0.0.1:{sonde.port}"],
+            # The list and the report as `sonde incidents` and `sonde report` print them.
+            endpoint = ["--endpoint", f"127.0.0.1:{sonde.port}"]
+            listing = subprocess.run([sonde.path, "incidents", *endpoint], capture_output=True, text=True, timeout=30)
+            text = subprocess.run([sonde.path, "report", found["id"], *endpoint],
                                   capture_output=True, text=True, timeout=30)
-            print("\n" + (text.stdout or text.stderr))
+            res["incidents_text"] = listing.stdout or listing.stderr
+            res["report_text"] = text.stdout or text.stderr
+            print("\n" + res["incidents_text"] + "\n" + res["report_text"])
         print_report(fault, res["incident"], res["report"], res["score"])
         if res["false_alarms"]:
             print(f"false alarms before the injection: {len(res['false_alarms'])}: "
@@ -1204,6 +1211,7 @@ def main(argv=None):
     p.add_argument("--out")
     p.add_argument("--require-hit", action="store_true")
     p.add_argument("--full-report", action="store_true", help="print the report as `sonde report` does")
+    p.add_argument("--incident-dir", help="where Sonde saves incident bundles (default: inside the lab dir, removed)")
     p.add_argument("--keep-going", action="store_true",
                    help="after the first report keep the fault until --timeout and record every incident")
     p = sub.add_parser("quiet", help="no fault: Sonde must open no incident")

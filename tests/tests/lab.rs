@@ -63,6 +63,7 @@ fn run_fault(fault: &str) -> Value {
         "--out",
         out.to_str().expect("UTF-8 path"),
         "--require-hit",
+        "--full-report",
     ]);
     let text = std::fs::read_to_string(&out)
         .unwrap_or_else(|e| panic!("lab.py wrote no result {} ({e}); exit {code}", out.display()));
@@ -90,6 +91,19 @@ fn run_fault(fault: &str) -> Value {
         "{fault}: expected class {}, score {score}",
         res["expected_class"]
     );
+    // The terminal views of the same incident: `sonde incidents` lists it with its first
+    // cause, `sonde report <id>` prints the report.
+    let id = res["incident"]["id"].as_str().expect("incident id");
+    let first = res["report"]["root_causes"][0]["category"].as_str().expect("first cause");
+    let listing = res["incidents_text"].as_str().unwrap_or_default();
+    assert!(
+        listing.lines().any(|l| l.starts_with(id) && l.contains(first)),
+        "`sonde incidents` output:\n{listing}"
+    );
+    let report = res["report_text"].as_str().unwrap_or_default();
+    for part in ["Phenomenon:", "Root causes:", "Propagation:", first] {
+        assert!(report.contains(part), "`sonde report {id}` lacks {part:?}:\n{report}");
+    }
     res
 }
 
@@ -144,7 +158,8 @@ fn lab_slow_sql_in_mariadb() {
     assert!(
         slow.iter().any(|q| q["service"] == "product"
             && q["statement"].as_str().is_some_and(|s| s.contains("shop.products"))
-            && q["duration_ms"].as_f64().is_some_and(|d| d >= 200.0)),
+            && q["max_ms"].as_f64().is_some_and(|d| d >= 200.0)
+            && q["count"].as_u64().is_some_and(|n| n >= 2)),
         "slow SQL in the report: {slow:?}"
     );
 }
@@ -183,5 +198,106 @@ fn quiet_lab_opens_no_incident() {
         code, 0,
         "lab.py quiet exited {code}; incidents: {}",
         res["incidents"]
+    );
+}
+
+/// What a lab named `name` (`sl` + 4 hex) may leave behind: namespaces, /etc/netns dirs,
+/// cgroups in any hierarchy, processes whose command line names its directory.
+fn leftovers(name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let prefix = format!("{name}-");
+    if let Ok(o) = Command::new("ip").args(["netns", "list"]).output() {
+        for line in String::from_utf8_lossy(&o.stdout).lines() {
+            if line.starts_with(&prefix) {
+                out.push(format!("netns {line}"));
+            }
+        }
+    }
+    for dir in std::fs::read_dir("/etc/netns").into_iter().flatten().flatten() {
+        if dir.file_name().to_string_lossy().starts_with(&prefix) {
+            out.push(format!("{}", dir.path().display()));
+        }
+    }
+    let mut hierarchies = vec![PathBuf::from("/sys/fs/cgroup")];
+    hierarchies.extend(std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten().map(|e| e.path()));
+    for h in hierarchies {
+        if h.join(name).exists() {
+            out.push(format!("cgroup {}", h.join(name).display()));
+        }
+    }
+    for p in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(&format!("/{name}")) && !cmdline.contains("lab.py") {
+            out.push(format!("process {}: {cmdline}", p.file_name().to_string_lossy()));
+        }
+    }
+    out
+}
+
+/// Ctrl-C while the lab is up (the load running, every server started) tears it all down.
+#[test]
+fn lab_tears_down_on_ctrl_c() {
+    use std::io::{BufRead as _, BufReader};
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    require_root();
+    let root = workspace_root();
+    let mut child = Command::new("python3")
+        .arg(root.join("tests/lab/lab.py"))
+        .args(["up", "--no-sonde"])
+        .current_dir(&root)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("running lab.py up");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut name = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("lab.py output");
+        // "lab slXXXX is up (dir …):" once every service answers and the load runs.
+        if let Some(rest) = line.strip_prefix("lab ")
+            && let Some((n, _)) = rest.split_once(" is up")
+        {
+            name = Some(n.to_string());
+            break;
+        }
+    }
+    let name = name.expect("lab.py up never said the lab is up");
+    assert!(!leftovers(&name).is_empty(), "the lab {name} should exist while up");
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().expect("waiting for lab.py");
+    assert_eq!(status.code(), Some(130), "lab.py exits 130 on SIGINT: {status:?}");
+    let left = leftovers(&name);
+    assert!(left.is_empty(), "after Ctrl-C the lab {name} left: {left:?}");
+}
+
+/// A run whose Sonde cannot start fails clearly and still tears the lab down.
+#[test]
+fn lab_tears_down_when_sonde_fails() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    require_root();
+    let out = out_dir().join("failing-sonde.json");
+    let code = lab_py(&[
+        "run",
+        "--fault",
+        "slow",
+        "--sonde",
+        "/bin/false",
+        "--baseline",
+        "5",
+        "--out",
+        out.to_str().expect("UTF-8 path"),
+    ]);
+    let res: Value = serde_json::from_str(&std::fs::read_to_string(&out).expect("lab.py wrote its result"))
+        .expect("result JSON");
+    assert_ne!(code, 0, "a Sonde that exits at once is a failed run");
+    assert!(res["error"].as_str().is_some_and(|e| !e.is_empty()), "the result says why: {res}");
+    let name = res["lab"].as_str().expect("the result names the lab").to_string();
+    let left = leftovers(&name);
+    assert!(left.is_empty(), "after the failure the lab {name} left: {left:?}");
+    assert!(
+        res["leftovers"].as_array().is_some_and(|l| l.is_empty()),
+        "lab.py's own check: {}",
+        res["leftovers"]
     );
 }

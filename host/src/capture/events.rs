@@ -174,6 +174,8 @@ pub enum StdStream {
     Stdout,
     /// fd 2.
     Stderr,
+    /// A configured log file (`[[logs.files]]`), not a kernel record.
+    File,
 }
 
 impl StdStream {
@@ -189,6 +191,7 @@ impl StdStream {
         match self {
             StdStream::Stdout => "stdout",
             StdStream::Stderr => "stderr",
+            StdStream::File => "file",
         }
     }
 }

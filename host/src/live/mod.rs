@@ -171,15 +171,76 @@ pub struct IncidentSummary {
     pub top_cause: Option<TopCause>,
 }
 
-/// A database operation at least `slow_query_ms` slow during the incident.
+/// A statement that was at least `slow_query_ms` slow during the incident, from one service to
+/// one server: how often, how slow on average and at worst.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SlowSql {
-    pub unix_ms: u64,
     pub service: String,
     pub server: String,
     pub statement: String,
-    pub duration_ms: f64,
-    pub error: Option<String>,
+    pub count: u64,
+    pub mean_ms: f64,
+    pub max_ms: f64,
+    /// Of these, the ones that failed, with the last error.
+    pub errors: u64,
+    pub last_error: Option<String>,
+    pub last_unix_ms: u64,
+}
+
+/// One slow database operation as it was seen.
+#[derive(Debug, Clone)]
+struct SlowSample {
+    unix_ms: u64,
+    service: String,
+    server: String,
+    statement: String,
+    ms: f64,
+    error: Option<String>,
+}
+
+/// Slow samples since `from` of the `involved` services, one row per (service, server,
+/// statement), slowest first.
+fn slow_sql_of(
+    samples: &VecDeque<SlowSample>,
+    from: u64,
+    involved: &BTreeSet<String>,
+    limit: usize,
+) -> Vec<SlowSql> {
+    let mut rows: BTreeMap<(&str, &str, &str), SlowSql> = BTreeMap::new();
+    for q in samples
+        .iter()
+        .filter(|q| q.unix_ms >= from && involved.contains(&q.service))
+    {
+        let row = rows
+            .entry((&q.service, &q.server, &q.statement))
+            .or_insert_with(|| SlowSql {
+                service: q.service.clone(),
+                server: q.server.clone(),
+                statement: q.statement.clone(),
+                count: 0,
+                mean_ms: 0.0,
+                max_ms: 0.0,
+                errors: 0,
+                last_error: None,
+                last_unix_ms: 0,
+            });
+        row.count += 1;
+        row.mean_ms += (q.ms - row.mean_ms) / row.count as f64;
+        row.max_ms = row.max_ms.max(q.ms);
+        if q.error.is_some() {
+            row.errors += 1;
+            row.last_error.clone_from(&q.error);
+        }
+        row.last_unix_ms = row.last_unix_ms.max(q.unix_ms);
+    }
+    let mut out: Vec<SlowSql> = rows.into_values().collect();
+    out.sort_by(|a, b| {
+        b.max_ms
+            .total_cmp(&a.max_ms)
+            .then_with(|| b.count.cmp(&a.count))
+    });
+    out.truncate(limit);
+    out
 }
 
 /// Error-log lines of one template, from one service, during the incident.
@@ -241,9 +302,12 @@ impl IncidentDetail {
             for q in self.slow_queries.iter().take(5) {
                 let _ = writeln!(
                     s,
-                    "  {:>8.1} ms  {} → {}  {}",
-                    q.duration_ms, q.service, q.server, q.statement
+                    "  {:>5}×  mean {:>7.1} ms  max {:>7.1} ms  {} → {}  {}",
+                    q.count, q.mean_ms, q.max_ms, q.service, q.server, q.statement
                 );
+                if let Some(e) = &q.last_error {
+                    let _ = writeln!(s, "         {} failed, last: {e}", q.errors);
+                }
             }
         }
         if !self.log_templates.is_empty() {
@@ -331,7 +395,7 @@ pub struct Live {
     analysis: AnalysisConfig,
     open: Vec<Open>,
     done: VecDeque<IncidentDetail>,
-    slow: VecDeque<SlowSql>,
+    slow: VecDeque<SlowSample>,
     slow_query_ms: f64,
     logs: Option<Box<dyn LogSource>>,
     stats: LiveStats,
@@ -400,7 +464,7 @@ impl Live {
         if self.slow.len() >= SLOW_KEPT {
             self.slow.pop_front();
         }
-        self.slow.push_back(SlowSql {
+        self.slow.push_back(SlowSample {
             unix_ms: now_unix_ms,
             service: service_of(conn).to_string(),
             server: conn
@@ -409,7 +473,7 @@ impl Live {
                 .map(|e| format!("{}:{}", e.ip, e.port))
                 .unwrap_or_default(),
             statement: r.attr("db.query.text").unwrap_or(r.operation()).to_string(),
-            duration_ms: ms,
+            ms,
             error: r.error().map(str::to_string),
         });
     }
@@ -775,14 +839,7 @@ impl Live {
                     .incident
                     .start_unix_ms
                     .saturating_sub(self.settings.step_ms);
-                let mut slow: Vec<SlowSql> = self
-                    .slow
-                    .iter()
-                    .filter(|q| q.unix_ms >= from && involved.contains(&q.service))
-                    .cloned()
-                    .collect();
-                slow.sort_by(|a, b| b.duration_ms.total_cmp(&a.duration_ms));
-                slow.truncate(20);
+                let slow = slow_sql_of(&self.slow, from, &involved, 20);
                 d.slow_queries = slow;
                 if let Some(logs) = &self.logs {
                     let list: Vec<String> = involved.iter().cloned().collect();

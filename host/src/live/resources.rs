@@ -79,7 +79,9 @@ fn read_node_cpu() -> Option<NodeCpu> {
 fn read_node_cpu_stall_us() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/pressure/cpu").ok()?;
     let line = text.lines().find(|l| l.starts_with("some "))?;
-    line.split_ascii_whitespace().find_map(|f| f.strip_prefix("total=")).and_then(|v| v.parse().ok())
+    line.split_ascii_whitespace()
+        .find_map(|f| f.strip_prefix("total="))
+        .and_then(|v| v.parse().ok())
 }
 
 fn read_node_memory() -> Option<f64> {

@@ -163,3 +163,42 @@ fn steady_traffic_opens_nothing() {
         live.board().summaries()
     );
 }
+
+#[test]
+fn slow_sql_is_grouped_by_statement_slowest_first() {
+    let sample = |service: &str, statement: &str, ms: f64, error: Option<&str>| SlowSample {
+        unix_ms: 2_000,
+        service: service.into(),
+        server: "10.0.0.5:3306".into(),
+        statement: statement.into(),
+        ms,
+        error: error.map(str::to_string),
+    };
+    let samples: VecDeque<SlowSample> = [
+        sample("product", "SELECT a", 250.0, None),
+        sample(
+            "product",
+            "SELECT a",
+            350.0,
+            Some("1205: lock wait timeout"),
+        ),
+        sample("product", "SELECT b", 900.0, None),
+        sample("other", "SELECT c", 5000.0, None),
+        SlowSample {
+            unix_ms: 10,
+            ..sample("product", "SELECT old", 9000.0, None)
+        },
+    ]
+    .into_iter()
+    .collect();
+    let involved = BTreeSet::from(["product".to_string()]);
+    let rows = slow_sql_of(&samples, 1_000, &involved, 10);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[0].statement, "SELECT b");
+    let a = &rows[1];
+    assert_eq!(
+        (a.count, a.mean_ms, a.max_ms, a.errors),
+        (2, 300.0, 350.0, 1)
+    );
+    assert_eq!(a.last_error.as_deref(), Some("1205: lock wait timeout"));
+}

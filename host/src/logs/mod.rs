@@ -18,6 +18,7 @@
 //! eviction and cut is counted in [`LogStats`]. The same input gives the same output: ties in
 //! queries break by service and template text.
 pub mod drain;
+pub mod files;
 pub mod lines;
 
 use std::collections::{HashMap, VecDeque};
@@ -58,6 +59,9 @@ pub struct LogMinerConfig {
     pub max_streams: usize,
     /// Bytes kept of a template's sample line.
     pub max_sample_bytes: usize,
+    /// Log files to tail, each with the service its lines belong to (for services that do
+    /// not log to stdout/stderr).
+    pub files: Vec<files::LogFile>,
 }
 
 impl Default for LogMinerConfig {
@@ -73,6 +77,7 @@ impl Default for LogMinerConfig {
             flush_after_ms: 2000,
             max_streams: 4096,
             max_sample_bytes: 512,
+            files: Vec::new(),
         }
     }
 }
@@ -183,7 +188,9 @@ pub struct LogMiner {
 
 impl std::fmt::Debug for LogMiner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LogMiner").field("stats", &self.stats()).finish_non_exhaustive()
+        f.debug_struct("LogMiner")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
     }
 }
 

@@ -106,10 +106,16 @@ pub fn memory(input: &RuleInput) -> Option<Diagnosis> {
 
 /// Machine: a node with CPU, memory or run-queue anomalies under two or more abnormal services
 /// (or one, with less confidence); a service on such a node points at it.
+///
+/// Run-queue delay counts as saturation only with busy CPUs: tasks that wait while the CPUs
+/// are not busy wait for their own cgroup's quota (kernel PSI counts throttled tasks too),
+/// which is the CPU branch's case on the throttled service, not the machine's.
 pub fn node(input: &RuleInput) -> Option<Diagnosis> {
     let symptoms = |ms: &[Metric]| -> Vec<Evidence> {
-        all_rose(ms, NODE)
-            .into_iter()
+        let rose = all_rose(ms, NODE);
+        let busy = rose.iter().any(|x| x.name != m::NODE_RUNQUEUE_DELAY_MS);
+        rose.into_iter()
+            .filter(|x| busy || x.name != m::NODE_RUNQUEUE_DELAY_MS)
             .map(|x| evidence(x, "machine"))
             .collect()
     };
@@ -333,7 +339,10 @@ mod tests {
             "n2",
             Relation::Host,
             true,
-            vec![metric(m::NODE_RUNQUEUE_DELAY_MS, 0.1, 9.0, true)],
+            vec![
+                metric(m::NODE_RUNQUEUE_DELAY_MS, 0.1, 9.0, true),
+                metric(m::NODE_CPU_RATIO, 0.4, 0.98, true),
+            ],
         ));
         let d = node(&i).unwrap();
         assert_eq!(
@@ -341,13 +350,42 @@ mod tests {
             (Category::NodeSaturation, 0.5)
         );
         assert!(
-            d.explanation.contains("machine n2")
-                && d.explanation.contains("node_runqueue_delay_ms"),
+            d.explanation.contains("machine n2") && d.explanation.contains("node_cpu_ratio"),
             "{}",
             d.explanation
         );
+        // Tasks waiting while the CPUs are not busy: a quota, not the machine.
+        i.neighbours[0].metrics.truncate(1);
+        assert!(node(&i).is_none());
         // An abnormal host without machine symptoms says nothing about saturation.
         i.neighbours[0].metrics.clear();
         assert!(node(&i).is_none());
+    }
+
+    #[test]
+    fn a_throttled_service_is_not_a_saturated_node() {
+        // PSI's run-queue delay rose because product's cgroup is throttled; the CPUs idle.
+        let mut n = input(
+            SubjectKind::Node,
+            "vm",
+            vec![
+                metric(m::NODE_RUNQUEUE_DELAY_MS, 90.0, 720.0, true),
+                metric(m::NODE_CPU_RATIO, 0.3, 0.31, false),
+            ],
+        );
+        n.neighbours.push(neighbour(
+            SubjectKind::Service,
+            "product",
+            Relation::Hosted,
+            true,
+            vec![metric(m::CPU_THROTTLED_RATIO, 0.0, 1.0, true)],
+        ));
+        assert!(node(&n).is_none());
+        let mut p = service(vec![
+            metric(m::LATENCY_MEAN_MS, 5.0, 500.0, true),
+            metric(m::CPU_THROTTLED_RATIO, 0.0, 1.0, true),
+        ]);
+        p.subject.id = "product".into();
+        assert_eq!(top(&p), Some(Category::CpuSaturation));
     }
 }
