@@ -60,7 +60,7 @@ impl EdgeRates {
             if caller == callee {
                 continue;
             }
-            add(sums.entry((caller, callee)).or_default(), &delta);
+            sums.entry((caller, callee)).or_default().add(&delta);
         }
         self.previous = seen;
         let mut out = Vec::new();
@@ -111,37 +111,4 @@ impl EdgeRates {
         }
         (out, calls)
     }
-}
-
-fn add(into: &mut Counters, d: &Counters) {
-    macro_rules! sum {
-        ($($f:ident),*) => { $( into.$f += d.$f; )* };
-    }
-    sum!(
-        connects,
-        connect_refused,
-        connect_timeouts,
-        connect_aborted,
-        connect_ns_sum,
-        accepts,
-        closes,
-        resets_sent,
-        resets_received,
-        bytes_c2s,
-        bytes_s2c,
-        segments_c2s,
-        segments_s2c,
-        retransmits,
-        syn_retransmits,
-        drops,
-        drop_bytes,
-        rtt_us_sum,
-        rtt_samples,
-        server_requests,
-        server_errors,
-        server_duration_ns,
-        client_requests,
-        client_errors,
-        client_duration_ns
-    );
 }

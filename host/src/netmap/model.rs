@@ -116,13 +116,10 @@ pub struct Counters {
     pub client_duration_ns: u64,
 }
 
-impl Counters {
-    /// The counts between `earlier` and `self` (saturating: counters only grow).
-    pub fn since(&self, earlier: &Counters) -> Counters {
-        macro_rules! diff {
-            ($($f:ident),*) => { Counters { $($f: self.$f.saturating_sub(earlier.$f)),* } };
-        }
-        diff!(
+/// Calls `$m!(…)` with every [`Counters`] field, so the arithmetic on them names each once.
+macro_rules! counter_fields {
+    ($m:ident) => {
+        $m!(
             connects,
             connect_refused,
             connect_timeouts,
@@ -149,6 +146,24 @@ impl Counters {
             client_errors,
             client_duration_ns
         )
+    };
+}
+
+impl Counters {
+    /// The counts between `earlier` and `self` (saturating: counters only grow).
+    pub fn since(&self, earlier: &Counters) -> Counters {
+        macro_rules! diff {
+            ($($f:ident),*) => { Counters { $($f: self.$f.saturating_sub(earlier.$f)),* } };
+        }
+        counter_fields!(diff)
+    }
+
+    /// Adds `other`'s counts (several edges summed into one).
+    pub fn add(&mut self, other: &Counters) {
+        macro_rules! sum {
+            ($($f:ident),*) => { $( self.$f += other.$f; )* };
+        }
+        counter_fields!(sum);
     }
 
     pub fn connect_failures(&self) -> u64 {
