@@ -10,7 +10,7 @@ use crate::capture::events::Event;
 use crate::capture::events::LogChunk;
 use crate::capture::net::NetReading;
 use crate::capture::reassembly::{GapReason, SegmentBody};
-use crate::capture::{Capture, monotonic_now_ns};
+use crate::capture::{Capture, monotonic_now_ns, unix_now_ms};
 use crate::config::Config;
 use crate::conntrack::{ConnTracker, Connection, StreamEvent};
 use crate::correlate::Correlator;
@@ -100,7 +100,8 @@ pub async fn run(config: Config) -> Result<()> {
     router.set_labeler(Box::new(ConnLabels(correlator.clone())));
     tokio::spawn(scan_loop(correlator.clone()));
     let logs = Arc::new(Mutex::new(LogMiner::new(config.logs.clone())));
-    let mut tailer = crate::logs::files::Tailer::new(&config.logs.files, config.logs.max_line_bytes);
+    let mut tailer =
+        crate::logs::files::Tailer::new(&config.logs.files, config.logs.max_line_bytes);
     let shared = Arc::new(State {
         snapshot: Mutex::new(Snapshot::default()),
         red: Mutex::new(Red::new(&config.metrics.red_settings())),
@@ -336,13 +337,6 @@ impl crate::live::LogSource for MinedLogs {
         out.truncate(limit);
         out
     }
-}
-
-/// Wall-clock milliseconds since the Unix epoch.
-pub fn unix_now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The router's labeler: the correlator's labels of a connection's process and peer.

@@ -682,7 +682,7 @@ pub async fn serve(listener: TcpListener, shared: Shared) -> Result<()> {
                     .unwrap_or(10);
                 let errors_only =
                     query_param(req, "errors").is_some_and(|v| v == "1" || v == "true");
-                let now = crate::daemon::unix_now_ms();
+                let now = crate::capture::unix_now_ms();
                 let rows = shared
                     .logs
                     .as_ref()

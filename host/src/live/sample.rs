@@ -83,7 +83,7 @@ pub struct StepAccumulator {
     services: BTreeMap<String, ServiceStep>,
     /// Every service seen since start (bounded by the caller's series cap).
     pub known: BTreeMap<String, ServiceInfo>,
-    /// Protocols whose records are dependencies, never services of their own (DNS servers).
+    /// A database call at least this slow counts in `db_slow_query_rate`.
     slow_query_ms: f64,
 }
 

@@ -476,10 +476,7 @@ fn cut_at(s: &str, max: usize) -> &str {
 /// Unix time (ms) of a kernel timestamp (`LogChunk::ts_ns`, CLOCK_MONOTONIC), by the offset
 /// between the two clocks now.
 pub fn unix_ms_of(ts_ns: u64) -> u64 {
-    let now_unix_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let now_unix_ms = crate::capture::unix_now_ms();
     let age_ms = crate::capture::monotonic_now_ns().saturating_sub(ts_ns) / 1_000_000;
     now_unix_ms.saturating_sub(age_ms)
 }
