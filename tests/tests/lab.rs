@@ -250,22 +250,35 @@ fn lab_tears_down_on_ctrl_c() {
         .spawn()
         .expect("running lab.py up");
     let stdout = child.stdout.take().expect("piped stdout");
-    let mut name = None;
-    for line in BufReader::new(stdout).lines() {
-        let line = line.expect("lab.py output");
-        // "lab slXXXX is up (dir …):" once every service answers and the load runs.
-        if let Some(rest) = line.strip_prefix("lab ")
-            && let Some((n, _)) = rest.split_once(" is up")
-        {
-            name = Some(n.to_string());
-            break;
+    // Read stdout to its end on a thread, as a terminal would: closing the pipe early would
+    // make lab.py's next write fail (EPIPE) and turn a Ctrl-C into a different error.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut name = None;
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            // "lab slXXXX is up (dir …):" once every service answers and the load runs, then
+            // the banner, whose last line comes just before lab.py waits for Ctrl-C.
+            if let Some(rest) = line.strip_prefix("lab ")
+                && let Some((n, _)) = rest.split_once(" is up")
+            {
+                name = Some(n.to_string());
+            }
+            if line.starts_with("Ctrl-C to tear down")
+                && let Some(n) = name.take()
+            {
+                let _ = tx.send(n);
+            }
         }
-    }
+    });
+    // Returns Err when lab.py exits (the sender drops) without having said it is up.
+    let name = rx.recv().ok();
     let name = name.expect("lab.py up never said the lab is up");
     assert!(!leftovers(&name).is_empty(), "the lab {name} should exist while up");
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let status = child.wait().expect("waiting for lab.py");
+    reader.join().expect("stdout reader");
     assert_eq!(status.code(), Some(130), "lab.py exits 130 on SIGINT: {status:?}");
     let left = leftovers(&name);
     assert!(left.is_empty(), "after Ctrl-C the lab {name} left: {left:?}");
