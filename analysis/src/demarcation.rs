@@ -275,6 +275,21 @@ pub fn walk(topology: &Topology, entry: &str, cfg: &DemarcationConfig) -> Walk {
     Walk { candidates, visited }
 }
 
+/// Take back the walk's verdict that `explainer` explains other candidates: they become
+/// candidates of their own again, at full score. Candidates keep their order (rule answers are
+/// matched to them by position).
+///
+/// The walk lets any abnormal machine explain the services on it; the rules then decide
+/// whether the machine is really at fault. A machine no rule diagnoses (say its run queue rose
+/// while its CPUs stayed mostly idle, because something else ran for a moment) must not
+/// explain a database that got 300 times slower away into "unknown".
+pub fn withdraw_explanations(walk: &mut Walk, explainer: &Element) {
+    for c in walk.candidates.iter_mut().filter(|c| c.explained_by.as_ref() == Some(explainer)) {
+        c.explained_by = None;
+        c.score = c.anomaly;
+    }
+}
+
 /// The chain of explanations from `candidate` down to the element nothing explains, as
 /// elements (each explained by the next).
 pub fn explanation_chain(walk: &Walk, start: &Element) -> Vec<Element> {

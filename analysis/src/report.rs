@@ -310,7 +310,7 @@ fn phenomenon(topology: &Topology, incident: &Incident) -> String {
 /// Analyse an incident: walk, attribute, run the rules in one batch, rank and explain.
 pub fn analyze(topology: &Topology, incident: &Incident, rules: &mut dyn RuleEngine, cfg: &AnalysisConfig) -> Report {
     let started = Instant::now();
-    let walk = demarcation::walk(topology, &incident.entry, &cfg.demarcation);
+    let mut walk = demarcation::walk(topology, &incident.entry, &cfg.demarcation);
 
     let mut attributions = Vec::new();
     for c in &walk.candidates {
@@ -324,6 +324,20 @@ pub fn analyze(topology: &Topology, incident: &Incident, rules: &mut dyn RuleEng
         .map(|c| rule_input(topology, incident, &walk, c, &attributions))
         .collect();
     let outcome = if inputs.is_empty() { Default::default() } else { rules.evaluate(&inputs) };
+    // A machine explains the services on it only if a rule finds it at fault.
+    let undiagnosed_nodes: Vec<Element> = walk
+        .candidates
+        .iter()
+        .enumerate()
+        .filter(|(i, c)| {
+            c.element.kind() == SubjectKind::Node
+                && !outcome.diagnoses.get(*i).is_some_and(|d| d.iter().any(|d| !is_propagation(&d.diagnosis)))
+        })
+        .map(|(_, c)| c.element.clone())
+        .collect();
+    for node in &undiagnosed_nodes {
+        demarcation::withdraw_explanations(&mut walk, node);
+    }
 
     let max_score = walk.candidates.iter().map(|c| c.score).fold(0.0, f64::max).max(f64::MIN_POSITIVE);
     let mut ranked: Vec<(f64, &Candidate, Vec<RuledDiagnosis>)> = walk

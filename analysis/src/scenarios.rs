@@ -19,6 +19,10 @@ pub const FAULT_AT: usize = 45;
 pub const SCENARIOS: &[(&str, &str)] = &[
     ("network-edge", "packet loss on the gateway->cart call edge (retransmits), cart itself healthy"),
     ("slow-database", "mysql slow, two calls below the gateway (gateway -> product -> mysql)"),
+    (
+        "slow-database-busy-node",
+        "mysql slow as in slow-database, while its machine n3 has a longer run queue but idle CPUs (no machine fault)",
+    ),
     ("node-cpu", "machine n2 CPU-saturated; both services on it (cart, product) slow"),
     ("endpoint-errors", "cart returns errors on /checkout only; no resource symptoms"),
 ];
@@ -159,7 +163,7 @@ pub fn scenario(name: &str) -> Option<Bundle> {
             b.edge("product", "mysql", (2.2, 2.2), (2.0, 2.0), ok, (0.2, 0.2));
             ("latency_mean_ms", shop_spec(name, "latency_mean_ms"))
         }
-        "slow-database" => {
+        "slow-database" | "slow-database-busy-node" => {
             b.service("gateway", 100.0, ok, (25.0, 143.0), no_throttle);
             b.service("cart", 100.0, ok, (6.0, 6.0), no_throttle);
             b.service("product", 100.0, ok, (10.0, 128.0), no_throttle);
@@ -206,6 +210,12 @@ pub fn scenario(name: &str) -> Option<Bundle> {
             b.node("n1", (0.3, 0.3), (0.2, 0.2));
             b.node("n2", (0.45, 0.99), (0.2, 15.0));
             b.node("n3", (0.3, 0.3), (0.2, 0.2));
+        }
+        "slow-database-busy-node" => {
+            for n in ["n1", "n2"] {
+                b.node(n, (0.4, 0.4), (0.2, 0.2));
+            }
+            b.node("n3", (0.3, 0.32), (20.0, 80.0));
         }
         _ => {
             for n in ["n1", "n2", "n3"] {

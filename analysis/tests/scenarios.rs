@@ -47,6 +47,19 @@ fn slow_downstream_two_hops_deep() {
 }
 
 #[test]
+fn a_machine_no_rule_diagnoses_does_not_explain_a_slow_database() {
+    // The walk first lets n3 (abnormal run queue) explain mysql; no rule finds n3 at fault
+    // (its CPUs are idle), so mysql stays the root cause, as in slow-database.
+    let r = run("slow-database-busy-node");
+    let top = &r.root_causes[0];
+    assert_eq!(top.element, service("mysql"));
+    assert_eq!(top.category, "database-slow");
+    assert_eq!(r.propagation_path, ["mysql", "product", "gateway"]);
+    let n3 = r.root_causes.iter().position(|c| c.element == Element::Node { name: "n3".into() });
+    assert!(n3.is_none_or(|i| i > 0), "n3 is at most a lesser candidate: {:?}", r.root_causes);
+}
+
+#[test]
 fn cpu_saturation_on_one_node_hosting_two_services() {
     let r = run("node-cpu");
     let top = &r.root_causes[0];
