@@ -68,13 +68,18 @@ fn rules() -> Box<dyn RuleEngine + Send> {
     Box::new(NativeRules::new().with("default", sonde_fta_rules::evaluate))
 }
 
-#[test]
-fn a_slow_backend_is_one_incident_at_the_front_naming_the_backend() {
+/// Default settings but one-second steps, on "node-1".
+fn live_1s() -> Live {
     let settings = LiveSettings {
         step_ms: 1000,
         ..Default::default()
     };
-    let mut live = Live::new(settings, "node-1".into(), rules(), 500);
+    Live::new(settings, "node-1".into(), rules(), 500)
+}
+
+#[test]
+fn a_slow_backend_is_one_incident_at_the_front_naming_the_backend() {
+    let mut live = live_1s();
     let mut total = Default::default();
     let front = conn("front", Role::Server);
     let back = conn("back", Role::Server);
@@ -131,11 +136,7 @@ fn a_slow_backend_is_one_incident_at_the_front_naming_the_backend() {
 
 #[test]
 fn steady_traffic_opens_nothing() {
-    let settings = LiveSettings {
-        step_ms: 1000,
-        ..Default::default()
-    };
-    let mut live = Live::new(settings, "node-1".into(), rules(), 500);
+    let mut live = live_1s();
     let mut total = Default::default();
     let front = conn("front", Role::Server);
     for step in 0..300u64 {

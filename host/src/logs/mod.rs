@@ -463,14 +463,7 @@ impl LogMiner {
 
 /// The longest prefix of `s` of at most `max` bytes, cut at a character boundary.
 fn cut_at(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
+    &s[..s.floor_char_boundary(max)]
 }
 
 /// Unix time (ms) of a kernel timestamp (`LogChunk::ts_ns`, CLOCK_MONOTONIC), by the offset

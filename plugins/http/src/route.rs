@@ -94,14 +94,7 @@ fn is_email(s: &str) -> bool {
 
 /// At most `max` bytes of `s`, cut on a character boundary.
 pub fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
+    &s[..s.floor_char_boundary(max)]
 }
 
 #[cfg(test)]
