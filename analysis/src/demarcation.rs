@@ -78,6 +78,15 @@ impl Element {
         }
     }
 
+    /// `service`, `edge` or `node`, for text.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Element::Service { .. } => "service",
+            Element::Edge { .. } => "edge",
+            Element::Node { .. } => "node",
+        }
+    }
+
     /// The id rules and reports use: the service or node name, `caller->callee` for an edge.
     pub fn id(&self) -> String {
         match self {
@@ -133,18 +142,40 @@ fn is_anomalous(entity: &Entity, name: &str) -> bool {
     entity.metric(name).is_some_and(|w| w.anomalous)
 }
 
-/// Does the edge's caller-side symptom cover the caller's own? Latency: the edge's caller-side
-/// rise is at least `share` of the service's mean-latency rise. Errors: the edge's caller-side
-/// error rate is anomalous. Unknown latencies count as covered when the edge is abnormal.
-fn edge_explains_caller(service: &Entity, edge: &Entity, share: f64) -> bool {
-    let latency = match (rise(service, m::LATENCY_MEAN_MS).or(rise(service, m::LATENCY_P99_MS)), rise(edge, m::CALLER_LATENCY_MS)) {
+/// Does the edge's caller-side latency cover the caller's latency rise? The edge's caller-side
+/// rise is at least `share` of the service's mean-latency (or p99) rise.
+fn edge_covers_latency(service: &Entity, edge: &Entity, share: f64) -> bool {
+    match (rise(service, m::LATENCY_MEAN_MS).or(rise(service, m::LATENCY_P99_MS)), rise(edge, m::CALLER_LATENCY_MS)) {
         (Some(svc), Some(e)) => svc <= 0.0 || e >= share * svc,
-        (None, _) => false,
-        (Some(_), None) => false,
+        _ => false,
+    }
+}
+
+/// Do the edge's caller-side errors (or failed connects) cover the caller's error rise?
+fn edge_covers_errors(edge: &Entity) -> bool {
+    is_anomalous(edge, m::CALLER_ERROR_RATE) || is_anomalous(edge, m::CONNECT_FAIL_RATE)
+}
+
+/// The call edge that explains the service's symptoms, if its calls explain all of them: a
+/// latency rise covered by one edge's caller-side rise, an error rise by one edge's caller-side
+/// errors. A service slowed by a callee that also fails on its own is not a victim.
+fn callee_edge_explaining(topology: &Topology, name: &str, service: &Entity, share: f64) -> Option<Element> {
+    let slow = rise(service, m::LATENCY_MEAN_MS).or(rise(service, m::LATENCY_P99_MS)).is_some();
+    let failing = is_anomalous(service, m::ERROR_RATE);
+    let covering = |covers: &dyn Fn(&Entity) -> bool| {
+        topology
+            .callees(name)
+            .find(|callee| topology.edge(name, callee).is_some_and(covers))
+            .map(|callee| Element::Edge { caller: name.to_string(), callee: callee.to_string() })
     };
-    let errors = is_anomalous(service, m::ERROR_RATE)
-        && (is_anomalous(edge, m::CALLER_ERROR_RATE) || is_anomalous(edge, m::CONNECT_FAIL_RATE));
-    latency || errors
+    let latency = if slow { covering(&|e| edge_covers_latency(service, e, share)) } else { None };
+    let errors = if failing { covering(&|e| edge_covers_errors(e)) } else { None };
+    match (slow, failing) {
+        (true, true) => latency.filter(|_| errors.is_some()),
+        (true, false) => latency,
+        (false, true) => errors,
+        (false, false) => None,
+    }
 }
 
 /// Is the edge's caller-side symptom just the callee's own? The callee's server-side latency
@@ -223,19 +254,13 @@ pub fn walk(topology: &Topology, entry: &str, cfg: &DemarcationConfig) -> Walk {
                 let explained = if resources > 0.0 {
                     None
                 } else {
-                    topology
-                        .callees(name)
-                        .find(|callee| {
-                            topology.edge(name, callee).is_some_and(|e| edge_explains_caller(entity, e, cfg.explain_share))
-                        })
-                        .map(|callee| Element::Edge { caller: name.clone(), callee: callee.to_string() })
-                        .or_else(|| {
-                            topology
-                                .hosts(name)
-                                .iter()
-                                .find(|n| topology.nodes.get(*n).is_some_and(|e| badness(e, NODE_METRICS, cap) > 0.0))
-                                .map(|n| Element::Node { name: n.clone() })
-                        })
+                    callee_edge_explaining(topology, name, entity, cfg.explain_share).or_else(|| {
+                        topology
+                            .hosts(name)
+                            .iter()
+                            .find(|n| topology.nodes.get(*n).is_some_and(|e| badness(e, NODE_METRICS, cap) > 0.0))
+                            .map(|n| Element::Node { name: n.clone() })
+                    })
                 };
                 (anomaly, explained)
             }
@@ -336,6 +361,32 @@ mod tests {
         let gw = w.candidates.iter().find(|c| c.element == Element::service("gw")).unwrap();
         assert_eq!(gw.explained_by, Some(w.candidates[0].element.clone()));
         assert!(!w.candidates.iter().any(|c| c.element == Element::service("cart")), "cart is normal");
+    }
+
+    #[test]
+    fn a_slowed_caller_with_errors_of_its_own_is_no_victim() {
+        let mut t = Topology::default();
+        let gw = |errors: MetricWindow| {
+            Entity::default().with_metric(m::LATENCY_MEAN_MS, up(20.0, 220.0)).with_metric(m::ERROR_RATE, errors)
+        };
+        t.add_service("cart", Entity::default().with_metric(m::LATENCY_MEAN_MS, up(10.0, 210.0)));
+        t.add_call(
+            "gw",
+            "cart",
+            Entity::default()
+                .with_metric(m::CALLER_LATENCY_MS, up(12.0, 210.0))
+                .with_metric(m::CALLEE_LATENCY_MS, up(10.0, 208.0)),
+        );
+        // Its latency rise is cart's, its errors are not on the call: the gateway fails itself.
+        t.add_service("gw", gw(up(0.0, 0.3)));
+        let w = walk(&t, "gw", &DemarcationConfig::default());
+        let of = |name: &str| w.candidates.iter().find(|c| c.element == Element::service(name)).unwrap();
+        assert_eq!(of("gw").explained_by, None);
+        // Without errors of its own it is cart's victim.
+        t.add_service("gw", gw(flat(0.0)));
+        let w = walk(&t, "gw", &DemarcationConfig::default());
+        let of = |name: &str| w.candidates.iter().find(|c| c.element == Element::service(name)).unwrap();
+        assert_eq!(of("gw").explained_by, Some(Element::Edge { caller: "gw".into(), callee: "cart".into() }));
     }
 
     #[test]

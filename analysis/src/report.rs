@@ -463,11 +463,7 @@ impl Report {
                 "  {}. [{}] {} {} — score {:.2}, confidence {:.0}%",
                 rc.rank,
                 rc.category,
-                match rc.element.kind() {
-                    SubjectKind::Service => "service",
-                    SubjectKind::Edge => "edge",
-                    SubjectKind::Node => "node",
-                },
+                rc.element.kind_name(),
                 rc.element.id(),
                 rc.score,
                 rc.confidence * 100.0

@@ -60,16 +60,21 @@ pub fn render_list(list: &[IncidentSummary]) -> String {
                 c.confidence * 100.0
             )
         });
+        let during = i
+            .parent
+            .as_ref()
+            .map_or(String::new(), |p| format!("  [during {p}]"));
         let _ = writeln!(
             o,
-            "{:<28} {:<9} {:<8} {:<16} {:<16} {:>7}  {}",
+            "{:<28} {:<9} {:<8} {:<16} {:<16} {:>7}  {}{}",
             i.id,
             i.state,
             clock(i.start_unix_ms),
             i.entry,
             i.kpi,
             report,
-            cause
+            cause,
+            during
         );
     }
     o

@@ -154,7 +154,7 @@ fn render_logs(o: &mut String, s: &crate::logs::LogStats) {
 
 /// The live diagnosis' counters.
 fn render_live(o: &mut String, s: &crate::live::LiveStats) {
-    let rows: [(&str, &str, &str, f64); 8] = [
+    let rows: [(&str, &str, &str, f64); 9] = [
         (
             "sonde_live_steps_total",
             "counter",
@@ -184,6 +184,12 @@ fn render_live(o: &mut String, s: &crate::live::LiveStats) {
             "counter",
             "Incidents opened.",
             s.incidents_opened as f64,
+        ),
+        (
+            "sonde_incidents_merged_total",
+            "counter",
+            "Incidents folded into the open incident they arose under (same first root cause).",
+            s.incidents_merged as f64,
         ),
         (
             "sonde_incidents_open",

@@ -169,6 +169,9 @@ pub struct IncidentSummary {
     /// `open` or `resolved`.
     pub state: String,
     pub top_cause: Option<TopCause>,
+    /// The open incident this one arose under (a second fault during it, or it changing).
+    #[serde(default)]
+    pub parent: Option<String>,
 }
 
 /// A statement that was at least `slow_query_ms` slow during the incident, from one service to
@@ -265,6 +268,10 @@ pub struct IncidentDetail {
     pub bundle_dir: Option<String>,
     /// The analysis could not run (kept so the incident still says why it has no report).
     pub error: Option<String>,
+    /// Later incidents under this one whose report found the same first root cause, folded
+    /// into it (they are not listed on their own).
+    #[serde(default)]
+    pub merged: Vec<IncidentSummary>,
 }
 
 impl IncidentDetail {
@@ -277,6 +284,9 @@ impl IncidentDetail {
             "Incident {} [{}] entry {} ({}), opened by {}",
             i.id, i.state, i.entry, i.kpi, i.trigger
         );
+        if let Some(parent) = &i.parent {
+            let _ = writeln!(s, "Arose while incident {parent} was open");
+        }
         if let Some(at) = i.report_unix_ms {
             let _ = writeln!(
                 s,
@@ -316,6 +326,16 @@ impl IncidentDetail {
                 let _ = writeln!(s, "  {} lines in {}: `{}`", t.count, t.service, t.template);
             }
         }
+        for m in &self.merged {
+            let _ = writeln!(
+                s,
+                "Also: {} of {} turned anomalous {:.1} s in; same first root cause (merged {})",
+                m.kpi,
+                m.trigger,
+                m.start_unix_ms.saturating_sub(i.start_unix_ms) as f64 / 1e3,
+                m.id
+            );
+        }
         if let Some(dir) = &self.bundle_dir {
             let _ = writeln!(s, "Bundle: {dir} (replay: sonde analyze {dir})");
         }
@@ -331,6 +351,8 @@ pub struct LiveStats {
     pub points: usize,
     pub series_refused: u64,
     pub incidents_opened: u64,
+    /// Incidents folded into the one they arose under (same first root cause).
+    pub incidents_merged: u64,
     pub incidents_open: usize,
     pub reports: u64,
     pub analysis_errors: u64,
@@ -377,6 +399,9 @@ struct Open {
     detail: IncidentDetail,
     start_ts: i64,
     normal_run: u32,
+    /// The (service, KPI) anomalies this incident accounts for: the one that opened it and
+    /// those that joined before its report. Another anomaly under it opens a new incident.
+    known: BTreeSet<(String, String)>,
 }
 
 /// The live engine; the daemon loop owns it.
@@ -607,25 +632,47 @@ impl Live {
         }
     }
 
-    /// Services an open incident already covers: its entry and everything it calls.
-    fn covered(&self) -> BTreeSet<String> {
+    /// What an incident at `entry` covers: the entry and everything it calls.
+    fn reach(&self, entry: &str) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
-        for o in &self.open {
-            let mut queue = vec![o.detail.incident.entry.clone()];
-            while let Some(s) = queue.pop() {
-                if out.insert(s.clone()) {
-                    queue.extend(
-                        self.calls
-                            .keys()
-                            .filter(|(c, _)| *c == s)
-                            .map(|(_, callee)| callee.clone()),
-                    );
-                }
+        let mut queue = vec![entry.to_string()];
+        while let Some(s) = queue.pop() {
+            if out.insert(s.clone()) {
+                queue.extend(
+                    self.calls
+                        .keys()
+                        .filter(|(c, _)| *c == s)
+                        .map(|(_, callee)| callee.clone()),
+                );
             }
         }
         out
     }
 
+    /// Until its report, an open incident takes in every anomaly under it: one fault shows in
+    /// several services and KPIs within its first steps.
+    fn gather_onsets(&mut self) {
+        for i in 0..self.open.len() {
+            if self.open[i].detail.report.is_some() {
+                continue;
+            }
+            let reach = self.reach(&self.open[i].detail.incident.entry);
+            let anomalous: Vec<(String, String)> = reach
+                .iter()
+                .flat_map(|s| {
+                    self.anomalies(s)
+                        .into_iter()
+                        .map(move |(kpi, _, _)| (s.clone(), kpi))
+                })
+                .collect();
+            self.open[i].known.extend(anomalous);
+        }
+    }
+
+    /// An anomaly that an open incident under whose reach it falls does not account for is a
+    /// new fault (a second one during the first, or the first one changing): it opens an
+    /// incident of its own, which names the open one as its parent. If its report finds the
+    /// same first root cause, it is merged back ([`Live::merge_repeats`]).
     fn open_incidents(&mut self, ts: i64, now_ms: u64) -> bool {
         let step_s = self.settings.step_s();
         let mut triggers = Vec::new();
@@ -637,26 +684,50 @@ impl Live {
                 triggers.push((service.clone(), kpi.clone(), v.run));
             }
         }
+        self.gather_onsets();
         let mut changed = false;
         for (service, kpi, run) in triggers {
-            let covered = self.covered();
-            if covered.contains(&service) {
-                continue;
-            }
             let entry = self.entry_of(&service);
-            if covered.contains(&entry) {
+            let pair = (service.clone(), kpi.clone());
+            let covering: Vec<usize> = (0..self.open.len())
+                .filter(|i| {
+                    let reach = self.reach(&self.open[*i].detail.incident.entry);
+                    reach.contains(&service) || reach.contains(&entry)
+                })
+                .collect();
+            if covering.iter().any(|i| self.open[*i].known.contains(&pair)) {
                 continue;
             }
+            if let Some(i) = covering
+                .iter()
+                .find(|i| self.open[**i].detail.report.is_none())
+            {
+                self.open[*i].known.insert(pair);
+                continue;
+            }
+            let parent = covering
+                .last()
+                .map(|i| self.open[*i].detail.incident.id.clone());
+            // The entry's worst anomaly that no covering incident accounts for.
             let (entry_kpi, entry_run) = self
                 .anomalies(&entry)
                 .into_iter()
-                .next()
+                .find(|(k, _, _)| {
+                    !covering
+                        .iter()
+                        .any(|i| self.open[*i].known.contains(&(entry.clone(), k.clone())))
+                })
                 .map(|(k, _, r)| (k, r))
                 .filter(|_| entry != service)
-                .unwrap_or((kpi, run));
+                .unwrap_or((kpi.clone(), run));
             let start_ts = ts - step_s * (i64::from(entry_run.max(run)) - 1);
-            let id = format!("{}-{}", start_ts, entry);
-            tracing::info!(incident = %id, entry = %entry, kpi = %entry_kpi, trigger = %service, "incident opened");
+            let mut id = format!("{}-{}", start_ts, entry);
+            if self.open.iter().any(|o| o.detail.incident.id == id) {
+                id = format!("{id}-{kpi}");
+            }
+            tracing::info!(incident = %id, entry = %entry, kpi = %entry_kpi, trigger = %service, parent = ?parent, "incident opened");
+            let mut known = BTreeSet::from([pair]);
+            known.insert((entry.clone(), entry_kpi.clone()));
             self.stats.incidents_opened += 1;
             self.open.push(Open {
                 detail: IncidentDetail {
@@ -671,15 +742,18 @@ impl Live {
                         resolved_unix_ms: None,
                         state: "open".into(),
                         top_cause: None,
+                        parent,
                     },
                     report: None,
                     slow_queries: Vec::new(),
                     log_templates: Vec::new(),
                     bundle_dir: None,
                     error: None,
+                    merged: Vec::new(),
                 },
                 start_ts,
                 normal_run: 0,
+                known,
             });
             changed = true;
         }
@@ -690,10 +764,16 @@ impl Live {
         let step_s = self.settings.step_s();
         let window = step_s * i64::from(self.settings.window_steps);
         let mut changed = false;
+        let mut reported = Vec::new();
         let mut open = std::mem::take(&mut self.open);
         for o in &mut open {
             let entry = o.detail.incident.entry.clone();
-            let normal = self.anomalies(&entry).is_empty();
+            // Normal again when none of the entry's anomalies it accounts for remains (another
+            // anomaly of the entry is another incident's).
+            let normal = self
+                .anomalies(&entry)
+                .into_iter()
+                .all(|(kpi, _, _)| !o.known.contains(&(entry.clone(), kpi)));
             o.normal_run = if normal { o.normal_run + 1 } else { 0 };
             let resolving = o.normal_run >= self.settings.close_after;
             if o.detail.report.is_none()
@@ -701,6 +781,9 @@ impl Live {
                 && (ts >= o.start_ts + window || resolving)
             {
                 self.analyze(o, ts, now_ms);
+                if o.detail.report.is_some() {
+                    reported.push(o.detail.incident.id.clone());
+                }
                 changed = true;
             }
             if resolving {
@@ -710,6 +793,7 @@ impl Live {
                 changed = true;
             }
         }
+        changed |= self.merge_repeats(&mut open, &reported);
         for o in open {
             if o.detail.incident.state == "resolved" {
                 self.done.push_back(o.detail);
@@ -721,6 +805,48 @@ impl Live {
             && !self.done.is_empty()
         {
             self.done.pop_front();
+        }
+        changed
+    }
+
+    /// An incident opened under another one (see [`Live::open_incidents`]) whose first report
+    /// names the same first root cause element is the same fault seen again (say a slow
+    /// backend whose callers now also time out): it is folded into its parent.
+    fn merge_repeats(&mut self, open: &mut Vec<Open>, reported: &[String]) -> bool {
+        let mut changed = false;
+        let mut i = 0;
+        while i < open.len() {
+            let child = &open[i].detail.incident;
+            let parent_of_same_cause = child
+                .parent
+                .as_ref()
+                .filter(|_| reported.contains(&child.id))
+                .zip(child.top_cause.as_ref())
+                .and_then(|(parent, cause)| {
+                    open.iter().position(|p| {
+                        p.detail.incident.id == *parent
+                            && p.detail
+                                .incident
+                                .top_cause
+                                .as_ref()
+                                .is_some_and(|c| c.element == cause.element)
+                    })
+                });
+            let Some(p) = parent_of_same_cause else {
+                i += 1;
+                continue;
+            };
+            let child = open.remove(i);
+            let p = if p > i { p - 1 } else { p };
+            tracing::info!(
+                incident = %child.detail.incident.id,
+                into = %open[p].detail.incident.id,
+                "incident merged: same first root cause as the incident it arose under"
+            );
+            open[p].known.extend(child.known);
+            open[p].detail.merged.push(child.detail.incident);
+            self.stats.incidents_merged += 1;
+            changed = true;
         }
         changed
     }

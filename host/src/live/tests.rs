@@ -134,6 +134,122 @@ fn a_slow_backend_is_one_incident_at_the_front_naming_the_backend() {
     assert_eq!(board.stats.incidents_opened, 1);
 }
 
+/// Drives front → back for `steps` one-second steps; `shape(step)` gives back's latency,
+/// whether back fails half its requests (front then fails them too, and the call edge shows
+/// caller- and callee-side errors), and whether front fails half its requests on its own.
+fn drive(live: &mut Live, steps: u64, shape: impl Fn(u64) -> (f64, bool, bool)) {
+    let mut total = crate::netmap::model::Counters::default();
+    let front = conn("front", Role::Server);
+    let back = conn("back", Role::Server);
+    for step in 0..steps {
+        let (back_ms, back_failing, front_failing) = shape(step);
+        let front_ms = back_ms + 3.0;
+        let mut records = Vec::new();
+        for i in 0..20 {
+            let back_status = if back_failing && i % 2 == 0 { 500 } else { 200 };
+            let front_status = if (back_failing || front_failing) && i % 2 == 0 {
+                500
+            } else {
+                200
+            };
+            records.push(TaggedRecord {
+                conn: front.clone(),
+                record: record("GET /a", front_ms, front_status),
+            });
+            records.push(TaggedRecord {
+                conn: back.clone(),
+                record: record("GET /item", back_ms, back_status),
+            });
+        }
+        if back_failing {
+            total.client_errors += 10;
+            total.server_errors += 10;
+        }
+        let now = 1_800_000_000_000 + step * 1000;
+        live.on_records(&records, now);
+        live.step(now, &edge(front_ms, 20, &mut total, back_ms));
+    }
+}
+
+fn jitter(step: u64) -> f64 {
+    5.0 + (step % 3) as f64 * 0.3
+}
+
+fn cause(d: &IncidentDetail) -> Option<(String, String)> {
+    d.incident
+        .top_cause
+        .as_ref()
+        .map(|c| (c.element.id(), c.category.clone()))
+}
+
+/// A second fault while the first is open: the backend is slow for ten steps, then it recovers
+/// and the front starts failing on its own. The front's errors open an incident of their own,
+/// under the first, and its report names the front.
+#[test]
+fn a_second_fault_under_an_open_incident_gets_its_own_incident() {
+    let mut live = live_1s();
+    drive(&mut live, 70, |step| {
+        let back_ms = if (40..50).contains(&step) {
+            200.0
+        } else {
+            jitter(step)
+        };
+        (back_ms, false, step >= 50)
+    });
+    let board = live.board();
+    let texts: Vec<String> = board.incidents.iter().map(|d| d.to_text()).collect();
+    assert_eq!(board.incidents.len(), 2, "{texts:#?}");
+    let (first, second) = (&board.incidents[0], &board.incidents[1]);
+    assert_eq!(
+        cause(first),
+        Some(("back".into(), "service-slow".into())),
+        "{}",
+        texts[0]
+    );
+    assert_eq!(
+        first.incident.state, "resolved",
+        "the backend recovered at step 50"
+    );
+    assert_eq!(second.incident.state, "open");
+    assert_eq!(second.incident.kpi, "error_rate");
+    assert_eq!(second.incident.parent.as_ref(), Some(&first.incident.id));
+    assert_eq!(
+        cause(second),
+        Some(("front".into(), "code-error".into())),
+        "{}",
+        texts[1]
+    );
+    assert!(texts[1].contains("Arose while incident"), "{}", texts[1]);
+    assert_eq!(board.stats.incidents_merged, 0);
+}
+
+/// The same fault growing: the slow backend starts failing too, and the front's errors follow.
+/// The new anomaly's report names the backend again, so it is folded into the first incident.
+#[test]
+fn the_same_fault_seen_again_is_merged_into_its_incident() {
+    let mut live = live_1s();
+    drive(&mut live, 70, |step| {
+        let back_ms = if step >= 40 { 200.0 } else { jitter(step) };
+        (back_ms, step >= 50, false)
+    });
+    let board = live.board();
+    let texts: Vec<String> = board.incidents.iter().map(|d| d.to_text()).collect();
+    assert_eq!(board.incidents.len(), 1, "{texts:#?}");
+    let d = &board.incidents[0];
+    assert_eq!(cause(d).map(|c| c.0), Some("back".into()), "{}", texts[0]);
+    assert_eq!(
+        board.stats.incidents_opened, 2,
+        "the errors opened a second incident first"
+    );
+    assert_eq!(board.stats.incidents_merged, 1);
+    assert_eq!(d.merged.len(), 1, "{}", texts[0]);
+    assert!(
+        texts[0].contains("same first root cause (merged"),
+        "{}",
+        texts[0]
+    );
+}
+
 #[test]
 fn steady_traffic_opens_nothing() {
     let mut live = live_1s();
