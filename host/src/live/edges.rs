@@ -10,6 +10,8 @@ use sonde_sdk::fault_rule::metric as m;
 use crate::netmap::export::{EdgeView, Topology};
 use crate::netmap::model::Counters;
 
+use super::sample::ratio;
+
 /// The caller and callee service of a map edge: the correlation layer's service names when it
 /// knows them, else the process names, else the server's address.
 pub fn services_of(e: &EdgeView) -> (String, String) {
@@ -70,13 +72,6 @@ impl EdgeRates {
             calls.push((caller, callee));
             let mut put =
                 |metric: &str, v: f64| out.push(((entity.clone(), metric.to_string()), v));
-            let ratio = |num: u64, den: u64| {
-                if den == 0 {
-                    f64::NAN
-                } else {
-                    num as f64 / den as f64
-                }
-            };
             put(
                 m::REQUEST_RATE,
                 c.client_requests.max(c.server_requests) as f64 / step_s,

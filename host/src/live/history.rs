@@ -4,13 +4,41 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+/// One series' points, and how many of them are values (not NaN), so that a series empty
+/// for the whole retention is found without scanning every ring at every step.
+#[derive(Debug, Default)]
+struct Ring {
+    points: VecDeque<f64>,
+    values: usize,
+}
+
+impl Ring {
+    fn push_back(&mut self, v: f64) {
+        self.values += usize::from(!v.is_nan());
+        self.points.push_back(v);
+    }
+
+    fn pop_front(&mut self) {
+        if let Some(v) = self.points.pop_front() {
+            self.values -= usize::from(!v.is_nan());
+        }
+    }
+
+    /// Overwrite the newest point.
+    fn set_last(&mut self, v: f64) {
+        let last = self.points.back_mut().expect("a step was pushed");
+        self.values = self.values - usize::from(!last.is_nan()) + usize::from(!v.is_nan());
+        *last = v;
+    }
+}
+
 /// Series keyed by `K`, aligned on one time axis; missing points are NaN.
 #[derive(Debug)]
 pub struct History<K: Ord + Clone> {
     capacity: usize,
     max_series: usize,
     times: VecDeque<i64>,
-    series: BTreeMap<K, VecDeque<f64>>,
+    series: BTreeMap<K, Ring>,
     /// Values refused because `max_series` series existed already.
     pub refused: u64,
 }
@@ -37,9 +65,12 @@ impl<K: Ord + Clone> History<K> {
         for (key, v) in values {
             let count = self.series.len();
             match self.series.get_mut(&key) {
-                Some(ring) => *ring.back_mut().expect("pushed above") = v,
+                Some(ring) => ring.set_last(v),
                 None if count < self.max_series => {
-                    let mut ring: VecDeque<f64> = std::iter::repeat_n(f64::NAN, len).collect();
+                    let mut ring = Ring {
+                        points: std::iter::repeat_n(f64::NAN, len).collect(),
+                        values: 0,
+                    };
                     ring.push_back(v);
                     self.series.insert(key, ring);
                 }
@@ -52,8 +83,7 @@ impl<K: Ord + Clone> History<K> {
                 ring.pop_front();
             }
             // Whole retention empty: the entity is gone.
-            self.series
-                .retain(|_, ring| ring.iter().any(|v| !v.is_nan()));
+            self.series.retain(|_, ring| ring.values > 0);
         }
     }
 
@@ -85,7 +115,7 @@ impl<K: Ord + Clone> History<K> {
         };
         self.times
             .iter()
-            .zip(ring)
+            .zip(&ring.points)
             .filter(|(_, v)| v.is_finite())
             .map(|(t, v)| (*t, *v))
             .collect()
@@ -100,7 +130,7 @@ impl<K: Ord + Clone> History<K> {
     pub fn last(&self, key: &K) -> f64 {
         self.series
             .get(key)
-            .and_then(|r| r.back().copied())
+            .and_then(|r| r.points.back().copied())
             .unwrap_or(f64::NAN)
     }
 }

@@ -39,7 +39,7 @@ use sonde_analysis::replay::{
 use sonde_analysis::report::{AnalysisConfig, Report};
 use sonde_analysis::rules::RuleEngine;
 use sonde_sdk::fault_rule::metric::{self as m, Unit, unit};
-use sonde_sdk::protocol_parser::{ConnInfo, Role};
+use sonde_sdk::protocol_parser::ConnInfo;
 
 use crate::netmap::export::Topology;
 use crate::parse::{Record, TaggedRecord};
@@ -475,17 +475,12 @@ impl Live {
     }
 
     fn note_slow(&mut self, conn: &Arc<ConnInfo>, r: &Record, now_unix_ms: u64) {
-        if conn.role == Role::Server || r.attr("db.system.name").is_none() {
+        if !sample::is_db_call(conn, r) {
             return;
         }
-        let (req, resp) = (r.request_ts_ns(), r.response_ts_ns());
-        if resp < req || resp == 0 {
+        let Some(ms) = sample::latency_ms(r).filter(|ms| *ms >= self.slow_query_ms) else {
             return;
-        }
-        let ms = (resp - req) as f64 / 1e6;
-        if ms < self.slow_query_ms {
-            return;
-        }
+        };
         if self.slow.len() >= SLOW_KEPT {
             self.slow.pop_front();
         }
@@ -651,12 +646,12 @@ impl Live {
 
     /// Until its report, an open incident takes in every anomaly under it: one fault shows in
     /// several services and KPIs within its first steps.
-    fn gather_onsets(&mut self) {
-        for i in 0..self.open.len() {
+    /// `reaches[i]` is what `self.open[i]` covers.
+    fn gather_onsets(&mut self, reaches: &[BTreeSet<String>]) {
+        for (i, reach) in reaches.iter().enumerate() {
             if self.open[i].detail.report.is_some() {
                 continue;
             }
-            let reach = self.reach(&self.open[i].detail.incident.entry);
             let anomalous: Vec<(String, String)> = reach
                 .iter()
                 .flat_map(|s| {
@@ -676,24 +671,27 @@ impl Live {
     fn open_incidents(&mut self, ts: i64, now_ms: u64) -> bool {
         let step_s = self.settings.step_s();
         let mut triggers = Vec::new();
-        for (service, kpi) in self.watches.keys() {
-            let Some(v) = self.watches[&(service.clone(), kpi.clone())].last else {
+        for ((service, kpi), w) in &self.watches {
+            let Some(v) = w.last else {
                 continue;
             };
             if v.anomalous && v.run >= self.settings.open_after && self.significant(kpi, &v) {
                 triggers.push((service.clone(), kpi.clone(), v.run));
             }
         }
-        self.gather_onsets();
+        // What each open incident covers, in `self.open`'s order (kept in step as it grows).
+        let mut reaches: Vec<BTreeSet<String>> = self
+            .open
+            .iter()
+            .map(|o| self.reach(&o.detail.incident.entry))
+            .collect();
+        self.gather_onsets(&reaches);
         let mut changed = false;
         for (service, kpi, run) in triggers {
             let entry = self.entry_of(&service);
             let pair = (service.clone(), kpi.clone());
             let covering: Vec<usize> = (0..self.open.len())
-                .filter(|i| {
-                    let reach = self.reach(&self.open[*i].detail.incident.entry);
-                    reach.contains(&service) || reach.contains(&entry)
-                })
+                .filter(|i| reaches[*i].contains(&service) || reaches[*i].contains(&entry))
                 .collect();
             if covering.iter().any(|i| self.open[*i].known.contains(&pair)) {
                 continue;
@@ -729,6 +727,7 @@ impl Live {
             let mut known = BTreeSet::from([pair]);
             known.insert((entry.clone(), entry_kpi.clone()));
             self.stats.incidents_opened += 1;
+            reaches.push(self.reach(&entry));
             self.open.push(Open {
                 detail: IncidentDetail {
                     incident: IncidentSummary {

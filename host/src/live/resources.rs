@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use crate::correlate::cgroup::{CgroupMounts, ProcCgroups, parse_proc_cgroup};
-use crate::correlate::usage::read_usage;
+use crate::correlate::usage::{parse_pressure, read_usage};
 
 use sonde_sdk::fault_rule::metric as m;
 
@@ -78,10 +78,7 @@ fn read_node_cpu() -> Option<NodeCpu> {
 /// Total time (µs) some task waited for a CPU: the `some` line of /proc/pressure/cpu (PSI).
 fn read_node_cpu_stall_us() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/pressure/cpu").ok()?;
-    let line = text.lines().find(|l| l.starts_with("some "))?;
-    line.split_ascii_whitespace()
-        .find_map(|f| f.strip_prefix("total="))
-        .and_then(|v| v.parse().ok())
+    parse_pressure(&text).some.map(|l| l.total_us)
 }
 
 fn read_node_memory() -> Option<f64> {

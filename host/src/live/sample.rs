@@ -100,9 +100,30 @@ pub fn service_of(conn: &ConnInfo) -> &str {
         .unwrap_or(&conn.comm)
 }
 
-fn latency_ms(r: &Record) -> Option<f64> {
+/// The request's latency, if it was answered.
+pub(super) fn latency_ms(r: &Record) -> Option<f64> {
     let (req, resp) = (r.request_ts_ns(), r.response_ts_ns());
     (resp > 0 && resp >= req).then(|| (resp - req) as f64 / 1e6)
+}
+
+/// A record of a database protocol (by its parser's `db.system.name`, or the protocol).
+fn is_database(r: &Record) -> bool {
+    r.attr("db.system.name").is_some() || DB_PROTOCOLS.contains(&r.protocol())
+}
+
+/// A call the connection's service made to a database (the client side of a database
+/// protocol): what counts in its `db_*` series and in the slow SQL of reports.
+pub(super) fn is_db_call(conn: &ConnInfo, r: &Record) -> bool {
+    conn.role != Role::Server && is_database(r)
+}
+
+/// `num / den`, NaN (no value this step) when nothing was counted.
+pub(super) fn ratio(num: u64, den: u64) -> f64 {
+    if den == 0 {
+        f64::NAN
+    } else {
+        num as f64 / den as f64
+    }
 }
 
 impl StepAccumulator {
@@ -159,11 +180,11 @@ impl StepAccumulator {
             let info = self.known.get_mut(service).expect("step_of registers");
             if info.protocol.is_empty() {
                 info.protocol = protocol.to_string();
-                if DB_PROTOCOLS.contains(&protocol) || r.attr("db.system.name").is_some() {
+                if is_database(r) {
                     info.kind = "database".into();
                 }
             }
-        } else if r.attr("db.system.name").is_some() || DB_PROTOCOLS.contains(&protocol) {
+        } else if is_db_call(conn, r) {
             let step = self.step_of(service, conn);
             add_dep(&mut step.db, error, latency, slow_ms);
         }
@@ -193,13 +214,6 @@ impl StepAccumulator {
     pub fn finish(&mut self, step_s: f64, min_requests: u64) -> StepValues {
         let mut out = StepValues::default();
         let services = std::mem::take(&mut self.services);
-        let ratio = |num: u64, den: u64| {
-            if den == 0 {
-                f64::NAN
-            } else {
-                num as f64 / den as f64
-            }
-        };
         for name in self.known.keys() {
             let entity = format!("service:{name}");
             let mut put =
