@@ -319,23 +319,17 @@ impl crate::live::LogSource for MinedLogs {
         let Ok(miner) = self.0.lock() else {
             return Vec::new();
         };
-        let mut out: Vec<crate::live::LogTemplate> = services
-            .iter()
-            .flat_map(|s| miner.error_summary(Some(s), from_ms, to_ms, limit))
+        // Most lines first, across the services (the miner's order).
+        miner
+            .error_summary_of(services, from_ms, to_ms, limit)
+            .into_iter()
             .map(|e| crate::live::LogTemplate {
                 service: e.service,
                 template: e.template,
                 count: e.count,
                 sample: e.sample,
             })
-            .collect();
-        out.sort_by(|a, b| {
-            b.count
-                .cmp(&a.count)
-                .then_with(|| a.service.cmp(&b.service))
-        });
-        out.truncate(limit);
-        out
+            .collect()
     }
 }
 

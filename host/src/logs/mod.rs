@@ -373,6 +373,11 @@ impl LogMiner {
     /// Templates with lines in [from_ms, to_ms) — widened to the whole minutes it touches —
     /// of one service or all, most lines first (ties: service, then template).
     pub fn templates(&self, service: Option<&str>, from_ms: u64, to_ms: u64) -> Vec<TemplateCount> {
+        self.templates_where(|name| service.is_none_or(|s| s == name), from_ms, to_ms)
+    }
+
+    /// [`templates`](Self::templates) of the services `keep` accepts.
+    fn templates_where(&self, keep: impl Fn(&str) -> bool, from_ms: u64, to_ms: u64) -> Vec<TemplateCount> {
         let mut out = Vec::new();
         if to_ms <= from_ms {
             return out;
@@ -380,7 +385,7 @@ impl LogMiner {
         let first = from_ms / MINUTE_MS;
         let last = (to_ms - 1) / MINUTE_MS;
         for (name, svc) in &self.services {
-            if service.is_some_and(|s| s != &**name) {
+            if !keep(name) {
                 continue;
             }
             for (id, t) in &svc.templates {
@@ -422,7 +427,28 @@ impl LogMiner {
         to_ms: u64,
         limit: usize,
     ) -> Vec<ErrorSummary> {
-        self.templates(service, from_ms, to_ms)
+        self.error_summary_where(|name| service.is_none_or(|s| s == name), from_ms, to_ms, limit)
+    }
+
+    /// [`error_summary`](Self::error_summary) over several services at once (an incident's).
+    pub fn error_summary_of(
+        &self,
+        services: &[String],
+        from_ms: u64,
+        to_ms: u64,
+        limit: usize,
+    ) -> Vec<ErrorSummary> {
+        self.error_summary_where(|name| services.iter().any(|s| s == name), from_ms, to_ms, limit)
+    }
+
+    fn error_summary_where(
+        &self,
+        keep: impl Fn(&str) -> bool,
+        from_ms: u64,
+        to_ms: u64,
+        limit: usize,
+    ) -> Vec<ErrorSummary> {
+        self.templates_where(keep, from_ms, to_ms)
             .into_iter()
             .filter(|t| t.is_error)
             .take(limit)
@@ -698,6 +724,14 @@ mod tests {
             "3 lines in product: `ERROR upstream timed out after <*> ms`"
         );
         assert_eq!(m.error_summary(None, T0, T0 + MINUTE_MS, 1).len(), 1);
+        // An incident's services at once: most lines first, only theirs.
+        let both = ["cart".to_string(), "product".to_string()];
+        let errs = m.error_summary_of(&both, T0, T0 + MINUTE_MS, 10);
+        let got: Vec<(&str, u64)> = errs.iter().map(|e| (e.service.as_str(), e.count)).collect();
+        assert_eq!(got, [("product", 3), ("cart", 1)]);
+        let cart_only = m.error_summary_of(&both[..1], T0, T0 + MINUTE_MS, 10);
+        assert_eq!(cart_only.len(), 1);
+        assert_eq!(cart_only[0].service, "cart");
         let s = m.stats();
         assert_eq!(
             (s.lines, s.error_lines, s.templates, s.services),
