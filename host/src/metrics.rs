@@ -101,6 +101,13 @@ pub fn render_format(state: &State, openmetrics: bool) -> String {
     if openmetrics { to_openmetrics(&o) } else { o }
 }
 
+/// Unlabelled series, one (name, type, help, value) row each.
+fn write_scalars<V: std::fmt::Display>(o: &mut String, rows: &[(&str, &str, &str, V)]) {
+    for (name, kind, help, v) in rows {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+    }
+}
+
 /// The log miner's counters.
 fn render_logs(o: &mut String, s: &crate::logs::LogStats) {
     let rows: [(&str, &str, &str, u64); 7] = [
@@ -147,9 +154,7 @@ fn render_logs(o: &mut String, s: &crate::logs::LogStats) {
             s.stream_evictions,
         ),
     ];
-    for (name, kind, help, v) in rows {
-        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
-    }
+    write_scalars(o, &rows);
 }
 
 /// The live diagnosis' counters.
@@ -210,9 +215,7 @@ fn render_live(o: &mut String, s: &crate::live::LiveStats) {
             s.analysis_errors as f64,
         ),
     ];
-    for (name, kind, help, v) in rows {
-        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
-    }
+    write_scalars(o, &rows);
 }
 
 /// Whether a request head asks for OpenMetrics (`Accept: application/openmetrics-text`), as
@@ -424,9 +427,7 @@ fn render_parsers(o: &mut String, s: &Snapshot) {
             s.routed_connections as u64,
         ),
     ];
-    for (name, kind, help, v) in gauges_and_counters {
-        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
-    }
+    write_scalars(o, &gauges_and_counters);
     if s.parsers.is_empty() {
         return;
     }
