@@ -40,10 +40,7 @@ pub fn code_error(input: &RuleInput) -> Option<Diagnosis> {
     }
     let ms = &input.subject.metrics;
     let errors = rose(ms, m::ERROR_RATE)?;
-    let elsewhere = first_rose(ms, OTHER_SYMPTOMS).is_some()
-        || neighbours(input, Relation::Downstream).any(|n| n.abnormal)
-        || neighbours(input, Relation::Host).any(|n| n.abnormal);
-    if elsewhere {
+    if symptoms_elsewhere(input) {
         return None;
     }
     let focus = input
@@ -58,13 +55,7 @@ pub fn code_error(input: &RuleInput) -> Option<Diagnosis> {
     let mut ev = vec![evidence(errors, "server side")];
     let (confidence, place) = match focus {
         Some(a) => {
-            let what: Vec<String> = a.elements.iter().map(|(d, v)| format!("{d}={v}")).collect();
-            ev.push(Evidence {
-                metric: format!("{} [{}]", m::ERROR_RATE, what.join(" & ")),
-                before: a.before,
-                after: a.after,
-                note: format!("explains {:.0}% of the change", a.explanatory_power * 100.0),
-            });
+            let what = focus_evidence(m::ERROR_RATE, a, &mut ev);
             // Concentrated on an operation: its code. On a pod or version: likelier a bad
             // instance or build, still the service's own.
             let confidence = if operational(a) { 0.85 } else { 0.7 };
@@ -72,7 +63,7 @@ pub fn code_error(input: &RuleInput) -> Option<Diagnosis> {
                 confidence,
                 format!(
                     ", concentrated in {} ({:.0}% of the change)",
-                    what.join(" & "),
+                    what,
                     a.explanatory_power * 100.0
                 ),
             )
@@ -104,16 +95,13 @@ pub fn slow_code(input: &RuleInput) -> Option<Diagnosis> {
     }
     let ms = &input.subject.metrics;
     let slow = first_rose(ms, &[m::LATENCY_MEAN_MS, m::LATENCY_P99_MS])?;
-    let elsewhere = first_rose(ms, OTHER_SYMPTOMS).is_some()
-        || neighbours(input, Relation::Downstream).any(|n| n.abnormal)
-        || neighbours(input, Relation::Host).any(|n| n.abnormal);
     // A database answering slowly is the database branch's case.
     let database = input
         .subject
         .labels
         .iter()
         .any(|(k, v)| k == "kind" && v == "database");
-    if elsewhere || database {
+    if symptoms_elsewhere(input) || database {
         return None;
     }
     let focus = input
@@ -124,14 +112,8 @@ pub fn slow_code(input: &RuleInput) -> Option<Diagnosis> {
     let mut ev = vec![evidence(slow, "server side")];
     let (confidence, place) = match focus {
         Some(a) => {
-            let what: Vec<String> = a.elements.iter().map(|(d, v)| format!("{d}={v}")).collect();
-            ev.push(Evidence {
-                metric: format!("{} [{}]", m::LATENCY_MEAN_MS, what.join(" & ")),
-                before: a.before,
-                after: a.after,
-                note: format!("explains {:.0}% of the change", a.explanatory_power * 100.0),
-            });
-            (0.75, format!(" in {}", what.join(" & ")))
+            let what = focus_evidence(m::LATENCY_MEAN_MS, a, &mut ev);
+            (0.75, format!(" in {what}"))
         }
         None => (0.7, String::new()),
     };
@@ -146,6 +128,28 @@ pub fn slow_code(input: &RuleInput) -> Option<Diagnosis> {
             change(slow)
         ),
     })
+}
+
+/// Symptoms that point away from the service's own code: a resource or dependency metric
+/// that rose, an abnormal downstream or host.
+fn symptoms_elsewhere(input: &RuleInput) -> bool {
+    first_rose(&input.subject.metrics, OTHER_SYMPTOMS).is_some()
+        || neighbours(input, Relation::Downstream).any(|n| n.abnormal)
+        || neighbours(input, Relation::Host).any(|n| n.abnormal)
+}
+
+/// The evidence of the attribution the change concentrates in (`kpi [dim=value & …]`),
+/// pushed onto `ev`; returns its elements as `dim=value & …`.
+fn focus_evidence(kpi: &str, a: &Attribution, ev: &mut Vec<Evidence>) -> String {
+    let what: Vec<String> = a.elements.iter().map(|(d, v)| format!("{d}={v}")).collect();
+    let what = what.join(" & ");
+    ev.push(Evidence {
+        metric: format!("{kpi} [{what}]"),
+        before: a.before,
+        after: a.after,
+        note: format!("explains {:.0}% of the change", a.explanatory_power * 100.0),
+    });
+    what
 }
 
 fn operational(a: &Attribution) -> bool {
