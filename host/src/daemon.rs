@@ -103,7 +103,12 @@ pub async fn run(config: Config) -> Result<()> {
     let mut tailer =
         crate::logs::files::Tailer::new(&config.logs.files, config.logs.max_line_bytes);
     let shared = Arc::new(State {
-        snapshot: Mutex::new(Snapshot::default()),
+        // The loaded parsers from the first scrape on: /metrics is served before the loop's
+        // first tick publishes a snapshot.
+        snapshot: Mutex::new(Snapshot {
+            parsers: router.parser_stats(),
+            ..Default::default()
+        }),
         red: Mutex::new(Red::new(&config.metrics.red_settings())),
         network: Mutex::new(NetworkView::default()),
         records: Mutex::new(RecordLog::new(config.metrics.record_log)),
