@@ -17,6 +17,9 @@ pub enum Chunked {
     DataEnd,
     /// After the CR of [`Chunked::DataEnd`].
     DataEndLf,
+    /// A gap took exactly one byte after chunk data: the CR of a CR LF, or a bare LF. An LF or
+    /// the next size line's first digit may follow.
+    DataEndGap,
     /// At the start of a trailer line, or of the final empty line.
     LineStart,
     /// At the start of a line, after a CR.
@@ -78,8 +81,16 @@ impl Chunked {
                 (Chunked::Extension(value), b'\n') => after_size(value),
                 (Chunked::Extension(value), _) => Chunked::Extension(value),
                 (Chunked::DataEnd, b'\r') => Chunked::DataEndLf,
-                (Chunked::DataEnd | Chunked::DataEndLf, b'\n') => Chunked::default(),
-                (Chunked::DataEnd | Chunked::DataEndLf, _) => return Err(FramingError { used: i }),
+                (Chunked::DataEnd | Chunked::DataEndLf | Chunked::DataEndGap, b'\n') => {
+                    Chunked::default()
+                }
+                (Chunked::DataEndGap, _) if b.is_ascii_hexdigit() => Chunked::Size {
+                    value: hex(b),
+                    digits: 1,
+                },
+                (Chunked::DataEnd | Chunked::DataEndLf | Chunked::DataEndGap, _) => {
+                    return Err(FramingError { used: i });
+                }
                 (Chunked::LineStart, b'\r') => Chunked::LineStartLf,
                 (Chunked::LineStart | Chunked::LineStartLf, b'\n') => {
                     *self = Chunked::default();
@@ -94,21 +105,51 @@ impl Chunked {
         Ok((i, false))
     }
 
-    /// `n` bytes of the stream are missing here. If they fall inside chunk data the decoder
-    /// skips them and stays in sync (true); anywhere else the framing is lost (false).
-    pub fn absorb(&mut self, n: u64) -> bool {
-        match *self {
+    /// `n` bytes of the stream are missing here. The decoder follows them by the lengths it
+    /// knows: through the rest of the chunk data and the CR LF after it (taken as two bytes:
+    /// real servers never end chunk data with a bare LF; one byte short of that leaves either
+    /// possible). It stays in sync (`Absorbed`) unless the gap reaches into a chunk-size line,
+    /// whose value is then unknown (`Lost`). A gap of exactly the final empty line after the
+    /// last chunk ends the body (`Ended`).
+    pub fn absorb(&mut self, n: u64) -> Absorb {
+        // Bytes that would take the decoder to the next chunk-size line.
+        let to_size = match *self {
             Chunked::Data(left) if n <= left => {
                 *self = if n == left {
                     Chunked::DataEnd
                 } else {
                     Chunked::Data(left - n)
                 };
-                true
+                return Absorb::Absorbed;
             }
-            _ => false,
+            Chunked::Data(left) => left.saturating_add(2),
+            Chunked::DataEnd => 2,
+            Chunked::DataEndLf | Chunked::DataEndGap => 1,
+            Chunked::LineStart if n == 2 => return self.end(),
+            Chunked::LineStartLf if n == 1 => return self.end(),
+            _ => return Absorb::Lost,
+        };
+        match to_size.checked_sub(n) {
+            Some(0) => *self = Chunked::default(),
+            Some(1) => *self = Chunked::DataEndGap,
+            Some(2) => *self = Chunked::DataEnd,
+            _ => return Absorb::Lost,
         }
+        Absorb::Absorbed
     }
+
+    fn end(&mut self) -> Absorb {
+        *self = Chunked::default();
+        Absorb::Ended
+    }
+}
+
+/// What a gap did to a chunked body (see [`Chunked::absorb`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Absorb {
+    Absorbed,
+    Ended,
+    Lost,
 }
 
 fn after_size(value: u64) -> Chunked {
@@ -172,10 +213,57 @@ mod tests {
     fn gaps_inside_data_are_absorbed() {
         let mut c = Chunked::default();
         assert_eq!(c.feed(b"10\r\nab"), Ok((6, false)));
-        assert!(c.absorb(10));
+        assert_eq!(c.absorb(10), Absorb::Absorbed);
         assert_eq!(c.feed(b"wxyz\r\n0\r\n\r\n"), Ok((11, true)));
+    }
+
+    /// A gap through the end of chunk data and its CR LF, in every way it can be cut: the
+    /// decoder comes out at the next size line each time.
+    #[test]
+    fn gaps_through_the_data_end() {
+        const BODY: &[u8] = b"5\r\nhello\r\n3\r\nabc\r\n0\r\n\r\n";
+        // "hello\r\n" is BODY[3..10]; a gap from `from` to `to` (exclusive) inside it.
+        for from in 3..10 {
+            for to in from + 1..=10 {
+                let mut c = Chunked::default();
+                assert_eq!(c.feed(&BODY[..from]), Ok((from, false)));
+                assert_eq!(
+                    c.absorb((to - from) as u64),
+                    Absorb::Absorbed,
+                    "{from}..{to}"
+                );
+                assert_eq!(
+                    c.feed(&BODY[to..]),
+                    Ok((BODY.len() - to, true)),
+                    "{from}..{to}"
+                );
+            }
+        }
+        // One byte further is the size line's first digit: its value is unknown.
         let mut c = Chunked::default();
-        c.feed(b"2\r\n").unwrap();
-        assert!(!c.absorb(3));
+        c.feed(&BODY[..3]).unwrap();
+        assert_eq!(c.absorb(8), Absorb::Lost);
+        // After a gap of one byte, a bare LF was as possible as the CR: a digit may follow.
+        let mut c = Chunked::default();
+        c.feed(b"2\nab").unwrap();
+        assert_eq!(c.absorb(1), Absorb::Absorbed);
+        assert_eq!(c.feed(b"0\n\n"), Ok((3, true)));
+        // Gaps in a size line or a trailer lose the framing.
+        let mut c = Chunked::default();
+        c.feed(b"2").unwrap();
+        assert_eq!(c.absorb(3), Absorb::Lost);
+        let mut c = Chunked::default();
+        c.feed(b"0\r\nX-T").unwrap();
+        assert_eq!(c.absorb(2), Absorb::Lost);
+    }
+
+    #[test]
+    fn gap_of_the_final_line_ends_the_body() {
+        let mut c = Chunked::default();
+        c.feed(b"1\r\nx\r\n0\r\n").unwrap();
+        assert_eq!(c.absorb(2), Absorb::Ended);
+        let mut c = Chunked::default();
+        c.feed(b"0\r\n\r").unwrap();
+        assert_eq!(c.absorb(1), Absorb::Ended);
     }
 }

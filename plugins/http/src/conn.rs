@@ -6,23 +6,25 @@
 //! segment are parsed in place; only a head split across segments is copied into the side's
 //! buffer (at most [`MAX_HEAD`] bytes).
 //!
+//! A gap (bytes the capture did not show) is followed by the lengths the reader knows: inside a
+//! body of known length or chunk data (and the CR LF after it) it is skipped and the message
+//! stays whole. Anywhere else the boundaries are lost: the reader scans for the next message
+//! start (`resync`) and counts, within bounds, the messages the stretch held (`gap`), for the
+//! pairing to account for them.
+//!
 //! What the heads and bodies mean for the exchanges (pairing, records) is `pairing`'s job.
 
 use sonde_sdk::protocol_parser::{Claim, ConnInfo, Direction, RequestRecord, Role, Segment};
 
 use crate::MAX_HEAD;
-use crate::body::Chunked;
-use crate::detect::{self, Verdict};
+use crate::body::{Absorb, Chunked};
+use crate::detect::{self, Verdict, is_method_byte};
+use crate::gap::Region;
 use crate::head::{self, Head, Parsed, Start};
 use crate::pairing::Exchanges;
-use crate::scan::{HeadEnd, find};
-
-/// Which half of the exchange a direction carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Request,
-    Response,
-}
+use crate::queue::Count;
+use crate::resync::{Carry, Kind, next_start, start_verdict};
+use crate::scan::HeadEnd;
 
 /// Where a direction's reader is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -41,7 +43,8 @@ pub(crate) enum Mode {
     UntilClose {
         keep_alive: bool,
     },
-    /// Lost the message boundaries: looking for the next plausible start line.
+    /// Lost the message boundaries: looking for the next plausible start line (see
+    /// [`Side::region`]).
     Resync,
 }
 
@@ -65,6 +68,14 @@ struct Side {
     bytes: u64,
     /// Request side: the request whose body is being read.
     seq: u64,
+    /// The stretch of unknown boundaries being read, until a message start is confirmed: from
+    /// entering [`Mode::Resync`], or from a gap in a keep-alive [`Mode::UntilClose`] body.
+    region: Option<Region>,
+    /// In [`Mode::Resync`]: [`Side::buf`] holds the end of the last segment scanned.
+    carry: Carry,
+    /// Response side: how many waiting requests the responses hidden in [`Side::region`] could
+    /// answer, as of its last gap (requests sent after cannot be theirs).
+    answerable: u64,
 }
 
 /// The per-connection state of [`crate::Http`].
@@ -84,7 +95,7 @@ impl HttpState {
 
     /// Requests waiting for a response (at most [`crate::MAX_PENDING`]).
     pub fn pending(&self) -> usize {
-        self.ex.pending.len()
+        self.ex.pending()
     }
 
     pub(crate) fn parse(
@@ -119,15 +130,7 @@ impl HttpState {
         if self.ex.finished {
             return;
         }
-        let r = &self.response;
-        match r.mode {
-            Mode::UntilClose { .. } => self.ex.response_done(r.last_ts, r.bytes, out),
-            Mode::Fixed(_) | Mode::Chunked(_) => {
-                self.ex.response_truncated(r.last_ts, r.bytes, out)
-            }
-            Mode::Head => self.ex.response_lost(out),
-            Mode::Idle | Mode::Resync => {}
-        }
+        self.response.end(&mut self.ex, out);
         self.ex.flush(out);
     }
 }
@@ -153,13 +156,6 @@ fn request_direction(conn: &ConnInfo, seg: &Segment<'_>) -> Direction {
                 seg.direction
             }
         }
-    }
-}
-
-fn start_verdict(kind: Kind, data: &[u8]) -> Verdict {
-    match kind {
-        Kind::Request => detect::request_line(data),
-        Kind::Response => detect::status_line(data),
     }
 }
 
@@ -244,14 +240,19 @@ impl Side {
             Mode::UntilClose { keep_alive } => {
                 if keep_alive && self.boundary && detect::status_line(data) == Verdict::Yes {
                     ex.response_done(self.last_ts, self.bytes, out);
+                    // Responses a gap in the body hid, before this one.
+                    self.close_region(kind, false, ex, out);
                     self.mode = Mode::Idle;
                     return 0;
                 }
                 self.boundary = false;
                 self.body(kind, data.len() as u64, ts, ex);
+                if let Some(r) = &mut self.region {
+                    r.seen(data.len() as u64);
+                }
                 data.len()
             }
-            Mode::Resync => self.resync(kind, data),
+            Mode::Resync => self.resync(kind, ts, data),
         }
     }
 
@@ -278,7 +279,7 @@ impl Side {
                 0
             }
             Parsed::Incomplete if data.len() >= MAX_HEAD => {
-                self.overflow(kind, ex, out);
+                self.overflow(kind, 0, ex, out);
                 0
             }
             Parsed::Incomplete if start_verdict(kind, data) == Verdict::No => {
@@ -306,7 +307,7 @@ impl Side {
     ) -> usize {
         let Some(end) = self.head_end.feed(data) else {
             if self.buf.len() + data.len() > MAX_HEAD {
-                self.overflow(kind, ex, out);
+                self.overflow(kind, data.len(), ex, out);
                 self.line_start = data.last() == Some(&b'\n');
             } else {
                 extend_capped(&mut self.buf, data);
@@ -315,7 +316,7 @@ impl Side {
             return data.len();
         };
         if self.buf.len() + end > MAX_HEAD {
-            self.overflow(kind, ex, out);
+            self.overflow(kind, end, ex, out);
             self.line_start = true;
             return end;
         }
@@ -323,16 +324,40 @@ impl Side {
         let mut buf = std::mem::take(&mut self.buf);
         match head::parse(&buf) {
             Parsed::Complete(h, len) => self.on_head(kind, &h, len, ts, ex, out),
-            Parsed::Incomplete | Parsed::Invalid => {
-                self.mode = Mode::Resync;
-                self.line_start = true;
-            }
+            Parsed::Incomplete | Parsed::Invalid => self.not_a_head(kind, &buf, ts, ex, out),
         }
         buf.clear();
         if buf.capacity() <= KEEP_BUFFER {
             self.buf = buf;
         }
         end
+    }
+
+    /// A head split across segments turned out not to be one. A real one may still begin in
+    /// it, glued after the false start (a hidden body's last bytes can look like a method):
+    /// look for it as a resync would, so that no start goes uncounted.
+    fn not_a_head(
+        &mut self,
+        kind: Kind,
+        buf: &[u8],
+        ts: u64,
+        ex: &mut Exchanges,
+        out: &mut Vec<RequestRecord>,
+    ) {
+        let mut from = 0;
+        while let Ok(at) = next_start(kind, &buf[from..], false) {
+            let at = from + at;
+            // The head ended where `buf` does, so a start inside ends there too.
+            if let Parsed::Complete(h, len) = head::parse(&buf[at..]) {
+                self.enter_resync(true).seen((at - from) as u64);
+                self.on_head(kind, &h, len, ts, ex, out);
+                return;
+            }
+            self.enter_resync(true).seen((at - from) as u64);
+            from = at;
+        }
+        self.enter_resync(true).seen((buf.len() - from) as u64);
+        self.line_start = true;
     }
 
     fn on_head(
@@ -346,18 +371,33 @@ impl Side {
     ) {
         self.bytes = len as u64;
         self.last_ts = ts;
-        self.mode = match (kind, h.start) {
-            (Kind::Request, Start::Request { .. }) => {
-                let (mode, seq) = ex.request_head(h, self.start_ts, len as u64, out);
+        self.boundary = true;
+        self.line_start = true;
+        let mode = match (kind, h.start) {
+            (Kind::Request, Start::Request { method, .. }) => {
+                let after_hidden = self.region.as_ref().is_some_and(Region::ends_hidden);
+                let continues_cut = self.region.as_ref().is_some_and(Region::may_continue_cut)
+                    && !detect::METHODS.contains(&method);
+                // A message start, confirmed: what the stretch before it held comes first.
+                self.close_region(kind, continues_cut, ex, out);
+                let (mode, seq) = ex.request_head(h, self.start_ts, len as u64, after_hidden, out);
                 self.seq = seq;
                 mode
             }
-            (Kind::Response, Start::Response { .. }) => ex.response_head(h, len as u64, ts, out),
+            (Kind::Response, Start::Response { .. }) => {
+                self.close_region(kind, false, ex, out);
+                ex.response_head(h, len as u64, ts, out)
+            }
             // A status line where requests flow or the reverse: not a message we can place.
-            _ => Mode::Resync,
+            _ => {
+                self.enter_resync(true).seen(len as u64);
+                return;
+            }
         };
-        self.boundary = true;
-        self.line_start = true;
+        self.mode = mode;
+        if mode == Mode::Resync {
+            self.enter_resync(false);
+        }
     }
 
     /// Body bytes of the current message.
@@ -387,58 +427,125 @@ impl Side {
         if kind == Kind::Response {
             ex.response_truncated(self.last_ts, self.bytes, out);
         }
-        self.mode = Mode::Resync;
+        self.enter_resync(false);
     }
 
-    /// A message began that we will never see the start of.
-    fn lost(&mut self, kind: Kind, ex: &mut Exchanges, out: &mut Vec<RequestRecord>) {
-        match kind {
-            Kind::Request => ex.push_lost(out),
-            Kind::Response => ex.response_lost(out),
-        }
-        self.mode = Mode::Resync;
-    }
-
-    /// A head longer than [`MAX_HEAD`]: dropped like a lost message, its buffer freed.
-    fn overflow(&mut self, kind: Kind, ex: &mut Exchanges, out: &mut Vec<RequestRecord>) {
+    /// A head longer than [`MAX_HEAD`] (`more` bytes of it just read): dropped like a lost
+    /// message, its buffer freed.
+    fn overflow(
+        &mut self,
+        kind: Kind,
+        more: usize,
+        ex: &mut Exchanges,
+        out: &mut Vec<RequestRecord>,
+    ) {
+        let seen = (self.buf.len() + more) as u64;
         self.buf = Vec::new();
-        self.lost(kind, ex, out);
+        match &mut self.region {
+            // A start the scan found: too long to tell whether it was one.
+            Some(r) => {
+                r.maybe_message();
+                r.seen(seen);
+                if kind == Kind::Response {
+                    self.answerable = ex.answerable();
+                }
+            }
+            None => match kind {
+                Kind::Request => ex.request_lost(),
+                Kind::Response => ex.responses_lost(Count::ONE, ex.answerable(), out),
+            },
+        }
+        self.enter_resync(false);
         self.line_start = false;
     }
 
     fn resync_from_here(&mut self) {
-        self.mode = Mode::Resync;
-        // Not here again: the next candidate is after the next LF.
+        self.enter_resync(true);
+        // Not here again: the next candidate is after the next LF (or glued further on).
         self.line_start = false;
     }
 
-    /// Skip to the next line that could start a message of this direction.
-    fn resync(&mut self, kind: Kind, data: &[u8]) -> usize {
-        let mut at = if self.line_start {
-            0
-        } else {
-            match find(data, b'\n') {
-                Some(p) => p + 1,
-                None => return data.len(),
+    /// Lose the message boundaries. `at_boundary`: the unknown stretch begins where a message
+    /// could (the previous one is complete), unless one is already being read.
+    fn enter_resync(&mut self, at_boundary: bool) -> &mut Region {
+        self.mode = Mode::Resync;
+        self.region.get_or_insert(Region::new(at_boundary))
+    }
+
+    /// Skip to the next place that could start a message of this direction.
+    fn resync(&mut self, kind: Kind, ts: u64, data: &[u8]) -> usize {
+        if let Some(at) = Carry::split_start(kind, &self.buf, data) {
+            // A start line straddling the boundary: its first bytes become a split head.
+            self.buf.drain(..at);
+            self.carry = Carry::default();
+            self.head_end = HeadEnd::after(&self.buf);
+            self.mode = Mode::Head;
+            self.start_ts = ts;
+            self.last_ts = ts;
+            self.bytes = 0;
+            return 0;
+        }
+        let used = match next_start(kind, data, self.line_start) {
+            Ok(at) => {
+                // Confirmed (and the stretch closed) only once its head parses.
+                self.carry.reset(&mut self.buf);
+                self.mode = Mode::Idle;
+                at
+            }
+            Err(line_start) => {
+                self.line_start = line_start;
+                if self.carry.keep(kind, &mut self.buf, data)
+                    && let Some(r) = &mut self.region
+                {
+                    r.maybe_message();
+                }
+                data.len()
             }
         };
-        loop {
-            if at >= data.len() {
-                self.line_start = true;
-                return data.len();
-            }
-            if start_verdict(kind, &data[at..]) != Verdict::No {
-                self.mode = Mode::Idle;
-                return at;
-            }
-            match find(&data[at..], b'\n') {
-                Some(p) => at += p + 1,
-                None => {
-                    self.line_start = false;
-                    return data.len();
-                }
-            }
+        if let Some(r) = &mut self.region {
+            r.seen(used as u64);
         }
+        used
+    }
+
+    /// The stretch of unknown boundaries ended: hand its count of messages to the pairing
+    /// (`continues_cut`: see [`Region::messages`]).
+    fn close_region(
+        &mut self,
+        kind: Kind,
+        continues_cut: bool,
+        ex: &mut Exchanges,
+        out: &mut Vec<RequestRecord>,
+    ) {
+        let Some(r) = self.region.take() else { return };
+        let n = r.messages(continues_cut);
+        if !r.has_hidden() && n == Count::ZERO {
+            return;
+        }
+        match kind {
+            Kind::Request => ex.requests_hidden(n),
+            Kind::Response => ex.responses_lost(n, self.answerable, out),
+        }
+    }
+
+    /// The connection closed (response side): the message being read ends here.
+    fn end(&mut self, ex: &mut Exchanges, out: &mut Vec<RequestRecord>) {
+        let kind = Kind::Response;
+        match self.mode {
+            Mode::UntilClose { .. } => ex.response_done(self.last_ts, self.bytes, out),
+            Mode::Fixed(_) | Mode::Chunked(_) => {
+                ex.response_truncated(self.last_ts, self.bytes, out)
+            }
+            Mode::Head => match &mut self.region {
+                Some(r) => {
+                    r.maybe_message();
+                    self.answerable = ex.answerable();
+                }
+                None => ex.responses_lost(Count::ONE, ex.answerable(), out),
+            },
+            Mode::Idle | Mode::Resync => {}
+        }
+        self.close_region(kind, false, ex, out);
     }
 
     /// `n` bytes are missing before the next segment.
@@ -460,34 +567,72 @@ impl Side {
                 self.body(kind, left, ts, ex);
                 self.message_done(kind, ts, ex, out);
                 if n > left {
-                    // The rest of the gap began the next message.
-                    self.lost(kind, ex, out);
+                    // The rest of the gap began the next message(s).
+                    self.hide(kind, true, n - left, ex);
                 }
             }
-            Mode::Chunked(mut decoder) => {
-                if decoder.absorb(n) {
+            Mode::Chunked(mut decoder) => match decoder.absorb(n) {
+                Absorb::Absorbed => {
                     self.mode = Mode::Chunked(decoder);
                     self.body(kind, n, ts, ex);
-                } else {
-                    self.lose_framing(kind, ex, out);
                 }
-            }
-            Mode::UntilClose { .. } => {
+                Absorb::Ended => {
+                    self.body(kind, n, ts, ex);
+                    self.message_done(kind, ts, ex, out);
+                }
+                Absorb::Lost => {
+                    self.lose_framing(kind, ex, out);
+                    self.hide(kind, false, n, ex);
+                }
+            },
+            Mode::UntilClose { keep_alive } => {
                 self.body(kind, n, ts, ex);
                 self.boundary = true;
+                // The body ends at the next status line: the gap may have hidden some too.
+                if keep_alive {
+                    self.region.get_or_insert(Region::new(false)).hidden(n);
+                    self.answerable = ex.answerable();
+                }
             }
-            Mode::Idle => self.lost(kind, ex, out),
+            Mode::Idle => self.hide(kind, true, n, ex),
             Mode::Head => {
-                match kind {
-                    Kind::Request => ex.request_cut(&self.buf, self.start_ts, out),
-                    Kind::Response => ex.response_lost(out),
+                match &mut self.region {
+                    // A start the scan found, cut before it could be confirmed.
+                    Some(r) => {
+                        r.maybe_message();
+                        r.seen(self.buf.len() as u64);
+                    }
+                    // Cut inside its method: the start after the gap may be its rest, which
+                    // the stretch's count settles.
+                    None if kind == Kind::Request
+                        && self.buf.iter().all(|b| is_method_byte(*b)) =>
+                    {
+                        self.region = Some(Region::after_cut_method(self.buf.len() as u64));
+                    }
+                    None => match kind {
+                        Kind::Request => ex.request_cut(&self.buf, self.start_ts, out),
+                        Kind::Response => ex.responses_lost(Count::ONE, ex.answerable(), out),
+                    },
                 }
                 self.buf.clear();
-                self.mode = Mode::Resync;
+                self.hide(kind, false, n, ex);
             }
-            Mode::Resync => {}
+            Mode::Resync => {
+                // What follows the gap does not continue the bytes before it.
+                self.carry.reset(&mut self.buf);
+                self.hide(kind, false, n, ex);
+            }
         }
         // The segment after a gap may well begin a message.
         self.line_start = true;
+    }
+
+    /// `n` bytes of unknown boundaries were hidden.
+    fn hide(&mut self, kind: Kind, at_boundary: bool, n: u64, ex: &mut Exchanges) {
+        self.enter_resync(at_boundary).hidden(n);
+        match kind {
+            Kind::Request => ex.hiding_requests(),
+            Kind::Response => self.answerable = ex.answerable(),
+        }
     }
 }

@@ -6,6 +6,9 @@
 //! - `head`: start line and header fields, parsed in place.
 //! - `body`: the chunked transfer coding as a byte state machine.
 //! - `conn`: per-connection state: a reader per direction (framing, gaps, resynchronisation).
+//! - `resync`: where the next message starts after the boundaries were lost.
+//! - `gap`: how many messages a stretch of lost boundaries held, within bounds.
+//! - `queue`: which request a response answers, pairing only when that is certain.
 //! - `pairing`: requests waiting for responses (keep-alive, pipelining, 1xx, HEAD, upgrades)
 //!   and the records they become.
 //! - [`route`]: path → low-cardinality route.
@@ -22,9 +25,12 @@ use sonde_sdk::protocol_parser::{
 mod body;
 mod conn;
 pub mod detect;
+mod gap;
 mod head;
 mod pairing;
+mod queue;
 pub mod record;
+mod resync;
 pub mod route;
 mod scan;
 
@@ -39,7 +45,7 @@ pub const NAME: &str = "sonde-http";
 pub const MAX_HEAD: usize = 16 * 1024;
 
 /// Requests waiting for a response on one connection, at most. Beyond, the oldest is reported
-/// as `no-response`.
+/// as `no-response` (its response, if it comes, is still counted in order, not paired).
 pub const MAX_PENDING: usize = 64;
 
 /// The HTTP/1.x parser.

@@ -54,7 +54,8 @@ pub mod error {
     /// The connection closed (or too many requests were waiting) before a response came.
     pub const NO_RESPONSE: &str = "no-response";
     /// The response was lost (or cut) in a gap of the capture or by the close: status 0 when
-    /// its head was never seen, the status otherwise.
+    /// its head was never seen, or when it cannot be told apart from another request's
+    /// response (see `queue`); the status otherwise.
     pub const TRUNCATED: &str = "truncated";
 }
 
@@ -83,9 +84,6 @@ pub fn error_class(status: u16) -> Option<&'static str> {
 pub(crate) struct Pending {
     /// Identity in the connection's request sequence.
     pub seq: u64,
-    /// A request known to exist but lost in a gap: it keeps the FIFO pairing aligned and
-    /// produces no record.
-    pub lost: bool,
     /// HEAD: the response has no body whatever its headers say.
     pub head: bool,
     /// CONNECT: a 2xx response turns the connection into a tunnel.
@@ -105,22 +103,6 @@ pub(crate) struct Pending {
 }
 
 impl Pending {
-    /// A request we know was sent but did not see.
-    pub fn lost(seq: u64) -> Self {
-        Pending {
-            seq,
-            lost: true,
-            head: false,
-            connect: false,
-            close: false,
-            operation: String::new(),
-            attributes: Vec::new(),
-            request_ts_ns: 0,
-            request_bytes: 0,
-            response_bytes: 0,
-        }
-    }
-
     /// The request of a parsed head; `None` if the head is a response's.
     pub fn from_head(seq: u64, head: &Head<'_>, ts_ns: u64, bytes: u64) -> Option<Self> {
         let Start::Request {
@@ -194,7 +176,6 @@ impl Pending {
         }
         Some(Pending {
             seq,
-            lost: false,
             head: method == "HEAD",
             connect,
             // HTTP/1.0 closes unless asked not to; HTTP/1.1 keeps alive unless asked to close.

@@ -116,9 +116,10 @@ fn gap_inside_response_headers_resyncs() {
 
 #[test]
 fn gap_inside_request_headers_keeps_the_request_line() {
+    // A gap of 13 bytes can only be the rest of the head ("ngth: 0\r\n\r\n"): nothing else hid.
     let mut h = H::client();
     h.request(1, b"POST /orders/77 HTTP/1.1\r\nHost: shop\r\nContent-Le");
-    h.gap(Direction::Egress, 500)
+    h.gap(Direction::Egress, 13)
         .request(2, b"GET /orders HTTP/1.1\r\nHost: shop\r\n\r\n");
     h.response(3, b"HTTP/1.1 500 Err\r\nContent-Length: 0\r\n\r\n")
         .response(4, OK0);
@@ -130,6 +131,22 @@ fn gap_inside_request_headers_keeps_the_request_line() {
         ]
     );
     assert_eq!(attr(&h.result.records[0], "server.address"), Some("shop"));
+    // 500 bytes may also have held pipelined requests: the POST is still the oldest and gets
+    // the first response, but the second may answer one of those, so the GET is given up.
+    let mut h = H::client();
+    h.request(1, b"POST /orders/77 HTTP/1.1\r\nHost: shop\r\nContent-Le");
+    h.gap(Direction::Egress, 500)
+        .request(2, b"GET /orders HTTP/1.1\r\nHost: shop\r\n\r\n");
+    h.response(3, b"HTTP/1.1 500 Err\r\nContent-Length: 0\r\n\r\n")
+        .response(4, OK0)
+        .close();
+    assert_eq!(
+        ops(&h),
+        [
+            op("POST /orders/{id}", 500, Some(error::SERVER)),
+            op("GET /orders", 0, Some(error::TRUNCATED))
+        ]
+    );
 }
 
 #[test]
@@ -172,22 +189,31 @@ fn gap_in_chunk_framing_truncates_with_status() {
 
 #[test]
 fn gap_before_the_first_segment() {
-    // The capture started mid-connection: the first visible bytes follow a gap.
+    // The first bytes were lost: 1234 bytes of one request or of dozens. The first response
+    // answers one of them, certainly (nothing else was sent before it); the second may too, so
+    // /x cannot be paired, and is given up when the connection closes.
     let mut h = H::client();
     h.gap(Direction::Egress, 1234)
         .request(1, b"GET /x HTTP/1.1\r\n\r\n")
         .response(2, OK0);
-    // The lost request is assumed answered first: its placeholder takes this response.
     h.response(3, OK0);
-    assert_eq!(ops(&h), [op("GET /x", 200, None)]);
-    assert_eq!(h.result.records[0].response_ts_ns, 3);
-    // With the matching response gap reported too, the lost pair cancels out.
+    assert_eq!(ops(&h), []);
+    h.close();
+    assert_eq!(ops(&h), [op("GET /x", 0, Some(error::TRUNCATED))]);
+    // With a response gap too, the counts on both sides are unknown: the same.
     let mut h = H::client();
     h.gap(Direction::Egress, 1234)
         .request(1, b"GET /x HTTP/1.1\r\n\r\n");
-    h.gap(Direction::Ingress, 4321).response(2, OK0);
+    h.gap(Direction::Ingress, 4321).response(2, OK0).close();
+    assert_eq!(ops(&h), [op("GET /x", 0, Some(error::TRUNCATED))]);
+    // A gap that holds exactly one request (too short for two) keeps the pairing.
+    let mut h = H::client();
+    h.gap(Direction::Egress, 20)
+        .request(1, b"GET /x HTTP/1.1\r\n\r\n")
+        .response(2, OK0)
+        .response(3, OK0);
     assert_eq!(ops(&h), [op("GET /x", 200, None)]);
-    assert_eq!(h.result.records[0].response_ts_ns, 2);
+    assert_eq!(h.result.records[0].response_ts_ns, 3);
 }
 
 #[test]
@@ -368,8 +394,12 @@ fn pending_requests_are_capped() {
     );
     let ts: Vec<u64> = d.out.iter().map(|r| r.request_ts_ns).collect();
     assert_eq!(ts, [0, 1, 2, 3, 4, 5], "the oldest go first");
-    // The newest are still paired with their responses.
-    d.seg(Direction::Ingress, 100, 0, OK0);
+    // Responses still come in order: the first six answer the requests given up (no record),
+    // the seventh the oldest still waiting.
+    for ts in 100..107 {
+        d.seg(Direction::Ingress, ts, 0, OK0);
+    }
+    assert_eq!(d.out.len(), 7);
     assert_eq!((d.out[6].request_ts_ns, d.out[6].status), (6, 200));
     d.close();
     assert_eq!(d.out.len(), MAX_PENDING + 6);
