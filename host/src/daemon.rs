@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::conntrack::{ConnTracker, Connection, StreamEvent};
 use crate::correlate::Correlator;
 use crate::correlate::k8s::KubeWatch;
+use crate::isolation::{Isolated, Task, TaskPanics};
 use crate::live::Live;
 use crate::logs::LogMiner;
 use crate::metrics::{self, NetworkView, Snapshot, State};
@@ -98,10 +99,22 @@ pub async fn run(config: Config) -> Result<()> {
     }
     let mut tracker = ConnTracker::new(config.streams.tracker_config());
     router.set_labeler(Box::new(ConnLabels(correlator.clone())));
-    tokio::spawn(scan_loop(correlator.clone()));
+    // Log mining, correlation scans and the live engine run isolated: a panic in one turns
+    // it off (counted on /metrics) instead of ending the daemon.
+    let task_panics = Arc::new(TaskPanics::default());
+    tokio::spawn(scan_loop(correlator.clone(), task_panics.clone()));
     let logs = Arc::new(Mutex::new(LogMiner::new(config.logs.clone())));
-    let mut tailer =
-        crate::logs::files::Tailer::new(&config.logs.files, config.logs.max_line_bytes);
+    // The log task's own state is the file tailer; the miner is shared (/metrics, /api/logs,
+    // the live engine's reports) behind its lock, which a panic while mining poisons: its
+    // readers then report no templates.
+    let mut log_mining = Isolated::new(
+        Task::Logs,
+        Some(crate::logs::files::Tailer::new(
+            &config.logs.files,
+            config.logs.max_line_bytes,
+        )),
+        task_panics.clone(),
+    );
     let shared = Arc::new(State {
         // The loaded parsers from the first scrape on: /metrics is served before the loop's
         // first tick publishes a snapshot.
@@ -115,10 +128,13 @@ pub async fn run(config: Config) -> Result<()> {
         correlator: Some(correlator.clone()),
         live: Mutex::new(crate::live::LiveBoard::default()),
         logs: Some(logs.clone()),
+        task_panics: task_panics.clone(),
     });
     let mut loop_state = LoopState {
-        live: start_live(&config, &logs)?,
-        ..Default::default()
+        snap: Snapshot::default(),
+        live: Isolated::new(Task::Live, start_live(&config, &logs)?, task_panics.clone()),
+        records: Vec::new(),
+        verdicts: Vec::new(),
     };
     let mut live_ticker =
         tokio::time::interval(Duration::from_millis(config.live.step_ms.max(1000)));
@@ -157,7 +173,7 @@ pub async fn run(config: Config) -> Result<()> {
                     match &ev {
                         Event::Conn(c) => netmap.on_conn(c),
                         Event::Log(l) => {
-                            observe_log(&correlator, &logs, l);
+                            log_mining.run(|_| observe_log(&correlator, &logs, l));
                             continue;
                         }
                         Event::Data(_) => {}
@@ -179,8 +195,8 @@ pub async fn run(config: Config) -> Result<()> {
             _ = net_ticker.tick() => {
                 read_network(&mut capture, &mut netmap, &mut net_reading, &shared);
             }
-            _ = live_ticker.tick(), if loop_state.live.is_some() => {
-                if let Some(live) = loop_state.live.as_mut() {
+            _ = live_ticker.tick(), if loop_state.live.is_on() => {
+                loop_state.live.run(|live| {
                     let changed = live.step(unix_now_ms(), &netmap.topology());
                     if let Ok(mut board) = shared.live.lock() {
                         if changed {
@@ -190,17 +206,19 @@ pub async fn run(config: Config) -> Result<()> {
                             board.latest = live.latest();
                         }
                     }
-                }
+                });
             }
             _ = ticker.tick() => {
                 tracker.tick(monotonic_now_ns(), &mut out);
-                if let Ok(mut miner) = logs.lock() {
-                    let now = unix_now_ms();
-                    if !tailer.is_empty() {
-                        tailer.poll(&mut miner, now);
+                log_mining.run(|tailer| {
+                    if let Ok(mut miner) = logs.lock() {
+                        let now = unix_now_ms();
+                        if !tailer.is_empty() {
+                            tailer.poll(&mut miner, now);
+                        }
+                        miner.tick(now);
                     }
-                    miner.tick(now);
-                }
+                });
                 for p in router.retire_drained(drain_timeout) {
                     tracing::info!(parser = p, "swapped-out parser retired");
                 }
@@ -302,7 +320,8 @@ fn start_live(config: &Config, logs: &Arc<Mutex<LogMiner>>) -> Result<Option<Liv
     Ok(Some(live))
 }
 
-/// A stdout/stderr chunk into the template miner, under its writer's service name.
+/// A stdout/stderr chunk into the template miner, under its writer's service name (the
+/// correlator's lookup is part of the log task: a panic there turns log mining off).
 fn observe_log(correlator: &Correlator, logs: &Mutex<LogMiner>, l: &LogChunk) {
     let id = correlator.identity_of(l.task.tgid, &l.task.comm, l.cgroup_id);
     if let Ok(mut miner) = logs.lock() {
@@ -360,23 +379,30 @@ impl Labeler for ConnLabels {
     }
 }
 
-/// Scan processes and read container usage every `scan_interval_ms`, off the capture loop.
-async fn scan_loop(correlator: Arc<Correlator>) {
+/// Scan processes and read container usage every `scan_interval_ms`, off the capture loop,
+/// until a scan panics: labels then stay what the correlator knew.
+async fn scan_loop(correlator: Arc<Correlator>, panics: Arc<TaskPanics>) {
     let mut ticker = tokio::time::interval(correlator.scan_interval());
-    loop {
+    let mut scans = Isolated::new(Task::Correlate, Some(correlator), panics);
+    while scans.is_on() {
         ticker.tick().await;
-        let c = correlator.clone();
-        if tokio::task::spawn_blocking(move || c.scan()).await.is_err() {
-            tracing::warn!("correlation scan panicked");
-        }
+        // The guard goes to the blocking pool with the scan, and comes back.
+        let scan = tokio::task::spawn_blocking(move || {
+            scans.run(|c| c.scan());
+            scans
+        });
+        scans = match scan.await {
+            Ok(scans) => scans,
+            // Cancelled: the runtime is shutting down (a panic was caught inside).
+            Err(_) => return,
+        };
     }
 }
 
 /// What the loop carries between iterations.
-#[derive(Default)]
 struct LoopState {
     snap: Snapshot,
-    live: Option<Live>,
+    live: Isolated<Live>,
     records: Vec<TaggedRecord>,
     verdicts: Vec<u64>,
 }
@@ -400,9 +426,8 @@ impl LoopState {
                 log.push_all(&self.records);
             }
             netmap.on_records(&self.records, monotonic_now_ns());
-            if let Some(live) = self.live.as_mut() {
-                live.on_records(&self.records, unix_now_ms());
-            }
+            self.live
+                .run(|live| live.on_records(&self.records, unix_now_ms()));
             self.records.clear();
         }
         router.take_verdicts(&mut self.verdicts);

@@ -9,6 +9,7 @@ pub mod correlate;
 pub mod daemon;
 pub mod demo;
 pub mod incidents_view;
+pub mod isolation;
 pub mod live;
 pub mod logs;
 pub mod map_view;

@@ -50,6 +50,8 @@ pub struct State {
     pub logs: Option<Arc<Mutex<crate::logs::LogMiner>>>,
     /// Incidents and their reports (`/api/incidents`).
     pub live: Mutex<crate::live::LiveBoard>,
+    /// Panics caught in log mining, correlation scans and the live engine.
+    pub task_panics: Arc<crate::isolation::TaskPanics>,
 }
 
 /// What the daemon loop publishes of the network map after each read.
@@ -98,6 +100,7 @@ pub fn render_format(state: &State, openmetrics: bool) -> String {
     {
         render_logs(&mut o, &stats);
     }
+    state.task_panics.render_prometheus(&mut o);
     if openmetrics { to_openmetrics(&o) } else { o }
 }
 

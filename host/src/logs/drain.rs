@@ -363,7 +363,9 @@ pub fn mask_token(tok: &str) -> String {
         && !value.is_empty()
     {
         let v = mask_token(value);
-        (v != value).then(|| format!("{key}{}{v}", &core[key.len()..key.len() + 1]))
+        // The separator is what lies between the key and the value.
+        let sep = &core[key.len()..core.len() - value.len()];
+        (v != value).then(|| format!("{key}{sep}{v}"))
     } else {
         None
     };
@@ -414,7 +416,9 @@ fn is_number_with_unit(s: &str) -> bool {
     }
     let unit = unit.to_ascii_lowercase();
     UNITS.contains(&unit.as_str())
-        || unit.ends_with("/s") && UNITS.contains(&&unit[..unit.len() - 2])
+        || unit
+            .strip_suffix("/s")
+            .is_some_and(|per_second| UNITS.contains(&per_second))
 }
 
 /// `1m30s`, `1h2m3.5s`, `250ms`.

@@ -110,10 +110,12 @@ impl Tailer {
                 let complete = piece.last() == Some(&b'\n');
                 t.partial.extend_from_slice(piece);
                 if complete || t.partial.len() >= self.max_line {
-                    let line = String::from_utf8_lossy(&t.partial);
-                    let line = line.trim_end_matches(['\n', '\r']);
-                    if !line.is_empty() {
-                        miner.observe(&t.file.service, Stream::File, now_ms, line);
+                    // Cleaned as stdout/stderr lines are: invalid UTF-8 replaced, colours
+                    // and control characters (NUL included) removed.
+                    let raw = t.partial.strip_suffix(b"\n").unwrap_or(&t.partial);
+                    let line = super::lines::clean(raw);
+                    if !line.trim().is_empty() {
+                        miner.observe(&t.file.service, Stream::File, now_ms, &line);
                         self.lines += 1;
                     }
                     t.partial.clear();

@@ -20,6 +20,8 @@
 pub mod drain;
 pub mod files;
 pub mod lines;
+#[cfg(test)]
+mod untrusted_input_tests;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -377,7 +379,12 @@ impl LogMiner {
     }
 
     /// [`templates`](Self::templates) of the services `keep` accepts.
-    fn templates_where(&self, keep: impl Fn(&str) -> bool, from_ms: u64, to_ms: u64) -> Vec<TemplateCount> {
+    fn templates_where(
+        &self,
+        keep: impl Fn(&str) -> bool,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Vec<TemplateCount> {
         let mut out = Vec::new();
         if to_ms <= from_ms {
             return out;
@@ -427,7 +434,12 @@ impl LogMiner {
         to_ms: u64,
         limit: usize,
     ) -> Vec<ErrorSummary> {
-        self.error_summary_where(|name| service.is_none_or(|s| s == name), from_ms, to_ms, limit)
+        self.error_summary_where(
+            |name| service.is_none_or(|s| s == name),
+            from_ms,
+            to_ms,
+            limit,
+        )
     }
 
     /// [`error_summary`](Self::error_summary) over several services at once (an incident's).
@@ -438,7 +450,12 @@ impl LogMiner {
         to_ms: u64,
         limit: usize,
     ) -> Vec<ErrorSummary> {
-        self.error_summary_where(|name| services.iter().any(|s| s == name), from_ms, to_ms, limit)
+        self.error_summary_where(
+            |name| services.iter().any(|s| s == name),
+            from_ms,
+            to_ms,
+            limit,
+        )
     }
 
     fn error_summary_where(
@@ -512,10 +529,11 @@ pub fn level(line: &str) -> Option<Level> {
         let plain: String = lower.chars().filter(|&c| c != '"' && c != '\'').collect();
         for key in ["level", "lvl", "severity", "loglevel", "log.level"] {
             for sep in ['=', ':'] {
+                let field = format!("{key}{sep}");
                 if let Some(rest) = plain
-                    .find(&format!("{key}{sep}"))
+                    .find(&field)
                     .filter(|&at| at == 0 || !plain.as_bytes()[at - 1].is_ascii_alphanumeric())
-                    .map(|at| &plain[at + key.len() + 1..])
+                    .and_then(|at| plain.get(at + field.len()..))
                 {
                     let value = rest.split([',', '}', ' ', ';']).next().unwrap_or("");
                     if let Some(l) = level_word(value) {
@@ -540,9 +558,14 @@ pub fn level(line: &str) -> Option<Level> {
             {
                 return Some(l);
             }
-            // glog: E0102 12:00:00.000000 …
-            if i == 0 && tok.len() == 5 && tok[1..].chars().all(|c| c.is_ascii_digit()) {
-                match tok.as_bytes()[0] {
+            // glog: `E0102 12:00:00.000000 …`, compared as bytes: the token is whatever a
+            // process wrote (`€12` is 5 bytes too, and `tok[1..]` would split its '€').
+            if i == 0
+                && let [letter, digits @ ..] = tok.as_bytes()
+                && digits.len() == 4
+                && digits.iter().all(u8::is_ascii_digit)
+            {
+                match letter {
                     b'E' | b'F' => return Some(Level::Error),
                     b'W' => return Some(Level::Warn),
                     b'I' => return Some(Level::Info),
@@ -842,7 +865,7 @@ mod tests {
     }
 
     /// `cut`: the write was longer than what was captured.
-    fn chunk(tgid: u32, fd: i32, payload: &[u8], cut: bool) -> LogChunk {
+    pub(super) fn chunk(tgid: u32, fd: i32, payload: &[u8], cut: bool) -> LogChunk {
         let len = payload.len() as u64 + if cut { 50 } else { 0 };
         LogChunk {
             task: crate::capture::events::Task {
