@@ -190,8 +190,13 @@ fn csv_files(dir: &Path) -> Result<Vec<PathBuf>, ReplayError> {
     Ok(files)
 }
 
+/// A CSV file: its header, and its rows with their line numbers.
+type Csv = (Vec<String>, Vec<(usize, Vec<String>)>);
+/// Breakdown leaves: (service, measure, dimension names, values) → points.
+type Leaves = BTreeMap<(String, String, Vec<String>, Vec<String>), Vec<(i64, f64)>>;
+
 /// Rows of a CSV file after its header, with line numbers; blank lines and `#` comments skipped.
-fn read_csv(path: &Path) -> Result<(Vec<String>, Vec<(usize, Vec<String>)>), ReplayError> {
+fn read_csv(path: &Path) -> Result<Csv, ReplayError> {
     let text = fs::read_to_string(path).map_err(io(path))?;
     let err = |line, message: String| ReplayError::Csv { path: path.to_path_buf(), line, message };
     let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#'));
@@ -234,7 +239,7 @@ impl Bundle {
                 bundle.series.entry((f[1].clone(), f[2].clone())).or_default().push((ts, v));
             }
         }
-        let mut leaves: BTreeMap<(String, String, Vec<String>, Vec<String>), Vec<(i64, f64)>> = BTreeMap::new();
+        let mut leaves: Leaves = BTreeMap::new();
         for path in csv_files(&dir.join("breakdowns"))? {
             let (header, rows) = read_csv(&path)?;
             if header.len() < 5 || header[..3] != ["timestamp", "service", "measure"] || header.last().map(String::as_str) != Some("value") {

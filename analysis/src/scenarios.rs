@@ -238,9 +238,9 @@ pub fn large(services: usize, leaves_per_service: usize, seed: u64) -> (Bundle, 
     let names: Vec<String> = (0..services).map(|i| format!("svc-{i:03}")).collect();
     let machines = (services / 4).max(1);
     let mut parent = vec![usize::MAX; services];
-    for i in 1..services {
+    for (i, p) in parent.iter_mut().enumerate().skip(1) {
         // Attach to an earlier service: a tree rooted at svc-000.
-        parent[i] = (b.rng.next_u64() as usize) % i;
+        *p = (b.rng.next_u64() as usize) % i;
     }
     let faulty = services - 1;
     // Services on the path root..=faulty see the slowdown.

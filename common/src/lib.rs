@@ -11,6 +11,9 @@
 pub const MAX_CAPTURE: usize = 32 * 1024;
 /// Default run-time payload cap per syscall.
 pub const DEFAULT_CAPTURE_BYTES: u32 = 16 * 1024;
+/// The smallest run-time cap: below it a typical request or response head (HTTP, a MySQL
+/// packet header with its statement) no longer fits in one syscall's copy.
+pub const MIN_CAPTURE_BYTES: u32 = 1024;
 /// iovecs walked per readv/writev/sendmsg/recvmsg (bounded loop in the verifier).
 pub const MAX_IOV: u32 = 16;
 /// Messages whose lengths are summed for sendmmsg/recvmmsg (only the first is captured).
@@ -103,8 +106,12 @@ pub mod syscall {
     pub const RST_SENT: u8 = 15;
     /// Not a syscall: `tcp:tcp_receive_reset`.
     pub const RST_RECEIVED: u8 = 16;
+    /// sendfile/sendfile64 to a socket: bytes moved from a file, never in user memory.
+    pub const SENDFILE: u8 = 17;
+    /// splice from or to a socket: bytes moved through a pipe, never in user memory.
+    pub const SPLICE: u8 = 18;
 
-    pub const NAMES: [&str; 17] = [
+    pub const NAMES: [&str; 19] = [
         "read",
         "write",
         "readv",
@@ -122,6 +129,8 @@ pub mod syscall {
         "state",
         "rst_sent",
         "rst_received",
+        "sendfile",
+        "splice",
     ];
 
     /// true for the syscalls whose bytes flow from the process to the socket.
@@ -142,6 +151,9 @@ pub mod data_flags {
     pub const READ_FAILED: u8 = 4;
     /// The socket is a datagram (UDP) socket: chunks are messages, not a byte stream.
     pub const DATAGRAM: u8 = 8;
+    /// The bytes never passed through user memory (sendfile, splice): `captured` is 0 and
+    /// the whole `len` is a gap of known length, so parsers stay in step with the stream.
+    pub const NO_PAYLOAD: u8 = 16;
 }
 
 /// A socket address as the kernel side fills it. `family` is AF_INET (2) or AF_INET6 (10),
@@ -181,7 +193,10 @@ pub struct DataEvent {
     pub flags: u8,
     pub local: Addr,
     pub peer: Addr,
+    /// The process's name (its thread-group leader's comm): the service identity.
     pub comm: [u8; TASK_COMM_LEN],
+    /// The calling thread's own name (`isc-net-0000`, `nginx: worker`…), an attribute only.
+    pub thread: [u8; TASK_COMM_LEN],
 }
 
 /// Flags on a [`LogEvent`].
@@ -287,7 +302,9 @@ pub mod stat {
     pub const LOG_BYTES_TRUNCATED: u32 = 14;
     /// stdout/stderr log chunks dropped by the per-CPU rate limit ([`super::Config::stdio_per_sec`]).
     pub const LOG_RATE_LIMITED: u32 = 15;
-    pub const COUNT: u32 = 16;
+    /// Bytes moved by sendfile/splice on sockets: never in user memory, passed on as gaps.
+    pub const BYTES_SPLICED: u32 = 16;
+    pub const COUNT: u32 = 17;
     pub const NAMES: [&str; COUNT as usize] = [
         "data_lost",
         "conn_lost",
@@ -305,7 +322,21 @@ pub mod stat {
         "log_read_failed",
         "log_bytes_truncated",
         "log_rate_limited",
+        "bytes_spliced",
     ];
+}
+
+/// One process's io_uring use (`IO_URING` map, key tgid): sockets driven through io_uring
+/// bypass every syscall Sonde traces, so they are counted, not captured.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IoUringUse {
+    /// The process's name when first seen.
+    pub comm: [u8; TASK_COMM_LEN],
+    /// Requests submitted.
+    pub requests: u64,
+    /// Of which socket operations (send, recv, sendmsg, recvmsg, accept, connect, socket…).
+    pub socket_requests: u64,
 }
 
 /// Per-connection verdicts the daemon writes into the `VERDICTS` map (key: conn_id).
@@ -349,6 +380,23 @@ pub struct Offsets {
     /// `sock:sock_send_length` / `sock:sock_recv_length`: `protocol` fields.
     pub send_len_protocol: u16,
     pub recv_len_protocol: u16,
+    /// From the current task to a socket by fd (kernels without sock_*_length, and
+    /// sendfile/splice everywhere): task->files->fdt->fd[fd]->f_inode->i_mode,
+    /// ->private_data (struct socket)->sk->sk_protocol.
+    pub task_files: u16,
+    pub files_fdt: u16,
+    pub fdt_max_fds: u16,
+    pub fdt_fd: u16,
+    pub file_inode: u16,
+    pub file_private_data: u16,
+    pub inode_mode: u16,
+    pub socket_sk: u16,
+    pub sock_protocol: u16,
+    /// task->group_leader->comm: the process name, whatever the thread calls itself.
+    pub task_group_leader: u16,
+    pub task_comm: u16,
+    /// `io_uring:io_uring_submit_req`: `opcode` (0 when the kernel has no such tracepoint).
+    pub uring_opcode: u16,
 }
 
 impl Offsets {
@@ -377,6 +425,18 @@ impl Offsets {
         skc_v6_rcv_saddr: 0,
         send_len_protocol: 0,
         recv_len_protocol: 0,
+        task_files: 0,
+        files_fdt: 0,
+        fdt_max_fds: 0,
+        fdt_fd: 0,
+        file_inode: 0,
+        file_private_data: 0,
+        inode_mode: 0,
+        socket_sk: 0,
+        sock_protocol: 0,
+        task_group_leader: 0,
+        task_comm: 0,
+        uring_opcode: 0,
     };
 }
 
@@ -429,6 +489,13 @@ impl Config {
 pub mod config_flags {
     /// Emit [`super::LogEvent`]s for writes to stdout/stderr.
     pub const CAPTURE_STDIO: u32 = 1;
+    /// Learn that an fd is an inet socket by walking the task's file table at syscall exit
+    /// (`Offsets::task_files`…) instead of the `sock:sock_{send,recv}_length` tracepoints,
+    /// which appeared in Linux 6.3.
+    pub const SOCK_FROM_FD: u32 = 2;
+    /// Test switch: the optional sendfile/splice program takes a path the verifier must
+    /// reject, so tests can prove that an optional program failing leaves the rest running.
+    pub const TEST_REJECT_SPLICE: u32 = 4;
 }
 
 pub mod net;
@@ -438,6 +505,7 @@ mod user {
     // SAFETY: plain #[repr(C)] data with explicit padding and no pointers.
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::Addr {}
+    unsafe impl aya::Pod for super::IoUringUse {}
     unsafe impl aya::Pod for super::net::FlowKey {}
     unsafe impl aya::Pod for super::net::FlowStats {}
     unsafe impl aya::Pod for super::net::DropKey {}

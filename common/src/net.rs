@@ -127,7 +127,7 @@ pub mod window {
     pub const SOFTIRQ: usize = 2;
 }
 
-/// Field offsets for the network probes, from tracefs `format` files and BTF. 44 × u16, so
+/// Field offsets for the network probes, from tracefs `format` files and BTF. 50 × u16, so
 /// [`crate::Config`] stays free of implicit padding (checked by a test in the host crate).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -186,6 +186,14 @@ pub struct NetOffsets {
     pub dev_nd_net: u16,
     /// `struct net`: offset of `ns.inum`.
     pub net_ns_inum: u16,
+    /// `tcp:tcp_send_reset` before Linux 6.2 (separate family/port/address fields, like
+    /// tcp_receive_reset, instead of two sockaddrs): nonzero `send_rst_family` selects it.
+    pub send_rst_family: u16,
+    pub send_rst_sport: u16,
+    pub send_rst_dport: u16,
+    pub send_rst_saddr_v6: u16,
+    pub send_rst_daddr_v6: u16,
+    pub _pad: u16,
 }
 
 impl NetOffsets {
@@ -234,5 +242,11 @@ impl NetOffsets {
         dev_ifindex: 0,
         dev_nd_net: 0,
         net_ns_inum: 0,
+        send_rst_family: 0,
+        send_rst_sport: 0,
+        send_rst_dport: 0,
+        send_rst_saddr_v6: 0,
+        send_rst_daddr_v6: 0,
+        _pad: 0,
     };
 }

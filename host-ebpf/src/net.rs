@@ -17,7 +17,7 @@ use sonde_common::{
     stat, syscall,
 };
 
-use crate::{AF_INET, AF_INET6, CONFIG, conn_event, count, fetch_add, output_conn};
+use crate::{AF_INET, AF_INET6, CONFIG, conn::emit_conn, count, fetch_add};
 
 const TCP_SYN_SENT: i32 = 2;
 const ETH_P_IP: u16 = 0x0800;
@@ -62,16 +62,40 @@ fn now() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
+/// Per CPU: where a probe copies its record window and builds a new flow's first counters,
+/// so neither sits on the stack (the budget: ≤ 384 bytes of combined stack per program).
+#[map]
+static NET_SCRATCH: PerCpuArray<NetScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// The widest record window, in words ([`window`]).
+const REC_WORDS: usize = 16;
+const _: () = assert!(window::TCP_PROBE <= REC_WORDS && window::TCP_SEND_RESET <= REC_WORDS);
+
+#[repr(C)]
+struct NetScratch {
+    rec: [u64; REC_WORDS],
+    fresh: FlowStats,
+}
+
 /// The first words of the tracepoint record, as direct context loads at constant offsets
-/// (what the verifier allows a tracepoint program): one block copy instead of a
-/// `bpf_probe_read_kernel` per field, which cost most of a per-segment probe's time. Word 0
-/// (the common fields) is off limits to tracepoint programs and reads as 0; list words 1…N-1.
+/// (what the verifier allows a tracepoint program) into this CPU's scratch: one block copy
+/// instead of a `bpf_probe_read_kernel` per field, which cost most of a per-segment probe's
+/// time. Word 0 (the common fields) is off limits to tracepoint programs and reads as 0;
+/// list words 1…N-1. Words past the window are stale: the host checks at start that every
+/// offset a probe reads lies inside its window.
 macro_rules! record {
     ($ctx:expr, $($i:literal)*) => {{
+        let Some(s) = NET_SCRATCH.get_ptr_mut(0) else {
+            return Default::default();
+        };
         let base = $ctx.as_ptr() as *const u64;
-        // SAFETY: aligned 8-byte loads inside the tracepoint buffer (the verifier checks the
-        // offsets); volatile so they stay separate constant-offset loads.
-        [0u64, $( unsafe { core::ptr::read_volatile(base.add($i)) } ),*]
+        // SAFETY: this CPU's scratch value; aligned 8-byte loads inside the tracepoint buffer
+        // (the verifier checks the offsets), volatile so they stay separate loads.
+        unsafe {
+            (*s).rec[0] = 0;
+            $( (*s).rec[$i] = core::ptr::read_volatile(base.add($i)); )*
+            &(*s).rec
+        }
     }};
 }
 
@@ -100,11 +124,14 @@ fn flow_entry(key: &FlowKey) -> Option<&'static mut FlowStats> {
         // SAFETY: map value pointer; the socket's lock serialises its updates.
         return Some(unsafe { &mut *p });
     }
-    let fresh = FlowStats {
-        first_ns: now(),
-        ..FlowStats::default()
+    let s = NET_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: this CPU's scratch value; the new entry is built there, not on the stack.
+    let fresh = unsafe {
+        (*s).fresh = FlowStats::default();
+        (*s).fresh.first_ns = now();
+        &(*s).fresh
     };
-    if FLOWS.insert(key, &fresh, 0).is_err() {
+    if FLOWS.insert(key, fresh, 0).is_err() {
         count(stat::NET_MAP_FULL, 1);
         return None;
     }
@@ -174,13 +201,13 @@ fn addr_of(family: u16, addr: [u8; 16], port: u16) -> Addr {
 /// Per received segment on an established socket: traffic, RTT, acknowledged bytes.
 #[tracepoint]
 pub fn sonde_tcp_probe(ctx: TracePointContext) -> u32 {
-    let rec: [u64; window::TCP_PROBE] = record!(ctx, 1 2 3 4 5 6 7 8 9 10 11 12 13);
-    let key = key_from_sockaddrs(&rec, net_off!(probe_saddr), net_off!(probe_daddr));
+    let rec = record!(ctx, 1 2 3 4 5 6 7 8 9 10 11 12 13);
+    let key = key_from_sockaddrs(rec, net_off!(probe_saddr), net_off!(probe_daddr));
     let Some(f) = flow_entry(&key) else {
         return 0;
     };
-    let data_len: u16 = field(&rec, net_off!(probe_data_len));
-    let una: u32 = field(&rec, net_off!(probe_snd_una));
+    let data_len: u16 = field(rec, net_off!(probe_data_len));
+    let una: u32 = field(rec, net_off!(probe_snd_una));
     f.rx_segments += 1;
     f.rx_bytes += data_len as u64;
     if f.una_seen != 0 {
@@ -192,17 +219,17 @@ pub fn sonde_tcp_probe(ctx: TracePointContext) -> u32 {
     }
     f.last_una = una;
     f.una_seen = 1;
-    f.srtt_us = field(&rec, net_off!(probe_srtt));
-    f.snd_cwnd = field(&rec, net_off!(probe_snd_cwnd));
+    f.srtt_us = field(rec, net_off!(probe_srtt));
+    f.snd_cwnd = field(rec, net_off!(probe_snd_cwnd));
     0
 }
 
 /// A retransmitted segment: SYNs while connecting, data once established.
 #[tracepoint]
 pub fn sonde_tcp_retransmit(ctx: TracePointContext) -> u32 {
-    let rec: [u64; window::TCP_RETRANSMIT] = record!(ctx, 1 2 3 4 5 6 7 8 9);
+    let rec = record!(ctx, 1 2 3 4 5 6 7 8 9);
     let key = key_from_fields(
-        &rec,
+        rec,
         net_off!(retrans_family),
         net_off!(retrans_sport),
         net_off!(retrans_dport),
@@ -211,7 +238,7 @@ pub fn sonde_tcp_retransmit(ctx: TracePointContext) -> u32 {
         net_off!(retrans_saddr_v6),
         net_off!(retrans_daddr_v6),
     );
-    let state: i32 = field(&rec, net_off!(retrans_state));
+    let state: i32 = field(rec, net_off!(retrans_state));
     let Some(f) = flow_entry(&key) else {
         return 0;
     };
@@ -226,10 +253,24 @@ pub fn sonde_tcp_retransmit(ctx: TracePointContext) -> u32 {
 /// A reset this host sent: on behalf of a socket, or of none (a SYN to a closed port).
 #[tracepoint]
 pub fn sonde_tcp_send_reset(ctx: TracePointContext) -> u32 {
-    let rec: [u64; window::TCP_SEND_RESET] = record!(ctx, 1 2 3 4 5 6 7 8 9 10);
-    let key = key_from_sockaddrs(&rec, net_off!(send_rst_saddr), net_off!(send_rst_daddr));
-    let state: i32 = field(&rec, net_off!(send_rst_state));
-    let sock = field(&rec, net_off!(send_rst_skaddr));
+    let rec = record!(ctx, 1 2 3 4 5 6 7 8 9 10);
+    let key = if net_off!(send_rst_family) != 0 {
+        // Before 6.2: the fields tcp_receive_reset has.
+        key_from_fields(
+            rec,
+            net_off!(send_rst_family),
+            net_off!(send_rst_sport),
+            net_off!(send_rst_dport),
+            net_off!(send_rst_saddr),
+            net_off!(send_rst_daddr),
+            net_off!(send_rst_saddr_v6),
+            net_off!(send_rst_daddr_v6),
+        )
+    } else {
+        key_from_sockaddrs(rec, net_off!(send_rst_saddr), net_off!(send_rst_daddr))
+    };
+    let state: i32 = field(rec, net_off!(send_rst_state));
+    let sock = field(rec, net_off!(send_rst_skaddr));
     output_reset(&key, sock, syscall::RST_SENT, state as u8);
     0
 }
@@ -237,24 +278,24 @@ pub fn sonde_tcp_send_reset(ctx: TracePointContext) -> u32 {
 /// A reset as a connection event (no process context: softirq or the peer's reset).
 #[inline(always)]
 fn output_reset(key: &FlowKey, sock: u64, kind: u8, old_state: u8) {
-    let mut ev = conn_event(EventKind::Reset, 0, -1);
-    ev.tgid = 0;
-    ev.tid = 0;
-    ev.sock = sock;
-    ev.syscall = kind;
-    ev.old_state = old_state;
-    ev.protocol = IPPROTO_TCP;
-    ev.local = addr_of(key.family, key.saddr, key.sport);
-    ev.peer = addr_of(key.family, key.daddr, key.dport);
-    output_conn(&ev);
+    emit_conn(EventKind::Reset, 0, -1, |ev| {
+        ev.tgid = 0;
+        ev.tid = 0;
+        ev.sock = sock;
+        ev.syscall = kind;
+        ev.old_state = old_state;
+        ev.protocol = IPPROTO_TCP;
+        ev.local = addr_of(key.family, key.saddr, key.sport);
+        ev.peer = addr_of(key.family, key.daddr, key.dport);
+    });
 }
 
 /// A reset this host received on a socket (in SYN_SENT: the connect was refused).
 #[tracepoint]
 pub fn sonde_tcp_receive_reset(ctx: TracePointContext) -> u32 {
-    let rec: [u64; window::TCP_RECEIVE_RESET] = record!(ctx, 1 2 3 4 5 6 7);
+    let rec = record!(ctx, 1 2 3 4 5 6 7);
     let key = key_from_fields(
-        &rec,
+        rec,
         net_off!(recv_rst_family),
         net_off!(recv_rst_sport),
         net_off!(recv_rst_dport),
@@ -263,7 +304,7 @@ pub fn sonde_tcp_receive_reset(ctx: TracePointContext) -> u32 {
         net_off!(recv_rst_saddr_v6),
         net_off!(recv_rst_daddr_v6),
     );
-    let sock = field(&rec, net_off!(recv_rst_skaddr));
+    let sock = field(rec, net_off!(recv_rst_skaddr));
     output_reset(&key, sock, syscall::RST_RECEIVED, 0);
     0
 }
@@ -271,11 +312,11 @@ pub fn sonde_tcp_receive_reset(ctx: TracePointContext) -> u32 {
 /// A dropped packet: counted by reason, protocol and (when its IP header is readable) flow.
 #[tracepoint]
 pub fn sonde_kfree_skb(ctx: TracePointContext) -> u32 {
-    let rec: [u64; window::KFREE_SKB] = record!(ctx, 1 2 3 4);
-    let skb: u64 = field(&rec, net_off!(kfree_skbaddr));
+    let rec = record!(ctx, 1 2 3 4);
+    let skb: u64 = field(rec, net_off!(kfree_skbaddr));
     let mut key = DropKey {
-        reason: field(&rec, net_off!(kfree_reason)),
-        l3_proto: field(&rec, net_off!(kfree_protocol)),
+        reason: field(rec, net_off!(kfree_reason)),
+        l3_proto: field(rec, net_off!(kfree_protocol)),
         ..DropKey::default()
     };
     let len: u32 = kread(skb, net_off!(skb_len));
@@ -350,13 +391,13 @@ fn read_packet_flow(skb: u64, key: &mut DropKey) -> bool {
 /// Per-device counters for one packet; the entry is made (name, ifindex, netns) on first sight.
 #[inline(always)]
 fn iface_count(ctx: &TracePointContext, skb_off: usize, len_off: usize, name_off: usize, rx: bool) {
-    let rec: [u64; window::NET_DEV] = record!(ctx, 1 2);
-    let skb: u64 = field(&rec, skb_off);
+    let rec = record!(ctx, 1 2);
+    let skb: u64 = field(rec, skb_off);
     let dev: u64 = kread(skb, net_off!(skb_dev));
     if dev == 0 {
         return;
     }
-    let len: u32 = field(&rec, len_off);
+    let len: u32 = field(rec, len_off);
     let entry = match IFACES.get_ptr_mut(&dev) {
         Some(p) => p,
         None => {
@@ -369,8 +410,10 @@ fn iface_count(ctx: &TracePointContext, skb_off: usize, len_off: usize, name_off
                 fresh.netns = kread(net, net_off!(net_ns_inum));
             }
             // __data_loc: low 16 bits offset of the string in the record, high 16 its length.
-            let loc: u32 = field(&rec, name_off);
-            let src = (ctx.as_ptr() as *const u8).wrapping_add((loc & 0xffff) as usize);
+            let loc: u32 = field(rec, name_off);
+            // Masked in asm: 6.1's verifier refuses ctx + a register it cannot bound below.
+            let off = crate::bounded::<0xffff>(loc as u64) as usize;
+            let src = (ctx.as_ptr() as *const u8).wrapping_add(off);
             // SAFETY: a string inside this tracepoint record; the helper bounds the copy.
             let _ = unsafe { bpf_probe_read_kernel_str_bytes(src, &mut fresh.name) };
             if IFACES.insert(&dev, &fresh, 0).is_err() {
@@ -424,7 +467,9 @@ fn net_vec(ctx: &TracePointContext) -> Option<u32> {
     // The record is 12 bytes: a whole-word window would reach past it, which the kernel
     // refuses at attach time, so this one field goes through the helper.
     // SAFETY: offset from this kernel's format file.
-    let vec: u32 = unsafe { ctx.read_at(net_off!(softirq_vec)) }.unwrap_or(0);
+    let off = net_off!(softirq_vec);
+    // SAFETY: offset from this kernel's format file.
+    let vec: u32 = unsafe { ctx.read_at(off) }.unwrap_or(0);
     match vec {
         softirq::VEC_NET_TX => Some(0),
         softirq::VEC_NET_RX => Some(1),

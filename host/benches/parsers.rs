@@ -180,6 +180,7 @@ fn write_recording(path: &PathBuf, conns: u64, per_conn: usize, body: usize) -> 
                     local: addr(8080),
                     peer: addr(40000 + id as u16),
                     comm: comm("nginx"),
+                    thread: comm("nginx"),
                 };
                 *pos += payload.len() as u64;
                 rec.record(&encode_data(&ev, &payload)).unwrap();

@@ -783,6 +783,7 @@ mod tests {
                 local: v4([10, 0, 0, 1], 40_000),
                 peer: v4([10, 0, 0, 2], 80),
                 comm: *b"app\0\0\0\0\0\0\0\0\0\0\0\0\0",
+                thread: [0; abi::TASK_COMM_LEN],
             };
             decode(&encode_data(
                 &ev,
@@ -829,6 +830,7 @@ mod tests {
                 tgid: TGID,
                 tid: TGID,
                 comm: "app".into(),
+                thread: String::new(),
             },
             fd,
             conn_id,

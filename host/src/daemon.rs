@@ -129,6 +129,7 @@ pub async fn run(config: Config) -> Result<()> {
         live: Mutex::new(crate::live::LiveBoard::default()),
         logs: Some(logs.clone()),
         task_panics: task_panics.clone(),
+        health: crate::metrics::Health::of(&capture),
     });
     let mut loop_state = LoopState {
         snap: Snapshot::default(),

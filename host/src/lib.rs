@@ -8,6 +8,7 @@ pub mod conntrack;
 pub mod correlate;
 pub mod daemon;
 pub mod demo;
+pub mod doctor;
 pub mod incidents_view;
 pub mod isolation;
 pub mod live;

@@ -29,6 +29,10 @@ enum Command {
     Run(RunArgs),
     /// Live view of socket connections and data chunks, one line per event.
     Trace(TraceArgs),
+    /// What this kernel supports and whether every eBPF program loads here, with its
+    /// verifier cost (stack, processed instructions, time) against Sonde's budget. Loads,
+    /// attaches nothing. Exit status 1 when the core socket capture cannot run.
+    Doctor(DoctorArgs),
     /// Run the root-cause engine on an incident bundle (docs/analyze.md) and print the report.
     Analyze(AnalyzeArgs),
     /// Live table of the busiest endpoints (rate, error %, p50/p99) from a running daemon.
@@ -90,6 +94,13 @@ enum PluginCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+}
+
+#[derive(Args, Debug)]
+struct DoctorArgs {
+    /// The report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -329,6 +340,9 @@ struct TraceArgs {
     /// Also show TCP state changes (they have no process context).
     #[arg(long)]
     states: bool,
+    /// Also show what processes write to stdout/stderr (filtered by --pid and --comm).
+    #[arg(long)]
+    logs: bool,
     /// One JSON object per line.
     #[arg(long)]
     json: bool,
@@ -412,11 +426,16 @@ fn main() -> Result<()> {
                     ports: args.port,
                     comms: args.comm,
                     states: args.states,
+                    logs: args.logs,
                 },
                 json: args.json,
                 payload_bytes: args.payload_bytes,
             };
             rt.block_on(sonde::trace::run(&config.capture, opts))
+        }
+        Command::Doctor(args) => {
+            let code = sonde::doctor::run(&config.capture, args.json)?;
+            std::process::exit(code)
         }
         Command::Top(args) => sonde::top::run(&sonde::top::TopOptions {
             endpoint: args.endpoint,

@@ -52,6 +52,47 @@ pub struct State {
     pub live: Mutex<crate::live::LiveBoard>,
     /// Panics caught in log mining, correlation scans and the live engine.
     pub task_panics: Arc<crate::isolation::TaskPanics>,
+    /// What runs in the kernel: every program's state, set once at start (`/api/health`).
+    pub health: Health,
+}
+
+/// The capture's bring-up as `/api/health` and `sonde_probe_info` show it.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Health {
+    pub kernel: String,
+    pub socket_lookup: Option<crate::capture::programs::SocketLookup>,
+    pub probes: Vec<crate::capture::programs::ProbeStatus>,
+}
+
+impl Health {
+    pub fn of(capture: &crate::capture::Capture) -> Health {
+        Health {
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default(),
+            socket_lookup: Some(capture.socket_lookup()),
+            probes: capture.probes().to_vec(),
+        }
+    }
+
+    fn render_prometheus(&self, o: &mut String) {
+        if self.probes.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            o,
+            "# HELP sonde_probe_info Every eBPF program: the feature it serves and whether it runs.\n# TYPE sonde_probe_info gauge"
+        );
+        for p in &self.probes {
+            let _ = writeln!(
+                o,
+                "sonde_probe_info{{program=\"{}\",feature=\"{}\",state=\"{}\"}} 1",
+                p.program,
+                p.feature.name(),
+                p.state.name()
+            );
+        }
+    }
 }
 
 /// What the daemon loop publishes of the network map after each read.
@@ -101,6 +142,7 @@ pub fn render_format(state: &State, openmetrics: bool) -> String {
         render_logs(&mut o, &stats);
     }
     state.task_panics.render_prometheus(&mut o);
+    state.health.render_prometheus(&mut o);
     if openmetrics { to_openmetrics(&o) } else { o }
 }
 
@@ -295,7 +337,13 @@ pub fn render(s: &Snapshot) -> String {
             ("log", stat::LOG_EVENTS),
         ],
     );
-    let totals: [(&str, &str, u64); 11] = [
+    render_io_uring(&mut o, s);
+    let totals: [(&str, &str, u64); 12] = [
+        (
+            "sonde_capture_bytes_spliced_total",
+            "Bytes moved by sendfile/splice on sockets: never in user memory, passed on as gaps.",
+            s.capture.total(stat::BYTES_SPLICED),
+        ),
         (
             "sonde_capture_log_read_failed_total",
             "stdout/stderr writes whose bytes could not be copied from user memory.",
@@ -549,6 +597,28 @@ fn render_parsers(o: &mut String, s: &Snapshot) {
     }
 }
 
+/// Processes using io_uring: their sockets bypass the traced syscalls and are not captured.
+fn render_io_uring(o: &mut String, s: &Snapshot) {
+    let name = "sonde_io_uring_requests_total";
+    let _ = writeln!(
+        o,
+        "# HELP {name} io_uring requests per process (kind=socket: socket operations, which Sonde cannot see).\n# TYPE {name} counter"
+    );
+    // By process name: pids come and go, names bound the series.
+    let mut by_name: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
+    for u in &s.capture.io_uring {
+        let e = by_name.entry(u.comm.as_str()).or_default();
+        e.0 += u.requests;
+        e.1 += u.socket_requests;
+    }
+    for (comm, (all, socket)) in by_name {
+        let comm = crate::text::label_value(comm);
+        for (kind, v) in [("all", all), ("socket", socket)] {
+            let _ = writeln!(o, "{name}{{process=\"{comm}\",kind=\"{kind}\"}} {v}");
+        }
+    }
+}
+
 fn counter_per_cpu(o: &mut String, name: &str, help: &str, s: &Snapshot, kinds: &[(&str, u32)]) {
     let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
     for (cpu, slots) in s.capture.per_cpu.iter().enumerate() {
@@ -711,6 +781,8 @@ pub async fn serve(listener: TcpListener, shared: Shared) -> Result<()> {
                     .filter(|t| !errors_only || t.is_error)
                     .collect();
                 json(&rows)
+            } else if req.starts_with(b"GET /api/health ") {
+                json(&shared.health)
             } else if req.starts_with(b"GET /api/live ") {
                 let body = shared
                     .live
@@ -732,7 +804,7 @@ pub async fn serve(listener: TcpListener, shared: Shared) -> Result<()> {
                 (
                         "404 Not Found",
                         "text/plain",
-                        "try /metrics, /api/series, /api/map, /api/records, /api/containers, /api/slow-queries, /api/logs or /api/incidents\n".to_string(),
+                        "try /metrics, /api/health, /api/series, /api/map, /api/records, /api/containers, /api/slow-queries, /api/logs or /api/incidents\n".to_string(),
                     )
             };
             let head = format!(

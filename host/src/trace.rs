@@ -15,6 +15,8 @@ pub struct Filter {
     pub comms: Vec<String>,
     /// Show TCP state changes (no process context) too.
     pub states: bool,
+    /// Show what processes write to stdout/stderr (matched by pid and command name only).
+    pub logs: bool,
 }
 
 impl Filter {
@@ -44,8 +46,12 @@ impl Filter {
                 &c.task.comm,
                 [c.local.map(|a| a.port()), c.peer.map(|a| a.port())],
             ),
-            // Not captured by the trace (see `run`): a `sonde trace | tee` would feed itself.
-            Event::Log(_) => false,
+            // Only when asked for: a `sonde trace | tee` would otherwise feed itself.
+            Event::Log(l) => {
+                self.logs
+                    && (self.pids.is_empty() || self.pids.contains(&l.task.tgid))
+                    && (self.comms.is_empty() || self.comms.contains(&l.task.comm))
+            }
         }
     }
 }
@@ -64,8 +70,8 @@ pub async fn run(capture_opts: &CaptureOptions, opts: TraceOptions) -> Result<()
     // state lines (and with them resets) are asked for.
     let capture_opts = CaptureOptions {
         network: capture_opts.network && opts.filter.states,
-        // stdout/stderr chunks are for log mining, not socket traces.
-        capture_stdio: false,
+        // stdout/stderr chunks only when asked for (`--logs`).
+        capture_stdio: capture_opts.capture_stdio && opts.filter.logs,
         ..capture_opts.clone()
     };
     let mut capture = Capture::start(&capture_opts)?;
@@ -104,6 +110,15 @@ struct JsonData<'a> {
     preview: String,
     /// The first `payload_bytes` captured bytes, hex.
     payload_hex: String,
+}
+
+#[derive(Serialize)]
+struct JsonLog<'a> {
+    event: &'static str,
+    #[serde(flatten)]
+    log: &'a crate::capture::events::LogChunk,
+    /// The captured bytes, invalid UTF-8 replaced.
+    text: String,
 }
 
 #[derive(Serialize)]
@@ -157,14 +172,27 @@ impl Printer {
                         conn: c,
                     },
                 )?,
-                Event::Log(_) => return Ok(()),
+                Event::Log(l) => serde_json::to_writer(
+                    &mut self.out,
+                    &JsonLog {
+                        event: "log",
+                        log: l,
+                        text: String::from_utf8_lossy(&l.payload).into_owned(),
+                    },
+                )?,
             }
             writeln!(self.out)?;
         } else {
             let line = match ev {
                 Event::Data(d) => self.data_line(d),
                 Event::Conn(c) => conn_line(c),
-                Event::Log(_) => return Ok(()),
+                Event::Log(l) => format!(
+                    "{:>7} {:<15} {:<6} {:?}",
+                    l.task.tgid,
+                    l.task.comm,
+                    if l.fd == 2 { "stderr" } else { "stdout" },
+                    preview(&l.payload[..l.payload.len().min(self.opts.payload_bytes)])
+                ),
             };
             writeln!(self.out, "{line}")?;
         }
@@ -288,6 +316,7 @@ mod tests {
             ports: vec![80],
             comms: vec!["curl".into()],
             states: false,
+            logs: false,
         };
         assert!(f.matches(7, "curl", [Some(40000), Some(80)]));
         assert!(!f.matches(8, "curl", [Some(40000), Some(80)]));

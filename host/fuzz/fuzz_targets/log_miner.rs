@@ -43,6 +43,7 @@ fuzz_target!(|data: &[u8]| {
                 tgid: (writes % 5) as u32,
                 tid: 0,
                 comm: "fuzz".into(),
+                thread: String::new(),
             },
             fd,
             stream: StdStream::from_fd(fd).expect("1 or 2"),

@@ -63,7 +63,12 @@ impl fmt::Display for Role {
 pub struct Task {
     pub tgid: u32,
     pub tid: u32,
+    /// The process's name (its thread-group leader's comm): the service identity.
     pub comm: String,
+    /// The calling thread's own name when it differs from the process's ("" otherwise):
+    /// an attribute, never an identity (servers name their worker threads).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub thread: String,
 }
 
 /// One socket read/write that moved bytes.
@@ -92,6 +97,8 @@ pub struct DataChunk {
     pub read_failed: bool,
     /// Datagram socket (UDP): chunks are messages.
     pub datagram: bool,
+    /// sendfile/splice: the bytes never passed through user memory; `len` is a gap.
+    pub spliced: bool,
     /// The first `payload.len()` bytes of the `len` moved (the rest was beyond the cap).
     #[serde(skip)]
     pub payload: Bytes,
@@ -280,7 +287,7 @@ fn decode_data(raw: &[u8]) -> Result<DataChunk, DecodeError> {
         });
     }
     Ok(DataChunk {
-        task: task(ev.tgid, ev.tid, &ev.comm),
+        task: task_with_thread(ev.tgid, ev.tid, &ev.comm, &ev.thread),
         fd: ev.fd,
         conn_id: ev.conn_id,
         sock: ev.sock,
@@ -301,6 +308,7 @@ fn decode_data(raw: &[u8]) -> Result<DataChunk, DecodeError> {
         multi_msg: ev.flags & abi::data_flags::MULTI_MSG != 0,
         read_failed: ev.flags & abi::data_flags::READ_FAILED != 0,
         datagram: ev.flags & abi::data_flags::DATAGRAM != 0,
+        spliced: ev.flags & abi::data_flags::NO_PAYLOAD != 0,
         payload: Bytes::copy_from_slice(&body[..captured]),
     })
 }
@@ -365,13 +373,31 @@ fn syscall_name(sc: u8) -> &'static str {
     abi::syscall::NAMES.get(sc as usize).copied().unwrap_or("?")
 }
 
-fn task(tgid: u32, tid: u32, comm: &[u8; abi::TASK_COMM_LEN]) -> Task {
+pub fn comm_str(comm: &[u8; abi::TASK_COMM_LEN]) -> String {
     let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+    String::from_utf8_lossy(&comm[..end]).into_owned()
+}
+
+fn task(tgid: u32, tid: u32, comm: &[u8; abi::TASK_COMM_LEN]) -> Task {
     Task {
         tgid,
         tid,
-        comm: String::from_utf8_lossy(&comm[..end]).into_owned(),
+        comm: comm_str(comm),
+        thread: String::new(),
     }
+}
+
+fn task_with_thread(
+    tgid: u32,
+    tid: u32,
+    comm: &[u8; abi::TASK_COMM_LEN],
+    thread: &[u8; abi::TASK_COMM_LEN],
+) -> Task {
+    let mut t = task(tgid, tid, comm);
+    if thread != comm && thread[0] != 0 {
+        t.thread = comm_str(thread);
+    }
+    t
 }
 
 /// `None` when the kernel side did not know the address (family 0).
@@ -456,6 +482,7 @@ mod tests {
             },
             peer: abi::Addr::default(),
             comm: *b"curl\0\0\0\0\0\0\0\0\0\0\0\0",
+            thread: *b"curl-worker\0\0\0\0\0",
         }
     }
 
@@ -466,6 +493,10 @@ mod tests {
             panic!("not data")
         };
         assert_eq!(d.task.comm, "curl");
+        assert_eq!(
+            d.task.thread, "curl-worker",
+            "the thread is an attribute beside the process"
+        );
         assert_eq!(d.payload.as_ref(), b"abc");
         assert_eq!(d.truncated(), 7);
         assert_eq!(d.local, Some("127.0.0.1:80".parse().unwrap()));

@@ -1,62 +1,30 @@
 //! Kernel capture: load and attach the eBPF programs, read the ring buffer, decode events.
 pub mod btf;
+pub mod budget;
 pub mod events;
 pub mod net;
+pub mod programs;
 pub mod reassembly;
 pub mod recording;
 pub mod tracefs;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
 };
 use sonde_common::{self as abi, Offsets};
 use tokio::io::unix::AsyncFd;
 
 use self::events::{DecodeError, Event};
-use self::net::{NET_ATTACHMENTS, NetMaps};
+use self::net::NetMaps;
+use self::programs::{Attachment, Feature, ProbeState, ProbeStatus, SocketLookup};
 
 /// The eBPF object built by build.rs.
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sonde-ebpf.o"));
-
-/// Which program goes on which tracepoint. One program may serve several tracepoints (the
-/// exits: the syscall kind travels in the in-flight entry).
-pub const ATTACHMENTS: &[(&str, &str, &str)] = &[
-    ("sonde_enter_read", "syscalls", "sys_enter_read"),
-    ("sonde_enter_write", "syscalls", "sys_enter_write"),
-    ("sonde_enter_readv", "syscalls", "sys_enter_readv"),
-    ("sonde_enter_writev", "syscalls", "sys_enter_writev"),
-    ("sonde_enter_sendto", "syscalls", "sys_enter_sendto"),
-    ("sonde_enter_recvfrom", "syscalls", "sys_enter_recvfrom"),
-    ("sonde_enter_sendmsg", "syscalls", "sys_enter_sendmsg"),
-    ("sonde_enter_recvmsg", "syscalls", "sys_enter_recvmsg"),
-    ("sonde_enter_sendmmsg", "syscalls", "sys_enter_sendmmsg"),
-    ("sonde_enter_recvmmsg", "syscalls", "sys_enter_recvmmsg"),
-    ("sonde_exit_send", "syscalls", "sys_exit_write"),
-    ("sonde_exit_send", "syscalls", "sys_exit_writev"),
-    ("sonde_exit_send", "syscalls", "sys_exit_sendto"),
-    ("sonde_exit_send", "syscalls", "sys_exit_sendmsg"),
-    ("sonde_exit_send", "syscalls", "sys_exit_sendmmsg"),
-    ("sonde_exit_recv", "syscalls", "sys_exit_read"),
-    ("sonde_exit_recv", "syscalls", "sys_exit_readv"),
-    ("sonde_exit_recv", "syscalls", "sys_exit_recvfrom"),
-    ("sonde_exit_recv", "syscalls", "sys_exit_recvmsg"),
-    ("sonde_exit_recv", "syscalls", "sys_exit_recvmmsg"),
-    ("sonde_enter_connect", "syscalls", "sys_enter_connect"),
-    ("sonde_enter_accept", "syscalls", "sys_enter_accept"),
-    ("sonde_enter_accept4", "syscalls", "sys_enter_accept4"),
-    ("sonde_exit_conn", "syscalls", "sys_exit_connect"),
-    ("sonde_exit_conn", "syscalls", "sys_exit_accept"),
-    ("sonde_exit_conn", "syscalls", "sys_exit_accept4"),
-    ("sonde_enter_close", "syscalls", "sys_enter_close"),
-    ("sonde_sock_send", "sock", "sock_send_length"),
-    ("sonde_sock_recv", "sock", "sock_recv_length"),
-    ("sonde_sock_state", "sock", "inet_sock_set_state"),
-];
+pub static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sonde-ebpf.o"));
 
 /// Capture settings (the `[capture]` section of the config file).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -94,6 +62,13 @@ pub struct CaptureOptions {
     /// (`log_rate_limited`): chatty writers must not fill the ring socket data shares. 0: no
     /// limit.
     pub stdio_per_sec: u32,
+    /// How the kernel side learns that an fd is an inet socket: "auto" (the sock_*_length
+    /// tracepoints where the kernel has them, Linux ≥ 6.3; else the file table),
+    /// "tracepoint" or "fd-table".
+    pub socket_lookup: SocketLookup,
+    /// Follow sendfile/splice on sockets (the bytes are not copied: they become gaps of
+    /// known length, so parsers stay in step). Needs `payload`.
+    pub sendfile: bool,
 }
 
 impl Default for CaptureOptions {
@@ -111,12 +86,21 @@ impl Default for CaptureOptions {
             capture_stdio: true,
             stdio_bytes: abi::DEFAULT_STDIO_BYTES,
             stdio_per_sec: abi::DEFAULT_STDIO_PER_SEC,
+            socket_lookup: SocketLookup::Auto,
+            sendfile: true,
         }
     }
 }
 
 impl CaptureOptions {
     pub fn validate(&self) -> Result<()> {
+        if self.capture_bytes < abi::MIN_CAPTURE_BYTES {
+            bail!(
+                "capture_bytes {} is below the minimum {}",
+                self.capture_bytes,
+                abi::MIN_CAPTURE_BYTES
+            );
+        }
         if self.capture_bytes as usize > abi::MAX_CAPTURE {
             bail!(
                 "capture_bytes {} exceeds the maximum {}",
@@ -172,6 +156,17 @@ pub struct CaptureStats {
     /// `per_cpu[cpu][stat]`, slots named by `sonde_common::stat::NAMES`.
     pub per_cpu: Vec<[u64; abi::stat::COUNT as usize]>,
     pub decode_errors: u64,
+    /// Processes that submitted io_uring requests (their sockets are not captured).
+    pub io_uring: Vec<IoUringUser>,
+}
+
+/// One process's io_uring use, from the kernel map.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct IoUringUser {
+    pub tgid: u32,
+    pub comm: String,
+    pub requests: u64,
+    pub socket_requests: u64,
 }
 
 impl CaptureStats {
@@ -187,9 +182,15 @@ pub struct Capture {
     ring: AsyncFd<RingBuf<MapData>>,
     stats: PerCpuArray<MapData, u64>,
     verdicts: BpfHashMap<MapData, u64, u8>,
+    /// Per-process io_uring use (None: the program is not running).
+    io_uring: Option<BpfHashMap<MapData, u32, abi::IoUringUse>>,
     net: Option<NetMaps>,
     /// Network probes that could not be attached (tracepoint missing, verifier refusal).
     net_missing: Vec<String>,
+    /// Every program's state (attached, failed, off) and what it cost to verify.
+    probes: Vec<ProbeStatus>,
+    /// How sockets are recognised on this kernel.
+    socket_lookup: SocketLookup,
     /// `enum skb_drop_reason` names of this kernel (empty when the probes are off).
     drop_reason_names: std::collections::HashMap<u32, String>,
     decode_errors: u64,
@@ -201,91 +202,39 @@ pub struct Capture {
 }
 
 impl Capture {
-    /// Preflight (root, BTF, tracefs, every tracepoint), load, attach.
+    /// Preflight (root, BTF, tracefs), load, attach. Only the core socket capture is fatal:
+    /// an optional program that cannot load or attach turns its feature off alone.
     pub fn start(opts: &CaptureOptions) -> Result<Capture> {
-        opts.validate()?;
-        preflight()?;
-        if EBPF_OBJECT.is_empty() {
-            bail!(
-                "this sonde was built with AYA_BUILD_SKIP: it has no eBPF object; rebuild without it"
-            );
-        }
-        let root = tracefs::ensure_mounted()?;
-        check_tracepoints(&root)?;
-        let btf = btf::Btf::from_sys()?;
-        let offsets = kernel_offsets(&root, &btf)?;
-        // Network offsets are optional like the probes: without them the probes stay off.
-        let net_offsets = if opts.network {
-            net::net_offsets(&root, &btf)
-                .map_err(|e| tracing::warn!(error = %format!("{e:#}"), "network probes off"))
-                .ok()
-        } else {
-            None
-        };
-        let config = abi::Config {
-            self_tgid: if opts.trace_self {
-                0
-            } else {
-                std::process::id()
-            },
-            capture_bytes: opts.capture_bytes,
-            wakeup_bytes: opts.effective_wakeup_bytes(),
-            stdio_bytes: opts.stdio_bytes,
-            flags: if opts.capture_stdio && opts.stdio_bytes > 0 {
-                abi::config_flags::CAPTURE_STDIO
-            } else {
-                0
-            },
-            daemon_tgid: std::process::id(),
-            stdio_per_sec: opts.stdio_per_sec,
-            _pad: 0,
-            offsets,
-            net: net_offsets.unwrap_or(abi::net::NetOffsets::ZERO),
-        };
-        let cpus = aya::util::nr_cpus()
-            .map_err(|(_, e)| e)
-            .context("counting possible CPUs")?;
-        let mut ebpf = EbpfLoader::new()
-            .override_global("CONFIG", &config, true)
-            .map_max_entries("EVENTS", opts.ring_bytes)
-            .map_max_entries("SCRATCH", cpus as u32)
-            .load(EBPF_OBJECT)
-            .context("loading the eBPF object (the kernel verifier log follows, if any)")?;
-        let mut attached = 0;
-        for (prog, category, name) in ATTACHMENTS {
-            // Without payload capture only the TCP state changes run (roles, the map).
-            if !opts.payload && *prog != "sonde_sock_state" {
-                continue;
-            }
-            attach(&mut ebpf, prog, category, name)?;
-            attached += 1;
-        }
-        let mut net_missing = Vec::new();
-        if net_offsets.is_some() {
-            for (prog, category, name) in NET_ATTACHMENTS {
-                let wanted = match *category {
-                    "irq" => opts.softirq_probes,
-                    "net" => opts.interface_probes,
-                    _ => true,
-                };
-                if !wanted {
-                    continue;
-                }
-                match attach(&mut ebpf, prog, category, name) {
-                    Ok(()) => attached += 1,
-                    Err(e) => {
-                        tracing::warn!(error = %format!("{e:#}"), "network probe {category}:{name} off");
-                        net_missing.push(format!("{category}:{name}"));
-                    }
-                }
-            }
-        } else if opts.network {
-            net_missing.extend(NET_ATTACHMENTS.iter().map(|(_, c, n)| format!("{c}:{n}")));
-        }
-        let (net, drop_reason_names) = if net_offsets.is_some() {
+        let prepared = Prepared::new(opts)?;
+        let mut ebpf = prepared.load_object(opts)?;
+        let probes = bring_up(&mut ebpf, &prepared, opts, true)?;
+        let net_running = probes
+            .iter()
+            .any(|p| p.feature.is_network() && p.state == ProbeState::Attached);
+        let net_missing: Vec<String> = probes
+            .iter()
+            .filter(|p| p.feature.is_network() && p.state == ProbeState::Failed)
+            .flat_map(|p| p.tracepoints.iter().cloned())
+            .chain(
+                probes
+                    .iter()
+                    .filter(|p| {
+                        p.feature.is_network()
+                            && p.state == ProbeState::Off
+                            && prepared.net.why_unavailable(p.feature).is_some()
+                    })
+                    .flat_map(|p| p.tracepoints.iter().cloned()),
+            )
+            .collect();
+        let attached = probes
+            .iter()
+            .filter(|p| p.state == ProbeState::Attached)
+            .map(|p| p.tracepoints.len())
+            .sum();
+        let (net, drop_reason_names) = if net_running {
             (
                 Some(NetMaps::take(&mut ebpf)?),
-                net::drop_reason_names(&root),
+                net::drop_reason_names(&prepared.tracefs),
             )
         } else {
             (None, Default::default())
@@ -293,6 +242,16 @@ impl Capture {
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS")?)?;
         let stats = PerCpuArray::try_from(ebpf.take_map("STATS").context("map STATS")?)?;
         let verdicts = BpfHashMap::try_from(ebpf.take_map("VERDICTS").context("map VERDICTS")?)?;
+        let io_uring = if probes
+            .iter()
+            .any(|p| p.feature == Feature::IoUring && p.state == ProbeState::Attached)
+        {
+            Some(BpfHashMap::try_from(
+                ebpf.take_map("IO_URING").context("map IO_URING")?,
+            )?)
+        } else {
+            None
+        };
         tracing::info!(
             programs = attached,
             ring_bytes = opts.ring_bytes,
@@ -300,6 +259,7 @@ impl Capture {
             payload = opts.payload,
             stdio = opts.payload && opts.capture_stdio && opts.stdio_bytes > 0,
             network = net.is_some(),
+            socket_lookup = ?prepared.socket_lookup,
             "capture attached"
         );
         Ok(Capture {
@@ -308,15 +268,28 @@ impl Capture {
                 .map_err(|e| anyhow::anyhow!("registering the ring buffer with tokio: {e}"))?,
             stats,
             verdicts,
+            io_uring,
             net,
             net_missing,
+            probes,
+            socket_lookup: prepared.socket_lookup,
             drop_reason_names,
             decode_errors: 0,
             attached,
             poll_interval: std::time::Duration::from_millis(opts.poll_interval_ms),
-            cpus,
+            cpus: prepared.cpus,
             _ebpf: ebpf,
         })
+    }
+
+    /// Every program's state, for `/api/health` and `sonde_probe_info`.
+    pub fn probes(&self) -> &[ProbeStatus] {
+        &self.probes
+    }
+
+    /// How sockets are recognised on this kernel (never `Auto` once started).
+    pub fn socket_lookup(&self) -> SocketLookup {
+        self.socket_lookup
     }
 
     /// The network probes' maps (None when the probes are off): to read them, and to delete
@@ -385,9 +358,22 @@ impl Capture {
                 per_cpu[cpu][slot as usize] = *v;
             }
         }
+        let mut io_uring: Vec<IoUringUser> = self
+            .io_uring
+            .iter()
+            .flat_map(|m| m.iter().filter_map(|r| r.ok()))
+            .map(|(tgid, u)| IoUringUser {
+                tgid,
+                comm: events::comm_str(&u.comm),
+                requests: u.requests,
+                socket_requests: u.socket_requests,
+            })
+            .collect();
+        io_uring.sort_by_key(|u| u.tgid);
         Ok(CaptureStats {
             per_cpu,
             decode_errors: self.decode_errors,
+            io_uring,
         })
     }
 
@@ -403,23 +389,6 @@ impl Capture {
             Ok(self.verdicts.insert(conn_id, verdict, 0)?)
         }
     }
-}
-
-/// Loads (once: one program may serve several tracepoints) and attaches `prog`.
-fn attach(ebpf: &mut Ebpf, prog: &str, category: &str, name: &str) -> Result<()> {
-    let program: &mut TracePoint = ebpf
-        .program_mut(prog)
-        .with_context(|| format!("program {prog} missing from the eBPF object"))?
-        .try_into()?;
-    if program.fd().is_err() {
-        program
-            .load()
-            .with_context(|| format!("verifier rejected {prog}"))?;
-    }
-    program
-        .attach(category, name)
-        .with_context(|| format!("attaching {prog} to {category}:{name}"))?;
-    Ok(())
 }
 
 fn log_decode_error(e: &DecodeError) {
@@ -440,33 +409,261 @@ fn preflight() -> Result<()> {
     Ok(())
 }
 
-/// Every tracepoint Sonde attaches to must exist; the error names the first one missing.
-pub fn check_tracepoints(tracefs_root: &Path) -> Result<()> {
-    for (_, category, name) in ATTACHMENTS {
-        let dir = tracefs_root.join("events").join(category).join(name);
-        if !dir.is_dir() {
+/// The object's configuration for this kernel: offsets, the socket lookup, the CPU count.
+pub struct Prepared {
+    pub tracefs: PathBuf,
+    pub socket_lookup: SocketLookup,
+    /// The network probes' offsets, and the probes this kernel cannot serve.
+    pub net: net::NetOffsetReport,
+    pub config: abi::Config,
+    pub cpus: usize,
+}
+
+impl Prepared {
+    /// Preflight (root, BTF, tracefs) and every offset the programs need.
+    pub fn new(opts: &CaptureOptions) -> Result<Prepared> {
+        opts.validate()?;
+        preflight()?;
+        if EBPF_OBJECT.is_empty() {
             bail!(
-                "tracepoint {category}:{name} is missing on this kernel ({})",
-                dir.display()
+                "this sonde was built with AYA_BUILD_SKIP: it has no eBPF object; rebuild without it"
             );
         }
+        let tracefs = tracefs::ensure_mounted()?;
+        let btf = btf::Btf::from_sys()?;
+        let socket_lookup = resolve_socket_lookup(&tracefs, opts.socket_lookup)?;
+        let offsets = kernel_offsets(&tracefs, &btf, socket_lookup)?;
+        // Network offsets are optional like the probes: a feature without them stays off.
+        let net = net::net_offsets(&tracefs, &btf);
+        if opts.network {
+            for (f, e) in &net.unavailable {
+                tracing::warn!(feature = f.name(), error = %e, "network probe off on this kernel");
+            }
+        }
+        let mut flags = 0;
+        if opts.capture_stdio && opts.stdio_bytes > 0 {
+            flags |= abi::config_flags::CAPTURE_STDIO;
+        }
+        if socket_lookup == SocketLookup::FdTable {
+            flags |= abi::config_flags::SOCK_FROM_FD;
+        }
+        // Test-only: make the optional sendfile program one the verifier must refuse.
+        if std::env::var_os("SONDE_TEST_REJECT_SENDFILE").is_some() {
+            flags |= abi::config_flags::TEST_REJECT_SPLICE;
+        }
+        let config = abi::Config {
+            self_tgid: if opts.trace_self {
+                0
+            } else {
+                std::process::id()
+            },
+            capture_bytes: opts.capture_bytes,
+            wakeup_bytes: opts.effective_wakeup_bytes(),
+            stdio_bytes: opts.stdio_bytes,
+            flags,
+            daemon_tgid: std::process::id(),
+            stdio_per_sec: opts.stdio_per_sec,
+            _pad: 0,
+            offsets,
+            net: net.offsets,
+        };
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(_, e)| e)
+            .context("counting possible CPUs")?;
+        Ok(Prepared {
+            tracefs,
+            socket_lookup,
+            net,
+            config,
+            cpus,
+        })
     }
-    Ok(())
+
+    /// Creates the maps and parses the programs; nothing is verified or attached yet.
+    pub fn load_object(&self, opts: &CaptureOptions) -> Result<Ebpf> {
+        EbpfLoader::new()
+            .override_global("CONFIG", &self.config, true)
+            .map_max_entries("EVENTS", opts.ring_bytes)
+            .map_max_entries("SCRATCH", self.cpus as u32)
+            .load(EBPF_OBJECT)
+            .context("loading the eBPF object")
+    }
+}
+
+/// `Auto` becomes the tracepoints where both exist, the file table otherwise.
+fn resolve_socket_lookup(tracefs: &Path, wanted: SocketLookup) -> Result<SocketLookup> {
+    let have = programs::SOCKET_LOOKUP
+        .iter()
+        .all(|a| tracepoint_exists(tracefs, a.category, a.tracepoint));
+    match wanted {
+        SocketLookup::Auto if have => Ok(SocketLookup::Tracepoint),
+        SocketLookup::Auto => Ok(SocketLookup::FdTable),
+        SocketLookup::Tracepoint if !have => bail!(
+            "socket_lookup = \"tracepoint\" needs sock:sock_send_length and sock:sock_recv_length \
+             (Linux ≥ 6.3); this kernel lacks them: use \"auto\" or \"fd-table\""
+        ),
+        other => Ok(other),
+    }
+}
+
+pub fn tracepoint_exists(tracefs: &Path, category: &str, name: &str) -> bool {
+    tracefs.join("events").join(category).join(name).is_dir()
+}
+
+/// Why a feature does not run under these options (None: it is wanted).
+fn unwanted(f: Feature, p: &Prepared, opts: &CaptureOptions) -> Option<String> {
+    let off = |why: &str| Some(why.to_string());
+    match f {
+        Feature::SocketIo if !opts.payload => off("payload capture is off"),
+        Feature::SocketLookup if !opts.payload => off("payload capture is off"),
+        Feature::SocketLookup if p.socket_lookup != SocketLookup::Tracepoint => {
+            off("sockets are found through the file table on this kernel")
+        }
+        Feature::Sendfile if !opts.payload || !opts.sendfile => off("off in the configuration"),
+        Feature::IoUring if !opts.payload => off("payload capture is off"),
+        Feature::IoUring if p.config.offsets.uring_opcode == 0 => {
+            off("not on this kernel: no io_uring:io_uring_submit_req tracepoint")
+        }
+        Feature::SocketIo
+        | Feature::SocketLookup
+        | Feature::TcpState
+        | Feature::Sendfile
+        | Feature::IoUring => None,
+        _ if !opts.network => off("network probes are off in the configuration"),
+        Feature::Interfaces if !opts.interface_probes => off("off in the configuration"),
+        Feature::Softirq if !opts.softirq_probes => off("off in the configuration"),
+        _ => p
+            .net
+            .why_unavailable(f)
+            .map(|e| format!("not on this kernel: {e}")),
+    }
+}
+
+/// Loads every wanted program and (with `attach`) attaches it; returns every program's
+/// status. A core program that fails is an error; an optional one is turned off alone.
+pub fn bring_up(
+    ebpf: &mut Ebpf,
+    p: &Prepared,
+    opts: &CaptureOptions,
+    attach: bool,
+) -> Result<Vec<ProbeStatus>> {
+    let stacks = budget::static_stack(EBPF_OBJECT).unwrap_or_default();
+    let mut out: Vec<ProbeStatus> = Vec::new();
+    let mut seen: Vec<&str> = Vec::new();
+    for a in programs::all() {
+        if seen.contains(&a.program) {
+            continue;
+        }
+        seen.push(a.program);
+        let targets: Vec<&Attachment> =
+            programs::all().filter(|b| b.program == a.program).collect();
+        let mut status = ProbeStatus {
+            program: a.program.to_string(),
+            feature: a.feature,
+            state: ProbeState::Off,
+            detail: String::new(),
+            tracepoints: targets
+                .iter()
+                .map(|t| format!("{}:{}", t.category, t.tracepoint))
+                .collect(),
+            cost: None,
+        };
+        if let Some(why) = unwanted(a.feature, p, opts) {
+            status.detail = why;
+            out.push(status);
+            continue;
+        }
+        // An optional feature whose tracepoint this kernel lacks is off, not failed.
+        if !a.feature.is_core()
+            && let Some(t) = targets
+                .iter()
+                .find(|t| !tracepoint_exists(&p.tracefs, t.category, t.tracepoint))
+        {
+            status.detail = format!(
+                "not on this kernel: tracepoint {}:{} is missing",
+                t.category, t.tracepoint
+            );
+            out.push(status);
+            continue;
+        }
+        let result = bring_up_one(ebpf, p, a.program, &targets, attach);
+        match result {
+            Ok((took, insns)) => {
+                status.state = if attach {
+                    ProbeState::Attached
+                } else {
+                    ProbeState::Loaded
+                };
+                status.cost = Some(budget::ProgramCost {
+                    program: a.program.to_string(),
+                    stack_bytes: stacks.get(a.program).copied().unwrap_or(0),
+                    processed_insns: insns,
+                    verify_time: Some(took),
+                });
+            }
+            Err(e) if a.feature.is_core() && attach => {
+                bail!("{e} (core socket capture cannot run without it)")
+            }
+            Err(e) => {
+                if attach {
+                    tracing::warn!(
+                        feature = a.feature.name(),
+                        program = a.program,
+                        "{e}; feature {} turned off, the rest runs",
+                        a.feature.name()
+                    );
+                }
+                status.state = ProbeState::Failed;
+                status.detail = e;
+                status.cost = Some(budget::ProgramCost {
+                    program: a.program.to_string(),
+                    stack_bytes: stacks.get(a.program).copied().unwrap_or(0),
+                    processed_insns: None,
+                    verify_time: None,
+                });
+            }
+        }
+        out.push(status);
+    }
+    Ok(out)
+}
+
+/// One program: its tracepoints exist, it verifies, it attaches to each of them.
+fn bring_up_one(
+    ebpf: &mut Ebpf,
+    p: &Prepared,
+    program: &str,
+    targets: &[&Attachment],
+    attach: bool,
+) -> std::result::Result<(std::time::Duration, Option<u32>), String> {
+    if let Some(t) = targets
+        .iter()
+        .find(|t| !tracepoint_exists(&p.tracefs, t.category, t.tracepoint))
+    {
+        return Err(format!(
+            "tracepoint {}:{} is missing on this kernel",
+            t.category, t.tracepoint
+        ));
+    }
+    let cost = programs::load(ebpf, program)?;
+    if attach {
+        for t in targets {
+            programs::attach(ebpf, program, t.category, t.tracepoint)
+                .map_err(|e| format!("{e:#}"))?;
+        }
+    }
+    Ok(cost)
 }
 
 /// Record and struct offsets for the kernel side, from tracefs formats and BTF.
-pub fn kernel_offsets(tracefs_root: &Path, btf: &btf::Btf) -> Result<Offsets> {
-    let send = tracefs::Format::read(tracefs_root, "sock", "sock_send_length")?;
-    let recv = tracefs::Format::read(tracefs_root, "sock", "sock_recv_length")?;
+pub fn kernel_offsets(
+    tracefs_root: &Path,
+    btf: &btf::Btf,
+    lookup: SocketLookup,
+) -> Result<Offsets> {
     let state = tracefs::Format::read(tracefs_root, "sock", "inet_sock_set_state")?;
     let skc = |m: &str| btf.member_offset("sock_common", m);
-    Ok(Offsets {
-        send_len_sk: send.offset("sk", 8)?,
-        send_len_family: send.offset("family", 2)?,
-        send_len_protocol: send.offset("protocol", 2)?,
-        recv_len_sk: recv.offset("sk", 8)?,
-        recv_len_family: recv.offset("family", 2)?,
-        recv_len_protocol: recv.offset("protocol", 2)?,
+    let mut o = Offsets {
         state_skaddr: state.offset("skaddr", 8)?,
         state_oldstate: state.offset("oldstate", 4)?,
         state_newstate: state.offset("newstate", 4)?,
@@ -485,7 +682,34 @@ pub fn kernel_offsets(tracefs_root: &Path, btf: &btf::Btf) -> Result<Offsets> {
         skc_family: skc("skc_family")?,
         skc_v6_daddr: skc("skc_v6_daddr")?,
         skc_v6_rcv_saddr: skc("skc_v6_rcv_saddr")?,
-    })
+        task_files: btf.member_offset("task_struct", "files")?,
+        files_fdt: btf.member_offset("files_struct", "fdt")?,
+        fdt_max_fds: btf.member_offset("fdtable", "max_fds")?,
+        fdt_fd: btf.member_offset("fdtable", "fd")?,
+        file_inode: btf.member_offset("file", "f_inode")?,
+        file_private_data: btf.member_offset("file", "private_data")?,
+        inode_mode: btf.member_offset("inode", "i_mode")?,
+        socket_sk: btf.member_offset("socket", "sk")?,
+        sock_protocol: btf.member_offset("sock", "sk_protocol")?,
+        task_group_leader: btf.member_offset("task_struct", "group_leader")?,
+        task_comm: btf.member_offset("task_struct", "comm")?,
+        // Optional: kernels without io_uring (or its tracepoints) leave it 0 (feature off).
+        uring_opcode: tracefs::Format::read(tracefs_root, "io_uring", "io_uring_submit_req")
+            .and_then(|f| f.offset("opcode", 1))
+            .unwrap_or(0),
+        ..Offsets::ZERO
+    };
+    if lookup == SocketLookup::Tracepoint {
+        let send = tracefs::Format::read(tracefs_root, "sock", "sock_send_length")?;
+        let recv = tracefs::Format::read(tracefs_root, "sock", "sock_recv_length")?;
+        o.send_len_sk = send.offset("sk", 8)?;
+        o.send_len_family = send.offset("family", 2)?;
+        o.send_len_protocol = send.offset("protocol", 2)?;
+        o.recv_len_sk = recv.offset("sk", 8)?;
+        o.recv_len_family = recv.offset("family", 2)?;
+        o.recv_len_protocol = recv.offset("protocol", 2)?;
+    }
+    Ok(o)
 }
 
 /// CLOCK_MONOTONIC now, in the kernel side's timestamp base (bpf_ktime_get_ns).
@@ -511,26 +735,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn missing_tracepoint_is_named() {
+    fn socket_lookup_falls_back_to_the_file_table_without_the_tracepoints() {
         let root = std::env::temp_dir().join(format!("sonde-fake-tracefs-{}", std::process::id()));
-        for (_, category, name) in ATTACHMENTS {
-            if *name != "inet_sock_set_state" {
-                std::fs::create_dir_all(root.join("events").join(category).join(name)).unwrap();
-            }
-        }
-        let err = check_tracepoints(&root).unwrap_err().to_string();
-        let _ = std::fs::remove_dir_all(&root);
-        assert!(
-            err.contains("tracepoint sock:inet_sock_set_state is missing"),
-            "{err}"
+        std::fs::create_dir_all(root.join("events/sock/sock_send_length")).unwrap();
+        assert_eq!(
+            resolve_socket_lookup(&root, SocketLookup::Auto).unwrap(),
+            SocketLookup::FdTable,
+            "one of the two is not enough"
         );
+        let err = resolve_socket_lookup(&root, SocketLookup::Tracepoint).unwrap_err();
+        assert!(err.to_string().contains("Linux ≥ 6.3"), "{err}");
+        std::fs::create_dir_all(root.join("events/sock/sock_recv_length")).unwrap();
+        assert_eq!(
+            resolve_socket_lookup(&root, SocketLookup::Auto).unwrap(),
+            SocketLookup::Tracepoint
+        );
+        assert_eq!(
+            resolve_socket_lookup(&root, SocketLookup::FdTable).unwrap(),
+            SocketLookup::FdTable
+        );
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     /// The kernel side reads `Config` as one blob: no implicit padding may sit between its parts.
     #[test]
     fn config_layout_has_no_implicit_padding() {
         use std::mem::size_of;
-        assert_eq!(size_of::<abi::net::NetOffsets>(), 44 * 2);
+        assert_eq!(size_of::<abi::net::NetOffsets>(), 50 * 2);
         assert_eq!(
             size_of::<abi::Config>(),
             8 * 4 + size_of::<Offsets>() + size_of::<abi::net::NetOffsets>()
@@ -542,7 +773,9 @@ mod tests {
     fn net_offsets_from_running_kernel() {
         let root = tracefs::ensure_mounted().expect("tracefs (run as root)");
         let btf = btf::Btf::from_sys().expect("BTF");
-        let n = net::net_offsets(&root, &btf).expect("network offsets");
+        let report = net::net_offsets(&root, &btf);
+        assert!(report.unavailable.is_empty(), "{:?}", report.unavailable);
+        let n = report.offsets;
         assert_eq!(n.probe_saddr + 28, n.probe_daddr, "two 28-byte sockaddrs");
         assert!(n.skb_head > 0 && n.skb_len > 0 && n.skb_network_header > 0);
         assert!(n.net_ns_inum > 0);

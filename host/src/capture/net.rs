@@ -14,95 +14,145 @@ use sonde_common::net::{
 };
 
 use super::btf::Btf;
+use super::programs::Feature;
 use super::tracefs::{self, Format};
 
-/// Network probes: (program, category, tracepoint). `sonde_sock_state` (inet_sock_set_state)
-/// is in [`super::ATTACHMENTS`]: the payload side needs it for roles as well.
-pub const NET_ATTACHMENTS: &[(&str, &str, &str)] = &[
-    ("sonde_tcp_probe", "tcp", "tcp_probe"),
-    ("sonde_tcp_retransmit", "tcp", "tcp_retransmit_skb"),
-    ("sonde_tcp_send_reset", "tcp", "tcp_send_reset"),
-    ("sonde_tcp_receive_reset", "tcp", "tcp_receive_reset"),
-    ("sonde_kfree_skb", "skb", "kfree_skb"),
-    ("sonde_netif_receive", "net", "netif_receive_skb"),
-    ("sonde_dev_queue", "net", "net_dev_queue"),
-    ("sonde_softirq_raise", "irq", "softirq_raise"),
-    ("sonde_softirq_entry", "irq", "softirq_entry"),
-    ("sonde_softirq_exit", "irq", "softirq_exit"),
-];
+// The probes and their tracepoints are in [`super::programs::NETWORK`].
 
-/// Offsets for the network probes from this kernel's tracefs formats and BTF.
-pub fn net_offsets(root: &Path, btf: &Btf) -> Result<NetOffsets> {
+/// The network probes' offsets, and the features this kernel cannot serve with the reason:
+/// each feature stands alone (6.1's tcp_send_reset has 4-byte addresses, not sockaddrs: only
+/// the reset probes go off there).
+#[derive(Debug, Clone)]
+pub struct NetOffsetReport {
+    pub offsets: NetOffsets,
+    pub unavailable: Vec<(Feature, String)>,
+}
+
+impl NetOffsetReport {
+    pub fn why_unavailable(&self, f: Feature) -> Option<&str> {
+        self.unavailable
+            .iter()
+            .find(|(g, _)| *g == f)
+            .map(|(_, why)| why.as_str())
+    }
+}
+
+/// Fills one feature's offsets, or says why this kernel cannot serve it.
+type OffsetPart<'a> = dyn Fn(&mut NetOffsets) -> Result<()> + 'a;
+
+/// Offsets for the network probes from this kernel's tracefs formats and BTF, per feature.
+pub fn net_offsets(root: &Path, btf: &Btf) -> NetOffsetReport {
     let fmt = |c: &str, e: &str| Format::read(root, c, e);
-    let retrans = fmt("tcp", "tcp_retransmit_skb")?;
-    let kfree = fmt("skb", "kfree_skb")?;
-    let probe = fmt("tcp", "tcp_probe")?;
-    let send_rst = fmt("tcp", "tcp_send_reset")?;
-    let recv_rst = fmt("tcp", "tcp_receive_reset")?;
-    let rx = fmt("net", "netif_receive_skb")?;
-    let tx = fmt("net", "net_dev_queue")?;
-    let soft = fmt("irq", "softirq_entry")?;
     let skb = |m: &str| btf.member_offset("sk_buff", m);
     let dev = |m: &str| btf.member_offset("net_device", m);
-    let net_ns_inum = btf
-        .member_offset("net", "ns")?
-        .checked_add(btf.member_offset("ns_common", "inum")?)
-        .context("struct net: ns.inum offset overflows")?;
-    let offsets = NetOffsets {
-        retrans_state: retrans.offset("state", 4)?,
-        retrans_sport: retrans.offset("sport", 2)?,
-        retrans_dport: retrans.offset("dport", 2)?,
-        retrans_family: retrans.offset("family", 2)?,
-        retrans_saddr: retrans.offset("saddr", 4)?,
-        retrans_daddr: retrans.offset("daddr", 4)?,
-        retrans_saddr_v6: retrans.offset("saddr_v6", 16)?,
-        retrans_daddr_v6: retrans.offset("daddr_v6", 16)?,
-        kfree_skbaddr: kfree.offset("skbaddr", 8)?,
-        kfree_protocol: kfree.offset("protocol", 2)?,
-        kfree_reason: kfree.offset("reason", 4)?,
-        probe_saddr: probe.offset("saddr", 28)?,
-        probe_daddr: probe.offset("daddr", 28)?,
-        probe_family: probe.offset("family", 2)?,
-        probe_data_len: probe.offset("data_len", 2)?,
-        probe_snd_una: probe.offset("snd_una", 4)?,
-        probe_srtt: probe.offset("srtt", 4)?,
-        probe_snd_cwnd: probe.offset("snd_cwnd", 4)?,
-        send_rst_skaddr: send_rst.offset("skaddr", 8)?,
-        send_rst_state: send_rst.offset("state", 4)?,
-        send_rst_saddr: send_rst.offset("saddr", 28)?,
-        send_rst_daddr: send_rst.offset("daddr", 28)?,
-        recv_rst_skaddr: recv_rst.offset("skaddr", 8)?,
-        recv_rst_sport: recv_rst.offset("sport", 2)?,
-        recv_rst_dport: recv_rst.offset("dport", 2)?,
-        recv_rst_family: recv_rst.offset("family", 2)?,
-        recv_rst_saddr: recv_rst.offset("saddr", 4)?,
-        recv_rst_daddr: recv_rst.offset("daddr", 4)?,
-        recv_rst_saddr_v6: recv_rst.offset("saddr_v6", 16)?,
-        recv_rst_daddr_v6: recv_rst.offset("daddr_v6", 16)?,
-        rx_skbaddr: rx.offset("skbaddr", 8)?,
-        rx_len: rx.offset("len", 4)?,
-        rx_name: rx.offset("name", 4)?,
-        tx_skbaddr: tx.offset("skbaddr", 8)?,
-        tx_len: tx.offset("len", 4)?,
-        tx_name: tx.offset("name", 4)?,
-        softirq_vec: soft.offset("vec", 4)?,
-        skb_head: skb("head")?,
-        skb_len: skb("len")?,
-        skb_network_header: skb("network_header")?,
-        skb_dev: skb("dev")?,
-        dev_ifindex: dev("ifindex")?,
-        dev_nd_net: dev("nd_net")?,
-        net_ns_inum,
-    };
-    check_windows(&offsets)?;
-    Ok(offsets)
+    let mut o = NetOffsets::ZERO;
+    let mut unavailable = Vec::new();
+    let parts: [(Feature, &OffsetPart); 6] = [
+        (Feature::Retransmits, &|o| {
+            let f = fmt("tcp", "tcp_retransmit_skb")?;
+            o.retrans_state = f.offset("state", 4)?;
+            o.retrans_sport = f.offset("sport", 2)?;
+            o.retrans_dport = f.offset("dport", 2)?;
+            o.retrans_family = f.offset("family", 2)?;
+            o.retrans_saddr = f.offset("saddr", 4)?;
+            o.retrans_daddr = f.offset("daddr", 4)?;
+            o.retrans_saddr_v6 = f.offset("saddr_v6", 16)?;
+            o.retrans_daddr_v6 = f.offset("daddr_v6", 16)?;
+            Ok(())
+        }),
+        (Feature::Drops, &|o| {
+            let f = fmt("skb", "kfree_skb")?;
+            o.kfree_skbaddr = f.offset("skbaddr", 8)?;
+            o.kfree_protocol = f.offset("protocol", 2)?;
+            o.kfree_reason = f.offset("reason", 4)?;
+            o.skb_head = skb("head")?;
+            o.skb_len = skb("len")?;
+            o.skb_network_header = skb("network_header")?;
+            Ok(())
+        }),
+        (Feature::TcpRtt, &|o| {
+            let f = fmt("tcp", "tcp_probe")?;
+            o.probe_saddr = f.offset("saddr", 28)?;
+            o.probe_daddr = f.offset("daddr", 28)?;
+            o.probe_family = f.offset("family", 2)?;
+            o.probe_data_len = f.offset("data_len", 2)?;
+            o.probe_snd_una = f.offset("snd_una", 4)?;
+            o.probe_srtt = f.offset("srtt", 4)?;
+            o.probe_snd_cwnd = f.offset("snd_cwnd", 4)?;
+            Ok(())
+        }),
+        (Feature::Resets, &|o| {
+            let send = fmt("tcp", "tcp_send_reset")?;
+            let recv = fmt("tcp", "tcp_receive_reset")?;
+            o.send_rst_skaddr = send.offset("skaddr", 8)?;
+            o.send_rst_state = send.offset("state", 4)?;
+            if send.offset("saddr", 28).is_ok() {
+                o.send_rst_saddr = send.offset("saddr", 28)?;
+                o.send_rst_daddr = send.offset("daddr", 28)?;
+            } else {
+                // Before Linux 6.2: family, ports and 4/16-byte addresses, as receive_reset.
+                o.send_rst_family = send.offset("family", 2)?;
+                o.send_rst_sport = send.offset("sport", 2)?;
+                o.send_rst_dport = send.offset("dport", 2)?;
+                o.send_rst_saddr = send.offset("saddr", 4)?;
+                o.send_rst_daddr = send.offset("daddr", 4)?;
+                o.send_rst_saddr_v6 = send.offset("saddr_v6", 16)?;
+                o.send_rst_daddr_v6 = send.offset("daddr_v6", 16)?;
+            }
+            o.recv_rst_skaddr = recv.offset("skaddr", 8)?;
+            o.recv_rst_sport = recv.offset("sport", 2)?;
+            o.recv_rst_dport = recv.offset("dport", 2)?;
+            o.recv_rst_family = recv.offset("family", 2)?;
+            o.recv_rst_saddr = recv.offset("saddr", 4)?;
+            o.recv_rst_daddr = recv.offset("daddr", 4)?;
+            o.recv_rst_saddr_v6 = recv.offset("saddr_v6", 16)?;
+            o.recv_rst_daddr_v6 = recv.offset("daddr_v6", 16)?;
+            Ok(())
+        }),
+        (Feature::Interfaces, &|o| {
+            let rx = fmt("net", "netif_receive_skb")?;
+            let tx = fmt("net", "net_dev_queue")?;
+            o.rx_skbaddr = rx.offset("skbaddr", 8)?;
+            o.rx_len = rx.offset("len", 4)?;
+            o.rx_name = rx.offset("name", 4)?;
+            o.tx_skbaddr = tx.offset("skbaddr", 8)?;
+            o.tx_len = tx.offset("len", 4)?;
+            o.tx_name = tx.offset("name", 4)?;
+            o.skb_dev = skb("dev")?;
+            o.dev_ifindex = dev("ifindex")?;
+            o.dev_nd_net = dev("nd_net")?;
+            o.net_ns_inum = btf
+                .member_offset("net", "ns")?
+                .checked_add(btf.member_offset("ns_common", "inum")?)
+                .context("struct net: ns.inum offset overflows")?;
+            Ok(())
+        }),
+        (Feature::Softirq, &|o| {
+            o.softirq_vec = fmt("irq", "softirq_entry")?.offset("vec", 4)?;
+            Ok(())
+        }),
+    ];
+    for (feature, part) in parts {
+        if let Err(e) = part(&mut o) {
+            unavailable.push((feature, format!("{e:#}")));
+        }
+    }
+    for (feature, e) in check_windows(&o) {
+        if !unavailable.iter().any(|(f, _)| *f == feature) {
+            unavailable.push((feature, e));
+        }
+    }
+    NetOffsetReport {
+        offsets: o,
+        unavailable,
+    }
 }
 
 /// Every record field the kernel side reads must lie inside the words it copies from that
 /// record ([`window`]); a kernel whose layout moved a field further fails here, clearly,
 /// instead of reading zeros.
-fn check_windows(o: &NetOffsets) -> Result<()> {
-    let fields: [(&str, u16, usize, usize); 30] = [
+fn check_windows(o: &NetOffsets) -> Vec<(Feature, String)> {
+    let fields: [(&str, u16, usize, usize); 32] = [
         ("tcp_probe.saddr", o.probe_saddr, 28, window::TCP_PROBE),
         ("tcp_probe.daddr", o.probe_daddr, 28, window::TCP_PROBE),
         ("tcp_probe.data_len", o.probe_data_len, 2, window::TCP_PROBE),
@@ -170,6 +220,18 @@ fn check_windows(o: &NetOffsets) -> Result<()> {
             window::TCP_SEND_RESET,
         ),
         (
+            "tcp_send_reset.saddr_v6",
+            o.send_rst_saddr_v6,
+            16,
+            window::TCP_SEND_RESET,
+        ),
+        (
+            "tcp_send_reset.daddr_v6",
+            o.send_rst_daddr_v6,
+            16,
+            window::TCP_SEND_RESET,
+        ),
+        (
             "tcp_receive_reset.skaddr",
             o.recv_rst_skaddr,
             8,
@@ -209,15 +271,27 @@ fn check_windows(o: &NetOffsets) -> Result<()> {
         ("net_dev_queue.name", o.tx_name, 4, window::NET_DEV),
         ("softirq.vec", o.softirq_vec, 4, window::SOFTIRQ),
     ];
+    let mut out = Vec::new();
     for (name, off, size, words) in fields {
-        if usize::from(off) + size > words * 8 {
-            anyhow::bail!(
-                "{name} is at offset {off} on this kernel, beyond the {} bytes the probe reads",
-                words * 8
-            );
+        if off != 0 && usize::from(off) + size > words * 8 {
+            let feature = match name.split('.').next().unwrap_or("") {
+                "tcp_probe" => Feature::TcpRtt,
+                "tcp_retransmit_skb" => Feature::Retransmits,
+                "tcp_send_reset" | "tcp_receive_reset" => Feature::Resets,
+                "kfree_skb" => Feature::Drops,
+                "softirq" => Feature::Softirq,
+                _ => Feature::Interfaces,
+            };
+            out.push((
+                feature,
+                format!(
+                    "{name} is at offset {off} on this kernel, beyond the {} bytes the probe reads",
+                    words * 8
+                ),
+            ));
         }
     }
-    Ok(())
+    out
 }
 
 /// `enum skb_drop_reason` value → name, from the `__print_symbolic` of kfree_skb's format

@@ -872,6 +872,7 @@ mod tests {
                 tgid,
                 tid: tgid,
                 comm: "app".into(),
+                thread: String::new(),
             },
             fd,
             stream: Stream::from_fd(fd).unwrap(),

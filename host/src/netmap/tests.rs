@@ -25,6 +25,7 @@ fn ev(kind: ConnEventKind, sock: u64, ts: u64, local: &str, peer: &str) -> ConnC
             tgid: 10,
             tid: 10,
             comm: "curl".into(),
+            thread: String::new(),
         },
         fd: -1,
         conn_id: 0,
