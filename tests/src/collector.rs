@@ -98,6 +98,8 @@ pub struct Collected {
     /// tgids of every process that produced any event (peers or not).
     pub data_tgids: HashMap<u32, u64>,
     pub stats: CaptureStats,
+    /// Every program's state as the capture started (attached, failed, off).
+    pub probes: Vec<sonde::capture::programs::ProbeStatus>,
 }
 
 impl Collected {
@@ -244,6 +246,7 @@ async fn collect(
             anyhow::bail!(msg);
         }
     };
+    state.lock().expect("collector lock").probes = capture.probes().to_vec();
     let _ = ready.send(Ok(()));
     // Short windows: tests close connections and want them finalised promptly.
     let mut tracker = ConnTracker::new(TrackerConfig {
@@ -350,6 +353,7 @@ fn placeholder(conn_id: u64) -> Connection {
         tgid: 0,
         tid: 0,
         comm: String::new(),
+        thread: String::new(),
     };
     Connection::new(conn_id, &task, -1, 0)
 }

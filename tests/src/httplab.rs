@@ -167,6 +167,12 @@ pub struct Nginx {
 
 impl Nginx {
     pub fn start(upstream: u16) -> Result<Self> {
+        Nginx::start_with(upstream, "")
+    }
+
+    /// Like [`Nginx::start`], with more `http {}` directives (e.g. `sendfile on;`, as Debian's
+    /// default nginx.conf has it) and static files `www/<name>` of the given sizes.
+    pub fn start_with(upstream: u16, http_extra: &str) -> Result<Self> {
         let dir = Scratch::new("nginx");
         let port = free_port();
         let root = dir.path().join("www");
@@ -193,6 +199,7 @@ http {{
     uwsgi_temp_path {d}/tmp_uwsgi;
     scgi_temp_path {d}/tmp_scgi;
     keepalive_requests 100000;
+    {http_extra}
     server {{
         listen 127.0.0.1:{port};
         root {d}/www;
@@ -231,6 +238,11 @@ http {{
 
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The document root (static files served at `/`).
+    pub fn www(&self) -> PathBuf {
+        self.dir.path().join("www")
     }
 
     /// `(method, uri, status)` → count, from the access log.

@@ -156,6 +156,42 @@ fn tcp_loopback_every_send_and_recv_syscall() {
     }
 }
 
+/// The file-table walk that kernels without `sock:sock_*_length` (< 6.3) use, forced on this
+/// one: every syscall class, every byte, the same as with the tracepoints.
+#[test]
+fn tcp_loopback_with_sockets_found_through_the_file_table() {
+    require_root();
+    let col = Collector::start(CaptureOptions {
+        capture_bytes: CAP,
+        socket_lookup: sonde::capture::programs::SocketLookup::FdTable,
+        ..CaptureOptions::default()
+    })
+    .expect("capture starts");
+    let sock_programs: Vec<_> = col.with(|c| {
+        c.probes
+            .iter()
+            .filter(|p| p.program.starts_with("sonde_sock_") && p.program != "sonde_sock_state")
+            .map(|p| p.state.clone())
+            .collect()
+    });
+    assert_eq!(
+        sock_programs,
+        [
+            sonde::capture::programs::ProbeState::Off,
+            sonde::capture::programs::ProbeState::Off
+        ],
+        "the sock_*_length programs are not used in this mode"
+    );
+    for (send, recv) in [
+        ("write", "read"),
+        ("send", "recv"),
+        ("sendmsg", "recvmsg"),
+        ("writev", "readv"),
+    ] {
+        exchange(&col, send, recv, None);
+    }
+}
+
 #[test]
 fn tcp_across_veth_between_namespaces() {
     let col = collector();
