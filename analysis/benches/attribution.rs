@@ -21,7 +21,12 @@ use sonde_analysis::synth::{Rng, SynthConfig, generate};
 
 fn element_of(cube: &Cube, leaf: usize, dims: &[usize]) -> Element {
     dims.iter()
-        .map(|&d| (cube.dimensions()[d].clone(), cube.values(d)[cube.coord(leaf, d) as usize].clone()))
+        .map(|&d| {
+            (
+                cube.dimensions()[d].clone(),
+                cube.values(d)[cube.coord(leaf, d) as usize].clone(),
+            )
+        })
         .collect()
 }
 
@@ -83,8 +88,15 @@ fn riskloc(cube: &Cube) -> Vec<Element> {
             ep.iter_mut().for_each(|e| *e /= s);
         }
     }
-    let dev: Vec<f64> =
-        (0..n).map(|l| if real[l] + pred[l] != 0.0 { 2.0 * (pred[l] - real[l]) / (pred[l] + real[l]) } else { 0.0 }).collect();
+    let dev: Vec<f64> = (0..n)
+        .map(|l| {
+            if real[l] + pred[l] != 0.0 {
+                2.0 * (pred[l] - real[l]) / (pred[l] + real[l])
+            } else {
+                0.0
+            }
+        })
+        .collect();
     // Cutoff: the smaller in magnitude of the 6th smallest and 6th largest distinct deviation.
     let mut devs = dev.clone();
     devs.sort_by(f64::total_cmp);
@@ -93,7 +105,10 @@ fn riskloc(cube: &Cube) -> Vec<Element> {
     let (lo, hi) = (devs[k], devs[devs.len() - 1 - k]);
     let t = -(if lo.abs() <= hi.abs() { lo } else { hi });
     let right = t > 0.0 || (t == 0.0 && t.is_sign_positive());
-    let part: Vec<bool> = dev.iter().map(|&d| if right { d > t } else { d < t }).collect();
+    let part: Vec<bool> = dev
+        .iter()
+        .map(|&d| if right { d > t } else { d < t })
+        .collect();
     let weight: Vec<f64> = (0..n)
         .map(|l| {
             let w = if part[l] {
@@ -128,11 +143,17 @@ fn riskloc(cube: &Cube) -> Vec<Element> {
             if layer_found != 0 && cuboid.len() > layer_found {
                 break;
             }
-            let key = |l: usize| cuboid.iter().fold(0u64, |k, &d| k * (cube.values(d).len() as u64 + 1) + cube.coord(l, d) as u64);
+            let key = |l: usize| {
+                cuboid.iter().fold(0u64, |k, &d| {
+                    k * (cube.values(d).len() as u64 + 1) + cube.coord(l, d) as u64
+                })
+            };
             // [ep, n_part1, w_part1, w_part0, sum real, sum pred (nonzero), sum |dev| (nonzero), count (nonzero), first leaf]
             groups.clear();
             for l in (0..n).filter(|&l| alive[l]) {
-                let g = groups.entry(key(l)).or_insert([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, l as f64]);
+                let g = groups
+                    .entry(key(l))
+                    .or_insert([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, l as f64]);
                 g[0] += ep[l];
                 if part[l] {
                     g[1] += 1.0;
@@ -147,8 +168,11 @@ fn riskloc(cube: &Cube) -> Vec<Element> {
                     g[7] += 1.0;
                 }
             }
-            let mut cands: Vec<(f64, u64)> =
-                groups.iter().filter(|(_, g)| g[1] > 0.0 && g[0] > best_ep).map(|(k, g)| (g[0], *k)).collect();
+            let mut cands: Vec<(f64, u64)> = groups
+                .iter()
+                .filter(|(_, g)| g[1] > 0.0 && g[0] > best_ep)
+                .map(|(k, g)| (g[0], *k))
+                .collect();
             cands.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
             for (e, k) in cands {
                 let g = groups[&k];
@@ -156,7 +180,9 @@ fn riskloc(cube: &Cube) -> Vec<Element> {
                 let low = if g[7] > 0.0 && g[6] > 0.0 {
                     let scale = g[4] / g[5];
                     let mut w1 = 0.0;
-                    for l in (0..n).filter(|&l| alive[l] && key(l) == k && real[l] != 0.0 && pred[l] != 0.0) {
+                    for l in (0..n)
+                        .filter(|&l| alive[l] && key(l) == k && real[l] != 0.0 && pred[l] != 0.0)
+                    {
                         let a = pred[l] * scale;
                         w1 += (2.0 * (a - real[l]) / (a + real[l])).abs();
                     }
@@ -175,7 +201,11 @@ fn riskloc(cube: &Cube) -> Vec<Element> {
         let Some((dims, leaf)) = found else { break };
         let el = element_of(cube, leaf, &dims);
         for (l, a) in alive.iter_mut().enumerate() {
-            if *a && dims.iter().all(|&d| cube.coord(l, d) == cube.coord(leaf, d)) {
+            if *a
+                && dims
+                    .iter()
+                    .all(|&d| cube.coord(l, d) == cube.coord(leaf, d))
+            {
                 *a = false;
             }
         }
@@ -200,7 +230,13 @@ fn adtributor(cube: &Cube) -> Vec<Element> {
         da += x.2;
         df += x.3;
     }
-    let kpi = |n: f64, d: f64| if cube.kind() == KpiKind::Ratio { if d > 0.0 { n / d } else { 0.0 } } else { n };
+    let kpi = |n: f64, d: f64| {
+        if cube.kind() == KpiKind::Ratio {
+            if d > 0.0 { n / d } else { 0.0 }
+        } else {
+            n
+        }
+    };
     let total = kpi(a, da) - kpi(f, df);
     if total == 0.0 {
         return Vec::new();
@@ -249,7 +285,11 @@ fn adtributor(cube: &Cube) -> Vec<Element> {
 // ---------------------------------------------------------------------------------------------
 
 const SHAPES_20K: &[&[usize]] = &[&[10, 10, 10, 20], &[5, 5, 8, 10, 10], &[4, 5, 5, 5, 5, 8]];
-const SHAPES_50K: &[&[usize]] = &[&[10, 10, 20, 25], &[5, 10, 10, 10, 10], &[5, 5, 5, 8, 10, 5]];
+const SHAPES_50K: &[&[usize]] = &[
+    &[10, 10, 20, 25],
+    &[5, 10, 10, 10, 10],
+    &[5, 5, 5, 8, 10, 5],
+];
 
 struct Run {
     ours: Scorer,
@@ -261,7 +301,13 @@ struct Run {
 
 impl Run {
     fn new() -> Self {
-        Self { ours: Scorer::default(), riskloc: Scorer::default(), adtributor: Scorer::default(), ms: Vec::new(), ms_riskloc: Vec::new() }
+        Self {
+            ours: Scorer::default(),
+            riskloc: Scorer::default(),
+            adtributor: Scorer::default(),
+            ms: Vec::new(),
+            ms_riskloc: Vec::new(),
+        }
     }
     fn case(&mut self, cfg: &SynthConfig, baselines: bool) {
         let case = generate(cfg);
@@ -275,7 +321,10 @@ impl Run {
             v
         };
         if std::env::var_os("ATTR_DEBUG").is_some() && sorted(&pred) != sorted(&case.truth) {
-            eprintln!("{:?} seed {}: truth {:?}\n   got {:?}", cfg.kind, cfg.seed, case.truth, pred);
+            eprintln!(
+                "{:?} seed {}: truth {:?}\n   got {:?}",
+                cfg.kind, cfg.seed, case.truth, pred
+            );
         }
         self.ours.add(&pred, &case.truth);
         if baselines {
@@ -297,7 +346,11 @@ fn merge(into: &mut Scorer, s: &Scorer) {
 
 /// F1, or a dash for a method that did not run.
 fn f1(s: &Scorer) -> String {
-    if s.cases == 0 { "—".to_string() } else { format!("{:.3}", s.f1()) }
+    if s.cases == 0 {
+        "—".to_string()
+    } else {
+        format!("{:.3}", s.f1())
+    }
 }
 
 fn stats(ms: &[f64]) -> (f64, f64) {
@@ -306,7 +359,10 @@ fn stats(ms: &[f64]) -> (f64, f64) {
     }
     let mut v = ms.to_vec();
     v.sort_by(f64::total_cmp);
-    (v.iter().sum::<f64>() / v.len() as f64, v[((v.len() as f64 * 0.95).ceil() as usize).clamp(1, v.len()) - 1])
+    (
+        v.iter().sum::<f64>() / v.len() as f64,
+        v[((v.len() as f64 * 0.95).ceil() as usize).clamp(1, v.len()) - 1],
+    )
 }
 
 /// The benchmark's draw of the case-level settings (as RiskLoc S: noise and zero share U(0, 25%)).
@@ -321,10 +377,20 @@ fn setting(seed: u64, shape: &[usize], rcs: usize, rcd: usize, kind: KpiKind) ->
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
-    let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|s| s.parse::<u64>().ok());
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|s| s.parse::<u64>().ok())
+    };
     let cases = arg("--cases").unwrap_or(if quick { 6 } else { 30 }) as usize;
     let base_seed = arg("--seed").unwrap_or(1_000_000);
-    let kinds: Vec<KpiKind> = match args.iter().position(|a| a == "--kind").and_then(|i| args.get(i + 1)).map(String::as_str) {
+    let kinds: Vec<KpiKind> = match args
+        .iter()
+        .position(|a| a == "--kind")
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+    {
         Some("additive") => vec![KpiKind::Additive],
         Some("ratio") => vec![KpiKind::Ratio],
         _ => vec![KpiKind::Additive, KpiKind::Ratio],
@@ -335,7 +401,9 @@ fn main() {
         "Accuracy per setting ({cases} cases each, seeds from {base_seed}; ~20k leaves, 4–6 dimensions in turn; \
          forecast noise σ ~ U(0, 25%), zero leaves U(0, 25%)):\n"
     );
-    println!("| KPI | RCs | RC dims | Sonde F1 | RiskLoc F1 | Adtributor F1 | Sonde ms/case mean | p95 | RiskLoc ms mean |");
+    println!(
+        "| KPI | RCs | RC dims | Sonde F1 | RiskLoc F1 | Adtributor F1 | Sonde ms/case mean | p95 | RiskLoc ms mean |"
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut all = Run::new();
     for &kind in &kinds {
@@ -344,7 +412,10 @@ fn main() {
             for rcd in 1..=3usize {
                 let mut run = Run::new();
                 for i in 0..cases {
-                    let seed = base_seed + (rcs * 10 + rcd) as u64 * 1000 + i as u64 + if kind == KpiKind::Ratio { 500 } else { 0 };
+                    let seed = base_seed
+                        + (rcs * 10 + rcd) as u64 * 1000
+                        + i as u64
+                        + if kind == KpiKind::Ratio { 500 } else { 0 };
                     run.case(&setting(seed, SHAPES_20K[i % 3], rcs, rcd, kind), baselines);
                 }
                 let (mean, p95) = stats(&run.ms);
@@ -355,7 +426,11 @@ fn main() {
                     f1(&run.riskloc),
                     f1(&run.adtributor)
                 );
-                for (a, b) in [(&mut per_kind.ours, &run.ours), (&mut per_kind.riskloc, &run.riskloc), (&mut per_kind.adtributor, &run.adtributor)] {
+                for (a, b) in [
+                    (&mut per_kind.ours, &run.ours),
+                    (&mut per_kind.riskloc, &run.riskloc),
+                    (&mut per_kind.adtributor, &run.adtributor),
+                ] {
                     merge(a, b);
                 }
                 per_kind.ms.extend(&run.ms);
@@ -370,11 +445,20 @@ fn main() {
             f1(&per_kind.riskloc),
             f1(&per_kind.adtributor)
         );
-        for (a, b) in [(&mut all.ours, &per_kind.ours), (&mut all.riskloc, &per_kind.riskloc), (&mut all.adtributor, &per_kind.adtributor)] {
+        for (a, b) in [
+            (&mut all.ours, &per_kind.ours),
+            (&mut all.riskloc, &per_kind.riskloc),
+            (&mut all.adtributor, &per_kind.adtributor),
+        ] {
             merge(a, b);
         }
     }
-    println!("| **all** | | | **{:.3}** | {} | {} | | | |", all.ours.f1(), f1(&all.riskloc), f1(&all.adtributor));
+    println!(
+        "| **all** | | | **{:.3}** | {} | {} | | | |",
+        all.ours.f1(),
+        f1(&all.riskloc),
+        f1(&all.adtributor)
+    );
 
     if args.iter().any(|a| a == "--no-sizes") {
         return;
@@ -382,8 +466,12 @@ fn main() {
     // RiskLoc's S dataset shape and mix: 10×12×10×8×5 = 48k leaves, 1–3 root causes of 1–3
     // dimensions each drawn per case (we draw one dimension count per case).
     let s_cases = if quick { 6 } else { 60 };
-    println!("\nRiskLoc's S shape (10×12×10×8×5 = 48,000 leaves; 1–3 root causes of 1–3 dimensions drawn per case; {s_cases} cases per KPI):\n");
-    println!("| KPI | Sonde F1 | RiskLoc F1 | Adtributor F1 | Sonde ms/case mean | p95 | RiskLoc ms mean |");
+    println!(
+        "\nRiskLoc's S shape (10×12×10×8×5 = 48,000 leaves; 1–3 root causes of 1–3 dimensions drawn per case; {s_cases} cases per KPI):\n"
+    );
+    println!(
+        "| KPI | Sonde F1 | RiskLoc F1 | Adtributor F1 | Sonde ms/case mean | p95 | RiskLoc ms mean |"
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for &kind in &kinds {
         let mut run = Run::new();
@@ -391,7 +479,10 @@ fn main() {
             let seed = base_seed + 77_000 + i as u64 + if kind == KpiKind::Ratio { 500 } else { 0 };
             let mut r = Rng::new(seed);
             let (rcs, rcd) = (1 + r.below(3), 1 + r.below(3));
-            run.case(&setting(seed, &[10, 12, 10, 8, 5], rcs, rcd, kind), baselines);
+            run.case(
+                &setting(seed, &[10, 12, 10, 8, 5], rcs, rcd, kind),
+                baselines,
+            );
         }
         let (mean, p95) = stats(&run.ms);
         let (rmean, _) = stats(&run.ms_riskloc);
@@ -404,8 +495,12 @@ fn main() {
     }
 
     let per = if quick { 3 } else { 10 };
-    println!("\nTime per case by size ({per} cases each; 2 root causes of 2 dimensions, noise σ 10%, zero leaves 10%):\n");
-    println!("| KPI | leaves | dims | Sonde ms/case mean | p95 | max | Sonde F1 | RiskLoc ms mean |");
+    println!(
+        "\nTime per case by size ({per} cases each; 2 root causes of 2 dimensions, noise σ 10%, zero leaves 10%):\n"
+    );
+    println!(
+        "| KPI | leaves | dims | Sonde ms/case mean | p95 | max | Sonde F1 | RiskLoc ms mean |"
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for &kind in &kinds {
         for shapes in [SHAPES_20K, SHAPES_50K] {
@@ -421,7 +516,11 @@ fn main() {
                 let (mean, p95) = stats(&run.ms);
                 let max = run.ms.iter().cloned().fold(0.0, f64::max);
                 let (rmean, _) = stats(&run.ms_riskloc);
-                println!("| {kind:?} | {leaves} | {} | {mean:.1} | {p95:.1} | {max:.1} | {:.3} | {rmean:.1} |", shape.len(), run.ours.f1());
+                println!(
+                    "| {kind:?} | {leaves} | {} | {mean:.1} | {p95:.1} | {max:.1} | {:.3} | {rmean:.1} |",
+                    shape.len(),
+                    run.ours.f1()
+                );
             }
         }
     }

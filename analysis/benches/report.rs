@@ -16,7 +16,9 @@ use sonde_analysis::scenarios;
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let runs = if quick { 3 } else { 10 };
-    println!("| services | leaves/service | series | runs | report p50 ms | report max ms | top cause right |");
+    println!(
+        "| services | leaves/service | series | runs | report p50 ms | report max ms | top cause right |"
+    );
     println!("|---:|---:|---:|---:|---:|---:|:--|");
     for (services, leaves) in [(100, 0), (100, 200), (100, 1000)] {
         let (bundle, faulty) = scenarios::large(services, leaves, 42);
@@ -26,9 +28,13 @@ fn main() {
         for _ in 0..runs {
             let mut rules = NativeRules::new().with("default", sonde_fta_rules::evaluate);
             let t = Instant::now();
-            let report = analyze_bundle(&bundle, &mut rules, &AnalysisConfig::default()).expect("analysis");
+            let report =
+                analyze_bundle(&bundle, &mut rules, &AnalysisConfig::default()).expect("analysis");
             times.push(t.elapsed().as_secs_f64() * 1e3);
-            right &= report.root_causes.first().is_some_and(|c| c.element.id() == faulty);
+            right &= report
+                .root_causes
+                .first()
+                .is_some_and(|c| c.element.id() == faulty);
         }
         times.sort_by(f64::total_cmp);
         println!(

@@ -123,7 +123,14 @@ impl CubeBuilder {
     }
 
     /// Ratio KPI leaf (e.g. errors / requests).
-    pub fn add_ratio(&mut self, values: &[&str], num_actual: f64, num_forecast: f64, den_actual: f64, den_forecast: f64) {
+    pub fn add_ratio(
+        &mut self,
+        values: &[&str],
+        num_actual: f64,
+        num_forecast: f64,
+        den_actual: f64,
+        den_forecast: f64,
+    ) {
         let all = [num_actual, num_forecast, den_actual, den_forecast];
         if all.iter().any(|x| !x.is_finite() || *x < 0.0) {
             self.skipped += 1;
@@ -166,7 +173,12 @@ impl Cube {
     /// `(numerator actual, numerator forecast, denominator actual, denominator forecast)` of
     /// `leaf`; the denominator is 1 for additive KPIs.
     pub fn leaf(&self, leaf: usize) -> (f64, f64, f64, f64) {
-        (self.actual[leaf], self.forecast[leaf], self.den_actual[leaf], self.den_forecast[leaf])
+        (
+            self.actual[leaf],
+            self.forecast[leaf],
+            self.den_actual[leaf],
+            self.den_forecast[leaf],
+        )
     }
     /// The KPI over a set of sums.
     fn kpi(&self, num: f64, den: f64) -> f64 {
@@ -360,7 +372,10 @@ impl Prepared {
     /// The KPI if the leaves of `agg` had their forecast values.
     fn reverted(&self, cube: &Cube, agg: &Agg) -> f64 {
         let t = &self.total;
-        cube.kpi(t.num_a - agg.num_a + agg.num_f, t.den_a - agg.den_a + agg.den_f)
+        cube.kpi(
+            t.num_a - agg.num_a + agg.num_f,
+            t.den_a - agg.den_a + agg.den_f,
+        )
     }
     fn explains(&self, cube: &Cube, agg: &Agg) -> f64 {
         (self.kpi_actual - self.reverted(cube, agg)) / self.change
@@ -375,14 +390,35 @@ fn prepare(cube: &Cube, cfg: &AttributionConfig, sign: f64) -> Option<Prepared> 
         return None;
     }
     let signals: Vec<Option<(f64, f64)>> = (0..n).map(|l| leaf_signal(cube, l)).collect();
-    let weight: Vec<f64> = signals.iter().map(|s| s.map_or(0.0, |(_, w)| w.powf(cfg.size_exponent))).collect();
+    let weight: Vec<f64> = signals
+        .iter()
+        .map(|s| s.map_or(0.0, |(_, w)| w.powf(cfg.size_exponent)))
+        .collect();
     // The noise band from the leaves that moved against `sign` (forecast noise is symmetric, so
     // they show how far noise alone moves a leaf); each leaf's abnormality ramps over it.
-    let mut against: Vec<f64> = signals.iter().flatten().map(|(d, _)| -d * sign).filter(|d| *d > 0.0).collect();
-    let lo = quantile(&mut against, cfg.cutoff_low_quantile).unwrap_or(0.0).max(cfg.min_cutoff);
-    let hi = quantile(&mut against, cfg.cutoff_high_quantile).unwrap_or(0.0).max(lo + cfg.min_cutoff);
-    let abn: Vec<f64> = signals.iter().map(|s| s.map_or(0.0, |(d, _)| ((d * sign - lo) / (hi - lo)).clamp(0.0, 1.0))).collect();
-    let mut p = Prepared { abn, weight, total: Agg::default(), kpi_actual: 0.0, change: 0.0 };
+    let mut against: Vec<f64> = signals
+        .iter()
+        .flatten()
+        .map(|(d, _)| -d * sign)
+        .filter(|d| *d > 0.0)
+        .collect();
+    let lo = quantile(&mut against, cfg.cutoff_low_quantile)
+        .unwrap_or(0.0)
+        .max(cfg.min_cutoff);
+    let hi = quantile(&mut against, cfg.cutoff_high_quantile)
+        .unwrap_or(0.0)
+        .max(lo + cfg.min_cutoff);
+    let abn: Vec<f64> = signals
+        .iter()
+        .map(|s| s.map_or(0.0, |(d, _)| ((d * sign - lo) / (hi - lo)).clamp(0.0, 1.0)))
+        .collect();
+    let mut p = Prepared {
+        abn,
+        weight,
+        total: Agg::default(),
+        kpi_actual: 0.0,
+        change: 0.0,
+    };
     let mut total = Agg::default();
     for leaf in 0..n {
         total.add(&p, cube, leaf);
@@ -425,7 +461,10 @@ fn cause_of(cube: &Cube, p: &Prepared, element: &[(usize, u32)], agg: &Agg) -> C
     let actual = cube.kpi(agg.num_a, agg.den_a);
     let forecast = cube.kpi(agg.num_f, agg.den_f);
     Cause {
-        elements: element.iter().map(|&(d, v)| (cube.dims[d].clone(), cube.values[d][v as usize].clone())).collect(),
+        elements: element
+            .iter()
+            .map(|&(d, v)| (cube.dims[d].clone(), cube.values[d][v as usize].clone()))
+            .collect(),
         explanatory_power: p.explains(cube, agg),
         deviation: if forecast != 0.0 {
             actual / forecast - 1.0
@@ -452,7 +491,9 @@ pub fn evidence(cube: &Cube, cfg: &AttributionConfig, element: &[(&str, &str)]) 
         el.push((d, v));
     }
     el.sort_unstable();
-    let leaves: Vec<usize> = (0..cube.len()).filter(|&l| el.iter().all(|&(d, v)| cube.coord(l, d) == v)).collect();
+    let leaves: Vec<usize> = (0..cube.len())
+        .filter(|&l| el.iter().all(|&(d, v)| cube.coord(l, d) == v))
+        .collect();
     let (mut a, mut f, mut da, mut df) = (0.0, 0.0, 0.0, 0.0);
     for &l in &leaves {
         a += cube.actual[l];
@@ -480,7 +521,14 @@ struct Grouper {
 }
 
 impl Grouper {
-    fn for_each(&mut self, cube: &Cube, p: &Prepared, alive: &[u32], dims: &[usize], mut f: impl FnMut(&Agg)) {
+    fn for_each(
+        &mut self,
+        cube: &Cube,
+        p: &Prepared,
+        alive: &[u32],
+        dims: &[usize],
+        mut f: impl FnMut(&Agg),
+    ) {
         let nd = cube.dims.len();
         let mut strides = Vec::with_capacity(dims.len());
         let mut space: u64 = 1;
@@ -490,7 +538,9 @@ impl Grouper {
         }
         let key = |leaf: usize| -> u64 {
             let row = &cube.coords[leaf * nd..leaf * nd + nd];
-            strides.iter().fold(0u64, |k, &(d, s)| k + row[d] as u64 * s)
+            strides
+                .iter()
+                .fold(0u64, |k, &(d, s)| k + row[d] as u64 * s)
         };
         if space <= (4 * alive.len() as u64).max(4096) {
             self.dense.clear();
@@ -503,7 +553,10 @@ impl Grouper {
         } else {
             self.sparse.clear();
             for &leaf in alive {
-                self.sparse.entry(key(leaf as usize)).or_default().add(p, cube, leaf as usize);
+                self.sparse
+                    .entry(key(leaf as usize))
+                    .or_default()
+                    .add(p, cube, leaf as usize);
             }
             self.sparse.values().for_each(&mut f);
         }
@@ -532,11 +585,17 @@ pub fn attribute(cube: &Cube, cfg: &AttributionConfig) -> Vec<Cause> {
             da += cube.den_actual[l];
             df += cube.den_forecast[l];
         }
-        if cube.kpi(a, da) >= cube.kpi(f, df) { 1.0 } else { -1.0 }
+        if cube.kpi(a, da) >= cube.kpi(f, df) {
+            1.0
+        } else {
+            -1.0
+        }
     };
     let mut best: Option<(f64, Vec<Cause>)> = None;
     for sign in [total_sign, -total_sign] {
-        let Some(p) = prepare(cube, cfg, sign) else { continue };
+        let Some(p) = prepare(cube, cfg, sign) else {
+            continue;
+        };
         let (evidence, causes) = search(cube, cfg, &p);
         if causes.is_empty() {
             continue;
@@ -557,7 +616,10 @@ fn search(cube: &Cube, cfg: &AttributionConfig, p: &Prepared) -> (f64, Vec<Cause
     let mut causes: Vec<Cause> = Vec::new();
     let mut total_evidence = 0.0;
     let layers: Vec<Vec<Vec<usize>>> = (1..=cfg.max_dims.min(nd)).map(|k| subsets(nd, k)).collect();
-    let mut grouper = Grouper { dense: Vec::new(), sparse: HashMap::new() };
+    let mut grouper = Grouper {
+        dense: Vec::new(),
+        sparse: HashMap::new(),
+    };
     while causes.len() < cfg.max_causes && !alive.is_empty() {
         // What the remaining leaves could still explain, and their background abnormality.
         let mut rest = Agg::default();
@@ -597,16 +659,27 @@ fn search(cube: &Cube, cfg: &AttributionConfig, p: &Prepared) -> (f64, Vec<Cause
                     let leaf = agg.first as usize;
                     let better = match &best {
                         None => true,
-                        Some((bep, bpur, _, bel, _)) => match (ep, purity).partial_cmp(&(*bep, *bpur)) {
-                            Some(std::cmp::Ordering::Greater) => true,
-                            Some(std::cmp::Ordering::Equal) => {
-                                dims.iter().map(|&d| (d, cube.coord(leaf, d))).collect::<Vec<_>>() < *bel
+                        Some((bep, bpur, _, bel, _)) => {
+                            match (ep, purity).partial_cmp(&(*bep, *bpur)) {
+                                Some(std::cmp::Ordering::Greater) => true,
+                                Some(std::cmp::Ordering::Equal) => {
+                                    dims.iter()
+                                        .map(|&d| (d, cube.coord(leaf, d)))
+                                        .collect::<Vec<_>>()
+                                        < *bel
+                                }
+                                _ => false,
                             }
-                            _ => false,
-                        },
+                        }
                     };
                     if better {
-                        best = Some((ep, purity, evidence, dims.iter().map(|&d| (d, cube.coord(leaf, d))).collect(), *agg));
+                        best = Some((
+                            ep,
+                            purity,
+                            evidence,
+                            dims.iter().map(|&d| (d, cube.coord(leaf, d))).collect(),
+                            *agg,
+                        ));
                     }
                 });
             }
@@ -615,8 +688,14 @@ fn search(cube: &Cube, cfg: &AttributionConfig, p: &Prepared) -> (f64, Vec<Cause
                 break;
             }
         }
-        let Some((_, _, evidence, element, agg)) = best else { break };
-        alive.retain(|&leaf| !element.iter().all(|&(d, v)| cube.coord(leaf as usize, d) == v));
+        let Some((_, _, evidence, element, agg)) = best else {
+            break;
+        };
+        alive.retain(|&leaf| {
+            !element
+                .iter()
+                .all(|&(d, v)| cube.coord(leaf as usize, d) == v)
+        });
         total_evidence += evidence;
         causes.push(cause_of(cube, p, &element, &agg));
     }
@@ -671,7 +750,10 @@ mod tests {
         }
         let causes = attribute(&b.build(), &cfg());
         assert_eq!(causes.len(), 1);
-        assert_eq!(causes[0].elements, [("endpoint".to_string(), "/new".to_string())]);
+        assert_eq!(
+            causes[0].elements,
+            [("endpoint".to_string(), "/new".to_string())]
+        );
         assert!(causes[0].deviation.is_infinite() && causes[0].deviation > 0.0);
         assert!((causes[0].explanatory_power - 1.0).abs() < 1e-9);
     }
@@ -699,7 +781,13 @@ mod tests {
         }
         let causes = attribute(&b.build(), &cfg());
         assert_eq!(causes.len(), 1, "{causes:?}");
-        assert_eq!(causes[0].elements, [("service".to_string(), "s1".to_string()), ("node".to_string(), "n1".to_string())]);
+        assert_eq!(
+            causes[0].elements,
+            [
+                ("service".to_string(), "s1".to_string()),
+                ("node".to_string(), "n1".to_string())
+            ]
+        );
         assert_eq!(causes[0].leaves, 3);
         assert!((causes[0].deviation + 0.9).abs() < 1e-9);
     }
@@ -707,7 +795,12 @@ mod tests {
     #[test]
     fn a_single_dimension_with_several_causes() {
         let mut b = CubeBuilder::new(&["status"], KpiKind::Additive);
-        for (s, a) in [("200", 1000.0), ("500", 300.0), ("503", 200.0), ("404", 50.0)] {
+        for (s, a) in [
+            ("200", 1000.0),
+            ("500", 300.0),
+            ("503", 200.0),
+            ("404", 50.0),
+        ] {
             let f = if s == "200" { 1000.0 } else { 50.0 };
             b.add(&[s], a, f);
         }
@@ -731,7 +824,10 @@ mod tests {
         assert_eq!(c.leaves, 2);
         assert!((c.deviation + 0.5).abs() < 1e-9);
         assert!(evidence(&cube, &cfg(), &[("endpoint", "/nope")]).is_none());
-        assert!(evidence(&cube, &cfg(), &[("endpoint", "/a")]).is_none(), "did not change");
+        assert!(
+            evidence(&cube, &cfg(), &[("endpoint", "/a")]).is_none(),
+            "did not change"
+        );
     }
 
     #[test]
@@ -754,6 +850,9 @@ mod tests {
         let forward = build(&rows);
         rows.reverse();
         assert_eq!(forward, build(&rows));
-        assert_eq!(forward[0].elements, [("node".to_string(), "n2".to_string())]);
+        assert_eq!(
+            forward[0].elements,
+            [("node".to_string(), "n2".to_string())]
+        );
     }
 }

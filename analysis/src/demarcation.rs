@@ -19,10 +19,20 @@ use crate::topology::{Entity, MetricWindow, Topology, edge_id};
 use sonde_sdk::fault_rule::metric as m;
 
 /// Symptom metrics: what a user of the entity sees.
-const SERVICE_RED: &[&str] = &[m::LATENCY_MEAN_MS, m::LATENCY_P99_MS, m::ERROR_RATE, m::REQUEST_RATE];
+const SERVICE_RED: &[&str] = &[
+    m::LATENCY_MEAN_MS,
+    m::LATENCY_P99_MS,
+    m::ERROR_RATE,
+    m::REQUEST_RATE,
+];
 /// Resource metrics of a service: causes, not symptoms. A service with one of these abnormal
 /// is never only a victim of its callees.
-const SERVICE_RESOURCES: &[&str] = &[m::CPU_THROTTLED_RATIO, m::CPU_USAGE_CORES, m::MEMORY_USAGE_RATIO, m::OOM_KILLS];
+const SERVICE_RESOURCES: &[&str] = &[
+    m::CPU_THROTTLED_RATIO,
+    m::CPU_USAGE_CORES,
+    m::MEMORY_USAGE_RATIO,
+    m::OOM_KILLS,
+];
 /// Dependency metrics measured at the service (its database and DNS calls). Abnormal ones
 /// make the service a candidate, but an abnormal database or DNS service it calls still
 /// explains them.
@@ -33,9 +43,24 @@ const SERVICE_DEPENDENCIES: &[&str] = &[
     m::DNS_ERROR_RATE,
     m::DNS_LATENCY_MS,
 ];
-const EDGE_CALLER: &[&str] = &[m::CALLER_LATENCY_MS, m::CALLER_ERROR_RATE, m::CONNECT_FAIL_RATE];
-const EDGE_NETWORK: &[&str] = &[m::RETRANSMIT_RATE, m::RTT_MS, m::DROP_RATE, m::RESET_RATE, m::CONNECT_FAIL_RATE];
-const NODE_METRICS: &[&str] = &[m::NODE_CPU_RATIO, m::NODE_MEMORY_RATIO, m::NODE_RUNQUEUE_DELAY_MS, m::SOFTIRQ_DELAY_MS];
+const EDGE_CALLER: &[&str] = &[
+    m::CALLER_LATENCY_MS,
+    m::CALLER_ERROR_RATE,
+    m::CONNECT_FAIL_RATE,
+];
+const EDGE_NETWORK: &[&str] = &[
+    m::RETRANSMIT_RATE,
+    m::RTT_MS,
+    m::DROP_RATE,
+    m::RESET_RATE,
+    m::CONNECT_FAIL_RATE,
+];
+const NODE_METRICS: &[&str] = &[
+    m::NODE_CPU_RATIO,
+    m::NODE_MEMORY_RATIO,
+    m::NODE_RUNQUEUE_DELAY_MS,
+    m::SOFTIRQ_DELAY_MS,
+];
 
 /// Tuning of the walk.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -56,7 +81,13 @@ pub struct DemarcationConfig {
 
 impl Default for DemarcationConfig {
     fn default() -> Self {
-        Self { score_cap: 50.0, victim_weight: 0.25, explain_share: 0.5, max_candidates: 64, max_depth: 16 }
+        Self {
+            score_cap: 50.0,
+            victim_weight: 0.25,
+            explain_share: 0.5,
+            max_candidates: 64,
+            max_depth: 16,
+        }
     }
 }
 
@@ -96,7 +127,9 @@ impl Element {
     }
 
     fn service(name: &str) -> Self {
-        Element::Service { name: name.to_string() }
+        Element::Service {
+            name: name.to_string(),
+        }
     }
 }
 
@@ -135,7 +168,10 @@ pub fn badness(entity: &Entity, names: &[&str], cap: f64) -> f64 {
 }
 
 fn rise(entity: &Entity, name: &str) -> Option<f64> {
-    entity.metric(name).filter(|w| w.anomalous).map(|w: &MetricWindow| w.after - w.before)
+    entity
+        .metric(name)
+        .filter(|w| w.anomalous)
+        .map(|w: &MetricWindow| w.after - w.before)
 }
 
 fn is_anomalous(entity: &Entity, name: &str) -> bool {
@@ -145,7 +181,10 @@ fn is_anomalous(entity: &Entity, name: &str) -> bool {
 /// Does the edge's caller-side latency cover the caller's latency rise? The edge's caller-side
 /// rise is at least `share` of the service's mean-latency (or p99) rise.
 fn edge_covers_latency(service: &Entity, edge: &Entity, share: f64) -> bool {
-    match (rise(service, m::LATENCY_MEAN_MS).or(rise(service, m::LATENCY_P99_MS)), rise(edge, m::CALLER_LATENCY_MS)) {
+    match (
+        rise(service, m::LATENCY_MEAN_MS).or(rise(service, m::LATENCY_P99_MS)),
+        rise(edge, m::CALLER_LATENCY_MS),
+    ) {
         (Some(svc), Some(e)) => svc <= 0.0 || e >= share * svc,
         _ => false,
     }
@@ -159,17 +198,35 @@ fn edge_covers_errors(edge: &Entity) -> bool {
 /// The call edge that explains the service's symptoms, if its calls explain all of them: a
 /// latency rise covered by one edge's caller-side rise, an error rise by one edge's caller-side
 /// errors. A service slowed by a callee that also fails on its own is not a victim.
-fn callee_edge_explaining(topology: &Topology, name: &str, service: &Entity, share: f64) -> Option<Element> {
-    let slow = rise(service, m::LATENCY_MEAN_MS).or(rise(service, m::LATENCY_P99_MS)).is_some();
+fn callee_edge_explaining(
+    topology: &Topology,
+    name: &str,
+    service: &Entity,
+    share: f64,
+) -> Option<Element> {
+    let slow = rise(service, m::LATENCY_MEAN_MS)
+        .or(rise(service, m::LATENCY_P99_MS))
+        .is_some();
     let failing = is_anomalous(service, m::ERROR_RATE);
     let covering = |covers: &dyn Fn(&Entity) -> bool| {
         topology
             .callees(name)
             .find(|callee| topology.edge(name, callee).is_some_and(covers))
-            .map(|callee| Element::Edge { caller: name.to_string(), callee: callee.to_string() })
+            .map(|callee| Element::Edge {
+                caller: name.to_string(),
+                callee: callee.to_string(),
+            })
     };
-    let latency = if slow { covering(&|e| edge_covers_latency(service, e, share)) } else { None };
-    let errors = if failing { covering(&|e| edge_covers_errors(e)) } else { None };
+    let latency = if slow {
+        covering(&|e| edge_covers_latency(service, e, share))
+    } else {
+        None
+    };
+    let errors = if failing {
+        covering(&|e| edge_covers_errors(e))
+    } else {
+        None
+    };
     match (slow, failing) {
         (true, true) => latency.filter(|_| errors.is_some()),
         (true, false) => latency,
@@ -225,12 +282,16 @@ pub fn walk(topology: &Topology, entry: &str, cfg: &DemarcationConfig) -> Walk {
         }
         for callee in topology.callees(&name) {
             let edge = topology.edge(&name, callee).unwrap_or(&empty);
-            let edge_abnormal = badness(edge, EDGE_CALLER, cap) > 0.0 || badness(edge, EDGE_NETWORK, cap) > 0.0;
+            let edge_abnormal =
+                badness(edge, EDGE_CALLER, cap) > 0.0 || badness(edge, EDGE_NETWORK, cap) > 0.0;
             let callee_abnormal = badness(service(callee), SERVICE_RED, cap) > 0.0;
             if !edge_abnormal && !callee_abnormal {
                 continue;
             }
-            let el = Element::Edge { caller: name.clone(), callee: callee.to_string() };
+            let el = Element::Edge {
+                caller: name.clone(),
+                callee: callee.to_string(),
+            };
             let mut p = path.clone();
             p.push(el.clone());
             paths.entry(el).or_insert_with(|| (p.clone(), depth + 1));
@@ -250,23 +311,33 @@ pub fn walk(topology: &Topology, entry: &str, cfg: &DemarcationConfig) -> Walk {
                 let entity = service(name);
                 let red = badness(entity, SERVICE_RED, cap);
                 let resources = badness(entity, SERVICE_RESOURCES, cap);
-                let anomaly = red.max(resources).max(badness(entity, SERVICE_DEPENDENCIES, cap));
+                let anomaly = red
+                    .max(resources)
+                    .max(badness(entity, SERVICE_DEPENDENCIES, cap));
                 let explained = if resources > 0.0 {
                     None
                 } else {
-                    callee_edge_explaining(topology, name, entity, cfg.explain_share).or_else(|| {
-                        topology
-                            .hosts(name)
-                            .iter()
-                            .find(|n| topology.nodes.get(*n).is_some_and(|e| badness(e, NODE_METRICS, cap) > 0.0))
-                            .map(|n| Element::Node { name: n.clone() })
-                    })
+                    callee_edge_explaining(topology, name, entity, cfg.explain_share).or_else(
+                        || {
+                            topology
+                                .hosts(name)
+                                .iter()
+                                .find(|n| {
+                                    topology
+                                        .nodes
+                                        .get(*n)
+                                        .is_some_and(|e| badness(e, NODE_METRICS, cap) > 0.0)
+                                })
+                                .map(|n| Element::Node { name: n.clone() })
+                        },
+                    )
                 };
                 (anomaly, explained)
             }
             Element::Edge { caller, callee } => {
                 let entity = topology.edge(caller, callee).unwrap_or(&empty);
-                let anomaly = badness(entity, EDGE_CALLER, cap).max(badness(entity, EDGE_NETWORK, cap));
+                let anomaly =
+                    badness(entity, EDGE_CALLER, cap).max(badness(entity, EDGE_NETWORK, cap));
                 let explained = callee_explains_edge(entity, service(callee), cfg.explain_share)
                     .then(|| Element::service(callee));
                 (anomaly, explained)
@@ -279,15 +350,30 @@ pub fn walk(topology: &Topology, entry: &str, cfg: &DemarcationConfig) -> Walk {
                     .hosted(name)
                     .filter(|s| badness(service(s), SERVICE_RED, cap) > 0.0)
                     .count();
-                let anomaly = if own > 0.0 { own * (1.0 + 0.5 * abnormal_hosted.saturating_sub(1) as f64) } else { 0.0 };
+                let anomaly = if own > 0.0 {
+                    own * (1.0 + 0.5 * abnormal_hosted.saturating_sub(1) as f64)
+                } else {
+                    0.0
+                };
                 (anomaly.min(cap * 2.0), None)
             }
         };
         if anomaly <= 0.0 {
             continue;
         }
-        let score = if explained_by.is_some() { anomaly * cfg.victim_weight } else { anomaly };
-        candidates.push(Candidate { element: element.clone(), anomaly, explained_by, score, path: path.clone(), depth: *depth });
+        let score = if explained_by.is_some() {
+            anomaly * cfg.victim_weight
+        } else {
+            anomaly
+        };
+        candidates.push(Candidate {
+            element: element.clone(),
+            anomaly,
+            explained_by,
+            score,
+            path: path.clone(),
+            depth: *depth,
+        });
     }
     // Best first; among equals the deeper (closer to the cause), then by name: deterministic.
     candidates.sort_by(|a, b| {
@@ -297,7 +383,10 @@ pub fn walk(topology: &Topology, entry: &str, cfg: &DemarcationConfig) -> Walk {
             .then_with(|| a.element.cmp(&b.element))
     });
     candidates.truncate(cfg.max_candidates);
-    Walk { candidates, visited }
+    Walk {
+        candidates,
+        visited,
+    }
 }
 
 /// Take back the walk's verdict that `explainer` explains other candidates: they become
@@ -309,7 +398,11 @@ pub fn walk(topology: &Topology, entry: &str, cfg: &DemarcationConfig) -> Walk {
 /// while its CPUs stayed mostly idle, because something else ran for a moment) must not
 /// explain a database that got 300 times slower away into "unknown".
 pub fn withdraw_explanations(walk: &mut Walk, explainer: &Element) {
-    for c in walk.candidates.iter_mut().filter(|c| c.explained_by.as_ref() == Some(explainer)) {
+    for c in walk
+        .candidates
+        .iter_mut()
+        .filter(|c| c.explained_by.as_ref() == Some(explainer))
+    {
         c.explained_by = None;
         c.score = c.anomaly;
     }
@@ -318,10 +411,14 @@ pub fn withdraw_explanations(walk: &mut Walk, explainer: &Element) {
 /// The chain of explanations from `candidate` down to the element nothing explains, as
 /// elements (each explained by the next).
 pub fn explanation_chain(walk: &Walk, start: &Element) -> Vec<Element> {
-    let by_element: BTreeMap<&Element, &Candidate> = walk.candidates.iter().map(|c| (&c.element, c)).collect();
+    let by_element: BTreeMap<&Element, &Candidate> =
+        walk.candidates.iter().map(|c| (&c.element, c)).collect();
     let mut chain = vec![start.clone()];
     let mut current = start;
-    while let Some(next) = by_element.get(current).and_then(|c| c.explained_by.as_ref()) {
+    while let Some(next) = by_element
+        .get(current)
+        .and_then(|c| c.explained_by.as_ref())
+    {
         if chain.contains(next) {
             break;
         }
@@ -345,8 +442,14 @@ mod tests {
     #[test]
     fn network_edge_is_the_unexplained_one() {
         let mut t = Topology::default();
-        t.add_service("gw", Entity::default().with_metric(m::LATENCY_MEAN_MS, up(20.0, 220.0)));
-        t.add_service("cart", Entity::default().with_metric(m::LATENCY_MEAN_MS, flat(10.0)));
+        t.add_service(
+            "gw",
+            Entity::default().with_metric(m::LATENCY_MEAN_MS, up(20.0, 220.0)),
+        );
+        t.add_service(
+            "cart",
+            Entity::default().with_metric(m::LATENCY_MEAN_MS, flat(10.0)),
+        );
         t.add_call(
             "gw",
             "cart",
@@ -356,20 +459,40 @@ mod tests {
                 .with_metric(m::RETRANSMIT_RATE, up(0.0, 40.0)),
         );
         let w = walk(&t, "gw", &DemarcationConfig::default());
-        assert_eq!(w.candidates[0].element, Element::Edge { caller: "gw".into(), callee: "cart".into() });
+        assert_eq!(
+            w.candidates[0].element,
+            Element::Edge {
+                caller: "gw".into(),
+                callee: "cart".into()
+            }
+        );
         assert!(w.candidates[0].explained_by.is_none());
-        let gw = w.candidates.iter().find(|c| c.element == Element::service("gw")).unwrap();
+        let gw = w
+            .candidates
+            .iter()
+            .find(|c| c.element == Element::service("gw"))
+            .unwrap();
         assert_eq!(gw.explained_by, Some(w.candidates[0].element.clone()));
-        assert!(!w.candidates.iter().any(|c| c.element == Element::service("cart")), "cart is normal");
+        assert!(
+            !w.candidates
+                .iter()
+                .any(|c| c.element == Element::service("cart")),
+            "cart is normal"
+        );
     }
 
     #[test]
     fn a_slowed_caller_with_errors_of_its_own_is_no_victim() {
         let mut t = Topology::default();
         let gw = |errors: MetricWindow| {
-            Entity::default().with_metric(m::LATENCY_MEAN_MS, up(20.0, 220.0)).with_metric(m::ERROR_RATE, errors)
+            Entity::default()
+                .with_metric(m::LATENCY_MEAN_MS, up(20.0, 220.0))
+                .with_metric(m::ERROR_RATE, errors)
         };
-        t.add_service("cart", Entity::default().with_metric(m::LATENCY_MEAN_MS, up(10.0, 210.0)));
+        t.add_service(
+            "cart",
+            Entity::default().with_metric(m::LATENCY_MEAN_MS, up(10.0, 210.0)),
+        );
         t.add_call(
             "gw",
             "cart",
@@ -380,13 +503,29 @@ mod tests {
         // Its latency rise is cart's, its errors are not on the call: the gateway fails itself.
         t.add_service("gw", gw(up(0.0, 0.3)));
         let w = walk(&t, "gw", &DemarcationConfig::default());
-        let of = |name: &str| w.candidates.iter().find(|c| c.element == Element::service(name)).unwrap();
+        let of = |name: &str| {
+            w.candidates
+                .iter()
+                .find(|c| c.element == Element::service(name))
+                .unwrap()
+        };
         assert_eq!(of("gw").explained_by, None);
         // Without errors of its own it is cart's victim.
         t.add_service("gw", gw(flat(0.0)));
         let w = walk(&t, "gw", &DemarcationConfig::default());
-        let of = |name: &str| w.candidates.iter().find(|c| c.element == Element::service(name)).unwrap();
-        assert_eq!(of("gw").explained_by, Some(Element::Edge { caller: "gw".into(), callee: "cart".into() }));
+        let of = |name: &str| {
+            w.candidates
+                .iter()
+                .find(|c| c.element == Element::service(name))
+                .unwrap()
+        };
+        assert_eq!(
+            of("gw").explained_by,
+            Some(Element::Edge {
+                caller: "gw".into(),
+                callee: "cart".into()
+            })
+        );
     }
 
     #[test]
@@ -394,8 +533,14 @@ mod tests {
         let mut t = Topology::default();
         // A cycle a -> b -> a must not loop.
         let e = Entity::default().with_metric(m::CALLER_LATENCY_MS, up(1.0, 9.0));
-        t.add_service("a", Entity::default().with_metric(m::LATENCY_MEAN_MS, up(1.0, 9.0)));
-        t.add_service("b", Entity::default().with_metric(m::LATENCY_MEAN_MS, up(1.0, 9.0)));
+        t.add_service(
+            "a",
+            Entity::default().with_metric(m::LATENCY_MEAN_MS, up(1.0, 9.0)),
+        );
+        t.add_service(
+            "b",
+            Entity::default().with_metric(m::LATENCY_MEAN_MS, up(1.0, 9.0)),
+        );
         t.add_call("a", "b", e.clone()).add_call("b", "a", e);
         let w1 = walk(&t, "a", &DemarcationConfig::default());
         let w2 = walk(&t, "a", &DemarcationConfig::default());

@@ -112,7 +112,13 @@ pub struct ResidualDetector {
 
 impl ResidualDetector {
     pub fn new(direction: Direction) -> Self {
-        Self { level: 0.0, scale: 0.0, seen: 0, run: 0, direction }
+        Self {
+            level: 0.0,
+            scale: 0.0,
+            seen: 0,
+            run: 0,
+            direction,
+        }
     }
 
     /// The expected value of the next point.
@@ -128,12 +134,24 @@ impl ResidualDetector {
     /// poison the state) and get a non-anomalous verdict.
     pub fn update(&mut self, value: f64, cfg: &DetectorConfig) -> Verdict {
         if !value.is_finite() {
-            return Verdict { value, expected: self.level, score: 0.0, anomalous: false, run: self.run };
+            return Verdict {
+                value,
+                expected: self.level,
+                score: 0.0,
+                anomalous: false,
+                run: self.run,
+            };
         }
         if self.seen == 0 {
             self.level = value;
             self.seen = 1;
-            return Verdict { value, expected: value, score: 0.0, anomalous: false, run: 0 };
+            return Verdict {
+                value,
+                expected: value,
+                score: 0.0,
+                anomalous: false,
+                run: 0,
+            };
         }
         let expected = self.level;
         let scale = self.scale.max(self.floor(cfg));
@@ -158,10 +176,20 @@ impl ResidualDetector {
             cfg.level_alpha
         };
         self.level += alpha * learn;
-        let scale_alpha = if self.seen < cfg.warmup { 1.0 / (self.seen as f64 + 1.0) } else { cfg.scale_alpha };
+        let scale_alpha = if self.seen < cfg.warmup {
+            1.0 / (self.seen as f64 + 1.0)
+        } else {
+            cfg.scale_alpha
+        };
         self.scale += scale_alpha * (learn.abs() - self.scale);
         self.seen = self.seen.saturating_add(1);
-        Verdict { value, expected, score, anomalous, run: self.run }
+        Verdict {
+            value,
+            expected,
+            score,
+            anomalous,
+            run: self.run,
+        }
     }
 }
 
@@ -185,7 +213,10 @@ impl DetectorConfig {
             Unit::Other if name == OOM_KILLS => 0.5,
             Unit::Other => DetectorConfig::default().absolute_floor,
         };
-        Self { absolute_floor, ..Self::default() }
+        Self {
+            absolute_floor,
+            ..Self::default()
+        }
     }
 }
 
@@ -215,8 +246,16 @@ impl Default for SloConfig {
         Self {
             objective: 0.999,
             windows: vec![
-                BurnWindow { long: 60, short: 5, factor: 14.4 },
-                BurnWindow { long: 360, short: 30, factor: 6.0 },
+                BurnWindow {
+                    long: 60,
+                    short: 5,
+                    factor: 14.4,
+                },
+                BurnWindow {
+                    long: 360,
+                    short: 30,
+                    factor: 6.0,
+                },
             ],
         }
     }
@@ -243,8 +282,19 @@ pub struct BurnStatus {
 
 impl BurnRateGate {
     pub fn new(slo: SloConfig) -> Self {
-        let len = slo.windows.iter().map(|w| w.long.max(w.short)).max().unwrap_or(1).max(1);
-        Self { slo, ring: vec![(0.0, 0.0); len], head: 0, filled: 0 }
+        let len = slo
+            .windows
+            .iter()
+            .map(|w| w.long.max(w.short))
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        Self {
+            slo,
+            ring: vec![(0.0, 0.0); len],
+            head: 0,
+            filled: 0,
+        }
     }
 
     fn sum(&self, buckets: usize) -> (f64, f64) {
@@ -259,7 +309,11 @@ impl BurnRateGate {
     fn rate(&self, buckets: usize) -> f64 {
         let (bad, total) = self.sum(buckets);
         let budget = (1.0 - self.slo.objective).max(f64::EPSILON);
-        if total <= 0.0 { 0.0 } else { bad / total / budget }
+        if total <= 0.0 {
+            0.0
+        } else {
+            bad / total / budget
+        }
     }
 
     /// Close one bucket with its bad and total event counts.
@@ -268,7 +322,10 @@ impl BurnRateGate {
         self.ring[self.head] = (bad.max(0.0), total.max(0.0));
         self.head = (self.head + 1) % len;
         self.filled = (self.filled + 1).min(len);
-        let mut status = BurnStatus { burn_rate: 0.0, firing: false };
+        let mut status = BurnStatus {
+            burn_rate: 0.0,
+            firing: false,
+        };
         for w in &self.slo.windows {
             let long = self.rate(w.long);
             let short = self.rate(w.short);
@@ -293,7 +350,11 @@ pub struct IncidentPolicy {
 
 impl Default for IncidentPolicy {
     fn default() -> Self {
-        Self { open_after: 2, close_after: 5, require_burn: true }
+        Self {
+            open_after: 2,
+            close_after: 5,
+            require_burn: true,
+        }
     }
 }
 
@@ -317,9 +378,18 @@ impl IncidentState {
     }
 
     /// `burn`: the gate's verdict for this point, `None` when the series has no SLO.
-    pub fn step(&mut self, verdict: &Verdict, burn: Option<bool>, policy: &IncidentPolicy) -> Option<Transition> {
+    pub fn step(
+        &mut self,
+        verdict: &Verdict,
+        burn: Option<bool>,
+        policy: &IncidentPolicy,
+    ) -> Option<Transition> {
         if self.open {
-            self.normal_run = if verdict.anomalous { 0 } else { self.normal_run + 1 };
+            self.normal_run = if verdict.anomalous {
+                0
+            } else {
+                self.normal_run + 1
+            };
             if self.normal_run >= policy.close_after {
                 self.open = false;
                 return Some(Transition::Closed);
@@ -353,8 +423,16 @@ mod tests {
         v.extend([0.0; 5]);
         v.push(0.2);
         let out = detect_series(&v, Direction::Up, &cfg);
-        assert!(!out[50].anomalous, "a 0.1% blip on a flat series is noise: {:?}", out[50]);
-        assert!(out[56].anomalous, "a jump from 0 to 20% is anomalous: {:?}", out[56]);
+        assert!(
+            !out[50].anomalous,
+            "a 0.1% blip on a flat series is noise: {:?}",
+            out[50]
+        );
+        assert!(
+            out[56].anomalous,
+            "a jump from 0 to 20% is anomalous: {:?}",
+            out[56]
+        );
     }
 
     #[test]
@@ -376,8 +454,15 @@ mod tests {
         v.extend((0..20).map(|i| 100.0 + ((i * 7) % 5) as f64));
         let out = run(&v, Direction::Up);
         assert!(out[100].anomalous);
-        assert!(out[101..].iter().all(|x| !x.anomalous), "clipping keeps the level and scale");
-        assert!((out[110].expected - 102.0).abs() < 5.0, "level stays near 102: {}", out[110].expected);
+        assert!(
+            out[101..].iter().all(|x| !x.anomalous),
+            "clipping keeps the level and scale"
+        );
+        assert!(
+            (out[110].expected - 102.0).abs() < 5.0,
+            "level stays near 102: {}",
+            out[110].expected
+        );
     }
 
     #[test]
@@ -391,12 +476,19 @@ mod tests {
 
     #[test]
     fn level_shift_becomes_normal_after_adapt_after() {
-        let cfg = DetectorConfig { adapt_after: 5, ..Default::default() };
+        let cfg = DetectorConfig {
+            adapt_after: 5,
+            ..Default::default()
+        };
         let mut v = vec![50.0; 30];
         v.extend(vec![80.0; 20]);
         let out = detect_series(&v, Direction::Up, &cfg);
         assert!(out[30].anomalous);
-        assert!(!out[49].anomalous, "after the shift is absorbed: {:?}", out[49]);
+        assert!(
+            !out[49].anomalous,
+            "after the shift is absorbed: {:?}",
+            out[49]
+        );
     }
 
     #[test]
@@ -415,7 +507,11 @@ mod tests {
     fn burn_gate_needs_both_windows() {
         let mut gate = BurnRateGate::new(SloConfig {
             objective: 0.99,
-            windows: vec![BurnWindow { long: 10, short: 2, factor: 5.0 }],
+            windows: vec![BurnWindow {
+                long: 10,
+                short: 2,
+                factor: 5.0,
+            }],
         });
         for _ in 0..10 {
             assert!(!gate.push(0.0, 100.0).firing);
@@ -434,13 +530,36 @@ mod tests {
 
     #[test]
     fn incident_opens_after_debounce_and_closes() {
-        let policy = IncidentPolicy { open_after: 2, close_after: 3, require_burn: true };
+        let policy = IncidentPolicy {
+            open_after: 2,
+            close_after: 3,
+            require_burn: true,
+        };
         let mut st = IncidentState::default();
-        let anomalous = |run| Verdict { value: 1.0, expected: 0.0, score: 9.0, anomalous: true, run };
-        let normal = Verdict { value: 0.0, expected: 0.0, score: 0.0, anomalous: false, run: 0 };
+        let anomalous = |run| Verdict {
+            value: 1.0,
+            expected: 0.0,
+            score: 9.0,
+            anomalous: true,
+            run,
+        };
+        let normal = Verdict {
+            value: 0.0,
+            expected: 0.0,
+            score: 0.0,
+            anomalous: false,
+            run: 0,
+        };
         assert_eq!(st.step(&anomalous(1), Some(true), &policy), None);
-        assert_eq!(st.step(&anomalous(2), Some(false), &policy), None, "the gate holds it");
-        assert_eq!(st.step(&anomalous(3), Some(true), &policy), Some(Transition::Opened));
+        assert_eq!(
+            st.step(&anomalous(2), Some(false), &policy),
+            None,
+            "the gate holds it"
+        );
+        assert_eq!(
+            st.step(&anomalous(3), Some(true), &policy),
+            Some(Transition::Opened)
+        );
         assert_eq!(st.step(&normal, None, &policy), None);
         assert_eq!(st.step(&normal, None, &policy), None);
         assert_eq!(st.step(&normal, None, &policy), Some(Transition::Closed));

@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::detect::{
-    BurnRateGate, BurnStatus, BurnWindow, DetectorConfig, Direction, IncidentPolicy, IncidentState, ResidualDetector,
-    SloConfig,
+    BurnRateGate, BurnStatus, BurnWindow, DetectorConfig, Direction, IncidentPolicy, IncidentState,
+    ResidualDetector, SloConfig,
 };
 use crate::report::{AnalysisConfig, Report, SloVerdict, analyze};
 use crate::rules::{Change, Incident, RuleEngine};
@@ -34,11 +34,21 @@ use crate::topology::{Breakdown, BreakdownRow, Entity, MetricWindow, Topology};
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {source}")]
-    Toml { path: PathBuf, source: toml::de::Error },
+    Toml {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
     #[error("{path}:{line}: {message}")]
-    Csv { path: PathBuf, line: usize, message: String },
+    Csv {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -140,7 +150,10 @@ pub struct Bundle {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReplayError + '_ {
-    move |source| ReplayError::Io { path: path.to_path_buf(), source }
+    move |source| ReplayError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Split one CSV line: commas, double-quoted fields with `""` for a quote.
@@ -198,23 +211,44 @@ type Leaves = BTreeMap<(String, String, Vec<String>, Vec<String>), Vec<(i64, f64
 /// Rows of a CSV file after its header, with line numbers; blank lines and `#` comments skipped.
 fn read_csv(path: &Path) -> Result<Csv, ReplayError> {
     let text = fs::read_to_string(path).map_err(io(path))?;
-    let err = |line, message: String| ReplayError::Csv { path: path.to_path_buf(), line, message };
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#'));
-    let (hline, header) = lines.next().ok_or_else(|| err(1, "empty file, expected a header".into()))?;
+    let err = |line, message: String| ReplayError::Csv {
+        path: path.to_path_buf(),
+        line,
+        message,
+    };
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#'));
+    let (hline, header) = lines
+        .next()
+        .ok_or_else(|| err(1, "empty file, expected a header".into()))?;
     let header = split_csv(header).map_err(|m| err(hline + 1, m))?;
     let mut rows = Vec::new();
     for (i, line) in lines {
         let fields = split_csv(line).map_err(|m| err(i + 1, m))?;
         if fields.len() != header.len() {
-            return Err(err(i + 1, format!("{} fields, the header has {}", fields.len(), header.len())));
+            return Err(err(
+                i + 1,
+                format!("{} fields, the header has {}", fields.len(), header.len()),
+            ));
         }
         rows.push((i + 1, fields));
     }
     Ok((header, rows))
 }
 
-fn parse_num<T: std::str::FromStr>(path: &Path, line: usize, what: &str, s: &str) -> Result<T, ReplayError> {
-    s.parse().map_err(|_| ReplayError::Csv { path: path.to_path_buf(), line, message: format!("{what} {s:?} is not a number") })
+fn parse_num<T: std::str::FromStr>(
+    path: &Path,
+    line: usize,
+    what: &str,
+    s: &str,
+) -> Result<T, ReplayError> {
+    s.parse().map_err(|_| ReplayError::Csv {
+        path: path.to_path_buf(),
+        line,
+        message: format!("{what} {s:?} is not a number"),
+    })
 }
 
 impl Bundle {
@@ -222,27 +256,51 @@ impl Bundle {
     pub fn load(dir: &Path) -> Result<Bundle, ReplayError> {
         let spec_path = dir.join("topology.toml");
         let text = fs::read_to_string(&spec_path).map_err(io(&spec_path))?;
-        let spec: BundleSpec = toml::from_str(&text).map_err(|source| ReplayError::Toml { path: spec_path.clone(), source })?;
-        let mut bundle = Bundle { spec, ..Default::default() };
+        let spec: BundleSpec = toml::from_str(&text).map_err(|source| ReplayError::Toml {
+            path: spec_path.clone(),
+            source,
+        })?;
+        let mut bundle = Bundle {
+            spec,
+            ..Default::default()
+        };
 
         for path in csv_files(&dir.join("metrics"))? {
             let (header, rows) = read_csv(&path)?;
             if header != ["timestamp", "entity", "metric", "value"] {
-                return Err(ReplayError::Csv { path, line: 1, message: "expected header timestamp,entity,metric,value".into() });
+                return Err(ReplayError::Csv {
+                    path,
+                    line: 1,
+                    message: "expected header timestamp,entity,metric,value".into(),
+                });
             }
             for (line, f) in rows {
-                if !(f[1].starts_with("service:") || f[1].starts_with("node:") || f[1].starts_with("edge:")) {
-                    return Err(ReplayError::Csv { path, line, message: format!("entity {:?} is not service:, node: or edge:", f[1]) });
+                if !(f[1].starts_with("service:")
+                    || f[1].starts_with("node:")
+                    || f[1].starts_with("edge:"))
+                {
+                    return Err(ReplayError::Csv {
+                        path,
+                        line,
+                        message: format!("entity {:?} is not service:, node: or edge:", f[1]),
+                    });
                 }
                 let ts = parse_num(&path, line, "timestamp", &f[0])?;
                 let v = parse_num(&path, line, "value", &f[3])?;
-                bundle.series.entry((f[1].clone(), f[2].clone())).or_default().push((ts, v));
+                bundle
+                    .series
+                    .entry((f[1].clone(), f[2].clone()))
+                    .or_default()
+                    .push((ts, v));
             }
         }
         let mut leaves: Leaves = BTreeMap::new();
         for path in csv_files(&dir.join("breakdowns"))? {
             let (header, rows) = read_csv(&path)?;
-            if header.len() < 5 || header[..3] != ["timestamp", "service", "measure"] || header.last().map(String::as_str) != Some("value") {
+            if header.len() < 5
+                || header[..3] != ["timestamp", "service", "measure"]
+                || header.last().map(String::as_str) != Some("value")
+            {
                 return Err(ReplayError::Csv {
                     path,
                     line: 1,
@@ -252,17 +310,35 @@ impl Bundle {
             let dims = header[3..header.len() - 1].to_vec();
             for (line, f) in rows {
                 if !["requests", "errors", "latency_sum_ms"].contains(&f[2].as_str()) {
-                    return Err(ReplayError::Csv { path, line, message: format!("measure {:?} is not requests, errors or latency_sum_ms", f[2]) });
+                    return Err(ReplayError::Csv {
+                        path,
+                        line,
+                        message: format!(
+                            "measure {:?} is not requests, errors or latency_sum_ms",
+                            f[2]
+                        ),
+                    });
                 }
                 let ts = parse_num(&path, line, "timestamp", &f[0])?;
                 let v = parse_num(&path, line, "value", &f[f.len() - 1])?;
                 let values = f[3..f.len() - 1].to_vec();
-                leaves.entry((f[1].clone(), f[2].clone(), dims.clone(), values)).or_default().push((ts, v));
+                leaves
+                    .entry((f[1].clone(), f[2].clone(), dims.clone(), values))
+                    .or_default()
+                    .push((ts, v));
             }
         }
         bundle.breakdowns = leaves
             .into_iter()
-            .map(|((service, measure, dimensions, values), points)| BreakdownSeries { service, measure, dimensions, values, points })
+            .map(
+                |((service, measure, dimensions, values), points)| BreakdownSeries {
+                    service,
+                    measure,
+                    dimensions,
+                    values,
+                    points,
+                },
+            )
             .collect();
         for points in bundle.series.values_mut() {
             points.sort_by_key(|p| p.0);
@@ -279,7 +355,8 @@ impl Bundle {
             let p = dir.join(sub);
             fs::create_dir_all(&p).map_err(io(&p))?;
         }
-        let spec = toml::to_string_pretty(&self.spec).map_err(|e| ReplayError::Invalid(e.to_string()))?;
+        let spec =
+            toml::to_string_pretty(&self.spec).map_err(|e| ReplayError::Invalid(e.to_string()))?;
         let p = dir.join("topology.toml");
         fs::write(&p, spec).map_err(io(&p))?;
         let mut csv = String::from("timestamp,entity,metric,value\n");
@@ -299,7 +376,13 @@ impl Bundle {
             });
             let values: Vec<String> = b.values.iter().map(|v| quote(v)).collect();
             for (ts, v) in &b.points {
-                let _ = writeln!(out, "{ts},{},{},{},{v}", quote(&b.service), b.measure, values.join(","));
+                let _ = writeln!(
+                    out,
+                    "{ts},{},{},{},{v}",
+                    quote(&b.service),
+                    b.measure,
+                    values.join(",")
+                );
             }
         }
         for (i, (_, text)) in files.into_iter().enumerate() {
@@ -310,7 +393,10 @@ impl Bundle {
     }
 
     fn entry_series(&self) -> Result<&[(i64, f64)], ReplayError> {
-        let key = (format!("service:{}", self.spec.incident.entry), self.spec.incident.kpi.clone());
+        let key = (
+            format!("service:{}", self.spec.incident.entry),
+            self.spec.incident.kpi.clone(),
+        );
         self.series.get(&key).map(Vec::as_slice).ok_or_else(|| {
             ReplayError::Invalid(format!(
                 "no samples of the entry KPI: expected rows with entity {} and metric {}",
@@ -323,31 +409,53 @@ impl Bundle {
     /// opens an incident (no SLO in a replay, so the burn-rate gate does not apply).
     fn step(&self) -> Result<i64, ReplayError> {
         let series = self.entry_series()?;
-        Ok(series.windows(2).map(|w| w[1].0 - w[0].0).filter(|d| *d > 0).min().unwrap_or(60))
+        Ok(series
+            .windows(2)
+            .map(|w| w[1].0 - w[0].0)
+            .filter(|d| *d > 0)
+            .min()
+            .unwrap_or(60))
     }
 
     /// The burn-rate gate over the entry service's samples, when `[incident].slo` is set: the
     /// SRE-workbook windows (1 h / 5 min at 14.4×, 6 h / 30 min at 6×) in samples of this
     /// bundle's step. Samples missing either series count as no traffic.
     pub fn burn(&self) -> Result<Option<BTreeMap<i64, BurnStatus>>, ReplayError> {
-        let Some(objective) = self.spec.incident.slo else { return Ok(None) };
+        let Some(objective) = self.spec.incident.slo else {
+            return Ok(None);
+        };
         if !(0.0..1.0).contains(&objective) {
-            return Err(ReplayError::Invalid(format!("[incident].slo {objective} must be in [0, 1)")));
+            return Err(ReplayError::Invalid(format!(
+                "[incident].slo {objective} must be in [0, 1)"
+            )));
         }
         let step = self.step()?;
         let entry = format!("service:{}", self.spec.incident.entry);
         let get = |metric: &str| -> Result<BTreeMap<i64, f64>, ReplayError> {
-            self.series.get(&(entry.clone(), metric.to_string())).map(|p| p.iter().copied().collect()).ok_or_else(|| {
-                ReplayError::Invalid(format!("[incident].slo needs {metric} samples of {entry}"))
-            })
+            self.series
+                .get(&(entry.clone(), metric.to_string()))
+                .map(|p| p.iter().copied().collect())
+                .ok_or_else(|| {
+                    ReplayError::Invalid(format!(
+                        "[incident].slo needs {metric} samples of {entry}"
+                    ))
+                })
         };
         let (requests, errors) = (get("request_rate")?, get("error_rate")?);
         let buckets = |seconds: i64| ((seconds / step.max(1)) as usize).max(1);
         let mut gate = BurnRateGate::new(SloConfig {
             objective,
             windows: vec![
-                BurnWindow { long: buckets(3600), short: buckets(300), factor: 14.4 },
-                BurnWindow { long: buckets(6 * 3600), short: buckets(1800), factor: 6.0 },
+                BurnWindow {
+                    long: buckets(3600),
+                    short: buckets(300),
+                    factor: 14.4,
+                },
+                BurnWindow {
+                    long: buckets(6 * 3600),
+                    short: buckets(1800),
+                    factor: 6.0,
+                },
             ],
         });
         Ok(Some(
@@ -369,7 +477,10 @@ impl Bundle {
     }
 
     /// [`window`](Self::window) with the gate's series already computed.
-    fn window_with(&self, burn: Option<&BTreeMap<i64, BurnStatus>>) -> Result<(i64, i64), ReplayError> {
+    fn window_with(
+        &self,
+        burn: Option<&BTreeMap<i64, BurnStatus>>,
+    ) -> Result<(i64, i64), ReplayError> {
         let series = self.entry_series()?;
         let step = self.step()?;
         let start = match self.spec.incident.start {
@@ -377,7 +488,10 @@ impl Bundle {
             None => {
                 let kpi = &self.spec.incident.kpi;
                 let cfg = DetectorConfig::for_metric(kpi);
-                let policy = IncidentPolicy { require_burn: burn.is_some(), ..Default::default() };
+                let policy = IncidentPolicy {
+                    require_burn: burn.is_some(),
+                    ..Default::default()
+                };
                 let mut det = ResidualDetector::new(Direction::for_metric(kpi));
                 let mut state = IncidentState::default();
                 let mut run_start = None;
@@ -414,7 +528,11 @@ impl Bundle {
 
     /// The gate's verdict over the incident window: the highest burn rate, and whether the gate
     /// fired.
-    fn slo_verdict(&self, burn: &BTreeMap<i64, BurnStatus>, (start, end): (i64, i64)) -> SloVerdict {
+    fn slo_verdict(
+        &self,
+        burn: &BTreeMap<i64, BurnStatus>,
+        (start, end): (i64, i64),
+    ) -> SloVerdict {
         let in_window: Vec<&BurnStatus> = burn.range(start..end).map(|(_, s)| s).collect();
         SloVerdict {
             objective: self.spec.incident.slo.unwrap_or_default(),
@@ -427,28 +545,57 @@ impl Bundle {
     pub fn topology(&self, (start, end): (i64, i64)) -> Topology {
         let mut t = Topology::default();
         for s in &self.spec.services {
-            t.add_service(&s.name, Entity { labels: s.labels.clone(), ..Default::default() });
+            t.add_service(
+                &s.name,
+                Entity {
+                    labels: s.labels.clone(),
+                    ..Default::default()
+                },
+            );
             for n in &s.nodes {
                 t.place(&s.name, n);
             }
         }
         for n in &self.spec.nodes {
-            t.add_node(&n.name, Entity { labels: n.labels.clone(), ..Default::default() });
+            t.add_node(
+                &n.name,
+                Entity {
+                    labels: n.labels.clone(),
+                    ..Default::default()
+                },
+            );
         }
         for c in &self.spec.calls {
-            t.add_call(&c.caller, &c.callee, Entity { labels: c.labels.clone(), ..Default::default() });
+            t.add_call(
+                &c.caller,
+                &c.callee,
+                Entity {
+                    labels: c.labels.clone(),
+                    ..Default::default()
+                },
+            );
         }
         for ((entity, metric), points) in &self.series {
             let values: Vec<f64> = points.iter().map(|p| p.1).collect();
-            let first = points.iter().position(|p| p.0 >= start).unwrap_or(points.len());
+            let first = points
+                .iter()
+                .position(|p| p.0 >= start)
+                .unwrap_or(points.len());
             let len = points[first..].iter().take_while(|p| p.0 < end).count();
-            let Some(w) = MetricWindow::from_series(metric, &values, first, len) else { continue };
+            let Some(w) = MetricWindow::from_series(metric, &values, first, len) else {
+                continue;
+            };
             let target = if let Some(name) = entity.strip_prefix("service:") {
                 t.services.entry(name.to_string()).or_default()
             } else if let Some(name) = entity.strip_prefix("node:") {
                 t.nodes.entry(name.to_string()).or_default()
-            } else if let Some((caller, callee)) = entity.strip_prefix("edge:").and_then(|e| e.split_once("->")) {
-                t.edges.entry((caller.to_string(), callee.to_string())).or_default()
+            } else if let Some((caller, callee)) = entity
+                .strip_prefix("edge:")
+                .and_then(|e| e.split_once("->"))
+            {
+                t.edges
+                    .entry((caller.to_string(), callee.to_string()))
+                    .or_default()
             } else {
                 continue;
             };
@@ -461,7 +608,11 @@ impl Bundle {
             .spec
             .changes
             .iter()
-            .map(|c| Change { at_ms: (c.at.max(0) as u64) * 1000, subject: c.subject.clone(), description: c.description.clone() })
+            .map(|c| Change {
+                at_ms: (c.at.max(0) as u64) * 1000,
+                subject: c.subject.clone(),
+                description: c.description.clone(),
+            })
             .collect();
         t
     }
@@ -470,8 +621,16 @@ impl Bundle {
     /// requests) breakdowns, each leaf's mean before `start` and over `[start, end)`.
     fn breakdowns_at(&self, start: i64, end: i64) -> BTreeMap<String, Vec<Breakdown>> {
         let mean = |points: &[(i64, f64)], lo: i64, hi: i64| {
-            let xs: Vec<f64> = points.iter().filter(|p| p.0 >= lo && p.0 < hi).map(|p| p.1).collect();
-            if xs.is_empty() { 0.0 } else { xs.iter().sum::<f64>() / xs.len() as f64 }
+            let xs: Vec<f64> = points
+                .iter()
+                .filter(|p| p.0 >= lo && p.0 < hi)
+                .map(|p| p.1)
+                .collect();
+            if xs.is_empty() {
+                0.0
+            } else {
+                xs.iter().sum::<f64>() / xs.len() as f64
+            }
         };
         // (service, dimensions) → leaf values → measure → (before, after)
         type Leaves = BTreeMap<Vec<String>, BTreeMap<String, (f64, f64)>>;
@@ -489,17 +648,49 @@ impl Bundle {
         let mut out: BTreeMap<String, Vec<Breakdown>> = BTreeMap::new();
         for ((service, dimensions), leaves) in grouped {
             let get = |m: &BTreeMap<String, (f64, f64)>, k: &str| m.get(k).copied();
-            let mut requests = Breakdown { kpi: "request_rate".into(), dimensions: dimensions.clone(), rows: Vec::new() };
-            let mut errors = Breakdown { kpi: "error_rate".into(), dimensions: dimensions.clone(), rows: Vec::new() };
-            let mut latency = Breakdown { kpi: "latency_mean_ms".into(), dimensions: dimensions.clone(), rows: Vec::new() };
+            let mut requests = Breakdown {
+                kpi: "request_rate".into(),
+                dimensions: dimensions.clone(),
+                rows: Vec::new(),
+            };
+            let mut errors = Breakdown {
+                kpi: "error_rate".into(),
+                dimensions: dimensions.clone(),
+                rows: Vec::new(),
+            };
+            let mut latency = Breakdown {
+                kpi: "latency_mean_ms".into(),
+                dimensions: dimensions.clone(),
+                rows: Vec::new(),
+            };
             for (values, m) in &leaves {
-                let Some((rb, ra)) = get(m, "requests") else { continue };
-                requests.rows.push(BreakdownRow { values: values.clone(), before: rb, after: ra, den_before: None, den_after: None });
+                let Some((rb, ra)) = get(m, "requests") else {
+                    continue;
+                };
+                requests.rows.push(BreakdownRow {
+                    values: values.clone(),
+                    before: rb,
+                    after: ra,
+                    den_before: None,
+                    den_after: None,
+                });
                 if let Some((eb, ea)) = get(m, "errors") {
-                    errors.rows.push(BreakdownRow { values: values.clone(), before: eb, after: ea, den_before: Some(rb), den_after: Some(ra) });
+                    errors.rows.push(BreakdownRow {
+                        values: values.clone(),
+                        before: eb,
+                        after: ea,
+                        den_before: Some(rb),
+                        den_after: Some(ra),
+                    });
                 }
                 if let Some((lb, la)) = get(m, "latency_sum_ms") {
-                    latency.rows.push(BreakdownRow { values: values.clone(), before: lb, after: la, den_before: Some(rb), den_after: Some(ra) });
+                    latency.rows.push(BreakdownRow {
+                        values: values.clone(),
+                        before: lb,
+                        after: la,
+                        den_before: Some(rb),
+                        den_after: Some(ra),
+                    });
                 }
             }
             let list = out.entry(service).or_default();
@@ -516,7 +707,10 @@ impl Bundle {
     pub fn incident(&self, (start, _): (i64, i64)) -> Incident {
         let spec = &self.spec.incident;
         Incident {
-            id: spec.id.clone().unwrap_or_else(|| format!("{}-{}-{}", spec.entry, spec.kpi, start)),
+            id: spec
+                .id
+                .clone()
+                .unwrap_or_else(|| format!("{}-{}-{}", spec.entry, spec.kpi, start)),
             entry: spec.entry.clone(),
             kpi: spec.kpi.clone(),
             started_at_ms: (start.max(0) as u64) * 1000,
@@ -528,12 +722,18 @@ impl Bundle {
         let services: Vec<&str> = self.spec.services.iter().map(|s| s.name.as_str()).collect();
         let known = |name: &str| services.is_empty() || services.contains(&name);
         if !known(&self.spec.incident.entry) {
-            return Err(ReplayError::Invalid(format!("[incident].entry {:?} is not a [[service]]", self.spec.incident.entry)));
+            return Err(ReplayError::Invalid(format!(
+                "[incident].entry {:?} is not a [[service]]",
+                self.spec.incident.entry
+            )));
         }
         for c in &self.spec.calls {
             for s in [&c.caller, &c.callee] {
                 if !known(s) {
-                    return Err(ReplayError::Invalid(format!("[[call]] {}->{}: {s:?} is not a [[service]]", c.caller, c.callee)));
+                    return Err(ReplayError::Invalid(format!(
+                        "[[call]] {}->{}: {s:?} is not a [[service]]",
+                        c.caller, c.callee
+                    )));
                 }
             }
         }
@@ -542,13 +742,21 @@ impl Bundle {
 }
 
 /// Load a bundle and analyse it.
-pub fn analyze_dir(dir: &Path, rules: &mut dyn RuleEngine, cfg: &AnalysisConfig) -> Result<Report, ReplayError> {
+pub fn analyze_dir(
+    dir: &Path,
+    rules: &mut dyn RuleEngine,
+    cfg: &AnalysisConfig,
+) -> Result<Report, ReplayError> {
     let bundle = Bundle::load(dir)?;
     analyze_bundle(&bundle, rules, cfg)
 }
 
 /// Analyse a bundle in memory.
-pub fn analyze_bundle(bundle: &Bundle, rules: &mut dyn RuleEngine, cfg: &AnalysisConfig) -> Result<Report, ReplayError> {
+pub fn analyze_bundle(
+    bundle: &Bundle,
+    rules: &mut dyn RuleEngine,
+    cfg: &AnalysisConfig,
+) -> Result<Report, ReplayError> {
     bundle.validate()?;
     // The gate's series serve both the window and the report's verdict.
     let burn = bundle.burn()?;
@@ -565,7 +773,10 @@ mod tests {
 
     #[test]
     fn csv_fields_with_quotes_and_commas() {
-        assert_eq!(split_csv(r#"1,"a,b","say ""hi""",x"#).unwrap(), ["1", "a,b", "say \"hi\"", "x"]);
+        assert_eq!(
+            split_csv(r#"1,"a,b","say ""hi""",x"#).unwrap(),
+            ["1", "a,b", "say \"hi\"", "x"]
+        );
         assert!(split_csv(r#"1,"open"#).is_err());
         assert_eq!(split_csv(&quote("a,\"b")).unwrap(), ["a,\"b"]);
     }

@@ -11,8 +11,8 @@ use crate::attribution::{self, AttributionConfig, Cause, CubeBuilder, KpiKind};
 use crate::demarcation::{self, Candidate, DemarcationConfig, Element, Walk};
 use crate::detect::Direction;
 use crate::rules::{
-    Attribution, Category, Diagnosis, Evidence, Incident, Metric, Neighbour, Relation, RuleEngine, RuleFailure,
-    RuleInput, RuledDiagnosis, Subject, SubjectKind,
+    Attribution, Category, Diagnosis, Evidence, Incident, Metric, Neighbour, Relation, RuleEngine,
+    RuleFailure, RuleInput, RuledDiagnosis, Subject, SubjectKind,
 };
 use crate::topology::{Breakdown, Entity, Topology};
 use sonde_sdk::fault_rule::metric;
@@ -131,20 +131,39 @@ fn metrics_of(entity: Option<&Entity>) -> Vec<Metric> {
         .map(|e| {
             e.metrics
                 .iter()
-                .map(|(name, w)| Metric { name: name.clone(), before: w.before, after: w.after, anomalous: w.anomalous })
+                .map(|(name, w)| Metric {
+                    name: name.clone(),
+                    before: w.before,
+                    after: w.after,
+                    anomalous: w.anomalous,
+                })
                 .collect()
         })
         .unwrap_or_default()
 }
 
 fn labels_of(entity: Option<&Entity>) -> Vec<(String, String)> {
-    entity.map(|e| e.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default()
+    entity
+        .map(|e| {
+            e.labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Run attribution on one breakdown.
 pub fn attribute_breakdown(breakdown: &Breakdown, keep: usize) -> Vec<Cause> {
-    let ratio = breakdown.rows.iter().any(|r| r.den_before.is_some() || r.den_after.is_some());
-    let kind = if ratio { KpiKind::Ratio } else { KpiKind::Additive };
+    let ratio = breakdown
+        .rows
+        .iter()
+        .any(|r| r.den_before.is_some() || r.den_after.is_some());
+    let kind = if ratio {
+        KpiKind::Ratio
+    } else {
+        KpiKind::Additive
+    };
     let dims: Vec<&str> = breakdown.dimensions.iter().map(String::as_str).collect();
     let mut builder = CubeBuilder::new(&dims, kind);
     for row in &breakdown.rows {
@@ -153,7 +172,13 @@ pub fn attribute_breakdown(breakdown: &Breakdown, keep: usize) -> Vec<Cause> {
         }
         let values: Vec<&str> = row.values.iter().map(String::as_str).collect();
         if ratio {
-            builder.add_ratio(&values, row.after, row.before, row.den_after.unwrap_or(0.0), row.den_before.unwrap_or(0.0));
+            builder.add_ratio(
+                &values,
+                row.after,
+                row.before,
+                row.den_after.unwrap_or(0.0),
+                row.den_before.unwrap_or(0.0),
+            );
         } else {
             builder.add(&values, row.after, row.before);
         }
@@ -163,13 +188,24 @@ pub fn attribute_breakdown(breakdown: &Breakdown, keep: usize) -> Vec<Cause> {
     causes
 }
 
-fn attributions_for(topology: &Topology, service: &str, incident_kpi: &str, keep: usize) -> Vec<ServiceAttribution> {
-    let Some(entity) = topology.services.get(service) else { return Vec::new() };
+fn attributions_for(
+    topology: &Topology,
+    service: &str,
+    incident_kpi: &str,
+    keep: usize,
+) -> Vec<ServiceAttribution> {
+    let Some(entity) = topology.services.get(service) else {
+        return Vec::new();
+    };
     entity
         .breakdowns
         .iter()
         .filter(|b| b.kpi == incident_kpi || entity.metric(&b.kpi).is_some_and(|w| w.anomalous))
-        .map(|b| ServiceAttribution { service: service.to_string(), kpi: b.kpi.clone(), causes: attribute_breakdown(b, keep) })
+        .map(|b| ServiceAttribution {
+            service: service.to_string(),
+            kpi: b.kpi.clone(),
+            causes: attribute_breakdown(b, keep),
+        })
         .filter(|a| !a.causes.is_empty())
         .collect()
 }
@@ -202,27 +238,70 @@ pub fn rule_input(
     match element {
         Element::Service { name } => {
             for callee in topology.callees(name) {
-                let mut n = neighbour(topology, walk, Element::Service { name: callee.to_string() }, Relation::Downstream);
+                let mut n = neighbour(
+                    topology,
+                    walk,
+                    Element::Service {
+                        name: callee.to_string(),
+                    },
+                    Relation::Downstream,
+                );
                 // The caller's view of the call is what tells a slow downstream from a slow network.
-                let edge = Element::Edge { caller: name.clone(), callee: callee.to_string() };
+                let edge = Element::Edge {
+                    caller: name.clone(),
+                    callee: callee.to_string(),
+                };
                 n.abnormal |= walk.candidates.iter().any(|c| c.element == edge);
                 n.metrics.extend(metrics_of(entity_of(topology, &edge)));
                 neighbours.push(n);
             }
             for caller in topology.callers(name) {
-                neighbours.push(neighbour(topology, walk, Element::Service { name: caller.to_string() }, Relation::Upstream));
+                neighbours.push(neighbour(
+                    topology,
+                    walk,
+                    Element::Service {
+                        name: caller.to_string(),
+                    },
+                    Relation::Upstream,
+                ));
             }
             for node in topology.hosts(name) {
-                neighbours.push(neighbour(topology, walk, Element::Node { name: node.clone() }, Relation::Host));
+                neighbours.push(neighbour(
+                    topology,
+                    walk,
+                    Element::Node { name: node.clone() },
+                    Relation::Host,
+                ));
             }
         }
         Element::Edge { caller, callee } => {
-            neighbours.push(neighbour(topology, walk, Element::Service { name: caller.clone() }, Relation::Caller));
-            neighbours.push(neighbour(topology, walk, Element::Service { name: callee.clone() }, Relation::Callee));
+            neighbours.push(neighbour(
+                topology,
+                walk,
+                Element::Service {
+                    name: caller.clone(),
+                },
+                Relation::Caller,
+            ));
+            neighbours.push(neighbour(
+                topology,
+                walk,
+                Element::Service {
+                    name: callee.clone(),
+                },
+                Relation::Callee,
+            ));
         }
         Element::Node { name } => {
             for service in topology.hosted(name) {
-                neighbours.push(neighbour(topology, walk, Element::Service { name: service.to_string() }, Relation::Hosted));
+                neighbours.push(neighbour(
+                    topology,
+                    walk,
+                    Element::Service {
+                        name: service.to_string(),
+                    },
+                    Relation::Hosted,
+                ));
             }
         }
     }
@@ -240,10 +319,20 @@ pub fn rule_input(
             })
         })
         .collect();
-    let changes = topology.changes.iter().filter(|c| c.subject == id).cloned().collect();
+    let changes = topology
+        .changes
+        .iter()
+        .filter(|c| c.subject == id)
+        .cloned()
+        .collect();
     RuleInput {
         incident: incident.clone(),
-        subject: Subject { kind: element.kind(), id, metrics: metrics_of(entity), labels: labels_of(entity) },
+        subject: Subject {
+            kind: element.kind(),
+            id,
+            metrics: metrics_of(entity),
+            labels: labels_of(entity),
+        },
         neighbours,
         attributions,
         changes,
@@ -255,7 +344,9 @@ fn is_propagation(d: &Diagnosis) -> bool {
 }
 
 fn key_metrics(topology: &Topology, element: &Element, limit: usize) -> Vec<KeyMetric> {
-    let Some(entity) = entity_of(topology, element) else { return Vec::new() };
+    let Some(entity) = entity_of(topology, element) else {
+        return Vec::new();
+    };
     let mut out: Vec<KeyMetric> = entity
         .metrics
         .iter()
@@ -268,7 +359,11 @@ fn key_metrics(topology: &Topology, element: &Element, limit: usize) -> Vec<KeyM
             score: Direction::for_metric(name).badness(w.score),
         })
         .collect();
-    out.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.metric.cmp(&b.metric)));
+    out.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then_with(|| a.metric.cmp(&b.metric))
+    });
     out.truncate(limit);
     out
 }
@@ -296,26 +391,49 @@ pub fn fmt_value(metric: &str, v: f64) -> String {
 }
 
 fn phenomenon(topology: &Topology, incident: &Incident) -> String {
-    let metrics = key_metrics(topology, &Element::Service { name: incident.entry.clone() }, 3);
+    let metrics = key_metrics(
+        topology,
+        &Element::Service {
+            name: incident.entry.clone(),
+        },
+        3,
+    );
     if metrics.is_empty() {
         return format!("{}: {} is anomalous", incident.entry, incident.kpi);
     }
     let parts: Vec<String> = metrics
         .iter()
-        .map(|k| format!("{} {} → {}", k.metric, fmt_value(&k.metric, k.before), fmt_value(&k.metric, k.after)))
+        .map(|k| {
+            format!(
+                "{} {} → {}",
+                k.metric,
+                fmt_value(&k.metric, k.before),
+                fmt_value(&k.metric, k.after)
+            )
+        })
         .collect();
     format!("{}: {}", incident.entry, parts.join(", "))
 }
 
 /// Analyse an incident: walk, attribute, run the rules in one batch, rank and explain.
-pub fn analyze(topology: &Topology, incident: &Incident, rules: &mut dyn RuleEngine, cfg: &AnalysisConfig) -> Report {
+pub fn analyze(
+    topology: &Topology,
+    incident: &Incident,
+    rules: &mut dyn RuleEngine,
+    cfg: &AnalysisConfig,
+) -> Report {
     let started = Instant::now();
     let mut walk = demarcation::walk(topology, &incident.entry, &cfg.demarcation);
 
     let mut attributions = Vec::new();
     for c in &walk.candidates {
         if let Element::Service { name } = &c.element {
-            attributions.extend(attributions_for(topology, name, &incident.kpi, cfg.attributions()));
+            attributions.extend(attributions_for(
+                topology,
+                name,
+                &incident.kpi,
+                cfg.attributions(),
+            ));
         }
     }
     let inputs: Vec<RuleInput> = walk
@@ -323,7 +441,11 @@ pub fn analyze(topology: &Topology, incident: &Incident, rules: &mut dyn RuleEng
         .iter()
         .map(|c| rule_input(topology, incident, &walk, c, &attributions))
         .collect();
-    let outcome = if inputs.is_empty() { Default::default() } else { rules.evaluate(&inputs) };
+    let outcome = if inputs.is_empty() {
+        Default::default()
+    } else {
+        rules.evaluate(&inputs)
+    };
     // A machine explains the services on it only if a rule finds it at fault.
     let undiagnosed_nodes: Vec<Element> = walk
         .candidates
@@ -331,7 +453,10 @@ pub fn analyze(topology: &Topology, incident: &Incident, rules: &mut dyn RuleEng
         .enumerate()
         .filter(|(i, c)| {
             c.element.kind() == SubjectKind::Node
-                && !outcome.diagnoses.get(*i).is_some_and(|d| d.iter().any(|d| !is_propagation(&d.diagnosis)))
+                && !outcome
+                    .diagnoses
+                    .get(*i)
+                    .is_some_and(|d| d.iter().any(|d| !is_propagation(&d.diagnosis)))
         })
         .map(|(_, c)| c.element.clone())
         .collect();
@@ -339,7 +464,12 @@ pub fn analyze(topology: &Topology, incident: &Incident, rules: &mut dyn RuleEng
         demarcation::withdraw_explanations(&mut walk, node);
     }
 
-    let max_score = walk.candidates.iter().map(|c| c.score).fold(0.0, f64::max).max(f64::MIN_POSITIVE);
+    let max_score = walk
+        .candidates
+        .iter()
+        .map(|c| c.score)
+        .fold(0.0, f64::max)
+        .max(f64::MIN_POSITIVE);
     let mut ranked: Vec<(f64, &Candidate, Vec<RuledDiagnosis>)> = walk
         .candidates
         .iter()
@@ -352,7 +482,10 @@ pub fn analyze(topology: &Topology, incident: &Incident, rules: &mut dyn RuleEng
                     .then(b.diagnosis.confidence.total_cmp(&a.diagnosis.confidence))
                     .then_with(|| a.rule.cmp(&b.rule))
             });
-            let own = diagnoses.first().filter(|d| !is_propagation(&d.diagnosis)).map(|d| d.diagnosis.confidence.clamp(0.0, 1.0));
+            let own = diagnoses
+                .first()
+                .filter(|d| !is_propagation(&d.diagnosis))
+                .map(|d| d.diagnosis.confidence.clamp(0.0, 1.0));
             let norm = c.score / max_score;
             // An element the rules explain as propagation (or that the walk found explained) is
             // a victim; the rules' confidence in a fault of its own lifts a cause.
@@ -370,8 +503,15 @@ pub fn analyze(topology: &Topology, incident: &Incident, rules: &mut dyn RuleEng
             .then_with(|| a.1.element.cmp(&b.1.element))
     });
     // Roots first: elements nothing explains. Victims only when there is nothing else.
-    let roots: Vec<_> = ranked.iter().filter(|(_, c, _)| c.explained_by.is_none()).collect();
-    let listed: Vec<_> = if roots.is_empty() { ranked.iter().collect() } else { roots };
+    let roots: Vec<_> = ranked
+        .iter()
+        .filter(|(_, c, _)| c.explained_by.is_none())
+        .collect();
+    let listed: Vec<_> = if roots.is_empty() {
+        ranked.iter().collect()
+    } else {
+        roots
+    };
 
     let root_causes: Vec<RootCause> = listed
         .into_iter()
@@ -384,14 +524,18 @@ pub fn analyze(topology: &Topology, incident: &Incident, rules: &mut dyn RuleEng
             RootCause {
                 rank: i + 1,
                 element: c.element.clone(),
-                category: best.map_or("unknown".into(), |d| d.diagnosis.category.name().to_string()),
+                category: best.map_or("unknown".into(), |d| {
+                    d.diagnosis.category.name().to_string()
+                }),
                 confidence: best.map_or(0.0, |d| d.diagnosis.confidence),
                 score: *score,
                 explanation: best.map_or_else(
                     || format!("{} is abnormal; no rule matched it", c.element.id()),
                     |d| d.diagnosis.explanation.clone(),
                 ),
-                evidence: best.map(|d| d.diagnosis.evidence.clone()).unwrap_or_default(),
+                evidence: best
+                    .map(|d| d.diagnosis.evidence.clone())
+                    .unwrap_or_default(),
                 rule: best.map(|d| d.rule.clone()),
                 diagnoses: diagnoses.clone(),
                 propagation,
@@ -399,10 +543,19 @@ pub fn analyze(topology: &Topology, incident: &Incident, rules: &mut dyn RuleEng
         })
         .collect();
 
-    let mut key = key_metrics(topology, &Element::Service { name: incident.entry.clone() }, 4);
+    let mut key = key_metrics(
+        topology,
+        &Element::Service {
+            name: incident.entry.clone(),
+        },
+        4,
+    );
     for rc in root_causes.iter().take(3) {
         for k in key_metrics(topology, &rc.element, 4) {
-            if !key.iter().any(|x| x.entity == k.entity && x.metric == k.metric) {
+            if !key
+                .iter()
+                .any(|x| x.entity == k.entity && x.metric == k.metric)
+            {
                 key.push(k);
             }
         }
@@ -439,7 +592,11 @@ impl Report {
     /// The report as a person reads it in a terminal.
     pub fn to_text(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "Incident {} — entry service {}, KPI {}", self.incident.id, self.incident.entry, self.incident.kpi);
+        let _ = writeln!(
+            s,
+            "Incident {} — entry service {}, KPI {}",
+            self.incident.id, self.incident.entry, self.incident.kpi
+        );
         let _ = writeln!(s, "Phenomenon: {}", self.phenomenon);
         if let Some(slo) = &self.slo {
             let _ = writeln!(
@@ -447,11 +604,21 @@ impl Report {
                 "SLO {:.2}%: error budget burning {:.1}× ({})",
                 slo.objective * 100.0,
                 slo.burn_rate,
-                if slo.firing { "over the paging gate" } else { "below the paging gate" }
+                if slo.firing {
+                    "over the paging gate"
+                } else {
+                    "below the paging gate"
+                }
             );
         }
         if let Some(top) = self.root_causes.first() {
-            let _ = writeln!(s, "Most likely: {} ({}, confidence {:.0}%)", top.explanation, top.category, top.confidence * 100.0);
+            let _ = writeln!(
+                s,
+                "Most likely: {} ({}, confidence {:.0}%)",
+                top.explanation,
+                top.category,
+                top.confidence * 100.0
+            );
         }
         if !self.propagation_path.is_empty() {
             let _ = writeln!(s, "Propagation: {}", self.propagation_path.join(" ⇢ "));
@@ -476,21 +643,33 @@ impl Report {
                     e.metric,
                     fmt_value(&e.metric, e.before),
                     fmt_value(&e.metric, e.after),
-                    if e.note.is_empty() { String::new() } else { format!(" ({})", e.note) }
+                    if e.note.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", e.note)
+                    }
                 );
             }
         }
         if !self.key_metrics.is_empty() {
             let _ = writeln!(s, "\nKey metrics (before → during):");
             for k in &self.key_metrics {
-                let _ = writeln!(s, "  {:<28} {:<22} {} → {}", k.entity, k.metric, fmt_value(&k.metric, k.before), fmt_value(&k.metric, k.after));
+                let _ = writeln!(
+                    s,
+                    "  {:<28} {:<22} {} → {}",
+                    k.entity,
+                    k.metric,
+                    fmt_value(&k.metric, k.before),
+                    fmt_value(&k.metric, k.after)
+                );
             }
         }
         if !self.attributions.is_empty() {
             let _ = writeln!(s, "\nWhere the change concentrates:");
             for a in &self.attributions {
                 for c in &a.causes {
-                    let elements: Vec<String> = c.elements.iter().map(|(d, v)| format!("{d}={v}")).collect();
+                    let elements: Vec<String> =
+                        c.elements.iter().map(|(d, v)| format!("{d}={v}")).collect();
                     let _ = writeln!(
                         s,
                         "  {} {}: {} explains {:.0}% ({} → {})",

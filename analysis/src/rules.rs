@@ -80,6 +80,9 @@ impl RuleEngine for NativeRules {
                     .collect()
             })
             .collect();
-        RuleOutcome { diagnoses, failures: Vec::new() }
+        RuleOutcome {
+            diagnoses,
+            failures: Vec::new(),
+        }
     }
 }

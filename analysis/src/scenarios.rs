@@ -7,7 +7,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::replay::{Bundle, BundleSpec, CallSpec, ChangeSpec, IncidentSpec, NodeSpec, ServiceSpec};
+use crate::replay::{
+    Bundle, BundleSpec, CallSpec, ChangeSpec, IncidentSpec, NodeSpec, ServiceSpec,
+};
 use sonde_sdk::fault_rule::metric as m;
 
 pub const T0: i64 = 1_700_000_000;
@@ -17,14 +19,26 @@ pub const FAULT_AT: usize = 45;
 
 /// The scenarios [`scenario`] knows, with what a correct analysis says.
 pub const SCENARIOS: &[(&str, &str)] = &[
-    ("network-edge", "packet loss on the gateway->cart call edge (retransmits), cart itself healthy"),
-    ("slow-database", "mysql slow, two calls below the gateway (gateway -> product -> mysql)"),
+    (
+        "network-edge",
+        "packet loss on the gateway->cart call edge (retransmits), cart itself healthy",
+    ),
+    (
+        "slow-database",
+        "mysql slow, two calls below the gateway (gateway -> product -> mysql)",
+    ),
     (
         "slow-database-busy-node",
         "mysql slow as in slow-database, while its machine n3 has a longer run queue but idle CPUs (no machine fault)",
     ),
-    ("node-cpu", "machine n2 CPU-saturated; both services on it (cart, product) slow"),
-    ("endpoint-errors", "cart returns errors on /checkout only; no resource symptoms"),
+    (
+        "node-cpu",
+        "machine n2 CPU-saturated; both services on it (cart, product) slow",
+    ),
+    (
+        "endpoint-errors",
+        "cart returns errors on /checkout only; no resource symptoms",
+    ),
 ];
 
 pub use crate::synth::Rng;
@@ -36,7 +50,10 @@ struct Builder {
 
 impl Builder {
     fn new(seed: u64) -> Self {
-        Self { bundle: Bundle::default(), rng: Rng::new(seed) }
+        Self {
+            bundle: Bundle::default(),
+            rng: Rng::new(seed),
+        }
     }
 
     /// A series at `base` before the fault and `faulty` from [`FAULT_AT`] on.
@@ -48,10 +65,19 @@ impl Builder {
                 (T0 + i as i64 * STEP, v * noise)
             })
             .collect();
-        self.bundle.series.insert((entity.to_string(), metric.to_string()), points);
+        self.bundle
+            .series
+            .insert((entity.to_string(), metric.to_string()), points);
     }
 
-    fn service(&mut self, name: &str, rate: f64, err: (f64, f64), lat: (f64, f64), cpu_throttle: (f64, f64)) {
+    fn service(
+        &mut self,
+        name: &str,
+        rate: f64,
+        err: (f64, f64),
+        lat: (f64, f64),
+        cpu_throttle: (f64, f64),
+    ) {
         let e = format!("service:{name}");
         self.series(&e, m::REQUEST_RATE, rate, rate);
         self.series(&e, m::ERROR_RATE, err.0, err.1);
@@ -63,7 +89,15 @@ impl Builder {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn edge(&mut self, caller: &str, callee: &str, caller_lat: (f64, f64), callee_lat: (f64, f64), errs: (f64, f64), retrans: (f64, f64)) {
+    fn edge(
+        &mut self,
+        caller: &str,
+        callee: &str,
+        caller_lat: (f64, f64),
+        callee_lat: (f64, f64),
+        errs: (f64, f64),
+        retrans: (f64, f64),
+    ) {
         let e = format!("edge:{caller}->{callee}");
         self.series(&e, m::CALLER_LATENCY_MS, caller_lat.0, caller_lat.1);
         self.series(&e, m::CALLEE_LATENCY_MS, callee_lat.0, callee_lat.1);
@@ -84,7 +118,10 @@ impl Builder {
 fn shop_spec(id: &str, kpi: &str) -> BundleSpec {
     let svc = |name: &str, node: &str, labels: &[(&str, &str)]| ServiceSpec {
         name: name.into(),
-        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         nodes: vec![node.into()],
     };
     let call = |caller: &str, callee: &str, protocol: &str| CallSpec {
@@ -93,15 +130,32 @@ fn shop_spec(id: &str, kpi: &str) -> BundleSpec {
         labels: BTreeMap::from([("protocol".to_string(), protocol.to_string())]),
     };
     BundleSpec {
-        incident: IncidentSpec { id: Some(id.into()), entry: "gateway".into(), kpi: kpi.into(), start: None, window: None, slo: None },
+        incident: IncidentSpec {
+            id: Some(id.into()),
+            entry: "gateway".into(),
+            kpi: kpi.into(),
+            start: None,
+            window: None,
+            slo: None,
+        },
         services: vec![
             svc("gateway", "n1", &[("protocol", "http")]),
             svc("config", "n1", &[("protocol", "http")]),
             svc("cart", "n2", &[("protocol", "http")]),
             svc("product", "n2", &[("protocol", "http")]),
-            svc("mysql", "n3", &[("protocol", "mysql"), ("kind", "database")]),
+            svc(
+                "mysql",
+                "n3",
+                &[("protocol", "mysql"), ("kind", "database")],
+            ),
         ],
-        nodes: ["n1", "n2", "n3"].iter().map(|n| NodeSpec { name: n.to_string(), labels: BTreeMap::new() }).collect(),
+        nodes: ["n1", "n2", "n3"]
+            .iter()
+            .map(|n| NodeSpec {
+                name: n.to_string(),
+                labels: BTreeMap::new(),
+            })
+            .collect(),
         calls: vec![
             call("gateway", "cart", "http"),
             call("gateway", "product", "http"),
@@ -126,7 +180,11 @@ fn cart_breakdown(b: &mut Builder, checkout_errors: f64) {
             for i in 0..SAMPLES {
                 let ts = T0 + i as i64 * STEP;
                 let r = requests * (1.0 + 0.04 * (b.rng.unit() - 0.5));
-                let ratio = if i >= FAULT_AT && *endpoint == "/checkout" { checkout_errors } else { 0.001 };
+                let ratio = if i >= FAULT_AT && *endpoint == "/checkout" {
+                    checkout_errors
+                } else {
+                    0.001
+                };
                 req.push((ts, r));
                 err.push((ts, r * ratio));
                 lat.push((ts, r * 6.0));
@@ -158,7 +216,14 @@ pub fn scenario(name: &str) -> Option<Bundle> {
             b.service("config", 100.0, ok, (3.0, 3.0), no_throttle);
             b.service("mysql", 150.0, ok, (2.0, 2.0), no_throttle);
             b.edge("gateway", "cart", (6.3, 206.0), (6.0, 6.0), ok, (0.2, 30.0));
-            b.edge("gateway", "product", (10.3, 10.3), (10.0, 10.0), ok, (0.2, 0.2));
+            b.edge(
+                "gateway",
+                "product",
+                (10.3, 10.3),
+                (10.0, 10.0),
+                ok,
+                (0.2, 0.2),
+            );
             b.edge("gateway", "config", (3.2, 3.2), (3.0, 3.0), ok, (0.2, 0.2));
             b.edge("product", "mysql", (2.2, 2.2), (2.0, 2.0), ok, (0.2, 0.2));
             ("latency_mean_ms", shop_spec(name, "latency_mean_ms"))
@@ -171,9 +236,23 @@ pub fn scenario(name: &str) -> Option<Bundle> {
             b.service("mysql", 150.0, ok, (2.0, 120.0), no_throttle);
             b.series("service:product", m::DB_QUERY_LATENCY_MS, 2.2, 120.2);
             b.edge("gateway", "cart", (6.3, 6.3), (6.0, 6.0), ok, (0.2, 0.2));
-            b.edge("gateway", "product", (10.3, 128.3), (10.0, 128.0), ok, (0.2, 0.2));
+            b.edge(
+                "gateway",
+                "product",
+                (10.3, 128.3),
+                (10.0, 128.0),
+                ok,
+                (0.2, 0.2),
+            );
             b.edge("gateway", "config", (3.2, 3.2), (3.0, 3.0), ok, (0.2, 0.2));
-            b.edge("product", "mysql", (2.2, 120.2), (2.0, 120.0), ok, (0.2, 0.2));
+            b.edge(
+                "product",
+                "mysql",
+                (2.2, 120.2),
+                (2.0, 120.0),
+                ok,
+                (0.2, 0.2),
+            );
             ("latency_mean_ms", shop_spec(name, "latency_mean_ms"))
         }
         "node-cpu" => {
@@ -183,7 +262,14 @@ pub fn scenario(name: &str) -> Option<Bundle> {
             b.service("config", 100.0, ok, (3.0, 3.0), no_throttle);
             b.service("mysql", 150.0, ok, (2.0, 2.0), no_throttle);
             b.edge("gateway", "cart", (6.3, 40.3), (6.0, 40.0), ok, (0.2, 0.2));
-            b.edge("gateway", "product", (10.3, 50.3), (10.0, 50.0), ok, (0.2, 0.2));
+            b.edge(
+                "gateway",
+                "product",
+                (10.3, 50.3),
+                (10.0, 50.0),
+                ok,
+                (0.2, 0.2),
+            );
             b.edge("gateway", "config", (3.2, 3.2), (3.0, 3.0), ok, (0.2, 0.2));
             b.edge("product", "mysql", (2.2, 2.2), (2.0, 2.0), ok, (0.2, 0.2));
             ("latency_mean_ms", shop_spec(name, "latency_mean_ms"))
@@ -195,8 +281,22 @@ pub fn scenario(name: &str) -> Option<Bundle> {
             b.service("product", 100.0, ok, (10.0, 10.0), no_throttle);
             b.service("config", 100.0, ok, (3.0, 3.0), no_throttle);
             b.service("mysql", 150.0, ok, (2.0, 2.0), no_throttle);
-            b.edge("gateway", "cart", (6.3, 6.3), (6.0, 6.0), (0.001, 0.06), (0.2, 0.2));
-            b.edge("gateway", "product", (10.3, 10.3), (10.0, 10.0), ok, (0.2, 0.2));
+            b.edge(
+                "gateway",
+                "cart",
+                (6.3, 6.3),
+                (6.0, 6.0),
+                (0.001, 0.06),
+                (0.2, 0.2),
+            );
+            b.edge(
+                "gateway",
+                "product",
+                (10.3, 10.3),
+                (10.0, 10.0),
+                ok,
+                (0.2, 0.2),
+            );
             b.edge("gateway", "config", (3.2, 3.2), (3.0, 3.0), ok, (0.2, 0.2));
             b.edge("product", "mysql", (2.2, 2.2), (2.0, 2.0), ok, (0.2, 0.2));
             cart_breakdown(&mut b, 0.2);
@@ -225,7 +325,11 @@ pub fn scenario(name: &str) -> Option<Bundle> {
     }
     b.bundle.spec = spec;
     // A deploy of an unrelated service an hour earlier: the recent-change rule must not fire.
-    b.bundle.spec.changes.push(ChangeSpec { at: T0 - 3600, subject: "config".into(), description: "deploy config v41".into() });
+    b.bundle.spec.changes.push(ChangeSpec {
+        at: T0 - 3600,
+        subject: "config".into(),
+        description: "deploy config v41".into(),
+    });
     Some(b.bundle)
 }
 
@@ -251,7 +355,14 @@ pub fn large(services: usize, leaves_per_service: usize, seed: u64) -> (Bundle, 
         p = parent[p];
     }
     let mut spec = BundleSpec {
-        incident: IncidentSpec { id: Some("large".into()), entry: names[0].clone(), kpi: "latency_mean_ms".into(), start: None, window: None, slo: None },
+        incident: IncidentSpec {
+            id: Some("large".into()),
+            entry: names[0].clone(),
+            kpi: "latency_mean_ms".into(),
+            start: None,
+            window: None,
+            slo: None,
+        },
         ..Default::default()
     };
     for (i, name) in names.iter().enumerate() {
@@ -259,22 +370,56 @@ pub fn large(services: usize, leaves_per_service: usize, seed: u64) -> (Bundle, 
         let slow = if on_path[i] { 100.0 } else { 0.0 };
         b.service(name, 50.0, (0.001, 0.001), (10.0, 10.0 + slow), (0.0, 0.0));
         if i == faulty {
-            b.series(&format!("service:{name}"), m::CPU_THROTTLED_RATIO, 0.01, 0.6);
+            b.series(
+                &format!("service:{name}"),
+                m::CPU_THROTTLED_RATIO,
+                0.01,
+                0.6,
+            );
         }
-        spec.services.push(ServiceSpec { name: name.clone(), labels: BTreeMap::new(), nodes: vec![node] });
+        spec.services.push(ServiceSpec {
+            name: name.clone(),
+            labels: BTreeMap::new(),
+            nodes: vec![node],
+        });
         if parent[i] != usize::MAX {
             let caller = &names[parent[i]];
-            b.edge(caller, name, (10.2, 10.2 + slow), (10.0, 10.0 + slow), (0.001, 0.001), (0.2, 0.2));
-            spec.calls.push(CallSpec { caller: caller.clone(), callee: name.clone(), labels: BTreeMap::new() });
+            b.edge(
+                caller,
+                name,
+                (10.2, 10.2 + slow),
+                (10.0, 10.0 + slow),
+                (0.001, 0.001),
+                (0.2, 0.2),
+            );
+            spec.calls.push(CallSpec {
+                caller: caller.clone(),
+                callee: name.clone(),
+                labels: BTreeMap::new(),
+            });
         }
         // Breakdown leaves: endpoint × pod × version.
         let endpoints = (leaves_per_service / 10).max(1);
         for leaf in 0..leaves_per_service {
-            let values = vec![format!("/e{}", leaf % endpoints), format!("pod-{}", (leaf / endpoints) % 5), format!("v{}", leaf / (5 * endpoints))];
+            let values = vec![
+                format!("/e{}", leaf % endpoints),
+                format!("pod-{}", (leaf / endpoints) % 5),
+                format!("v{}", leaf / (5 * endpoints)),
+            ];
             let base = 1.0 + b.rng.unit() * 10.0;
-            let points: Vec<(i64, f64)> = (0..SAMPLES).map(|s| (T0 + s as i64 * STEP, base)).collect();
+            let points: Vec<(i64, f64)> =
+                (0..SAMPLES).map(|s| (T0 + s as i64 * STEP, base)).collect();
             let lat: Vec<(i64, f64)> = (0..SAMPLES)
-                .map(|s| (T0 + s as i64 * STEP, base * if s >= FAULT_AT && leaf % endpoints == 0 { 10.0 + slow } else { 10.0 }))
+                .map(|s| {
+                    (
+                        T0 + s as i64 * STEP,
+                        base * if s >= FAULT_AT && leaf % endpoints == 0 {
+                            10.0 + slow
+                        } else {
+                            10.0
+                        },
+                    )
+                })
                 .collect();
             for (measure, pts) in [("requests", points), ("latency_sum_ms", lat)] {
                 b.bundle.breakdowns.push(crate::replay::BreakdownSeries {
@@ -288,7 +433,10 @@ pub fn large(services: usize, leaves_per_service: usize, seed: u64) -> (Bundle, 
         }
     }
     for n in 0..machines {
-        spec.nodes.push(NodeSpec { name: format!("node-{n:02}"), labels: BTreeMap::new() });
+        spec.nodes.push(NodeSpec {
+            name: format!("node-{n:02}"),
+            labels: BTreeMap::new(),
+        });
         b.node(&format!("node-{n:02}"), (0.4, 0.4), (0.2, 0.2));
     }
     b.bundle.spec = spec;

@@ -44,7 +44,11 @@ impl Scorer {
 
     pub fn f1(&self) -> f64 {
         let denom = 2 * self.tp + self.fp + self.fn_;
-        if denom == 0 { 1.0 } else { 2.0 * self.tp as f64 / denom as f64 }
+        if denom == 0 {
+            1.0
+        } else {
+            2.0 * self.tp as f64 / denom as f64
+        }
     }
 }
 
@@ -53,13 +57,19 @@ mod tests {
     use super::*;
 
     fn el(pairs: &[(&str, &str)]) -> Element {
-        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
     fn micro_f1_counts_exact_matches_only() {
         let mut s = Scorer::default();
-        s.add(&[el(&[("b", "1"), ("a", "2")])], &[el(&[("a", "2"), ("b", "1")])]);
+        s.add(
+            &[el(&[("b", "1"), ("a", "2")])],
+            &[el(&[("a", "2"), ("b", "1")])],
+        );
         assert_eq!((s.tp, s.fp, s.fn_), (1, 0, 0));
         // A parent of the truth is wrong: one FP and one FN.
         s.add(&[el(&[("a", "2")])], &[el(&[("a", "2"), ("b", "1")])]);
@@ -67,8 +77,15 @@ mod tests {
         assert!((s.f1() - 0.5).abs() < 1e-12);
         // A repeated prediction counts once.
         let mut d = Scorer::default();
-        d.add(&[el(&[("a", "1")]), el(&[("a", "1")])], &[el(&[("a", "1")])]);
+        d.add(
+            &[el(&[("a", "1")]), el(&[("a", "1")])],
+            &[el(&[("a", "1")])],
+        );
         assert_eq!((d.tp, d.fp, d.fn_), (1, 0, 0));
-        assert_eq!(Scorer::default().f1(), 1.0, "nothing to find, nothing found");
+        assert_eq!(
+            Scorer::default().f1(),
+            1.0,
+            "nothing to find, nothing found"
+        );
     }
 }

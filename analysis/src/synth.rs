@@ -94,7 +94,13 @@ pub struct SynthConfig {
 }
 
 impl SynthConfig {
-    pub fn new(seed: u64, cardinalities: &[usize], root_causes: usize, rc_dims: usize, kind: KpiKind) -> Self {
+    pub fn new(
+        seed: u64,
+        cardinalities: &[usize],
+        root_causes: usize,
+        rc_dims: usize,
+        kind: KpiKind,
+    ) -> Self {
         Self {
             seed,
             cardinalities: cardinalities.to_vec(),
@@ -138,8 +144,15 @@ pub fn generate(cfg: &SynthConfig) -> Case {
 
     // True values (the denominator for ratio KPIs).
     let shape = rng.uniform(0.5, 1.0);
-    let truth: Vec<f64> =
-        (0..leaves).map(|_| if rng.unit() < cfg.zero_fraction { 0.0 } else { rng.weibull(shape, 100.0) }).collect();
+    let truth: Vec<f64> = (0..leaves)
+        .map(|_| {
+            if rng.unit() < cfg.zero_fraction {
+                0.0
+            } else {
+                rng.weibull(shape, 100.0)
+            }
+        })
+        .collect();
     // Ratio KPIs: a per-leaf base rate (an error rate of 1–21%, or a mean latency in arbitrary
     // units: only ratios of it matter).
     let rate: Vec<f64> = match cfg.kind {
@@ -178,14 +191,22 @@ pub fn generate(cfg: &SynthConfig) -> Case {
         for i in (1..nd).rev() {
             dims.swap(i, rng.below(i + 1));
         }
-        let mut rc: Vec<(usize, usize)> = dims[..rc_dims].iter().map(|&d| (d, rng.below(cards[d]))).collect();
+        let mut rc: Vec<(usize, usize)> = dims[..rc_dims]
+            .iter()
+            .map(|&d| (d, rng.below(cards[d])))
+            .collect();
         rc.sort_unstable();
         // On every shared dimension, a different value.
-        let clash = rcs.iter().any(|o| rc.iter().any(|(d, v)| o.iter().any(|(od, ov)| od == d && ov == v)));
+        let clash = rcs.iter().any(|o| {
+            rc.iter()
+                .any(|(d, v)| o.iter().any(|(od, ov)| od == d && ov == v))
+        });
         if clash {
             continue;
         }
-        let members: Vec<usize> = (0..leaves).filter(|&l| rc.iter().all(|&(d, v)| coord(l, d) == v)).collect();
+        let members: Vec<usize> = (0..leaves)
+            .filter(|&l| rc.iter().all(|&(d, v)| coord(l, d) == v))
+            .collect();
         let nonzero = members.iter().filter(|&&l| truth[l] > 0.0).count();
         if nonzero < cfg.min_rc_leaves || members.len() * 2 > leaves {
             continue;
@@ -206,8 +227,14 @@ pub fn generate(cfg: &SynthConfig) -> Case {
     };
     let kpi = |n: &[(f64, f64)], d: &[(f64, f64)], actual: bool| -> f64 {
         let pick = |p: &(f64, f64)| if actual { p.0 } else { p.1 };
-        let sn: f64 = (0..leaves).filter(|&l| !in_rc[l]).map(|l| pick(&n[l])).sum();
-        let sd: f64 = (0..leaves).filter(|&l| !in_rc[l]).map(|l| pick(&d[l])).sum();
+        let sn: f64 = (0..leaves)
+            .filter(|&l| !in_rc[l])
+            .map(|l| pick(&n[l]))
+            .sum();
+        let sd: f64 = (0..leaves)
+            .filter(|&l| !in_rc[l])
+            .map(|l| pick(&d[l]))
+            .sum();
         match cfg.kind {
             KpiKind::Additive => sn,
             KpiKind::Ratio => sn / sd.max(f64::MIN_POSITIVE),
@@ -218,13 +245,21 @@ pub fn generate(cfg: &SynthConfig) -> Case {
     for members in &members_of {
         let severity = rng.uniform(cfg.severity.0, cfg.severity.1) + cfg.noise;
         let spread = rng.uniform(cfg.spread.0, cfg.spread.1);
-        let traffic = if traffic_moves { rng.uniform(0.5, 1.5) } else { 1.0 };
+        let traffic = if traffic_moves {
+            rng.uniform(0.5, 1.5)
+        } else {
+            1.0
+        };
         for &l in members {
             let r = severity + spread * rng.normal();
             let keep = (1.0 - r).max(0.0);
             // Reset the noise: the root cause's leaves move by the factor alone.
             let base_num = truth[l] * rate[l];
-            let (a, f) = if up { (base_num, base_num * keep) } else { (base_num * keep, base_num) };
+            let (a, f) = if up {
+                (base_num, base_num * keep)
+            } else {
+                (base_num * keep, base_num)
+            };
             num[l] = (a * traffic, f);
             if cfg.kind == KpiKind::Ratio {
                 den[l] = (truth[l] * traffic, truth[l]);
@@ -233,7 +268,11 @@ pub fn generate(cfg: &SynthConfig) -> Case {
     }
 
     let dim_names: Vec<String> = (0..nd).map(|d| format!("d{d}")).collect();
-    let value_names: Vec<Vec<String>> = cards.iter().enumerate().map(|(d, &c)| (0..c).map(|v| format!("d{d}v{v}")).collect()).collect();
+    let value_names: Vec<Vec<String>> = cards
+        .iter()
+        .enumerate()
+        .map(|(d, &c)| (0..c).map(|v| format!("d{d}v{v}")).collect())
+        .collect();
     let dim_refs: Vec<&str> = dim_names.iter().map(String::as_str).collect();
     let mut b = CubeBuilder::new(&dim_refs, cfg.kind);
     let mut refs: Vec<&str> = vec![""; nd];
@@ -243,11 +282,23 @@ pub fn generate(cfg: &SynthConfig) -> Case {
         }
         match cfg.kind {
             KpiKind::Additive => b.add(&refs, num[leaf].0, num[leaf].1),
-            KpiKind::Ratio => b.add_ratio(&refs, num[leaf].0, num[leaf].1, den[leaf].0, den[leaf].1),
+            KpiKind::Ratio => {
+                b.add_ratio(&refs, num[leaf].0, num[leaf].1, den[leaf].0, den[leaf].1)
+            }
         }
     }
-    let truth = rcs.iter().map(|rc| rc.iter().map(|&(d, v)| (dim_names[d].clone(), value_names[d][v].clone())).collect()).collect();
-    Case { cube: b.build(), truth }
+    let truth = rcs
+        .iter()
+        .map(|rc| {
+            rc.iter()
+                .map(|&(d, v)| (dim_names[d].clone(), value_names[d][v].clone()))
+                .collect()
+        })
+        .collect();
+    Case {
+        cube: b.build(),
+        truth,
+    }
 }
 
 #[cfg(test)]
@@ -281,7 +332,10 @@ mod tests {
         let xs: Vec<f64> = (0..n).map(|_| r.normal()).collect();
         let mean = xs.iter().sum::<f64>() / n as f64;
         let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
-        assert!(mean.abs() < 0.02 && (var - 1.0).abs() < 0.02, "{mean} {var}");
+        assert!(
+            mean.abs() < 0.02 && (var - 1.0).abs() < 0.02,
+            "{mean} {var}"
+        );
         assert!((0..1000).all(|_| r.below(7) < 7));
     }
 }

@@ -27,7 +27,12 @@ pub struct MetricWindow {
 impl MetricWindow {
     /// A window from known numbers (tests, live data already scored by the daemon).
     pub fn new(before: f64, after: f64, score: f64, anomalous: bool) -> Self {
-        Self { before, after, score, anomalous }
+        Self {
+            before,
+            after,
+            score,
+            anomalous,
+        }
     }
 
     /// Summarise a series: the detector runs over all of it, `start` is the index of the first
@@ -41,20 +46,40 @@ impl MetricWindow {
         let verdicts = detect_series(values, dir, &cfg);
         let end = (start + len.max(1)).min(values.len());
         let window = &verdicts[start..end];
-        let finite: Vec<f64> = window.iter().map(|v| v.value).filter(|v| v.is_finite()).collect();
-        let after = if finite.is_empty() { f64::NAN } else { finite.iter().sum::<f64>() / finite.len() as f64 };
-        let score = window.iter().map(|v| dir.badness(v.score)).fold(0.0, f64::max);
+        let finite: Vec<f64> = window
+            .iter()
+            .map(|v| v.value)
+            .filter(|v| v.is_finite())
+            .collect();
+        let after = if finite.is_empty() {
+            f64::NAN
+        } else {
+            finite.iter().sum::<f64>() / finite.len() as f64
+        };
+        let score = window
+            .iter()
+            .map(|v| dir.badness(v.score))
+            .fold(0.0, f64::max);
         // A single anomalous point in a long window is a blip, not a symptom: ask for two, or
         // one when the window is that short.
         let needed = if window.len() >= 3 { 2 } else { 1 };
         let anomalous = window.iter().filter(|v| v.anomalous).count() >= needed;
-        Some(Self { before: verdicts[start].expected, after, score, anomalous })
+        Some(Self {
+            before: verdicts[start].expected,
+            after,
+            score,
+            anomalous,
+        })
     }
 
     /// Relative change, `after / before - 1`, with a zero baseline giving ±∞ or 0.
     pub fn change(&self) -> f64 {
         if self.before == 0.0 {
-            if self.after == 0.0 { 0.0 } else { f64::INFINITY.copysign(self.after) }
+            if self.after == 0.0 {
+                0.0
+            } else {
+                f64::INFINITY.copysign(self.after)
+            }
         } else {
             self.after / self.before - 1.0
         }
@@ -133,7 +158,8 @@ impl Topology {
         for s in [caller, callee] {
             self.services.entry(s.to_string()).or_default();
         }
-        self.edges.insert((caller.to_string(), callee.to_string()), entity);
+        self.edges
+            .insert((caller.to_string(), callee.to_string()), entity);
         self
     }
 
@@ -149,16 +175,25 @@ impl Topology {
 
     /// Services `service` calls, in name order.
     pub fn callees<'a>(&'a self, service: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.edges.keys().filter(move |(caller, _)| caller == service).map(|(_, callee)| callee.as_str())
+        self.edges
+            .keys()
+            .filter(move |(caller, _)| caller == service)
+            .map(|(_, callee)| callee.as_str())
     }
 
     /// Services that call `service`, in name order.
     pub fn callers<'a>(&'a self, service: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.edges.keys().filter(move |(_, callee)| callee == service).map(|(caller, _)| caller.as_str())
+        self.edges
+            .keys()
+            .filter(move |(_, callee)| callee == service)
+            .map(|(caller, _)| caller.as_str())
     }
 
     pub fn hosts(&self, service: &str) -> &[String] {
-        self.placement.get(service).map(Vec::as_slice).unwrap_or(&[])
+        self.placement
+            .get(service)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 
     /// Services placed on `node`, in name order.
@@ -200,7 +235,8 @@ mod tests {
     #[test]
     fn neighbours_are_in_name_order() {
         let mut t = Topology::default();
-        t.add_call("gw", "b", Entity::default()).add_call("gw", "a", Entity::default());
+        t.add_call("gw", "b", Entity::default())
+            .add_call("gw", "a", Entity::default());
         t.add_call("x", "a", Entity::default());
         t.place("a", "n1").place("b", "n1");
         assert_eq!(t.callees("gw").collect::<Vec<_>>(), ["a", "b"]);

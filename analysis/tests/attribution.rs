@@ -7,8 +7,8 @@
 //! tuned on.
 
 use sonde_analysis::attribution::{AttributionConfig, CubeBuilder, KpiKind, attribute};
-use sonde_analysis::synth::Rng;
 use sonde_analysis::score::{Element, Scorer};
+use sonde_analysis::synth::Rng;
 use sonde_analysis::synth::{SynthConfig, generate};
 
 /// A bit below what is measured (see the top of the file).
@@ -27,7 +27,10 @@ fn run(kind: KpiKind) -> Scorer {
                 cfg.noise = r.uniform(0.0, 0.25);
                 cfg.zero_fraction = r.uniform(0.0, 0.25);
                 let case = generate(&cfg);
-                let got: Vec<Element> = attribute(&case.cube, &AttributionConfig::default()).into_iter().map(|c| c.elements).collect();
+                let got: Vec<Element> = attribute(&case.cube, &AttributionConfig::default())
+                    .into_iter()
+                    .map(|c| c.elements)
+                    .collect();
                 s.add(&got, &case.truth);
             }
         }
@@ -39,14 +42,22 @@ fn run(kind: KpiKind) -> Scorer {
 fn additive_f1_floor() {
     let s = run(KpiKind::Additive);
     eprintln!("additive: {s:?} F1 {:.3}", s.f1());
-    assert!(s.f1() >= FLOOR, "micro-F1 {:.3} fell below the floor: {s:?}", s.f1());
+    assert!(
+        s.f1() >= FLOOR,
+        "micro-F1 {:.3} fell below the floor: {s:?}",
+        s.f1()
+    );
 }
 
 #[test]
 fn ratio_f1_floor() {
     let s = run(KpiKind::Ratio);
     eprintln!("ratio: {s:?} F1 {:.3}", s.f1());
-    assert!(s.f1() >= FLOOR, "micro-F1 {:.3} fell below the floor: {s:?}", s.f1());
+    assert!(
+        s.f1() >= FLOOR,
+        "micro-F1 {:.3} fell below the floor: {s:?}",
+        s.f1()
+    );
 }
 
 #[test]
@@ -85,7 +96,10 @@ fn ratio_kpi_finds_where_the_rate_changed_not_where_traffic_is() {
     b.add_ratio(&["/small"], 25.0, 0.5, 50.0, 50.0);
     b.add_ratio(&["/other"], 1.0, 1.0, 100.0, 100.0);
     let causes = attribute(&b.build(), &AttributionConfig::default());
-    assert_eq!(causes[0].elements, [("endpoint".to_string(), "/small".to_string())]);
+    assert_eq!(
+        causes[0].elements,
+        [("endpoint".to_string(), "/small".to_string())]
+    );
     assert!(causes[0].explanatory_power > 0.99, "{:?}", causes[0]);
     assert!((causes[0].actual - 0.5).abs() < 1e-9);
 }
@@ -99,9 +113,11 @@ fn degenerate_inputs() {
     b.add(&["y"], f64::NAN, 1.0);
     b.add(&["too", "many"], 1.0, 1.0);
     assert_eq!(b.skipped, 2);
-    assert!(attribute(&b.build(), &AttributionConfig::default()).is_empty(), "no change, no cause");
+    assert!(
+        attribute(&b.build(), &AttributionConfig::default()).is_empty(),
+        "no change, no cause"
+    );
     let mut z = CubeBuilder::new(&["a"], KpiKind::Ratio);
     z.add_ratio(&["x"], 0.0, 0.0, 0.0, 0.0);
     assert!(attribute(&z.build(), &AttributionConfig::default()).is_empty());
 }
-

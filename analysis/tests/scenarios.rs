@@ -27,11 +27,24 @@ fn service(name: &str) -> Element {
 fn network_fault_on_one_edge() {
     let r = run("network-edge");
     let top = &r.root_causes[0];
-    assert_eq!(top.element, Element::Edge { caller: "gateway".into(), callee: "cart".into() });
+    assert_eq!(
+        top.element,
+        Element::Edge {
+            caller: "gateway".into(),
+            callee: "cart".into()
+        }
+    );
     assert_eq!(top.category, "network");
-    assert!(top.evidence.iter().any(|e| e.metric == "retransmit_rate"), "retransmits are evidence: {:?}", top.evidence);
+    assert!(
+        top.evidence.iter().any(|e| e.metric == "retransmit_rate"),
+        "retransmits are evidence: {:?}",
+        top.evidence
+    );
     assert_eq!(r.propagation_path, ["gateway->cart", "gateway"]);
-    assert!(!r.root_causes.iter().any(|c| c.element == service("cart")), "cart itself is healthy");
+    assert!(
+        !r.root_causes.iter().any(|c| c.element == service("cart")),
+        "cart itself is healthy"
+    );
 }
 
 #[test]
@@ -42,8 +55,16 @@ fn slow_downstream_two_hops_deep() {
     assert_eq!(top.category, "database-slow");
     assert_eq!(r.propagation_path, ["mysql", "product", "gateway"]);
     // The services in between are victims, not causes.
-    assert!(!r.root_causes.iter().any(|c| c.element == service("gateway")));
-    assert!(!r.root_causes.iter().any(|c| c.element == service("product")));
+    assert!(
+        !r.root_causes
+            .iter()
+            .any(|c| c.element == service("gateway"))
+    );
+    assert!(
+        !r.root_causes
+            .iter()
+            .any(|c| c.element == service("product"))
+    );
 }
 
 #[test]
@@ -55,8 +76,15 @@ fn a_machine_no_rule_diagnoses_does_not_explain_a_slow_database() {
     assert_eq!(top.element, service("mysql"));
     assert_eq!(top.category, "database-slow");
     assert_eq!(r.propagation_path, ["mysql", "product", "gateway"]);
-    let n3 = r.root_causes.iter().position(|c| c.element == Element::Node { name: "n3".into() });
-    assert!(n3.is_none_or(|i| i > 0), "n3 is at most a lesser candidate: {:?}", r.root_causes);
+    let n3 = r
+        .root_causes
+        .iter()
+        .position(|c| c.element == Element::Node { name: "n3".into() });
+    assert!(
+        n3.is_none_or(|i| i > 0),
+        "n3 is at most a lesser candidate: {:?}",
+        r.root_causes
+    );
 }
 
 #[test]
@@ -68,7 +96,10 @@ fn cpu_saturation_on_one_node_hosting_two_services() {
     assert!(top.explanation.contains("n2"), "{}", top.explanation);
     // Both services on n2 are explained by it.
     for s in ["cart", "product"] {
-        assert!(!r.root_causes.iter().any(|c| c.element == service(s)), "{s} is a victim of n2");
+        assert!(
+            !r.root_causes.iter().any(|c| c.element == service(s)),
+            "{s} is a victim of n2"
+        );
     }
 }
 
@@ -83,8 +114,15 @@ fn error_burst_in_one_endpoint() {
         .iter()
         .find(|a| a.service == "cart" && a.kpi == "error_rate")
         .expect("cart's error rate is attributed");
-    assert_eq!(cart_errors.causes[0].elements, [("endpoint".to_string(), "/checkout".to_string())]);
-    assert!(cart_errors.causes[0].explanatory_power > 0.9, "{:?}", cart_errors.causes[0]);
+    assert_eq!(
+        cart_errors.causes[0].elements,
+        [("endpoint".to_string(), "/checkout".to_string())]
+    );
+    assert!(
+        cart_errors.causes[0].explanatory_power > 0.9,
+        "{:?}",
+        cart_errors.causes[0]
+    );
     assert!(top.explanation.contains("/checkout"), "{}", top.explanation);
 }
 
@@ -92,22 +130,34 @@ fn error_burst_in_one_endpoint() {
 fn an_unrelated_old_change_is_not_blamed() {
     for (name, _) in scenarios::SCENARIOS {
         let r = analyse(&scenarios::scenario(name).unwrap());
-        assert!(r.root_causes.iter().all(|c| c.category != "recent-change"), "{name}");
+        assert!(
+            r.root_causes.iter().all(|c| c.category != "recent-change"),
+            "{name}"
+        );
     }
 }
 
 #[test]
 fn a_recent_deploy_on_the_faulty_service_is_named() {
     let mut bundle = scenarios::scenario("endpoint-errors").unwrap();
-    bundle.spec.changes.push(sonde_analysis::replay::ChangeSpec {
-        at: scenarios::T0 + (scenarios::FAULT_AT as i64 - 2) * scenarios::STEP,
-        subject: "cart".into(),
-        description: "deploy cart v7".into(),
-    });
+    bundle
+        .spec
+        .changes
+        .push(sonde_analysis::replay::ChangeSpec {
+            at: scenarios::T0 + (scenarios::FAULT_AT as i64 - 2) * scenarios::STEP,
+            subject: "cart".into(),
+            description: "deploy cart v7".into(),
+        });
     let r = analyse(&bundle);
-    let cart = r.root_causes.iter().find(|c| c.element == service("cart")).unwrap();
+    let cart = r
+        .root_causes
+        .iter()
+        .find(|c| c.element == service("cart"))
+        .unwrap();
     assert!(
-        cart.diagnoses.iter().any(|d| d.diagnosis.category.name() == "recent-change"),
+        cart.diagnoses
+            .iter()
+            .any(|d| d.diagnosis.category.name() == "recent-change"),
         "{:?}",
         cart.diagnoses
     );
@@ -150,6 +200,11 @@ fn slo_gate_opens_the_incident_only_when_the_budget_burns() {
     // A 90% SLO has budget to spare for 6% errors: anomalous, but not worth a report.
     bundle.spec.incident.slo = Some(0.9);
     let mut rules = NativeRules::new().with("sonde-default-tree", sonde_fta_rules::evaluate);
-    let err = analyze_bundle(&bundle, &mut rules, &AnalysisConfig::default()).unwrap_err().to_string();
-    assert!(err.contains("no incident worth a report") && err.contains("budget burns at most"), "{err}");
+    let err = analyze_bundle(&bundle, &mut rules, &AnalysisConfig::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no incident worth a report") && err.contains("budget burns at most"),
+        "{err}"
+    );
 }

@@ -504,11 +504,18 @@ pub mod net;
 mod user {
     // SAFETY: plain #[repr(C)] data with explicit padding and no pointers.
     unsafe impl aya::Pod for super::Config {}
+    // SAFETY: plain #[repr(C)] data with explicit padding and no pointers.
     unsafe impl aya::Pod for super::Addr {}
+    // SAFETY: plain #[repr(C)] data with explicit padding and no pointers.
     unsafe impl aya::Pod for super::IoUringUse {}
+    // SAFETY: plain #[repr(C)] data with explicit padding and no pointers.
     unsafe impl aya::Pod for super::net::FlowKey {}
+    // SAFETY: plain #[repr(C)] data with explicit padding and no pointers.
     unsafe impl aya::Pod for super::net::FlowStats {}
+    // SAFETY: plain #[repr(C)] data with explicit padding and no pointers.
     unsafe impl aya::Pod for super::net::DropKey {}
+    // SAFETY: plain #[repr(C)] data with explicit padding and no pointers.
     unsafe impl aya::Pod for super::net::DropStats {}
+    // SAFETY: plain #[repr(C)] data with explicit padding and no pointers.
     unsafe impl aya::Pod for super::net::IfaceStats {}
 }

@@ -25,8 +25,14 @@ fn conn(comm: &str) -> Arc<ConnInfo> {
         id: 1,
         pid: 0,
         comm: comm.into(),
-        local: Some(Endpoint { ip: "10.0.0.1".into(), port: 8080 }),
-        remote: Some(Endpoint { ip: "10.0.0.2".into(), port: 40000 }),
+        local: Some(Endpoint {
+            ip: "10.0.0.1".into(),
+            port: 8080,
+        }),
+        remote: Some(Endpoint {
+            ip: "10.0.0.2".into(),
+            port: 40000,
+        }),
         role: Role::Server,
         transport: Transport::Tcp,
         labels: Vec::new(),
@@ -46,8 +52,17 @@ fn record(op: &str, ms: f64) -> Record {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let (services, endpoints, per_step, steps) = if quick { (20, 5, 200, 200) } else { (100, 10, 1000, 720) };
-    let settings = LiveSettings { step_ms: 5000, retention_steps: 720, max_series: 20_000, ..Default::default() };
+    let (services, endpoints, per_step, steps) = if quick {
+        (20, 5, 200, 200)
+    } else {
+        (100, 10, 1000, 720)
+    };
+    let settings = LiveSettings {
+        step_ms: 5000,
+        retention_steps: 720,
+        max_series: 20_000,
+        ..Default::default()
+    };
     let rules = NativeRules::new().with("default", sonde_fta_rules::evaluate);
     let mut live = Live::new(settings, "node-1".into(), Box::new(rules), 500);
     let names: Vec<String> = (0..services).map(|i| format!("svc-{i:03}")).collect();
@@ -63,9 +78,16 @@ fn main() {
         let mut batch = Vec::with_capacity(services * per_step);
         for (i, c) in conns.iter().enumerate() {
             let base = 2.0 + (services - i) as f64 + (step % 5) as f64 * 0.2;
-            let ms = if slow && i == services - 1 { base + 300.0 } else { base };
+            let ms = if slow && i == services - 1 {
+                base + 300.0
+            } else {
+                base
+            };
             for k in 0..per_step {
-                batch.push(TaggedRecord { conn: c.clone(), record: record(&ops[k % endpoints], ms) });
+                batch.push(TaggedRecord {
+                    conn: c.clone(),
+                    record: record(&ops[k % endpoints], ms),
+                });
             }
         }
         let t = Instant::now();
@@ -88,7 +110,10 @@ fn main() {
                 ..Default::default()
             });
         }
-        let topology = Topology { edges, ..Default::default() };
+        let topology = Topology {
+            edges,
+            ..Default::default()
+        };
         let t = Instant::now();
         live.step(t0 + step * 5000, &topology);
         if step as usize >= steps / 2 {
@@ -99,9 +124,15 @@ fn main() {
     record_ns.sort_by(f64::total_cmp);
     step_ms.sort_by(f64::total_cmp);
     let median = |v: &[f64]| v[v.len() / 2];
-    println!("services {services}, endpoints/service {endpoints}, records/service/step {per_step}, steps {steps}");
+    println!(
+        "services {services}, endpoints/service {endpoints}, records/service/step {per_step}, steps {steps}"
+    );
     println!("on_records: median {:.0} ns/record", median(&record_ns));
-    println!("step (history full, no analysis): median {:.2} ms, max {:.2} ms", median(&step_ms), step_ms[step_ms.len() - 1]);
+    println!(
+        "step (history full, no analysis): median {:.2} ms, max {:.2} ms",
+        median(&step_ms),
+        step_ms[step_ms.len() - 1]
+    );
     println!(
         "history: {} series, {} points = {:.1} MiB of values",
         stats.series,
@@ -114,7 +145,14 @@ fn main() {
     );
     let board = live.board();
     if let Some(d) = board.incidents.first() {
-        let cause = d.incident.top_cause.as_ref().map(|c| (c.element.id(), c.category.clone()));
-        println!("incident {} entry {}: first cause {:?}", d.incident.id, d.incident.entry, cause);
+        let cause = d
+            .incident
+            .top_cause
+            .as_ref()
+            .map(|c| (c.element.id(), c.category.clone()));
+        println!(
+            "incident {} entry {}: first cause {:?}",
+            d.incident.id, d.incident.entry, cause
+        );
     }
 }

@@ -63,6 +63,8 @@ fn parse_pipeline_with_engine(config: &Config) -> Result<(Router, Arc<PluginEngi
 }
 
 pub async fn run(config: Config) -> Result<()> {
+    // First: from here on a SIGINT/SIGTERM is a clean stop, however early it comes.
+    let mut signals = Shutdown::install().context("listening for SIGINT and SIGTERM")?;
     let (mut router, engine) =
         parse_pipeline_with_engine(&config).context("loading protocol parsers")?;
     let (ops_tx, mut ops) = tokio::sync::mpsc::channel::<admin::OpRequest>(16);
@@ -164,10 +166,9 @@ pub async fn run(config: Config) -> Result<()> {
     let mut batch = Vec::with_capacity(4096);
     let mut out = Vec::with_capacity(4096);
     let mut ticker = tokio::time::interval(TICK);
-    let mut shutdown = std::pin::pin!(shutdown_signal());
     loop {
         tokio::select! {
-            _ = &mut shutdown => break,
+            _ = signals.wait() => break,
             r = capture.next_batch(&mut batch, 4096) => {
                 r?;
                 for ev in batch.drain(..) {
@@ -502,17 +503,28 @@ fn route(
 }
 
 /// Resolves on Ctrl-C or SIGTERM (what a DaemonSet's kubelet sends).
-pub async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGTERM; Ctrl-C only");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// SIGINT and SIGTERM, listened for from the moment of `install`: a signal that arrives
+/// before the main loop first waits is kept, not taken by the default disposition (which
+/// killed a daemon signalled right after it began serving /metrics).
+pub struct Shutdown {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Shutdown {
+    pub fn install() -> std::io::Result<Shutdown> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Shutdown {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// Resolves on the next SIGINT or SIGTERM (cancel-safe: usable in `select!`).
+    pub async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }

@@ -74,13 +74,14 @@ pub async fn run(capture_opts: &CaptureOptions, opts: TraceOptions) -> Result<()
         capture_stdio: capture_opts.capture_stdio && opts.filter.logs,
         ..capture_opts.clone()
     };
+    // Before "capture attached" is logged: a signal right after it must be a clean stop.
+    let mut signals = crate::daemon::Shutdown::install()?;
     let mut capture = Capture::start(&capture_opts)?;
     let mut printer = Printer::new(opts);
     let mut batch = Vec::with_capacity(1024);
-    let mut shutdown = std::pin::pin!(crate::daemon::shutdown_signal());
     loop {
         tokio::select! {
-            _ = &mut shutdown => break,
+            _ = signals.wait() => break,
             r = capture.next_batch(&mut batch, 1024) => {
                 r?;
                 for ev in batch.drain(..) {

@@ -263,6 +263,21 @@ http {{
         Ok(m)
     }
 
+    /// `(method, normalised route, status)` → count: the access log keyed as Sonde's
+    /// `http_server_request_duration_seconds` series are.
+    pub fn route_counts(&self) -> Result<BTreeMap<(String, String, String), u64>> {
+        let mut m = BTreeMap::new();
+        for ((method, uri, status), n) in self.access_counts()? {
+            *m.entry((
+                method,
+                sonde_http_parser::route::normalise(&uri),
+                status.to_string(),
+            ))
+            .or_insert(0) += n;
+        }
+        Ok(m)
+    }
+
     pub fn access_lines(&self) -> usize {
         std::fs::read_to_string(self.dir.path().join("access.log")).map_or(0, |t| t.lines().count())
     }

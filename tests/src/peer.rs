@@ -104,6 +104,46 @@ impl Peer {
         }
     }
 
+    /// A TCP exchange on loopback between two peers: the client writes messages of `sizes`
+    /// (comma-separated), the server reads them (and echoes each with `reply`). Returns
+    /// (server, client) once both finished cleanly.
+    pub fn loopback_exchange(
+        sizes: &str,
+        reply: bool,
+        timeout: Duration,
+    ) -> anyhow::Result<(Peer, Peer)> {
+        let mut server_args = vec![
+            "tcp-server",
+            "--listen",
+            "127.0.0.1:0",
+            "--recv-mode",
+            "read",
+            "--sizes",
+            sizes,
+        ];
+        if reply {
+            server_args.push("--reply");
+        }
+        let mut server = Peer::spawn(&server_args)?;
+        let addr = server.listening_addr(timeout)?.to_string();
+        let mut client_args = vec![
+            "tcp-client",
+            "--connect",
+            &addr,
+            "--send-mode",
+            "write",
+            "--sizes",
+            sizes,
+        ];
+        if reply {
+            client_args.push("--expect-reply");
+        }
+        let mut client = Peer::spawn(&client_args)?;
+        client.finish(timeout)?;
+        server.finish(timeout)?;
+        Ok((server, client))
+    }
+
     /// Waits for the `listening` event and returns the bound address (port 0 resolved).
     pub fn listening_addr(&mut self, timeout: Duration) -> anyhow::Result<SocketAddr> {
         let ev = self.expect_event("listening", timeout)?;

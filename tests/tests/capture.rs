@@ -143,15 +143,18 @@ fn exchange(col: &Collector, send_mode: &str, recv_mode: &str, ns: Option<&Netns
     assert_eq!(client_side[0].conn.task.comm, "sonde-testpeer");
 }
 
+/// Every send and receive syscall class, as `sonde-testpeer` modes.
+const MODES: [(&str, &str); 4] = [
+    ("write", "read"),
+    ("send", "recv"),
+    ("sendmsg", "recvmsg"),
+    ("writev", "readv"),
+];
+
 #[test]
 fn tcp_loopback_every_send_and_recv_syscall() {
     let col = collector();
-    for (send, recv) in [
-        ("write", "read"),
-        ("send", "recv"),
-        ("sendmsg", "recvmsg"),
-        ("writev", "readv"),
-    ] {
+    for (send, recv) in MODES {
         exchange(&col, send, recv, None);
     }
 }
@@ -182,12 +185,7 @@ fn tcp_loopback_with_sockets_found_through_the_file_table() {
         ],
         "the sock_*_length programs are not used in this mode"
     );
-    for (send, recv) in [
-        ("write", "read"),
-        ("send", "recv"),
-        ("sendmsg", "recvmsg"),
-        ("writev", "readv"),
-    ] {
+    for (send, recv) in MODES {
         exchange(&col, send, recv, None);
     }
 }
@@ -287,29 +285,7 @@ fn file_and_pipe_io_is_not_captured() {
     files.finish(T).unwrap();
     // A socket exchange after the file I/O, by another peer: once its events are in, the
     // file peer's would be too, had they been captured.
-    let mut server = Peer::spawn(&[
-        "tcp-server",
-        "--listen",
-        "127.0.0.1:0",
-        "--recv-mode",
-        "read",
-        "--sizes",
-        "10",
-    ])
-    .unwrap();
-    let addr = server.listening_addr(T).unwrap().to_string();
-    let mut client = Peer::spawn(&[
-        "tcp-client",
-        "--connect",
-        &addr,
-        "--send-mode",
-        "write",
-        "--sizes",
-        "10",
-    ])
-    .unwrap();
-    client.finish(T).unwrap();
-    server.finish(T).unwrap();
+    let (server, _client) = Peer::loopback_exchange("10", false, T).unwrap();
     col.finished_conns(server.pid(), 1, T).unwrap();
     let file_events = col.with(|c| c.data_tgids.get(&files.pid()).copied().unwrap_or(0));
     assert_eq!(

@@ -24,7 +24,9 @@ fn a_rejected_optional_program_turns_off_alone() {
     assert_eq!(splice.state, ProbeState::Failed, "{splice:?}");
     assert_eq!(splice.feature, Feature::Sendfile);
     assert!(
-        splice.detail.starts_with("verifier rejected sonde_exit_splice")
+        splice
+            .detail
+            .starts_with("verifier rejected sonde_exit_splice")
             && splice.detail.contains("invalid mem access"),
         "the verifier's reason is kept: {}",
         splice.detail
@@ -43,19 +45,7 @@ fn a_rejected_optional_program_turns_off_alone() {
     );
 
     // ...and the core capture sees a real exchange, both sides, every byte.
-    let sizes = "10,2000";
-    let mut server = Peer::spawn(&[
-        "tcp-server", "--listen", "127.0.0.1:0", "--recv-mode", "read", "--sizes", sizes, "--reply",
-    ])
-    .unwrap();
-    let addr = server.listening_addr(T).unwrap().to_string();
-    let mut client = Peer::spawn(&[
-        "tcp-client", "--connect", &addr, "--send-mode", "write", "--sizes", sizes,
-        "--expect-reply",
-    ])
-    .unwrap();
-    client.finish(T).unwrap();
-    server.finish(T).unwrap();
+    let (server, client) = Peer::loopback_exchange("10,2000", true, T).unwrap();
     let stream: Vec<u8> = [pattern(0, 10), pattern(1, 2000)].concat();
     for pid in [client.pid(), server.pid()] {
         let seen = col.finished_conns(pid, 1, T).unwrap();

@@ -78,7 +78,8 @@ fn the_budget_check_fails_on_real_figures_when_crossed() {
         "{v:#?}"
     );
     assert!(
-        v.iter().any(|l| l.starts_with("all programs: verification took")),
+        v.iter()
+            .any(|l| l.starts_with("all programs: verification took")),
         "{v:#?}"
     );
 }
@@ -92,7 +93,11 @@ fn doctor_command_reports_this_kernel() {
         .output()
         .expect("sonde doctor runs");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("sonde_exit_send"), "{text}");
     assert!(text.contains("core socket capture: can run"), "{text}");
     assert!(text.contains("budget: every program within"), "{text}");

@@ -65,8 +65,12 @@ fn run_fault(fault: &str) -> Value {
         "--require-hit",
         "--full-report",
     ]);
-    let text = std::fs::read_to_string(&out)
-        .unwrap_or_else(|e| panic!("lab.py wrote no result {} ({e}); exit {code}", out.display()));
+    let text = std::fs::read_to_string(&out).unwrap_or_else(|e| {
+        panic!(
+            "lab.py wrote no result {} ({e}); exit {code}",
+            out.display()
+        )
+    });
     let res: Value = serde_json::from_str(&text).expect("result JSON");
     let score = &res["score"];
     assert!(
@@ -94,15 +98,22 @@ fn run_fault(fault: &str) -> Value {
     // The terminal views of the same incident: `sonde incidents` lists it with its first
     // cause, `sonde report <id>` prints the report.
     let id = res["incident"]["id"].as_str().expect("incident id");
-    let first = res["report"]["root_causes"][0]["category"].as_str().expect("first cause");
+    let first = res["report"]["root_causes"][0]["category"]
+        .as_str()
+        .expect("first cause");
     let listing = res["incidents_text"].as_str().unwrap_or_default();
     assert!(
-        listing.lines().any(|l| l.starts_with(id) && l.contains(first)),
+        listing
+            .lines()
+            .any(|l| l.starts_with(id) && l.contains(first)),
         "`sonde incidents` output:\n{listing}"
     );
     let report = res["report_text"].as_str().unwrap_or_default();
     for part in ["Phenomenon:", "Root causes:", "Propagation:", first] {
-        assert!(report.contains(part), "`sonde report {id}` lacks {part:?}:\n{report}");
+        assert!(
+            report.contains(part),
+            "`sonde report {id}` lacks {part:?}:\n{report}"
+        );
     }
     res
 }
@@ -157,7 +168,9 @@ fn lab_slow_sql_in_mariadb() {
     let slow = res["slow_queries"].as_array().cloned().unwrap_or_default();
     assert!(
         slow.iter().any(|q| q["service"] == "product"
-            && q["statement"].as_str().is_some_and(|s| s.contains("shop.products"))
+            && q["statement"]
+                .as_str()
+                .is_some_and(|s| s.contains("shop.products"))
             && q["max_ms"].as_f64().is_some_and(|d| d >= 200.0)
             && q["count"].as_u64().is_some_and(|n| n >= 2)),
         "slow SQL in the report: {slow:?}"
@@ -213,13 +226,23 @@ fn leftovers(name: &str) -> Vec<String> {
             }
         }
     }
-    for dir in std::fs::read_dir("/etc/netns").into_iter().flatten().flatten() {
+    for dir in std::fs::read_dir("/etc/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         if dir.file_name().to_string_lossy().starts_with(&prefix) {
             out.push(format!("{}", dir.path().display()));
         }
     }
     let mut hierarchies = vec![PathBuf::from("/sys/fs/cgroup")];
-    hierarchies.extend(std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten().map(|e| e.path()));
+    hierarchies.extend(
+        std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path()),
+    );
     for h in hierarchies {
         if h.join(name).exists() {
             out.push(format!("cgroup {}", h.join(name).display()));
@@ -229,7 +252,10 @@ fn leftovers(name: &str) -> Vec<String> {
         let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
         if cmdline.contains(&format!("/{name}")) && !cmdline.contains("lab.py") {
-            out.push(format!("process {}: {cmdline}", p.file_name().to_string_lossy()));
+            out.push(format!(
+                "process {}: {cmdline}",
+                p.file_name().to_string_lossy()
+            ));
         }
     }
     out
@@ -274,14 +300,24 @@ fn lab_tears_down_on_ctrl_c() {
     // Returns Err when lab.py exits (the sender drops) without having said it is up.
     let name = rx.recv().ok();
     let name = name.expect("lab.py up never said the lab is up");
-    assert!(!leftovers(&name).is_empty(), "the lab {name} should exist while up");
+    assert!(
+        !leftovers(&name).is_empty(),
+        "the lab {name} should exist while up"
+    );
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let status = child.wait().expect("waiting for lab.py");
     reader.join().expect("stdout reader");
-    assert_eq!(status.code(), Some(130), "lab.py exits 130 on SIGINT: {status:?}");
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "lab.py exits 130 on SIGINT: {status:?}"
+    );
     let left = leftovers(&name);
-    assert!(left.is_empty(), "after Ctrl-C the lab {name} left: {left:?}");
+    assert!(
+        left.is_empty(),
+        "after Ctrl-C the lab {name} left: {left:?}"
+    );
 }
 
 /// A run whose Sonde cannot start fails clearly and still tears the lab down.
@@ -301,13 +337,23 @@ fn lab_tears_down_when_sonde_fails() {
         "--out",
         out.to_str().expect("UTF-8 path"),
     ]);
-    let res: Value = serde_json::from_str(&std::fs::read_to_string(&out).expect("lab.py wrote its result"))
-        .expect("result JSON");
+    let res: Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).expect("lab.py wrote its result"))
+            .expect("result JSON");
     assert_ne!(code, 0, "a Sonde that exits at once is a failed run");
-    assert!(res["error"].as_str().is_some_and(|e| !e.is_empty()), "the result says why: {res}");
-    let name = res["lab"].as_str().expect("the result names the lab").to_string();
+    assert!(
+        res["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "the result says why: {res}"
+    );
+    let name = res["lab"]
+        .as_str()
+        .expect("the result names the lab")
+        .to_string();
     let left = leftovers(&name);
-    assert!(left.is_empty(), "after the failure the lab {name} left: {left:?}");
+    assert!(
+        left.is_empty(),
+        "after the failure the lab {name} left: {left:?}"
+    );
     assert!(
         res["leftovers"].as_array().is_some_and(|l| l.is_empty()),
         "lab.py's own check: {}",

@@ -114,24 +114,15 @@ fn client_counts(samples: &[Sample], port: u16, service: Option<&str>) -> BTreeM
     m
 }
 
-fn nginx_counts(nginx: &Nginx) -> BTreeMap<(String, String, String), u64> {
-    let mut m = BTreeMap::new();
-    for ((method, uri, status), n) in nginx.access_counts().unwrap() {
-        *m.entry((
-            method,
-            sonde_http_parser::route::normalise(&uri),
-            status.to_string(),
-        ))
-        .or_insert(0) += n;
-    }
-    m
-}
-
 fn run_sendfile_traffic(capture_bytes: u32) {
     let upstream = Upstream::start().unwrap();
     let nginx = Nginx::start_with(upstream.port, "sendfile on;\n    tcp_nopush on;").unwrap();
     for (name, size) in SIZES {
-        std::fs::write(nginx.www().join(name), sonde_tests::pattern(size as u64, size)).unwrap();
+        std::fs::write(
+            nginx.www().join(name),
+            sonde_tests::pattern(size as u64, size),
+        )
+        .unwrap();
     }
     let daemon = Daemon::start_with(
         "",
@@ -191,8 +182,12 @@ fn run_sendfile_traffic(capture_bytes: u32) {
         (nginx.access_lines() as u64 >= total).then_some(())
     })
     .unwrap();
-    let expected = nginx_counts(&nginx);
-    assert_eq!(expected.values().sum::<u64>(), total, "nginx logged every request");
+    let expected = nginx.route_counts().unwrap();
+    assert_eq!(
+        expected.values().sum::<u64>(),
+        total,
+        "nginx logged every request"
+    );
     let mine = format!("127.0.0.1:{}", nginx.port);
     let client_records = || -> Vec<serde_json::Value> {
         let body = sonde_tests::httplab::http_body(daemon.port, "/api/records?limit=5000")
@@ -204,25 +199,31 @@ fn run_sendfile_traffic(capture_bytes: u32) {
             .collect()
     };
     let last = Mutex::new(String::new());
-    let converged = wait_until(T, "server side exact, every client request recorded", || {
-        let samples = daemon.samples();
-        let server = server_counts(&samples, nginx.port);
-        let curl_seen = client_counts(&samples, nginx.port, Some("curl"));
-        let records = client_records();
-        *last.lock().unwrap() = format!(
-            "server side: {server:#?}\nnginx: {expected:#?}\ncurl's side: {curl_seen:#?}\n\
+    let converged = wait_until(
+        T,
+        "server side exact, every client request recorded",
+        || {
+            let samples = daemon.samples();
+            let server = server_counts(&samples, nginx.port);
+            let curl_seen = client_counts(&samples, nginx.port, Some("curl"));
+            let records = client_records();
+            *last.lock().unwrap() = format!(
+                "server side: {server:#?}\nnginx: {expected:#?}\ncurl's side: {curl_seen:#?}\n\
              curl sent: {curl_sent:#?}\nclient-side records: {}",
-            records
-                .iter()
-                .map(|r| format!("{} {} {} {}", r["comm"], r["operation"], r["status"], r["error"]))
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-        (server == expected && curl_seen == curl_sent && records.len() as u64 == total)
-            .then_some((samples, records))
-    });
-    let (samples, records) =
-        converged.unwrap_or_else(|e| panic!("{e}\n{}", last.lock().unwrap()));
+                records
+                    .iter()
+                    .map(|r| format!(
+                        "{} {} {} {}",
+                        r["comm"], r["operation"], r["status"], r["error"]
+                    ))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+            (server == expected && curl_seen == curl_sent && records.len() as u64 == total)
+                .then_some(records)
+        },
+    );
+    let records = converged.unwrap_or_else(|e| panic!("{e}\n{}", last.lock().unwrap()));
     // The pipelined connection: four records in request order. The first response lies
     // inside the cap either way; a response whose bytes fell in the read's uncaptured tail has
     // no status to give (0, "truncated"), and never another request's.
@@ -237,10 +238,14 @@ fn run_sendfile_traffic(capture_bytes: u32) {
             last.lock().unwrap()
         );
     }
-    assert!(
-        sum(&samples, "sonde_capture_bytes_spliced_total", &[]) >= (3 * (1 << 20)) as f64,
-        "the sendfile bodies were followed as gaps"
-    );
+    // The capture counters reach /metrics on the daemon's next tick, after the records.
+    let bodies: usize = 3 * SIZES.iter().map(|(_, n)| n).sum::<usize>() + 3 * 20_000;
+    let samples = wait_until(T, "the sendfile bodies followed as gaps", || {
+        let samples = daemon.samples();
+        (sum(&samples, "sonde_capture_bytes_spliced_total", &[]) >= bodies as f64)
+            .then_some(samples)
+    })
+    .unwrap();
     assert!(
         writer.try_wait().unwrap().is_none(),
         "the hostile writer ran throughout"
@@ -314,7 +319,12 @@ http.server.ThreadingHTTPServer(("127.0.0.1", {port}), H).serve_forever()
     })
     .unwrap();
     for i in 0..6 {
-        curl(&["-o", "/dev/null", &format!("http://127.0.0.1:{port}/item/{i}")]).unwrap();
+        curl(&[
+            "-o",
+            "/dev/null",
+            &format!("http://127.0.0.1:{port}/item/{i}"),
+        ])
+        .unwrap();
     }
     let services = wait_until(T, "six server-side requests", || {
         let samples = daemon.samples();

@@ -188,12 +188,17 @@ impl Record {
             ),
             Record::Batched(..) => (None, self.view().map(|v| v.attributes())),
         };
-        owned.into_iter().flatten().chain(batched.into_iter().flatten())
+        owned
+            .into_iter()
+            .flatten()
+            .chain(batched.into_iter().flatten())
     }
 
     /// The W3C or B3 trace context the record's headers carried, if any.
     pub fn trace_context(&self) -> Option<crate::correlate::trace_context::TraceContext> {
-        let is_trace = |k: &str| k == "traceparent" || k == "tracestate" || k == "b3" || k.starts_with("x-b3-");
+        let is_trace = |k: &str| {
+            k == "traceparent" || k == "tracestate" || k == "b3" || k.starts_with("x-b3-")
+        };
         if !self.attributes().any(|(k, _)| is_trace(k)) {
             return None;
         }

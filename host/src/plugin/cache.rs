@@ -52,6 +52,7 @@ fn wasm_err(e: wasmtime::Error) -> anyhow::Error {
 /// The directory must be root's (or ours) and writable only by its owner.
 fn check_dir(dir: &Path) -> Result<()> {
     let meta = fs::metadata(dir).with_context(|| format!("plugin cache {}", dir.display()))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
     let uid = unsafe { libc::geteuid() };
     if meta.uid() != uid && meta.uid() != 0 {
         anyhow::bail!(
