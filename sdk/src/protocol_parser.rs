@@ -121,7 +121,10 @@ pub struct RequestRecord {
 impl RequestRecord {
     /// The value of attribute `key`, if the record has it.
     pub fn attr(&self, key: &str) -> Option<&str> {
-        self.attributes.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.attributes
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -830,7 +833,11 @@ pub mod harness {
                 let (control, len) = (bytes[0], bytes[1] as usize);
                 bytes = &bytes[2..];
                 let take = len.min(bytes.len());
-                let direction = if control & 1 == 0 { Direction::Egress } else { Direction::Ingress };
+                let direction = if control & 1 == 0 {
+                    Direction::Egress
+                } else {
+                    Direction::Ingress
+                };
                 if control & 0x10 != 0 {
                     self.gap(direction, u64::from(control >> 5) * 1000);
                 }
@@ -843,7 +850,11 @@ pub mod harness {
 
         /// `(operation, status, error)` of each record so far.
         pub fn ops(&self) -> Vec<(String, u32, Option<String>)> {
-            self.result.records.iter().map(|r| (r.operation.clone(), r.status, r.error.clone())).collect()
+            self.result
+                .records
+                .iter()
+                .map(|r| (r.operation.clone(), r.status, r.error.clone()))
+                .collect()
         }
 
         /// The fields most tests compare, of each record so far.
@@ -904,7 +915,8 @@ pub mod harness {
                 Direction::Egress => '>',
                 Direction::Ingress => '<',
             };
-            self.0.extend_from_slice(format!("{kind} {ts_ns} {}\n", data.len()).as_bytes());
+            self.0
+                .extend_from_slice(format!("{kind} {ts_ns} {}\n", data.len()).as_bytes());
             self.0.extend_from_slice(data);
             self.0.push(b'\n');
             self
@@ -925,7 +937,8 @@ pub mod harness {
                 Direction::Egress => "egress",
                 Direction::Ingress => "ingress",
             };
-            self.0.extend_from_slice(format!("! {d} {len}\n").as_bytes());
+            self.0
+                .extend_from_slice(format!("! {d} {len}\n").as_bytes());
             self
         }
     }
@@ -935,11 +948,16 @@ pub mod harness {
     pub fn check_fixture(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
         if std::env::var_os("SONDE_WRITE_FIXTURES").is_some() {
             let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path)).map_err(|e| format!("{}: {e}", path.display()))?;
+            std::fs::write(&tmp, bytes)
+                .and_then(|()| std::fs::rename(&tmp, path))
+                .map_err(|e| format!("{}: {e}", path.display()))?;
         }
         let on_disk = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
         if on_disk != bytes {
-            return Err(format!("{} differs from its generator (SONDE_WRITE_FIXTURES=1 rewrites it)", path.display()));
+            return Err(format!(
+                "{} differs from its generator (SONDE_WRITE_FIXTURES=1 rewrites it)",
+                path.display()
+            ));
         }
         Ok(())
     }
@@ -1216,7 +1234,11 @@ mod tests {
     fn recordings_written_by_code_replay_the_same() {
         use super::harness::Recording;
         let mut rec = Recording::default();
-        rec.comment("a recorded exchange").egress(100, b"GET a\n").ingress(200, b"VALUE 1\n").gap(Direction::Egress, 3).egress(300, b"GET b\n");
+        rec.comment("a recorded exchange")
+            .egress(100, b"GET a\n")
+            .ingress(200, b"VALUE 1\n")
+            .gap(Direction::Egress, 3)
+            .egress(300, b"GET b\n");
         assert_eq!(rec.0, b"# a recorded exchange\n> 100 6\nGET a\n\n< 200 8\nVALUE 1\n\n! egress 3\n> 300 6\nGET b\n\n");
         let mut h = Harness::<Lines>::client();
         h.replay(&rec.0).unwrap();
@@ -1226,7 +1248,10 @@ mod tests {
         assert_eq!(h.result.records[0].attr("key"), Some("a"));
         // Arbitrary bytes: direction from bit 0, a gap from bit 4, partial last chunk.
         let mut f = Harness::<Lines>::client();
-        f.feed_arbitrary(&[0, 6, b'G', b'E', b'T', b' ', b'x', b'\n', 1, 8, b'V', b'A', b'L', b'U', b'E', b' ', b'1', b'\n', 0x30, 200, b'G']);
+        f.feed_arbitrary(&[
+            0, 6, b'G', b'E', b'T', b' ', b'x', b'\n', 1, 8, b'V', b'A', b'L', b'U', b'E', b' ',
+            b'1', b'\n', 0x30, 200, b'G',
+        ]);
         assert_eq!(f.ops(), [super::harness::op("GET", 0, None)]);
     }
 
