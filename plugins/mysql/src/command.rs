@@ -14,6 +14,7 @@ pub(crate) const STMT_CLOSE: u8 = 0x19;
 pub(crate) const STMT_RESET: u8 = 0x1a;
 pub(crate) const STMT_FETCH: u8 = 0x1c;
 pub(crate) const BINLOG_DUMP_GTID: u8 = 0x1e;
+pub(crate) const RESET_CONNECTION: u8 = 0x1f;
 
 /// The operation name of a command that is not a statement: `COM_<name>` (`PING` and
 /// `INIT_DB` as they are; unknown bytes `COM_UNKNOWN`).
@@ -50,7 +51,7 @@ pub fn name(c: u8) -> &'static str {
         STMT_FETCH => "COM_STMT_FETCH",
         0x1d => "COM_DAEMON",
         BINLOG_DUMP_GTID => "COM_BINLOG_DUMP_GTID",
-        0x1f => "COM_RESET_CONNECTION",
+        RESET_CONNECTION => "COM_RESET_CONNECTION",
         0x20 => "COM_CLONE",
         0xfa => "COM_STMT_BULK_EXECUTE",
         _ => "COM_UNKNOWN",

@@ -3,19 +3,28 @@
 //! then commands and the responses they wait for.
 //!
 //! MySQL is strictly request/response: the response to the oldest waiting command starts with a
-//! packet of sequence id 1 and its end is known from its structure (OK, ERR, result set, …).
-//! Responses that pair with no command are skipped, still framed.
+//! packet of sequence id one more than the command's last (1), and its end is known from its
+//! structure (`response`). A gap is followed by the packet lengths the framing knows (`wire`):
+//! inside a packet it is skipped by count, and a packet ending inside it is complete, cut. Where
+//! a gap hides packet headers, each side finds boundaries again — the request side at the next
+//! command, the response side at a run of headers (`scan`) — and a response is paired only with
+//! the command it certainly answers (`queue`, with the bounds of `stretch`; see `responses`).
+
+mod requests;
+mod responses;
 
 use std::collections::VecDeque;
 
 use sonde_sdk::protocol_parser::{Claim, ConnInfo, Direction, RequestRecord, Role, Segment};
 
-use crate::command as cmd;
+use crate::MAX_STATEMENTS;
 use crate::detect::{self, Verdict};
-use crate::record::{Exchange, error};
+use crate::queue::{Count, Queue};
+use crate::record::error;
+use crate::response::{Command, Kind, Resp};
 use crate::sql;
-use crate::wire::{self, Packet, Reader};
-use crate::{MAX_PENDING, MAX_STATEMENTS, MAX_TEXT};
+use crate::stretch::{Before, Stretch};
+use crate::wire::{self, GapEffect, Packet, Reader};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 enum Phase {
@@ -30,78 +39,91 @@ enum Phase {
     Ready,
 }
 
-/// How a command's response is shaped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    /// OK, ERR, LOCAL INFILE, or a result set (COM_QUERY, COM_STMT_EXECUTE).
-    Statement,
-    Prepare,
-    /// Rows until a terminator (COM_STMT_FETCH).
-    Fetch,
-    /// Column definitions until EOF (COM_FIELD_LIST).
-    FieldList,
-    /// Authentication packets until OK or ERR (COM_CHANGE_USER).
-    ChangeUser,
-    /// A stream of binlog events: the connection is finished once it starts.
-    BinlogDump,
-    /// One packet.
-    Simple,
-}
-
-/// Where the response to the oldest command is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-enum Resp {
-    /// Its first packet (or the next result of a multi-result response).
-    #[default]
-    Start,
-    /// Column definitions left.
-    Columns(u64),
-    /// The EOF after the column definitions (without `CLIENT_DEPRECATE_EOF`).
-    ColumnsEof,
-    Rows,
-    /// LOCAL INFILE: the client sends the file, the server answers OK or ERR.
-    Infile,
-    UntilOkErr,
-    FieldList,
-    /// PREPARE_OK's parameter definitions left, and the column definitions after them.
-    Params {
-        left: u64,
-        columns: u64,
-    },
-    ParamsEof {
-        columns: u64,
-    },
-    PrepareColumns(u64),
-    PrepareColumnsEof,
-}
-
-#[derive(Debug)]
-struct Command {
-    kind: Kind,
-    /// Sequence id the response starts with: one more than the command's last packet's.
-    first_seq: u8,
-    ex: Exchange,
-}
-
-/// What a response packet did to the exchange.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Step {
-    More,
-    Done,
-    /// Done, and the connection carries nothing more to parse.
-    Finish,
-}
-
 /// A prepared statement remembered by id.
 #[derive(Debug)]
 struct Statement {
     id: u32,
     operation: &'static str,
     text: Option<String>,
+    expects: Option<crate::response::Expect>,
+}
+
+/// Where the response side is (see `responses`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Cursor {
+    /// Between responses: the next packet with the expected sequence id begins one.
+    #[default]
+    Boundary,
+    /// The next packet begins a response, certainly (so a resynchronisation found).
+    Begin,
+    /// In the response to `Session::current`.
+    Current,
+    /// In a response not paired, or packets answering nothing: `prev` is the sequence id of the
+    /// last packet, once one was read.
+    Unknown { prev: Option<u8> },
+    /// The next packet may begin a response or be inside one: it is held until the packet after
+    /// it tells (`Session::held`).
+    Hold,
+    /// Holding that packet.
+    Held,
+    /// Packet boundaries lost (`Session::stretch`).
+    Lost,
+}
+
+/// A packet that may begin a response, held until the next one tells (see `responses`).
+#[derive(Debug)]
+struct Held {
+    packet: Option<Kept>,
+    shape: crate::stretch::Shape,
+    /// Responses begun unseen before it if it begins one, and if it does not.
+    if_start: Count,
+    if_not: Count,
+    /// What the queue could answer when the bytes before it were read, and when it was.
+    answerable_before: u64,
+    answerable: u64,
+    /// The response it would be inside may end with an OK packet.
+    may_end: bool,
+}
+
+/// A response packet kept past its segment.
+#[derive(Debug)]
+struct Kept {
+    seq: u8,
+    last_seq: u8,
+    len: u64,
+    body: Vec<u8>,
+    wire: u64,
+    start_ts: u64,
+    ts: u64,
+}
+
+impl Kept {
+    fn new(p: &Packet<'_>, ts: u64) -> Self {
+        Kept {
+            seq: p.seq,
+            last_seq: p.last_seq,
+            len: p.len,
+            body: p.body.to_vec(),
+            wire: p.wire,
+            start_ts: p.start_ts,
+            ts,
+        }
+    }
+
+    fn packet(&self) -> Packet<'_> {
+        Packet {
+            seq: self.seq,
+            last_seq: self.last_seq,
+            len: self.len,
+            body: &self.body,
+            wire: self.wire,
+            start_ts: self.start_ts,
+        }
+    }
 }
 
 /// Everything above the framing.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Session {
     phase: Phase,
     server_caps: Option<u32>,
@@ -110,10 +132,52 @@ struct Session {
     deprecate_eof: Option<bool>,
     query_attributes: Option<bool>,
     namespace: Option<String>,
-    pending: VecDeque<Command>,
-    resp: Resp,
     statements: VecDeque<Statement>,
     finished: bool,
+    /// Commands waiting for their response.
+    queue: Queue<Command>,
+    /// The command whose response is being read.
+    current: Option<Command>,
+    resp: Resp,
+    cursor: Cursor,
+    /// Sequence id of the last response packet read.
+    last_seq: u8,
+    /// At `Cursor::Boundary`: the last response certainly ended there.
+    ended: bool,
+    /// While the response side's boundaries are lost.
+    stretch: Stretch,
+    /// The end of the response bytes seen while boundaries are lost, for a run of headers that
+    /// goes on in the next segment.
+    carry: Vec<u8>,
+    held: Option<Held>,
+    /// The request side lost its boundaries: bytes since the last one known that may hold
+    /// commands (hidden, or seen and skipped).
+    hidden: Option<u64>,
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Session {
+            phase: Phase::default(),
+            server_caps: None,
+            client_caps: None,
+            deprecate_eof: None,
+            query_attributes: None,
+            namespace: None,
+            statements: VecDeque::new(),
+            finished: false,
+            queue: Queue::default(),
+            current: None,
+            resp: Resp::Start,
+            cursor: Cursor::Boundary,
+            last_seq: 0,
+            ended: true,
+            stretch: Stretch::new(Before::Start, 0, 0),
+            carry: Vec::new(),
+            held: None,
+            hidden: None,
+        }
+    }
 }
 
 /// The per-connection state of [`crate::Mysql`].
@@ -134,6 +198,9 @@ pub struct MysqlState {
 /// PREPARE_OK fields (rows and column definitions are only counted).
 const RESPONSE_KEEP: usize = 512;
 
+/// The smallest command: a header and the command byte (COM_PING).
+const MIN_COMMAND: u64 = 5;
+
 impl Default for MysqlState {
     fn default() -> Self {
         MysqlState {
@@ -148,14 +215,16 @@ impl Default for MysqlState {
 }
 
 impl MysqlState {
-    /// Bytes of packet buffer allocated, both directions (at most `KEEP` + 512).
+    /// Bytes of packet buffer allocated, both directions (at most `KEEP` + 512), and the bytes
+    /// kept while the response side looks for its boundaries (at most [`crate::CARRY`]).
     pub fn buffer_capacity(&self) -> usize {
-        self.request.capacity() + self.response.capacity()
+        self.request.capacity() + self.response.capacity() + self.s.carry.capacity()
     }
 
-    /// Commands waiting for their response (at most [`MAX_PENDING`]).
+    /// Commands waiting for their response, the one being answered included (at most
+    /// [`crate::MAX_PENDING`]).
     pub fn pending(&self) -> usize {
-        self.s.pending.len()
+        self.s.queue.len() + usize::from(self.s.current.is_some())
     }
 
     /// Prepared statements remembered (at most [`MAX_STATEMENTS`]).
@@ -185,15 +254,10 @@ impl MysqlState {
         };
         let is_request = seg.direction == rd;
         let side = usize::from(!is_request);
-        let reader = if is_request {
-            &mut self.request
-        } else {
-            &mut self.response
-        };
-        if seg.gap_before > 0 && !reader.gap(seg.gap_before) {
-            self.s.lost(is_request, out);
+        if seg.gap_before > 0 {
+            self.gap(is_request, seg.gap_before, seg.ts_ns, out);
         }
-        let mut data = seg.data;
+        let data = seg.data;
         if !data.is_empty() && !self.seen[side] {
             self.seen[side] = true;
             // The first bytes of a side are in sync only at the connection's start.
@@ -205,42 +269,111 @@ impl MysqlState {
                     self.s.phase == Phase::Greeting && detect::greeting(data) != Verdict::No
                 };
             if !in_sync {
-                reader.lose();
+                self.pickup(is_request);
             }
         }
-        if reader.lost && !data.is_empty() {
-            if self.s.resync_point(is_request, data) {
-                reader.lost = false;
-            } else {
-                return Claim::Mine;
-            }
-        }
-        let ts = seg.ts_ns;
-        while reader.advance(&mut data, ts) {
-            let p = reader.packet();
+        if !self.s.finished {
             if is_request {
-                self.s.request(&p, out);
+                self.requests(data, seg.ts_ns, out);
             } else {
-                self.s.response(&p, ts, out);
-            }
-            if self.s.finished {
-                return Claim::Finished;
+                self.responses(data, seg.ts_ns, out);
             }
         }
-        Claim::Mine
+        if self.s.finished {
+            Claim::Finished
+        } else {
+            Claim::Mine
+        }
     }
 
     pub(crate) fn close(&mut self, out: &mut Vec<RequestRecord>) {
-        if self.s.finished {
-            return;
+        if !self.s.finished {
+            self.s.close(out);
         }
-        while let Some(c) = self.s.pending.pop_front() {
-            let e = if c.ex.started {
-                error::TRUNCATED
-            } else {
-                error::NO_RESPONSE
+    }
+
+    /// `n` bytes are missing before the next segment of one side.
+    fn gap(&mut self, is_request: bool, n: u64, ts: u64, out: &mut Vec<RequestRecord>) {
+        let reader = if is_request {
+            &mut self.request
+        } else {
+            &mut self.response
+        };
+        match reader.gap(n) {
+            GapEffect::Inside => {}
+            GapEffect::Cut { rest } => {
+                // The packet ended in the gap: complete, its kept bytes a true prefix.
+                let p = reader.packet();
+                if is_request {
+                    self.s.request(&p, out);
+                } else {
+                    self.s.response(&p, ts, out);
+                }
+                reader.lose();
+                if !self.s.finished {
+                    self.s.lost(is_request, rest, out);
+                }
+            }
+            GapEffect::Lost { bytes } => self.s.lost(is_request, bytes, out),
+        }
+    }
+
+    /// A side whose start was not seen: it waits for a place to begin.
+    fn pickup(&mut self, is_request: bool) {
+        if is_request {
+            self.request.lose();
+        } else {
+            self.response.lose();
+            self.s.pickup_responses();
+        }
+    }
+
+    fn requests(&mut self, mut data: &[u8], ts: u64, out: &mut Vec<RequestRecord>) {
+        if self.request.lost {
+            if data.is_empty() {
+                return;
+            }
+            if !self.s.request_resync(data) {
+                self.s.skipped_request(data.len() as u64);
+                return;
+            }
+            self.request.resume();
+        }
+        while self.request.advance(&mut data, ts) {
+            let p = self.request.packet();
+            self.s.request(&p, out);
+            if self.s.finished {
+                return;
+            }
+        }
+    }
+
+    fn responses(&mut self, data: &[u8], ts: u64, out: &mut Vec<RequestRecord>) {
+        let joined;
+        let mut data = data;
+        if self.response.lost {
+            if data.is_empty() {
+                return;
+            }
+            let segment = self.s.carry.len();
+            if segment > 0 {
+                joined = [self.s.carry.as_slice(), data].concat();
+                data = &joined;
+            }
+            let Some(at) = crate::scan::find(data, segment) else {
+                self.s.unplaced(data);
+                return;
             };
-            self.s.emit(c, Some(e), out);
+            self.response.resume();
+            data = &data[at..];
+            self.s.resync(data, at as u64, segment as u64, out);
+        }
+        while self.response.advance(&mut data, ts) {
+            let p = self.response.packet();
+            self.s.response(&p, ts, out);
+            if self.s.finished {
+                return;
+            }
         }
     }
 }
@@ -267,171 +400,30 @@ fn request_direction(conn: &ConnInfo, seg: &Segment<'_>) -> Option<Direction> {
 }
 
 impl Session {
-    /// Packet boundaries are lost on one side.
-    fn lost(&mut self, is_request: bool, out: &mut Vec<RequestRecord>) {
+    /// Packet boundaries are lost on one side; `bytes` since the last one known are missing.
+    fn lost(&mut self, is_request: bool, bytes: u64, out: &mut Vec<RequestRecord>) {
         if self.phase != Phase::Ready {
-            // The handshake cannot be followed any more; what comes next is commands.
+            // The handshake cannot be followed any more; what comes next is commands, and what
+            // the stretch held answers nothing seen.
             self.phase = Phase::Ready;
-        }
-        if !is_request {
-            // Where the responses in flight end is unknown: all of them are truncated.
-            while let Some(c) = self.pending.pop_front() {
-                self.emit(c, Some(error::TRUNCATED), out);
+            if !is_request {
+                self.pickup_responses();
             }
-            self.resp = Resp::Start;
-        }
-    }
-
-    /// May a segment starting with `data` begin a packet, after the boundaries were lost?
-    fn resync_point(&self, is_request: bool, data: &[u8]) -> bool {
-        if is_request {
-            detect::command(data) != Verdict::No
-        } else if self.phase == Phase::Greeting {
-            detect::greeting(data) != Verdict::No
-        } else {
-            // The first packet of the response to a waiting command.
-            self.pending.front().is_some_and(|c| {
-                !c.ex.started && (data.len() < 4 || (data[3] == c.first_seq && wire::u24(data) > 0))
-            })
-        }
-    }
-
-    fn request(&mut self, p: &Packet<'_>, out: &mut Vec<RequestRecord>) {
-        match self.phase {
-            Phase::Greeting => {
-                if p.seq == 0 && detect::command(&header_and(p)) != Verdict::No {
-                    // Mid-stream: the handshake was not seen.
-                    self.phase = Phase::Ready;
-                    self.command(p, out);
-                }
-            }
-            Phase::Login => {
-                if let Some(login) = wire::login(p.body) {
-                    self.client_caps = Some(login.caps);
-                    if login.caps & wire::CLIENT_SSL != 0 && p.len == wire::SSL_REQUEST_LEN {
-                        // TLS from here on: nothing more to read.
-                        self.finished = true;
-                        return;
-                    }
-                    if let Some(db) = login.database {
-                        self.namespace = Some(db);
-                    }
-                    if let Some(server) = self.server_caps {
-                        let both = server & login.caps;
-                        self.deprecate_eof = Some(both & wire::CLIENT_DEPRECATE_EOF != 0);
-                        self.query_attributes = Some(both & wire::CLIENT_QUERY_ATTRIBUTES != 0);
-                    }
-                }
-                self.phase = Phase::Auth;
-            }
-            Phase::Auth => {}
-            Phase::Ready => {
-                if p.seq == 0 {
-                    self.command(p, out);
-                } else if let Some(c) = self.pending.back_mut() {
-                    // LOCAL INFILE data belongs to the command it answers.
-                    c.ex.request_bytes += p.wire;
-                }
-            }
-        }
-    }
-
-    fn command(&mut self, p: &Packet<'_>, out: &mut Vec<RequestRecord>) {
-        let Some(c) = p.first() else {
             return;
-        };
-        let mut ex = Exchange {
-            operation: cmd::name(c),
-            namespace: self.namespace.clone(),
-            request_ts: p.start_ts,
-            request_bytes: p.wire,
-            ..Default::default()
-        };
-        let id = wire::u32le(p.body, 1);
-        let kind = match c {
-            cmd::QUIT | cmd::STMT_SEND_LONG_DATA => return,
-            cmd::STMT_CLOSE => {
-                if let Some(id) = id {
-                    self.statements.retain(|s| s.id != id);
-                }
-                return;
-            }
-            cmd::QUERY | cmd::STMT_PREPARE => {
-                let text = if c == cmd::QUERY {
-                    self.query_text(p.body)
-                } else {
-                    Some(&p.body[1..])
-                };
-                let text = text.map(|t| sql::normalise(t, MAX_TEXT));
-                ex.operation = match (&text, c) {
-                    (_, cmd::STMT_PREPARE) => "PREPARE",
-                    (Some(t), _) => sql::kind(t),
-                    (None, _) => "OTHER",
-                };
-                ex.text = text;
-                if c == cmd::QUERY {
-                    Kind::Statement
-                } else {
-                    Kind::Prepare
-                }
-            }
-            cmd::STMT_EXECUTE => {
-                ex.statement_id = id;
-                if let Some(s) = self.statements.iter().find(|s| Some(s.id) == id) {
-                    ex.operation = s.operation;
-                    ex.text.clone_from(&s.text);
-                }
-                Kind::Statement
-            }
-            cmd::STMT_FETCH | cmd::STMT_RESET => {
-                ex.statement_id = id;
-                if c == cmd::STMT_FETCH {
-                    Kind::Fetch
-                } else {
-                    Kind::Simple
-                }
-            }
-            cmd::INIT_DB => {
-                ex.namespace = wire::name(&p.body[1..]);
-                Kind::Simple
-            }
-            cmd::FIELD_LIST => Kind::FieldList,
-            cmd::CHANGE_USER => Kind::ChangeUser,
-            cmd::BINLOG_DUMP | cmd::BINLOG_DUMP_GTID => Kind::BinlogDump,
-            _ => Kind::Simple,
-        };
-        if self.pending.len() >= MAX_PENDING
-            && let Some(old) = self.pending.pop_front()
-        {
-            self.resp = Resp::Start;
-            self.emit(old, Some(error::NO_RESPONSE), out);
         }
-        self.pending.push_back(Command {
-            kind,
-            first_seq: p.last_seq.wrapping_add(1),
-            ex,
-        });
-    }
-
-    /// The statement text of a COM_QUERY body, after the query attributes if any.
-    fn query_text<'a>(&self, body: &'a [u8]) -> Option<&'a [u8]> {
-        let rest = &body[1..];
-        let attrs = match self.query_attributes {
-            Some(a) => a,
-            // Mid-stream: "no parameters, one parameter set" is never the start of SQL.
-            None => rest.starts_with(&[0, 1]),
-        };
-        if !attrs {
-            return Some(rest);
+        if is_request {
+            self.hide_requests(bytes);
+        } else {
+            self.lose_responses(bytes, out);
         }
-        let (params, a) = wire::lenenc(rest)?;
-        let (_, b) = wire::lenenc(&rest[a..])?;
-        // Statements with attributes bound: their values come first and are not decoded.
-        (params == 0).then(|| &rest[a + b..])
     }
 
     fn response(&mut self, p: &Packet<'_>, ts: u64, out: &mut Vec<RequestRecord>) {
         match self.phase {
+            // Picked up mid-stream: responses are followed before the first command is seen.
+            _ if self.phase != Phase::Ready && self.cursor != Cursor::Boundary => {
+                self.ready_response(p, ts, out)
+            }
             Phase::Greeting => {
                 if p.seq == 0
                     && let Some(caps) = wire::greeting_caps(p.body)
@@ -446,43 +438,31 @@ impl Session {
                     self.phase = Phase::Ready;
                 }
             }
-            Phase::Ready => self.command_response(p, ts, out),
+            Phase::Ready => self.ready_response(p, ts, out),
         }
     }
 
-    fn command_response(&mut self, p: &Packet<'_>, ts: u64, out: &mut Vec<RequestRecord>) {
-        let Some(c) = self.pending.front_mut() else {
-            self.orphan(p);
-            return;
-        };
-        if !c.ex.started {
-            if p.seq != c.first_seq {
-                self.orphan(p);
-                return;
-            }
-            c.ex.started = true;
-        }
-        c.ex.response_bytes += p.wire;
-        c.ex.response_ts = ts;
-        let step = step(&mut self.resp, c, &mut self.deprecate_eof, p);
-        if step == Step::More {
-            return;
-        }
-        self.resp = Resp::Start;
-        let Some(c) = self.pending.pop_front() else {
-            return;
-        };
-        self.emit(c, None, out);
-        if step == Step::Finish {
-            self.finished = true;
+    /// Commands given up: their responses were lost, or cannot be told from another's.
+    fn give_up(&mut self, given: Vec<Command>, out: &mut Vec<RequestRecord>) {
+        for c in given {
+            self.emit(c, Some(error::TRUNCATED), out);
         }
     }
 
-    /// A response packet that answers no waiting command (the tail of a response whose command
-    /// was not seen, or the EOF after PREPARE_OK's definitions when it was not known to come).
-    fn orphan(&mut self, p: &Packet<'_>) {
-        if p.is_eof5() && self.deprecate_eof.is_none() {
-            self.deprecate_eof = Some(false);
+    fn close(&mut self, out: &mut Vec<RequestRecord>) {
+        self.settle_held(None, out);
+        if let Some(c) = self.current.take() {
+            self.emit(c, Some(error::TRUNCATED), out);
+        }
+        let mut left = Vec::new();
+        self.queue.drain(|c, maybe_lost| left.push((c, maybe_lost)));
+        for (c, maybe_lost) in left {
+            let e = if maybe_lost {
+                error::TRUNCATED
+            } else {
+                error::NO_RESPONSE
+            };
+            self.emit(c, Some(e), out);
         }
     }
 
@@ -500,6 +480,7 @@ impl Session {
                 id,
                 operation,
                 text: c.ex.text.clone(),
+                expects: c.executes,
             });
         }
         if ok && c.ex.operation == "INIT_DB" && c.ex.namespace.is_some() {
@@ -516,207 +497,4 @@ impl Session {
         }
         out.push(c.ex.record(lost));
     }
-}
-
-/// The packet's first bytes with a header, as the detection functions take them.
-fn header_and(p: &Packet<'_>) -> Vec<u8> {
-    let n = p.len.min(wire::MAX_PACKET as u64) as usize;
-    let mut v = vec![n as u8, (n >> 8) as u8, (n >> 16) as u8, p.seq];
-    v.extend_from_slice(&p.body[..p.body.len().min(64)]);
-    v
-}
-
-/// One response packet of the exchange `c`.
-fn step(resp: &mut Resp, c: &mut Command, deprecate: &mut Option<bool>, p: &Packet<'_>) -> Step {
-    let first = p.first();
-    if first == Some(0xFF) {
-        // ERR can end a response anywhere (column definitions and rows never start with 0xFF).
-        c.ex.err = Some(wire::err(p.body));
-        return Step::Done;
-    }
-    match *resp {
-        Resp::Start => match c.kind {
-            Kind::Statement => match first {
-                Some(0x00) => ok_packet(resp, c, p),
-                Some(0xFB) => {
-                    *resp = Resp::Infile;
-                    Step::More
-                }
-                _ => match wire::lenenc(p.body) {
-                    Some((n, _)) if n > 0 => {
-                        *resp = Resp::Columns(n);
-                        c.ex.rows.get_or_insert(0);
-                        Step::More
-                    }
-                    _ => Step::Done,
-                },
-            },
-            Kind::Prepare => {
-                if first != Some(0x00) || p.body.len() < 9 {
-                    return Step::Done;
-                }
-                c.ex.statement_id = wire::u32le(p.body, 1);
-                let columns = u16::from_le_bytes([p.body[5], p.body[6]]) as u64;
-                let params = u16::from_le_bytes([p.body[7], p.body[8]]) as u64;
-                if params > 0 {
-                    *resp = Resp::Params {
-                        left: params,
-                        columns,
-                    };
-                    Step::More
-                } else {
-                    prepare_columns(resp, columns)
-                }
-            }
-            Kind::Fetch => {
-                *resp = Resp::Rows;
-                c.ex.rows = Some(0);
-                row(resp, c, p)
-            }
-            Kind::FieldList => {
-                *resp = Resp::FieldList;
-                if p.is_terminator() {
-                    Step::Done
-                } else {
-                    Step::More
-                }
-            }
-            Kind::ChangeUser => {
-                if first == Some(0x00) {
-                    Step::Done
-                } else {
-                    *resp = Resp::UntilOkErr;
-                    Step::More
-                }
-            }
-            Kind::BinlogDump => Step::Finish,
-            Kind::Simple => Step::Done,
-        },
-        Resp::Columns(n) => {
-            *resp = if n > 1 {
-                Resp::Columns(n - 1)
-            } else if *deprecate == Some(true) {
-                Resp::Rows
-            } else {
-                Resp::ColumnsEof
-            };
-            Step::More
-        }
-        Resp::ColumnsEof => {
-            if p.is_terminator() && (*deprecate == Some(false) || p.len == 5) {
-                *deprecate = Some(false);
-                if wire::eof_status(p.body) & wire::SERVER_STATUS_CURSOR_EXISTS != 0 {
-                    // Rows come later, with COM_STMT_FETCH.
-                    return Step::Done;
-                }
-                *resp = Resp::Rows;
-                Step::More
-            } else {
-                // No EOF: rows (or their terminator) follow the definitions directly.
-                *deprecate = Some(true);
-                *resp = Resp::Rows;
-                row(resp, c, p)
-            }
-        }
-        Resp::Rows => row(resp, c, p),
-        Resp::Infile => match first {
-            Some(0x00) => ok_packet(resp, c, p),
-            _ => Step::More,
-        },
-        Resp::UntilOkErr => {
-            if first == Some(0x00) {
-                Step::Done
-            } else {
-                Step::More
-            }
-        }
-        Resp::FieldList => {
-            if p.is_terminator() {
-                Step::Done
-            } else {
-                Step::More
-            }
-        }
-        Resp::Params { left, columns } => {
-            if left > 1 {
-                *resp = Resp::Params {
-                    left: left - 1,
-                    columns,
-                };
-                return Step::More;
-            }
-            match *deprecate {
-                Some(true) => prepare_columns(resp, columns),
-                // Unknown and nothing after: done now; a trailing EOF is skipped as an orphan.
-                None if columns == 0 => Step::Done,
-                _ => {
-                    *resp = Resp::ParamsEof { columns };
-                    Step::More
-                }
-            }
-        }
-        Resp::ParamsEof { columns } => {
-            if p.is_eof5() {
-                *deprecate = Some(false);
-                prepare_columns(resp, columns)
-            } else {
-                // A column definition: there was no EOF.
-                *deprecate = Some(true);
-                match prepare_columns(resp, columns) {
-                    Step::More => step(resp, c, deprecate, p),
-                    s => s,
-                }
-            }
-        }
-        Resp::PrepareColumns(n) => {
-            if n > 1 {
-                *resp = Resp::PrepareColumns(n - 1);
-                return Step::More;
-            }
-            match *deprecate {
-                Some(false) => {
-                    *resp = Resp::PrepareColumnsEof;
-                    Step::More
-                }
-                _ => Step::Done,
-            }
-        }
-        Resp::PrepareColumnsEof => Step::Done,
-    }
-}
-
-fn prepare_columns(resp: &mut Resp, columns: u64) -> Step {
-    if columns > 0 {
-        *resp = Resp::PrepareColumns(columns);
-        Step::More
-    } else {
-        Step::Done
-    }
-}
-
-/// An OK packet ending a result (more may follow).
-fn ok_packet(resp: &mut Resp, c: &mut Command, p: &Packet<'_>) -> Step {
-    let (affected, status) = wire::ok(p.body);
-    if affected.is_some() {
-        c.ex.affected = affected;
-    }
-    more_results(resp, status)
-}
-
-fn more_results(resp: &mut Resp, status: u16) -> Step {
-    if status & wire::SERVER_MORE_RESULTS_EXISTS != 0 {
-        *resp = Resp::Start;
-        Step::More
-    } else {
-        Step::Done
-    }
-}
-
-/// A packet in the rows of a result set: a row, or the terminator.
-fn row(resp: &mut Resp, c: &mut Command, p: &Packet<'_>) -> Step {
-    if p.is_terminator() {
-        return more_results(resp, wire::terminator_status(p));
-    }
-    *c.ex.rows.get_or_insert(0) += 1;
-    Step::More
 }

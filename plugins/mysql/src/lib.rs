@@ -3,8 +3,13 @@
 //! [`RequestRecord`] per command.
 //!
 //! - [`detect`]: is a connection MySQL, from the server's initial handshake or a command packet.
-//! - `wire`: packet framing (16 MiB continuations, bounded payload prefixes) and packet decoders.
+//! - `wire`: packet framing (16 MiB continuations, bounded payload prefixes, gaps) and packet
+//!   decoders.
 //! - `conn`: per-connection state: handshake, authentication, commands, responses, gaps.
+//! - `response`: the shape of each command's response (where it ends, what its rows look like).
+//! - `queue`, `stretch`, `scan`: pairing through capture gaps — which command a response
+//!   certainly answers, what a stretch of lost boundaries may have held, and where packets begin
+//!   again.
 //! - [`sql`]: statement normalisation and the statement kind.
 //! - [`record`]: attribute keys, error strings, the record itself.
 //!
@@ -19,8 +24,12 @@ use sonde_sdk::protocol_parser::{
 mod command;
 mod conn;
 pub mod detect;
+mod queue;
 pub mod record;
+mod response;
+mod scan;
 pub mod sql;
+mod stretch;
 mod wire;
 
 pub use command::name as command_name;
@@ -39,6 +48,10 @@ pub const MAX_TEXT: usize = 1024;
 
 /// Bytes of a database name, at most.
 pub const MAX_NAME: usize = 64;
+
+/// Response bytes kept at most while the response side looks for packet boundaries after a gap
+/// that hid some (for a run of headers split between two segments).
+pub const CARRY: usize = 1024;
 
 /// Commands waiting for a response on one connection, at most. Beyond, the oldest is reported
 /// as `no-response`. (MySQL is strictly request/response: more than one is already unusual.)

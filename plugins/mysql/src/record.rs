@@ -46,6 +46,8 @@ pub(crate) struct Exchange {
     pub request_bytes: u64,
     /// The response's first packet was read.
     pub started: bool,
+    /// Bytes of the response were lost and its row count with them (its end was still found).
+    pub lossy: bool,
     pub response_ts: u64,
     pub response_bytes: u64,
     pub rows: Option<u64>,
@@ -54,6 +56,7 @@ pub(crate) struct Exchange {
 }
 
 impl Exchange {
+    /// The record; `lost`: the response was lost or cut (no status).
     pub fn record(self, lost: Option<&'static str>) -> RequestRecord {
         let mut attributes = Vec::with_capacity(8);
         let mut a = |k: &str, v: String| attributes.push((k.to_string(), v));
@@ -68,6 +71,8 @@ impl Exchange {
         if let Some(ns) = self.namespace {
             a(attr::NAMESPACE, ns);
         }
+        // Bytes lost inside a response whose end was found: an ERR there is still its status.
+        let lost = lost.or((self.lossy && self.err.is_none()).then_some(error::TRUNCATED));
         let (status, error) = match (&self.err, lost) {
             (_, Some(e)) => (0, Some(e.to_string())),
             (Some((code, state)), None) => {
@@ -80,7 +85,7 @@ impl Exchange {
             (None, None) => (0, None),
         };
         if lost.is_none() {
-            if let Some(r) = self.rows {
+            if let Some(r) = self.rows.filter(|_| !self.lossy) {
                 a(attr::RETURNED_ROWS, r.to_string());
             }
             if let Some(n) = self.affected {

@@ -55,6 +55,17 @@ impl Packet<'_> {
     }
 }
 
+/// What a gap did to the framing (see [`Reader::gap`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GapEffect {
+    /// Inside the current packet: skipped, still in step.
+    Inside,
+    /// The current packet ended inside the gap; `rest` bytes after it are hidden.
+    Cut { rest: u64 },
+    /// Boundaries lost: `bytes` since the last boundary known (or, already lost, the gap).
+    Lost { bytes: u64 },
+}
+
 /// Streaming framer of one direction.
 #[derive(Debug, Default)]
 pub(crate) struct Reader {
@@ -157,18 +168,49 @@ impl Reader {
         }
     }
 
-    /// `n` bytes are missing. Inside a payload that is at least that long the framing survives
-    /// (true; the bytes count as read); otherwise the boundaries are lost (false).
-    pub fn gap(&mut self, n: u64) -> bool {
-        if !self.lost && self.in_body && n <= self.left as u64 {
-            self.left -= n as usize;
-            self.len += n;
-            self.wire += n;
-            self.frozen = true;
-            return true;
+    /// `n` bytes are missing. Inside a payload at least that long they are skipped by count
+    /// ([`GapEffect::Inside`]); a payload ending inside the gap is complete, cut
+    /// ([`GapEffect::Cut`]: read it with [`Reader::packet`], then [`Reader::lose`]); otherwise
+    /// the boundaries are lost ([`GapEffect::Lost`]).
+    pub fn gap(&mut self, n: u64) -> GapEffect {
+        if self.lost {
+            return GapEffect::Lost { bytes: n };
         }
+        if self.in_body {
+            let left = self.left as u64;
+            if n <= left {
+                self.left -= n as usize;
+                self.len += n;
+                self.wire += n;
+                self.frozen = true;
+                return GapEffect::Inside;
+            }
+            if !self.more {
+                self.len += left;
+                self.wire += left;
+                self.left = 0;
+                self.in_body = false;
+                self.frozen = true;
+                return GapEffect::Cut { rest: n - left };
+            }
+        }
+        // From the last boundary: the pieces of a 16 MiB packet, or a header's first bytes.
+        let bytes = if self.in_body || self.more {
+            self.wire + n
+        } else {
+            self.hdr_len as u64 + n
+        };
         self.lose();
-        false
+        GapEffect::Lost { bytes }
+    }
+
+    /// Packet boundaries are known again: the next byte fed begins a packet.
+    pub fn resume(&mut self) {
+        self.hdr_len = 0;
+        self.in_body = false;
+        self.more = false;
+        self.left = 0;
+        self.lost = false;
     }
 
     /// Forget the partial packet and wait for a resynchronisation point.
@@ -294,15 +336,16 @@ pub(crate) fn name(b: &[u8]) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
-/// An OK packet (`0x00`, or `0xFE` ending a result set): affected rows and status flags.
-pub(crate) fn ok(p: &[u8]) -> (Option<u64>, u16) {
+/// An OK packet (`0x00`, or `0xFE` ending a result set): affected rows and status flags, as
+/// far as the bytes kept hold them.
+pub(crate) fn ok(p: &[u8]) -> (Option<u64>, Option<u16>) {
     let Some((affected, a)) = p.get(1..).and_then(lenenc) else {
-        return (None, 0);
+        return (None, None);
     };
     let Some((_, b)) = p.get(1 + a..).and_then(lenenc) else {
-        return (Some(affected), 0);
+        return (Some(affected), None);
     };
-    (Some(affected), u16le(p, 1 + a + b).unwrap_or(0))
+    (Some(affected), u16le(p, 1 + a + b))
 }
 
 /// Status flags of an EOF packet (`0xFE`, warnings, status).
@@ -310,10 +353,10 @@ pub(crate) fn eof_status(p: &[u8]) -> u16 {
     u16le(p, 3).unwrap_or(0)
 }
 
-/// Status flags of a result-set terminator of either form.
-pub(crate) fn terminator_status(p: &Packet<'_>) -> u16 {
+/// Status flags of a result-set terminator of either form (`None`: cut off by a gap).
+pub(crate) fn terminator_status(p: &Packet<'_>) -> Option<u16> {
     if p.len == 5 {
-        eof_status(p.body)
+        u16le(p.body, 3)
     } else {
         ok(p.body).1
     }
@@ -397,14 +440,40 @@ mod tests {
         let mut r = Reader::default();
         let mut d = &stream[..50];
         assert!(!r.advance(&mut d, 1));
-        assert!(r.gap(20));
+        assert_eq!(r.gap(20), GapEffect::Inside);
         let mut d = &stream[70..];
         assert!(r.advance(&mut d, 2));
         assert_eq!((r.packet().len, r.packet().body.len()), (100, 46));
         assert!(r.advance(&mut d, 2));
         assert_eq!(r.packet().body, b"ok");
-        assert!(!r.gap(1), "between packets a gap loses the boundaries");
+        assert_eq!(
+            r.gap(1),
+            GapEffect::Lost { bytes: 1 },
+            "between packets a gap loses the boundaries"
+        );
         assert!(r.lost);
+    }
+
+    #[test]
+    fn gap_past_the_end_of_a_payload_completes_it_cut() {
+        let stream = frame(0, &[b'q'; 100]);
+        let mut r = Reader::default();
+        let mut d = &stream[..30];
+        assert!(!r.advance(&mut d, 1));
+        assert_eq!(r.gap(90), GapEffect::Cut { rest: 16 });
+        let p = r.packet();
+        assert_eq!((p.seq, p.len, p.wire, p.body.len()), (0, 100, 104, 26));
+        r.lose();
+        assert_eq!(r.gap(5), GapEffect::Lost { bytes: 5 });
+        // A gap cutting a header: the header's bytes count from the boundary.
+        let mut r = Reader::default();
+        let mut d = &stream[..2];
+        assert!(!r.advance(&mut d, 1));
+        assert_eq!(r.gap(10), GapEffect::Lost { bytes: 12 });
+        r.resume();
+        let mut d = &stream[..];
+        assert!(r.advance(&mut d, 2));
+        assert_eq!(r.packet().len, 100);
     }
 
     #[test]
@@ -412,7 +481,8 @@ mod tests {
         assert_eq!(lenenc(&[0xFC, 1, 2]), Some((0x201, 3)));
         assert_eq!(lenenc(&[0xFB]), None);
         assert_eq!(lenenc(&[0xFE, 1]), None);
-        assert_eq!(ok(&[0, 3, 0, 2, 0, 0, 0]), (Some(3), 2));
+        assert_eq!(ok(&[0, 3, 0, 2, 0, 0, 0]), (Some(3), Some(2)));
+        assert_eq!(ok(&[0, 3, 0, 2]), (Some(3), None));
         assert_eq!(
             err(b"\xff\x7a\x04#42S02Table"),
             (1146, Some("42S02".into()))
