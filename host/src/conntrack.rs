@@ -176,6 +176,11 @@ impl Connection {
 
     fn learn_data(&mut self, d: &DataChunk) {
         self.touch(d.ts_exit_ns);
+        // The thread that moves the bytes, when it has a name of its own (an accept in the
+        // main thread, the I/O in a named worker): only lifecycle events carry no thread.
+        if self.task.thread.is_empty() && !d.task.thread.is_empty() {
+            self.task.thread = d.task.thread.clone();
+        }
         // A peer from sendto/recvfrom arguments varies per datagram: keep the first one.
         let peer = if d.peer_from_args && self.peer.is_some() {
             None

@@ -297,8 +297,11 @@ import ctypes, http.server, itertools
 libc = ctypes.CDLL(None)
 n = itertools.count()
 class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
+    def handle(self):
+        # Named before the connection's first read: every byte is moved by "hworker-N".
         libc.prctl(15, b"hworker-%d" % next(n), 0, 0, 0)
+        super().handle()
+    def do_GET(self):
         body = b"ok"
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -345,11 +348,24 @@ http.server.ThreadingHTTPServer(("127.0.0.1", {port}), H).serve_forever()
         ["python3"],
         "one service, the process's name, not the threads'"
     );
-    let records = http_get(daemon.port, "/api/records?limit=500").unwrap();
-    assert!(
-        !records.contains("\"comm\":\"hworker"),
-        "no record takes a thread's name"
-    );
+    let records: Vec<serde_json::Value> = serde_json::from_str(
+        &sonde_tests::httplab::http_body(daemon.port, "/api/records?limit=500").unwrap(),
+    )
+    .unwrap();
+    let served: Vec<_> = records
+        .iter()
+        .filter(|r| r["side"] == "server" && r["local"] == format!("127.0.0.1:{port}"))
+        .collect();
+    assert_eq!(served.len(), 6, "{records:#?}");
+    for r in served {
+        assert_eq!(r["comm"], "python3", "the process's name: {r}");
+        assert!(
+            r["labels"]["thread_name"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("hworker-")),
+            "the thread's name kept beside it: {r}"
+        );
+    }
     let _ = server.kill();
     let _ = server.wait();
 }

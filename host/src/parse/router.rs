@@ -388,6 +388,12 @@ impl Router {
                     if let Some(l) = labeler {
                         info.labels = l.labels(c);
                     }
+                    // The thread that moved the first bytes, when it named itself: shown on
+                    // records, never an identity (RED keys series on identity labels only).
+                    if !c.task.thread.is_empty() {
+                        info.labels
+                            .push((THREAD_NAME.to_string(), c.task.thread.clone()));
+                    }
                     info
                 };
                 let mut relabeled = None;
@@ -650,6 +656,10 @@ fn endpoint(a: Option<std::net::SocketAddr>) -> Option<Endpoint> {
         port: a.port(),
     })
 }
+
+/// Label of a record whose connection's first bytes were moved by a thread with a name of
+/// its own (`isc-net-0000`, a server's named worker).
+pub const THREAD_NAME: &str = "thread_name";
 
 /// What a parser is told about a tracked connection.
 pub fn conn_info(c: &Connection) -> ConnInfo {
