@@ -45,7 +45,8 @@ fn exists(p: &str) -> bool {
     Path::new(p).exists()
 }
 
-fn kernel_release() -> String {
+/// The running kernel's release (`uname -r`).
+pub fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".into())

@@ -67,9 +67,7 @@ pub struct Health {
 impl Health {
     pub fn of(capture: &crate::capture::Capture) -> Health {
         Health {
-            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
-                .map(|s| s.trim().to_string())
-                .unwrap_or_default(),
+            kernel: crate::doctor::kernel_release(),
             socket_lookup: Some(capture.socket_lookup()),
             probes: capture.probes().to_vec(),
         }

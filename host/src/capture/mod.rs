@@ -586,6 +586,13 @@ pub fn bring_up(
             out.push(status);
             continue;
         }
+        // The static stack is known whether or not the kernel took the program.
+        let cost = |processed_insns, verify_time| budget::ProgramCost {
+            program: a.program.to_string(),
+            stack_bytes: stacks.get(a.program).copied().unwrap_or(0),
+            processed_insns,
+            verify_time,
+        };
         let result = bring_up_one(ebpf, p, a.program, &targets, attach);
         match result {
             Ok((took, insns)) => {
@@ -594,12 +601,7 @@ pub fn bring_up(
                 } else {
                     ProbeState::Loaded
                 };
-                status.cost = Some(budget::ProgramCost {
-                    program: a.program.to_string(),
-                    stack_bytes: stacks.get(a.program).copied().unwrap_or(0),
-                    processed_insns: insns,
-                    verify_time: Some(took),
-                });
+                status.cost = Some(cost(insns, Some(took)));
             }
             Err(e) if a.feature.is_core() && attach => {
                 bail!("{e} (core socket capture cannot run without it)")
@@ -615,12 +617,7 @@ pub fn bring_up(
                 }
                 status.state = ProbeState::Failed;
                 status.detail = e;
-                status.cost = Some(budget::ProgramCost {
-                    program: a.program.to_string(),
-                    stack_bytes: stacks.get(a.program).copied().unwrap_or(0),
-                    processed_insns: None,
-                    verify_time: None,
-                });
+                status.cost = Some(cost(None, None));
             }
         }
         out.push(status);
