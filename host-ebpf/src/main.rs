@@ -52,6 +52,7 @@ macro_rules! cfg {
 }
 
 mod conn;
+mod copy;
 mod io;
 mod net;
 mod stdio;

@@ -9,9 +9,9 @@ use aya_ebpf::{
 use sonde_common::{EventKind, LogEvent, MAX_STDIO, config_flags, log_flags, stat, syscall};
 
 use crate::{
-    EVENTS, Inflight, count,
-    io::{copy_iovecs, copy_one},
-    min, task, wakeup_flag,
+    EVENTS, Inflight,
+    copy::{copy_iovecs, copy_one},
+    count, min, task, wakeup_flag,
 };
 
 /// Where one stdout/stderr log event is assembled: small enough for a per-CPU map. The
@@ -23,7 +23,7 @@ static LOG_SCRATCH: PerCpuArray<LogScratch> = PerCpuArray::with_max_entries(1, 0
 struct LogScratch {
     ev: LogEvent,
     data: [u8; 2 * MAX_STDIO],
-    /// The iovec walk's offset between iterations (see `io::copy_iovecs`).
+    /// The iovec walk's offset between iterations (see `copy::copy_iovecs`).
     cursor: u64,
 }
 

@@ -6,13 +6,13 @@
 
 use std::time::Instant;
 
-use sonde::config::PluginsConfig;
-use sonde::plugin::fault_rules::{DEFAULT_RULES_WASM, WasmRuleEngine};
-use sonde::plugin::{Limits, PluginEngine};
 use sonde_analysis::demarcation::{DemarcationConfig, walk};
 use sonde_analysis::report::rule_input;
 use sonde_analysis::rules::{NativeRules, RuleEngine, RuleInput};
 use sonde_analysis::scenarios;
+use sonde_sandbox::PluginsConfig;
+use sonde_sandbox::fault_rules::{DEFAULT_RULES_WASM, WasmRuleEngine};
+use sonde_sandbox::{Limits, PluginEngine};
 
 fn inputs(bundle: &sonde_analysis::replay::Bundle) -> Vec<RuleInput> {
     let window = bundle.window().unwrap();

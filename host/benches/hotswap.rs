@@ -16,16 +16,16 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sonde::capture::events::Direction as CapDirection;
-use sonde::capture::reassembly::{Segment, SegmentBody};
-use sonde::config::PluginsConfig;
-use sonde::conntrack::{ConnTracker, StreamEvent, TrackerConfig};
-use sonde::parse::dispatch::Dispatch;
-use sonde::parse::router::{Router, RouterConfig};
-use sonde::parse::slot::ParserSlot;
-use sonde::parse::{ConnInfo, Direction, ParseJob, ParserBackend, SegMeta};
-use sonde::plugin::parsers::{self, HTTP_PARSER_WASM, WasmParser};
-use sonde::plugin::{EngineOptions, Limits, PluginEngine};
+use sonde_capture::conntrack::{ConnTracker, StreamEvent, TrackerConfig};
+use sonde_capture::events::Direction as CapDirection;
+use sonde_capture::reassembly::{Segment, SegmentBody};
+use sonde_parse::{ConnInfo, Direction, ParseJob, ParserBackend, SegMeta};
+use sonde_pipeline::dispatch::Dispatch;
+use sonde_pipeline::router::{Router, RouterConfig};
+use sonde_pipeline::slot::ParserSlot;
+use sonde_sandbox::PluginsConfig;
+use sonde_sandbox::parsers::{self, HTTP_PARSER_WASM, WasmParser};
+use sonde_sandbox::{EngineOptions, Limits, PluginEngine};
 use sonde_sdk::protocol_parser::Role;
 
 fn median(v: &mut [f64]) -> f64 {

@@ -13,11 +13,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use sonde::live::{Live, LiveSettings};
-use sonde::netmap::export::{EdgeView, Topology};
-use sonde::netmap::model::Counters;
-use sonde::parse::{Record, TaggedRecord};
 use sonde_analysis::rules::NativeRules;
+use sonde_live::{Live, LiveSettings};
+use sonde_netmap::export::{EdgeView, Topology};
+use sonde_netmap::model::Counters;
+use sonde_parse::{Record, TaggedRecord};
 use sonde_sdk::protocol_parser::{ConnInfo, Endpoint, RequestRecord, Role, Transport};
 
 fn conn(comm: &str) -> Arc<ConnInfo> {

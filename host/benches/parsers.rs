@@ -13,19 +13,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use sonde::capture::events::{decode, encode_conn, encode_data};
-use sonde::capture::recording::{self, Recorder};
-use sonde::config::PluginsConfig;
-use sonde::conntrack::{ConnTracker, TrackerConfig};
-use sonde::parse::dispatch::Dispatch;
-use sonde::parse::native::NativeParser;
-use sonde::parse::router::{Router, RouterConfig};
-use sonde::parse::slot::ParserSlot;
-use sonde::parse::{ConnInfo, Direction, ParseJob, ParserBackend, SegMeta, TaggedRecord};
-use sonde::plugin::parsers::{self, HTTP_PARSER_WASM, WasmParser};
-use sonde::red::Red;
+use sonde_capture::conntrack::{ConnTracker, TrackerConfig};
+use sonde_capture::events::{decode, encode_conn, encode_data};
+use sonde_capture::recording::{self, Recorder};
 use sonde_common::{self as abi, Addr, ConnEvent, DataEvent, EventKind};
 use sonde_http_parser::Http;
+use sonde_parse::{ConnInfo, Direction, ParseJob, ParserBackend, SegMeta, TaggedRecord};
+use sonde_pipeline::dispatch::Dispatch;
+use sonde_pipeline::native::NativeParser;
+use sonde_pipeline::red::Red;
+use sonde_pipeline::router::{Router, RouterConfig};
+use sonde_pipeline::slot::ParserSlot;
+use sonde_sandbox::PluginsConfig;
+use sonde_sandbox::parsers::{self, HTTP_PARSER_WASM, WasmParser};
 use sonde_sdk::protocol_parser::Role;
 
 fn request(i: usize) -> Vec<u8> {

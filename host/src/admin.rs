@@ -15,11 +15,11 @@ use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, Buf
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::PluginsConfig;
-use crate::parse::ParserBackend;
-use crate::parse::router::SlotInfo;
-use crate::plugin::PluginEngine;
-use crate::plugin::parsers::WasmParser;
+use sonde_parse::ParserBackend;
+use sonde_pipeline::router::SlotInfo;
+use sonde_sandbox::PluginEngine;
+use sonde_sandbox::PluginsConfig;
+use sonde_sandbox::parsers::WasmParser;
 
 /// `[admin]`: the local admin endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,7 +113,7 @@ impl Loader {
     /// `parser_dirs` at start-up) and compile a parser component, on the calling thread (a
     /// blocking one). The bytes checked are the bytes loaded.
     pub fn load(&self, path: &Path) -> Result<WasmParser> {
-        let verified = crate::plugin::manifest::verify_parser_file(path, &self.plugins)?;
+        let verified = sonde_sandbox::manifest::verify_parser_file(path, &self.plugins)?;
         let parser = WasmParser::load(
             self.engine.clone(),
             self.plugins.limits,
@@ -283,8 +283,8 @@ async fn source_of(name: &str, ops: &mpsc::Sender<OpRequest>) -> Option<PathBuf>
 }
 
 /// Apply an op to the router (in the daemon loop).
-pub fn apply(router: &mut crate::parse::router::Router, op: Op) -> Result<Vec<SlotInfo>, String> {
-    let find = |router: &crate::parse::router::Router, name: &str| {
+pub fn apply(router: &mut sonde_pipeline::router::Router, op: Op) -> Result<Vec<SlotInfo>, String> {
+    let find = |router: &sonde_pipeline::router::Router, name: &str| {
         router
             .active_parser(name)
             .ok_or_else(|| format!("no active parser named {name:?}"))

@@ -9,8 +9,8 @@ use sonde_analysis::replay::{self, Bundle};
 use sonde_analysis::report::AnalysisConfig;
 use sonde_analysis::scenarios;
 
-use crate::config::PluginsConfig;
-use crate::plugin::fault_rules::WasmRuleEngine;
+use sonde_sandbox::PluginsConfig;
+use sonde_sandbox::fault_rules::WasmRuleEngine;
 
 /// What to analyse and how to print it.
 #[derive(Debug, Clone, Default)]

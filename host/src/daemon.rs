@@ -6,29 +6,29 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 
 use crate::admin;
-use crate::capture::events::Event;
-use crate::capture::events::LogChunk;
-use crate::capture::net::NetReading;
-use crate::capture::reassembly::{GapReason, SegmentBody};
-use crate::capture::{Capture, monotonic_now_ns, unix_now_ms};
 use crate::config::Config;
-use crate::conntrack::{ConnTracker, Connection, StreamEvent};
-use crate::correlate::Correlator;
-use crate::correlate::k8s::KubeWatch;
 use crate::isolation::{Isolated, Task, TaskPanics};
-use crate::live::Live;
-use crate::logs::LogMiner;
 use crate::metrics::{self, NetworkView, Snapshot, State};
-use crate::netmap::NetMap;
-use crate::parse::dispatch::Dispatch;
-use crate::parse::router::{Labeler, Router, RouterConfig};
-use crate::parse::slot::ParserSlot;
-use crate::parse::{ParserBackend, TaggedRecord};
-use crate::plugin::PluginEngine;
-use crate::plugin::fault_rules::WasmRuleEngine;
-use crate::plugin::parsers;
-use crate::records::RecordLog;
-use crate::red::Red;
+use sonde_capture::conntrack::{ConnTracker, Connection, StreamEvent};
+use sonde_capture::events::Event;
+use sonde_capture::events::LogChunk;
+use sonde_capture::net::NetReading;
+use sonde_capture::reassembly::{GapReason, SegmentBody};
+use sonde_capture::{Capture, monotonic_now_ns, unix_now_ms};
+use sonde_correlate::Correlator;
+use sonde_correlate::k8s::KubeWatch;
+use sonde_live::Live;
+use sonde_logs::LogMiner;
+use sonde_netmap::NetMap;
+use sonde_parse::{ParserBackend, TaggedRecord};
+use sonde_pipeline::dispatch::Dispatch;
+use sonde_pipeline::records::RecordLog;
+use sonde_pipeline::red::Red;
+use sonde_pipeline::router::{Labeler, Router, RouterConfig};
+use sonde_pipeline::slot::ParserSlot;
+use sonde_sandbox::PluginEngine;
+use sonde_sandbox::fault_rules::WasmRuleEngine;
+use sonde_sandbox::parsers;
 
 /// How often reorder holes and closed connections are aged and metrics refreshed.
 const TICK: Duration = Duration::from_millis(100);
@@ -111,7 +111,7 @@ pub async fn run(config: Config) -> Result<()> {
     // readers then report no templates.
     let mut log_mining = Isolated::new(
         Task::Logs,
-        Some(crate::logs::files::Tailer::new(
+        Some(sonde_logs::files::Tailer::new(
             &config.logs.files,
             config.logs.max_line_bytes,
         )),
@@ -128,7 +128,7 @@ pub async fn run(config: Config) -> Result<()> {
         network: Mutex::new(NetworkView::default()),
         records: Mutex::new(RecordLog::new(config.metrics.record_log)),
         correlator: Some(correlator.clone()),
-        live: Mutex::new(crate::live::LiveBoard::default()),
+        live: Mutex::new(sonde_live::LiveBoard::default()),
         logs: Some(logs.clone()),
         task_panics: task_panics.clone(),
         health: crate::metrics::Health::of(&capture),
@@ -327,21 +327,21 @@ fn start_live(config: &Config, logs: &Arc<Mutex<LogMiner>>) -> Result<Option<Liv
 fn observe_log(correlator: &Correlator, logs: &Mutex<LogMiner>, l: &LogChunk) {
     let id = correlator.identity_of(l.task.tgid, &l.task.comm, l.cgroup_id);
     if let Ok(mut miner) = logs.lock() {
-        miner.observe_chunk(&id.service_name, l, crate::logs::unix_ms_of(l.ts_ns));
+        miner.observe_chunk(&id.service_name, l, sonde_logs::unix_ms_of(l.ts_ns));
     }
 }
 
 /// The miner as the live engine's source of error-log templates for reports.
 struct MinedLogs(Arc<Mutex<LogMiner>>);
 
-impl crate::live::LogSource for MinedLogs {
+impl sonde_live::LogSource for MinedLogs {
     fn error_templates(
         &self,
         services: &[String],
         from_ms: u64,
         to_ms: u64,
         limit: usize,
-    ) -> Vec<crate::live::LogTemplate> {
+    ) -> Vec<sonde_live::LogTemplate> {
         let Ok(miner) = self.0.lock() else {
             return Vec::new();
         };
@@ -349,7 +349,7 @@ impl crate::live::LogSource for MinedLogs {
         miner
             .error_summary_of(services, from_ms, to_ms, limit)
             .into_iter()
-            .map(|e| crate::live::LogTemplate {
+            .map(|e| sonde_live::LogTemplate {
                 service: e.service,
                 template: e.template,
                 count: e.count,

@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 
 use anyhow::{Context as _, Result};
 
-use crate::live::IncidentSummary;
 use crate::top::{get_body, get_json};
+use sonde_live::IncidentSummary;
 
 #[derive(serde::Deserialize)]
 struct List {

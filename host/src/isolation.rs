@@ -171,20 +171,6 @@ mod tests {
     }
 
     #[test]
-    fn panics_reach_metrics() {
-        let state = crate::metrics::State::default();
-        let mut live = Isolated::new(Task::Live, Some(()), state.task_panics.clone());
-        live.run(|_| panic!("index out of bounds"));
-        let text = crate::metrics::render_all(&state);
-        assert!(
-            text.contains("sonde_task_panics_total{task=\"live\"} 1\n"),
-            "{text}"
-        );
-        let om = crate::metrics::render_format(&state, true);
-        assert!(om.contains("# TYPE sonde_task_panics counter\n"), "{om}");
-    }
-
-    #[test]
     fn a_task_without_state_never_runs() {
         let panics = Arc::new(TaskPanics::default());
         let mut live: Isolated<u32> = Isolated::new(Task::Live, None, panics.clone());

@@ -375,7 +375,7 @@ fn main() -> Result<()> {
     let mut config = Config::load(cli.config.as_deref())?;
     // Before the runtime's threads exist: they inherit the namespace.
     if matches!(cli.command, Command::Run(_)) && config.correlation.host_cgroup_namespace {
-        match sonde::correlate::join_host_cgroup_namespace(&config.correlation.proc_root) {
+        match sonde_correlate::join_host_cgroup_namespace(&config.correlation.proc_root) {
             Ok(true) => tracing::info!("joined the host's cgroup namespace"),
             Ok(false) => {}
             Err(e) => tracing::warn!(
@@ -399,13 +399,13 @@ fn main() -> Result<()> {
             }
             if let Some(path) = args.kubeconfig {
                 config.kubernetes.kubeconfig = Some(path);
-                config.kubernetes.mode = sonde::correlate::k8s::KubeMode::Kubeconfig;
+                config.kubernetes.mode = sonde_correlate::k8s::KubeMode::Kubeconfig;
             }
             if args.node_name.is_some() {
                 config.kubernetes.node_name = args.node_name;
             }
             if args.no_kubernetes {
-                config.kubernetes.mode = sonde::correlate::k8s::KubeMode::Off;
+                config.kubernetes.mode = sonde_correlate::k8s::KubeMode::Off;
             }
             if let Some(listen) = args.metrics_listen {
                 config.metrics.listen = match listen.as_str() {
@@ -434,7 +434,7 @@ fn main() -> Result<()> {
             rt.block_on(sonde::trace::run(&config.capture, opts))
         }
         Command::Doctor(args) => {
-            let code = sonde::doctor::run(&config.capture, args.json)?;
+            let code = sonde_capture::doctor::run(&config.capture, args.json)?;
             std::process::exit(code)
         }
         Command::Top(args) => sonde::top::run(&sonde::top::TopOptions {
@@ -470,7 +470,7 @@ fn main() -> Result<()> {
             admin_call(&admin, &sonde::admin::Request::Unload { name })
         }
         Command::Plugin(PluginCommand::Keygen(args)) => {
-            let k = sonde::plugin::package::keygen(&args.out)?;
+            let k = sonde_sandbox::package::keygen(&args.out)?;
             eprintln!(
                 "secret key: {} (keep it secret)\npublic key: {}",
                 k.secret.display(),
@@ -480,14 +480,14 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Plugin(PluginCommand::Package(args)) => {
-            use sonde::plugin::manifest::World;
+            use sonde_sandbox::manifest::World;
             let world = match &args.world {
                 Some(w) => Some(World::parse(w).ok_or_else(|| {
                     anyhow::anyhow!("--world {w:?}: give protocol-parser or fault-rule")
                 })?),
                 None => None,
             };
-            let p = sonde::plugin::package::package(&sonde::plugin::package::PackageOptions {
+            let p = sonde_sandbox::package::package(&sonde_sandbox::package::PackageOptions {
                 wasm: args.wasm,
                 build: args.build,
                 key: args.key,
@@ -516,7 +516,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Plugin(PluginCommand::Verify(args)) => {
-            let checked = sonde::plugin::package::verify_paths(
+            let checked = sonde_sandbox::package::verify_paths(
                 &args.paths,
                 &config.plugins,
                 &args.trusted_key,

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::netmap::export::{EdgeView, Topology};
-use crate::netmap::status::Status;
+use sonde_netmap::export::{EdgeView, Topology};
+use sonde_netmap::status::Status;
 
 #[derive(Debug, Clone)]
 pub struct MapOptions {
@@ -153,7 +153,7 @@ pub fn run(opts: &MapOptions) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netmap::model::Counters;
+    use sonde_netmap::model::Counters;
 
     #[test]
     fn table_shows_worst_edges_with_reasons() {

@@ -1,4 +1,4 @@
-//! Prometheus text exposition: the RED metrics parsed from traffic ([`crate::red`]) and the
+//! Prometheus text exposition: the RED metrics parsed from traffic ([`sonde_pipeline::red`]) and the
 //! daemon's own health — capture counters (every drop has one), stream reassembly, connection
 //! tracking, the parse pipeline and every plugin's sandbox counters. Served by a small HTTP/1.1
 //! responder: `/metrics`, and `/api/series` (JSON, for `sonde top`); no keep-alive.
@@ -11,11 +11,11 @@ use sonde_common::stat;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 
-use crate::capture::CaptureStats;
-use crate::conntrack::TrackerStats;
-use crate::parse::ParserStats;
-use crate::parse::router::RouterStats;
-use crate::red::Red;
+use sonde_capture::CaptureStats;
+use sonde_capture::conntrack::TrackerStats;
+use sonde_parse::ParserStats;
+use sonde_pipeline::red::Red;
+use sonde_pipeline::router::RouterStats;
 
 /// The daemon's health as `/metrics` shows it; the daemon loop replaces it on every tick.
 #[derive(Debug, Default, Clone)]
@@ -43,13 +43,13 @@ pub struct State {
     /// The network map as of its last read: topology (`/api/map`) and its Prometheus text.
     pub network: Mutex<NetworkView>,
     /// The latest records (`/api/records`).
-    pub records: Mutex<crate::records::RecordLog>,
+    pub records: Mutex<sonde_pipeline::records::RecordLog>,
     /// Containers and their usage, Kubernetes watch status (`/api/containers`).
-    pub correlator: Option<Arc<crate::correlate::Correlator>>,
+    pub correlator: Option<Arc<sonde_correlate::Correlator>>,
     /// Error-log templates mined from stdout/stderr (`/api/logs`).
-    pub logs: Option<Arc<Mutex<crate::logs::LogMiner>>>,
+    pub logs: Option<Arc<Mutex<sonde_logs::LogMiner>>>,
     /// Incidents and their reports (`/api/incidents`).
-    pub live: Mutex<crate::live::LiveBoard>,
+    pub live: Mutex<sonde_live::LiveBoard>,
     /// Panics caught in log mining, correlation scans and the live engine.
     pub task_panics: Arc<crate::isolation::TaskPanics>,
     /// What runs in the kernel: every program's state, set once at start (`/api/health`).
@@ -60,14 +60,14 @@ pub struct State {
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct Health {
     pub kernel: String,
-    pub socket_lookup: Option<crate::capture::programs::SocketLookup>,
-    pub probes: Vec<crate::capture::programs::ProbeStatus>,
+    pub socket_lookup: Option<sonde_capture::programs::SocketLookup>,
+    pub probes: Vec<sonde_capture::programs::ProbeStatus>,
 }
 
 impl Health {
-    pub fn of(capture: &crate::capture::Capture) -> Health {
+    pub fn of(capture: &sonde_capture::Capture) -> Health {
         Health {
-            kernel: crate::doctor::kernel_release(),
+            kernel: sonde_capture::doctor::kernel_release(),
             socket_lookup: Some(capture.socket_lookup()),
             probes: capture.probes().to_vec(),
         }
@@ -96,7 +96,7 @@ impl Health {
 /// What the daemon loop publishes of the network map after each read.
 #[derive(Debug, Default, Clone)]
 pub struct NetworkView {
-    pub topology: crate::netmap::export::Topology,
+    pub topology: sonde_netmap::export::Topology,
     pub prometheus: String,
 }
 
@@ -141,7 +141,11 @@ pub fn render_format(state: &State, openmetrics: bool) -> String {
     }
     state.task_panics.render_prometheus(&mut o);
     state.health.render_prometheus(&mut o);
-    if openmetrics { to_openmetrics(&o) } else { o }
+    if openmetrics {
+        sonde_metrics::to_openmetrics(&o)
+    } else {
+        o
+    }
 }
 
 /// Unlabelled series, one (name, type, help, value) row each.
@@ -152,7 +156,7 @@ fn write_scalars<V: std::fmt::Display>(o: &mut String, rows: &[(&str, &str, &str
 }
 
 /// The log miner's counters.
-fn render_logs(o: &mut String, s: &crate::logs::LogStats) {
+fn render_logs(o: &mut String, s: &sonde_logs::LogStats) {
     let rows: [(&str, &str, &str, u64); 7] = [
         (
             "sonde_log_lines_total",
@@ -201,7 +205,7 @@ fn render_logs(o: &mut String, s: &crate::logs::LogStats) {
 }
 
 /// The live diagnosis' counters.
-fn render_live(o: &mut String, s: &crate::live::LiveStats) {
+fn render_live(o: &mut String, s: &sonde_live::LiveStats) {
     let rows: [(&str, &str, &str, f64); 9] = [
         (
             "sonde_live_steps_total",
@@ -267,39 +271,6 @@ fn wants_openmetrics(head: &[u8]) -> bool {
     let text = String::from_utf8_lossy(head).to_ascii_lowercase();
     text.lines()
         .any(|l| l.starts_with("accept:") && l.contains("application/openmetrics-text"))
-}
-
-/// Prometheus text → OpenMetrics: a counter family is named without its `_total` suffix
-/// (its samples keep it), a counter whose samples lack the suffix becomes `unknown`, and the
-/// exposition ends with `# EOF`.
-pub fn to_openmetrics(text: &str) -> String {
-    let counters: std::collections::HashSet<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
-        .collect();
-    let mut o = String::with_capacity(text.len() + 16);
-    for line in text.lines() {
-        let mut parts = line.splitn(4, ' ');
-        match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (Some("#"), Some(kw @ ("HELP" | "TYPE")), Some(name), rest) => {
-                let counter_total = name.ends_with("_total") && counters.contains(name);
-                let rest = rest.unwrap_or("");
-                let (name, rest) = match (kw, counter_total) {
-                    (_, true) => (name.trim_end_matches("_total"), rest),
-                    ("TYPE", false) if rest == "counter" => (name, "unknown"),
-                    ("TYPE", false) if rest == "untyped" => (name, "unknown"),
-                    _ => (name, rest),
-                };
-                let _ = writeln!(o, "# {kw} {name} {rest}");
-            }
-            _ => {
-                o.push_str(line);
-                o.push('\n');
-            }
-        }
-    }
-    o.push_str("# EOF\n");
-    o
 }
 
 pub fn render(s: &Snapshot) -> String {
@@ -610,7 +581,7 @@ fn render_io_uring(o: &mut String, s: &Snapshot) {
         e.1 += u.socket_requests;
     }
     for (comm, (all, socket)) in by_name {
-        let comm = crate::text::label_value(comm);
+        let comm = sonde_metrics::label_value(comm);
         for (kind, v) in [("all", all), ("socket", socket)] {
             let _ = writeln!(o, "{name}{{process=\"{comm}\",kind=\"{kind}\"}} {v}");
         }
@@ -760,7 +731,7 @@ pub async fn serve(listener: TcpListener, shared: Shared) -> Result<()> {
                     .unwrap_or(10);
                 let errors_only =
                     query_param(req, "errors").is_some_and(|v| v == "1" || v == "true");
-                let now = crate::capture::unix_now_ms();
+                let now = sonde_capture::unix_now_ms();
                 let rows = shared
                     .logs
                     .as_ref()
@@ -812,5 +783,26 @@ pub async fn serve(listener: TcpListener, shared: Shared) -> Result<()> {
             let _ = sock.write_all(head.as_bytes()).await;
             let _ = sock.write_all(body.as_bytes()).await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn panics_reach_metrics() {
+        let state = super::State::default();
+        let mut live = crate::isolation::Isolated::new(
+            crate::isolation::Task::Live,
+            Some(()),
+            state.task_panics.clone(),
+        );
+        live.run(|_| panic!("index out of bounds"));
+        let text = super::render_all(&state);
+        assert!(
+            text.contains("sonde_task_panics_total{task=\"live\"} 1\n"),
+            "{text}"
+        );
+        let om = super::render_format(&state, true);
+        assert!(om.contains("# TYPE sonde_task_panics counter\n"), "{om}");
     }
 }

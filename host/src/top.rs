@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::red::{SKETCH_BUCKETS, SeriesExport, sketch_quantile};
+use sonde_pipeline::red::{SKETCH_BUCKETS, SeriesExport, sketch_quantile};
 
 #[derive(Debug, Clone)]
 pub struct TopOptions {
@@ -246,7 +246,7 @@ pub fn run(opts: &TopOptions) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::red::sketch_index;
+    use sonde_pipeline::red::sketch_index;
 
     fn series(route: &str, status: &str, count: u64, errors: u64, ms: u64) -> SeriesExport {
         SeriesExport {

@@ -4,8 +4,8 @@ use std::io::Write as _;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::capture::events::{ConnChange, ConnEventKind, DataChunk, Event};
-use crate::capture::{Capture, CaptureOptions};
+use sonde_capture::events::{ConnChange, ConnEventKind, DataChunk, Event};
+use sonde_capture::{Capture, CaptureOptions};
 
 /// Which events to show. Empty lists match everything.
 #[derive(Debug, Clone, Default)]
@@ -117,7 +117,7 @@ struct JsonData<'a> {
 struct JsonLog<'a> {
     event: &'static str,
     #[serde(flatten)]
-    log: &'a crate::capture::events::LogChunk,
+    log: &'a sonde_capture::events::LogChunk,
     /// The captured bytes, invalid UTF-8 replaced.
     text: String,
 }
@@ -203,8 +203,8 @@ impl Printer {
 
     fn data_line(&self, d: &DataChunk) -> String {
         let arrow = match d.direction {
-            crate::capture::events::Direction::Egress => "->",
-            crate::capture::events::Direction::Ingress => "<-",
+            sonde_capture::events::Direction::Egress => "->",
+            sonde_capture::events::Direction::Ingress => "<-",
         };
         let shown = &d.payload[..d.payload.len().min(self.opts.payload_bytes)];
         let mut notes = String::new();

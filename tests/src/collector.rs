@@ -9,10 +9,10 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use sonde::capture::events::{Direction, Event};
-use sonde::capture::reassembly::{GapReason, Segment, SegmentBody};
-use sonde::capture::{Capture, CaptureOptions, CaptureStats, monotonic_now_ns};
-use sonde::conntrack::{ConnTracker, Connection, StreamEvent, TrackerConfig};
+use sonde_capture::conntrack::{ConnTracker, Connection, StreamEvent, TrackerConfig};
+use sonde_capture::events::{Direction, Event};
+use sonde_capture::reassembly::{GapReason, Segment, SegmentBody};
+use sonde_capture::{Capture, CaptureOptions, CaptureStats, monotonic_now_ns};
 
 /// Process name of the peers whose streams are kept (others are tracked, not stored).
 pub const PEER_COMM: &str = "sonde-testpeer";
@@ -99,7 +99,7 @@ pub struct Collected {
     pub data_tgids: HashMap<u32, u64>,
     pub stats: CaptureStats,
     /// Every program's state as the capture started (attached, failed, off).
-    pub probes: Vec<sonde::capture::programs::ProbeStatus>,
+    pub probes: Vec<sonde_capture::programs::ProbeStatus>,
 }
 
 impl Collected {
@@ -349,7 +349,7 @@ impl PeerStreams {
 /// A record for a connection whose tracker record is not readable yet (replaced as soon as
 /// it is).
 fn placeholder(conn_id: u64) -> Connection {
-    let task = sonde::capture::events::Task {
+    let task = sonde_capture::events::Task {
         tgid: 0,
         tid: 0,
         comm: String::new(),

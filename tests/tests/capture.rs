@@ -4,9 +4,9 @@
 //! 4-tuple, role, pid, byte counts, and the reassembled streams against the bytes sent.
 use std::time::Duration;
 
-use sonde::capture::CaptureOptions;
-use sonde::capture::events::{Direction, Event, Role};
-use sonde::capture::reassembly::GapReason;
+use sonde_capture::CaptureOptions;
+use sonde_capture::events::{Direction, Event, Role};
+use sonde_capture::reassembly::GapReason;
 use sonde_tests::{Collector, NetnsPair, Peer, Seen, event_addr, pattern, require_root};
 
 const SIZES: [usize; 3] = [10, 5 * 1024, 100 * 1024];
@@ -166,7 +166,7 @@ fn tcp_loopback_with_sockets_found_through_the_file_table() {
     require_root();
     let col = Collector::start(CaptureOptions {
         capture_bytes: CAP,
-        socket_lookup: sonde::capture::programs::SocketLookup::FdTable,
+        socket_lookup: sonde_capture::programs::SocketLookup::FdTable,
         ..CaptureOptions::default()
     })
     .expect("capture starts");
@@ -180,8 +180,8 @@ fn tcp_loopback_with_sockets_found_through_the_file_table() {
     assert_eq!(
         sock_programs,
         [
-            sonde::capture::programs::ProbeState::Off,
-            sonde::capture::programs::ProbeState::Off
+            sonde_capture::programs::ProbeState::Off,
+            sonde_capture::programs::ProbeState::Off
         ],
         "the sock_*_length programs are not used in this mode"
     );

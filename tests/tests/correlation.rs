@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use sonde::records::RecordView;
+use sonde_pipeline::records::RecordView;
 use sonde_tests::cgroups::{FakeContainer, Shape};
 use sonde_tests::httplab::{Daemon, Scratch, http_body, http_get, parse_metrics, sum};
 use sonde_tests::kubeapi::{self, FakeApiServer, Owner};

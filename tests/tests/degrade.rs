@@ -3,9 +3,9 @@
 //! keeps working. Its own test binary: the switch is a process-wide environment variable.
 use std::time::Duration;
 
-use sonde::capture::CaptureOptions;
-use sonde::capture::events::Direction;
-use sonde::capture::programs::{Feature, ProbeState};
+use sonde_capture::CaptureOptions;
+use sonde_capture::events::Direction;
+use sonde_capture::programs::{Feature, ProbeState};
 use sonde_tests::{Collector, Peer, pattern, require_root};
 
 const T: Duration = Duration::from_secs(30);

@@ -10,13 +10,13 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sonde::config::PluginsConfig;
-use sonde::plugin::fault_rules::{DEFAULT_RULES_WASM, WasmRuleEngine};
-use sonde::plugin::{CacheOutcome, Limits, PluginEngine};
 use sonde_analysis::replay::analyze_bundle;
 use sonde_analysis::report::{AnalysisConfig, Report};
 use sonde_analysis::rules::{NativeRules, RuleEngine as _};
 use sonde_analysis::scenarios;
+use sonde_sandbox::PluginsConfig;
+use sonde_sandbox::fault_rules::{DEFAULT_RULES_WASM, WasmRuleEngine};
+use sonde_sandbox::{CacheOutcome, Limits, PluginEngine};
 use sonde_sdk::fault_rule::{
     Attribution, Category, Incident, Metric, Neighbour, Relation, RuleInput, Subject, SubjectKind,
     metric as m,

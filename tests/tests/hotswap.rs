@@ -65,7 +65,7 @@ fn http_parser_swapped_100_times_under_load_loses_and_doubles_nothing() {
     let d = daemon_with_admin(&socket);
     // The new version: the HTTP component as a file (the daemon's is embedded).
     let wasm = dir.path().join("sonde-http.wasm");
-    std::fs::write(&wasm, sonde::plugin::parsers::HTTP_PARSER_WASM).unwrap();
+    std::fs::write(&wasm, sonde_sandbox::parsers::HTTP_PARSER_WASM).unwrap();
     let nginx = Nginx::start(1).expect("nginx");
     let port = nginx.port;
 
@@ -232,7 +232,7 @@ fn admin_socket_refuses_non_root_users() {
     // allowed directories is refused, and the running version stays.
     let elsewhere = Scratch::new("unsigned");
     let wasm = elsewhere.path().join("sonde-http.wasm");
-    std::fs::write(&wasm, sonde::plugin::parsers::HTTP_PARSER_WASM).unwrap();
+    std::fs::write(&wasm, sonde_sandbox::parsers::HTTP_PARSER_WASM).unwrap();
     let r = sonde::admin::request(
         &socket,
         &Request::Reload {
@@ -275,7 +275,7 @@ fn a_component_written_to_the_watched_directory_is_swapped_in_and_removed_again(
     // Written elsewhere and moved in, as deployment tools do (a half-written file is never
     // seen).
     let staged = dir.path().join("sonde-http.wasm.tmp");
-    std::fs::write(&staged, sonde::plugin::parsers::HTTP_PARSER_WASM).unwrap();
+    std::fs::write(&staged, sonde_sandbox::parsers::HTTP_PARSER_WASM).unwrap();
     let target = parsers.join("sonde-http.wasm");
     std::fs::rename(&staged, &target).unwrap();
     let want = target.display().to_string();

@@ -7,8 +7,8 @@ use std::os::fd::AsRawFd as _;
 use std::time::Duration;
 
 use io_uring::{IoUring, opcode, types};
-use sonde::capture::CaptureOptions;
-use sonde::capture::programs::{Feature, ProbeState};
+use sonde_capture::CaptureOptions;
+use sonde_capture::programs::{Feature, ProbeState};
 use sonde_tests::{Collector, require_root};
 
 #[test]

@@ -1,10 +1,10 @@
 //! The verifier budget on this machine's kernel, measured for real: `sonde doctor`'s own
 //! examination loads every program (attaches none) and reads what the verifier processed.
 //! The kernel matrix (scripts/kernel-matrix) runs the same check on other kernels in QEMU.
-use sonde::capture::CaptureOptions;
-use sonde::capture::budget::{self, Budget};
-use sonde::capture::programs::{ProbeState, SocketLookup};
-use sonde::doctor;
+use sonde_capture::CaptureOptions;
+use sonde_capture::budget::{self, Budget};
+use sonde_capture::doctor;
+use sonde_capture::programs::{ProbeState, SocketLookup};
 use sonde_tests::require_root;
 
 /// Verification is CPU-bound: tests that load programs run one at a time, so one does not

@@ -9,9 +9,9 @@ use std::os::unix::fs::MetadataExt as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sonde::capture::events::{Event, LogChunk, StdStream};
-use sonde::capture::{Capture, CaptureOptions, monotonic_now_ns};
-use sonde::logs::{LogMiner, LogMinerConfig, Stream, unix_ms_of};
+use sonde_capture::events::{Event, LogChunk, StdStream};
+use sonde_capture::{Capture, CaptureOptions, monotonic_now_ns};
+use sonde_logs::{LogMiner, LogMinerConfig, Stream, unix_ms_of};
 use sonde_tests::require_root;
 
 const T: Duration = Duration::from_secs(20);

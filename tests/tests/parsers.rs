@@ -6,19 +6,19 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sonde::config::PluginsConfig;
-use sonde::parse::dispatch::Dispatch;
-use sonde::parse::native::NativeParser;
-use sonde::parse::router::{Router, RouterConfig};
-use sonde::parse::slot::ParserSlot;
-use sonde::parse::{ConnInfo, Direction, ParseJob, ParserBackend, SegMeta};
-use sonde::plugin::parsers::{self, HTTP_PARSER_WASM, WasmParser};
-use sonde::plugin::{FailureKind, Limits};
 use sonde_http_parser::Http;
+use sonde_parse::{ConnInfo, Direction, ParseJob, ParserBackend, SegMeta};
+use sonde_pipeline::dispatch::Dispatch;
+use sonde_pipeline::native::NativeParser;
+use sonde_pipeline::router::{Router, RouterConfig};
+use sonde_pipeline::slot::ParserSlot;
+use sonde_sandbox::PluginsConfig;
+use sonde_sandbox::parsers::{self, HTTP_PARSER_WASM, WasmParser};
+use sonde_sandbox::{FailureKind, Limits};
 use sonde_sdk::protocol_parser::{Claim, Role};
 use sonde_tests::wasm;
 
-fn engine() -> Arc<sonde::plugin::PluginEngine> {
+fn engine() -> Arc<sonde_sandbox::PluginEngine> {
     parsers::engine(&PluginsConfig {
         cache_dir: None,
         ..Default::default()
@@ -171,10 +171,10 @@ fn a_trapping_parser_beside_http_costs_http_nothing() {
         Dispatch::threaded(slots, 64).unwrap(),
         RouterConfig::default(),
     );
-    let tracker = sonde::conntrack::ConnTracker::new(Default::default());
-    use sonde::capture::events::Direction as D;
-    use sonde::capture::reassembly::{Segment, SegmentBody};
-    use sonde::conntrack::StreamEvent;
+    let tracker = sonde_capture::conntrack::ConnTracker::new(Default::default());
+    use sonde_capture::conntrack::StreamEvent;
+    use sonde_capture::events::Direction as D;
+    use sonde_capture::reassembly::{Segment, SegmentBody};
     for conn in 1..=20u64 {
         for (dir, ts, data) in [
             (D::Ingress, 1, &b"GET /x HTTP/1.1\r\n\r\n"[..]),
@@ -215,7 +215,7 @@ fn a_trapping_parser_beside_http_costs_http_nothing() {
 
 #[test]
 fn the_http_component_imports_nothing_beyond_the_granted_wasi() {
-    let e = sonde::plugin::PluginEngine::new(None).unwrap();
+    let e = sonde_sandbox::PluginEngine::new(None).unwrap();
     let (component, _) = e.component(HTTP_PARSER_WASM).unwrap();
     let imports: Vec<String> = component
         .component_type()

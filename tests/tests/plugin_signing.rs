@@ -14,10 +14,10 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use sonde::config::PluginsConfig;
-use sonde::plugin::fault_rules::WasmRuleEngine;
-use sonde::plugin::manifest::{self, Manifest, Trust, VerifyError, World};
-use sonde::plugin::{package, parsers};
+use sonde_sandbox::PluginsConfig;
+use sonde_sandbox::fault_rules::WasmRuleEngine;
+use sonde_sandbox::manifest::{self, Manifest, Trust, VerifyError, World};
+use sonde_sandbox::{package, parsers};
 use sonde_tests::httplab::{Scratch, free_port};
 use sonde_tests::{sonde_bin_path, wasm};
 

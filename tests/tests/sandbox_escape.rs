@@ -4,7 +4,7 @@
 //!
 //! The fixture (`bad-parser` built with `escape`) uses plain `std::fs` / `std::net`. Built for
 //! wasm32-wasip2 those go through wasi-libc to `wasi:filesystem` and `wasi:sockets` imports,
-//! which the host never links: [`sonde::plugin::stub_unknown_imports`] defines them as
+//! which the host never links: [`sonde_sandbox::stub_unknown_imports`] defines them as
 //! functions that trap with "import `…` is not granted to plugins". So the component
 //! instantiates fine, and an attempt could end in one of two ways, both inside the sandbox:
 //!
@@ -24,10 +24,10 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::sync::Arc;
 
-use sonde::config::PluginsConfig;
-use sonde::parse::{ConnInfo, Direction, ParseJob, ParseOutput, ParserBackend, SegMeta};
-use sonde::plugin::parsers::{self, WasmParser};
-use sonde::plugin::{Failure, FailureKind, Limits};
+use sonde_parse::{ConnInfo, Direction, ParseJob, ParseOutput, ParserBackend, SegMeta};
+use sonde_sandbox::PluginsConfig;
+use sonde_sandbox::parsers::{self, WasmParser};
+use sonde_sandbox::{Failure, FailureKind, Limits};
 use sonde_sdk::protocol_parser::Role;
 use sonde_tests::wasm;
 

@@ -21,6 +21,7 @@ mod conn;
 #[allow(missing_docs)]
 pub mod detect;
 mod pairing;
+mod query;
 #[allow(missing_docs)]
 pub mod record;
 #[allow(missing_docs)]

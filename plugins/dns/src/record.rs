@@ -3,7 +3,7 @@
 
 use sonde_sdk::protocol_parser::{RequestRecord, Transport};
 
-use crate::pairing::Query;
+use crate::query::Query;
 use crate::wire::{Message, rtype};
 
 /// `RequestRecord::protocol` of every record.

@@ -17,36 +17,15 @@
 use sonde_sdk::protocol_parser::{Claim, ConnInfo, Direction, RequestRecord, Role, Segment};
 
 use crate::MAX_HEAD;
-use crate::body::{Absorb, Chunked};
+use crate::body::Absorb;
 use crate::detect::{self, Verdict, is_method_byte};
 use crate::gap::Region;
 use crate::head::{self, Head, Parsed, Start};
+use crate::mode::Mode;
 use crate::pairing::Exchanges;
 use crate::queue::Count;
 use crate::resync::{Carry, Kind, next_start, start_verdict};
 use crate::scan::HeadEnd;
-
-/// Where a direction's reader is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) enum Mode {
-    /// Between messages: a start line is expected (empty lines before it are skipped).
-    #[default]
-    Idle,
-    /// Inside a head split across segments; its first bytes are in [`Side::buf`].
-    Head,
-    /// Inside a body of known length, with this many bytes left.
-    Fixed(u64),
-    Chunked(Chunked),
-    /// A response without framing: its body ends with the connection. On a keep-alive
-    /// exchange, also where a segment starts with the next status line (servers that omit
-    /// `Content-Length` on empty bodies and keep the connection open exist).
-    UntilClose {
-        keep_alive: bool,
-    },
-    /// Lost the message boundaries: looking for the next plausible start line (see
-    /// [`Side::region`]).
-    Resync,
-}
 
 /// The reader of one direction.
 #[derive(Debug, Default)]

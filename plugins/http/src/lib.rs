@@ -27,6 +27,7 @@ mod conn;
 pub mod detect;
 mod gap;
 mod head;
+mod mode;
 mod pairing;
 mod queue;
 pub mod record;

@@ -7,8 +7,8 @@ use sonde_sdk::protocol_parser::RequestRecord;
 
 use crate::MAX_PENDING;
 use crate::body::Chunked;
-use crate::conn::Mode;
 use crate::head::{self, Head, Length, Start};
+use crate::mode::Mode;
 use crate::queue::{Answered, Count, Queue};
 use crate::record::{self, Pending, attr, error};
 

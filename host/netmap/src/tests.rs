@@ -1,0 +1,602 @@
+//! The map's bookkeeping on synthetic kernel events: what the kernel side would send for a
+//! connect, an accept, a refused connect, a timeout, and per-socket counters. The real kernel
+//! path is covered by tests/tests/netmap.rs (network namespaces, real nginx and curl).
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use sonde_common::net::{DropKey, DropStats, FlowKey, FlowStats};
+use sonde_sdk::protocol_parser::{ConnInfo, Endpoint, RequestRecord, Role, Transport};
+
+use super::status::Status;
+use super::*;
+use sonde_capture::events::{ConnChange, ConnEventKind, Role as SockRole, Task, TcpState};
+use sonde_parse::{Record, TaggedRecord};
+
+const S: u64 = 1_000_000_000;
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn ev(kind: ConnEventKind, sock: u64, ts: u64, local: &str, peer: &str) -> ConnChange {
+    ConnChange {
+        kind,
+        task: Task {
+            tgid: 10,
+            tid: 10,
+            comm: "curl".into(),
+            thread: String::new(),
+        },
+        fd: -1,
+        conn_id: 0,
+        sock,
+        ts_ns: ts,
+        tx_bytes: 0,
+        rx_bytes: 0,
+        ret: 0,
+        cgroup_id: 0,
+        role: SockRole::Unknown,
+        syscall: "state",
+        old_state: TcpState(0),
+        new_state: TcpState(0),
+        protocol: 6,
+        local: Some(addr(local)),
+        peer: Some(addr(peer)),
+    }
+}
+
+fn state(sock: u64, ts: u64, old: u8, new: u8, local: &str, peer: &str) -> ConnChange {
+    let mut c = ev(ConnEventKind::State, sock, ts, local, peer);
+    c.old_state = TcpState(old);
+    c.new_state = TcpState(new);
+    if new != TcpState::SYN_SENT {
+        c.task.comm = "swapper/0".into(); // softirq context: not the socket's process
+    }
+    c
+}
+
+fn flow_key(local: &str, remote: &str) -> FlowKey {
+    let (l, r) = (addr(local), addr(remote));
+    let v4 = |a: SocketAddr| match a.ip() {
+        std::net::IpAddr::V4(v) => {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&v.octets());
+            b
+        }
+        std::net::IpAddr::V6(_) => unreachable!(),
+    };
+    FlowKey {
+        family: libc::AF_INET as u16,
+        sport: l.port(),
+        dport: r.port(),
+        _pad: 0,
+        saddr: v4(l),
+        daddr: v4(r),
+    }
+}
+
+const CLIENT: &str = "10.0.0.2:40000";
+const SERVER: &str = "10.0.0.1:80";
+
+/// A client on this node connects to a server on this node (both sockets local).
+fn connected(map: &mut NetMap) {
+    map.on_conn(&state(
+        1,
+        S,
+        TcpState::CLOSE,
+        TcpState::SYN_SENT,
+        "10.0.0.2:0",
+        SERVER,
+    ));
+    let mut accept = ev(ConnEventKind::Open, 0, S, SERVER, CLIENT);
+    accept.role = SockRole::Server;
+    accept.task.comm = "nginx".into();
+    map.on_conn(&accept);
+    map.on_conn(&state(
+        1,
+        S + 2_000_000,
+        TcpState::SYN_SENT,
+        TcpState::ESTABLISHED,
+        CLIENT,
+        SERVER,
+    ));
+    map.on_conn(&state(
+        2,
+        S + 3_000_000,
+        TcpState::SYN_RECV,
+        TcpState::ESTABLISHED,
+        SERVER,
+        CLIENT,
+    ));
+}
+
+fn reading(flows: Vec<(FlowKey, FlowStats)>, drops: Vec<(DropKey, DropStats)>) -> NetReading {
+    NetReading {
+        flows,
+        drops,
+        ..Default::default()
+    }
+}
+
+fn only_edge(map: &NetMap) -> export::EdgeView {
+    let t = map.topology();
+    assert_eq!(t.edges.len(), 1, "{:#?}", t.edges);
+    t.edges[0].clone()
+}
+
+#[test]
+fn a_local_connection_is_one_edge_with_names_latency_and_both_directions() {
+    let mut map = NetMap::new(NetworkSettings::default(), Default::default());
+    connected(&mut map);
+    let client = FlowStats {
+        rx_segments: 10,
+        rx_bytes: 5000,
+        tx_acked_bytes: 100,
+        srtt_us: 200,
+        ..Default::default()
+    };
+    let server = FlowStats {
+        rx_segments: 4,
+        rx_bytes: 100,
+        tx_acked_bytes: 4000, // the last ACKs not in yet: the receiver's 5000 wins
+        srtt_us: 300,
+        ..Default::default()
+    };
+    map.on_reading(
+        &reading(
+            vec![
+                (flow_key(CLIENT, SERVER), client),
+                (flow_key(SERVER, CLIENT), server),
+            ],
+            vec![],
+        ),
+        2 * S,
+    );
+    let e = only_edge(&map);
+    assert_eq!(e.client, "curl@10.0.0.2");
+    assert_eq!(e.server, "nginx@10.0.0.1");
+    assert_eq!(e.server_port, 80);
+    assert_eq!(e.total.connects, 1);
+    assert_eq!(e.total.accepts, 1);
+    assert_eq!(e.total.bytes_c2s, 100);
+    assert_eq!(e.total.bytes_s2c, 5000);
+    assert_eq!(e.total.segments_c2s, 4);
+    assert_eq!(e.total.segments_s2c, 10);
+    assert_eq!(e.total.rtt_samples, 2);
+    assert!((e.connect_ms.unwrap() - 2.0).abs() < 1e-9);
+    // The next read adds only the growth.
+    let client2 = FlowStats {
+        rx_segments: 12,
+        rx_bytes: 6000,
+        ..client
+    };
+    map.on_reading(
+        &reading(
+            vec![
+                (flow_key(CLIENT, SERVER), client2),
+                (flow_key(SERVER, CLIENT), server),
+            ],
+            vec![],
+        ),
+        3 * S,
+    );
+    let e = only_edge(&map);
+    assert_eq!(e.total.bytes_s2c, 6000);
+    assert_eq!(e.total.segments_s2c, 12);
+    assert_eq!(
+        e.total.rtt_samples, 3,
+        "server socket got no segment: no sample"
+    );
+    assert_eq!(e.status, Status::Ok, "{:?}", e.reasons);
+}
+
+#[test]
+fn closed_sockets_are_read_once_more_then_deleted_and_forgotten_after_linger() {
+    let mut map = NetMap::new(NetworkSettings::default(), Default::default());
+    connected(&mut map);
+    map.on_conn(&state(
+        1,
+        2 * S,
+        TcpState::ESTABLISHED,
+        TcpState::CLOSE,
+        CLIENT,
+        SERVER,
+    ));
+    map.on_conn(&state(2, 2 * S, 9, TcpState::CLOSE, SERVER, CLIENT));
+    let fs = FlowStats {
+        rx_segments: 3,
+        rx_bytes: 10,
+        ..Default::default()
+    };
+    let r = map.on_reading(
+        &reading(vec![(flow_key(CLIENT, SERVER), fs)], vec![]),
+        3 * S,
+    );
+    assert_eq!(r.flows, vec![flow_key(CLIENT, SERVER)]);
+    let e = only_edge(&map);
+    assert_eq!(e.total.closes, 1, "one connection, two sockets: one close");
+    assert_eq!(e.total.bytes_s2c, 10);
+    assert_eq!(e.connections, 1, "lingers");
+    map.on_reading(&reading(vec![], vec![]), 20 * S);
+    assert_eq!(only_edge(&map).connections, 0);
+}
+
+#[test]
+fn refused_timed_out_and_aborted_connects_are_told_apart() {
+    let mut map = NetMap::new(NetworkSettings::default(), Default::default());
+    let closed_port = "10.0.0.1:81";
+    // Refused: a reset arrives on the connecting socket, then it closes.
+    map.on_conn(&state(
+        5,
+        S,
+        TcpState::CLOSE,
+        TcpState::SYN_SENT,
+        "10.0.0.2:0",
+        closed_port,
+    ));
+    let mut rst = ev(
+        ConnEventKind::Reset,
+        5,
+        S + 100,
+        "10.0.0.2:40001",
+        closed_port,
+    );
+    rst.syscall = "rst_received";
+    map.on_conn(&rst);
+    map.on_conn(&state(
+        5,
+        S + 200,
+        TcpState::SYN_SENT,
+        TcpState::CLOSE,
+        "10.0.0.2:40001",
+        closed_port,
+    ));
+    // Timed out: no answer for 2 s.
+    let hole = "10.0.0.200:80";
+    map.on_conn(&state(
+        6,
+        S,
+        TcpState::CLOSE,
+        TcpState::SYN_SENT,
+        "10.0.0.2:0",
+        hole,
+    ));
+    map.on_conn(&state(
+        6,
+        3 * S,
+        TcpState::SYN_SENT,
+        TcpState::CLOSE,
+        "10.0.0.2:40002",
+        hole,
+    ));
+    // Aborted: the client gave up after 1 ms.
+    map.on_conn(&state(
+        7,
+        S,
+        TcpState::CLOSE,
+        TcpState::SYN_SENT,
+        "10.0.0.2:0",
+        hole,
+    ));
+    map.on_conn(&state(
+        7,
+        S + 1_000_000,
+        TcpState::SYN_SENT,
+        TcpState::CLOSE,
+        "10.0.0.2:40003",
+        hole,
+    ));
+    map.on_reading(&reading(vec![], vec![]), 4 * S);
+    let t = map.topology();
+    let refused = t.edges.iter().find(|e| e.server_port == 81).unwrap();
+    assert_eq!(refused.total.connect_refused, 1);
+    assert_eq!(refused.total.connect_timeouts, 0);
+    assert_eq!(refused.client, "curl@10.0.0.2");
+    assert_eq!(refused.status, Status::Critical);
+    let hole = t
+        .edges
+        .iter()
+        .find(|e| e.server_ip == "10.0.0.200")
+        .unwrap();
+    assert_eq!(hole.total.connect_timeouts, 1);
+    assert_eq!(hole.total.connect_aborted, 1);
+    assert_eq!(hole.total.connect_refused, 0);
+    let mut prom = String::new();
+    map.render_prometheus(&mut prom);
+    assert!(
+        prom.contains("sonde_tcp_connect_failures_total{client=\"curl@10.0.0.2\",server=\"10.0.0.1\",server_port=\"81\",reason=\"refused\"} 1"),
+        "{prom}"
+    );
+}
+
+#[test]
+fn drops_go_to_the_edge_of_their_packet_either_way() {
+    let names = [(12u32, "NETFILTER_DROP".to_string())]
+        .into_iter()
+        .collect();
+    let mut map = NetMap::new(NetworkSettings::default(), names);
+    connected(&mut map);
+    let drop = |src: &str, dst: &str, n: u64| {
+        (
+            DropKey {
+                reason: 12,
+                l3_proto: 0x0800,
+                l4_proto: 6,
+                _pad: 0,
+                flow: flow_key(src, dst),
+            },
+            DropStats {
+                packets: n,
+                bytes: n * 100,
+            },
+        )
+    };
+    let other = (
+        DropKey {
+            reason: 2,
+            l3_proto: 0x0806,
+            ..Default::default()
+        },
+        DropStats {
+            packets: 4,
+            bytes: 0,
+        },
+    );
+    map.on_reading(
+        &reading(
+            vec![],
+            vec![drop(CLIENT, SERVER, 2), drop(SERVER, CLIENT, 3), other],
+        ),
+        2 * S,
+    );
+    // Counts are cumulative in the kernel: only growth is added.
+    let r = map.on_reading(
+        &reading(
+            vec![],
+            vec![drop(CLIENT, SERVER, 2), drop(SERVER, CLIENT, 5), other],
+        ),
+        3 * S,
+    );
+    assert!(r.drops.is_empty(), "changed within two reads: kept");
+    let e = only_edge(&map);
+    assert_eq!(e.total.drops, 7);
+    assert_eq!(e.drop_reasons["NETFILTER_DROP"], 7);
+    let t = map.topology();
+    let unattributed: u64 = t.drops.iter().map(|d| d.unattributed_packets).sum();
+    assert_eq!(unattributed, 4);
+    // Quiet entries are handed back for deletion.
+    let r = map.on_reading(
+        &reading(
+            vec![],
+            vec![drop(CLIENT, SERVER, 2), drop(SERVER, CLIENT, 5), other],
+        ),
+        6 * S,
+    );
+    assert_eq!(r.drops.len(), 3);
+}
+
+#[test]
+fn records_count_once_per_side_and_prefer_the_server_view() {
+    let mut map = NetMap::new(NetworkSettings::default(), Default::default());
+    connected(&mut map);
+    let info = |role: Role, id: u64| {
+        let ep = |ip: &str, port| {
+            Some(Endpoint {
+                ip: ip.into(),
+                port,
+            })
+        };
+        let (local, remote) = if role == Role::Server {
+            (ep("10.0.0.1", 80), ep("10.0.0.2", 40000))
+        } else {
+            (ep("10.0.0.2", 40000), ep("10.0.0.1", 80))
+        };
+        Arc::new(ConnInfo {
+            id,
+            role,
+            transport: Transport::Tcp,
+            local,
+            remote,
+            ..Default::default()
+        })
+    };
+    let rec = |status: u32| {
+        Record::Owned(RequestRecord {
+            protocol: "http".into(),
+            operation: "GET /".into(),
+            status,
+            request_ts_ns: 10,
+            response_ts_ns: 1_000_010,
+            ..Default::default()
+        })
+    };
+    let mut records = Vec::new();
+    for status in [200, 200, 503, 404] {
+        records.push(TaggedRecord {
+            conn: info(Role::Server, 1),
+            record: rec(status),
+        });
+        records.push(TaggedRecord {
+            conn: info(Role::Client, 2),
+            record: rec(status),
+        });
+    }
+    map.on_records(&records, 2 * S);
+    let e = only_edge(&map);
+    assert_eq!(e.total.server_requests, 4);
+    assert_eq!(e.total.server_errors, 1, "404 is not a server error");
+    assert_eq!(e.total.client_requests, 4);
+    assert_eq!(
+        e.total.client_errors, 2,
+        "the client sees 404 and 503 as errors"
+    );
+    assert_eq!(e.total.requests(), (4, 1, 4_000_000));
+}
+
+#[test]
+fn unknown_connections_are_oriented_by_listening_port_then_lower_port() {
+    let mut map = NetMap::new(NetworkSettings::default(), Default::default());
+    // Established before Sonde started: only their flow entries are seen.
+    let fs = FlowStats {
+        rx_segments: 1,
+        ..Default::default()
+    };
+    map.on_reading(
+        &reading(
+            vec![(flow_key("10.0.0.5:45000", "10.0.0.6:5432"), fs)],
+            vec![],
+        ),
+        S,
+    );
+    let e = only_edge(&map);
+    assert_eq!(e.server_ip, "10.0.0.6");
+    assert_eq!(e.server_port, 5432);
+    assert_eq!(map.stats().conns_inferred, 1);
+}
+
+#[test]
+fn edges_beyond_the_limit_go_to_one_overflow_edge() {
+    let settings = NetworkSettings {
+        max_edges: 2,
+        ..Default::default()
+    };
+    let mut map = NetMap::new(settings, Default::default());
+    for (i, port) in [80u16, 81, 82, 83].iter().enumerate() {
+        let sock = 100 + i as u64;
+        let server = format!("10.0.0.1:{port}");
+        map.on_conn(&state(
+            sock,
+            S,
+            TcpState::CLOSE,
+            TcpState::SYN_SENT,
+            "10.0.0.2:0",
+            &server,
+        ));
+        map.on_conn(&state(
+            sock,
+            S + 1,
+            TcpState::SYN_SENT,
+            TcpState::ESTABLISHED,
+            &format!("10.0.0.2:{}", 40000 + i),
+            &server,
+        ));
+    }
+    let t = map.topology();
+    assert_eq!(t.edges.len(), 3, "two edges and the overflow edge");
+    assert_eq!(map.stats().edges_overflow, 2);
+    let other = t.edges.iter().find(|e| e.client_name == "(other)").unwrap();
+    assert_eq!(other.total.connects, 2);
+}
+
+#[test]
+fn the_window_forgets_old_trouble() {
+    let settings = NetworkSettings {
+        window_s: 5,
+        ..Default::default()
+    };
+    let mut map = NetMap::new(settings, Default::default());
+    connected(&mut map);
+    let lossy = FlowStats {
+        rx_segments: 100,
+        retransmits: 20,
+        ..Default::default()
+    };
+    map.on_reading(
+        &reading(vec![(flow_key(CLIENT, SERVER), lossy)], vec![]),
+        2 * S,
+    );
+    assert_eq!(only_edge(&map).status, Status::Critical);
+    let quiet = FlowStats {
+        rx_segments: 200,
+        ..lossy
+    };
+    for t in 3..12 {
+        map.on_reading(
+            &reading(vec![(flow_key(CLIENT, SERVER), quiet)], vec![]),
+            t * S,
+        );
+    }
+    let e = only_edge(&map);
+    assert_eq!(e.status, Status::Ok, "{:?}", e.reasons);
+    assert_eq!(e.total.retransmits, 20);
+    assert_eq!(e.window.retransmits, 0);
+}
+
+#[test]
+fn syn_retransmits_read_before_the_timeout_land_on_the_connects_edge() {
+    let mut map = NetMap::new(NetworkSettings::default(), Default::default());
+    let hole = "10.0.0.200:80";
+    let local = "10.0.0.2:40002";
+    map.on_conn(&state(
+        6,
+        S,
+        TcpState::CLOSE,
+        TcpState::SYN_SENT,
+        "10.0.0.2:0",
+        hole,
+    ));
+    let syn = FlowStats {
+        syn_retransmits: 1,
+        ..Default::default()
+    };
+    // The read comes after the first SYN retransmission, before curl gives up.
+    map.on_reading(&reading(vec![(flow_key(local, hole), syn)], vec![]), 2 * S);
+    map.on_conn(&state(
+        6,
+        3 * S,
+        TcpState::SYN_SENT,
+        TcpState::CLOSE,
+        local,
+        hole,
+    ));
+    let r = map.on_reading(&reading(vec![(flow_key(local, hole), syn)], vec![]), 4 * S);
+    assert_eq!(
+        r.flows,
+        vec![flow_key(local, hole)],
+        "read once more, then deleted"
+    );
+    let e = only_edge(&map);
+    assert_eq!(e.client, "curl@10.0.0.2");
+    assert_eq!(e.total.syn_retransmits, 1);
+    assert_eq!(e.total.connect_timeouts, 1);
+    assert_eq!(e.total.closes, 0, "a failed connect is not a close");
+    map.on_reading(&reading(vec![], vec![]), 20 * S);
+    assert_eq!(only_edge(&map).connections, 0, "forgotten after the linger");
+}
+
+#[test]
+fn the_anomaly_detector_flags_what_is_unusual_for_an_edge_below_the_thresholds() {
+    let mut map = NetMap::new(NetworkSettings::default(), Default::default());
+    connected(&mut map);
+    let mut fs = FlowStats::default();
+    let mut read = |map: &mut NetMap, t: u64, srtt_us: u32| {
+        fs.rx_segments += 50;
+        fs.srtt_us = srtt_us;
+        map.on_reading(
+            &reading(vec![(flow_key(CLIENT, SERVER), fs)], vec![]),
+            t * S,
+        );
+    };
+    // 30 reads at 2 ms, with a little jitter: normal for this edge.
+    for t in 2..32 {
+        read(&mut map, t, 2000 + (t as u32 % 3) * 100);
+    }
+    assert_eq!(only_edge(&map).status, Status::Ok);
+    // 20 ms: far below the 50 ms warning threshold, but ten times this edge's usual.
+    read(&mut map, 32, 20_000);
+    assert_eq!(
+        only_edge(&map).status,
+        Status::Ok,
+        "one odd read is not reported"
+    );
+    read(&mut map, 33, 20_000);
+    let e = only_edge(&map);
+    assert_eq!(e.status, Status::Warning, "{:?}", e.reasons);
+    assert!(
+        e.reasons
+            .iter()
+            .any(|r| r.contains("RTT") && r.contains("anomaly")),
+        "{:?}",
+        e.reasons
+    );
+}
