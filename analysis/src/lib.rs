@@ -15,6 +15,7 @@
 //! - [`scenarios`]: seeded incident bundles (network edge, slow database, saturated node,
 //!   endpoint errors) for tests, benchmarks and `sonde analyze --example`.
 //! - [`synth`] and [`score`]: the seeded generator of attribution cases and micro-F1 scoring.
+#![forbid(unsafe_code)]
 
 pub mod attribution;
 pub mod demarcation;

@@ -1,5 +1,5 @@
 //! The fault-tree interface. Rules are sandboxed `fault-rule` WebAssembly components that the
-//! daemon runs (`host/src/plugin/`); the engine reaches them through [`RuleEngine`], so this
+//! daemon runs (`host/sandbox/`); the engine reaches them through [`RuleEngine`], so this
 //! crate stays free of any Wasm runtime and tests can plug in the same rules compiled natively.
 
 use serde::{Deserialize, Serialize};

@@ -2,7 +2,7 @@
 //!
 //! Every type here is `#[repr(C)]`, has no implicit padding (padding is spelled out so the
 //! kernel side never leaks uninitialised stack into the ring buffer) and is read by user space
-//! from raw ring-buffer bytes with explicit length checks (see `host/src/capture/events.rs`).
+//! from raw ring-buffer bytes with explicit length checks (see `host/capture/src/events.rs`).
 //! Changing a layout is a breaking change for both sides; they are built together from one tree.
 #![no_std]
 

@@ -1,4 +1,4 @@
-//! Cost and memory of the live diagnosis (`host/src/live/`), on synthetic records and map
+//! Cost and memory of the live diagnosis (`host/live/`), on synthetic records and map
 //! edges shaped like a busy node: S services in a call chain, each with E endpoints, R records
 //! per service per step.
 //!

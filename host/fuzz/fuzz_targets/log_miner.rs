@@ -6,8 +6,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sonde::capture::events::{LogChunk, StdStream, Task};
-use sonde::logs::{LogMiner, LogMinerConfig, Stream, drain, is_error_line, level};
+use sonde_capture::events::{LogChunk, StdStream, Task};
+use sonde_logs::{LogMiner, LogMinerConfig, Stream, drain, is_error_line, level};
 
 const SERVICES: [&str; 4] = ["a", "b", "c", "d"];
 

@@ -19,6 +19,7 @@
 //! Memory: `retention_steps × max_series` points of 8 bytes for the series (defaults: 720 ×
 //! 4000, at most 23 MiB; an hour at the default 5 s step) plus the same bound for endpoint
 //! breakdowns, and `max_incidents` reports.
+#![forbid(unsafe_code)]
 
 mod edges;
 mod history;

@@ -17,6 +17,7 @@
 //! buckets (`retention_minutes`), line and sample sizes, streams with a partial line. Every
 //! eviction and cut is counted in [`LogStats`]. The same input gives the same output: ties in
 //! queries break by service and template text.
+#![forbid(unsafe_code)]
 pub mod drain;
 pub mod files;
 pub mod lines;

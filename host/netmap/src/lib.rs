@@ -13,6 +13,7 @@
 //!
 //! When both ends of a connection are on this node (loopback, pods of one node), its two
 //! sockets are folded into one connection, so bytes and requests are not counted twice.
+#![forbid(unsafe_code)]
 pub mod export;
 pub mod model;
 pub mod status;

@@ -13,6 +13,7 @@
 //! This crate is the contract only: what a job and an output are ([`ParseJob`],
 //! [`ParseOutput`], [`Record`]), what a backend implements ([`ParserBackend`]), and how a call
 //! can fail ([`outcome`]). `sonde-pipeline` routes jobs; `sonde-sandbox` runs Wasm backends.
+#![forbid(unsafe_code)]
 
 pub mod outcome;
 mod text;
