@@ -1,6 +1,6 @@
 //! `sonde-sdk`: what a Sonde plugin author depends on.
 //!
-//! Each WIT world of the `sonde:plugin` package (see `wit/`) has a module here with plain Rust
+//! Each WIT world of the `sonde:plugin` package (`wit/` in this crate) has a module here with plain Rust
 //! types and a trait. An author implements the trait and calls the world's export macro once;
 //! the macro generates the WebAssembly component glue when built for `wasm32-wasip2` and
 //! nothing otherwise, so the same code runs natively in tests without a Wasm runtime.
@@ -21,7 +21,7 @@ pub const WIT_PACKAGE_VERSION: &str = "0.1.0";
 #[doc(hidden)]
 pub mod __fault_rule_bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         world: "fault-rule",
         pub_export_macro: true,
         export_macro_name: "__export_fault_rule_world",
@@ -80,7 +80,7 @@ macro_rules! export_fault_rule {
 #[doc(hidden)]
 pub mod __protocol_parser_bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         world: "protocol-parser",
         pub_export_macro: true,
         export_macro_name: "__export_protocol_parser_world",
