@@ -31,6 +31,7 @@ pub mod slot;
 use std::sync::Arc;
 
 use serde::Serialize;
+use sonde_sdk::attributes as attr;
 pub use sonde_sdk::protocol_parser::{Claim, ConnInfo, Direction, RecordBatch, RequestRecord};
 
 use crate::plugin::{Failure, Health};
@@ -197,7 +198,7 @@ impl Record {
     /// The W3C or B3 trace context the record's headers carried, if any.
     pub fn trace_context(&self) -> Option<crate::correlate::trace_context::TraceContext> {
         let is_trace = |k: &str| {
-            k == "traceparent" || k == "tracestate" || k == "b3" || k.starts_with("x-b3-")
+            k == attr::TRACEPARENT || k == attr::TRACESTATE || k == "b3" || k.starts_with("x-b3-")
         };
         if !self.attributes().any(|(k, _)| is_trace(k)) {
             return None;

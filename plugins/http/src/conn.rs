@@ -22,9 +22,9 @@ use crate::detect::{self, Verdict, is_method_byte};
 use crate::gap::Region;
 use crate::head::{self, Head, Parsed, Start};
 use crate::pairing::Exchanges;
-use crate::queue::Count;
 use crate::resync::{Carry, Kind, next_start, start_verdict};
 use crate::scan::HeadEnd;
+use sonde_sdk::protocol_parser::pending::Count;
 
 /// Where a direction's reader is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
