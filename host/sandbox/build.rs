@@ -28,7 +28,7 @@ fn build_plugins() -> anyhow::Result<()> {
         "plugins/mysql/Cargo.toml",
         "sdk/src",
         "sdk/Cargo.toml",
-        "wit",
+        "sdk/wit",
         "Cargo.lock",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());

@@ -181,9 +181,14 @@ struct PluginNewArgs {
     /// Crate name (default: the directory's name).
     #[arg(long)]
     name: Option<String>,
-    /// Depend on the SDK at this path (a Sonde checkout's `sdk/`) instead of crates.io.
-    #[arg(long)]
+    /// Depend on the SDK at this path (a Sonde checkout's `sdk/`) instead of a copy of this
+    /// binary's SDK written into the crate (`sonde-sdk/`, the default: builds offline).
+    #[arg(long, conflicts_with = "sdk_version")]
     sdk_path: Option<PathBuf>,
+    /// Depend on this version requirement of `sonde-sdk` from a registry that has it (e.g.
+    /// `0.1`) instead of the vendored copy.
+    #[arg(long)]
+    sdk_version: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -543,9 +548,10 @@ fn main() -> Result<()> {
                     .ok_or_else(|| anyhow::anyhow!("{}: give --name", args.dir.display()))?
                     .to_string(),
             };
-            let sdk = match args.sdk_path {
-                Some(p) => sonde::scaffold::SdkSource::Path(p),
-                None => sonde::scaffold::SdkSource::default(),
+            let sdk = match (args.sdk_path, args.sdk_version) {
+                (Some(p), _) => sonde::scaffold::SdkSource::Path(p),
+                (None, Some(v)) => sonde::scaffold::SdkSource::Version(v),
+                (None, None) => sonde::scaffold::SdkSource::default(),
             };
             let files = sonde::scaffold::new_plugin(&args.dir, &name, args.kind, sdk)?;
             for f in files {

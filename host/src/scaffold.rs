@@ -5,10 +5,15 @@
 //! replaced by plain string substitution, in one pass (a value is never scanned again):
 //! `{{name}}` (the crate name), `{{crate_ident}}` (the same with `_` for `-`, as Rust code and
 //! the `.wasm` file spell it), `{{sdk_dep}}` (the TOML value of the `sonde-sdk` dependency),
+//! `{{dev_dependencies}}` (the SDK again, with its test harness, for a parser's tests),
 //! `{{description}}`. Any other `{{…}}` is left as it is.
 //!
 //! The generated `Cargo.toml` has an empty `[workspace]` table, so the crate builds on its own
 //! wherever it is created, even inside another Cargo workspace (this repository's included).
+//! By default the SDK is vendored into it (`sonde-sdk/`, see `vendor`): `sonde-sdk` is not on
+//! crates.io, and a copy of the SDK this binary was built with speaks its WIT exactly.
+
+mod vendor;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -27,6 +32,14 @@ pub enum PluginKind {
 }
 
 impl PluginKind {
+    /// The SDK features the tests need besides [`Self::sdk_feature`].
+    fn test_features(self) -> &'static [&'static str] {
+        match self {
+            PluginKind::Parser => &["harness"],
+            PluginKind::FaultRule => &[],
+        }
+    }
+
     /// The `sonde-sdk` feature, which is also the WIT world's name.
     pub fn sdk_feature(self) -> &'static str {
         match self {
@@ -76,23 +89,22 @@ impl fmt::Display for PluginKind {
 }
 
 /// Where the generated crate gets `sonde-sdk` from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum SdkSource {
+    /// A copy of the SDK this binary was built with, written into the crate (`sonde-sdk/`):
+    /// builds offline, with no registry.
+    #[default]
+    Vendored,
     /// The `sdk/` directory of a Sonde checkout (for developing in the repository, and for its
     /// tests). A relative path is taken from the current directory, and written absolute.
     Path(PathBuf),
-    /// A crates.io version requirement, such as [`DEFAULT_SDK_VERSION`].
+    /// A version requirement on a registry that has `sonde-sdk`, such as
+    /// [`DEFAULT_SDK_VERSION`].
     Version(String),
 }
 
-/// The SDK version requirement users get by default.
+/// The SDK version requirement of [`SdkSource::Version`] when none is given.
 pub const DEFAULT_SDK_VERSION: &str = "0.1";
-
-impl Default for SdkSource {
-    fn default() -> Self {
-        SdkSource::Version(DEFAULT_SDK_VERSION.into())
-    }
-}
 
 /// Files of every kind.
 const COMMON: &[(&str, &str)] = &[
@@ -132,7 +144,19 @@ pub fn new_plugin(
     sdk: SdkSource,
 ) -> Result<Vec<PathBuf>> {
     check_name(name)?;
-    let sdk_dep = sdk_dependency(&sdk, kind)?;
+    let sdk_dep = sdk_dependency(&sdk, kind, &[])?;
+    let dev_dependencies = match kind.test_features() {
+        [] => String::new(),
+        more => format!(
+            "\n# The tests feed the plugin natively through the SDK's harness.\n\
+             [dev-dependencies]\nsonde-sdk = {}\n",
+            sdk_dependency(&sdk, kind, more)?
+        ),
+    };
+    let vendored = match sdk {
+        SdkSource::Vendored => vendor::files()?,
+        _ => Vec::new(),
+    };
     if dir.exists() {
         let mut entries = dir
             .read_dir()
@@ -149,20 +173,28 @@ pub fn new_plugin(
         ("name", name),
         ("crate_ident", crate_ident.as_str()),
         ("sdk_dep", sdk_dep.as_str()),
+        ("dev_dependencies", dev_dependencies.as_str()),
         ("description", kind.description()),
     ];
     let mut written = Vec::new();
     for (rel, template) in COMMON.iter().chain(kind.templates()) {
-        let path = dir.join(rel);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("creating {}", parent.display()))?;
-        }
-        std::fs::write(&path, render(template, &vars))
-            .with_context(|| format!("writing {}", path.display()))?;
-        written.push(path);
+        written.push(write(&dir.join(rel), &render(template, &vars))?);
+    }
+    // Copied as they are: SDK sources are not templates (`{{` may well occur in them).
+    for (rel, text) in &vendored {
+        written.push(write(&dir.join(vendor::DIR).join(rel), text)?);
     }
     Ok(written)
+}
+
+/// Writes `path`, creating its directory.
+fn write(path: &Path, text: &str) -> Result<PathBuf> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path.to_path_buf())
 }
 
 /// A crate name Cargo and Rust both accept, kept simple: lowercase ASCII letters, digits and
@@ -252,9 +284,10 @@ const RESERVED: &[&str] = &[
 ];
 
 /// The `sonde-sdk = …` value: only the feature of this kind's world, so the component carries
-/// no other world's glue.
-fn sdk_dependency(sdk: &SdkSource, kind: PluginKind) -> Result<String> {
+/// no other world's glue, and `more` features.
+fn sdk_dependency(sdk: &SdkSource, kind: PluginKind, more: &[&str]) -> Result<String> {
     let source = match sdk {
+        SdkSource::Vendored => format!("path = {}", toml_string(vendor::DIR)),
         SdkSource::Path(path) => {
             let path = std::path::absolute(path)
                 .with_context(|| format!("resolving {}", path.display()))?;
@@ -285,9 +318,13 @@ fn sdk_dependency(sdk: &SdkSource, kind: PluginKind) -> Result<String> {
             format!("version = {}", toml_string(req))
         }
     };
+    let features: Vec<String> = std::iter::once(kind.sdk_feature())
+        .chain(more.iter().copied())
+        .map(toml_string)
+        .collect();
     Ok(format!(
-        r#"{{ {source}, default-features = false, features = ["{}"] }}"#,
-        kind.sdk_feature()
+        "{{ {source}, default-features = false, features = [{}] }}",
+        features.join(", ")
     ))
 }
 
@@ -393,7 +430,7 @@ mod tests {
         }
         assert_eq!("rule".parse::<PluginKind>().unwrap(), PluginKind::FaultRule);
         assert!("parsers".parse::<PluginKind>().is_err());
-        assert_eq!(SdkSource::default(), SdkSource::Version("0.1".into()));
+        assert_eq!(SdkSource::default(), SdkSource::Vendored);
     }
 
     #[test]
@@ -453,15 +490,42 @@ mod tests {
     }
 
     #[test]
+    fn vendors_the_sdk_by_default() {
+        for (kind, harness) in [(PluginKind::Parser, true), (PluginKind::FaultRule, false)] {
+            let tmp = TempDir::new("vendored");
+            let files = new_plugin(&tmp.0, "v", kind, SdkSource::default()).unwrap();
+            for rel in ["Cargo.toml", "src/lib.rs", "wit/sonde-plugin.wit"] {
+                let path = tmp.0.join("sonde-sdk").join(rel);
+                assert!(files.contains(&path), "{} not written", path.display());
+            }
+            let manifest: toml::Table =
+                toml::from_str(&std::fs::read_to_string(tmp.0.join("Cargo.toml")).unwrap())
+                    .unwrap();
+            let dep = &manifest["dependencies"]["sonde-sdk"];
+            assert_eq!(dep["path"].as_str(), Some("sonde-sdk"));
+            let dev = manifest
+                .get("dev-dependencies")
+                .map(|d| d["sonde-sdk"]["features"].as_array().unwrap().clone());
+            assert_eq!(
+                dev.is_some_and(|f| f.iter().any(|f| f.as_str() == Some("harness"))),
+                harness,
+                "{kind}"
+            );
+        }
+    }
+
+    #[test]
     fn version_source() {
         let tmp = TempDir::new("version");
-        new_plugin(&tmp.0, "r", PluginKind::FaultRule, SdkSource::default()).unwrap();
+        let version = SdkSource::Version(DEFAULT_SDK_VERSION.into());
+        new_plugin(&tmp.0, "r", PluginKind::FaultRule, version).unwrap();
         let manifest: toml::Table =
             toml::from_str(&std::fs::read_to_string(tmp.0.join("Cargo.toml")).unwrap()).unwrap();
         assert_eq!(
             manifest["dependencies"]["sonde-sdk"]["version"].as_str(),
             Some(DEFAULT_SDK_VERSION)
         );
+        assert!(!tmp.0.join("sonde-sdk").exists(), "nothing vendored");
         assert!(toml_string("a\"b\\c\n").eq(r#""a\"b\\c\u000A""#));
     }
 

@@ -1,14 +1,16 @@
 //! `sonde-sdk`: what a Sonde plugin author depends on.
 //!
-//! Each WIT world of the `sonde:plugin` package (see `wit/`) has a module here with plain Rust
-//! types and a trait. An author implements the trait and calls the world's export macro once;
-//! the macro generates the WebAssembly component glue when built for `wasm32-wasip2` and
-//! nothing otherwise, so the same code runs natively in tests without a Wasm runtime.
+//! Each WIT world of the `sonde:plugin` package (`wit/` in this crate) has a module here with
+//! plain Rust types and a trait. An author implements the trait and calls the world's export
+//! macro once; the macro generates the WebAssembly component glue when built for
+//! `wasm32-wasip2` and nothing otherwise, so the same code runs natively in tests without a
+//! Wasm runtime.
 //!
 //! The daemon (`sonde`) and the analysis engine use the same types, so a rule's input and
 //! output mean exactly the same thing on both sides of the sandbox.
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod attributes;
 pub mod fault_rule;
 pub mod protocol_parser;
 
@@ -21,7 +23,7 @@ pub const WIT_PACKAGE_VERSION: &str = "0.1.0";
 #[doc(hidden)]
 pub mod __fault_rule_bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         world: "fault-rule",
         pub_export_macro: true,
         export_macro_name: "__export_fault_rule_world",
@@ -80,7 +82,7 @@ macro_rules! export_fault_rule {
 #[doc(hidden)]
 pub mod __protocol_parser_bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         world: "protocol-parser",
         pub_export_macro: true,
         export_macro_name: "__export_protocol_parser_world",
@@ -91,7 +93,8 @@ pub mod __protocol_parser_bindings {
 /// Export a [`protocol_parser::ProtocolParser`] as the component's `protocol-parser` world.
 /// Needs the SDK feature `protocol-parser` (on by default).
 /// The component keeps one [`protocol_parser::Driver`] (the connection table) for its life.
-/// On native targets it expands to nothing; test with [`protocol_parser::harness`].
+/// On native targets it expands to nothing; test with `protocol_parser::harness` (SDK feature
+/// `harness`, for `[dev-dependencies]`).
 #[macro_export]
 macro_rules! export_protocol_parser {
     ($parser:ty) => {

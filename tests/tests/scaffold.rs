@@ -1,6 +1,8 @@
 //! `sonde plugin new`: the generated crates work out of the box. A protocol parser and a fault
 //! rule are generated against this checkout's SDK; each passes its own `cargo test`, and the
-//! parser builds as a wasm32-wasip2 component.
+//! parser builds as a wasm32-wasip2 component. The same with no flags at all, by the `sonde`
+//! binary (`cargo build -p sonde` first): the SDK is vendored into the crate, which builds
+//! offline with no registry that has `sonde-sdk`.
 //!
 //! No root needed, but the toolchain's wasm32-wasip2 target and every dependency in Cargo's
 //! local cache: the nested builds are `--offline` (the generated crates have no lock file;
@@ -111,10 +113,15 @@ fn generated_parser_and_fault_rule_test_and_build() {
         "rule tests:\n{out}"
     );
 
-    // The parser is a component: the Wasm magic, then the component-model version and layer.
+    assert_builds_a_component(&parser, &scratch, "demo_parser");
+}
+
+/// The parser's wasm32-wasip2 build: a component (the Wasm magic, then the component-model
+/// version and layer).
+fn assert_builds_a_component(dir: &Path, target: &Path, crate_ident: &str) {
     cargo(
-        &parser,
-        &scratch,
+        dir,
+        target,
         &[
             "build",
             "--offline",
@@ -123,7 +130,7 @@ fn generated_parser_and_fault_rule_test_and_build() {
             "wasm32-wasip2",
         ],
     );
-    let wasm = scratch.join("wasm32-wasip2/release/demo_parser.wasm");
+    let wasm = target.join(format!("wasm32-wasip2/release/{crate_ident}.wasm"));
     let bytes = std::fs::read(&wasm).unwrap_or_else(|e| panic!("{}: {e}", wasm.display()));
     assert_eq!(
         &bytes[..8],
@@ -131,6 +138,67 @@ fn generated_parser_and_fault_rule_test_and_build() {
         "{} is not a component",
         wasm.display()
     );
+}
+
+/// `sonde plugin new DIR [--kind K]`, as a user runs it: no SDK flag.
+fn sonde_plugin_new(dir: &Path, kind: &str) {
+    let out = Command::new(sonde_tests::sonde_bin_path())
+        .args(["plugin", "new"])
+        .arg(dir)
+        .args(["--kind", kind])
+        .output()
+        .expect("running sonde");
+    assert!(
+        out.status.success(),
+        "`sonde plugin new {} --kind {kind}` failed ({}):\n{}",
+        dir.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("sonde-sdk"),
+        "the SDK is vendored:\n{stdout}"
+    );
+}
+
+#[test]
+fn the_cli_default_vendors_the_sdk_and_builds_offline() {
+    // Its own target directory: the vendored SDK is another package than `sdk/` (another
+    // path), and the two tests run at once.
+    let scratch = sonde_tests::target_dir().join("scaffold-test/vendored");
+    let crates = scratch.join("crates");
+    let _ = std::fs::remove_dir_all(&crates);
+
+    let parser = crates.join("cli-parser");
+    sonde_plugin_new(&parser, "parser");
+    let manifest = std::fs::read_to_string(parser.join("Cargo.toml")).expect("the manifest");
+    assert!(
+        manifest.contains(r#"sonde-sdk = { path = "sonde-sdk""#),
+        "{manifest}"
+    );
+    let sdk_manifest =
+        std::fs::read_to_string(parser.join("sonde-sdk/Cargo.toml")).expect("the SDK's manifest");
+    assert!(
+        !sdk_manifest.contains("workspace"),
+        "the vendored SDK inherits nothing:\n{sdk_manifest}"
+    );
+    assert!(parser.join("sonde-sdk/wit/sonde-plugin.wit").is_file());
+    let rule = crates.join("cli-rule");
+    sonde_plugin_new(&rule, "fault-rule");
+
+    let out = cargo(&parser, &scratch, &["test", "--offline"]);
+    assert!(
+        out.contains("test result: ok. 5 passed"),
+        "parser tests:\n{out}"
+    );
+    let out = cargo(&rule, &scratch, &["test", "--offline"]);
+    assert!(
+        out.contains("test result: ok. 3 passed"),
+        "rule tests:\n{out}"
+    );
+    // The vendored SDK finds its own WIT (only a wasm32 build reads it).
+    assert_builds_a_component(&parser, &scratch, "cli_parser");
 }
 
 #[test]

@@ -39,6 +39,7 @@ use sonde_analysis::replay::{
 };
 use sonde_analysis::report::{AnalysisConfig, Report};
 use sonde_analysis::rules::RuleEngine;
+use sonde_sdk::attributes as attr;
 use sonde_sdk::fault_rule::metric::{self as m, Unit, unit};
 use sonde_sdk::protocol_parser::ConnInfo;
 
@@ -493,7 +494,10 @@ impl Live {
                 .as_ref()
                 .map(|e| format!("{}:{}", e.ip, e.port))
                 .unwrap_or_default(),
-            statement: r.attr("db.query.text").unwrap_or(r.operation()).to_string(),
+            statement: r
+                .attr(attr::DB_QUERY_TEXT)
+                .unwrap_or(r.operation())
+                .to_string(),
             ms,
             error: r.error().map(str::to_string),
         });

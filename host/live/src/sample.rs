@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use sonde_sdk::attributes as attr;
 use sonde_sdk::fault_rule::metric as m;
 use sonde_sdk::protocol_parser::{ConnInfo, Role};
 
@@ -108,7 +109,7 @@ pub(super) fn latency_ms(r: &Record) -> Option<f64> {
 
 /// A record of a database protocol (by its parser's `db.system.name`, or the protocol).
 fn is_database(r: &Record) -> bool {
-    r.attr("db.system.name").is_some() || DB_PROTOCOLS.contains(&r.protocol())
+    r.attr(attr::DB_SYSTEM_NAME).is_some() || DB_PROTOCOLS.contains(&r.protocol())
 }
 
 /// A call the connection's service made to a database (the client side of a database

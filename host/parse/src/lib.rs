@@ -25,6 +25,7 @@ pub use text::same;
 use std::sync::Arc;
 
 use serde::Serialize;
+use sonde_sdk::attributes as attr;
 pub use sonde_sdk::protocol_parser::{Claim, ConnInfo, Direction, RecordBatch, RequestRecord};
 
 /// Segment metadata of a [`ParseJob`] (the WIT `segment-meta`).
@@ -189,7 +190,7 @@ impl Record {
     /// The W3C or B3 trace context the record's headers carried, if any.
     pub fn trace_context(&self) -> Option<crate::trace_context::TraceContext> {
         let is_trace = |k: &str| {
-            k == "traceparent" || k == "tracestate" || k == "b3" || k.starts_with("x-b3-")
+            k == attr::TRACEPARENT || k == attr::TRACESTATE || k == "b3" || k.starts_with("x-b3-")
         };
         if !self.attributes().any(|(k, _)| is_trace(k)) {
             return None;

@@ -28,11 +28,12 @@
 //! no id may be all zeros. Invalid input is never an error: it just yields no context.
 
 use serde::{Deserialize, Serialize};
+use sonde_sdk::attributes as attr;
 
 /// Record attribute the daemon adds with the trace id of a record's trace context.
-pub const ATTR_TRACE_ID: &str = "trace_id";
+pub const ATTR_TRACE_ID: &str = attr::TRACE_ID;
 /// Record attribute the daemon adds with the span id of a record's trace context.
-pub const ATTR_SPAN_ID: &str = "span_id";
+pub const ATTR_SPAN_ID: &str = attr::SPAN_ID;
 
 /// Longest `tracestate` (in characters, after combining and trimming) that is carried; a longer
 /// one is dropped whole.
@@ -128,13 +129,13 @@ impl<'a> Headers<'a> {
     fn add(&mut self, key: &str, value: &'a str) {
         let value = trim_ows(value);
         let is = |name: &str| key.eq_ignore_ascii_case(name);
-        if is("traceparent") {
+        if is(attr::TRACEPARENT) {
             self.traceparent = match self.traceparent {
                 Slot::Absent => Slot::One(value),
                 Slot::One(prev) if prev == value => Slot::One(prev),
                 _ => Slot::Conflict,
             };
-        } else if is("tracestate") {
+        } else if is(attr::TRACESTATE) {
             self.tracestate.push(value);
         } else {
             let slot = if is("b3") {

@@ -27,6 +27,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use sonde_sdk::attributes as attr;
 use sonde_sdk::protocol_parser::{ConnInfo, Role};
 
 use sonde_parse::{Record, TaggedRecord};
@@ -564,12 +565,12 @@ impl Red {
         let (method, route) = if http {
             let mut op = r.operation().splitn(2, ' ');
             let m = r
-                .attr("http.request.method")
+                .attr(attr::HTTP_REQUEST_METHOD)
                 .or(op.next())
                 .unwrap_or("_OTHER");
-            let parsed = r.attr("http.route").or(op.next()).unwrap_or("");
+            let parsed = r.attr(attr::HTTP_ROUTE).or(op.next()).unwrap_or("");
             // The raw path is only an attribute where the parser's normalisation changed it.
-            let raw = r.attr("url.path").unwrap_or(parsed);
+            let raw = r.attr(attr::URL_PATH).unwrap_or(parsed);
             let route = Some(raw)
                 .filter(|_| !self.templates.is_empty())
                 .and_then(|p| self.templates.iter().find(|t| t.matches(p)))
@@ -633,7 +634,7 @@ impl Red {
         }
         let ns = r.response_ts_ns() - r.request_ts_ns();
         if ns >= self.slow_threshold_ns
-            && let Some(system) = r.attr("db.system.name")
+            && let Some(system) = r.attr(attr::DB_SYSTEM_NAME)
         {
             self.slow_total += 1;
             if self.slow_cap > 0 {
@@ -645,9 +646,9 @@ impl Red {
                     duration_seconds: ns as f64 / 1e9,
                     system: system.to_string(),
                     operation: r.operation().to_string(),
-                    statement: r.attr("db.query.text").unwrap_or("").to_string(),
+                    statement: r.attr(attr::DB_QUERY_TEXT).unwrap_or("").to_string(),
                     rows: r
-                        .attr("db.response.returned_rows")
+                        .attr(attr::DB_RESPONSE_RETURNED_ROWS)
                         .and_then(|v| v.parse().ok()),
                     error: r.error().map(str::to_string),
                     side: side.to_string(),
@@ -676,14 +677,14 @@ impl Red {
                 [method, route, status, error_type, address, port, ""],
             )
         } else if r.protocol() == "dns" {
-            let code = r.attr("dns.response.code").unwrap_or(status);
+            let code = r.attr(attr::DNS_RESPONSE_CODE).unwrap_or(status);
             (
                 Family::Dns,
                 &DNS_KEYS,
                 [r.operation(), code, error_type, side, address, port, ""],
             )
-        } else if let (false, Some(system)) = (server, r.attr("db.system.name")) {
-            let code = r.attr("db.response.status_code").unwrap_or("");
+        } else if let (false, Some(system)) = (server, r.attr(attr::DB_SYSTEM_NAME)) {
+            let code = r.attr(attr::DB_RESPONSE_STATUS_CODE).unwrap_or("");
             (
                 Family::DbClient,
                 &DB_CLIENT_KEYS,

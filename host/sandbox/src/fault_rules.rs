@@ -19,7 +19,7 @@ use super::{
 use crate::PluginsConfig;
 
 wasmtime::component::bindgen!({
-    path: "../../wit",
+    path: "../../sdk/wit",
     world: "fault-rule",
 });
 

@@ -20,7 +20,7 @@ use sonde_parse::{self as pp, Claim, Direction, ParseJob, ParseOutput, ParserBac
 use sonde_sdk::protocol_parser::{RecordBatch, RecordHead, Role, Span, Transport};
 
 wasmtime::component::bindgen!({
-    path: "../../wit",
+    path: "../../sdk/wit",
     world: "protocol-parser",
 });
 

@@ -9,19 +9,22 @@ use crate::wire::{Message, rtype};
 /// `RequestRecord::protocol` of every record.
 pub const PROTOCOL: &str = "dns";
 
-/// Attribute keys, in the order they appear in a record (each only when known).
+/// Attribute keys, in the order they appear in a record (each only when known). The ones the
+/// daemon reads too are the SDK's ([`sonde_sdk::attributes`]).
 pub mod attr {
+    use sonde_sdk::attributes as a;
+
     /// The first question's name: lowercase, no trailing dot (`.` for the root), bytes outside
     /// printable ASCII (and `.` or `\` inside a label) as `\DDD`, at most 255 bytes.
-    pub const QUESTION_NAME: &str = "dns.question.name";
+    pub const QUESTION_NAME: &str = a::DNS_QUESTION_NAME;
     /// The first question's type, named as in the operation (`A`, `AAAA`, `TYPE<n>`…).
     pub const QUESTION_TYPE: &str = "dns.question.type";
     /// The message id, decimal.
     pub const ID: &str = "dns.id";
     /// `udp` or `tcp`.
-    pub const TRANSPORT: &str = "network.transport";
+    pub const TRANSPORT: &str = a::NETWORK_TRANSPORT;
     /// The response code's name (`NOERROR`, `NXDOMAIN`, `SERVFAIL`…; `RCODE<n>` otherwise).
-    pub const RESPONSE_CODE: &str = "dns.response.code";
+    pub const RESPONSE_CODE: &str = a::DNS_RESPONSE_CODE;
     /// The response header's ANCOUNT, decimal.
     pub const ANSWER_COUNT: &str = "dns.response.answer_count";
     /// `true` when the response has TC set (it did not fit; the client should retry over TCP).

@@ -23,9 +23,9 @@ use crate::gap::Region;
 use crate::head::{self, Head, Parsed, Start};
 use crate::mode::Mode;
 use crate::pairing::Exchanges;
-use crate::queue::Count;
 use crate::resync::{Carry, Kind, next_start, start_verdict};
 use crate::scan::HeadEnd;
+use sonde_sdk::protocol_parser::pending::Count;
 
 /// The reader of one direction.
 #[derive(Debug, Default)]

@@ -6,7 +6,7 @@
 //! started in the bytes it did not see.
 
 use crate::detect::MAX_METHOD;
-use crate::queue::Count;
+use sonde_sdk::protocol_parser::pending::Count;
 
 /// The shortest message: `HTTP/1.1 200` or `A / HTTP/1.1`, an LF, and the empty line.
 pub const MIN_MESSAGE: u64 = 14;
@@ -98,7 +98,7 @@ impl Region {
                 let room = c.saturating_add(self.hidden) >= MIN_MESSAGE;
                 Count::new(n.min, n.max + u64::from(room))
             }
-            Some(_) => n.plus_one(),
+            Some(_) => n.plus(Count::ONE),
         }
     }
 

@@ -8,9 +8,9 @@
 //! - `conn`: per-connection state: a reader per direction (framing, gaps, resynchronisation).
 //! - `resync`: where the next message starts after the boundaries were lost.
 //! - `gap`: how many messages a stretch of lost boundaries held, within bounds.
-//! - `queue`: which request a response answers, pairing only when that is certain.
 //! - `pairing`: requests waiting for responses (keep-alive, pipelining, 1xx, HEAD, upgrades)
-//!   and the records they become.
+//!   and the records they become; the SDK's `pending` queue says which request a response
+//!   answers, pairing only when that is certain.
 //! - [`route`]: path → low-cardinality route.
 //! - [`record`]: attribute keys, error classes, the record itself.
 //!
@@ -29,7 +29,6 @@ mod gap;
 mod head;
 mod mode;
 mod pairing;
-mod queue;
 pub mod record;
 mod resync;
 pub mod route;

@@ -1,5 +1,5 @@
 //! The pairing of requests and responses on one connection. HTTP/1.1 answers in order
-//! (pipelined or not), so a FIFO of waiting requests pairs them, with the bounds `queue` keeps
+//! (pipelined or not), so a FIFO of waiting requests pairs them, with the bounds the SDK's `pending` queue keeps
 //! when gaps hid messages. A record is emitted when the response's last byte is seen, or when
 //! the exchange is given up (`no-response`, `truncated`).
 
@@ -9,8 +9,8 @@ use crate::MAX_PENDING;
 use crate::body::Chunked;
 use crate::head::{self, Head, Length, Start};
 use crate::mode::Mode;
-use crate::queue::{Answered, Count, Queue};
 use crate::record::{self, Pending, attr, error};
+use sonde_sdk::protocol_parser::pending::{Answered, Count, Queue};
 
 /// What the head of the response being read said, until its last byte.
 #[derive(Debug)]
@@ -180,7 +180,7 @@ impl Exchanges {
             return Mode::Idle;
         }
         let asked = self.asked();
-        let request = match self.queue.answer(&mut |p| truncated(p, out)) {
+        let request = match self.queue.answer_in_order(&mut |p| truncated(p, out)) {
             Answered::Paired(p) => Some(p),
             Answered::Unpaired | Answered::Orphan => None,
         };
@@ -274,8 +274,12 @@ impl Exchanges {
         if let Some(a) = self.answer.take() {
             settle(a, 0, 0, Some(error::TRUNCATED), out);
         }
-        self.queue
-            .responses_lost(n, answerable, &mut |p| truncated(p, out));
+        // No more than could be answered when they were read were lost; and whatever their
+        // number, the next response answers one of those.
+        let n = Count::new(n.min.min(answerable), n.max.min(answerable));
+        let give_up = &mut |p: Pending| truncated(p, out);
+        self.queue.lost(n, answerable, give_up);
+        self.queue.limit_next(answerable, give_up);
     }
 
     /// Upgraded: what is still pending will never be answered in HTTP/1.

@@ -9,26 +9,29 @@ use crate::route;
 /// `RequestRecord::protocol` of every record.
 pub const PROTOCOL: &str = "http";
 
-/// Attribute keys, in the order they appear in a record (each only when known).
+/// Attribute keys, in the order they appear in a record (each only when known). The ones the
+/// daemon reads too are the SDK's ([`sonde_sdk::attributes`]).
 pub mod attr {
+    use sonde_sdk::attributes as a;
+
     /// The request method as sent.
-    pub const METHOD: &str = "http.request.method";
+    pub const METHOD: &str = a::HTTP_REQUEST_METHOD;
     /// The normalised route (see [`crate::route`]); for CONNECT, the authority.
-    pub const ROUTE: &str = "http.route";
+    pub const ROUTE: &str = a::HTTP_ROUTE;
     /// The raw path, without the query string, at most [`super::MAX_PATH`] bytes.
-    pub const URL_PATH: &str = "url.path";
+    pub const URL_PATH: &str = a::URL_PATH;
     /// `1.0` or `1.1`, from the request line.
     pub const VERSION: &str = "http.version";
     /// The `Host` header (or the absolute-form target's authority) without the port.
-    pub const SERVER_ADDRESS: &str = "server.address";
+    pub const SERVER_ADDRESS: &str = a::SERVER_ADDRESS;
     /// The port of the `Host` header, when it has one.
-    pub const SERVER_PORT: &str = "server.port";
+    pub const SERVER_PORT: &str = a::SERVER_PORT;
     /// The `User-Agent` header, at most [`super::MAX_USER_AGENT`] bytes.
     pub const USER_AGENT: &str = "user_agent.original";
     /// W3C trace context: the `traceparent` header as sent.
-    pub const TRACEPARENT: &str = "traceparent";
+    pub const TRACEPARENT: &str = a::TRACEPARENT;
     /// W3C trace context: `tracestate`, at most [`super::MAX_TRACESTATE`] bytes.
-    pub const TRACESTATE: &str = "tracestate";
+    pub const TRACESTATE: &str = a::TRACESTATE;
     /// Zipkin B3, single-header form.
     pub const B3: &str = "b3";
     /// Zipkin B3, multi-header form: the trace id.
@@ -55,7 +58,7 @@ pub mod error {
     pub const NO_RESPONSE: &str = "no-response";
     /// The response was lost (or cut) in a gap of the capture or by the close: status 0 when
     /// its head was never seen, or when it cannot be told apart from another request's
-    /// response (see `queue`); the status otherwise.
+    /// response (see `sonde_sdk::protocol_parser::pending`); the status otherwise.
     pub const TRUNCATED: &str = "truncated";
 }
 

@@ -8,7 +8,7 @@
 //! inside a packet it is skipped by count, and a packet ending inside it is complete, cut. Where
 //! a gap hides packet headers, each side finds boundaries again — the request side at the next
 //! command, the response side at a run of headers (`scan`) — and a response is paired only with
-//! the command it certainly answers (`queue`, with the bounds of `stretch`; see `responses`).
+//! the command it certainly answers (the SDK's `pending` queue, with the bounds of `stretch`; see `responses`).
 
 mod requests;
 mod responses;
@@ -19,12 +19,12 @@ use sonde_sdk::protocol_parser::{Claim, ConnInfo, Direction, RequestRecord, Role
 
 use crate::MAX_STATEMENTS;
 use crate::detect::{self, Verdict};
-use crate::queue::{Count, Queue};
 use crate::record::error;
 use crate::response::{Command, Kind, Resp};
 use crate::sql;
 use crate::stretch::{Before, Stretch};
 use crate::wire::{self, GapEffect, Packet, Reader};
+use sonde_sdk::protocol_parser::pending::{Count, Queue};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 enum Phase {

@@ -7,9 +7,9 @@
 //!   decoders.
 //! - `conn`: per-connection state: handshake, authentication, commands, responses, gaps.
 //! - `response`: the shape of each command's response (where it ends, what its rows look like).
-//! - `queue`, `stretch`, `scan`: pairing through capture gaps — which command a response
-//!   certainly answers, what a stretch of lost boundaries may have held, and where packets begin
-//!   again.
+//! - `stretch`, `scan`, and the SDK's `pending` queue: pairing through capture gaps — which
+//!   command a response certainly answers, what a stretch of lost boundaries may have held, and
+//!   where packets begin again.
 //! - [`sql`]: statement normalisation and the statement kind.
 //! - [`record`]: attribute keys, error strings, the record itself.
 //!
@@ -24,7 +24,6 @@ use sonde_sdk::protocol_parser::{
 mod command;
 mod conn;
 pub mod detect;
-mod queue;
 pub mod record;
 mod response;
 mod scan;

@@ -5,24 +5,27 @@ use sonde_sdk::protocol_parser::RequestRecord;
 /// The record's `protocol`.
 pub const PROTOCOL: &str = "mysql";
 
-/// Attribute keys (OpenTelemetry database semantic conventions).
+/// Attribute keys (OpenTelemetry database semantic conventions). The ones the daemon reads too
+/// are the SDK's ([`sonde_sdk::attributes`]).
 pub mod attr {
+    use sonde_sdk::attributes as a;
+
     /// Always `mysql`.
-    pub const SYSTEM: &str = "db.system.name";
+    pub const SYSTEM: &str = a::DB_SYSTEM_NAME;
     /// The statement kind, as the record's operation.
-    pub const OPERATION: &str = "db.operation.name";
+    pub const OPERATION: &str = a::DB_OPERATION_NAME;
     /// The normalised statement text.
-    pub const QUERY_TEXT: &str = "db.query.text";
+    pub const QUERY_TEXT: &str = a::DB_QUERY_TEXT;
     /// The server-side prepared statement id.
     pub const STATEMENT_ID: &str = "db.statement.id";
     /// The default database (schema).
-    pub const NAMESPACE: &str = "db.namespace";
+    pub const NAMESPACE: &str = a::DB_NAMESPACE;
     /// The MySQL error code, on ERR.
-    pub const STATUS_CODE: &str = "db.response.status_code";
+    pub const STATUS_CODE: &str = a::DB_RESPONSE_STATUS_CODE;
     /// The SQLSTATE of an ERR.
     pub const SQLSTATE: &str = "db.response.sqlstate";
     /// Rows of the result set(s).
-    pub const RETURNED_ROWS: &str = "db.response.returned_rows";
+    pub const RETURNED_ROWS: &str = a::DB_RESPONSE_RETURNED_ROWS;
     /// Affected rows of the final OK packet.
     pub const AFFECTED_ROWS: &str = "db.response.affected_rows";
 }

@@ -13,8 +13,8 @@
 //! - where a packet may begin a response or be inside one, the packet after it often tells
 //!   ([`settle`]): a row goes on with the next id, a lone OK is followed by another response.
 
-use crate::queue::Count;
 use crate::wire::{self, MAX_PACKET};
+use sonde_sdk::protocol_parser::pending::Count;
 
 /// The smallest whole response: an EOF packet alone (COM_FIELD_LIST of a table without columns,
 /// COM_STMT_FETCH past the last row). An OK is 11 bytes, an ERR 13.

@@ -15,6 +15,7 @@
 use std::collections::VecDeque;
 use std::mem;
 
+use sonde_sdk::attributes as attr;
 use sonde_sdk::protocol_parser::{Claim, ConnInfo, Direction, RequestRecord, Role, Segment};
 
 use crate::detect::{self, PUBSUB_KINDS, Verdict};
@@ -267,9 +268,9 @@ fn record(cmd: Pending) -> RequestRecord {
         request_ts_ns: cmd.ts,
         request_bytes: cmd.bytes,
         attributes: vec![
-            ("db.system.name".into(), PROTOCOL.into()),
-            ("db.operation.name".into(), cmd.name.operation.clone()),
-            ("db.query.text".into(), cmd.name.query),
+            (attr::DB_SYSTEM_NAME.into(), PROTOCOL.into()),
+            (attr::DB_OPERATION_NAME.into(), cmd.name.operation.clone()),
+            (attr::DB_QUERY_TEXT.into(), cmd.name.query),
         ],
         operation: cmd.name.operation,
         ..RequestRecord::default()
@@ -284,7 +285,7 @@ fn answered(cmd: Pending, reply: &Reply) -> RequestRecord {
         r.status = 1;
         r.error = Some("error-reply".into());
         r.attributes
-            .push(("db.response.status_code".into(), code.clone()));
+            .push((attr::DB_RESPONSE_STATUS_CODE.into(), code.clone()));
     }
     r
 }

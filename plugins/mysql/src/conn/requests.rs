@@ -6,12 +6,12 @@ use sonde_sdk::protocol_parser::RequestRecord;
 use super::{Cursor, MIN_COMMAND, Phase, Session};
 use crate::command as cmd;
 use crate::detect::{self, Verdict};
-use crate::queue::Count;
 use crate::record::{Exchange, error};
 use crate::response::{self, Command, Expect, Kind, Resp};
 use crate::sql;
 use crate::wire::{self, Packet};
 use crate::{MAX_PENDING, MAX_TEXT};
+use sonde_sdk::protocol_parser::pending::Count;
 
 impl Session {
     /// Request bytes of unknown boundaries: the rest of a LOCAL INFILE upload while the server

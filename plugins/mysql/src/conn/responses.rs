@@ -1,7 +1,7 @@
 //! The response side of a session: which command each response answers, through gaps.
 //!
 //! In step, a packet with the expected sequence id after a response's end begins the next
-//! response, which the `queue` pairs; its structure (`response::step`) says where it ends. When
+//! response, which the SDK's `pending` queue pairs; its structure (`response::step`) says where it ends. When
 //! a gap hides packet headers, the scan finds a run of headers after it and the packet there is
 //! placed by what is certain (`stretch`):
 //!
@@ -23,12 +23,12 @@
 use sonde_sdk::protocol_parser::RequestRecord;
 
 use super::{Cursor, Held, Kept, Session};
-use crate::queue::{Answered, Count};
 use crate::record::error;
 use crate::response::{self, Command, Resp, Step};
 use crate::scan;
 use crate::stretch::{self, Before, Stretch, Verdict};
 use crate::wire::{self, Packet};
+use sonde_sdk::protocol_parser::pending::{Answered, Count};
 
 /// Response bytes kept while boundaries are lost, for a run of headers that goes on in the next
 /// segment.
