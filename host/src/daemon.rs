@@ -1,9 +1,12 @@
 //! `sonde run`: capture, track connections, reassemble streams, parse them in the Wasm
 //! parsers, aggregate RED metrics, and serve `/metrics`.
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use crate::admin;
 use crate::config::Config;
@@ -19,6 +22,7 @@ use sonde_correlate::Correlator;
 use sonde_correlate::k8s::KubeWatch;
 use sonde_live::Live;
 use sonde_logs::LogMiner;
+use sonde_logs::files::Tailer;
 use sonde_netmap::NetMap;
 use sonde_parse::{ParserBackend, TaggedRecord};
 use sonde_pipeline::dispatch::Dispatch;
@@ -62,35 +66,277 @@ fn parse_pipeline_with_engine(config: &Config) -> Result<(Router, Arc<PluginEngi
     Ok((router, engine))
 }
 
+/// `sonde run`: listens for SIGINT/SIGTERM first, builds the daemon, runs it until one comes.
 pub async fn run(config: Config) -> Result<()> {
     // First: from here on a SIGINT/SIGTERM is a clean stop, however early it comes.
-    let mut signals = Shutdown::install().context("listening for SIGINT and SIGTERM")?;
-    let (mut router, engine) =
-        parse_pipeline_with_engine(&config).context("loading protocol parsers")?;
-    let (ops_tx, mut ops) = tokio::sync::mpsc::channel::<admin::OpRequest>(16);
-    config.network.validate()?;
-    // Correlation first: with a cluster, the first lists arrive before the first connection.
-    let correlator = Arc::new(start_correlation(&config).await);
-    let mut capture = Capture::start(&config.capture)?;
-    // After capture start: its preflight says clearly when we are not root.
+    let signals = Shutdown::install().context("listening for SIGINT and SIGTERM")?;
+    Daemon::build(config).await?.run(signals).await
+}
+
+/// The daemon, started and wired but not yet looping: what [`Daemon::build`] makes from a
+/// [`Config`] (everything that can fail to start fails there) and [`Daemon::run`] drives.
+pub struct Daemon {
+    capture: Capture,
+    tracker: ConnTracker,
+    router: Router,
+    netmap: NetMap,
+    correlator: Arc<Correlator>,
+    logs: Arc<Mutex<LogMiner>>,
+    /// The file tailer, run as the isolated log task.
+    log_mining: Isolated<Tailer>,
+    /// What `/metrics` and the API serve, published by the loop.
+    shared: Arc<State>,
+    loop_state: LoopState,
+    /// Parser loads, reloads and unloads, applied by the loop between batches.
+    ops: mpsc::Receiver<admin::OpRequest>,
+    /// Kept so the channel stays open when no admin socket or watcher holds a sender.
+    _ops_tx: mpsc::Sender<admin::OpRequest>,
+    admin: Option<AdminServer>,
+    metrics_server: Option<JoinHandle<Result<()>>>,
+    /// How long a swapped-out parser may take to finish its connections.
+    drain_timeout: Duration,
+    live_step: Duration,
+    net_read_interval: Duration,
+}
+
+/// The admin socket's server task, and the socket file it removes when it stops.
+struct AdminServer {
+    task: JoinHandle<()>,
+    socket: PathBuf,
+}
+
+impl Daemon {
+    /// Starts every part of the daemon from `config`, in the order the log tells: parsers,
+    /// correlation, capture, admin socket, log mining, live diagnosis, network map, /metrics.
+    pub async fn build(config: Config) -> Result<Daemon> {
+        let (mut router, engine) =
+            parse_pipeline_with_engine(&config).context("loading protocol parsers")?;
+        let (ops_tx, ops) = mpsc::channel::<admin::OpRequest>(16);
+        config.network.validate()?;
+        // Correlation first: with a cluster, the first lists arrive before the first connection.
+        let correlator = Arc::new(start_correlation(&config).await);
+        let capture = Capture::start(&config.capture)?;
+        // After capture start: its preflight says clearly when we are not root.
+        let admin = start_admin(&config, engine, &ops_tx)?;
+        let tracker = ConnTracker::new(config.streams.tracker_config());
+        router.set_labeler(Box::new(ConnLabels(correlator.clone())));
+        // Log mining, correlation scans and the live engine run isolated: a panic in one turns
+        // it off (counted on /metrics) instead of ending the daemon.
+        let task_panics = Arc::new(TaskPanics::default());
+        tokio::spawn(scan_loop(correlator.clone(), task_panics.clone()));
+        let logs = Arc::new(Mutex::new(LogMiner::new(config.logs.clone())));
+        // The log task's own state is the file tailer; the miner is shared (/metrics, /api/logs,
+        // the live engine's reports) behind its lock, which a panic while mining poisons: its
+        // readers then report no templates.
+        let log_mining = Isolated::new(
+            Task::Logs,
+            Some(Tailer::new(&config.logs.files, config.logs.max_line_bytes)),
+            task_panics.clone(),
+        );
+        let shared = Arc::new(State {
+            // The loaded parsers from the first scrape on: /metrics is served before the loop's
+            // first tick publishes a snapshot.
+            snapshot: Mutex::new(Snapshot {
+                parsers: router.parser_stats(),
+                ..Default::default()
+            }),
+            red: Mutex::new(Red::new(&config.metrics.red_settings())),
+            network: Mutex::new(NetworkView::default()),
+            records: Mutex::new(RecordLog::new(config.metrics.record_log)),
+            correlator: Some(correlator.clone()),
+            live: Mutex::new(sonde_live::LiveBoard::default()),
+            logs: Some(logs.clone()),
+            task_panics: task_panics.clone(),
+            health: crate::metrics::Health::of(&capture),
+        });
+        let loop_state = LoopState {
+            snap: Snapshot::default(),
+            live: Isolated::new(Task::Live, start_live(&config, &logs)?, task_panics.clone()),
+            records: Vec::new(),
+            verdicts: Vec::new(),
+        };
+        let netmap = network_map(&config, &capture, &correlator);
+        let metrics_server = match config.metrics.listen {
+            Some(addr) => Some(tokio::spawn(metrics::serve(
+                metrics::bind(addr).await?,
+                shared.clone(),
+            ))),
+            None => None,
+        };
+        Ok(Daemon {
+            capture,
+            tracker,
+            router,
+            netmap,
+            correlator,
+            logs,
+            log_mining,
+            shared,
+            loop_state,
+            ops,
+            _ops_tx: ops_tx,
+            admin,
+            metrics_server,
+            drain_timeout: Duration::from_secs(config.admin.drain_timeout_s),
+            live_step: Duration::from_millis(config.live.step_ms.max(1000)),
+            net_read_interval: Duration::from_millis(config.network.read_interval_ms),
+        })
+    }
+
+    /// The loop: capture batches through the tracker into the parsers, admin operations,
+    /// network reads, live steps and the tick, until `signals` fires; then stops the servers,
+    /// detaches capture and lets the parsers finish what they hold.
+    pub async fn run(self, mut signals: Shutdown) -> Result<()> {
+        let Daemon {
+            mut capture,
+            mut tracker,
+            mut router,
+            mut netmap,
+            correlator,
+            logs,
+            mut log_mining,
+            shared,
+            mut loop_state,
+            mut ops,
+            _ops_tx,
+            admin,
+            metrics_server,
+            drain_timeout,
+            live_step,
+            net_read_interval,
+        } = self;
+        let mut live_ticker = tokio::time::interval(live_step);
+        let mut net_reading = NetReading::default();
+        let mut net_ticker = tokio::time::interval(net_read_interval);
+        tracing::info!("sonde running; Ctrl-C to stop");
+
+        let mut batch = Vec::with_capacity(4096);
+        let mut out = Vec::with_capacity(4096);
+        let mut ticker = tokio::time::interval(TICK);
+        loop {
+            tokio::select! {
+                _ = signals.wait() => break,
+                r = capture.next_batch(&mut batch, 4096) => {
+                    r?;
+                    for ev in batch.drain(..) {
+                        match &ev {
+                            Event::Conn(c) => netmap.on_conn(c),
+                            Event::Log(l) => {
+                                log_mining.run(|_| observe_log(&correlator, &logs, l));
+                                continue;
+                            }
+                            Event::Data(_) => {}
+                        }
+                        tracker.on_event(&ev, &mut out);
+                        // Route at once: the tracker still knows the connection (it may finalise
+                        // it on a later event of this batch).
+                        route(&mut loop_state.snap, &mut router, &tracker, &mut out);
+                    }
+                    router.flush();
+                    loop_state.deliver(&mut router, &mut capture, &shared, &mut netmap);
+                }
+                Some(req) = ops.recv() => {
+                    // Flush first: segments batched for the old version go to it, not the new.
+                    router.flush();
+                    let answer = admin::apply(&mut router, req.op);
+                    let _ = req.reply.send(answer);
+                }
+                _ = net_ticker.tick() => {
+                    read_network(&mut capture, &mut netmap, &mut net_reading, &shared);
+                }
+                _ = live_ticker.tick(), if loop_state.live.is_on() => {
+                    loop_state.live.run(|live| {
+                        let changed = live.step(unix_now_ms(), &netmap.topology());
+                        if let Ok(mut board) = shared.live.lock() {
+                            if changed {
+                                *board = live.board();
+                            } else {
+                                board.stats = live.stats().clone();
+                                board.latest = live.latest();
+                            }
+                        }
+                    });
+                }
+                _ = ticker.tick() => {
+                    tracker.tick(monotonic_now_ns(), &mut out);
+                    log_mining.run(|tailer| {
+                        if let Ok(mut miner) = logs.lock() {
+                            let now = unix_now_ms();
+                            if !tailer.is_empty() {
+                                tailer.poll(&mut miner, now);
+                            }
+                            miner.tick(now);
+                        }
+                    });
+                    for p in router.retire_drained(drain_timeout) {
+                        tracing::info!(parser = p, "swapped-out parser retired");
+                    }
+                    route(&mut loop_state.snap, &mut router, &tracker, &mut out);
+                    router.flush();
+                    loop_state.deliver(&mut router, &mut capture, &shared, &mut netmap);
+                    let _ = tracker.take_finished();
+                    let snap = &mut loop_state.snap;
+                    snap.capture = capture.stats()?;
+                    snap.tracker = tracker.stats().clone();
+                    snap.connections_open = tracker.len();
+                    snap.parsers = router.parser_stats();
+                    snap.router = router.stats.clone();
+                    snap.routed_connections = router.len();
+                    if let Ok(mut s) = shared.snapshot.lock() {
+                        *s = snap.clone();
+                    }
+                }
+            }
+        }
+        if let Some(server) = metrics_server {
+            server.abort();
+        }
+        if let Some(admin) = admin {
+            admin.task.abort();
+            let _ = std::fs::remove_file(&admin.socket);
+        }
+        drop(capture);
+        // Flush what is still waiting in reorder buffers, and what parsers still hold.
+        tracker.finish_all(&mut out);
+        route(&mut loop_state.snap, &mut router, &tracker, &mut out);
+        if !router.settle(SETTLE) {
+            tracing::warn!(
+                pending = router.pending(),
+                "parsers did not finish within {SETTLE:?}"
+            );
+        }
+        tracing::info!("stopped; all programs detached");
+        Ok(())
+    }
+}
+
+/// The admin socket's server (unless `[admin] socket` is empty) and the parser directory
+/// watcher (with `[admin] watch_parser_dirs`), both sending operations to the loop.
+fn start_admin(
+    config: &Config,
+    engine: Arc<PluginEngine>,
+    ops_tx: &mpsc::Sender<admin::OpRequest>,
+) -> Result<Option<AdminServer>> {
     let loader = admin::Loader {
-        engine: engine.clone(),
+        engine,
         plugins: config.plugins.clone(),
     };
-    let admin_socket = config
+    let socket = config
         .admin
         .socket
         .clone()
         .filter(|p| !p.as_os_str().is_empty());
-    let admin_server = match &admin_socket {
-        Some(path) => Some(tokio::spawn(admin::serve(
-            admin::bind(path)?,
-            loader.clone(),
-            ops_tx.clone(),
-        ))),
+    let server = match socket {
+        Some(socket) => Some(AdminServer {
+            task: tokio::spawn(admin::serve(
+                admin::bind(&socket)?,
+                loader.clone(),
+                ops_tx.clone(),
+            )),
+            socket,
+        }),
         None => None,
     };
-    let drain_timeout = Duration::from_secs(config.admin.drain_timeout_s);
     if config.admin.watch_parser_dirs && !config.plugins.parser_dirs.is_empty() {
         // The thread lives as long as the process (it blocks in read(2)).
         admin::watch_dirs(
@@ -99,48 +345,12 @@ pub async fn run(config: Config) -> Result<()> {
             ops_tx.clone(),
         )?;
     }
-    let mut tracker = ConnTracker::new(config.streams.tracker_config());
-    router.set_labeler(Box::new(ConnLabels(correlator.clone())));
-    // Log mining, correlation scans and the live engine run isolated: a panic in one turns
-    // it off (counted on /metrics) instead of ending the daemon.
-    let task_panics = Arc::new(TaskPanics::default());
-    tokio::spawn(scan_loop(correlator.clone(), task_panics.clone()));
-    let logs = Arc::new(Mutex::new(LogMiner::new(config.logs.clone())));
-    // The log task's own state is the file tailer; the miner is shared (/metrics, /api/logs,
-    // the live engine's reports) behind its lock, which a panic while mining poisons: its
-    // readers then report no templates.
-    let mut log_mining = Isolated::new(
-        Task::Logs,
-        Some(sonde_logs::files::Tailer::new(
-            &config.logs.files,
-            config.logs.max_line_bytes,
-        )),
-        task_panics.clone(),
-    );
-    let shared = Arc::new(State {
-        // The loaded parsers from the first scrape on: /metrics is served before the loop's
-        // first tick publishes a snapshot.
-        snapshot: Mutex::new(Snapshot {
-            parsers: router.parser_stats(),
-            ..Default::default()
-        }),
-        red: Mutex::new(Red::new(&config.metrics.red_settings())),
-        network: Mutex::new(NetworkView::default()),
-        records: Mutex::new(RecordLog::new(config.metrics.record_log)),
-        correlator: Some(correlator.clone()),
-        live: Mutex::new(sonde_live::LiveBoard::default()),
-        logs: Some(logs.clone()),
-        task_panics: task_panics.clone(),
-        health: crate::metrics::Health::of(&capture),
-    });
-    let mut loop_state = LoopState {
-        snap: Snapshot::default(),
-        live: Isolated::new(Task::Live, start_live(&config, &logs)?, task_panics.clone()),
-        records: Vec::new(),
-        verdicts: Vec::new(),
-    };
-    let mut live_ticker =
-        tokio::time::interval(Duration::from_millis(config.live.step_ms.max(1000)));
+    Ok(server)
+}
+
+/// The network map, with the probes capture could not attach and the correlator's labels
+/// for peer addresses.
+fn network_map(config: &Config, capture: &Capture, correlator: &Arc<Correlator>) -> NetMap {
     let mut netmap = NetMap::new(config.network.clone(), capture.drop_reason_names().clone());
     netmap.set_probes_missing(capture.net_missing().to_vec());
     let by_ip = correlator.clone();
@@ -151,117 +361,7 @@ pub async fn run(config: Config) -> Result<()> {
         }
         labels
     }));
-    let mut net_reading = NetReading::default();
-    let mut net_ticker =
-        tokio::time::interval(Duration::from_millis(config.network.read_interval_ms));
-    let server = match config.metrics.listen {
-        Some(addr) => Some(tokio::spawn(metrics::serve(
-            metrics::bind(addr).await?,
-            shared.clone(),
-        ))),
-        None => None,
-    };
-    tracing::info!("sonde running; Ctrl-C to stop");
-
-    let mut batch = Vec::with_capacity(4096);
-    let mut out = Vec::with_capacity(4096);
-    let mut ticker = tokio::time::interval(TICK);
-    loop {
-        tokio::select! {
-            _ = signals.wait() => break,
-            r = capture.next_batch(&mut batch, 4096) => {
-                r?;
-                for ev in batch.drain(..) {
-                    match &ev {
-                        Event::Conn(c) => netmap.on_conn(c),
-                        Event::Log(l) => {
-                            log_mining.run(|_| observe_log(&correlator, &logs, l));
-                            continue;
-                        }
-                        Event::Data(_) => {}
-                    }
-                    tracker.on_event(&ev, &mut out);
-                    // Route at once: the tracker still knows the connection (it may finalise
-                    // it on a later event of this batch).
-                    route(&mut loop_state.snap, &mut router, &tracker, &mut out);
-                }
-                router.flush();
-                loop_state.deliver(&mut router, &mut capture, &shared, &mut netmap);
-            }
-            Some(req) = ops.recv() => {
-                // Flush first: segments batched for the old version go to it, not the new.
-                router.flush();
-                let answer = admin::apply(&mut router, req.op);
-                let _ = req.reply.send(answer);
-            }
-            _ = net_ticker.tick() => {
-                read_network(&mut capture, &mut netmap, &mut net_reading, &shared);
-            }
-            _ = live_ticker.tick(), if loop_state.live.is_on() => {
-                loop_state.live.run(|live| {
-                    let changed = live.step(unix_now_ms(), &netmap.topology());
-                    if let Ok(mut board) = shared.live.lock() {
-                        if changed {
-                            *board = live.board();
-                        } else {
-                            board.stats = live.stats().clone();
-                            board.latest = live.latest();
-                        }
-                    }
-                });
-            }
-            _ = ticker.tick() => {
-                tracker.tick(monotonic_now_ns(), &mut out);
-                log_mining.run(|tailer| {
-                    if let Ok(mut miner) = logs.lock() {
-                        let now = unix_now_ms();
-                        if !tailer.is_empty() {
-                            tailer.poll(&mut miner, now);
-                        }
-                        miner.tick(now);
-                    }
-                });
-                for p in router.retire_drained(drain_timeout) {
-                    tracing::info!(parser = p, "swapped-out parser retired");
-                }
-                route(&mut loop_state.snap, &mut router, &tracker, &mut out);
-                router.flush();
-                loop_state.deliver(&mut router, &mut capture, &shared, &mut netmap);
-                let _ = tracker.take_finished();
-                let snap = &mut loop_state.snap;
-                snap.capture = capture.stats()?;
-                snap.tracker = tracker.stats().clone();
-                snap.connections_open = tracker.len();
-                snap.parsers = router.parser_stats();
-                snap.router = router.stats.clone();
-                snap.routed_connections = router.len();
-                if let Ok(mut s) = shared.snapshot.lock() {
-                    *s = snap.clone();
-                }
-            }
-        }
-    }
-    if let Some(server) = server {
-        server.abort();
-    }
-    if let Some(admin) = admin_server {
-        admin.abort();
-        if let Some(path) = &admin_socket {
-            let _ = std::fs::remove_file(path);
-        }
-    }
-    drop(capture);
-    // Flush what is still waiting in reorder buffers, and what parsers still hold.
-    tracker.finish_all(&mut out);
-    route(&mut loop_state.snap, &mut router, &tracker, &mut out);
-    if !router.settle(SETTLE) {
-        tracing::warn!(
-            pending = router.pending(),
-            "parsers did not finish within {SETTLE:?}"
-        );
-    }
-    tracing::info!("stopped; all programs detached");
-    Ok(())
+    netmap
 }
 
 /// The correlation layer: processes and containers from /proc, and Kubernetes watchers when
