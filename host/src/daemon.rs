@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result};
 use crate::admin;
 use crate::config::Config;
 use crate::isolation::{Isolated, Task, TaskPanics};
-use crate::metrics::{self, NetworkView, Snapshot, State};
+use crate::metrics::{NetworkView, Snapshot, State};
 use sonde_capture::conntrack::{ConnTracker, Connection, StreamEvent};
 use sonde_capture::events::Event;
 use sonde_capture::events::LogChunk;
@@ -155,8 +155,8 @@ pub async fn run(config: Config) -> Result<()> {
     let mut net_ticker =
         tokio::time::interval(Duration::from_millis(config.network.read_interval_ms));
     let server = match config.metrics.listen {
-        Some(addr) => Some(tokio::spawn(metrics::serve(
-            metrics::bind(addr).await?,
+        Some(addr) => Some(tokio::spawn(crate::http::serve(
+            crate::http::bind(addr).await?,
             shared.clone(),
         ))),
         None => None,

@@ -5,6 +5,7 @@ pub mod analyze;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod http;
 pub mod incidents_view;
 pub mod isolation;
 pub mod map_view;
