@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use crate::admin;
 use crate::config::Config;
 use crate::isolation::{Isolated, Task, TaskPanics};
-use crate::metrics::{self, NetworkView, Snapshot, State};
+use crate::metrics::{NetworkView, Snapshot, State};
 use sonde_capture::conntrack::{ConnTracker, Connection, StreamEvent};
 use sonde_capture::events::Event;
 use sonde_capture::events::LogChunk;
@@ -157,8 +157,8 @@ impl Daemon {
         };
         let netmap = network_map(&config, &capture, &correlator);
         let metrics_server = match config.metrics.listen {
-            Some(addr) => Some(tokio::spawn(metrics::serve(
-                metrics::bind(addr).await?,
+            Some(addr) => Some(tokio::spawn(crate::http::serve(
+                crate::http::bind(addr).await?,
                 shared.clone(),
             ))),
             None => None,

@@ -1,15 +1,11 @@
 //! Prometheus text exposition: the RED metrics parsed from traffic ([`sonde_pipeline::red`]) and the
 //! daemon's own health — capture counters (every drop has one), stream reassembly, connection
-//! tracking, the parse pipeline and every plugin's sandbox counters. Served by a small HTTP/1.1
-//! responder: `/metrics`, and `/api/series` (JSON, for `sonde top`); no keep-alive.
+//! tracking, the parse pipeline and every plugin's sandbox counters — and the [`State`] the HTTP
+//! API ([`crate::http`]) serves it and the JSON endpoints from.
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use anyhow::{Context as _, Result};
 use sonde_common::stat;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpListener;
 
 use sonde_capture::CaptureStats;
 use sonde_capture::conntrack::TrackerStats;
@@ -263,14 +259,6 @@ fn render_live(o: &mut String, s: &sonde_live::LiveStats) {
         ),
     ];
     write_scalars(o, &rows);
-}
-
-/// Whether a request head asks for OpenMetrics (`Accept: application/openmetrics-text`), as
-/// Prometheus does when it may store exemplars.
-fn wants_openmetrics(head: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(head).to_ascii_lowercase();
-    text.lines()
-        .any(|l| l.starts_with("accept:") && l.contains("application/openmetrics-text"))
 }
 
 pub fn render(s: &Snapshot) -> String {
@@ -598,191 +586,6 @@ fn counter_per_cpu(o: &mut String, name: &str, help: &str, s: &Snapshot, kinds: 
                 slots[*slot as usize]
             );
         }
-    }
-}
-
-/// A JSON response (`[]` if serialising failed, which plain data cannot).
-fn json<T: serde::Serialize>(v: &T) -> (&'static str, &'static str, String) {
-    let body = serde_json::to_string(v).unwrap_or_else(|_| "[]".into());
-    ("200 OK", "application/json", body)
-}
-
-/// `GET /api/incidents/<id>` → the id.
-fn incident_id(head: &[u8]) -> Option<String> {
-    let line = head.split(|b| *b == b'\r').next()?;
-    let target = std::str::from_utf8(line)
-        .ok()?
-        .strip_prefix("GET /api/incidents/")?;
-    let id = target.split([' ', '?']).next()?;
-    (!id.is_empty()).then(|| id.to_string())
-}
-
-/// A query parameter of the request line (`GET /path?k=v&… HTTP/1.1`).
-fn query_param(head: &[u8], key: &str) -> Option<String> {
-    let line = head.split(|b| *b == b'\r').next()?;
-    let target = std::str::from_utf8(line).ok()?.split(' ').nth(1)?;
-    let (_, query) = target.split_once('?')?;
-    query
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| v.to_string())
-}
-
-/// Bind the endpoint (so a taken port is a start-up error, not a silent background one).
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding metrics endpoint {addr}"))?;
-    tracing::info!(%addr, "serving /metrics");
-    Ok(listener)
-}
-
-/// Serve `/metrics` until the task is dropped.
-pub async fn serve(listener: TcpListener, shared: Shared) -> Result<()> {
-    loop {
-        // A failed accept (a peer that reset first, or no file descriptor left) must not end
-        // the endpoint: log it, back off a little, go on.
-        let mut sock = match listener.accept().await {
-            Ok((sock, _)) => sock,
-            Err(e) => {
-                tracing::warn!(error = %e, "metrics endpoint: accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            // The request head, however the client split its writes (up to 4 KiB, 5 s).
-            let mut buf = [0u8; 4096];
-            let mut n = 0;
-            let read_head = async {
-                while n < buf.len() && !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                    match sock.read(&mut buf[n..]).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(k) => n += k,
-                    }
-                }
-            };
-            if tokio::time::timeout(std::time::Duration::from_secs(5), read_head)
-                .await
-                .is_err()
-            {
-                return;
-            }
-            let req = &buf[..n];
-            let (status, kind, body) = if req.starts_with(b"GET /metrics ")
-                || req.starts_with(b"GET /metrics?")
-            {
-                if wants_openmetrics(req) {
-                    (
-                        "200 OK",
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        render_format(&shared, true),
-                    )
-                } else {
-                    ("200 OK", "text/plain; version=0.0.4", render_all(&shared))
-                }
-            } else if req.starts_with(b"GET /api/records") {
-                let limit = query_param(req, "limit")
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(100usize);
-                let records = shared
-                    .records
-                    .lock()
-                    .map(|r| r.latest(limit))
-                    .unwrap_or_default();
-                json(&records)
-            } else if req.starts_with(b"GET /api/containers ") {
-                let rows = shared
-                    .correlator
-                    .as_ref()
-                    .map(|c| c.containers())
-                    .unwrap_or_default();
-                json(&rows)
-            } else if req.starts_with(b"GET /api/slow-queries ") {
-                let slow = shared
-                    .red
-                    .lock()
-                    .map(|r| r.slow_queries())
-                    .unwrap_or_default();
-                json(&slow)
-            } else if req.starts_with(b"GET /api/map ") {
-                let json = shared
-                    .network
-                    .lock()
-                    .ok()
-                    .and_then(|n| serde_json::to_string(&n.topology).ok())
-                    .unwrap_or_else(|| "{}".into());
-                ("200 OK", "application/json", json)
-            } else if req.starts_with(b"GET /api/incidents ")
-                || req.starts_with(b"GET /api/incidents?")
-            {
-                let list = shared
-                    .live
-                    .lock()
-                    .map(|b| b.summaries())
-                    .unwrap_or_default();
-                json(&serde_json::json!({ "incidents": list }))
-            } else if req.starts_with(b"GET /api/logs ") || req.starts_with(b"GET /api/logs?") {
-                let service = query_param(req, "service");
-                let minutes: u64 = query_param(req, "minutes")
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(10);
-                let errors_only =
-                    query_param(req, "errors").is_some_and(|v| v == "1" || v == "true");
-                let now = sonde_capture::unix_now_ms();
-                let rows = shared
-                    .logs
-                    .as_ref()
-                    .and_then(|l| {
-                        l.lock().ok().map(|m| {
-                            m.templates(
-                                service.as_deref(),
-                                now.saturating_sub(minutes * 60_000),
-                                now + 1,
-                            )
-                        })
-                    })
-                    .unwrap_or_default();
-                let rows: Vec<_> = rows
-                    .into_iter()
-                    .filter(|t| !errors_only || t.is_error)
-                    .collect();
-                json(&rows)
-            } else if req.starts_with(b"GET /api/health ") {
-                json(&shared.health)
-            } else if req.starts_with(b"GET /api/live ") {
-                let body = shared
-                    .live
-                    .lock()
-                    .map(|b| serde_json::json!({ "stats": b.stats, "latest": b.latest }))
-                    .unwrap_or_default();
-                json(&body)
-            } else if let Some(id) = incident_id(req) {
-                let text = query_param(req, "format").is_some_and(|f| f == "text");
-                match shared.live.lock().ok().and_then(|b| b.detail(&id).cloned()) {
-                    Some(d) if text => ("200 OK", "text/plain; charset=utf-8", d.to_text()),
-                    Some(d) => json(&d),
-                    None => ("404 Not Found", "text/plain", format!("no incident {id}\n")),
-                }
-            } else if req.starts_with(b"GET /api/series ") {
-                let series = shared.red.lock().map(|r| r.export()).unwrap_or_default();
-                json(&series)
-            } else {
-                (
-                        "404 Not Found",
-                        "text/plain",
-                        "try /metrics, /api/health, /api/series, /api/map, /api/records, /api/containers, /api/slow-queries, /api/logs or /api/incidents\n".to_string(),
-                    )
-            };
-            let head = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = sock.write_all(head.as_bytes()).await;
-            let _ = sock.write_all(body.as_bytes()).await;
-        });
     }
 }
 

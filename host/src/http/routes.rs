@@ -1,0 +1,353 @@
+//! The route table: which endpoint a request names, and one handler per endpoint. Every
+//! answer is whole (a `Content-Length` body); anything unknown, or not a GET, is a 404 that
+//! lists the endpoints.
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{ACCEPT, CONNECTION, CONTENT_TYPE, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+
+use crate::metrics::{self, State};
+
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4";
+const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const JSON: &str = "application/json";
+const NOT_FOUND: &str = "try /metrics, /api/health, /api/series, /api/map, /api/records, /api/containers, /api/slow-queries, /api/logs or /api/incidents\n";
+
+/// The endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Route {
+    Metrics,
+    Records,
+    Containers,
+    SlowQueries,
+    Map,
+    Incidents,
+    /// `/api/incidents/<id>`.
+    Incident(String),
+    Logs,
+    Health,
+    Live,
+    Series,
+}
+
+/// The endpoint a method and path (without the query) name.
+fn route(method: &Method, path: &str) -> Option<Route> {
+    if method != Method::GET {
+        return None;
+    }
+    Some(match path {
+        "/metrics" => Route::Metrics,
+        "/api/records" => Route::Records,
+        "/api/containers" => Route::Containers,
+        "/api/slow-queries" => Route::SlowQueries,
+        "/api/map" => Route::Map,
+        "/api/incidents" => Route::Incidents,
+        "/api/logs" => Route::Logs,
+        "/api/health" => Route::Health,
+        "/api/live" => Route::Live,
+        "/api/series" => Route::Series,
+        _ => {
+            let id = path.strip_prefix("/api/incidents/")?;
+            if id.is_empty() {
+                return None;
+            }
+            Route::Incident(id.to_string())
+        }
+    })
+}
+
+/// An answer: status, content type, body.
+type Answer = (StatusCode, &'static str, String);
+
+/// Answer one request.
+pub(super) fn respond<B>(state: &State, req: &Request<B>) -> Response<Full<Bytes>> {
+    let query = req.uri().query();
+    let (status, kind, body) = match route(req.method(), req.uri().path()) {
+        Some(Route::Metrics) => metrics(state, req.headers()),
+        Some(Route::Records) => records(state, query),
+        Some(Route::Containers) => containers(state),
+        Some(Route::SlowQueries) => slow_queries(state),
+        Some(Route::Map) => map(state),
+        Some(Route::Incidents) => incidents(state),
+        Some(Route::Incident(id)) => incident(state, &id, query),
+        Some(Route::Logs) => logs(state, query),
+        Some(Route::Health) => json(&state.health),
+        Some(Route::Live) => live(state),
+        Some(Route::Series) => series(state),
+        None => (StatusCode::NOT_FOUND, "text/plain", NOT_FOUND.to_string()),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(kind));
+    headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// Whether the request asks for OpenMetrics (`Accept: application/openmetrics-text`), as
+/// Prometheus does when it may store exemplars.
+fn wants_openmetrics(headers: &HeaderMap) -> bool {
+    headers.get_all(ACCEPT).iter().any(|v| {
+        String::from_utf8_lossy(v.as_bytes())
+            .to_ascii_lowercase()
+            .contains("application/openmetrics-text")
+    })
+}
+
+/// A query parameter (`k=v&…`; values as sent, not percent-decoded).
+fn query_param(query: Option<&str>, key: &str) -> Option<String> {
+    query?
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v.to_string())
+}
+
+/// A JSON answer (`[]` if serialising failed, which plain data cannot).
+fn json<T: serde::Serialize>(v: &T) -> Answer {
+    let body = serde_json::to_string(v).unwrap_or_else(|_| "[]".into());
+    (StatusCode::OK, JSON, body)
+}
+
+/// `/metrics`: the exposition, in OpenMetrics if the client asks for it.
+fn metrics(state: &State, headers: &HeaderMap) -> Answer {
+    if wants_openmetrics(headers) {
+        (
+            StatusCode::OK,
+            OPENMETRICS_TEXT,
+            metrics::render_format(state, true),
+        )
+    } else {
+        (StatusCode::OK, PROMETHEUS_TEXT, metrics::render_all(state))
+    }
+}
+
+/// `/api/records?limit=N`: the latest records (100 by default).
+fn records(state: &State, query: Option<&str>) -> Answer {
+    let limit = query_param(query, "limit")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100usize);
+    let records = state
+        .records
+        .lock()
+        .map(|r| r.latest(limit))
+        .unwrap_or_default();
+    json(&records)
+}
+
+/// `/api/containers`: containers, their usage and the Kubernetes watch status.
+fn containers(state: &State) -> Answer {
+    let rows = state
+        .correlator
+        .as_ref()
+        .map(|c| c.containers())
+        .unwrap_or_default();
+    json(&rows)
+}
+
+/// `/api/slow-queries`: the slow-query log.
+fn slow_queries(state: &State) -> Answer {
+    let slow = state
+        .red
+        .lock()
+        .map(|r| r.slow_queries())
+        .unwrap_or_default();
+    json(&slow)
+}
+
+/// `/api/map`: the network topology (`{}` before the first read).
+fn map(state: &State) -> Answer {
+    let body = state
+        .network
+        .lock()
+        .ok()
+        .and_then(|n| serde_json::to_string(&n.topology).ok())
+        .unwrap_or_else(|| "{}".into());
+    (StatusCode::OK, JSON, body)
+}
+
+/// `/api/incidents`: every incident's summary.
+fn incidents(state: &State) -> Answer {
+    let list = state.live.lock().map(|b| b.summaries()).unwrap_or_default();
+    json(&serde_json::json!({ "incidents": list }))
+}
+
+/// `/api/incidents/<id>[?format=text]`: one incident's report, JSON or text.
+fn incident(state: &State, id: &str, query: Option<&str>) -> Answer {
+    let text = query_param(query, "format").is_some_and(|f| f == "text");
+    match state.live.lock().ok().and_then(|b| b.detail(id).cloned()) {
+        Some(d) if text => (StatusCode::OK, "text/plain; charset=utf-8", d.to_text()),
+        Some(d) => json(&d),
+        None => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            format!("no incident {id}\n"),
+        ),
+    }
+}
+
+/// `/api/logs?service=S&minutes=M&errors=1`: log templates of the last M minutes (10).
+fn logs(state: &State, query: Option<&str>) -> Answer {
+    let service = query_param(query, "service");
+    let minutes: u64 = query_param(query, "minutes")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let errors_only = query_param(query, "errors").is_some_and(|v| v == "1" || v == "true");
+    let now = sonde_capture::unix_now_ms();
+    let rows = state
+        .logs
+        .as_ref()
+        .and_then(|l| {
+            l.lock().ok().map(|m| {
+                m.templates(
+                    service.as_deref(),
+                    now.saturating_sub(minutes * 60_000),
+                    now + 1,
+                )
+            })
+        })
+        .unwrap_or_default();
+    let rows: Vec<_> = rows
+        .into_iter()
+        .filter(|t| !errors_only || t.is_error)
+        .collect();
+    json(&rows)
+}
+
+/// `/api/live`: the live diagnosis' counters and latest step.
+fn live(state: &State) -> Answer {
+    let body = state
+        .live
+        .lock()
+        .map(|b| serde_json::json!({ "stats": b.stats, "latest": b.latest }))
+        .unwrap_or_default();
+    json(&body)
+}
+
+/// `/api/series`: the RED series (`sonde top`).
+fn series(state: &State) -> Answer {
+    let series = state.red.lock().map(|r| r.export()).unwrap_or_default();
+    json(&series)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(target: &str) -> Request<()> {
+        Request::get(target).body(()).unwrap()
+    }
+
+    fn answer(req: &Request<()>) -> (StatusCode, String, String) {
+        let state = State::default();
+        let r = respond(&state, req);
+        let kind = r.headers()[CONTENT_TYPE].to_str().unwrap().to_string();
+        let status = r.status();
+        let body = futures::executor::block_on(http_body_util::BodyExt::collect(r.into_body()))
+            .unwrap()
+            .to_bytes();
+        (status, kind, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[test]
+    fn routes() {
+        let g = &Method::GET;
+        assert_eq!(route(g, "/metrics"), Some(Route::Metrics));
+        assert_eq!(route(g, "/api/records"), Some(Route::Records));
+        assert_eq!(route(g, "/api/containers"), Some(Route::Containers));
+        assert_eq!(route(g, "/api/slow-queries"), Some(Route::SlowQueries));
+        assert_eq!(route(g, "/api/map"), Some(Route::Map));
+        assert_eq!(route(g, "/api/incidents"), Some(Route::Incidents));
+        assert_eq!(
+            route(g, "/api/incidents/inc-3"),
+            Some(Route::Incident("inc-3".into()))
+        );
+        assert_eq!(route(g, "/api/logs"), Some(Route::Logs));
+        assert_eq!(route(g, "/api/health"), Some(Route::Health));
+        assert_eq!(route(g, "/api/live"), Some(Route::Live));
+        assert_eq!(route(g, "/api/series"), Some(Route::Series));
+        for unknown in [
+            "/",
+            "/metrics/",
+            "/metricsx",
+            "/api",
+            "/api/incidents/",
+            "/API/map",
+        ] {
+            assert_eq!(route(g, unknown), None, "{unknown}");
+        }
+        for m in [Method::POST, Method::HEAD, Method::PUT, Method::DELETE] {
+            assert_eq!(route(&m, "/metrics"), None, "{m}");
+        }
+    }
+
+    #[test]
+    fn unknown_paths_and_methods_are_404_with_the_list() {
+        for req in [
+            get("/nope"),
+            get("/api/incidents/"),
+            Request::post("/metrics").body(()).unwrap(),
+        ] {
+            let (status, kind, body) = answer(&req);
+            assert_eq!(status, StatusCode::NOT_FOUND);
+            assert_eq!(kind, "text/plain");
+            assert_eq!(body, NOT_FOUND);
+        }
+        let (status, kind, body) = answer(&get("/api/incidents/inc-9?format=text"));
+        assert_eq!(
+            (status, kind.as_str(), body.as_str()),
+            (StatusCode::NOT_FOUND, "text/plain", "no incident inc-9\n")
+        );
+    }
+
+    #[test]
+    fn query_parameters() {
+        let q = Some("service=api&minutes=5&errors=1&empty=&flag");
+        assert_eq!(query_param(q, "service").as_deref(), Some("api"));
+        assert_eq!(query_param(q, "minutes").as_deref(), Some("5"));
+        assert_eq!(query_param(q, "errors").as_deref(), Some("1"));
+        assert_eq!(query_param(q, "empty").as_deref(), Some(""));
+        assert_eq!(query_param(q, "flag"), None);
+        assert_eq!(query_param(q, "serv"), None);
+        assert_eq!(query_param(None, "service"), None);
+        // The path routes with or without a query.
+        let (status, kind, body) = answer(&get("/api/records?limit=3"));
+        assert_eq!(
+            (status, kind.as_str(), body.as_str()),
+            (StatusCode::OK, JSON, "[]")
+        );
+        let (status, _, _) = answer(&get("/metrics?x=y"));
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[test]
+    fn accept_negotiates_openmetrics() {
+        let (status, kind, body) = answer(&get("/metrics"));
+        assert_eq!((status, kind.as_str()), (StatusCode::OK, PROMETHEUS_TEXT));
+        assert!(!body.contains("# EOF"));
+        for accept in [
+            "application/openmetrics-text; version=1.0.0",
+            "Application/OpenMetrics-Text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+        ] {
+            let req = Request::get("/metrics")
+                .header(ACCEPT, accept)
+                .body(())
+                .unwrap();
+            let (status, kind, body) = answer(&req);
+            assert_eq!((status, kind.as_str()), (StatusCode::OK, OPENMETRICS_TEXT));
+            assert!(body.ends_with("# EOF\n"), "{body}");
+        }
+        // Any of several Accept headers.
+        let req = Request::get("/metrics")
+            .header(ACCEPT, "text/plain")
+            .header(ACCEPT, "application/openmetrics-text")
+            .body(())
+            .unwrap();
+        assert_eq!(answer(&req).1, OPENMETRICS_TEXT);
+        let req = Request::get("/metrics")
+            .header(ACCEPT, "text/plain")
+            .body(())
+            .unwrap();
+        assert_eq!(answer(&req).1, PROMETHEUS_TEXT);
+    }
+}
