@@ -14,6 +14,7 @@ pub struct Config {
     pub capture: CaptureOptions,
     pub streams: sonde_capture::streams::StreamSettings,
     pub metrics: MetricsSettings,
+    pub api: crate::http::ApiSettings,
     pub plugins: sonde_sandbox::PluginsConfig,
     pub network: sonde_netmap::NetworkSettings,
     pub correlation: sonde_correlate::CorrelationSettings,
@@ -118,6 +119,9 @@ mod tests {
             sonde_correlate::k8s::KubernetesSettings::default()
         );
         assert_eq!(c.metrics.record_log, MetricsSettings::default().record_log);
+        assert_eq!(c.api, crate::http::ApiSettings::default());
+        c.api.validate().unwrap();
+        assert!(toml::from_str::<Config>("[api]\ntoken = \"x\"\n").is_err());
         assert_eq!(c.admin, crate::admin::AdminSettings::default());
         assert!(toml::from_str::<Config>("[kubernetes]\nmode = \"sometimes\"\n").is_err());
     }

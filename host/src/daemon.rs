@@ -113,6 +113,9 @@ impl Daemon {
             parse_pipeline_with_engine(&config).context("loading protocol parsers")?;
         let (ops_tx, ops) = mpsc::channel::<admin::OpRequest>(16);
         config.network.validate()?;
+        config.api.validate()?;
+        // Before the kernel: a token file that is no token must not leave programs attached.
+        let api_access = crate::http::Access::load(config.api.token_file.as_deref())?;
         // Correlation first: with a cluster, the first lists arrive before the first connection.
         let correlator = Arc::new(start_correlation(&config).await);
         let capture = Capture::start(&config.capture)?;
@@ -148,6 +151,7 @@ impl Daemon {
             logs: Some(logs.clone()),
             task_panics: task_panics.clone(),
             health: crate::metrics::Health::of(&capture),
+            api: Default::default(),
         });
         let loop_state = LoopState {
             snap: Snapshot::default(),
@@ -157,10 +161,14 @@ impl Daemon {
         };
         let netmap = network_map(&config, &capture, &correlator);
         let metrics_server = match config.metrics.listen {
-            Some(addr) => Some(tokio::spawn(crate::http::serve(
-                crate::http::bind(addr).await?,
-                shared.clone(),
-            ))),
+            Some(addr) => {
+                let listener = crate::http::bind(addr).await?;
+                let settings = config.api.clone();
+                let shared = shared.clone();
+                Some(tokio::spawn(async move {
+                    crate::http::serve(listener, shared, api_access, &settings).await
+                }))
+            }
             None => None,
         };
         Ok(Daemon {

@@ -3,6 +3,7 @@
 //! tracking, the parse pipeline and every plugin's sandbox counters — and the [`State`] the HTTP
 //! API ([`crate::http`]) serves it and the JSON endpoints from.
 use std::fmt::Write as _;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use sonde_common::stat;
@@ -50,6 +51,19 @@ pub struct State {
     pub task_panics: Arc<crate::isolation::TaskPanics>,
     /// What runs in the kernel: every program's state, set once at start (`/api/health`).
     pub health: Health,
+    /// The HTTP API's own counters.
+    pub api: ApiStats,
+}
+
+/// The API's own counters (in `/metrics`).
+#[derive(Debug, Default)]
+pub struct ApiStats {
+    /// Connections answered 503 because `[api] max_connections` were open.
+    pub busy: AtomicU64,
+    /// `/metrics` pages rendered (scrapes served from the shared page render none).
+    pub renders: AtomicU64,
+    /// Requests refused by the access rule (off loopback without the token).
+    pub refused: AtomicU64,
 }
 
 /// The capture's bring-up as `/api/health` and `sonde_probe_info` show it.
@@ -137,6 +151,7 @@ pub fn render_format(state: &State, openmetrics: bool) -> String {
     }
     state.task_panics.render_prometheus(&mut o);
     state.health.render_prometheus(&mut o);
+    render_api(&mut o, &state.api);
     if openmetrics {
         sonde_metrics::to_openmetrics(&o)
     } else {
@@ -149,6 +164,32 @@ fn write_scalars<V: std::fmt::Display>(o: &mut String, rows: &[(&str, &str, &str
     for (name, kind, help, v) in rows {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
     }
+}
+
+/// The HTTP API's own counters.
+fn render_api(o: &mut String, s: &ApiStats) {
+    let get = |c: &AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let rows: [(&str, &str, &str, u64); 3] = [
+        (
+            "sonde_api_busy_total",
+            "counter",
+            "API connections answered 503: [api] max_connections were open.",
+            get(&s.busy),
+        ),
+        (
+            "sonde_api_metrics_renders_total",
+            "counter",
+            "/metrics pages rendered (concurrent scrapers share one page per [api] metrics_cache_ms).",
+            get(&s.renders),
+        ),
+        (
+            "sonde_api_refused_total",
+            "counter",
+            "API requests refused: off loopback without the bearer token.",
+            get(&s.refused),
+        ),
+    ];
+    write_scalars(o, &rows);
 }
 
 /// The log miner's counters.

@@ -15,6 +15,10 @@ pub struct RunArgs {
     /// Address for /metrics (default 127.0.0.1:9464); `none` disables it.
     #[arg(long)]
     metrics_listen: Option<String>,
+    /// A file with the bearer token that lets clients off loopback read /api/* (`[api]
+    /// token_file`); without one, /api/* answers loopback clients only.
+    #[arg(long)]
+    api_token_file: Option<PathBuf>,
     /// Do not capture socket payloads (no L7 records): TCP state changes and the network
     /// probes only (`[capture] payload = false`).
     #[arg(long)]
@@ -50,6 +54,9 @@ impl RunArgs {
             self.node_name,
             self.no_kubernetes,
         );
+        if let Some(file) = self.api_token_file {
+            config.api.token_file = Some(file);
+        }
         if let Some(listen) = self.metrics_listen {
             apply_metrics_listen(&mut config.metrics, &listen)?;
         }

@@ -1,20 +1,41 @@
 //! The daemon's HTTP API: hyper's HTTP/1 server on the metrics listener, one response per
 //! connection (no keep-alive), the route table in [`routes`]. `/metrics` (Prometheus text, or
 //! OpenMetrics by `Accept`) and the JSON API under `/api/`; what they serve is
-//! [`crate::metrics::State`].
+//! [`crate::metrics::State`]. Bounded for a node that runs anything: [`access`] keeps the API
+//! to loopback (or a bearer token), [`page`] shares one rendered `/metrics` page among
+//! scrapers, and connections beyond `[api] max_connections` get a 503 at once.
+mod access;
+mod page;
 mod routes;
+mod settings;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
+pub use self::access::Access;
+pub use self::settings::ApiSettings;
 use crate::metrics::Shared;
+
+/// What every connection's handler reads: the state, the access rule, the shared page.
+struct Api {
+    shared: Shared,
+    access: Access,
+    pages: page::PageCache,
+}
+
+/// The whole answer to a connection over the limit.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 38\r\n\r\ntoo many connections to the sonde API\n";
 
 /// How long a client may take to send its request head: a slow one must not hold a task.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
@@ -29,11 +50,28 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
 }
 
 /// Serve the API until the task is dropped.
-pub async fn serve(listener: TcpListener, shared: Shared) -> Result<()> {
-    serve_with(listener, shared, HEAD_TIMEOUT).await
+pub async fn serve(
+    listener: TcpListener,
+    shared: Shared,
+    access: Access,
+    settings: &ApiSettings,
+) -> Result<()> {
+    serve_with(listener, shared, access, settings, HEAD_TIMEOUT).await
 }
 
-async fn serve_with(listener: TcpListener, shared: Shared, head_timeout: Duration) -> Result<()> {
+async fn serve_with(
+    listener: TcpListener,
+    shared: Shared,
+    access: Access,
+    settings: &ApiSettings,
+    head_timeout: Duration,
+) -> Result<()> {
+    let api = Arc::new(Api {
+        shared,
+        access,
+        pages: page::PageCache::new(Duration::from_millis(settings.metrics_cache_ms)),
+    });
+    let permits = Arc::new(Semaphore::new(settings.max_connections));
     let mut conn = http1::Builder::new();
     conn.timer(TokioTimer::new())
         .header_read_timeout(head_timeout)
@@ -44,17 +82,40 @@ async fn serve_with(listener: TcpListener, shared: Shared, head_timeout: Duratio
     loop {
         // A failed accept (a peer that reset first, or no file descriptor left) must not end
         // the endpoint: log it, back off a little, go on.
-        let sock = match listener.accept().await {
-            Ok((sock, _)) => sock,
+        let (mut sock, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(e) => {
                 tracing::warn!(error = %e, "metrics endpoint: accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        let shared = shared.clone();
+        // Each connection holds a permit until it closes; none left: 503 and close, without
+        // reading the request, so a flood of clients costs a few bytes each.
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            api.shared.api.busy.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                // Answer, half-close, then drain what the client sent (bounded in time and
+                // bytes): closing with its request unread would reset the connection, and the
+                // client could lose the 503 to the reset.
+                let answer = async {
+                    sock.write_all(BUSY).await?;
+                    sock.shutdown().await?;
+                    let mut sink = [0u8; 1024];
+                    for _ in 0..16 {
+                        if sock.read(&mut sink).await? == 0 {
+                            break;
+                        }
+                    }
+                    std::io::Result::Ok(())
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(1), answer).await;
+            });
+            continue;
+        };
+        let api = api.clone();
         let service = service_fn(move |req| {
-            let response = routes::respond(&shared, &req);
+            let response = routes::respond(&api, peer.ip(), &req);
             async move { Ok::<_, Infallible>(response) }
         });
         let served = conn.serve_connection(TokioIo::new(sock), service);
@@ -62,6 +123,7 @@ async fn serve_with(listener: TcpListener, shared: Shared, head_timeout: Duratio
             if let Err(e) = served.await {
                 tracing::debug!(error = %e, "metrics endpoint: connection failed");
             }
+            drop(permit);
         });
     }
 }
@@ -76,10 +138,17 @@ mod tests {
     use tokio::net::TcpStream;
 
     async fn server(head_timeout: Duration) -> SocketAddr {
+        server_with(head_timeout, super::ApiSettings::default()).await
+    }
+
+    async fn server_with(head_timeout: Duration, settings: super::ApiSettings) -> SocketAddr {
         let listener = super::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(crate::metrics::State::default());
-        tokio::spawn(super::serve_with(listener, shared, head_timeout));
+        tokio::spawn(async move {
+            let access = super::Access::default();
+            super::serve_with(listener, shared, access, &settings, head_timeout).await
+        });
         addr
     }
 
@@ -160,5 +229,53 @@ mod tests {
             assert!(started.elapsed() >= Duration::from_millis(250));
             assert!(!String::from_utf8_lossy(&out).contains(" 200 "));
         }
+    }
+
+    #[tokio::test]
+    async fn connections_over_the_limit_get_503_at_once() {
+        let settings = super::ApiSettings {
+            max_connections: 1,
+            ..Default::default()
+        };
+        let addr = server_with(Duration::from_secs(2), settings).await;
+        // The one permit: a client that has not sent its head yet.
+        let holder = TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = Instant::now();
+        let r = exchange(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(r.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{r}");
+        assert_eq!(
+            header(&r, "content-length"),
+            Some(&*r.split_once("\r\n\r\n").unwrap().1.len().to_string())
+        );
+        assert!(started.elapsed() < Duration::from_secs(1));
+        // The permit comes back when the holder goes.
+        drop(holder);
+        let served = crate::http::tests::poll_ok(addr).await;
+        assert!(served.contains("sonde_api_busy_total 1\n"), "{served}");
+    }
+
+    /// `/metrics` once a connection is served again (deadline 5 s).
+    async fn poll_ok(addr: SocketAddr) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let r = exchange(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+            if r.starts_with("HTTP/1.1 200 OK\r\n") {
+                return r;
+            }
+            assert!(Instant::now() < deadline, "still busy: {r}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn an_oversized_head_is_431() {
+        let addr = server(Duration::from_secs(5)).await;
+        let big = format!(
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(9000)
+        );
+        let r = exchange(addr, &big).await;
+        assert!(r.starts_with("HTTP/1.1 431 "), "{r}");
     }
 }

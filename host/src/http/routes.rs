@@ -1,12 +1,23 @@
 //! The route table: which endpoint a request names, and one handler per endpoint. Every
 //! answer is whole (a `Content-Length` body); anything unknown, or not a GET, is a 404 that
-//! lists the endpoints.
+//! lists the endpoints; a target longer than [`MAX_TARGET`] is a 414 (a head over hyper's
+//! buffer is a 431 before it gets here).
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{ACCEPT, CONNECTION, CONTENT_TYPE, HeaderMap, HeaderValue};
+use hyper::header::{
+    ACCEPT, ACCEPT_ENCODING, CONNECTION, CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue,
+    WWW_AUTHENTICATE,
+};
 use hyper::{Method, Request, Response, StatusCode};
 
+use super::Api;
 use crate::metrics::{self, State};
+
+/// The longest request target served (path and query); the API's own are far shorter.
+const MAX_TARGET: usize = 2048;
 
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4";
 const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -59,11 +70,29 @@ fn route(method: &Method, path: &str) -> Option<Route> {
 /// An answer: status, content type, body.
 type Answer = (StatusCode, &'static str, String);
 
-/// Answer one request.
-pub(super) fn respond<B>(state: &State, req: &Request<B>) -> Response<Full<Bytes>> {
+/// Answer one request from `peer`.
+pub(super) fn respond<B>(api: &Api, peer: IpAddr, req: &Request<B>) -> Response<Full<Bytes>> {
+    let state = &api.shared;
+    let target_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if target_len > MAX_TARGET {
+        return response(
+            StatusCode::URI_TOO_LONG,
+            "text/plain",
+            "request target too long\n".into(),
+        );
+    }
+    if let Err(refusal) = api.access.check(req.uri().path(), peer, req.headers()) {
+        state.api.refused.fetch_add(1, Ordering::Relaxed);
+        let mut r = response(refusal.status, "text/plain", refusal.body.into());
+        if refusal.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        return r;
+    }
     let query = req.uri().query();
     let (status, kind, body) = match route(req.method(), req.uri().path()) {
-        Some(Route::Metrics) => metrics(state, req.headers()),
+        Some(Route::Metrics) => return metrics(api, req.headers()),
         Some(Route::Records) => records(state, query),
         Some(Route::Containers) => containers(state),
         Some(Route::SlowQueries) => slow_queries(state),
@@ -76,12 +105,33 @@ pub(super) fn respond<B>(state: &State, req: &Request<B>) -> Response<Full<Bytes
         Some(Route::Series) => series(state),
         None => (StatusCode::NOT_FOUND, "text/plain", NOT_FOUND.to_string()),
     };
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    response(status, kind, body.into())
+}
+
+/// A whole response: status, content type, body; the connection closes after it.
+fn response(status: StatusCode, kind: &'static str, body: Bytes) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(kind));
     headers.insert(CONNECTION, HeaderValue::from_static("close"));
     response
+}
+
+/// Whether the client takes a gzip body (`Accept-Encoding: gzip`, as Prometheus sends).
+fn wants_gzip(headers: &HeaderMap) -> bool {
+    headers.get_all(ACCEPT_ENCODING).iter().any(|v| {
+        String::from_utf8_lossy(v.as_bytes()).split(',').any(|e| {
+            let mut parts = e.split(';');
+            let name = parts.next().unwrap_or("").trim();
+            // `gzip;q=0` says "not gzip".
+            let refused = parts.any(|p| {
+                let p = p.trim().replace(' ', "");
+                p == "q=0" || p == "q=0.0" || p == "q=0.00" || p == "q=0.000"
+            });
+            name.eq_ignore_ascii_case("gzip") && !refused
+        })
+    })
 }
 
 /// Whether the request asks for OpenMetrics (`Accept: application/openmetrics-text`), as
@@ -109,17 +159,26 @@ fn json<T: serde::Serialize>(v: &T) -> Answer {
     (StatusCode::OK, JSON, body)
 }
 
-/// `/metrics`: the exposition, in OpenMetrics if the client asks for it.
-fn metrics(state: &State, headers: &HeaderMap) -> Answer {
-    if wants_openmetrics(headers) {
-        (
-            StatusCode::OK,
-            OPENMETRICS_TEXT,
-            metrics::render_format(state, true),
-        )
+/// `/metrics`: the exposition, in OpenMetrics if the client asks for it, gzipped if it takes
+/// that; the page every scraper of this interval shares.
+fn metrics(api: &Api, headers: &HeaderMap) -> Response<Full<Bytes>> {
+    let openmetrics = wants_openmetrics(headers);
+    let gzip = wants_gzip(headers);
+    let state = &api.shared;
+    let page = api.pages.get(openmetrics, gzip, &state.api.renders, || {
+        metrics::render_format(state, openmetrics)
+    });
+    let kind = if openmetrics {
+        OPENMETRICS_TEXT
     } else {
-        (StatusCode::OK, PROMETHEUS_TEXT, metrics::render_all(state))
+        PROMETHEUS_TEXT
+    };
+    let mut r = response(StatusCode::OK, kind, page);
+    if gzip {
+        r.headers_mut()
+            .insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     }
+    r
 }
 
 /// `/api/records?limit=N`: the latest records (100 by default).
@@ -238,9 +297,20 @@ mod tests {
         Request::get(target).body(()).unwrap()
     }
 
+    fn api() -> Api {
+        Api {
+            shared: std::sync::Arc::new(State::default()),
+            access: super::super::Access::default(),
+            pages: super::super::page::PageCache::new(std::time::Duration::ZERO),
+        }
+    }
+
     fn answer(req: &Request<()>) -> (StatusCode, String, String) {
-        let state = State::default();
-        let r = respond(&state, req);
+        answer_from(&api(), "127.0.0.1".parse().unwrap(), req)
+    }
+
+    fn answer_from(api: &Api, peer: IpAddr, req: &Request<()>) -> (StatusCode, String, String) {
+        let r = respond(api, peer, req);
         let kind = r.headers()[CONTENT_TYPE].to_str().unwrap().to_string();
         let status = r.status();
         let body = futures::executor::block_on(http_body_util::BodyExt::collect(r.into_body()))
@@ -349,5 +419,49 @@ mod tests {
             .body(())
             .unwrap();
         assert_eq!(answer(&req).1, PROMETHEUS_TEXT);
+    }
+
+    #[test]
+    fn off_loopback_only_metrics_without_a_token_and_refusals_are_counted() {
+        let api = api();
+        let peer: IpAddr = "10.9.8.7".parse().unwrap();
+        assert_eq!(answer_from(&api, peer, &get("/metrics")).0, StatusCode::OK);
+        for path in ["/api/logs", "/api/records", "/api/incidents/x", "/nope"] {
+            let (status, _, body) = answer_from(&api, peer, &get(path));
+            assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
+            assert!(body.contains("loopback"), "{body}");
+        }
+        assert_eq!(api.shared.api.refused.load(Ordering::Relaxed), 4);
+        let (_, _, text) = answer_from(&api, "127.0.0.1".parse().unwrap(), &get("/metrics"));
+        assert!(text.contains("sonde_api_refused_total 4\n"), "{text}");
+    }
+
+    #[test]
+    fn a_long_target_is_414() {
+        let long = format!("/api/records?limit={}", "9".repeat(MAX_TARGET));
+        assert_eq!(answer(&get(&long)).0, StatusCode::URI_TOO_LONG);
+        let fits = format!("/api/records?x={}", "9".repeat(MAX_TARGET - 20));
+        assert_eq!(answer(&get(&fits)).0, StatusCode::OK);
+    }
+
+    #[test]
+    fn gzip_only_when_taken() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(ACCEPT_ENCODING, HeaderValue::from_str(v).unwrap());
+            m
+        };
+        assert!(wants_gzip(&h("gzip")));
+        assert!(wants_gzip(&h("deflate, GZIP;q=0.5")));
+        assert!(!wants_gzip(&h("gzip;q=0")));
+        assert!(!wants_gzip(&h("br, deflate")));
+        assert!(!wants_gzip(&h("x-gzip2")));
+        assert!(!wants_gzip(&HeaderMap::new()));
+        let req = Request::get("/metrics")
+            .header(ACCEPT_ENCODING, "gzip")
+            .body(())
+            .unwrap();
+        let r = respond(&api(), "::1".parse().unwrap(), &req);
+        assert_eq!(r.headers()[CONTENT_ENCODING], "gzip");
     }
 }
