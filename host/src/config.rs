@@ -22,6 +22,24 @@ pub struct Config {
     pub kubernetes: sonde_correlate::k8s::KubernetesSettings,
     pub live: sonde_live::LiveSettings,
     pub logs: sonde_logs::LogMinerConfig,
+    pub privacy: PrivacySettings,
+}
+
+/// What the API may show of what processes wrote and sent (`[privacy]`). Off by default:
+/// `/api/logs` (and incident reports) show log templates, whose variable parts — numbers,
+/// hex, ids, tokens, `password=…` values, URL query values — are masked, and `/api/records`
+/// shows routes (a `[metrics]` route template, else the parser's normalised route), never a
+/// raw path, query string or statement text. Metrics never carry raw values either way.
+/// Daemon-wide policy, applied where `sonde-logs` and `sonde-pipeline` are built.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrivacySettings {
+    /// Keep one raw sample line per log template (`sample` in `/api/logs`, reports).
+    pub log_samples: bool,
+    /// Show raw URL paths (`url.path`; `url.query`, `url.full` when a parser sets them) and
+    /// statement text (`db.query.text`) in `/api/records`, and HTTP operations as the parser
+    /// named them.
+    pub raw_records: bool,
 }
 
 /// Prometheus endpoint (`[metrics]`).
@@ -123,6 +141,10 @@ mod tests {
         c.api.validate().unwrap();
         assert!(toml::from_str::<Config>("[api]\ntoken = \"x\"\n").is_err());
         assert_eq!(c.admin, crate::admin::AdminSettings::default());
+        // … and of [privacy]: raw values are opt-in.
+        assert_eq!(c.privacy, PrivacySettings::default());
+        assert!(!c.privacy.log_samples && !c.privacy.raw_records);
+        assert!(toml::from_str::<Config>("[privacy]\nsamples = true\n").is_err());
         assert!(toml::from_str::<Config>("[kubernetes]\nmode = \"sometimes\"\n").is_err());
     }
 }

@@ -127,7 +127,9 @@ impl Daemon {
         // it off (counted on /metrics) instead of ending the daemon.
         let task_panics = Arc::new(TaskPanics::default());
         tokio::spawn(scan_loop(correlator.clone(), task_panics.clone()));
-        let logs = Arc::new(Mutex::new(LogMiner::new(config.logs.clone())));
+        let logs = Arc::new(Mutex::new(
+            LogMiner::new(config.logs.clone()).keep_samples(config.privacy.log_samples),
+        ));
         // The log task's own state is the file tailer; the miner is shared (/metrics, /api/logs,
         // the live engine's reports) behind its lock, which a panic while mining poisons: its
         // readers then report no templates.
@@ -145,7 +147,11 @@ impl Daemon {
             }),
             red: Mutex::new(Red::new(&config.metrics.red_settings())),
             network: Mutex::new(NetworkView::default()),
-            records: Mutex::new(RecordLog::new(config.metrics.record_log)),
+            records: Mutex::new(
+                RecordLog::new(config.metrics.record_log)
+                    .raw_values(config.privacy.raw_records)
+                    .route_templates(&config.metrics.route_templates),
+            ),
             correlator: Some(correlator.clone()),
             live: Mutex::new(sonde_live::LiveBoard::default()),
             logs: Some(logs.clone()),

@@ -176,8 +176,8 @@ fn stdout_and_stderr_lines_become_one_error_template() {
         assert!(stats.total(sonde_common::stat::LOG_EVENTS) >= 5);
         assert!(stats.total(sonde_common::stat::LOG_BYTES_TRUNCATED) >= 89);
 
-        // Lines → templates.
-        let mut miner = LogMiner::new(LogMinerConfig::default());
+        // Lines → templates (raw samples on: the sample is checked below).
+        let mut miner = LogMiner::new(LogMinerConfig::default()).keep_samples(true);
         for l in &logs {
             miner.observe_chunk("product", l, unix_ms_of(l.ts_ns));
         }

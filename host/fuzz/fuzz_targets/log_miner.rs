@@ -25,7 +25,8 @@ fuzz_target!(|data: &[u8]| {
         max_streams: 4,
         flush_after_ms: 500,
         ..LogMinerConfig::default()
-    });
+    })
+    .keep_samples(caps & 1 == 1);
     let text = String::from_utf8_lossy(rest);
     level(&text);
     is_error_line(&text);

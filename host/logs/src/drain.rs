@@ -3,8 +3,13 @@
 //!
 //! 1. **Preprocess**: split on whitespace; tokens that are obviously variable — numbers (with
 //!    units: `2003ms`, `1.5s`, `12KiB`, `50%`), durations (`1m30s`), hex (`0x1f`, ids of 8+
-//!    hex digits), IPv4/IPv6 addresses and socket addresses, UUIDs, dates and times — become
-//!    `<*>`; `key=value` keeps its key (`id=<*>`); surrounding punctuation stays (`(<*>),`).
+//!    hex digits), IPv4/IPv6 addresses and socket addresses, UUIDs, dates and times, tokens
+//!    mixing letters and digits (`Hunter2Secret`, base64, ULIDs, JWTs: 8 bytes or more) and
+//!    long base64-like runs — become `<*>`; `key=value` keeps its key (`id=<*>`); the value of
+//!    a secret-like key (`password`, `token`, `secret`, `api_key`, `authorization`, …) is
+//!    always masked, and so is the token after a bare `password:` or `Bearer`; surrounding
+//!    punctuation stays (`(<*>),`). Templates are what the log API serves by default, so no
+//!    secret or id may survive in them.
 //! 2. **Fixed-depth tree**: first by token count (and a class the caller gives: the miner
 //!    keeps error and non-error lines apart, so `ERROR x` never merges with `INFO x`), then by
 //!    the first `depth - 3` tokens (a token with a digit goes to the `<*>` branch; at
@@ -326,14 +331,126 @@ fn render(tokens: &[String]) -> String {
 /// Whitespace tokens, masked (see the module docs). Beyond `max_tokens`, one `<*>`.
 pub fn tokenize(line: &str, max_tokens: usize) -> Vec<String> {
     let mut out = Vec::new();
+    let mut secret_next = false;
     for (i, tok) in line.split_whitespace().enumerate() {
         if i + 1 == max_tokens && line.split_whitespace().nth(max_tokens).is_some() {
             out.push(WILDCARD.to_string());
             break;
         }
-        out.push(mask_token(tok));
+        out.push(if secret_next {
+            WILDCARD.to_string()
+        } else {
+            mask_token(tok)
+        });
+        secret_next = introduces_secret(tok);
     }
     out
+}
+
+/// `password:`, `token=`, `"secret":` or `Bearer`: the next token is a secret.
+fn introduces_secret(tok: &str) -> bool {
+    if tok.eq_ignore_ascii_case("bearer") || tok.eq_ignore_ascii_case("basic") {
+        return true;
+    }
+    tok.strip_suffix([':', '='])
+        .is_some_and(|k| is_secret_key(k.trim_matches(['"', '\'', '{', ',', '('])))
+}
+
+/// A URL or path (`/reset/x/PATHSECRET42?token=abc`, `https://host/a/b`): segments that are
+/// not plain lowercase words or that are variable become `<*>`, every query value too
+/// (`/reset/x/<*>?token=<*>`). None when nothing changed or `s` is no path.
+fn mask_path(s: &str) -> Option<String> {
+    let (scheme, rest) = match s.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None if s.starts_with('/') => (None, s),
+        None => return None,
+    };
+    let (path, query) = match rest.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rest, None),
+    };
+    let mut out = String::with_capacity(s.len());
+    if let Some(scheme) = scheme {
+        out.push_str(scheme);
+        out.push_str("://");
+    }
+    for (i, seg) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        let plain = seg
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_'));
+        // The host of a URL stays (`http://db:5432` is a kind of thing, not a secret).
+        let host = scheme.is_some() && i == 0;
+        if !host && !seg.is_empty() && (!plain || is_variable(seg)) {
+            out.push_str(WILDCARD);
+        } else {
+            out.push_str(seg);
+        }
+    }
+    if let Some(q) = query {
+        out.push('?');
+        for (i, pair) in q.split('&').enumerate() {
+            if i > 0 {
+                out.push('&');
+            }
+            match pair.split_once('=') {
+                Some((k, _)) => {
+                    out.push_str(k);
+                    out.push('=');
+                    out.push_str(WILDCARD);
+                }
+                None => out.push_str(WILDCARD),
+            }
+        }
+    }
+    (out != s).then_some(out)
+}
+
+/// Keys whose values are credentials, whatever they look like.
+fn is_secret_key(key: &str) -> bool {
+    const SECRET_WORDS: &[&str] = &[
+        "password",
+        "passwd",
+        "pwd",
+        "pass",
+        "secret",
+        "token",
+        "apikey",
+        "api_key",
+        "api-key",
+        "auth",
+        "authorization",
+        "credential",
+        "credentials",
+        "cookie",
+        "session",
+        "sessionid",
+        "private_key",
+        "privatekey",
+        "access_key",
+        "signature",
+        "sig",
+        "otp",
+        "pin",
+        "ssn",
+        "card",
+        "cvv",
+    ];
+    let k = key.to_ascii_lowercase();
+    SECRET_WORDS.contains(&k.as_str())
+        || [
+            "password",
+            "passwd",
+            "secret",
+            "token",
+            "apikey",
+            "api_key",
+            "credential",
+        ]
+        .iter()
+        .any(|w| k.contains(w))
 }
 
 /// One token with its variable part replaced by `<*>`.
@@ -355,6 +472,8 @@ pub fn mask_token(tok: &str) -> String {
     }
     let masked = if is_variable(core) {
         Some(WILDCARD.to_string())
+    } else if let Some(p) = mask_path(core) {
+        Some(p)
     } else if let Some((key, value)) = core.split_once(['=', ':'])
         && !key.is_empty()
         && key
@@ -362,7 +481,12 @@ pub fn mask_token(tok: &str) -> String {
             .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '"'))
         && !value.is_empty()
     {
-        let v = mask_token(value);
+        let bare_key = key.trim_matches(['"', '\'']);
+        let v = if is_secret_key(bare_key) {
+            WILDCARD.to_string()
+        } else {
+            mask_token(value)
+        };
         // The separator is what lies between the key and the value.
         let sep = &core[key.len()..core.len() - value.len()];
         (v != value).then(|| format!("{key}{sep}{v}"))
@@ -375,10 +499,11 @@ pub fn mask_token(tok: &str) -> String {
     }
 }
 
-/// Numbers, durations, sizes, hex, addresses, UUIDs, dates and times.
+/// Numbers, durations, sizes, hex, addresses, UUIDs, dates and times, and tokens (ids,
+/// secrets, hashes) that read as no word.
 fn is_variable(s: &str) -> bool {
     if !s.contains(|c: char| c.is_ascii_digit()) {
-        return false;
+        return is_long_token(s);
     }
     is_number_with_unit(s)
         || is_duration(s)
@@ -386,6 +511,39 @@ fn is_variable(s: &str) -> bool {
         || is_uuid(s)
         || is_address(s)
         || is_date_or_time(s)
+        || is_mixed_token(s)
+}
+
+/// Letters and digits mixed in 8 bytes or more of token characters (`Hunter2Secret`,
+/// `abc123def456`, base64, ULIDs, JWTs): an id or a secret, not a word like `http2`.
+fn is_mixed_token(s: &str) -> bool {
+    // `=` only as base64 padding: `key=value` is split, not swallowed.
+    let body = s.trim_end_matches('=');
+    s.len() >= 8
+        && body
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '+' | '.'))
+        && s.chars().any(|c| c.is_ascii_alphabetic())
+        && s.chars().filter(char::is_ascii_digit).count() >= 1
+        && !s.contains("..")
+}
+
+/// 24 bytes or more of base64 alphabet with upper and lower case and no separator a word
+/// would have (`dGhpcyBpcyBhIHNlY3JldA`): an encoded secret, not `ConnectionRefusedError`.
+fn is_long_token(s: &str) -> bool {
+    s.len() >= 24
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=' | '-' | '_'))
+        && {
+            // A word boundary is a lower-case letter followed by an upper-case one; random
+            // text has far more case changes than CamelCase.
+            let b = s.as_bytes();
+            let changes = b
+                .windows(2)
+                .filter(|w| w[0].is_ascii_uppercase() != w[1].is_ascii_uppercase())
+                .count();
+            changes * 3 >= s.len()
+        }
 }
 
 const UNITS: &[&str] = &[
@@ -520,10 +678,53 @@ mod tests {
             ("ERROR:", "ERROR:"),
             ("user=alice", "user=alice"),
             ("http2", "http2"),
+            ("x86_64", "x86_64"),
+            ("sha256", "sha256"),
+            // Secrets and ids that are no number.
+            ("password=Hunter2Secret", "password=<*>"),
+            ("password=hunter", "password=<*>"),
+            ("\"password\":\"hunter\",", "\"password\":<*>\","),
+            ("DB_PASSWORD=x", "DB_PASSWORD=<*>"),
+            ("api_key=abc", "api_key=<*>"),
+            ("token:abc", "token:<*>"),
+            ("Hunter2Secret", "<*>"),
+            ("abc123def456", "<*>"),
+            ("01ARZ3NDEKTSV4RRFFQ69G5FAV", "<*>"),
+            ("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.sig", "<*>"),
+            ("dGhpcyBpcyBhIHNlY3JldCB0b2tlbg", "<*>"),
+            ("4111-1111-1111-1111", "<*>"),
+            ("4111111111111111", "<*>"),
+            ("ConnectionRefusedError", "ConnectionRefusedError"),
+            (
+                "connection_refused_by_upstream",
+                "connection_refused_by_upstream",
+            ),
+            ("/api/v1/users", "/api/v1/users"),
+            ("/api/v1/users/123", "/api/v1/users/<*>"),
+            (
+                "/reset/x/PATHSECRET42?token=QUERYSECRET",
+                "/reset/x/<*>?token=<*>",
+            ),
+            ("\"GET", "\"GET"),
+            ("http://db:5432/q?u=bob", "http://db:5432/q?u=<*>"),
         ];
         for (input, want) in cases {
             assert_eq!(mask_token(input), want, "mask of {input:?}");
         }
+    }
+
+    #[test]
+    fn secrets_after_a_key_or_bearer_are_masked() {
+        let t = tokenize(
+            "login ok password: hunter Authorization: Bearer abc.def card 4111 1111 1111 1111",
+            64,
+        );
+        assert_eq!(
+            t.join(" "),
+            "login ok password: <*> Authorization: <*> <*> card <*> <*> <*> <*>"
+        );
+        let t = tokenize("INFO reset password=Hunter2Secret for user alice", 64);
+        assert_eq!(t.join(" "), "INFO reset password=<*> for user alice");
     }
 
     #[test]

@@ -94,7 +94,9 @@ pub struct TemplateCount {
     /// Lines in the range (whole minutes: every minute the range touches).
     pub count: u64,
     pub is_error: bool,
-    /// One raw line of the template (the first one seen).
+    /// One raw line of the template (the first one seen); empty unless raw samples are
+    /// kept ([`LogMiner::keep_samples`], `[privacy] log_samples`): a raw line can carry what
+    /// the template masks (passwords, tokens, card numbers).
     pub sample: String,
     /// Where the sample was written.
     pub stream: Stream,
@@ -109,6 +111,7 @@ pub struct ErrorSummary {
     pub service: String,
     pub template: String,
     pub count: u64,
+    /// A raw line, empty unless raw samples are kept (see [`TemplateCount::sample`]).
     pub sample: String,
     pub first_seen_ms: u64,
     pub last_seen_ms: u64,
@@ -187,6 +190,8 @@ pub struct LogMiner {
     /// Newest minute seen (lines or ticks): the retention window ends there.
     newest_minute: u64,
     stats: LogStats,
+    /// Keep a raw sample line per template (off by default: privacy).
+    keep_samples: bool,
 }
 
 impl std::fmt::Debug for LogMiner {
@@ -218,7 +223,15 @@ impl LogMiner {
             clock: 0,
             newest_minute: 0,
             stats: LogStats::default(),
+            keep_samples: false,
         }
+    }
+
+    /// Keep one raw line per template as its sample (`[privacy] log_samples`). Off by
+    /// default: only templates, whose variable parts are masked, leave the miner.
+    pub fn keep_samples(mut self, keep: bool) -> Self {
+        self.keep_samples = keep;
+        self
     }
 
     pub fn config(&self) -> &LogMinerConfig {
@@ -287,7 +300,11 @@ impl LogMiner {
         let clock = self.clock;
         let minute = unix_ms / MINUTE_MS;
         self.advance(minute);
-        let max_sample = self.cfg.max_sample_bytes;
+        let max_sample = if self.keep_samples {
+            self.cfg.max_sample_bytes
+        } else {
+            0
+        };
         let oldest = (self.newest_minute + 1).saturating_sub(self.cfg.retention_minutes as u64);
         let svc = self.service_mut(service);
         svc.used = clock;
@@ -658,8 +675,9 @@ mod tests {
 
     const T0: u64 = 1_700_000_000_000 - 1_700_000_000_000 % MINUTE_MS;
 
+    /// Raw samples on, so the tests see what a sample holds (the default is off).
     fn miner() -> LogMiner {
-        LogMiner::new(LogMinerConfig::default())
+        LogMiner::new(LogMinerConfig::default()).keep_samples(true)
     }
 
     #[test]
@@ -836,7 +854,8 @@ mod tests {
             max_sample_bytes: 10,
             max_line_bytes: 64,
             ..LogMinerConfig::default()
-        });
+        })
+        .keep_samples(true);
         for i in 0..50u64 {
             // svc0 stays recent (every other line); the others rotate through what is left.
             let svc = if i % 2 == 0 {

@@ -225,6 +225,7 @@ fn random_input_never_panics_at_any_stage() {
                 max_streams: 4,
                 ..LogMinerConfig::default()
             })
+            .keep_samples(true)
         })
         .collect();
     for seed in 0..3000u64 {
@@ -346,7 +347,8 @@ fn cuts_inside_multibyte_characters_keep_whole_ones() {
             max_line_bytes: 16,
             max_sample_bytes: max_sample,
             ..LogMinerConfig::default()
-        });
+        })
+        .keep_samples(true);
         m.observe("svc", Stream::Stdout, T0, &line);
         let t = m.templates(None, 0, u64::MAX);
         assert_eq!(t[0].template, "€".repeat(5), "cut at 16 bytes: 5 whole '€'");

@@ -250,14 +250,14 @@ impl Series {
 
 /// One route template, split in segments.
 #[derive(Debug, Clone)]
-struct Template {
-    text: String,
+pub struct Template {
+    pub text: String,
     segments: Vec<String>,
     rest: bool,
 }
 
 impl Template {
-    fn parse(t: &str) -> Self {
+    pub fn parse(t: &str) -> Self {
         let mut segments: Vec<String> =
             t.trim_matches('/').split('/').map(str::to_string).collect();
         let rest = segments.last().is_some_and(|s| s == "{*}");
@@ -271,7 +271,8 @@ impl Template {
         }
     }
 
-    fn matches(&self, path: &str) -> bool {
+    /// Does the raw `path` (a query string is ignored) fit the template?
+    pub fn matches(&self, path: &str) -> bool {
         let path = path.split('?').next().unwrap_or(path);
         let mut parts = path.trim_matches('/').split('/');
         for seg in &self.segments {

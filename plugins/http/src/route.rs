@@ -2,9 +2,14 @@
 //! `/users/123` and `/users/456` are both `/users/{id}` and a metric per operation stays a
 //! handful of series, not one per customer.
 //!
-//! Rules, per `/`-separated segment: all digits, a UUID, a hex string of 16 or more, a token of
-//! 16 or more mixing letters and digits (base64, ULID and similar ids) or an e-mail address
-//! become [`ID`]. At most [`MAX_SEGMENTS`] segments are kept, each cut to [`MAX_SEGMENT`]
+//! Rules, per `/`-separated segment: anything that does not read as a word becomes [`ID`], so
+//! neither ids nor secrets put in a path (`/reset/{id}/{id}` for `/reset/7/PATHSECRET42`) reach
+//! a metric label. A word is lowercase letters (digits only as a version or a short suffix:
+//! `v1`, `v2beta1`, `http2`, `oauth2`) in `-`/`_`/`.`-separated parts, each with a plausible
+//! vowel/consonant mix; a file name (`app.min.js`) is words too. All digits, UUIDs, hex,
+//! base64/ULID-like tokens, e-mail addresses, mixed case (`PATHSECRET`, `aBcD`), letters and
+//! digits interleaved (`abc123def`) and consonant runs (`xkcdqzt`) are ids; a
+//! short all-letter hex word (`cafe`, `deadbeef`) reads as a word. At most [`MAX_SEGMENTS`] segments are kept, each cut to [`MAX_SEGMENT`]
 //! bytes, and the route never exceeds [`MAX_ROUTE`] bytes; what does not fit becomes [`REST`].
 
 /// What an identifier segment becomes.
@@ -45,7 +50,8 @@ pub fn normalise(path: &str) -> String {
     out
 }
 
-/// Does this segment name one thing among many (an id) rather than a kind of thing?
+/// Does this segment name one thing among many (an id, or a secret) rather than a kind of
+/// thing? Everything that does not read as a word is taken for one.
 pub fn is_id(s: &str) -> bool {
     let b = s.as_bytes();
     if b.is_empty() {
@@ -54,17 +60,91 @@ pub fn is_id(s: &str) -> bool {
     if b.iter().all(u8::is_ascii_digit) || is_uuid(b) || is_email(s) {
         return true;
     }
-    if b.len() < MIN_TOKEN_ID {
-        return false;
-    }
-    if b.iter().all(u8::is_ascii_hexdigit) {
+    if b.len() >= MIN_TOKEN_ID && b.iter().all(u8::is_ascii_hexdigit) {
         return true;
     }
-    // base64(url), ULID, nanoid and the like.
-    b.iter()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'+' | b'='))
-        && b.iter().any(u8::is_ascii_digit)
-        && b.iter().any(u8::is_ascii_alphabetic)
+    !is_word_segment(s)
+}
+
+/// Short words that are not dictionary words but name kinds of things in APIs.
+const API_WORDS: &[&str] = &[
+    "api", "rpc", "grpc", "rest", "gql", "ws", "wss", "css", "js", "mjs", "cjs", "svg", "png",
+    "jpg", "gif", "ico", "txt", "xml", "pdf", "md", "ts", "map", "cdn", "sdk", "cli", "ui", "db",
+    "sql", "pkg", "npm", "rss", "www", "id", "ids", "me", "my", "jwt", "sso", "otp", "mfa", "tls",
+    "ssl", "dns", "tcp", "udp", "ip", "k8s", "s3", "html", "htm", "php", "asp", "aspx", "jsp",
+    "cgi", "bin", "tmp", "lib", "src", "dist", "img", "fs", "env", "cfg", "ping", "healthz",
+    "readyz", "livez", "metrics", "oauth", "oauth2", "http2", "h2", "h2c", "x86", "arm64", "amd64",
+    "utf8", "woff", "woff2", "ttf", "eot", "webp", "mp3", "mp4", "json", "yaml", "yml", "csv",
+    "gz", "zip", "tar", "wasm", "openid", "saml", "scim",
+];
+
+/// Lowercase words, `-`, `_` or `.` between them (`app.min.js`, `user_profile`, `v1`,
+/// `well-known`, `.well-known`), each plausible: see [`is_word`].
+fn is_word_segment(s: &str) -> bool {
+    // A leading dot (`.well-known`, `.env`) and a `~` before a user name are path syntax.
+    let s = s.strip_prefix(['.', '~']).unwrap_or(s);
+    // `%`-escapes, `+`, `=`, upper case and the like are never a word.
+    !s.is_empty()
+        && s.split(['-', '_', '.']).all(|w| w.is_empty() || is_word(w))
+        && s.bytes().any(|c| c.is_ascii_alphabetic())
+}
+
+/// One lowercase word: an API word (`api`, `k8s`), a version (`v1`, `v2beta1`), up to 3
+/// letters, or letters with a vowel, no run of 6 consonants or 4 vowels, and at most a 1-digit suffix (`http2`,
+/// `s3`, `page2`).
+fn is_word(w: &str) -> bool {
+    if API_WORDS.contains(&w) || is_version(w) {
+        return true;
+    }
+    let b = w.as_bytes();
+    let letters = b
+        .iter()
+        .position(|c| !c.is_ascii_lowercase())
+        .unwrap_or(b.len());
+    let (alpha, digits) = b.split_at(letters);
+    if alpha.is_empty() || digits.len() > 1 || !digits.iter().all(u8::is_ascii_digit) {
+        return false;
+    }
+    // Short abbreviations (`lf`, `cgi`, `rss`) need no vowel.
+    if alpha.len() <= 3 {
+        return true;
+    }
+    let vowel = |c: &u8| matches!(c, b'a' | b'e' | b'i' | b'o' | b'u' | b'y');
+    if !alpha.iter().any(vowel) {
+        return false;
+    }
+    let (mut consonants, mut vowels) = (0, 0);
+    for c in alpha {
+        if vowel(c) {
+            (consonants, vowels) = (0, vowels + 1);
+        } else {
+            (consonants, vowels) = (consonants + 1, 0);
+        }
+        if consonants >= 6 || vowels >= 4 {
+            return false;
+        }
+    }
+    true
+}
+
+/// `v1`, `v2`, `v1beta1`, `v2alpha`, `v10`.
+fn is_version(w: &str) -> bool {
+    let Some(rest) = w.strip_prefix('v') else {
+        return false;
+    };
+    let n = rest
+        .bytes()
+        .position(|c| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    if n == 0 || n > 2 {
+        return false;
+    }
+    let tail = &rest[n..];
+    ["", "alpha", "beta"].iter().any(|p| {
+        tail.strip_prefix(p)
+            .is_some_and(|d| d.len() <= 2 && d.bytes().all(|c| c.is_ascii_digit()))
+            && (p.is_empty() == tail.is_empty())
+    })
 }
 
 /// `8-4-4-4-12` hex digits.
@@ -116,9 +196,41 @@ mod tests {
             ("/api/v1/items", "/api/v1/items"),
             ("/static/app.min.js", "/static/app.min.js"),
             ("/cafe", "/cafe"),
-            ("/deadbeef", "/deadbeef"),
-            ("/shortmix1234", "/shortmix1234"),
             ("/users/", "/users/"),
+            // Not words: short secrets and ids are replaced too.
+            ("/reset/x/PATHSECRET42", "/reset/x/{id}"),
+            (
+                "/reset/123/PATHSECRET42?token=QUERYSECRET",
+                "/reset/{id}/{id}",
+            ),
+            ("/api/v1/users/123", "/api/v1/users/{id}"),
+            ("/orders/abc123def", "/orders/{id}"),
+            ("/shortmix1234", "/{id}"),
+            ("/deadbeef", "/deadbeef"),
+            ("/k/Hunter2", "/k/{id}"),
+            ("/s/aB3x", "/s/{id}"),
+            ("/s/xkcdqzt", "/s/{id}"),
+            ("/s/qwrtpsdf", "/s/{id}"),
+            ("/s/a%2Fb", "/s/{id}"),
+            ("/s/aaaa-bbbb", "/s/{id}"),
+            ("/s/zzzz", "/s/{id}"),
+            // Words, API words, versions and file names stay.
+            ("/health", "/health"),
+            ("/healthz", "/healthz"),
+            ("/static/app.js", "/static/app.js"),
+            ("/index.html", "/index.html"),
+            ("/favicon.ico", "/favicon.ico"),
+            (
+                "/.well-known/openid-configuration",
+                "/.well-known/openid-configuration",
+            ),
+            ("/api/v2beta1/user_profiles", "/api/v2beta1/user_profiles"),
+            ("/apis/apps/v1/namespaces", "/apis/apps/v1/namespaces"),
+            ("/oauth2/authorize", "/oauth2/authorize"),
+            ("/shop/books/items", "/shop/books/items"),
+            ("/checkout/cart/page2", "/checkout/cart/page2"),
+            ("/search/strengths", "/search/strengths"),
+            ("/x", "/x"),
         ];
         for (path, want) in cases {
             assert_eq!(normalise(path), want, "{path}");
@@ -137,19 +249,19 @@ mod tests {
     fn bounds() {
         assert_eq!(normalise("/a/b/c/d/e/f/g/h/i/j"), "/a/b/c/d/e/f/g/h/{rest}");
         assert_eq!(normalise("/a/b/c/d/e/f/g/h"), "/a/b/c/d/e/f/g/h");
-        let long = "x".repeat(100);
+        let long = "wo".repeat(50);
         assert_eq!(
             normalise(&format!("/{long}/y")),
-            format!("/{}/y", "x".repeat(64))
+            format!("/{}/y", "wo".repeat(32))
         );
         let many = format!("/{long}").repeat(8);
         let r = normalise(&many);
         assert!(r.len() <= MAX_ROUTE, "{}", r.len());
         assert!(r.ends_with(REST), "{r}");
-        // Multi-byte characters are never cut in half.
+        // Multi-byte characters are never cut in half (and are no word: an id).
         let wide = "é".repeat(40);
-        let r = normalise(&format!("/{wide}"));
-        assert!(r.len() <= 65 && r.chars().all(|c| c == 'é' || c == '/'));
+        assert_eq!(normalise(&format!("/{wide}")), "/{id}");
+        assert_eq!(truncate(&wide, 65), "é".repeat(32));
         for n in 0..600 {
             let p = "/ab".repeat(n);
             assert!(normalise(&p).len() <= MAX_ROUTE);
