@@ -7,7 +7,8 @@
 //! a metric label. A word is lowercase letters (digits only as a version or a short suffix:
 //! `v1`, `v2beta1`, `http2`, `oauth2`) in `-`/`_`/`.`-separated parts, each with a plausible
 //! vowel/consonant mix; a file name (`app.min.js`) is words too. All digits, UUIDs, hex,
-//! base64/ULID-like tokens, e-mail addresses, mixed case (`PATHSECRET`, `aBcD`), letters and
+//! base64/ULID-like tokens, e-mail addresses, capitals that do not start words (`PATHSECRET`,
+//! `aBcD`; camel case of real words, `getUser`, `Products`, is words), letters and
 //! digits interleaved (`abc123def`) and consonant runs (`xkcdqzt`) are ids; a
 //! short all-letter hex word (`cafe`, `deadbeef`) reads as a word. At most [`MAX_SEGMENTS`] segments are kept, each cut to [`MAX_SEGMENT`]
 //! bytes, and the route never exceeds [`MAX_ROUTE`] bytes; what does not fit becomes [`REST`].
@@ -85,7 +86,8 @@ fn is_word_segment(s: &str) -> bool {
     let s = s.strip_prefix(['.', '~']).unwrap_or(s);
     // `%`-escapes, `+`, `=`, upper case and the like are never a word.
     !s.is_empty()
-        && s.split(['-', '_', '.']).all(|w| w.is_empty() || is_word(w))
+        && s.split(['-', '_', '.'])
+            .all(|w| w.is_empty() || is_word(w) || is_camel_words(w))
         && s.bytes().any(|c| c.is_ascii_alphabetic())
 }
 
@@ -125,6 +127,33 @@ fn is_word(w: &str) -> bool {
         }
     }
     true
+}
+
+/// Camel or Pascal case of words (`getUser`, `Products`, `userProfileImage`): each capital
+/// starts a run of lowercase letters, each run a word of at least 3 letters, one of them at
+/// least 4. Capitals in a row (`PATHSECRET`) or short runs (`aBcD`, `AbCdEf`) are not words.
+fn is_camel_words(w: &str) -> bool {
+    let b = w.as_bytes();
+    if !b.iter().all(u8::is_ascii_alphabetic) || !b.iter().any(u8::is_ascii_uppercase) {
+        return false;
+    }
+    let mut long_run = false;
+    let mut start = 0;
+    while start < b.len() {
+        let end = b[start + 1..]
+            .iter()
+            .position(u8::is_ascii_uppercase)
+            .map_or(b.len(), |i| start + 1 + i);
+        let run = w[start..end].to_ascii_lowercase();
+        // The run after its capital (or the leading lowercase run) is lowercase by the split;
+        // a capital right after a capital leaves a run of one letter.
+        if run.len() < 3 || !is_word(&run) {
+            return false;
+        }
+        long_run |= run.len() >= 4;
+        start = end;
+    }
+    long_run
 }
 
 /// `v1`, `v2`, `v1beta1`, `v2alpha`, `v10`.
@@ -214,6 +243,9 @@ mod tests {
             ("/s/a%2Fb", "/s/{id}"),
             ("/s/aaaa-bbbb", "/s/{id}"),
             ("/s/zzzz", "/s/{id}"),
+            ("/s/AbCdEfGh", "/s/{id}"),
+            ("/s/PathSECRET", "/s/{id}"),
+            ("/s/XyzAbc", "/s/{id}"),
             // Words, API words, versions and file names stay.
             ("/health", "/health"),
             ("/healthz", "/healthz"),
@@ -231,6 +263,10 @@ mod tests {
             ("/checkout/cart/page2", "/checkout/cart/page2"),
             ("/search/strengths", "/search/strengths"),
             ("/x", "/x"),
+            // Camel and Pascal case of words stay.
+            ("/api/getUser", "/api/getUser"),
+            ("/Products/42", "/Products/{id}"),
+            ("/v1/userProfileImage", "/v1/userProfileImage"),
         ];
         for (path, want) in cases {
             assert_eq!(normalise(path), want, "{path}");
