@@ -50,6 +50,9 @@ pub struct MetricsSettings {
     pub listen: Option<SocketAddr>,
     /// Series per RED metric; beyond, records go to one overflow series (counted).
     pub max_series: usize,
+    /// Series per RED metric one service may hold (1 to 1048576; above `max_series` it is
+    /// `max_series`); beyond, its records go to the overflow series (counted).
+    pub max_series_per_service: usize,
     /// HTTP route templates applied to raw paths (`"/api/orders/{id}"`, trailing `{*}`).
     pub route_templates: Vec<String>,
     /// Database operations at least this slow go to the slow-query log (`/api/slow-queries`).
@@ -66,6 +69,7 @@ impl Default for MetricsSettings {
         MetricsSettings {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             max_series: red.max_series,
+            max_series_per_service: red.max_series_per_service,
             route_templates: red.route_templates,
             slow_query_ms: red.slow_query_ms,
             slow_query_log: red.slow_query_log,
@@ -75,9 +79,22 @@ impl Default for MetricsSettings {
 }
 
 impl MetricsSettings {
+    pub fn validate(&self) -> Result<()> {
+        anyhow::ensure!(
+            self.max_series >= 1,
+            "metrics.max_series must be at least 1"
+        );
+        anyhow::ensure!(
+            (1..=1 << 20).contains(&self.max_series_per_service),
+            "metrics.max_series_per_service must be 1 to 1048576 (above max_series it is max_series)"
+        );
+        Ok(())
+    }
+
     pub fn red_settings(&self) -> sonde_pipeline::red::RedSettings {
         sonde_pipeline::red::RedSettings {
             max_series: self.max_series,
+            max_series_per_service: self.max_series_per_service,
             route_templates: self.route_templates.clone(),
             slow_query_ms: self.slow_query_ms,
             slow_query_log: self.slow_query_log,
@@ -92,7 +109,13 @@ impl Config {
         };
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config file {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+        let config: Config = toml::from_str(&text)
+            .with_context(|| format!("parsing config file {}", path.display()))?;
+        config
+            .metrics
+            .validate()
+            .with_context(|| format!("config file {}", path.display()))?;
+        Ok(config)
     }
 }
 
@@ -140,6 +163,30 @@ mod tests {
         assert_eq!(c.api, crate::http::ApiSettings::default());
         c.api.validate().unwrap();
         assert!(toml::from_str::<Config>("[api]\ntoken = \"x\"\n").is_err());
+        assert_eq!(
+            c.metrics.max_series_per_service,
+            MetricsSettings::default().max_series_per_service
+        );
+        c.metrics.validate().unwrap();
+        let over = MetricsSettings {
+            max_series: 10,
+            max_series_per_service: 11,
+            ..MetricsSettings::default()
+        };
+        assert!(
+            over.validate().is_ok(),
+            "a small max_series alone stays valid"
+        );
+        let huge = MetricsSettings {
+            max_series_per_service: (1 << 20) + 1,
+            ..MetricsSettings::default()
+        };
+        assert!(huge.validate().is_err());
+        let zero = MetricsSettings {
+            max_series_per_service: 0,
+            ..MetricsSettings::default()
+        };
+        assert!(zero.validate().is_err());
         assert_eq!(c.admin, crate::admin::AdminSettings::default());
         // … and of [privacy]: raw values are opt-in.
         assert_eq!(c.privacy, PrivacySettings::default());

@@ -594,6 +594,11 @@ impl Daemon {
         d
     }
 
+    /// The daemon's process id (for its `/proc/<pid>/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// One scrape of `/metrics`.
     pub fn samples(&self) -> Vec<Sample> {
         parse_metrics(&http_get(self.port, "/metrics").expect("scraping /metrics"))

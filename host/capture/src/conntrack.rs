@@ -396,6 +396,9 @@ enum Lookup {
     New,
 }
 
+/// A shrink that gave back at least this many entries' worth also returns the pages.
+const RELEASE_AFTER_ENTRIES: usize = 4096;
+
 /// The connection table. Feed it every event ([`Self::on_event`]) and call [`Self::tick`]
 /// periodically; consume the [`StreamEvent`]s it appends.
 pub struct ConnTracker {
@@ -465,6 +468,27 @@ impl ConnTracker {
         for (id, reason) in due {
             self.finalise(id, reason, out);
         }
+        self.shrink();
+    }
+
+    /// After a wave: tables at most a quarter full are rehashed smaller (amortised, see
+    /// [`crate::tables`]), and a large shrink hands the pages back to the kernel.
+    fn shrink(&mut self) {
+        use crate::tables::{release_freed, shrink_deque, shrink_map};
+        let given = shrink_map(&mut self.conns)
+            + shrink_map(&mut self.by_fd)
+            + shrink_map(&mut self.recent)
+            + shrink_deque(&mut self.recent_order)
+            + shrink_deque(&mut self.finished);
+        if given >= RELEASE_AFTER_ENTRIES {
+            release_freed();
+        }
+    }
+
+    /// Capacity (entries) of the live-connection tables, to check that it follows the load.
+    /// The finalised-id memory is not in it: it is a fixed ring of [`RECENT_IDS`].
+    pub fn capacity(&self) -> usize {
+        self.conns.capacity() + self.by_fd.capacity()
     }
 
     /// Finalises every connection (daemon shutdown, end of a test).
@@ -1314,6 +1338,35 @@ mod tests {
         );
         assert_eq!(r.stream(2, EG), (s.clone(), 100));
         assert!(r.gaps(2, EG, GapReason::Lost).is_empty());
+    }
+
+    #[test]
+    fn the_table_gives_its_memory_back_after_a_wave() {
+        let mut t = ConnTracker::new(cfg());
+        let mut r = Run::default();
+        let opens: Vec<Event> = (1..=5_000u64)
+            .map(|id| open(id, 100 + id as i32, id))
+            .collect();
+        let closes: Vec<Event> = (1..=5_000u64)
+            .map(|id| close(id, 100 + id as i32, 5_000 + id, 0, 0))
+            .collect();
+        r.feed(&mut t, &[open(9_999, 3, 0)]);
+        r.feed(&mut t, &opens);
+        assert_eq!(t.len(), 5_001);
+        let peak = t.capacity();
+        assert!(peak >= 10_000, "{peak}");
+        r.feed(&mut t, &closes);
+        r.feed(&mut t, &[close(9_999, 3, 6_000, 0, 0)]);
+        // The linger passes, every connection is finalised, the tables shrink.
+        r.tick(&mut t, 10 * 1000 * MS);
+        assert_eq!(t.len(), 0);
+        let _ = t.take_finished();
+        r.tick(&mut t, 11 * 1000 * MS);
+        assert!(
+            t.capacity() < peak / 8,
+            "capacity {} after a wave that peaked at {peak}",
+            t.capacity()
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod programs;
 pub mod reassembly;
 pub mod recording;
 pub mod streams;
+pub mod tables;
 pub mod tracefs;
 
 use std::path::{Path, PathBuf};

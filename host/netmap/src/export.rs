@@ -49,6 +49,7 @@ pub struct EdgeView {
     pub client: String,
     pub server: String,
     pub client_name: String,
+    /// The client address, or `net/len` when the edge gathers a prefix of addresses.
     pub client_ip: String,
     pub server_name: String,
     pub server_ip: String,
@@ -152,11 +153,15 @@ impl NetMap {
                     client,
                     server,
                     client_name: k.client_name.clone(),
-                    client_ip: k.client_ip.to_string(),
+                    client_ip: k.client_addr(),
                     server_name,
                     server_ip: k.server_ip.to_string(),
                     server_port: k.server_port,
-                    client_labels: self.ip_labels(k.client_ip),
+                    client_labels: if k.client_is_one_address() {
+                        self.ip_labels(k.client_ip)
+                    } else {
+                        Default::default()
+                    },
                     server_labels: self.ip_labels(k.server_ip),
                     protocol: "tcp".into(),
                     status,
@@ -253,6 +258,9 @@ impl NetMap {
                 );
                 // Who the ends are, bounded: service and namespace, not pods.
                 for (side, ip) in [("client", k.client_ip), ("server", k.server_ip)] {
+                    if side == "client" && !k.client_is_one_address() {
+                        continue;
+                    }
                     let l = self.ip_labels(ip);
                     for key in [sonde_correlate::SERVICE_NAME, sonde_correlate::NAMESPACE] {
                         if let Some(v) = l.get(key) {
@@ -416,6 +424,11 @@ impl NetMap {
             "# HELP sonde_netmap_connections Connections the network map follows.\n# TYPE sonde_netmap_connections gauge\nsonde_netmap_connections {}",
             self.connections()
         );
+        let _ = writeln!(
+            o,
+            "# HELP sonde_netmap_table_capacity Entries the network map's connection tables have room for (they shrink after a wave).\n# TYPE sonde_netmap_table_capacity gauge\nsonde_netmap_table_capacity {}",
+            self.table_capacity()
+        );
         let name = "sonde_netmap_lost_total";
         let _ = writeln!(
             o,
@@ -424,6 +437,7 @@ impl NetMap {
         for (kind, v) in [
             ("edges_overflow", s.edges_overflow),
             ("connections_overflow", s.conns_overflow),
+            ("clients_aggregated", s.clients_aggregated),
             ("attempts_dropped", s.attempts_dropped),
             ("records_unplaced", s.records_unplaced),
             ("map_read_errors", s.read_errors),

@@ -42,6 +42,8 @@ const TIMEOUT_MIN_NS: u64 = 1_000_000_000;
 /// Bounds on the bookkeeping maps (past them, the oldest knowledge is dropped and counted).
 const MAX_ATTEMPTS: usize = 65_536;
 const MAX_NAMES: usize = 65_536;
+/// A shrink that gave back at least this many entries' worth also returns the pages.
+const RELEASE_AFTER_ENTRIES: usize = 4096;
 
 /// Drop reasons that are the stack tidying up, not a packet lost on its way: a closing
 /// socket's queues, duplicates of data already received, a reset after it was processed.
@@ -73,6 +75,11 @@ pub struct NetworkSettings {
     pub max_edges: usize,
     /// Connections kept; beyond, new ones are not followed (counted).
     pub max_connections: usize,
+    /// Addresses a named client (a process, or a workload/service the correlation labels
+    /// name) keeps as edges of their own, per name; its further addresses are gathered by /24
+    /// (IPv4) or /64 (IPv6), up to as many prefixes, then into one edge for the name.
+    /// Clients nothing names are always gathered by prefix. 1 to 65536.
+    pub max_addrs_per_client: usize,
     /// A closed connection stays this long, for late drops and records.
     pub conn_linger_s: u64,
     /// A connection not seen for this long (its close was lost) is forgotten.
@@ -89,6 +96,7 @@ impl Default for NetworkSettings {
             window_s: 30,
             max_edges: 2000,
             max_connections: 262_144,
+            max_addrs_per_client: 16,
             conn_linger_s: 10,
             conn_idle_s: 900,
             edge_idle_s: 3600,
@@ -108,6 +116,10 @@ impl NetworkSettings {
             "network.window_s must cover at least one read interval"
         );
         anyhow::ensure!(self.max_edges >= 1, "network.max_edges must be at least 1");
+        anyhow::ensure!(
+            (1..=65_536).contains(&self.max_addrs_per_client),
+            "network.max_addrs_per_client must be 1 to 65536"
+        );
         Ok(())
     }
 }
@@ -163,6 +175,9 @@ pub(crate) struct Edge {
     pub conns: u64,
     /// Anomaly detectors on the edge's per-read KPIs, and what they flag now.
     detectors: Option<Box<EdgeDetectors>>,
+    /// The named client and level (prefix length) this edge counts against, in
+    /// `NetMap::client_edges`.
+    client_group: Option<(String, u8)>,
     anomalies: Vec<String>,
 }
 
@@ -262,6 +277,10 @@ pub struct NetMapStats {
     pub edges_overflow: u64,
     /// Connections not followed because `max_connections` was reached.
     pub conns_overflow: u64,
+    /// Connections whose client address was gathered into a /24 (/64) or per-name edge
+    /// instead of one of its own (unnamed, or past `max_addrs_per_client`).
+    #[serde(default)]
+    pub clients_aggregated: u64,
     /// Connections whose client/server sides were guessed (established before Sonde started,
     /// or their state change was lost): listening ports first, then the lower port.
     pub conns_inferred: u64,
@@ -302,6 +321,9 @@ pub struct NetMap {
     /// Sockets (local, remote) that closed: their flow entry is read once more, then deleted.
     closing: HashMap<(SocketAddr, SocketAddr), u64>,
     edges: HashMap<Arc<EdgeKey>, Edge>,
+    /// (client name, prefix length) → edges of that named client at that level (one address,
+    /// or one /24 or /64), each bounded by `max_addrs_per_client`.
+    client_edges: HashMap<(String, u8), usize>,
     drops_seen: HashMap<DropKey, DropSeen>,
     /// Node-wide drops by (reason, l4 protocol) → (packets, bytes), and the part of them no
     /// edge took.
@@ -332,6 +354,7 @@ impl NetMap {
             conns: HashMap::new(),
             closing: HashMap::new(),
             edges: HashMap::new(),
+            client_edges: HashMap::new(),
             drops_seen: HashMap::new(),
             drop_totals: BTreeMap::new(),
             drop_unattributed: BTreeMap::new(),
@@ -489,14 +512,10 @@ impl NetMap {
                     Some(a) if local.ip().is_unspecified() => a.client_ip,
                     _ => local.ip(),
                 };
-                let key = self.edge_key(EdgeKey {
-                    client_name: attempt
-                        .as_ref()
-                        .map_or_else(String::new, |a| a.comm.clone()),
-                    client_ip,
-                    server_ip: peer.ip(),
-                    server_port: peer.port(),
-                });
+                let name = attempt
+                    .as_ref()
+                    .map_or_else(String::new, |a| a.comm.clone());
+                let key = self.client_edge(name, client_ip, peer);
                 // Its flow entry (SYN retransmits) is read once more under the same name.
                 if let Some(a) = &attempt
                     && local.port() != 0
@@ -622,22 +641,83 @@ impl NetMap {
         }
     }
 
-    /// The interned key for `k`, or the overflow edge when the map is full.
-    fn edge_key(&mut self, k: EdgeKey) -> Arc<EdgeKey> {
+    /// The edge of connections from `client_ip` (process `name`, empty when unknown) to
+    /// `server`. Cardinality is bounded by who the client is:
+    /// - named (its process, else a service/workload/pod the correlation labels give): its own
+    ///   address while the name has fewer than `max_addrs_per_client` such edges; then its
+    ///   /24 (/64), while it has fewer than as many prefix edges; then one edge for the name;
+    /// - named by nothing: its /24 (/64) at once.
+    ///
+    /// Past `max_edges`, everything new goes to the `(other)` edge.
+    fn client_edge(&mut self, name: String, client_ip: IpAddr, server: SocketAddr) -> Arc<EdgeKey> {
+        let key = |name: String, len: u8| EdgeKey {
+            client_name: name,
+            client_ip: model::network(client_ip, len),
+            client_prefix: len,
+            server_ip: server.ip(),
+            server_port: server.port(),
+        };
+        let (full, prefix) = (
+            model::full_prefix(client_ip),
+            model::aggregate_prefix(client_ip),
+        );
+        let exact = key(name.clone(), full);
+        if let Some((k, _)) = self.edges.get_key_value(&exact) {
+            return k.clone();
+        }
+        let group = if name.is_empty() {
+            let labels = self.ip_labels(client_ip);
+            [sonde_correlate::SERVICE_NAME, sonde_correlate::POD]
+                .into_iter()
+                .find_map(|k| labels.get(k).filter(|v| !v.is_empty()).cloned())
+        } else {
+            Some(name.clone())
+        };
+        let Some(group) = group else {
+            self.stats.clients_aggregated += 1;
+            return self.edge_key(key(name, prefix), None);
+        };
+        let cap = self.settings.max_addrs_per_client;
+        let used = |m: &HashMap<(String, u8), usize>, len: u8| {
+            m.get(&(group.clone(), len)).copied().unwrap_or(0)
+        };
+        if used(&self.client_edges, full) < cap {
+            return self.edge_key(exact, Some((group, full)));
+        }
+        self.stats.clients_aggregated += 1;
+        let subnet = key(name, prefix);
+        if self.edges.contains_key(&subnet) || used(&self.client_edges, prefix) < cap {
+            return self.edge_key(subnet, Some((group, prefix)));
+        }
+        self.edge_key(key(group, 0), None)
+    }
+
+    /// The interned key for `k`, or the overflow edge when the map is full. A new edge
+    /// counts against its named client's `group`.
+    fn edge_key(&mut self, k: EdgeKey, group: Option<(String, u8)>) -> Arc<EdgeKey> {
         if let Some((key, _)) = self.edges.get_key_value(&k) {
             return key.clone();
         }
-        let k = if self.edges.len() >= self.settings.max_edges {
+        let (k, group) = if self.edges.len() >= self.settings.max_edges {
             self.stats.edges_overflow += 1;
-            EdgeKey::overflow()
+            (EdgeKey::overflow(), None)
         } else {
-            k
+            (k, group)
         };
         if let Some((key, _)) = self.edges.get_key_value(&k) {
             return key.clone();
         }
+        if let Some(g) = &group {
+            *self.client_edges.entry(g.clone()).or_default() += 1;
+        }
         let key = Arc::new(k);
-        self.edges.insert(key.clone(), Edge::default());
+        self.edges.insert(
+            key.clone(),
+            Edge {
+                client_group: group,
+                ..Edge::default()
+            },
+        );
         key
     }
 
@@ -658,12 +738,7 @@ impl NetMap {
             .get(&key.client)
             .cloned()
             .unwrap_or_default();
-        let edge = self.edge_key(EdgeKey {
-            client_name: name,
-            client_ip: key.client.ip(),
-            server_ip: key.server.ip(),
-            server_port: key.server.port(),
-        });
+        let edge = self.client_edge(name, key.client.ip(), key.server);
         if let Some(e) = self.edges.get_mut(&edge) {
             e.conns += 1;
         }
@@ -994,8 +1069,20 @@ impl NetMap {
             self.record_conns.retain(|_, k| conns.contains_key(k));
         }
         let edge_idle = self.settings.edge_idle_s * 1_000_000_000;
-        self.edges
-            .retain(|_, e| e.conns > 0 || now.saturating_sub(e.last_active_ns) < edge_idle);
+        let client_edges = &mut self.client_edges;
+        self.edges.retain(|_, e| {
+            let keep = e.conns > 0 || now.saturating_sub(e.last_active_ns) < edge_idle;
+            if !keep
+                && let Some(g) = &e.client_group
+                && let Some(n) = client_edges.get_mut(g)
+            {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    client_edges.remove(g);
+                }
+            }
+            keep
+        });
         // A closed socket with no flow entry (it never received a segment) is not read again.
         let stale = 2 * self.settings.read_interval_ms * 1_000_000 + linger;
         self.closing.retain(|_, t| now.saturating_sub(*t) < stale);
@@ -1005,6 +1092,37 @@ impl NetMap {
         self.reset_while_connecting
             .retain(|s| attempts.contains_key(s));
         self.attempt_dests.retain(|_, s| attempts.contains_key(s));
+        self.shrink();
+    }
+
+    /// After a wave: tables at most a quarter full are rehashed smaller (amortised), and a
+    /// large shrink hands the pages back to the kernel. The bookkeeping tables cleared whole
+    /// at their bound (names, record connections) shrink here too.
+    fn shrink(&mut self) {
+        use sonde_capture::tables::{release_freed, shrink_map, shrink_set};
+        let given = shrink_map(&mut self.conns)
+            + shrink_map(&mut self.edges)
+            + shrink_map(&mut self.client_edges)
+            + shrink_map(&mut self.client_names)
+            + shrink_map(&mut self.servers)
+            + shrink_map(&mut self.closing)
+            + shrink_map(&mut self.record_conns)
+            + shrink_map(&mut self.attempts)
+            + shrink_map(&mut self.attempt_dests)
+            + shrink_set(&mut self.reset_while_connecting)
+            + shrink_map(&mut self.drops_seen);
+        if given >= RELEASE_AFTER_ENTRIES {
+            release_freed();
+        }
+    }
+
+    /// Capacity (entries) of the connection tables (connections, names, closing sockets,
+    /// record connections), to check that it follows the load.
+    pub fn table_capacity(&self) -> usize {
+        self.conns.capacity()
+            + self.client_names.capacity()
+            + self.closing.capacity()
+            + self.record_conns.capacity()
     }
 
     pub(crate) fn edges(&self) -> impl Iterator<Item = (&Arc<EdgeKey>, &Edge)> {

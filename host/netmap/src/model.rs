@@ -35,14 +35,59 @@ impl ConnKey {
 
 /// An edge of the map: who calls (process name when known, and address) → which server
 /// address and port. Client ports are not part of it: one edge gathers every connection
-/// between the two.
+/// between the two. The client address may stand for several ([`EdgeKey::client_prefix`]):
+/// clients that nothing names are gathered by /24 (IPv4) or /64 (IPv6), and a named client
+/// with too many addresses by prefix, then by its name alone (see `NetMap`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EdgeKey {
-    /// Process name of the client (`comm`), empty when the connect was not seen.
+    /// Process name of the client (`comm`), empty when the connect was not seen; the
+    /// workload's name when the edge gathers a workload's addresses.
     pub client_name: String,
+    /// The client address, or the network address of the prefix the edge gathers.
     pub client_ip: IpAddr,
+    /// Prefix length of `client_ip` the edge gathers: 32 (IPv4) or 128 (IPv6) for one
+    /// address, [`AGGREGATE_V4`] / [`AGGREGATE_V6`] for a subnet, 0 for any address.
+    pub client_prefix: u8,
     pub server_ip: IpAddr,
     pub server_port: u16,
+}
+
+/// Prefix lengths unnamed clients are gathered by.
+pub const AGGREGATE_V4: u8 = 24;
+pub const AGGREGATE_V6: u8 = 64;
+
+/// The prefix length of a single address of `ip`'s family.
+pub fn full_prefix(ip: IpAddr) -> u8 {
+    match ip {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    }
+}
+
+/// The aggregation prefix of `ip`'s family ([`AGGREGATE_V4`] / [`AGGREGATE_V6`]).
+pub fn aggregate_prefix(ip: IpAddr) -> u8 {
+    match ip {
+        IpAddr::V4(_) => AGGREGATE_V4,
+        IpAddr::V6(_) => AGGREGATE_V6,
+    }
+}
+
+/// The network address of `ip`'s `/len` prefix.
+pub fn network(ip: IpAddr, len: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(len.min(32)))
+                .unwrap_or(0);
+            IpAddr::from((u32::from(v4) & mask).to_be_bytes())
+        }
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(len.min(128)))
+                .unwrap_or(0);
+            IpAddr::from((u128::from(v6) & mask).to_be_bytes())
+        }
+    }
 }
 
 impl EdgeKey {
@@ -51,18 +96,42 @@ impl EdgeKey {
         EdgeKey {
             client_name: "(other)".into(),
             client_ip: IpAddr::from([0, 0, 0, 0]),
+            client_prefix: 32,
             server_ip: IpAddr::from([0, 0, 0, 0]),
             server_port: 0,
         }
     }
 
-    /// The client node's id: `name@ip`, or the bare address when no process is known.
+    /// The client address as shown: the address, or `net/len` when the edge gathers a prefix.
+    pub fn client_addr(&self) -> String {
+        if self.client_prefix >= full_prefix(self.client_ip) {
+            self.client_ip.to_string()
+        } else {
+            format!("{}/{}", self.client_ip, self.client_prefix)
+        }
+    }
+
+    /// One client address (not a prefix): its labels name it.
+    pub fn client_is_one_address(&self) -> bool {
+        self.client_prefix >= full_prefix(self.client_ip)
+    }
+
+    /// The client node's id: `name@ip` (`name@net/len`), the bare address when no process is
+    /// known, the bare name when the edge gathers any address of it.
     pub fn client_node(&self) -> String {
-        node_id(&self.client_name, self.client_ip)
+        if self.client_prefix == 0 && !self.client_name.is_empty() {
+            return self.client_name.clone();
+        }
+        let addr = self.client_addr();
+        if self.client_name.is_empty() {
+            addr
+        } else {
+            format!("{}@{addr}", self.client_name)
+        }
     }
 }
 
-/// A node id: `name@ip`, or the bare address when no process is known.
+/// A node id: `name@ip`, or the address when no process is known.
 pub fn node_id(name: &str, ip: IpAddr) -> String {
     if name.is_empty() {
         ip.to_string()
@@ -232,6 +301,35 @@ impl Histogram {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefixes_and_node_names_of_gathered_clients() {
+        let ip: IpAddr = "10.1.2.3".parse().unwrap();
+        assert_eq!(network(ip, 24).to_string(), "10.1.2.0");
+        assert_eq!(network(ip, 0).to_string(), "0.0.0.0");
+        assert_eq!(network(ip, 32), ip);
+        let v6: IpAddr = "2001:db8:1:2:3:4:5:6".parse().unwrap();
+        assert_eq!(network(v6, 64).to_string(), "2001:db8:1:2::");
+        assert_eq!((aggregate_prefix(ip), aggregate_prefix(v6)), (24, 64));
+        let mut k = EdgeKey {
+            client_name: "curl".into(),
+            client_ip: ip,
+            client_prefix: 32,
+            server_ip: ip,
+            server_port: 80,
+        };
+        assert_eq!(k.client_node(), "curl@10.1.2.3");
+        assert!(k.client_is_one_address());
+        (k.client_ip, k.client_prefix) = (network(ip, 24), 24);
+        assert_eq!(k.client_node(), "curl@10.1.2.0/24");
+        assert!(!k.client_is_one_address());
+        k.client_name.clear();
+        assert_eq!(k.client_addr(), "10.1.2.0/24");
+        assert_eq!(k.client_node(), "10.1.2.0/24");
+        (k.client_name, k.client_ip, k.client_prefix) = ("web".into(), network(ip, 0), 0);
+        assert_eq!(k.client_node(), "web");
+        assert_eq!(EdgeKey::overflow().client_node(), "(other)@0.0.0.0");
+    }
 
     #[test]
     fn counters_subtract_field_by_field() {

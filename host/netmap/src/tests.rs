@@ -600,3 +600,221 @@ fn the_anomaly_detector_flags_what_is_unusual_for_an_edge_below_the_thresholds()
         e.reasons
     );
 }
+
+/// `curl` on `client` connects to `server` (socket `sock`), established at `ts`.
+fn curl_connects(map: &mut NetMap, sock: u64, ts: u64, client: &str, server: &str) {
+    let ip = addr(client).ip();
+    map.on_conn(&state(
+        sock,
+        ts,
+        TcpState::CLOSE,
+        TcpState::SYN_SENT,
+        &format!("{ip}:0"),
+        server,
+    ));
+    map.on_conn(&state(
+        sock,
+        ts + 1,
+        TcpState::SYN_SENT,
+        TcpState::ESTABLISHED,
+        client,
+        server,
+    ));
+}
+
+fn edge_clients(map: &NetMap) -> Vec<String> {
+    let mut v: Vec<String> = map.topology().edges.into_iter().map(|e| e.client).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn clients_nothing_names_are_gathered_by_subnet() {
+    let mut map = NetMap::new(NetworkSettings::default(), Default::default());
+    let fs = FlowStats {
+        rx_segments: 1,
+        ..Default::default()
+    };
+    // 400 clients in four /24s, seen only by their flow entries (no process, no labels).
+    let flows: Vec<_> = (0..400u32)
+        .map(|i| {
+            let client = format!("10.9.{}.{}:45000", i / 100, 1 + i % 100);
+            (flow_key("10.0.0.6:5432", &client), fs)
+        })
+        .collect();
+    map.on_reading(&reading(flows, vec![]), S);
+    assert_eq!(
+        edge_clients(&map),
+        ["10.9.0.0/24", "10.9.1.0/24", "10.9.2.0/24", "10.9.3.0/24"]
+    );
+    let t = map.topology();
+    assert!(t.edges.iter().all(|e| e.client_labels.is_empty()));
+    assert_eq!(t.edges[0].connections, 100);
+    assert_eq!(map.stats().clients_aggregated, 400);
+    assert_eq!(
+        map.connections(),
+        400,
+        "connections are still followed one by one"
+    );
+    let mut o = String::new();
+    map.render_prometheus(&mut o);
+    assert!(o.contains("sonde_netmap_lost_total{kind=\"clients_aggregated\"} 400"));
+    assert!(o.contains("sonde_netmap_edges 4"), "{o}");
+}
+
+#[test]
+fn a_named_client_keeps_a_few_addresses_then_its_subnets_then_its_name() {
+    let settings = NetworkSettings {
+        max_addrs_per_client: 2,
+        ..Default::default()
+    };
+    let mut map = NetMap::new(settings, Default::default());
+    let clients = [
+        "10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.1.1", "10.0.2.1", "10.0.3.1",
+    ];
+    for (i, ip) in clients.iter().enumerate() {
+        let sock = 100 + i as u64;
+        curl_connects(
+            &mut map,
+            sock,
+            S + 10 * i as u64,
+            &format!("{ip}:40000"),
+            SERVER,
+        );
+    }
+    assert_eq!(
+        edge_clients(&map),
+        [
+            "curl",
+            "curl@10.0.0.0/24",
+            "curl@10.0.0.1",
+            "curl@10.0.0.2",
+            "curl@10.0.1.0/24"
+        ]
+    );
+    let t = map.topology();
+    let by = |c: &str| {
+        t.edges
+            .iter()
+            .find(|e| e.client == c)
+            .unwrap()
+            .total
+            .connects
+    };
+    assert_eq!(
+        (by("curl@10.0.0.0/24"), by("curl"), by("curl@10.0.0.1")),
+        (2, 2, 1)
+    );
+    assert_eq!(map.stats().clients_aggregated, 5);
+    // Another process is another name: it has addresses of its own.
+    let mut c = state(
+        200,
+        2 * S,
+        TcpState::CLOSE,
+        TcpState::SYN_SENT,
+        "10.0.3.1:0",
+        SERVER,
+    );
+    c.task.comm = "wget".into();
+    map.on_conn(&c);
+    map.on_conn(&state(
+        200,
+        2 * S + 1,
+        TcpState::SYN_SENT,
+        TcpState::ESTABLISHED,
+        "10.0.3.1:40001",
+        SERVER,
+    ));
+    assert!(edge_clients(&map).contains(&"wget@10.0.3.1".to_string()));
+}
+
+#[test]
+fn a_workload_the_labels_name_is_a_named_client() {
+    let settings = NetworkSettings {
+        max_addrs_per_client: 1,
+        ..Default::default()
+    };
+    let mut map = NetMap::new(settings, Default::default());
+    map.set_ip_labeler(Box::new(|ip| {
+        if ip.to_string().starts_with("10.7.") {
+            vec![("service_name".into(), "checkout".into())]
+        } else {
+            vec![]
+        }
+    }));
+    let fs = FlowStats {
+        rx_segments: 1,
+        ..Default::default()
+    };
+    let flows: Vec<_> = ["10.7.0.1", "10.7.0.2", "10.7.1.1", "10.7.2.1", "10.8.0.1"]
+        .iter()
+        .map(|ip| (flow_key("10.0.0.6:5432", &format!("{ip}:45000")), fs))
+        .collect();
+    map.on_reading(&reading(flows, vec![]), S);
+    // One address of its own (labelled), one /24, then the workload's name; the unnamed
+    // client is its /24.
+    assert_eq!(
+        edge_clients(&map),
+        ["10.7.0.0/24", "10.7.0.1", "10.8.0.0/24", "checkout"]
+    );
+    let t = map.topology();
+    let own = t.edges.iter().find(|e| e.client == "10.7.0.1").unwrap();
+    assert_eq!(own.client_labels["service_name"], "checkout");
+    let named = t.edges.iter().find(|e| e.client == "checkout").unwrap();
+    assert_eq!(
+        (named.connections, named.client_ip.as_str()),
+        (2, "0.0.0.0/0")
+    );
+}
+
+#[test]
+fn tables_give_their_memory_back_after_a_wave() {
+    let settings = NetworkSettings {
+        conn_idle_s: 5,
+        edge_idle_s: 5,
+        ..Default::default()
+    };
+    let mut map = NetMap::new(settings, Default::default());
+    let fs = FlowStats {
+        rx_segments: 1,
+        ..Default::default()
+    };
+    let flows: Vec<_> = (0..20_000u32)
+        .map(|i| {
+            let client = format!(
+                "10.{}.{}.{}:45000",
+                1 + i / 60_000,
+                (i / 250) % 240,
+                1 + i % 250
+            );
+            (flow_key("10.0.0.6:5432", &client), fs)
+        })
+        .collect();
+    map.on_reading(&reading(flows, vec![]), S);
+    assert_eq!(map.connections(), 20_000);
+    let peak = map.table_capacity();
+    assert!(peak >= 20_000, "{peak}");
+    // Nothing more is heard of them: past the idle timeout they are forgotten, the tables
+    // shrink.
+    map.on_reading(&reading(vec![], vec![]), 10 * S);
+    assert_eq!(map.connections(), 0);
+    assert!(
+        map.table_capacity() < peak / 16,
+        "capacity {} after a wave that peaked at {peak}",
+        map.table_capacity()
+    );
+    map.on_reading(&reading(vec![], vec![]), 20 * S);
+    assert!(map.topology().edges.is_empty(), "idle edges go too");
+}
+
+#[test]
+fn max_addrs_per_client_is_validated() {
+    let with = |n| NetworkSettings {
+        max_addrs_per_client: n,
+        ..Default::default()
+    };
+    assert!(with(0).validate().is_err());
+    assert!(with(65_537).validate().is_err());
+    assert!(with(1).validate().is_ok() && with(65_536).validate().is_ok());
+    assert!(NetworkSettings::default().validate().is_ok());
+}

@@ -47,6 +47,11 @@ pub const SKETCH_BUCKETS: usize = 128;
 pub struct RedSettings {
     /// Series per metric; records beyond go to the overflow series.
     pub max_series: usize,
+    /// Series per metric one service (`service_name`) may hold, so one service's routes,
+    /// statements or peers cannot take a metric's whole `max_series`; records beyond go to
+    /// the overflow series too (counted in `sonde_red_service_overflow_records_total`).
+    /// Above `max_series` it is `max_series`.
+    pub max_series_per_service: usize,
     /// Route templates applied to the raw HTTP path before the parser's own normalisation,
     /// e.g. `"/api/v1/orders/{order}/items/{item}"`: a `{…}` segment matches any one segment,
     /// a trailing `{*}` any rest.
@@ -61,6 +66,7 @@ impl Default for RedSettings {
     fn default() -> Self {
         Self {
             max_series: 2000,
+            max_series_per_service: 500,
             route_templates: Vec::new(),
             slow_query_ms: 500,
             slow_query_log: 256,
@@ -451,6 +457,19 @@ impl<V: Default> SeriesMap<V> {
         values: &[&str],
         max: usize,
     ) -> Option<&mut V> {
+        self.get_or_insert_if(keys, values, max, true)
+            .map(|(v, _)| v)
+    }
+
+    /// [`Self::get_or_insert`], inserting only when `room` (a further cap) allows; the bool
+    /// says the series is new.
+    fn get_or_insert_if(
+        &mut self,
+        keys: &[&'static str],
+        values: &[&str],
+        max: usize,
+        room: bool,
+    ) -> Option<(&mut V, bool)> {
         let bucket = self.buckets.entry(hash_values(values)).or_default();
         let found = bucket.iter().position(|(labels, _)| {
             labels.len() == values.len()
@@ -459,9 +478,9 @@ impl<V: Default> SeriesMap<V> {
                     .zip(values)
                     .all(|((_, v), w)| sonde_parse::same(v, w))
         });
-        let i = match found {
-            Some(i) => i,
-            None if self.len < max => {
+        let (i, new) = match found {
+            Some(i) => (i, false),
+            None if self.len < max && room => {
                 self.len += 1;
                 bucket.push((
                     keys.iter()
@@ -470,11 +489,11 @@ impl<V: Default> SeriesMap<V> {
                         .collect(),
                     V::default(),
                 ));
-                bucket.len() - 1
+                (bucket.len() - 1, true)
             }
             None => return None,
         };
-        Some(&mut bucket[i].1)
+        Some((&mut bucket[i].1, new))
     }
 }
 
@@ -514,6 +533,11 @@ pub struct Red {
     unanswered_overflow: u64,
     /// Records that fell into an overflow series.
     pub overflow_records: u64,
+    /// Of those, records whose service held `max_series_per_service` series of the metric.
+    pub service_overflow_records: u64,
+    max_series_per_service: usize,
+    /// Series per (metric, service): bounded by the series themselves.
+    per_service: HashMap<Family, HashMap<String, usize>>,
     /// Records whose response came before their request (clock trouble): counted, not observed.
     pub invalid_records: u64,
     slow_threshold_ns: u64,
@@ -543,6 +567,9 @@ impl Red {
             unanswered: SeriesMap::default(),
             unanswered_overflow: 0,
             overflow_records: 0,
+            service_overflow_records: 0,
+            max_series_per_service: cfg.max_series_per_service.max(1),
+            per_service: HashMap::new(),
             invalid_records: 0,
             slow_threshold_ns: cfg.slow_query_ms.saturating_mul(1_000_000),
             slow_cap: cfg.slow_query_log,
@@ -712,15 +739,29 @@ impl Red {
         all[own..own + ID].copy_from_slice(&ident);
         let exemplar = r.trace_context().map(|t| Exemplar::new(t, ns));
         let series = self.families.entry(family).or_default();
-        match series.get_or_insert(keys, &all[..keys.len()], self.max_series) {
-            Some(s) => {
+        let room = self
+            .per_service
+            .get(&family)
+            .and_then(|m| m.get(service))
+            .is_none_or(|&n| n < self.max_series_per_service);
+        match series.get_or_insert_if(keys, &all[..keys.len()], self.max_series, room) {
+            Some((s, new)) => {
                 s.observe(ns, error);
                 if let Some(e) = exemplar {
                     s.set_exemplar(e);
                 }
+                if new {
+                    *self
+                        .per_service
+                        .entry(family)
+                        .or_default()
+                        .entry(service.to_string())
+                        .or_default() += 1;
+                }
             }
             None => {
                 self.overflow_records += 1;
+                self.service_overflow_records += u64::from(!room);
                 self.overflow.entry(family).or_default().observe(ns, error);
             }
         }
@@ -820,6 +861,11 @@ impl Red {
             o,
             "# HELP sonde_red_overflow_records_total Records counted in an overflow series (a metric reached max_series).\n# TYPE sonde_red_overflow_records_total counter\nsonde_red_overflow_records_total {}",
             self.overflow_records
+        );
+        let _ = writeln!(
+            o,
+            "# HELP sonde_red_service_overflow_records_total Records counted in an overflow series because their service held max_series_per_service series of the metric.\n# TYPE sonde_red_service_overflow_records_total counter\nsonde_red_service_overflow_records_total {}",
+            self.service_overflow_records
         );
         let _ = writeln!(
             o,
@@ -1049,6 +1095,40 @@ mod tests {
             ),
             "{o}"
         );
+    }
+
+    #[test]
+    fn one_service_cannot_take_a_metrics_whole_budget() {
+        let mut red = Red::new(&RedSettings {
+            max_series: 10,
+            max_series_per_service: 3,
+            ..Default::default()
+        });
+        let hostile = conn(Role::Server);
+        for i in 0..20 {
+            red.record(&hostile, &Record::Owned(rec(&format!("GET /r{i}"), 200, 1)));
+        }
+        assert_eq!(red.series_count(), 4, "3 series and the overflow series");
+        assert_eq!(
+            (red.overflow_records, red.service_overflow_records),
+            (17, 17)
+        );
+        // Another service still gets series of its own.
+        let mut other = (*conn(Role::Server)).clone();
+        other.comm = "api".into();
+        let other = Arc::new(other);
+        for i in 0..2 {
+            red.record(&other, &Record::Owned(rec(&format!("GET /o{i}"), 200, 1)));
+        }
+        assert_eq!(red.series_count(), 6);
+        assert_eq!(red.overflow_records, 17);
+        let mut o = String::new();
+        red.render(&mut o);
+        assert!(
+            o.contains("sonde_red_service_overflow_records_total 17"),
+            "{o}"
+        );
+        assert!(o.contains("http_route=\"/o1\""), "{o}");
     }
 
     #[test]

@@ -482,13 +482,16 @@ impl Router {
         }
     }
 
-    /// Hand every parser its pending job (the end of a capture batch).
+    /// Hand every parser its pending job (the end of a capture batch). The route table gives
+    /// its memory back once a wave of connections has closed (amortised, see
+    /// `sonde_capture::tables`).
     pub fn flush(&mut self) {
         for p in 0..self.jobs.len() {
             if !self.jobs[p].is_empty() {
                 self.submit(p);
             }
         }
+        sonde_capture::tables::shrink_map(&mut self.routes);
     }
 
     fn submit(&mut self, p: usize) {
