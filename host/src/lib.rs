@@ -8,6 +8,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod incidents_view;
+pub mod instance;
 pub mod isolation;
 pub mod map_view;
 pub mod metrics;

@@ -108,6 +108,10 @@ impl NetworkSettings {
             "network.window_s must cover at least one read interval"
         );
         anyhow::ensure!(self.max_edges >= 1, "network.max_edges must be at least 1");
+        anyhow::ensure!(
+            self.max_connections >= 1,
+            "network.max_connections must be at least 1 (got 0)"
+        );
         Ok(())
     }
 }
