@@ -77,7 +77,9 @@ fn instantiation_and_call_share_one_deadline() {
             b.call_evaluate(store, std::slice::from_ref(&input))
         });
         let took = started.elapsed();
-        let failure = r.err().expect("the spin loop is stopped");
+        let Err(failure) = r else {
+            panic!("round {round}: the spin loop was not stopped");
+        };
         assert_eq!(failure.kind, FailureKind::Deadline, "{}", failure.message);
         assert!(
             took >= deadline,
