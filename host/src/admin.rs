@@ -126,16 +126,27 @@ impl Loader {
     }
 }
 
-/// Bind the socket: parent directory 0700, socket 0600, a stale socket replaced.
+/// Bind the socket: parent directory 0700, socket 0600. A socket file already there is
+/// removed only when proven stale (a connect to it fails); one that answers belongs to a
+/// running daemon: [`AlreadyRunning`](crate::instance::AlreadyRunning) with its pid, and the
+/// socket is left alone.
 pub fn bind(path: &Path) -> Result<UnixListener> {
     use std::os::unix::fs::PermissionsExt as _;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    if path.exists() {
-        // A socket left by a daemon that died; another live daemon would hold it, and two
-        // daemons on one node is a mistake the capture start-up reports anyway.
-        std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
+    if std::fs::symlink_metadata(path).is_ok() {
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(live) => {
+                return Err(crate::instance::AlreadyRunning {
+                    pid: peer_pid(&live),
+                }
+                .into());
+            }
+            // Nobody listens: a socket left by a daemon that died.
+            Err(_) => std::fs::remove_file(path)
+                .with_context(|| format!("removing stale {}", path.display()))?,
+        }
     }
     let listener = UnixListener::bind(path)
         .with_context(|| format!("binding admin socket {}", path.display()))?;
@@ -143,6 +154,28 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
         .with_context(|| format!("chmod 0600 {}", path.display()))?;
     tracing::info!(socket = %path.display(), "admin endpoint ready");
     Ok(listener)
+}
+
+/// The pid of the process at the other end of a Unix stream (SO_PEERCRED).
+fn peer_pid(s: &std::os::unix::net::UnixStream) -> Option<u32> {
+    use std::os::fd::AsRawFd as _;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into our `ucred`.
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    (r == 0 && cred.pid > 0).then_some(cred.pid as u32)
 }
 
 /// Serve the admin socket until the task is dropped.

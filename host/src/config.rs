@@ -79,18 +79,6 @@ impl Default for MetricsSettings {
 }
 
 impl MetricsSettings {
-    pub fn validate(&self) -> Result<()> {
-        anyhow::ensure!(
-            self.max_series >= 1,
-            "metrics.max_series must be at least 1"
-        );
-        anyhow::ensure!(
-            (1..=1 << 20).contains(&self.max_series_per_service),
-            "metrics.max_series_per_service must be 1 to 1048576 (above max_series it is max_series)"
-        );
-        Ok(())
-    }
-
     pub fn red_settings(&self) -> sonde_pipeline::red::RedSettings {
         sonde_pipeline::red::RedSettings {
             max_series: self.max_series,
@@ -102,7 +90,43 @@ impl MetricsSettings {
     }
 }
 
+impl MetricsSettings {
+    /// Every `[metrics]` value within its range (see docs/sonde.example.toml).
+    pub fn validate(&self) -> Result<()> {
+        self.red_settings().validate()?;
+        anyhow::ensure!(
+            (1..=1 << 20).contains(&self.max_series_per_service),
+            "metrics.max_series_per_service must be 1 to 1048576 (above max_series it is max_series)"
+        );
+        anyhow::ensure!(
+            self.record_log >= 1,
+            "metrics.record_log must be at least 1 (got 0)"
+        );
+        Ok(())
+    }
+}
+
 impl Config {
+    /// Every section's values within their ranges (each settings type checks its own; the
+    /// ranges are in docs/sonde.example.toml): what `sonde run` checks before it touches
+    /// anything. The error names the key.
+    pub fn validate(&self) -> Result<()> {
+        self.capture
+            .validate()
+            .map_err(|e| anyhow::anyhow!("capture.{e}"))?;
+        self.streams.validate()?;
+        self.metrics.validate()?;
+        self.api.validate()?;
+        self.plugins.validate()?;
+        self.network.validate()?;
+        self.correlation.validate()?;
+        if self.live.enabled {
+            self.live.validate()?;
+        }
+        self.logs.validate()?;
+        Ok(())
+    }
+
     pub fn load(path: Option<&Path>) -> Result<Config> {
         let Some(path) = path else {
             return Ok(Config::default());
@@ -131,6 +155,13 @@ mod tests {
         ))
         .expect("docs/sonde.example.toml");
         let c: Config = toml::from_str(&text).expect("example parses");
+        // The example's values are within their ranges, and so are the defaults.
+        c.validate().unwrap();
+        Config::default().validate().unwrap();
+        assert_eq!(
+            c.plugins.max_component_bytes,
+            sonde_sandbox::DEFAULT_MAX_COMPONENT_BYTES
+        );
         assert_eq!(c.capture.capture_bytes, 16384);
         assert!(toml::from_str::<Config>("[capture]\ncapture_byte = 1\n").is_err());
         // The example documents the defaults of [plugins].
@@ -193,5 +224,55 @@ mod tests {
         assert!(!c.privacy.log_samples && !c.privacy.raw_records);
         assert!(toml::from_str::<Config>("[privacy]\nsamples = true\n").is_err());
         assert!(toml::from_str::<Config>("[kubernetes]\nmode = \"sometimes\"\n").is_err());
+    }
+
+    #[test]
+    fn every_section_is_validated_and_the_error_names_the_key() {
+        for (toml, key) in [
+            ("[capture]\ncapture_bytes = 0", "capture.capture_bytes"),
+            ("[capture]\nring_bytes = 2147483648", "capture.ring_bytes"),
+            (
+                "[capture]\npoll_interval_ms = 0",
+                "capture.poll_interval_ms",
+            ),
+            ("[streams]\nmax_connections = 0", "streams.max_connections"),
+            ("[metrics]\nmax_series = 0", "metrics.max_series"),
+            ("[metrics]\nrecord_log = 0", "metrics.record_log"),
+            (
+                "[plugins]\nparser_queue_jobs = 0",
+                "plugins.parser_queue_jobs",
+            ),
+            (
+                "[plugins]\nmax_component_bytes = 0",
+                "plugins.max_component_bytes",
+            ),
+            (
+                "[plugins.limits]\ncall_deadline_ms = 0",
+                "plugins.limits.call_deadline_ms",
+            ),
+            ("[network]\nmax_connections = 0", "network.max_connections"),
+            (
+                "[network]\nread_interval_ms = 0",
+                "network.read_interval_ms",
+            ),
+            (
+                "[correlation]\nscan_interval_ms = 0",
+                "correlation.scan_interval_ms",
+            ),
+            ("[live]\nstep_ms = 0", "live.step_ms"),
+            ("[logs]\nsimilarity = 7.5", "logs.similarity"),
+            ("[logs]\nsimilarity = 0.0", "logs.similarity"),
+            ("[logs]\nmax_services = 0", "logs.max_services"),
+        ] {
+            let c: Config = toml::from_str(toml).unwrap();
+            let e = format!("{:#}", c.validate().expect_err(toml));
+            assert!(e.starts_with(key), "{toml}: {e}");
+            assert!(!e.contains('\n'), "{toml}: one line: {e}");
+        }
+        // The live section is checked only when it runs (as before).
+        let off: Config = toml::from_str("[live]\nenabled = false\nstep_ms = 0").unwrap();
+        off.validate().unwrap();
+        let edge: Config = toml::from_str("[logs]\nsimilarity = 1.0").unwrap();
+        edge.validate().unwrap();
     }
 }

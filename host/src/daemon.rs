@@ -102,25 +102,41 @@ pub struct Daemon {
 /// The admin socket's server task, and the socket file it removes when it stops.
 struct AdminServer {
     task: JoinHandle<()>,
-    socket: PathBuf,
+    socket: SocketFile,
+}
+
+/// A socket file this daemon bound: removed when dropped (a clean stop, or a start that
+/// failed after binding it).
+struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 impl Daemon {
-    /// Starts every part of the daemon from `config`, in the order the log tells: parsers,
-    /// correlation, capture, admin socket, log mining, live diagnosis, network map, /metrics.
+    /// Starts every part of the daemon from `config`, in the order the log tells: the
+    /// configuration checked, the /metrics listener and the admin socket bound (a busy port or
+    /// a live socket fails here, before anything is attached), parsers, correlation, capture,
+    /// the admin server, log mining, live diagnosis, network map, /metrics served. A failure
+    /// leaves nothing behind: what was attached is detached and the socket file removed.
     pub async fn build(config: Config) -> Result<Daemon> {
+        config.validate()?;
+        // Before the kernel: a token file that is no token must not leave programs attached.
+        let api_access = crate::http::Access::load(config.api.token_file.as_deref())?;
+        let metrics_listener = match config.metrics.listen {
+            Some(addr) => Some(crate::http::bind(addr).await?),
+            None => None,
+        };
+        let admin_listener = bind_admin(&config)?;
         let (mut router, engine) =
             parse_pipeline_with_engine(&config).context("loading protocol parsers")?;
         let (ops_tx, ops) = mpsc::channel::<admin::OpRequest>(16);
-        config.network.validate()?;
-        config.api.validate()?;
-        // Before the kernel: a token file that is no token must not leave programs attached.
-        let api_access = crate::http::Access::load(config.api.token_file.as_deref())?;
         // Correlation first: with a cluster, the first lists arrive before the first connection.
         let correlator = Arc::new(start_correlation(&config).await);
         let capture = Capture::start(&config.capture)?;
-        // After capture start: its preflight says clearly when we are not root.
-        let admin = start_admin(&config, engine, &ops_tx)?;
+        let admin = start_admin(&config, engine, &ops_tx, admin_listener)?;
         let tracker = ConnTracker::new(config.streams.tracker_config());
         router.set_labeler(Box::new(ConnLabels(correlator.clone())));
         // Log mining, correlation scans and the live engine run isolated: a panic in one turns
@@ -166,17 +182,13 @@ impl Daemon {
             verdicts: Vec::new(),
         };
         let netmap = network_map(&config, &capture, &correlator);
-        let metrics_server = match config.metrics.listen {
-            Some(addr) => {
-                let listener = crate::http::bind(addr).await?;
-                let settings = config.api.clone();
-                let shared = shared.clone();
-                Some(tokio::spawn(async move {
-                    crate::http::serve(listener, shared, api_access, &settings).await
-                }))
-            }
-            None => None,
-        };
+        let metrics_server = metrics_listener.map(|listener| {
+            let settings = config.api.clone();
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                crate::http::serve(listener, shared, api_access, &settings).await
+            })
+        });
         Ok(Daemon {
             capture,
             tracker,
@@ -307,7 +319,7 @@ impl Daemon {
         }
         if let Some(admin) = admin {
             admin.task.abort();
-            let _ = std::fs::remove_file(&admin.socket);
+            drop(admin.socket);
         }
         drop(capture);
         // Flush what is still waiting in reorder buffers, and what parsers still hold.
@@ -324,33 +336,35 @@ impl Daemon {
     }
 }
 
-/// The admin socket's server (unless `[admin] socket` is empty) and the parser directory
-/// watcher (with `[admin] watch_parser_dirs`), both sending operations to the loop.
-fn start_admin(
-    config: &Config,
-    engine: Arc<PluginEngine>,
-    ops_tx: &mpsc::Sender<admin::OpRequest>,
-) -> Result<Option<AdminServer>> {
-    let loader = admin::Loader {
-        engine,
-        plugins: config.plugins.clone(),
-    };
+/// The admin socket bound (unless `[admin] socket` is empty), not yet served.
+fn bind_admin(config: &Config) -> Result<Option<(tokio::net::UnixListener, SocketFile)>> {
     let socket = config
         .admin
         .socket
         .clone()
         .filter(|p| !p.as_os_str().is_empty());
-    let server = match socket {
-        Some(socket) => Some(AdminServer {
-            task: tokio::spawn(admin::serve(
-                admin::bind(&socket)?,
-                loader.clone(),
-                ops_tx.clone(),
-            )),
-            socket,
-        }),
+    Ok(match socket {
+        Some(socket) => Some((admin::bind(&socket)?, SocketFile(socket))),
         None => None,
+    })
+}
+
+/// The admin socket's server on `listener` (from [`bind_admin`]) and the parser directory
+/// watcher (with `[admin] watch_parser_dirs`), both sending operations to the loop.
+fn start_admin(
+    config: &Config,
+    engine: Arc<PluginEngine>,
+    ops_tx: &mpsc::Sender<admin::OpRequest>,
+    listener: Option<(tokio::net::UnixListener, SocketFile)>,
+) -> Result<Option<AdminServer>> {
+    let loader = admin::Loader {
+        engine,
+        plugins: config.plugins.clone(),
     };
+    let server = listener.map(|(listener, socket)| AdminServer {
+        task: tokio::spawn(admin::serve(listener, loader.clone(), ops_tx.clone())),
+        socket,
+    });
     if config.admin.watch_parser_dirs && !config.plugins.parser_dirs.is_empty() {
         // The thread lives as long as the process (it blocks in read(2)).
         admin::watch_dirs(
@@ -418,7 +432,6 @@ fn start_live(config: &Config, logs: &Arc<Mutex<LogMiner>>) -> Result<Option<Liv
     if !config.live.enabled {
         return Ok(None);
     }
-    config.live.validate()?;
     let rules =
         WasmRuleEngine::load(&config.plugins).context("loading the fault-tree rule components")?;
     tracing::info!(

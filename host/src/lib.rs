@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod demo;
 pub mod http;
 pub mod incidents_view;
+pub mod instance;
 pub mod isolation;
 pub mod map_view;
 pub mod metrics;

@@ -16,7 +16,13 @@ fn main() -> Result<ExitCode> {
     // Every command reads the file (a broken one fails them all, the same way).
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Run(args) => cli::run::run(args, config)?,
+        Command::Run(args) => {
+            // One line: what is wrong, or "already running (pid N)".
+            if let Err(e) = cli::run::run(args, config) {
+                eprintln!("sonde: {e:#}");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         Command::Trace(args) => cli::trace::run(args, config)?,
         Command::Doctor(args) => return cli::doctor::run(args, &config),
         Command::Analyze(args) => cli::analyze::run(args, &config)?,

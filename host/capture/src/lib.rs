@@ -30,6 +30,9 @@ use self::programs::{Attachment, Feature, ProbeState, ProbeStatus, SocketLookup}
 pub static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sonde-ebpf.o"));
 
+/// The largest `[capture] ring_bytes` (256 MiB).
+pub const MAX_RING_BYTES: u32 = 256 << 20;
+
 /// Capture settings (the `[capture]` section of the config file).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -120,9 +123,12 @@ impl CaptureOptions {
             );
         }
         let page = page_size();
-        if !self.ring_bytes.is_power_of_two() || (self.ring_bytes as usize) < page {
+        if !self.ring_bytes.is_power_of_two()
+            || (self.ring_bytes as usize) < page
+            || self.ring_bytes > MAX_RING_BYTES
+        {
             bail!(
-                "ring_bytes {} must be a power of two ≥ the page size ({page})",
+                "ring_bytes {} must be a power of two within [the page size ({page}), {MAX_RING_BYTES}]",
                 self.ring_bytes
             );
         }
@@ -809,5 +815,36 @@ mod tests {
                 .contains("power of two")
         );
         CaptureOptions::default().validate().unwrap();
+        for bad in [
+            CaptureOptions {
+                capture_bytes: 0,
+                ..Default::default()
+            },
+            CaptureOptions {
+                ring_bytes: 1 << 31,
+                ..Default::default()
+            },
+            CaptureOptions {
+                poll_interval_ms: 0,
+                ..Default::default()
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+        let big_ring = CaptureOptions {
+            ring_bytes: MAX_RING_BYTES,
+            ..Default::default()
+        };
+        big_ring.validate().unwrap();
+        let s = streams::StreamSettings::default();
+        s.validate().unwrap();
+        let e = streams::StreamSettings {
+            max_connections: 0,
+            ..s
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("streams.max_connections"), "{e}");
     }
 }

@@ -33,6 +33,24 @@ impl Default for StreamSettings {
 }
 
 impl StreamSettings {
+    /// Every `[streams]` value within its range (see docs/sonde.example.toml).
+    pub fn validate(&self) -> anyhow::Result<()> {
+        use anyhow::ensure;
+        ensure!(
+            self.max_connections >= 1,
+            "streams.max_connections must be at least 1 (got 0)"
+        );
+        ensure!(
+            self.max_pending_bytes >= 1,
+            "streams.max_pending_bytes must be at least 1 (got 0)"
+        );
+        ensure!(
+            self.idle_timeout_s >= 1,
+            "streams.idle_timeout_s must be at least 1 (got 0)"
+        );
+        Ok(())
+    }
+
     pub fn tracker_config(&self) -> TrackerConfig {
         TrackerConfig {
             max_pending_bytes: self.max_pending_bytes,

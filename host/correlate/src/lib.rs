@@ -63,6 +63,18 @@ pub struct CorrelationSettings {
     pub host_cgroup_namespace: bool,
 }
 
+impl CorrelationSettings {
+    /// Every `[correlation]` value within its range (see docs/sonde.example.toml).
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.scan_interval_ms >= 100,
+            "correlation.scan_interval_ms must be at least 100 (got {})",
+            self.scan_interval_ms
+        );
+        Ok(())
+    }
+}
+
 impl Default for CorrelationSettings {
     fn default() -> Self {
         Self {

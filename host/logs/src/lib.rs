@@ -85,6 +85,42 @@ impl Default for LogMinerConfig {
     }
 }
 
+impl LogMinerConfig {
+    /// Every `[logs]` value within its range (see docs/sonde.example.toml).
+    pub fn validate(&self) -> anyhow::Result<()> {
+        use anyhow::ensure;
+        ensure!(
+            self.similarity > 0.0 && self.similarity <= 1.0,
+            "logs.similarity must be within (0, 1] (got {})",
+            self.similarity
+        );
+        ensure!(
+            (3..=16).contains(&self.depth),
+            "logs.depth must be within [3, 16] (got {})",
+            self.depth
+        );
+        for (key, v) in [
+            ("logs.retention_minutes", self.retention_minutes as usize),
+            ("logs.max_services", self.max_services),
+            (
+                "logs.max_templates_per_service",
+                self.max_templates_per_service,
+            ),
+            ("logs.max_children", self.max_children),
+            ("logs.max_line_bytes", self.max_line_bytes),
+            ("logs.max_streams", self.max_streams),
+        ] {
+            ensure!(v >= 1, "{key} must be at least 1 (got 0)");
+        }
+        ensure!(
+            self.max_line_bytes <= 1 << 20,
+            "logs.max_line_bytes must be at most 1 MiB (got {})",
+            self.max_line_bytes
+        );
+        Ok(())
+    }
+}
+
 /// One template of one service over a query's time range.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct TemplateCount {

@@ -120,6 +120,10 @@ impl NetworkSettings {
             (1..=65_536).contains(&self.max_addrs_per_client),
             "network.max_addrs_per_client must be 1 to 65536"
         );
+        anyhow::ensure!(
+            self.max_connections >= 1,
+            "network.max_connections must be at least 1 (got 0)"
+        );
         Ok(())
     }
 }

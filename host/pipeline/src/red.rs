@@ -74,6 +74,17 @@ impl Default for RedSettings {
     }
 }
 
+impl RedSettings {
+    /// Every RED value of `[metrics]` within its range (see docs/sonde.example.toml).
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.max_series >= 1,
+            "metrics.max_series must be at least 1 (got 0)"
+        );
+        Ok(())
+    }
+}
+
 /// A database operation slower than `slow_query_ms`, as `/api/slow-queries` serves it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SlowQuery {

@@ -143,7 +143,12 @@ impl WasmRuleEngine {
     }
 
     pub fn add_file(&mut self, file: &Path) -> Result<()> {
-        let wasm = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        let wasm = crate::read_plugin_file(
+            file,
+            crate::DEFAULT_MAX_COMPONENT_BYTES,
+            "[plugins] max_component_bytes",
+        )
+        .with_context(|| format!("reading {}", file.display()))?;
         self.add(&wasm, &file.display().to_string())
             .with_context(|| format!("loading rule component {}", file.display()))
     }

@@ -57,6 +57,14 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// What a plugin's stdout and stderr may leave in memory per instance.
 pub const OUTPUT_CAPTURE_BYTES: usize = 4096;
 
+/// `[plugins] max_component_bytes` by default, and its range.
+pub const DEFAULT_MAX_COMPONENT_BYTES: u64 = 32 << 20;
+pub const MIN_COMPONENT_BYTES: u64 = 1 << 10;
+pub const MAX_COMPONENT_BYTES: u64 = 1 << 30;
+
+/// The largest manifest (`.toml` next to a component) read.
+pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+
 /// Tables and memories one component instance may create (a Rust `wasm32-wasip2` component has
 /// a handful of core instances, one or two memories and a few tables).
 const MAX_TABLES: usize = 16;
@@ -98,9 +106,34 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// Epoch ticks a call may run. The first tick comes anywhere within one period of arming,
-    /// so one extra tick makes the budget a floor: a call runs at least `call_deadline_ms` and
-    /// at most one tick more.
+    /// Every `[plugins.limits]` value within its range (see docs/sonde.example.toml).
+    pub fn validate(&self) -> Result<()> {
+        use anyhow::ensure;
+        ensure!(
+            self.memory_bytes >= 1 << 20,
+            "plugins.limits.memory_bytes must be at least 1 MiB (got {})",
+            self.memory_bytes
+        );
+        ensure!(
+            (1..=60_000).contains(&self.call_deadline_ms),
+            "plugins.limits.call_deadline_ms must be within [1, 60000] (got {})",
+            self.call_deadline_ms
+        );
+        ensure!(
+            self.table_elements >= 1,
+            "plugins.limits.table_elements must be at least 1 (got 0)"
+        );
+        ensure!(
+            self.instances >= 1,
+            "plugins.limits.instances must be at least 1 (got 0)"
+        );
+        ensure!(
+            self.quarantine_after >= 1,
+            "plugins.limits.quarantine_after must be at least 1 (got 0)"
+        );
+        Ok(())
+    }
+
     /// The quarantine policy these limits set.
     pub fn quarantine(&self) -> Quarantine {
         Quarantine {
@@ -109,6 +142,9 @@ impl Limits {
         }
     }
 
+    /// Epoch ticks a call may run. The first tick comes anywhere within one period of arming,
+    /// so one extra tick makes the budget a floor: a call runs at least `call_deadline_ms` and
+    /// at most one tick more.
     fn deadline_ticks(&self) -> u64 {
         self.call_deadline_ms
             .div_ceil(EPOCH_TICK.as_millis() as u64)
@@ -580,6 +616,55 @@ pub fn stub_unknown_imports(
     Ok(())
 }
 
+/// The bytes of the plugin file at `path` (a component or its manifest), at most `max`: only
+/// a regular file is read. It is opened without blocking (a FIFO, a device or a directory is
+/// refused at once, judged by the metadata of the descriptor opened, not of the path), its
+/// size is checked before reading, and the read itself stops after `max` bytes (a file that
+/// grows meanwhile is refused too). Errors keep the open's kind (`NotFound`); `limit` names
+/// the setting `max` comes from, for the message.
+pub fn read_plugin_file(path: &std::path::Path, max: u64, limit: &str) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind, Read as _};
+    use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let meta = file.metadata()?;
+    let ft = meta.file_type();
+    if !ft.is_file() {
+        let what = if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_dir() {
+            "a directory"
+        } else if ft.is_char_device() || ft.is_block_device() {
+            "a device"
+        } else if ft.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("refused: {what}, not a regular file"),
+        ));
+    }
+    let too_big = |size: u64| {
+        Error::new(
+            ErrorKind::FileTooLarge,
+            format!("refused: {size} bytes, above the limit of {max} ({limit})"),
+        )
+    };
+    if meta.len() > max {
+        return Err(too_big(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(too_big(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
 /// Every `*.wasm` file of `dirs`, each directory's in file-name order: how rule and parser
 /// components are found. A directory that cannot be read is an error naming it.
 pub fn wasm_files(dirs: &[PathBuf], what: &str) -> Result<Vec<PathBuf>> {
@@ -663,8 +748,8 @@ impl<P: WorldPre> Sandboxed<P> {
         self.instance.is_some()
     }
 
-    /// One call in the sandbox: refused while quarantined; instantiates if needed (the
-    /// instantiation is under the same deadline); arms the deadline; on failure classifies it,
+    /// One call in the sandbox: refused while quarantined; arms the deadline; instantiates if
+    /// needed (instantiation and call share that one deadline); on failure classifies it,
     /// adds what the plugin printed, drops the instance (a trapped instance is never called
     /// again) and counts it. Return [`BadOutput`] from `f` for a contract violation.
     pub fn call<R>(
@@ -695,7 +780,11 @@ impl<P: WorldPre> Sandboxed<P> {
         now: Instant,
         f: impl FnOnce(&P::Bindings, &mut Store<SandboxState>) -> wasmtime::Result<R>,
     ) -> std::result::Result<R, Failure> {
-        if self.instance.is_none() {
+        // One deadline for the whole call: a fresh instance is armed once, before it is made,
+        // and the call runs on what instantiation left of the budget (re-arming gave a slow
+        // instantiation and the call a full deadline each).
+        let fresh = self.instance.is_none();
+        if fresh {
             let mut store = engine.store(limits);
             engine.arm(&mut store, limits);
             self.health.instantiations += 1;
@@ -714,7 +803,9 @@ impl<P: WorldPre> Sandboxed<P> {
             }
         }
         let (store, bindings) = self.instance.as_mut().expect("instantiated above");
-        engine.arm(store, limits);
+        if !fresh {
+            engine.arm(store, limits);
+        }
         match f(bindings, store) {
             Ok(r) => {
                 self.health.succeeded();

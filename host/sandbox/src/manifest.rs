@@ -347,6 +347,8 @@ pub struct Trust {
     pub world: Option<World>,
     /// Capabilities the daemon grants (from [`CAPABILITIES`]).
     pub granted: Vec<String>,
+    /// The largest component read (`[plugins] max_component_bytes`); `None`: the default.
+    pub max_component_bytes: Option<u64>,
 }
 
 impl Trust {
@@ -357,6 +359,7 @@ impl Trust {
     ) -> Result<Self, VerifyError> {
         let mut t = Trust {
             world,
+            max_component_bytes: Some(cfg.max_component_bytes),
             ..Trust::default()
         };
         for k in &cfg.trusted_keys {
@@ -595,10 +598,15 @@ pub fn verify_parser_file(
 /// Check the component at `wasm_path` against its manifest and `trust` (see the module docs),
 /// and return its bytes to load.
 pub fn verify(wasm_path: &Path, trust: &Trust) -> Result<Verified, VerifyError> {
-    let wasm = std::fs::read(wasm_path).map_err(|source| VerifyError::Read {
-        path: wasm_path.to_path_buf(),
-        source,
-    })?;
+    let max = trust
+        .max_component_bytes
+        .unwrap_or(crate::DEFAULT_MAX_COMPONENT_BYTES);
+    let wasm = crate::read_plugin_file(wasm_path, max, "[plugins] max_component_bytes").map_err(
+        |source| VerifyError::Read {
+            path: wasm_path.to_path_buf(),
+            source,
+        },
+    )?;
     let sha256 = sha256_hex(&wasm);
     let manifest_path = manifest_path(wasm_path);
     let dir = match wasm_path.parent() {
@@ -613,7 +621,16 @@ pub fn verify(wasm_path: &Path, trust: &Trust) -> Result<Verified, VerifyError> 
         sha256: sha256.clone(),
         signed_by: None,
     };
-    let text = match std::fs::read_to_string(&manifest_path) {
+    let manifest_text = crate::read_plugin_file(
+        &manifest_path,
+        crate::MAX_MANIFEST_BYTES,
+        "the manifest size limit",
+    )
+    .and_then(|b| {
+        String::from_utf8(b)
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not valid UTF-8"))
+    });
+    let text = match manifest_text {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if allowed {

@@ -39,6 +39,9 @@ pub struct PluginsConfig {
     /// Directories whose components may be unsigned (no manifest, or one without a
     /// signature); a manifest there is still checked. Empty: every component must be signed.
     pub allow_unsigned_dirs: Vec<PathBuf>,
+    /// The largest component file (`.wasm`) read, at start-up or by `sonde plugin load` and
+    /// the directory watch; a bigger one is refused before it is read.
+    pub max_component_bytes: u64,
 }
 
 impl Default for PluginsConfig {
@@ -56,6 +59,35 @@ impl Default for PluginsConfig {
             limits: crate::Limits::default(),
             trusted_keys: Vec::new(),
             allow_unsigned_dirs: Vec::new(),
+            max_component_bytes: crate::DEFAULT_MAX_COMPONENT_BYTES,
         }
     }
 }
+
+impl PluginsConfig {
+    /// Every `[plugins]` value within its range (see docs/sonde.example.toml).
+    pub fn validate(&self) -> anyhow::Result<()> {
+        use anyhow::ensure;
+        ensure!(
+            self.parser_queue_jobs >= 1,
+            "plugins.parser_queue_jobs must be at least 1 (got 0)"
+        );
+        ensure!(
+            (1..=MAX_BATCH_BYTES).contains(&self.batch_bytes),
+            "plugins.batch_bytes must be within [1, {MAX_BATCH_BYTES}] (got {})",
+            self.batch_bytes
+        );
+        ensure!(
+            (crate::MIN_COMPONENT_BYTES..=crate::MAX_COMPONENT_BYTES)
+                .contains(&self.max_component_bytes),
+            "plugins.max_component_bytes must be within [{}, {}] (got {})",
+            crate::MIN_COMPONENT_BYTES,
+            crate::MAX_COMPONENT_BYTES,
+            self.max_component_bytes
+        );
+        self.limits.validate()
+    }
+}
+
+/// The largest `[plugins] batch_bytes`.
+pub const MAX_BATCH_BYTES: usize = 64 << 20;

@@ -236,3 +236,103 @@ fn table_and_instance_limits_stop_a_component_at_instantiation() {
         .expect("a component of several core instances exceeds 1");
     assert!(format!("{e:#}").contains("instance"), "{e:#}");
 }
+
+#[test]
+fn plugins_config_is_validated() {
+    PluginsConfig::default().validate().unwrap();
+    let bad = |c: PluginsConfig, key: &str| {
+        let e = format!("{:#}", c.validate().unwrap_err());
+        assert!(e.contains(key), "{e}");
+    };
+    bad(
+        PluginsConfig {
+            parser_queue_jobs: 0,
+            ..Default::default()
+        },
+        "plugins.parser_queue_jobs",
+    );
+    bad(
+        PluginsConfig {
+            batch_bytes: 0,
+            ..Default::default()
+        },
+        "plugins.batch_bytes",
+    );
+    bad(
+        PluginsConfig {
+            max_component_bytes: 0,
+            ..Default::default()
+        },
+        "plugins.max_component_bytes",
+    );
+    bad(
+        PluginsConfig {
+            max_component_bytes: 4 << 30,
+            ..Default::default()
+        },
+        "plugins.max_component_bytes",
+    );
+    for (limits, key) in [
+        (
+            Limits {
+                call_deadline_ms: 0,
+                ..Limits::default()
+            },
+            "call_deadline_ms",
+        ),
+        (
+            Limits {
+                memory_bytes: 1,
+                ..Limits::default()
+            },
+            "memory_bytes",
+        ),
+        (
+            Limits {
+                instances: 0,
+                ..Limits::default()
+            },
+            "instances",
+        ),
+        (
+            Limits {
+                quarantine_after: 0,
+                ..Limits::default()
+            },
+            "quarantine_after",
+        ),
+    ] {
+        bad(config(limits), key);
+    }
+}
+
+#[test]
+fn plugin_files_are_regular_and_bounded() {
+    let dir = std::env::temp_dir().join(format!("sonde-read-plugin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("x.wasm");
+    std::fs::write(&file, vec![7u8; 4096]).unwrap();
+    assert_eq!(read_plugin_file(&file, 4096, "k").unwrap().len(), 4096);
+    let e = read_plugin_file(&file, 4095, "[plugins] max_component_bytes").unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::FileTooLarge);
+    assert!(
+        e.to_string().contains("4096 bytes") && e.to_string().contains("max_component_bytes"),
+        "{e}"
+    );
+    // A FIFO nobody writes to: refused at once, not a read that never ends.
+    let fifo = dir.join("fifo.wasm");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let started = Instant::now();
+    let e = read_plugin_file(&fifo, 1 << 20, "k").unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(e.to_string().contains("a FIFO, not a regular file"), "{e}");
+    let e = read_plugin_file(&dir, 1 << 20, "k").unwrap_err();
+    assert!(e.to_string().contains("a directory"), "{e}");
+    let e = read_plugin_file(std::path::Path::new("/dev/zero"), 1 << 20, "k").unwrap_err();
+    assert!(e.to_string().contains("a device"), "{e}");
+    let e = read_plugin_file(&dir.join("missing.wasm"), 1 << 20, "k").unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -7,6 +7,7 @@ use sonde_correlate::k8s::{KubeMode, KubernetesSettings};
 
 use super::capture::CaptureArgs;
 use crate::config::{Config, MetricsSettings};
+use crate::instance::{self, InstanceLock};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -96,6 +97,17 @@ fn apply_metrics_listen(metrics: &mut MetricsSettings, listen: &str) -> Result<(
 }
 
 pub fn run(args: RunArgs, mut config: Config) -> Result<()> {
+    args.apply(&mut config)?;
+    // Before anything touches the system: the values in range, then root, then the lock
+    // that keeps a second daemon on this node from going further.
+    config.validate()?;
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    anyhow::ensure!(
+        euid == 0,
+        "Sonde must run as root (it loads eBPF programs and may mount tracefs)"
+    );
+    let lock = InstanceLock::acquire(&instance::lock_path(config.admin.socket.as_deref()))?;
     // Before the runtime's threads exist: they inherit the namespace.
     if config.correlation.host_cgroup_namespace {
         join_host_cgroup_namespace(&config);
@@ -104,8 +116,11 @@ pub fn run(args: RunArgs, mut config: Config) -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    args.apply(&mut config)?;
-    rt.block_on(crate::daemon::run(config))
+    let result = rt.block_on(crate::daemon::run(config));
+    // The runtime first (its tasks hold the sockets), then the lock.
+    drop(rt);
+    drop(lock);
+    result
 }
 
 /// Container ids come from /proc/<pid>/cgroup, which shows paths relative to our own cgroup
