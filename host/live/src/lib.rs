@@ -21,17 +21,17 @@
 //! breakdowns, and `max_incidents` reports.
 #![forbid(unsafe_code)]
 
+mod board;
 mod edges;
 mod history;
 mod resources;
 mod sample;
+mod settings;
+mod slow_sql;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use sonde_analysis::demarcation::Element;
 use sonde_analysis::detect::{DetectorConfig, Direction, ResidualDetector, Verdict};
 use sonde_analysis::replay::{
@@ -40,357 +40,20 @@ use sonde_analysis::replay::{
 use sonde_analysis::report::{AnalysisConfig, Report};
 use sonde_analysis::rules::RuleEngine;
 use sonde_sdk::attributes as attr;
-use sonde_sdk::fault_rule::metric::{self as m, Unit, unit};
+use sonde_sdk::fault_rule::metric::{Unit, unit};
 use sonde_sdk::protocol_parser::ConnInfo;
 
 use sonde_netmap::export::Topology;
 use sonde_parse::{Record, TaggedRecord};
 
+pub use board::{
+    IncidentDetail, IncidentSummary, LiveBoard, LiveStats, LogSource, LogTemplate, SlowSql,
+    TopCause,
+};
 pub use history::History;
 pub use sample::service_of;
-
-/// `[live]`: history, detection and incidents.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LiveSettings {
-    /// Run the live diagnosis at all.
-    pub enabled: bool,
-    /// One point per series per step; whole seconds, at least 1000.
-    pub step_ms: u64,
-    /// Points kept per series (retention = step × this).
-    pub retention_steps: usize,
-    /// Series kept (services × metrics, edges × metrics, node); more are refused, counted.
-    pub max_series: usize,
-    /// A service with fewer requests in a step gives no latency or error-rate point for it.
-    pub min_requests: u64,
-    /// Service KPIs that can open an incident.
-    pub kpis: Vec<String>,
-    /// Steps a KPI's detector learns before it may open incidents.
-    pub warmup_steps: u32,
-    /// Anomalous steps in a row before an incident opens.
-    pub open_after: u32,
-    /// Normal steps in a row of the entry's KPIs before an incident is resolved.
-    pub close_after: u32,
-    /// Steps from the anomaly's start before the report is written (the analysis window).
-    pub window_steps: u32,
-    /// A latency rise must be at least this many ms and this share of the expected value to
-    /// open an incident; an error-rate rise at least `min_error_rise` (absolute share).
-    pub min_latency_rise_ms: f64,
-    pub min_relative_rise: f64,
-    pub min_error_rise: f64,
-    /// Incidents kept (open and resolved); the oldest resolved go first.
-    pub max_incidents: usize,
-    /// Write each incident's bundle (its series, topology and breakdowns) here, so
-    /// `sonde analyze <dir>/<id>` replays it.
-    pub incident_dir: Option<PathBuf>,
-}
-
-impl Default for LiveSettings {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            step_ms: 5000,
-            retention_steps: 720,
-            max_series: 4000,
-            min_requests: 5,
-            // The p99 of one step is a handful of requests' maximum: too noisy to open
-            // incidents on by default (it is still in the history and in reports).
-            kpis: vec![m::ERROR_RATE.into(), m::LATENCY_MEAN_MS.into()],
-            warmup_steps: 30,
-            open_after: 2,
-            close_after: 5,
-            window_steps: 4,
-            min_latency_rise_ms: 10.0,
-            min_relative_rise: 0.5,
-            min_error_rise: 0.02,
-            max_incidents: 200,
-            incident_dir: None,
-        }
-    }
-}
-
-impl LiveSettings {
-    pub fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            self.step_ms >= 1000 && self.step_ms.is_multiple_of(1000),
-            "live.step_ms must be whole seconds, at least 1000 (got {})",
-            self.step_ms
-        );
-        anyhow::ensure!(
-            self.retention_steps >= 16,
-            "live.retention_steps must be at least 16"
-        );
-        anyhow::ensure!(
-            self.window_steps >= 1,
-            "live.window_steps must be at least 1"
-        );
-        anyhow::ensure!(self.open_after >= 1, "live.open_after must be at least 1");
-        for k in &self.kpis {
-            anyhow::ensure!(
-                [
-                    m::ERROR_RATE,
-                    m::LATENCY_MEAN_MS,
-                    m::LATENCY_P99_MS,
-                    m::REQUEST_RATE
-                ]
-                .contains(&k.as_str()),
-                "live.kpis: {k:?} is not error_rate, latency_mean_ms, latency_p99_ms or request_rate"
-            );
-        }
-        Ok(())
-    }
-
-    fn step_s(&self) -> i64 {
-        (self.step_ms / 1000) as i64
-    }
-}
-
-/// The first root cause, for lists.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TopCause {
-    pub element: Element,
-    pub category: String,
-    pub confidence: f64,
-    pub explanation: String,
-}
-
-/// An incident in the exception event list (`/api/incidents`, `sonde incidents`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct IncidentSummary {
-    pub id: String,
-    /// The service whose users see the problem (the most upstream anomalous one).
-    pub entry: String,
-    pub kpi: String,
-    /// The service whose anomaly opened the incident.
-    pub trigger: String,
-    /// When the anomaly started (its first anomalous step), and when it was confirmed.
-    pub start_unix_ms: u64,
-    pub opened_unix_ms: u64,
-    pub report_unix_ms: Option<u64>,
-    pub resolved_unix_ms: Option<u64>,
-    /// `open` or `resolved`.
-    pub state: String,
-    pub top_cause: Option<TopCause>,
-    /// The open incident this one arose under (a second fault during it, or it changing).
-    #[serde(default)]
-    pub parent: Option<String>,
-}
-
-/// A statement that was at least `slow_query_ms` slow during the incident, from one service to
-/// one server: how often, how slow on average and at worst.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SlowSql {
-    pub service: String,
-    pub server: String,
-    pub statement: String,
-    pub count: u64,
-    pub mean_ms: f64,
-    pub max_ms: f64,
-    /// Of these, the ones that failed, with the last error.
-    pub errors: u64,
-    pub last_error: Option<String>,
-    pub last_unix_ms: u64,
-}
-
-/// One slow database operation as it was seen.
-#[derive(Debug, Clone)]
-struct SlowSample {
-    unix_ms: u64,
-    service: String,
-    server: String,
-    statement: String,
-    ms: f64,
-    error: Option<String>,
-}
-
-/// Slow samples since `from` of the `involved` services, one row per (service, server,
-/// statement), slowest first.
-fn slow_sql_of(
-    samples: &VecDeque<SlowSample>,
-    from: u64,
-    involved: &BTreeSet<String>,
-    limit: usize,
-) -> Vec<SlowSql> {
-    let mut rows: BTreeMap<(&str, &str, &str), SlowSql> = BTreeMap::new();
-    for q in samples
-        .iter()
-        .filter(|q| q.unix_ms >= from && involved.contains(&q.service))
-    {
-        let row = rows
-            .entry((&q.service, &q.server, &q.statement))
-            .or_insert_with(|| SlowSql {
-                service: q.service.clone(),
-                server: q.server.clone(),
-                statement: q.statement.clone(),
-                count: 0,
-                mean_ms: 0.0,
-                max_ms: 0.0,
-                errors: 0,
-                last_error: None,
-                last_unix_ms: 0,
-            });
-        row.count += 1;
-        row.mean_ms += (q.ms - row.mean_ms) / row.count as f64;
-        row.max_ms = row.max_ms.max(q.ms);
-        if q.error.is_some() {
-            row.errors += 1;
-            row.last_error.clone_from(&q.error);
-        }
-        row.last_unix_ms = row.last_unix_ms.max(q.unix_ms);
-    }
-    let mut out: Vec<SlowSql> = rows.into_values().collect();
-    out.sort_by(|a, b| {
-        b.max_ms
-            .total_cmp(&a.max_ms)
-            .then_with(|| b.count.cmp(&a.count))
-    });
-    out.truncate(limit);
-    out
-}
-
-/// Error-log lines of one template, from one service, during the incident.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LogTemplate {
-    pub service: String,
-    pub template: String,
-    pub count: u64,
-    pub sample: String,
-}
-
-/// What `/api/incidents/<id>` serves.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct IncidentDetail {
-    pub incident: IncidentSummary,
-    pub report: Option<Report>,
-    /// Slow SQL of the services on the propagation path and the databases they call.
-    pub slow_queries: Vec<SlowSql>,
-    /// Error-log templates of the services involved, most frequent first.
-    pub log_templates: Vec<LogTemplate>,
-    /// Where the incident's bundle was written (replay it with `sonde analyze`).
-    pub bundle_dir: Option<String>,
-    /// The analysis could not run (kept so the incident still says why it has no report).
-    pub error: Option<String>,
-    /// Later incidents under this one whose report found the same first root cause, folded
-    /// into it (they are not listed on their own).
-    #[serde(default)]
-    pub merged: Vec<IncidentSummary>,
-}
-
-impl IncidentDetail {
-    /// The report as a person reads it.
-    pub fn to_text(&self) -> String {
-        let i = &self.incident;
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "Incident {} [{}] entry {} ({}), opened by {}",
-            i.id, i.state, i.entry, i.kpi, i.trigger
-        );
-        if let Some(parent) = &i.parent {
-            let _ = writeln!(s, "Arose while incident {parent} was open");
-        }
-        if let Some(at) = i.report_unix_ms {
-            let _ = writeln!(
-                s,
-                "Report {:.1} s after the anomaly started",
-                at.saturating_sub(i.start_unix_ms) as f64 / 1e3
-            );
-        }
-        match &self.report {
-            Some(r) => s.push_str(&r.to_text()),
-            None => {
-                let _ = writeln!(
-                    s,
-                    "No report yet{}",
-                    self.error
-                        .as_ref()
-                        .map(|e| format!(": {e}"))
-                        .unwrap_or_default()
-                );
-            }
-        }
-        if !self.slow_queries.is_empty() {
-            let _ = writeln!(s, "Slow SQL:");
-            for q in self.slow_queries.iter().take(5) {
-                let _ = writeln!(
-                    s,
-                    "  {:>5}×  mean {:>7.1} ms  max {:>7.1} ms  {} → {}  {}",
-                    q.count, q.mean_ms, q.max_ms, q.service, q.server, q.statement
-                );
-                if let Some(e) = &q.last_error {
-                    let _ = writeln!(s, "         {} failed, last: {e}", q.errors);
-                }
-            }
-        }
-        if !self.log_templates.is_empty() {
-            let _ = writeln!(s, "Error logs:");
-            for t in self.log_templates.iter().take(5) {
-                let _ = writeln!(s, "  {} lines in {}: `{}`", t.count, t.service, t.template);
-            }
-        }
-        for m in &self.merged {
-            let _ = writeln!(
-                s,
-                "Also: {} of {} turned anomalous {:.1} s in; same first root cause (merged {})",
-                m.kpi,
-                m.trigger,
-                m.start_unix_ms.saturating_sub(i.start_unix_ms) as f64 / 1e3,
-                m.id
-            );
-        }
-        if let Some(dir) = &self.bundle_dir {
-            let _ = writeln!(s, "Bundle: {dir} (replay: sonde analyze {dir})");
-        }
-        s
-    }
-}
-
-/// Counters of the live engine, for `/metrics`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct LiveStats {
-    pub steps: u64,
-    pub series: usize,
-    pub points: usize,
-    pub series_refused: u64,
-    pub incidents_opened: u64,
-    /// Incidents folded into the one they arose under (same first root cause).
-    pub incidents_merged: u64,
-    pub incidents_open: usize,
-    pub reports: u64,
-    pub analysis_errors: u64,
-    pub last_step_ms: f64,
-    pub last_analysis_ms: f64,
-}
-
-/// What the daemon publishes for the HTTP endpoint.
-#[derive(Debug, Clone, Default)]
-pub struct LiveBoard {
-    pub incidents: Vec<IncidentDetail>,
-    pub stats: LiveStats,
-    /// The last step's value of every series (`/api/live`): (entity, metric, value).
-    pub latest: Vec<(String, String, f64)>,
-}
-
-impl LiveBoard {
-    pub fn summaries(&self) -> Vec<IncidentSummary> {
-        self.incidents.iter().map(|d| d.incident.clone()).collect()
-    }
-
-    pub fn detail(&self, id: &str) -> Option<&IncidentDetail> {
-        self.incidents.iter().find(|d| d.incident.id == id)
-    }
-}
-
-/// Supplies error-log templates of services over a time range (the log miner).
-pub trait LogSource: Send {
-    fn error_templates(
-        &self,
-        services: &[String],
-        from_ms: u64,
-        to_ms: u64,
-        limit: usize,
-    ) -> Vec<LogTemplate>;
-}
+pub use settings::LiveSettings;
+use slow_sql::{SlowSample, slow_sql_of};
 
 struct Watch {
     detector: ResidualDetector,
