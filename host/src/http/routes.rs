@@ -115,7 +115,7 @@ fn metrics(state: &State, headers: &HeaderMap) -> Answer {
         (
             StatusCode::OK,
             OPENMETRICS_TEXT,
-            metrics::render_format(state, true),
+            metrics::render_format(state, sonde_metrics::Format::OpenMetrics),
         )
     } else {
         (StatusCode::OK, PROMETHEUS_TEXT, metrics::render_all(state))
