@@ -593,12 +593,7 @@ fn read_network(
             netmap.on_reading(&NetReading::default(), monotonic_now_ns());
         }
     }
-    let mut prometheus = String::with_capacity(16 << 10);
-    netmap.render_prometheus(&mut prometheus);
-    let view = NetworkView {
-        topology: netmap.topology(),
-        prometheus,
-    };
+    let view = NetworkView::of(netmap);
     if let Ok(mut n) = shared.network.lock() {
         *n = view;
     }

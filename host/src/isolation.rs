@@ -9,7 +9,6 @@
 //!
 //! Catching needs `panic = "unwind"` (Rust's default; no profile of the workspace aborts).
 use std::any::Any;
-use std::fmt::Write as _;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,14 +50,13 @@ impl TaskPanics {
     }
 
     /// `sonde_task_panics_total`, one series per task (zeros included, to alert on).
-    pub fn render_prometheus(&self, o: &mut String) {
-        let name = "sonde_task_panics_total";
-        let _ = writeln!(
-            o,
-            "# HELP {name} Panics caught in a non-core task; the task is off after its first (capture and metrics go on).\n# TYPE {name} counter"
+    pub fn render(&self, ex: &mut sonde_metrics::Exposition) {
+        let mut c = ex.counter(
+            "sonde_task_panics_total",
+            "Panics caught in a non-core task; the task is off after its first (capture and metrics go on).",
         );
         for task in Task::ALL {
-            let _ = writeln!(o, "{name}{{task=\"{}\"}} {}", task.as_str(), self.get(task));
+            c.sample([("task", task.as_str())], self.get(task));
         }
     }
 }
@@ -150,8 +148,9 @@ mod tests {
         assert_eq!(panics.get(Task::Live), 0);
         assert_eq!(panics.get(Task::Correlate), 0);
 
-        let mut o = String::new();
-        panics.render_prometheus(&mut o);
+        let mut ex = sonde_metrics::Exposition::new(sonde_metrics::Format::Prometheus);
+        panics.render(&mut ex);
+        let o = ex.finish();
         assert!(
             o.contains("# TYPE sonde_task_panics_total counter\n"),
             "{o}"

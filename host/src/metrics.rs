@@ -1,12 +1,14 @@
-//! Prometheus text exposition: the RED metrics parsed from traffic ([`sonde_pipeline::red`]) and the
-//! daemon's own health — capture counters (every drop has one), stream reassembly, connection
-//! tracking, the parse pipeline and every plugin's sandbox counters — and the [`State`] the HTTP
-//! API ([`crate::http`]) serves it and the JSON endpoints from.
-use std::fmt::Write as _;
+//! The `/metrics` exposition (Prometheus text or OpenMetrics, written through
+//! [`sonde_metrics::Exposition`]): the RED metrics parsed from traffic
+//! ([`sonde_pipeline::red`]) and the daemon's own health — capture counters (every drop has
+//! one), stream reassembly, connection tracking, the parse pipeline and every plugin's sandbox
+//! counters — and the [`State`] the HTTP API ([`crate::http`]) serves it and the JSON endpoints
+//! from.
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use sonde_common::stat;
+use sonde_metrics::{Exposition, Format, Kind, LabelText, Value};
 
 use sonde_capture::CaptureStats;
 use sonde_capture::conntrack::TrackerStats;
@@ -83,238 +85,263 @@ impl Health {
         }
     }
 
-    fn render_prometheus(&self, o: &mut String) {
+    fn render(&self, ex: &mut Exposition) {
         if self.probes.is_empty() {
             return;
         }
-        let _ = writeln!(
-            o,
-            "# HELP sonde_probe_info Every eBPF program: the feature it serves and whether it runs.\n# TYPE sonde_probe_info gauge"
+        let mut g = ex.gauge(
+            "sonde_probe_info",
+            "Every eBPF program: the feature it serves and whether it runs.",
         );
         for p in &self.probes {
-            let _ = writeln!(
-                o,
-                "sonde_probe_info{{program=\"{}\",feature=\"{}\",state=\"{}\"}} 1",
-                p.program,
-                p.feature.name(),
-                p.state.name()
+            g.sample(
+                [
+                    ("program", p.program.as_str()),
+                    ("feature", p.feature.name()),
+                    ("state", p.state.name()),
+                ],
+                1u64,
             );
         }
     }
 }
 
-/// What the daemon loop publishes of the network map after each read.
-#[derive(Debug, Default, Clone)]
+/// What the daemon loop publishes of the network map after each read: the topology and its
+/// series, rendered in both formats (each appended as it is to an exposition of its format).
+#[derive(Debug, Clone)]
 pub struct NetworkView {
     pub topology: sonde_netmap::export::Topology,
-    pub prometheus: String,
+    prometheus: Exposition,
+    openmetrics: Exposition,
+}
+
+impl NetworkView {
+    pub fn of(netmap: &sonde_netmap::NetMap) -> NetworkView {
+        let mut prometheus = Exposition::with_capacity(Format::Prometheus, 16 << 10);
+        netmap.render(&mut prometheus);
+        let mut openmetrics = Exposition::with_capacity(Format::OpenMetrics, 16 << 10);
+        netmap.render(&mut openmetrics);
+        NetworkView {
+            topology: netmap.topology(),
+            prometheus,
+            openmetrics,
+        }
+    }
+
+    /// The series in `format`.
+    pub fn series(&self, format: Format) -> &Exposition {
+        match format {
+            Format::Prometheus => &self.prometheus,
+            Format::OpenMetrics => &self.openmetrics,
+        }
+    }
+}
+
+impl Default for NetworkView {
+    fn default() -> Self {
+        NetworkView {
+            topology: Default::default(),
+            prometheus: Exposition::new(Format::Prometheus),
+            openmetrics: Exposition::new(Format::OpenMetrics),
+        }
+    }
 }
 
 pub type Shared = Arc<State>;
 
-/// The full exposition: RED metrics, network, containers, then health.
+/// The full exposition in the Prometheus text format.
 pub fn render_all(state: &State) -> String {
-    render_format(state, false)
+    render_format(state, Format::Prometheus)
 }
 
-/// The exposition in the Prometheus text format, or in OpenMetrics (with exemplars on the
-/// latency histograms, which the Prometheus format cannot carry).
-pub fn render_format(state: &State, openmetrics: bool) -> String {
-    let mut o = String::with_capacity(16 << 10);
+/// The full exposition: RED metrics, network, containers, then health; in the Prometheus text
+/// format, or in OpenMetrics (with exemplars on the latency histograms, which the Prometheus
+/// format cannot carry).
+pub fn render_format(state: &State, format: Format) -> String {
+    let mut ex = Exposition::with_capacity(format, 16 << 10);
     if let Ok(red) = state.red.lock() {
-        red.render_with(&mut o, openmetrics);
+        red.render(&mut ex);
     }
     if let Ok(net) = state.network.lock() {
-        o.push_str(&net.prometheus);
+        ex.append(net.series(format));
     }
     if let Some(c) = &state.correlator {
-        c.render_prometheus(&mut o);
+        c.render(&mut ex);
     }
     let snap = state.snapshot.lock().map(|s| s.clone()).unwrap_or_default();
-    o.push_str(&render(&snap));
+    render(&mut ex, &snap);
     if let Ok(r) = state.records.lock() {
-        let _ = writeln!(
-            o,
-            "# HELP sonde_records_total Request records the parsers returned.\n# TYPE sonde_records_total counter\nsonde_records_total {}",
-            r.total
-        );
+        ex.counter(
+            "sonde_records_total",
+            "Request records the parsers returned.",
+        )
+        .sample((), r.total);
     }
     if let Ok(b) = state.live.lock() {
-        render_live(&mut o, &b.stats);
+        render_live(&mut ex, &b.stats);
     }
     if let Some(stats) = state
         .logs
         .as_ref()
         .and_then(|l| l.lock().ok().map(|m| m.stats()))
     {
-        render_logs(&mut o, &stats);
+        render_logs(&mut ex, &stats);
     }
-    state.task_panics.render_prometheus(&mut o);
-    state.health.render_prometheus(&mut o);
-    render_api(&mut o, &state.api);
-    if openmetrics {
-        sonde_metrics::to_openmetrics(&o)
-    } else {
-        o
-    }
+    state.task_panics.render(&mut ex);
+    state.health.render(&mut ex);
+    render_api(&mut ex, &state.api);
+    ex.finish()
 }
 
-/// Unlabelled series, one (name, type, help, value) row each.
-fn write_scalars<V: std::fmt::Display>(o: &mut String, rows: &[(&str, &str, &str, V)]) {
-    for (name, kind, help, v) in rows {
-        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+/// Unlabelled series, one (name, kind, help, value) row each.
+fn write_scalars<V: Value + Copy>(ex: &mut Exposition, rows: &[(&str, Kind, &str, V)]) {
+    for &(name, kind, help, v) in rows {
+        ex.family(kind, name, help).sample((), v);
     }
 }
 
 /// The HTTP API's own counters.
-fn render_api(o: &mut String, s: &ApiStats) {
+fn render_api(ex: &mut Exposition, s: &ApiStats) {
     let get = |c: &AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-    let rows: [(&str, &str, &str, u64); 3] = [
+    let rows: [(&str, Kind, &str, u64); 3] = [
         (
             "sonde_api_busy_total",
-            "counter",
+            Kind::Counter,
             "API connections answered 503: [api] max_connections were open.",
             get(&s.busy),
         ),
         (
             "sonde_api_metrics_renders_total",
-            "counter",
+            Kind::Counter,
             "/metrics pages rendered (concurrent scrapers share one page per [api] metrics_cache_ms).",
             get(&s.renders),
         ),
         (
             "sonde_api_refused_total",
-            "counter",
+            Kind::Counter,
             "API requests refused: off loopback without the bearer token.",
             get(&s.refused),
         ),
     ];
-    write_scalars(o, &rows);
+    write_scalars(ex, &rows);
 }
 
 /// The log miner's counters.
-fn render_logs(o: &mut String, s: &sonde_logs::LogStats) {
-    let rows: [(&str, &str, &str, u64); 7] = [
+fn render_logs(ex: &mut Exposition, s: &sonde_logs::LogStats) {
+    let rows: [(&str, Kind, &str, u64); 7] = [
         (
             "sonde_log_lines_total",
-            "counter",
+            Kind::Counter,
             "stdout/stderr lines mined into templates.",
             s.lines,
         ),
         (
             "sonde_log_error_lines_total",
-            "counter",
+            Kind::Counter,
             "Lines classified as errors.",
             s.error_lines,
         ),
         (
             "sonde_log_templates",
-            "gauge",
+            Kind::Gauge,
             "Templates held (all services).",
             s.templates,
         ),
         (
             "sonde_log_template_evictions_total",
-            "counter",
+            Kind::Counter,
             "Templates forgotten at the per-service bound.",
             s.template_evictions,
         ),
         (
             "sonde_log_service_evictions_total",
-            "counter",
+            Kind::Counter,
             "Services forgotten at the service bound.",
             s.service_evictions,
         ),
         (
             "sonde_log_lines_truncated_total",
-            "counter",
+            Kind::Counter,
             "Lines cut at max_line_bytes.",
             s.truncated_lines,
         ),
         (
             "sonde_log_stream_evictions_total",
-            "counter",
+            Kind::Counter,
             "Partial-line buffers dropped at the stream bound.",
             s.stream_evictions,
         ),
     ];
-    write_scalars(o, &rows);
+    write_scalars(ex, &rows);
 }
 
 /// The live diagnosis' counters.
-fn render_live(o: &mut String, s: &sonde_live::LiveStats) {
-    let rows: [(&str, &str, &str, f64); 9] = [
+fn render_live(ex: &mut Exposition, s: &sonde_live::LiveStats) {
+    let rows: [(&str, Kind, &str, f64); 9] = [
         (
             "sonde_live_steps_total",
-            "counter",
+            Kind::Counter,
             "Steps the live history has taken.",
             s.steps as f64,
         ),
         (
             "sonde_live_series",
-            "gauge",
+            Kind::Gauge,
             "Series in the live history (golden metrics, resources, edges, endpoint breakdowns).",
             s.series as f64,
         ),
         (
             "sonde_live_points",
-            "gauge",
+            Kind::Gauge,
             "Points held by the live history (8 bytes each).",
             s.points as f64,
         ),
         (
             "sonde_live_series_refused_total",
-            "counter",
+            Kind::Counter,
             "Values refused because the history held live.max_series series.",
             s.series_refused as f64,
         ),
         (
             "sonde_incidents_opened_total",
-            "counter",
+            Kind::Counter,
             "Incidents opened.",
             s.incidents_opened as f64,
         ),
         (
             "sonde_incidents_merged_total",
-            "counter",
+            Kind::Counter,
             "Incidents folded into the open incident they arose under (same first root cause).",
             s.incidents_merged as f64,
         ),
         (
             "sonde_incidents_open",
-            "gauge",
+            Kind::Gauge,
             "Incidents open now.",
             s.incidents_open as f64,
         ),
         (
             "sonde_incident_reports_total",
-            "counter",
+            Kind::Counter,
             "Incident reports written.",
             s.reports as f64,
         ),
         (
             "sonde_incident_analysis_errors_total",
-            "counter",
+            Kind::Counter,
             "Incident analyses that failed (the incident says why).",
             s.analysis_errors as f64,
         ),
     ];
-    write_scalars(o, &rows);
+    write_scalars(ex, &rows);
 }
 
-pub fn render(s: &Snapshot) -> String {
-    let mut o = String::with_capacity(4096);
-    let _ = writeln!(
-        o,
-        "# HELP sonde_build_info Sonde version.\n# TYPE sonde_build_info gauge"
-    );
-    let _ = writeln!(
-        o,
-        "sonde_build_info{{version=\"{}\"}} 1",
-        env!("CARGO_PKG_VERSION")
-    );
+/// The daemon's health: build, capture, streams, connections, the parse pipeline.
+fn render(ex: &mut Exposition, s: &Snapshot) {
+    ex.gauge("sonde_build_info", "Sonde version.")
+        .sample([("version", env!("CARGO_PKG_VERSION"))], 1u64);
     counter_per_cpu(
-        &mut o,
+        ex,
         "sonde_capture_events_lost_total",
         "Events the kernel could not put in the ring buffer (full), per CPU.",
         s,
@@ -325,7 +352,7 @@ pub fn render(s: &Snapshot) -> String {
         ],
     );
     counter_per_cpu(
-        &mut o,
+        ex,
         "sonde_capture_events_total",
         "Events written to the ring buffer, per CPU.",
         s,
@@ -335,7 +362,7 @@ pub fn render(s: &Snapshot) -> String {
             ("log", stat::LOG_EVENTS),
         ],
     );
-    render_io_uring(&mut o, s);
+    render_io_uring(ex, s);
     let totals: [(&str, &str, u64); 12] = [
         (
             "sonde_capture_bytes_spliced_total",
@@ -399,90 +426,85 @@ pub fn render(s: &Snapshot) -> String {
         ),
     ];
     for (name, help, v) in totals {
-        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        ex.counter(name, help).sample((), v);
     }
-    let _ = writeln!(
-        o,
-        "# HELP sonde_stream_bytes_total Reassembled stream bytes by outcome.\n# TYPE sonde_stream_bytes_total counter"
+    let mut c = ex.counter(
+        "sonde_stream_bytes_total",
+        "Reassembled stream bytes by outcome.",
     );
     for (kind, v) in [
         ("data", s.stream_data_bytes),
         ("truncated", s.stream_truncated_bytes),
         ("lost", s.stream_lost_bytes),
     ] {
-        let _ = writeln!(o, "sonde_stream_bytes_total{{kind=\"{kind}\"}} {v}");
+        c.sample([("kind", kind)], v);
     }
-    let _ = writeln!(
-        o,
-        "# HELP sonde_connections_open Connections tracked now.\n# TYPE sonde_connections_open gauge\nsonde_connections_open {}",
-        s.connections_open
-    );
-    let _ = writeln!(
-        o,
-        "# HELP sonde_connections_total Connections by lifecycle outcome.\n# TYPE sonde_connections_total counter"
+    ex.gauge("sonde_connections_open", "Connections tracked now.")
+        .sample((), s.connections_open);
+    let mut c = ex.counter(
+        "sonde_connections_total",
+        "Connections by lifecycle outcome.",
     );
     for (kind, v) in s.tracker.lifecycle_counters() {
-        let _ = writeln!(o, "sonde_connections_total{{event=\"{kind}\"}} {v}");
+        c.sample([("event", kind)], v);
     }
-    render_parsers(&mut o, s);
-    o
+    render_parsers(ex, s);
 }
 
 /// The parse pipeline: routing, verdicts, and per parser its work, drops and sandbox health.
-fn render_parsers(o: &mut String, s: &Snapshot) {
+fn render_parsers(ex: &mut Exposition, s: &Snapshot) {
     let r = &s.router;
-    let name = "sonde_parse_segments_total";
-    let _ = writeln!(
-        o,
-        "# HELP {name} Stream segments handed to parsers (routed) or to none (unrouted: their connection was decided).\n# TYPE {name} counter"
-    );
-    let _ = writeln!(o, "{name}{{outcome=\"routed\"}} {}", r.segments_routed);
-    let _ = writeln!(o, "{name}{{outcome=\"unrouted\"}} {}", r.segments_unrouted);
-    let gauges_and_counters: [(&str, &str, &str, u64); 6] = [
+    ex.counter(
+        "sonde_parse_segments_total",
+        "Stream segments handed to parsers (routed) or to none (unrouted: their connection was decided).",
+    )
+    .sample([("outcome", "routed")], r.segments_routed)
+    .sample([("outcome", "unrouted")], r.segments_unrouted);
+    let gauges_and_counters: [(&str, Kind, &str, u64); 6] = [
         (
             "sonde_parse_connections_relabeled_total",
-            "counter",
+            Kind::Counter,
             "Connections labelled again because Kubernetes metadata arrived after them.",
             r.relabeled,
         ),
         (
             "sonde_parse_verdicts_total",
-            "counter",
+            Kind::Counter,
             "Connections whose payload the kernel was told to stop copying: no parser wants them, or their parser has what it needs.",
             r.verdicts_skip,
         ),
         (
             "sonde_parse_verdict_errors_total",
-            "counter",
+            Kind::Counter,
             "Verdicts the kernel map refused.",
             s.verdict_errors,
         ),
         (
             "sonde_parse_connections_claimed_total",
-            "counter",
+            Kind::Counter,
             "Connections a parser claimed.",
             r.connections_claimed,
         ),
         (
             "sonde_parse_records_total",
-            "counter",
+            Kind::Counter,
             "Request records produced by parsers.",
             r.records,
         ),
         (
             "sonde_parse_connections",
-            "gauge",
+            Kind::Gauge,
             "Connections the parse pipeline routes now.",
             s.routed_connections as u64,
         ),
     ];
-    write_scalars(o, &gauges_and_counters);
+    write_scalars(ex, &gauges_and_counters);
     if s.parsers.is_empty() {
         return;
     }
     type Get = fn(&ParserStats) -> f64;
-    let c = "counter";
-    let per_parser: [(&str, &str, &str, Get); 11] = [
+    let c = Kind::Counter;
+    let per_parser: [(&str, Kind, &str, Get); 11] = [
         (
             "sonde_parser_jobs_total",
             c,
@@ -545,26 +567,23 @@ fn render_parsers(o: &mut String, s: &Snapshot) {
         ),
         (
             "sonde_plugin_call_seconds_max",
-            "gauge",
+            Kind::Gauge,
             "The longest sandbox call of a plugin (a stopped plugin: its deadline plus the stop latency).",
             |p| p.health.max_call_us as f64 / 1e6,
         ),
     ];
     for (name, kind, help, get) in per_parser {
-        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        let mut f = ex.family(kind, name, help);
         for p in &s.parsers {
-            let _ = writeln!(
-                o,
-                "{name}{{world=\"protocol-parser\",plugin=\"{}\"}} {}",
-                p.name,
-                get(p)
+            f.sample(
+                [("world", "protocol-parser"), ("plugin", p.name.as_str())],
+                get(p),
             );
         }
     }
-    let name = "sonde_plugin_failures_total";
-    let _ = writeln!(
-        o,
-        "# HELP {name} Failed plugin calls by kind: the call was stopped and the instance dropped.\n# TYPE {name} counter"
+    let mut c = ex.counter(
+        "sonde_plugin_failures_total",
+        "Failed plugin calls by kind: the call was stopped and the instance dropped.",
     );
     for p in &s.parsers {
         let h = &p.health;
@@ -575,32 +594,35 @@ fn render_parsers(o: &mut String, s: &Snapshot) {
             ("trap", h.traps),
             ("bad-output", h.bad_output),
         ] {
-            let _ = writeln!(
-                o,
-                "{name}{{world=\"protocol-parser\",plugin=\"{}\",kind=\"{kind}\"}} {v}",
-                p.name
+            c.sample(
+                [
+                    ("world", "protocol-parser"),
+                    ("plugin", p.name.as_str()),
+                    ("kind", kind),
+                ],
+                v,
             );
         }
     }
-    let name = "sonde_plugin_info";
-    let _ = writeln!(o, "# HELP {name} Loaded plugins.\n# TYPE {name} gauge");
+    let mut g = ex.gauge("sonde_plugin_info", "Loaded plugins.");
     for p in &s.parsers {
-        let _ = writeln!(
-            o,
-            "{name}{{world=\"protocol-parser\",plugin=\"{}\",version=\"{}\",source=\"{}\"}} 1",
-            p.name,
-            p.version,
-            p.source.replace('\\', "\\\\").replace('"', "\\\"")
+        g.sample(
+            [
+                ("world", "protocol-parser"),
+                ("plugin", p.name.as_str()),
+                ("version", p.version.as_str()),
+                ("source", p.source.as_str()),
+            ],
+            1u64,
         );
     }
 }
 
 /// Processes using io_uring: their sockets bypass the traced syscalls and are not captured.
-fn render_io_uring(o: &mut String, s: &Snapshot) {
-    let name = "sonde_io_uring_requests_total";
-    let _ = writeln!(
-        o,
-        "# HELP {name} io_uring requests per process (kind=socket: socket operations, which Sonde cannot see).\n# TYPE {name} counter"
+fn render_io_uring(ex: &mut Exposition, s: &Snapshot) {
+    let mut c = ex.counter(
+        "sonde_io_uring_requests_total",
+        "io_uring requests per process (kind=socket: socket operations, which Sonde cannot see).",
     );
     // By process name: pids come and go, names bound the series.
     let mut by_name: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
@@ -610,28 +632,213 @@ fn render_io_uring(o: &mut String, s: &Snapshot) {
         e.1 += u.socket_requests;
     }
     for (comm, (all, socket)) in by_name {
-        let comm = sonde_metrics::label_value(comm);
         for (kind, v) in [("all", all), ("socket", socket)] {
-            let _ = writeln!(o, "{name}{{process=\"{comm}\",kind=\"{kind}\"}} {v}");
+            c.sample([("process", comm), ("kind", kind)], v);
         }
     }
 }
 
-fn counter_per_cpu(o: &mut String, name: &str, help: &str, s: &Snapshot, kinds: &[(&str, u32)]) {
-    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
+fn counter_per_cpu(
+    ex: &mut Exposition,
+    name: &str,
+    help: &str,
+    s: &Snapshot,
+    kinds: &[(&str, u32)],
+) {
+    let mut c = ex.counter(name, help);
+    let mut labels = LabelText::new();
     for (cpu, slots) in s.capture.per_cpu.iter().enumerate() {
         for (kind, slot) in kinds {
-            let _ = writeln!(
-                o,
-                "{name}{{cpu=\"{cpu}\",kind=\"{kind}\"}} {}",
-                slots[*slot as usize]
-            );
+            labels.clear();
+            labels.push_display("cpu", cpu).push("kind", kind);
+            c.sample(&labels, slots[*slot as usize]);
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use sonde_parse::Record;
+    use sonde_sdk::protocol_parser::{ConnInfo, Endpoint, RequestRecord, Role};
+
+    /// A `State` with something in every part that writes series.
+    fn populated() -> super::State {
+        let mut red = sonde_pipeline::red::Red::default();
+        let conn = |role, comm: &str| {
+            Arc::new(ConnInfo {
+                id: 1,
+                comm: comm.into(),
+                role,
+                local: Some(Endpoint {
+                    ip: "10.0.0.1".into(),
+                    port: 8080,
+                }),
+                remote: Some(Endpoint {
+                    ip: "10.0.0.2".into(),
+                    port: 40000,
+                }),
+                ..Default::default()
+            })
+        };
+        let rec = |protocol: &str, op: &str, status: u32, ms: u64, traced: bool| {
+            let mut attributes = vec![(
+                "url.path".to_string(),
+                op.split(' ').nth(1).unwrap_or("/").to_string(),
+            )];
+            if traced {
+                attributes.push((
+                    "traceparent".into(),
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+                ));
+            }
+            Record::Owned(RequestRecord {
+                conn: 1,
+                protocol: protocol.into(),
+                operation: op.into(),
+                status,
+                error: (status >= 500).then(|| "server-error".into()),
+                request_ts_ns: 1_000_000,
+                response_ts_ns: 1_000_000 + ms * 1_000_000,
+                attributes,
+                ..Default::default()
+            })
+        };
+        let server = conn(Role::Server, "web \"front\"\\x");
+        red.record(&server, &rec("http", "GET /users/{id}", 200, 30, true));
+        red.record(&server, &rec("http", "GET /users/{id}", 200, 3, false));
+        red.record(&server, &rec("http", "POST /orders", 503, 700, false));
+        red.record(
+            &conn(Role::Client, "curl"),
+            &rec("http", "GET /x", 404, 1, false),
+        );
+        red.record(&conn(Role::Client, "app"), &rec("redis", "GET", 0, 2, true));
+        let mut netmap = sonde_netmap::NetMap::new(Default::default(), Default::default());
+        netmap.set_probes_missing(vec!["tcp:tcp_probe".into(), "skb:kfree_skb".into()]);
+        let network = super::NetworkView::of(&netmap);
+        let mut snapshot = super::Snapshot {
+            connections_open: 3,
+            stream_data_bytes: 1000,
+            stream_truncated_bytes: 10,
+            stream_lost_bytes: 1,
+            routed_connections: 2,
+            verdict_errors: 1,
+            ..Default::default()
+        };
+        snapshot.capture.per_cpu = vec![[1; sonde_common::stat::COUNT as usize]; 2];
+        snapshot.capture.per_cpu[1][sonde_common::stat::DATA_LOST as usize] = 7;
+        snapshot.capture.decode_errors = 4;
+        snapshot.capture.io_uring = vec![sonde_capture::IoUringUser {
+            tgid: 9,
+            comm: "io\"uring".into(),
+            requests: 5,
+            socket_requests: 2,
+        }];
+        snapshot.router.segments_routed = 11;
+        snapshot.parsers = vec![sonde_parse::ParserStats {
+            name: "http".into(),
+            version: "1.2.0".into(),
+            source: "C:\\plugins\\\"http\".wasm".into(),
+            health: sonde_parse::Health {
+                calls: 40,
+                traps: 1,
+                max_call_us: 1500,
+                ..Default::default()
+            },
+            counters: sonde_parse::ParserCounters {
+                jobs: 10,
+                records: 8,
+                ..Default::default()
+            },
+        }];
+        let mut logs = sonde_logs::LogMiner::new(Default::default());
+        logs.observe("web", sonde_logs::Stream::Stderr, 1, "ERROR: boom 42");
+        let correlator = sonde_correlate::Correlator::new(Default::default(), "n1".into(), None);
+        let state = super::State {
+            snapshot: Mutex::new(snapshot),
+            red: Mutex::new(red),
+            network: Mutex::new(network),
+            correlator: Some(Arc::new(correlator)),
+            logs: Some(Arc::new(Mutex::new(logs))),
+            health: super::Health {
+                kernel: "6.8".into(),
+                socket_lookup: None,
+                probes: vec![sonde_capture::programs::ProbeStatus {
+                    program: "tcp_rtt".into(),
+                    feature: sonde_capture::programs::Feature::TcpRtt,
+                    state: sonde_capture::programs::ProbeState::Failed,
+                    detail: "no BTF".into(),
+                    tracepoints: vec![],
+                    cost: None,
+                }],
+            },
+            ..Default::default()
+        };
+        state.records.lock().unwrap().total = 8;
+        state.live.lock().unwrap().stats.incidents_opened = 2;
+        let mut live = crate::isolation::Isolated::new(
+            crate::isolation::Task::Live,
+            Some(()),
+            state.task_panics.clone(),
+        );
+        live.run(|_| panic!("golden"));
+        state
+    }
+
+    /// Exemplar timestamps are wall-clock: replaced by `T`.
+    fn stable(text: &str) -> String {
+        text.lines()
+            .map(|l| match l.find(" # {") {
+                Some(_) => format!("{} T\n", &l[..l.rfind(' ').unwrap()]),
+                None => format!("{l}\n"),
+            })
+            .collect()
+    }
+
+    fn golden(file: &str, got: &str) {
+        let path = format!("{}/tests/golden/{file}", env!("CARGO_MANIFEST_DIR"));
+        if std::env::var_os("SONDE_UPDATE_GOLDEN").is_some() {
+            std::fs::write(&path, got).unwrap();
+        }
+        let want = std::fs::read_to_string(&path).unwrap();
+        assert!(want == got, "{path} differs:\n{got}");
+    }
+
+    /// The exposition of every part, in both formats, byte for byte.
+    #[test]
+    fn exposition_matches_golden() {
+        let state = populated();
+        golden("metrics.prom", &stable(&super::render_all(&state)));
+        let om = super::render_format(&state, super::Format::OpenMetrics);
+        golden("metrics.om", &stable(&om));
+        strict_openmetrics(&om);
+    }
+
+    /// Parse with the Prometheus client library's strict OpenMetrics parser (Debian's
+    /// python3-prometheus-client, which scripts/bootstrap installs): missing, the test fails
+    /// and says so rather than passing unchecked.
+    fn strict_openmetrics(text: &str) {
+        use std::io::Write as _;
+        let mut p = std::process::Command::new("/usr/bin/python3")
+            .args([
+                "-c",
+                "import sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families as p\nsum(1 for _ in p(sys.stdin.read()))",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("/usr/bin/python3 (scripts/bootstrap installs it)");
+        let _ = p.stdin.take().unwrap().write_all(text.as_bytes());
+        let out = p.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "OpenMetrics parser rejected the exposition (or python3-prometheus-client is missing: run scripts/bootstrap): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     #[test]
     fn panics_reach_metrics() {
         let state = super::State::default();
@@ -646,7 +853,7 @@ mod tests {
             text.contains("sonde_task_panics_total{task=\"live\"} 1\n"),
             "{text}"
         );
-        let om = super::render_format(&state, true);
+        let om = super::render_format(&state, super::Format::OpenMetrics);
         assert!(om.contains("# TYPE sonde_task_panics counter\n"), "{om}");
     }
 }

@@ -19,8 +19,8 @@ pub mod k8s;
 pub mod procs;
 pub mod usage;
 
+use sonde_metrics::{Exposition, Kind, LabelText};
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -519,66 +519,66 @@ impl Correlator {
 
     /// Container usage series (cAdvisor's names, so existing dashboards work) and the
     /// correlation layer's own counters.
-    pub fn render_prometheus(&self, o: &mut String) {
+    pub fn render(&self, ex: &mut Exposition) {
         let rows = self.containers();
         type Get = fn(&ContainerUsage) -> Option<f64>;
-        let series: [(&str, &str, &str, Get); 9] = [
+        let series: [(&str, Kind, &str, Get); 9] = [
             (
                 "container_cpu_usage_seconds_total",
-                "counter",
+                Kind::Counter,
                 "CPU time the container's cgroup used.",
                 |u| u.cpu_usage_ns.map(|v| v as f64 / 1e9),
             ),
             (
                 "container_cpu_cfs_periods_total",
-                "counter",
+                Kind::Counter,
                 "CFS enforcement periods of the container's CPU quota.",
                 |u| u.cpu_periods.map(|v| v as f64),
             ),
             (
                 "container_cpu_cfs_throttled_periods_total",
-                "counter",
+                Kind::Counter,
                 "CFS periods in which the container was throttled.",
                 |u| u.cpu_throttled_periods.map(|v| v as f64),
             ),
             (
                 "container_cpu_cfs_throttled_seconds_total",
-                "counter",
+                Kind::Counter,
                 "Time the container was throttled by its CPU quota.",
                 |u| u.cpu_throttled_ns.map(|v| v as f64 / 1e9),
             ),
             (
                 "container_memory_usage_bytes",
-                "gauge",
+                Kind::Gauge,
                 "Memory the container's cgroup uses.",
                 |u| u.memory_bytes.map(|v| v as f64),
             ),
             (
                 "container_spec_memory_limit_bytes",
-                "gauge",
+                Kind::Gauge,
                 "The container's memory limit (absent when unlimited).",
                 |u| u.memory_limit_bytes.map(|v| v as f64),
             ),
             (
                 "container_pressure_cpu_waiting_seconds_total",
-                "counter",
+                Kind::Counter,
                 "Time tasks of the container waited for a CPU (PSI some).",
                 |u| u.cpu_pressure_some_us.map(|v| v as f64 / 1e6),
             ),
             (
                 "container_pressure_memory_waiting_seconds_total",
-                "counter",
+                Kind::Counter,
                 "Time tasks of the container waited on memory (PSI some).",
                 |u| u.memory_pressure_some_us.map(|v| v as f64 / 1e6),
             ),
             (
                 "container_pressure_memory_stalled_seconds_total",
-                "counter",
+                Kind::Counter,
                 "Time all tasks of the container were stalled on memory (PSI full).",
                 |u| u.memory_pressure_full_us.map(|v| v as f64 / 1e6),
             ),
         ];
-        let labels: Vec<String> = rows
+        let labels: Vec<LabelText> = rows
             .iter()
             .map(|(_, r)| {
                 let mut l = Vec::new();
@@ -586,81 +586,83 @@ impl Correlator {
                 if !r.runtime.is_empty() {
                     l.push(("container_runtime".into(), r.runtime.clone()));
                 }
-                l.iter()
-                    .map(|(k, v)| format!("{k}=\"{}\"", sonde_metrics::label_value(v)))
-                    .collect::<Vec<_>>()
-                    .join(",")
+                let mut text = LabelText::new();
+                for (k, v) in &l {
+                    text.push(k, v);
+                }
+                text
             })
             .collect();
         for (name, kind, help, get) in series {
-            let mut head = false;
+            // A family only when a container has the value.
+            if !rows.iter().any(|(_, row)| get(&row.usage).is_some()) {
+                continue;
+            }
+            let mut f = ex.family(kind, name, help);
             for ((_, row), labels) in rows.iter().zip(&labels) {
-                let Some(v) = get(&row.usage) else { continue };
-                if !head {
-                    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
-                    head = true;
+                if let Some(v) = get(&row.usage) {
+                    f.sample(labels, v);
                 }
-                let _ = writeln!(o, "{name}{{{labels}}} {v}");
             }
         }
         let s = self.stats();
         let kube = self.kube.as_ref().map(|k| &k.status);
         let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        let own: [(&str, &str, &str, Option<u64>); 7] = [
+        let own: [(&str, Kind, &str, Option<u64>); 7] = [
             (
                 "sonde_correlation_processes",
-                "gauge",
+                Kind::Gauge,
                 "Processes in the correlation cache.",
                 Some(s.processes as u64),
             ),
             (
                 "sonde_correlation_containers",
-                "gauge",
+                Kind::Gauge,
                 "Containers seen in the last scan.",
                 Some(s.containers as u64),
             ),
             (
                 "sonde_correlation_containers_dropped_total",
-                "counter",
+                Kind::Counter,
                 "Containers left without usage series (max_containers).",
                 Some(s.containers_dropped),
             ),
             (
                 "sonde_correlation_process_exits_total",
-                "counter",
+                Kind::Counter,
                 "Processes dropped from the cache because they exited.",
                 Some(s.process_exits),
             ),
             (
                 "sonde_kube_watch_events_total",
-                "counter",
+                Kind::Counter,
                 "Kubernetes watch events applied.",
                 kube.map(|k| load(&k.events)),
             ),
             (
                 "sonde_kube_watch_errors_total",
-                "counter",
+                Kind::Counter,
                 "Kubernetes watch errors (each retried with backoff).",
                 kube.map(|k| load(&k.errors)),
             ),
             (
                 "sonde_kube_relists_total",
-                "counter",
+                Kind::Counter,
                 "Kubernetes lists (the first, and one after each expired or broken watch).",
                 kube.map(|k| load(&k.relists)),
             ),
         ];
         for (name, kind, help, v) in own {
             if let Some(v) = v {
-                let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+                ex.family(kind, name, help).sample((), v);
             }
         }
         if let Some(k) = &self.kube
             && let Ok(i) = k.index.read()
         {
-            let _ = writeln!(
-                o,
-                "# HELP sonde_kube_objects Kubernetes objects known, by resource.\n# TYPE sonde_kube_objects gauge"
+            let mut g = ex.gauge(
+                "sonde_kube_objects",
+                "Kubernetes objects known, by resource.",
             );
             for (what, n) in [
                 ("pods", i.pods.len()),
@@ -670,7 +672,7 @@ impl Correlator {
                 ("replicasets", i.replica_sets.len()),
                 ("jobs", i.jobs.len()),
             ] {
-                let _ = writeln!(o, "sonde_kube_objects{{resource=\"{what}\"}} {n}");
+                g.sample([("resource", what)], n);
             }
         }
     }

@@ -1,7 +1,6 @@
 //! The map as the outside sees it: the topology JSON served at `/api/map` (and read by
 //! `sonde map`), and the Prometheus series.
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 use sonde_common::net::softirq;
@@ -9,7 +8,7 @@ use sonde_common::net::softirq;
 use super::model::{Counters, Histogram, LATENCY_BOUNDS_S};
 use super::status::{Status, Verdict};
 use super::{NetMap, NetMapStats};
-use sonde_metrics::label_value as esc;
+use sonde_metrics::{Exposition, LabelText};
 
 /// `/api/map`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -243,19 +242,17 @@ impl NetMap {
         }
     }
 
-    /// The Prometheus series of the map (edge labels: `client`, `server`, `server_port`).
-    pub fn render_prometheus(&self, o: &mut String) {
+    /// The series of the map (edge labels: `client`, `server`, `server_port`).
+    pub fn render(&self, ex: &mut Exposition) {
         let t = &self.settings().thresholds;
-        let mut rows: Vec<(String, &super::Edge)> = self
+        let mut rows: Vec<(LabelText, &super::Edge)> = self
             .edges()
             .map(|(k, e)| {
-                let server = self.server_node(k);
-                let mut labels = format!(
-                    "client=\"{}\",server=\"{}\",server_port=\"{}\"",
-                    esc(&k.client_node()),
-                    esc(&server),
-                    k.server_port
-                );
+                let mut labels = LabelText::new();
+                labels
+                    .push("client", &k.client_node())
+                    .push("server", &self.server_node(k))
+                    .push_display("server_port", k.server_port);
                 // Who the ends are, bounded: service and namespace, not pods.
                 for (side, ip) in [("client", k.client_ip), ("server", k.server_ip)] {
                     if side == "client" && !k.client_is_one_address() {
@@ -264,7 +261,7 @@ impl NetMap {
                     let l = self.ip_labels(ip);
                     for key in [sonde_correlate::SERVICE_NAME, sonde_correlate::NAMESPACE] {
                         if let Some(v) = l.get(key) {
-                            let _ = write!(labels, ",{side}_{key}=\"{}\"", esc(v));
+                            labels.push(&format!("{side}_{key}"), v);
                         }
                     }
                 }
@@ -299,9 +296,9 @@ impl NetMap {
             ),
         ];
         for (name, help, get) in simple {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
+            let mut c = ex.counter(name, help);
             for (l, e) in &rows {
-                let _ = writeln!(o, "{name}{{{l}}} {}", get(&e.counters));
+                c.sample(l, get(&e.counters));
             }
         }
         // Counters split by one label: (metric, label, help, [(label value, getter)]).
@@ -351,10 +348,10 @@ impl NetMap {
             ),
         ];
         let mut split = |(name, label, help, kinds): (&str, &str, &str, &[(&str, Get)])| {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
+            let mut c = ex.counter(name, help);
             for (l, e) in &rows {
                 for (kind, get) in kinds {
-                    let _ = writeln!(o, "{name}{{{l},{label}=\"{kind}\"}} {}", get(&e.counters));
+                    c.sample((l, [(label, *kind)]), get(&e.counters));
                 }
             }
         };
@@ -362,77 +359,71 @@ impl NetMap {
         for (name, label, help, kinds) in &directed {
             split((name, label, help, kinds));
         }
-        let name = "sonde_tcp_rtt_seconds";
-        let _ = writeln!(
-            o,
-            "# HELP {name} Smoothed RTT of the edge's sockets, sampled once per read while they receive.\n# TYPE {name} histogram"
+        let mut h = ex.histogram(
+            "sonde_tcp_rtt_seconds",
+            "Smoothed RTT of the edge's sockets, sampled once per read while they receive.",
         );
         for (l, e) in &rows {
-            histogram(o, name, l, &e.rtt_hist);
+            histogram(&mut h, l, &e.rtt_hist);
         }
-        let name = "sonde_tcp_connect_duration_seconds";
-        let _ = writeln!(
-            o,
-            "# HELP {name} Time from SYN_SENT to ESTABLISHED.\n# TYPE {name} histogram"
+        let mut h = ex.histogram(
+            "sonde_tcp_connect_duration_seconds",
+            "Time from SYN_SENT to ESTABLISHED.",
         );
         for (l, e) in &rows {
-            histogram(o, name, l, &e.connect_hist);
+            histogram(&mut h, l, &e.connect_hist);
         }
-        let name = "sonde_tcp_edge_status";
-        let _ = writeln!(
-            o,
-            "# HELP {name} Edge status over the window: 0 ok, 1 warning, 2 critical.\n# TYPE {name} gauge"
+        let mut g = ex.gauge(
+            "sonde_tcp_edge_status",
+            "Edge status over the window: 0 ok, 1 warning, 2 critical.",
         );
         for (l, e) in &rows {
-            let v = e.verdict(t).status as u8;
-            let _ = writeln!(o, "{name}{{{l}}} {v}");
+            g.sample(l, e.verdict(t).status as u8);
         }
         // Drops: per edge and reason, then the unattributed rest with empty edge labels, so
         // the sum over all series is every drop on the node.
-        let name = "sonde_packet_drops_total";
-        let _ = writeln!(
-            o,
-            "# HELP {name} Packets the kernel dropped (skb:kfree_skb), by drop reason; edge labels where the packet belongs to a followed TCP connection.\n# TYPE {name} counter"
+        let mut c = ex.counter(
+            "sonde_packet_drops_total",
+            "Packets the kernel dropped (skb:kfree_skb), by drop reason; edge labels where the packet belongs to a followed TCP connection.",
         );
         for (l, e) in &rows {
             for (reason, n) in &e.drop_reasons {
-                let _ = writeln!(
-                    o,
-                    "{name}{{{l},reason=\"{}\",protocol=\"tcp\"}} {n}",
-                    esc(&self.drop_reason_name(*reason))
-                );
+                let reason = self.drop_reason_name(*reason);
+                c.sample((l, [("reason", reason.as_str()), ("protocol", "tcp")]), *n);
             }
         }
         for (&(reason, proto), &(packets, _)) in self.drop_unattributed() {
-            let _ = writeln!(
-                o,
-                "{name}{{client=\"\",server=\"\",server_port=\"\",reason=\"{}\",protocol=\"{}\"}} {packets}",
-                esc(&self.drop_reason_name(reason)),
-                proto_name(proto)
+            let reason = self.drop_reason_name(reason);
+            let proto = proto_name(proto);
+            c.sample(
+                [
+                    ("client", ""),
+                    ("server", ""),
+                    ("server_port", ""),
+                    ("reason", &reason),
+                    ("protocol", &proto),
+                ],
+                packets,
             );
         }
-        self.render_interfaces(o);
-        self.render_softirq(o);
+        self.render_interfaces(ex);
+        self.render_softirq(ex);
         let s = self.stats();
-        let _ = writeln!(
-            o,
-            "# HELP sonde_netmap_edges Edges of the network map.\n# TYPE sonde_netmap_edges gauge\nsonde_netmap_edges {}",
-            rows.len()
-        );
-        let _ = writeln!(
-            o,
-            "# HELP sonde_netmap_connections Connections the network map follows.\n# TYPE sonde_netmap_connections gauge\nsonde_netmap_connections {}",
-            self.connections()
-        );
-        let _ = writeln!(
-            o,
-            "# HELP sonde_netmap_table_capacity Entries the network map's connection tables have room for (they shrink after a wave).\n# TYPE sonde_netmap_table_capacity gauge\nsonde_netmap_table_capacity {}",
-            self.table_capacity()
-        );
-        let name = "sonde_netmap_lost_total";
-        let _ = writeln!(
-            o,
-            "# HELP {name} What the network map could not keep or place, by kind.\n# TYPE {name} counter"
+        ex.gauge("sonde_netmap_edges", "Edges of the network map.")
+            .sample((), rows.len());
+        ex.gauge(
+            "sonde_netmap_connections",
+            "Connections the network map follows.",
+        )
+        .sample((), self.connections());
+        ex.gauge(
+            "sonde_netmap_table_capacity",
+            "Entries the network map's connection tables have room for (they shrink after a wave).",
+        )
+        .sample((), self.table_capacity());
+        let mut c = ex.counter(
+            "sonde_netmap_lost_total",
+            "What the network map could not keep or place, by kind.",
         );
         for (kind, v) in [
             ("edges_overflow", s.edges_overflow),
@@ -442,19 +433,18 @@ impl NetMap {
             ("records_unplaced", s.records_unplaced),
             ("map_read_errors", s.read_errors),
         ] {
-            let _ = writeln!(o, "{name}{{kind=\"{kind}\"}} {v}");
+            c.sample([("kind", kind)], v);
         }
-        let name = "sonde_net_probe_missing";
-        let _ = writeln!(
-            o,
-            "# HELP {name} Network probes not running on this node (1 per missing tracepoint).\n# TYPE {name} gauge"
+        let mut g = ex.gauge(
+            "sonde_net_probe_missing",
+            "Network probes not running on this node (1 per missing tracepoint).",
         );
         for p in self.probes_missing() {
-            let _ = writeln!(o, "{name}{{probe=\"{}\"}} 1", esc(p));
+            g.sample([("probe", p.as_str())], 1u64);
         }
     }
 
-    fn render_interfaces(&self, o: &mut String) {
+    fn render_interfaces(&self, ex: &mut Exposition) {
         // Devices are keyed by pointer in the kernel: sum rows with the same (netns, name).
         let mut by_dev: BTreeMap<(u32, String), [u64; 4]> = BTreeMap::new();
         for (_, s) in &self.ifaces {
@@ -464,6 +454,7 @@ impl NetMap {
             v[2] += s.tx_packets;
             v[3] += s.tx_bytes;
         }
+        let mut labels = LabelText::new();
         for (name, help, rx, tx) in [
             (
                 "sonde_net_interface_packets_total",
@@ -478,21 +469,21 @@ impl NetMap {
                 3,
             ),
         ] {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
+            let mut c = ex.counter(name, help);
             for ((netns, dev), v) in &by_dev {
                 for (dir, i) in [("rx", rx), ("tx", tx)] {
-                    let _ = writeln!(
-                        o,
-                        "{name}{{interface=\"{}\",netns=\"{netns}\",direction=\"{dir}\"}} {}",
-                        esc(dev),
-                        v[i]
-                    );
+                    labels.clear();
+                    labels
+                        .push("interface", dev)
+                        .push_display("netns", netns)
+                        .push("direction", dir);
+                    c.sample(&labels, v[i]);
                 }
             }
         }
     }
 
-    fn render_softirq(&self, o: &mut String) {
+    fn render_softirq(&self, ex: &mut Exposition) {
         if self.softirq.len() != softirq::HIST_ENTRIES as usize {
             return;
         }
@@ -508,23 +499,22 @@ impl NetMap {
                 false,
             ),
         ] {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} histogram");
+            let mut h = ex.histogram(name, help);
             for (vec, delay_row, run_row) in SOFTIRQ_ROWS {
                 let row = if delay { delay_row } else { run_row };
                 let base = (row * softirq::BUCKETS) as usize;
+                let mut lines = h.series([("vec", vec)]);
                 let mut cum = 0u64;
                 for b in 0..softirq::BUCKETS as usize {
                     cum += self.softirq[base + b];
                     // Bucket b holds [2^b, 2^(b+1)) ns; the last one everything above.
                     if b + 1 < softirq::BUCKETS as usize {
-                        let le = (1u64 << (b + 1)) as f64 / 1e9;
-                        let _ = writeln!(o, "{name}_bucket{{vec=\"{vec}\",le=\"{le}\"}} {cum}");
+                        lines.bucket((1u64 << (b + 1)) as f64 / 1e9, cum, None);
                     }
                 }
-                let _ = writeln!(o, "{name}_bucket{{vec=\"{vec}\",le=\"+Inf\"}} {cum}");
-                let sum = self.softirq[softirq::sum_index(row) as usize] as f64 / 1e9;
-                let _ = writeln!(o, "{name}_sum{{vec=\"{vec}\"}} {sum}");
-                let _ = writeln!(o, "{name}_count{{vec=\"{vec}\"}} {cum}");
+                lines.inf(cum, None);
+                lines.sum(self.softirq[softirq::sum_index(row) as usize] as f64 / 1e9);
+                lines.count(cum);
             }
         }
     }
@@ -542,16 +532,17 @@ fn row_count_mean(hist: &[u64], row: u32) -> (u64, f64) {
     (count, mean_us)
 }
 
-fn histogram(o: &mut String, name: &str, labels: &str, h: &Histogram) {
+fn histogram(h: &mut sonde_metrics::Histogram, labels: &LabelText, hist: &Histogram) {
+    let mut lines = h.series(labels);
     let mut cum = 0;
     for (i, b) in LATENCY_BOUNDS_S.iter().enumerate() {
-        cum += h.buckets[i];
-        let _ = writeln!(o, "{name}_bucket{{{labels},le=\"{b}\"}} {cum}");
+        cum += hist.buckets[i];
+        lines.bucket(*b, cum, None);
     }
-    cum += h.buckets[LATENCY_BOUNDS_S.len()];
-    let _ = writeln!(o, "{name}_bucket{{{labels},le=\"+Inf\"}} {cum}");
-    let _ = writeln!(o, "{name}_sum{{{labels}}} {}", h.sum_s);
-    let _ = writeln!(o, "{name}_count{{{labels}}} {}", h.count);
+    cum += hist.buckets[LATENCY_BOUNDS_S.len()];
+    lines.inf(cum, None);
+    lines.sum(hist.sum_s);
+    lines.count(hist.count);
 }
 
 /// Nodes from the edges: a node's status is the worst of the edges it serves, or (a pure

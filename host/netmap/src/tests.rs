@@ -10,9 +10,16 @@ use sonde_sdk::protocol_parser::{ConnInfo, Endpoint, RequestRecord, Role, Transp
 use super::status::Status;
 use super::*;
 use sonde_capture::events::{ConnChange, ConnEventKind, Role as SockRole, Task, TcpState};
+use sonde_metrics::{Exposition, Format};
 use sonde_parse::{Record, TaggedRecord};
 
 const S: u64 = 1_000_000_000;
+
+fn render(map: &NetMap, format: Format) -> String {
+    let mut ex = Exposition::new(format);
+    map.render(&mut ex);
+    ex.finish()
+}
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -301,8 +308,7 @@ fn refused_timed_out_and_aborted_connects_are_told_apart() {
     assert_eq!(hole.total.connect_timeouts, 1);
     assert_eq!(hole.total.connect_aborted, 1);
     assert_eq!(hole.total.connect_refused, 0);
-    let mut prom = String::new();
-    map.render_prometheus(&mut prom);
+    let prom = render(&map, Format::Prometheus);
     assert!(
         prom.contains("sonde_tcp_connect_failures_total{client=\"curl@10.0.0.2\",server=\"10.0.0.1\",server_port=\"81\",reason=\"refused\"} 1"),
         "{prom}"
@@ -656,8 +662,9 @@ fn clients_nothing_names_are_gathered_by_subnet() {
         400,
         "connections are still followed one by one"
     );
-    let mut o = String::new();
-    map.render_prometheus(&mut o);
+    let mut ex = sonde_metrics::Exposition::new(sonde_metrics::Format::Prometheus);
+    map.render(&mut ex);
+    let o = ex.finish();
     assert!(o.contains("sonde_netmap_lost_total{kind=\"clients_aggregated\"} 400"));
     assert!(o.contains("sonde_netmap_edges 4"), "{o}");
 }
@@ -817,4 +824,81 @@ fn max_addrs_per_client_is_validated() {
     assert!(with(65_537).validate().is_err());
     assert!(with(1).validate().is_ok() && with(65_536).validate().is_ok());
     assert!(NetworkSettings::default().validate().is_ok());
+}
+
+/// The series of a map with an edge (flows, a drop on it and one unattributed), interfaces,
+/// softirq histograms and a missing probe, in both formats, byte for byte.
+#[test]
+fn exposition_matches_golden() {
+    let names = [(12u32, "NETFILTER_DROP".to_string())]
+        .into_iter()
+        .collect();
+    let mut map = NetMap::new(NetworkSettings::default(), names);
+    map.set_probes_missing(vec!["skb:kfree_skb".into()]);
+    connected(&mut map);
+    let client = FlowStats {
+        rx_segments: 10,
+        rx_bytes: 5000,
+        tx_acked_bytes: 100,
+        srtt_us: 200,
+        ..Default::default()
+    };
+    let drop = DropKey {
+        reason: 12,
+        l3_proto: 0x0800,
+        l4_proto: 6,
+        _pad: 0,
+        flow: flow_key(CLIENT, SERVER),
+    };
+    let other = DropKey {
+        reason: 2,
+        l3_proto: 0x0806,
+        ..Default::default()
+    };
+    let mut iface = sonde_common::net::IfaceStats {
+        rx_packets: 3,
+        rx_bytes: 300,
+        tx_packets: 4,
+        tx_bytes: 400,
+        ifindex: 2,
+        netns: 4026531840,
+        ..Default::default()
+    };
+    iface.name[..7].copy_from_slice(b"eth\"0\\x");
+    let mut softirq = vec![0u64; sonde_common::net::softirq::HIST_ENTRIES as usize];
+    softirq[3] = 5;
+    softirq[sonde_common::net::softirq::sum_index(0) as usize] = 60;
+    let r = NetReading {
+        flows: vec![(flow_key(CLIENT, SERVER), client)],
+        drops: vec![
+            (
+                drop,
+                DropStats {
+                    packets: 2,
+                    bytes: 200,
+                },
+            ),
+            (
+                other,
+                DropStats {
+                    packets: 4,
+                    bytes: 0,
+                },
+            ),
+        ],
+        ifaces: vec![(1, iface)],
+        softirq,
+        read_errors: 1,
+    };
+    map.on_reading(&r, 2 * S);
+    let prom = render(&map, Format::Prometheus);
+    let om = render(&map, Format::OpenMetrics);
+    for (file, got) in [("netmap.prom", &prom), ("netmap.om", &om)] {
+        let path = format!("{}/tests/golden/{file}", env!("CARGO_MANIFEST_DIR"));
+        if std::env::var_os("SONDE_UPDATE_GOLDEN").is_some() {
+            std::fs::write(&path, got).unwrap();
+        }
+        let want = std::fs::read_to_string(&path).unwrap();
+        assert!(&want == got, "{path} differs:\n{got}");
+    }
 }

@@ -23,13 +23,13 @@
 //! `/api/series`.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sonde_sdk::attributes as attr;
 use sonde_sdk::protocol_parser::{ConnInfo, Role};
 
+use sonde_metrics::{Exposition, LabelText};
 use sonde_parse::{Record, TaggedRecord};
 
 /// Upper bounds (seconds) of the duration buckets: the OpenTelemetry HTTP default.
@@ -783,26 +783,18 @@ impl Red {
         self.families.values().map(|m| m.len).sum::<usize>() + self.overflow.len()
     }
 
-    /// Prometheus text exposition of every RED metric.
-    pub fn render(&self, o: &mut String) {
-        self.render_with(o, false)
-    }
-
-    /// The exposition; with `exemplars`, bucket lines carry OpenMetrics exemplars (only valid
-    /// in the OpenMetrics format).
-    pub fn render_with(&self, o: &mut String, exemplars: bool) {
+    /// Every RED metric, in the exposition's format (exemplars on the latency histograms in
+    /// OpenMetrics).
+    pub fn render(&self, ex: &mut Exposition) {
+        // One label buffer for every series: no allocation per series once it has grown.
+        let mut base = LabelText::new();
         for family in Family::ALL {
             let series = self.families.get(&family);
             let overflow = self.overflow.get(&family);
             if series.is_none_or(|m| m.len == 0) && overflow.is_none() {
                 continue;
             }
-            let name = family.metric();
-            let _ = writeln!(
-                o,
-                "# HELP {name} {}\n# TYPE {name} histogram",
-                family.help()
-            );
+            let mut h = ex.histogram(family.metric(), family.help());
             let mut sorted: Vec<(&Labels, &Series)> =
                 series.map(|s| s.iter().collect()).unwrap_or_default();
             sorted.sort_by(|a, b| a.0.cmp(b.0));
@@ -811,83 +803,64 @@ impl Red {
                 sorted.push((&overflow_labels, s));
             }
             for (labels, s) in sorted {
-                let base = label_text(labels);
-                let sep = if base.is_empty() { "" } else { "," };
-                let mut cumulative = 0u64;
-                let ex = |i: usize| match s
-                    .exemplars
-                    .as_ref()
-                    .and_then(|e| e[i].as_ref())
-                    .filter(|_| exemplars)
-                {
-                    Some(e) => format!(
-                        " # {{trace_id=\"{}\",span_id=\"{}\"}} {} {:.3}",
-                        e.trace_id, e.span_id, e.seconds, e.unix_s
-                    ),
-                    None => String::new(),
+                label_text(&mut base, labels);
+                let exemplar = |i: usize| {
+                    let e = s.exemplars.as_ref()?[i].as_ref()?;
+                    Some(sonde_metrics::Exemplar {
+                        trace_id: &e.trace_id,
+                        span_id: &e.span_id,
+                        value: e.seconds,
+                        timestamp: e.unix_s,
+                    })
                 };
+                let mut lines = h.series(&base);
+                let mut cumulative = 0u64;
                 for (i, le) in BUCKETS.iter().enumerate() {
                     cumulative += s.buckets[i];
-                    let _ = writeln!(
-                        o,
-                        "{name}_bucket{{{base}{sep}le=\"{le}\"}} {cumulative}{}",
-                        ex(i)
-                    );
+                    lines.bucket(*le, cumulative, exemplar(i).as_ref());
                 }
-                let _ = writeln!(
-                    o,
-                    "{name}_bucket{{{base}{sep}le=\"+Inf\"}} {}{}",
-                    s.count,
-                    ex(BUCKETS.len())
-                );
-                let _ = writeln!(o, "{name}_sum{{{base}}} {}", s.sum_ns as f64 / 1e9);
-                let _ = writeln!(o, "{name}_count{{{base}}} {}", s.count);
+                lines.inf(s.count, exemplar(BUCKETS.len()).as_ref());
+                lines.sum(s.sum_ns as f64 / 1e9);
+                lines.count(s.count);
             }
         }
         if self.unanswered.len > 0 || self.unanswered_overflow > 0 {
-            let name = "sonde_requests_unanswered_total";
-            let _ = writeln!(
-                o,
-                "# HELP {name} Requests without a response: flushed when the connection closed, or lost to a capture gap.\n# TYPE {name} counter"
+            let mut c = ex.counter(
+                "sonde_requests_unanswered_total",
+                "Requests without a response: flushed when the connection closed, or lost to a capture gap.",
             );
             let mut sorted: Vec<_> = self.unanswered.iter().collect();
             sorted.sort();
             for (labels, v) in sorted {
-                let _ = writeln!(o, "{name}{{{}}} {v}", label_text(labels));
+                label_text(&mut base, labels);
+                c.sample(&base, *v);
             }
             if self.unanswered_overflow > 0 {
-                let _ = writeln!(
-                    o,
-                    "{name}{{otel_metric_overflow=\"true\"}} {}",
-                    self.unanswered_overflow
-                );
+                c.sample([("otel_metric_overflow", "true")], self.unanswered_overflow);
             }
         }
-        let _ = writeln!(
-            o,
-            "# HELP sonde_db_slow_queries_total Database operations slower than slow_query_ms (the latest are at /api/slow-queries).\n# TYPE sonde_db_slow_queries_total counter\nsonde_db_slow_queries_total {}",
-            self.slow_total
-        );
-        let _ = writeln!(
-            o,
-            "# HELP sonde_red_overflow_records_total Records counted in an overflow series (a metric reached max_series).\n# TYPE sonde_red_overflow_records_total counter\nsonde_red_overflow_records_total {}",
-            self.overflow_records
-        );
-        let _ = writeln!(
-            o,
-            "# HELP sonde_red_service_overflow_records_total Records counted in an overflow series because their service held max_series_per_service series of the metric.\n# TYPE sonde_red_service_overflow_records_total counter\nsonde_red_service_overflow_records_total {}",
-            self.service_overflow_records
-        );
-        let _ = writeln!(
-            o,
-            "# HELP sonde_red_invalid_records_total Records whose response preceded their request: not observed.\n# TYPE sonde_red_invalid_records_total counter\nsonde_red_invalid_records_total {}",
-            self.invalid_records
-        );
-        let _ = writeln!(
-            o,
-            "# HELP sonde_red_series Series held by the RED metrics.\n# TYPE sonde_red_series gauge\nsonde_red_series {}",
-            self.series_count()
-        );
+        ex.counter(
+            "sonde_db_slow_queries_total",
+            "Database operations slower than slow_query_ms (the latest are at /api/slow-queries).",
+        )
+        .sample((), self.slow_total);
+        ex.counter(
+            "sonde_red_overflow_records_total",
+            "Records counted in an overflow series (a metric reached max_series).",
+        )
+        .sample((), self.overflow_records);
+        ex.counter(
+            "sonde_red_service_overflow_records_total",
+            "Records counted in an overflow series because their service held max_series_per_service series of the metric.",
+        )
+        .sample((), self.service_overflow_records);
+        ex.counter(
+            "sonde_red_invalid_records_total",
+            "Records whose response preceded their request: not observed.",
+        )
+        .sample((), self.invalid_records);
+        ex.gauge("sonde_red_series", "Series held by the RED metrics.")
+            .sample((), self.series_count());
     }
 
     /// The slow-query log, oldest first (`/api/slow-queries`).
@@ -941,28 +914,27 @@ pub struct SeriesExport {
     pub sketch: Vec<(u16, u32)>,
 }
 
-/// `k="v",…` with Prometheus escaping; empty values are left out.
-fn label_text(labels: &Labels) -> String {
-    let mut s = String::new();
+/// `k="v",…` into `out` (cleared first), escaped; empty values are left out.
+fn label_text(out: &mut LabelText, labels: &Labels) {
+    out.clear();
     for (k, v) in labels {
-        if v.is_empty() {
-            continue;
+        if !v.is_empty() {
+            out.push(k, v);
         }
-        if !s.is_empty() {
-            s.push(',');
-        }
-        s.push_str(k);
-        s.push_str("=\"");
-        sonde_metrics::push_label_value(&mut s, v);
-        s.push('"');
     }
-    s
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sonde_metrics::Format;
     use sonde_sdk::protocol_parser::{Endpoint, RequestRecord};
+
+    fn render(red: &Red, format: Format) -> String {
+        let mut ex = Exposition::new(format);
+        red.render(&mut ex);
+        ex.finish()
+    }
 
     fn conn(role: Role) -> Arc<ConnInfo> {
         Arc::new(ConnInfo {
@@ -1006,8 +978,7 @@ mod tests {
             red.record(&c, &Record::Owned(rec("GET /users/{id}", 200, 20)));
         }
         red.record(&c, &Record::Owned(rec("GET /users/{id}", 500, 300)));
-        let mut o = String::new();
-        red.render(&mut o);
+        let o = render(&red, Format::Prometheus);
         let base = "http_request_method=\"GET\",http_route=\"/users/{id}\",http_response_status_code=\"200\",server_address=\"127.0.0.1\",server_port=\"8080\",service_name=\"nginx\"";
         assert!(
             o.contains(&format!(
@@ -1034,8 +1005,7 @@ mod tests {
         // Client side: a 404 is an error; a server's 404 is not.
         red.record(&conn(Role::Client), &Record::Owned(rec("GET /x", 404, 1)));
         red.record(&c, &Record::Owned(rec("GET /x", 404, 1)));
-        let mut o = String::new();
-        red.render(&mut o);
+        let o = render(&red, Format::Prometheus);
         assert!(o.contains("http_client_request_duration_seconds_count{http_request_method=\"GET\",url_template=\"/x\",http_response_status_code=\"404\",error_type=\"404\""), "{o}");
         assert!(o.contains("http_server_request_duration_seconds_count{http_request_method=\"GET\",http_route=\"/x\",http_response_status_code=\"404\",server_address"), "{o}");
     }
@@ -1059,13 +1029,11 @@ mod tests {
         ));
         red.record(&c, &Record::Owned(r));
         red.record(&c, &Record::Owned(rec("GET /a", 200, 3)));
-        let mut plain = String::new();
-        red.render(&mut plain);
+        let plain = render(&red, Format::Prometheus);
         assert!(plain.contains("service_name=\"web\",k8s_namespace_name=\"shop\",container_id=\"abc\",peer_service_name=\"loadgen\""), "{plain}");
         // Peer pods are not a RED label (cardinality), and no exemplar in the Prometheus format.
         assert!(!plain.contains("loadgen-0") && !plain.contains("trace_id"));
-        let mut om = String::new();
-        red.render_with(&mut om, true);
+        let om = render(&red, Format::OpenMetrics);
         // The 30 ms request sits in the 0.05 bucket; the untraced 3 ms one has none.
         let line = om.lines().find(|l| l.contains("le=\"0.05\"")).unwrap();
         assert!(line.ends_with(&format!(
@@ -1076,14 +1044,42 @@ mod tests {
         assert!(!small.contains('#'), "{small}");
     }
 
+    /// The cost of rendering 100k series (`cargo test -p sonde-pipeline --release --lib
+    /// render_timing -- --ignored --nocapture`).
     #[test]
-    fn openmetrics_names_counters_without_total_and_ends_with_eof() {
-        let text = "# HELP a_total A.\n# TYPE a_total counter\na_total 1\n# HELP b B.\n# TYPE b counter\nb 2\n# TYPE g gauge\ng 3\n";
-        let om = sonde_metrics::to_openmetrics(text);
-        assert_eq!(
-            om,
-            "# HELP a A.\n# TYPE a counter\na_total 1\n# HELP b B.\n# TYPE b unknown\nb 2\n# TYPE g gauge\ng 3\n# EOF\n"
-        );
+    #[ignore]
+    fn render_timing() {
+        let mut red = Red::new(&RedSettings {
+            max_series: 100_000,
+            ..Default::default()
+        });
+        let c = conn(Role::Server);
+        for i in 0..100_000u64 {
+            let mut r = rec(&format!("GET /r{i}"), 200, 1 + i % 900);
+            if i % 10 == 0 {
+                r.attributes.push((
+                    "traceparent".into(),
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+                ));
+            }
+            red.record(&c, &Record::Owned(r));
+        }
+        for (label, format) in [
+            ("prometheus", Format::Prometheus),
+            ("openmetrics", Format::OpenMetrics),
+        ] {
+            let mut best = u128::MAX;
+            let mut len = 0;
+            for _ in 0..5 {
+                let t = std::time::Instant::now();
+                let mut ex = Exposition::with_capacity(format, 16 << 10);
+                red.render(&mut ex);
+                let o = ex.finish();
+                best = best.min(t.elapsed().as_micros());
+                len = o.len();
+            }
+            println!("RED render 100k series {label}: best of 5 {best} us, {len} bytes");
+        }
     }
 
     #[test]
@@ -1098,8 +1094,7 @@ mod tests {
         }
         assert_eq!(red.series_count(), 6);
         assert_eq!(red.overflow_records, 15);
-        let mut o = String::new();
-        red.render(&mut o);
+        let o = render(&red, Format::Prometheus);
         assert!(
             o.contains(
                 "http_server_request_duration_seconds_count{otel_metric_overflow=\"true\"} 15"
@@ -1133,8 +1128,9 @@ mod tests {
         }
         assert_eq!(red.series_count(), 6);
         assert_eq!(red.overflow_records, 17);
-        let mut o = String::new();
-        red.render(&mut o);
+        let mut ex = sonde_metrics::Exposition::new(sonde_metrics::Format::Prometheus);
+        red.render(&mut ex);
+        let o = ex.finish();
         assert!(
             o.contains("sonde_red_service_overflow_records_total 17"),
             "{o}"
@@ -1156,8 +1152,7 @@ mod tests {
         lost.response_ts_ns = 0;
         lost.error = Some("no-response".into());
         red.record(&c, &Record::Owned(lost));
-        let mut o = String::new();
-        red.render(&mut o);
+        let o = render(&red, Format::Prometheus);
         assert!(o.contains("http_route=\"/shop/{cat}/items/{*}\""), "{o}");
         assert!(o.contains("sonde_requests_unanswered_total{protocol=\"http\",side=\"server\",operation=\"POST /a\",error_type=\"no-response\",service_name=\"nginx\"} 1"), "{o}");
     }
@@ -1195,8 +1190,7 @@ mod tests {
         dns.error = Some("nxdomain".into());
         dns.attributes = vec![("dns.response.code".into(), "NXDOMAIN".into())];
         red.record(&client, &Record::Owned(dns));
-        let mut o = String::new();
-        red.render(&mut o);
+        let o = render(&red, Format::Prometheus);
         assert!(o.contains("db_client_operation_duration_seconds_count{db_system_name=\"mysql\",db_operation_name=\"SELECT\",db_response_status_code=\"1146\",error_type=\"1146\""), "{o}");
         assert!(o.contains("dns_lookup_duration_seconds_count{dns_question_type=\"A\",dns_response_code=\"NXDOMAIN\",error_type=\"nxdomain\",side=\"client\""), "{o}");
         assert!(o.contains("sonde_db_slow_queries_total 3"), "{o}");

@@ -166,7 +166,12 @@ fn metrics(api: &Api, headers: &HeaderMap) -> Response<Full<Bytes>> {
     let gzip = wants_gzip(headers);
     let state = &api.shared;
     let page = api.pages.get(openmetrics, gzip, &state.api.renders, || {
-        metrics::render_format(state, openmetrics)
+        let format = if openmetrics {
+            sonde_metrics::Format::OpenMetrics
+        } else {
+            sonde_metrics::Format::Prometheus
+        };
+        metrics::render_format(state, format)
     });
     let kind = if openmetrics {
         OPENMETRICS_TEXT
