@@ -1,7 +1,11 @@
-//! One rendered `/metrics` page per interval, shared by every scraper: rendering walks every
+//! One `/metrics` render shared by every scraper that waits for it: rendering walks every
 //! series, so N scrapers at once must not cost N renders and N copies of the page (200
-//! concurrent scrapes of a 12.8 MB page took the daemon past 2.4 GB). The page is a
-//! reference-counted buffer each response shares; its gzip form is made once, on demand.
+//! concurrent scrapes of a 12.8 MB page took the daemon past 2.4 GB). A scrape that arrives
+//! while a render is under way waits for it and takes its page (single flight): at most one
+//! render per format runs at a time, and a page is never older than the render a scraper
+//! waited for, so a scrape still sees what happened before it arrived. `[api]
+//! metrics_cache_ms` may also let a page serve every scrape for a while (off by default). The
+//! page is a reference-counted buffer every response shares; its gzip form is made once.
 use std::io::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,10 +18,20 @@ use flate2::write::GzEncoder;
 /// Rendered pages, one per format (Prometheus text, OpenMetrics).
 pub(super) struct PageCache {
     ttl: Duration,
-    pages: Mutex<[Option<Page>; 2]>,
+    slots: [Slot; 2],
+}
+
+#[derive(Default)]
+struct Slot {
+    /// Renders finished; read without the lock when a scrape arrives.
+    finished: AtomicU64,
+    /// The latest page; held while rendering, so scrapers queue behind the render.
+    page: Mutex<Option<Page>>,
 }
 
 struct Page {
+    /// Which render made it (`Slot::finished` once it was stored).
+    seq: u64,
     at: Instant,
     plain: Bytes,
     gzip: Option<Bytes>,
@@ -27,14 +41,13 @@ impl PageCache {
     pub fn new(ttl: Duration) -> PageCache {
         PageCache {
             ttl,
-            pages: Mutex::new([None, None]),
+            slots: Default::default(),
         }
     }
 
-    /// The page of this format, rendered by `render` unless one younger than the interval
-    /// exists; gzipped if asked. Holding the lock while rendering is the point: concurrent
-    /// scrapers wait for the one render instead of starting their own. `renders` counts the
-    /// renders.
+    /// The page of this format, gzipped if asked: the one a render finished after this
+    /// scrape arrived (one that was under way, which it waited for), or one younger than the
+    /// interval, or else one `render` makes now. `renders` counts the renders.
     pub fn get(
         &self,
         openmetrics: bool,
@@ -42,20 +55,24 @@ impl PageCache {
         renders: &AtomicU64,
         render: impl FnOnce() -> String,
     ) -> Bytes {
-        let mut pages = self.pages.lock().unwrap_or_else(|e| e.into_inner());
-        let slot = &mut pages[usize::from(openmetrics)];
-        let fresh = slot
+        let slot = &self.slots[usize::from(openmetrics)];
+        let seen = slot.finished.load(Ordering::Acquire);
+        let mut page = slot.page.lock().unwrap_or_else(|e| e.into_inner());
+        let reuse = page
             .as_ref()
-            .is_some_and(|p| !self.ttl.is_zero() && p.at.elapsed() < self.ttl);
-        if !fresh {
+            .is_some_and(|p| p.seq > seen || (!self.ttl.is_zero() && p.at.elapsed() < self.ttl));
+        if !reuse {
             renders.fetch_add(1, Ordering::Relaxed);
-            *slot = Some(Page {
+            let seq = slot.finished.load(Ordering::Relaxed) + 1;
+            *page = Some(Page {
+                seq,
                 at: Instant::now(),
                 plain: Bytes::from(render()),
                 gzip: None,
             });
+            slot.finished.store(seq, Ordering::Release);
         }
-        let page = slot.as_mut().expect("filled above");
+        let page = page.as_mut().expect("filled above");
         if !gzip {
             return page.plain.clone();
         }
@@ -93,6 +110,47 @@ mod tests {
         let om = cache.get(true, false, &n, || "om page\n# EOF\n".into());
         assert_eq!(&om[..], b"om page\n# EOF\n");
         assert_eq!(n.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn without_an_interval_a_scrape_after_a_render_gets_a_new_one() {
+        let cache = PageCache::new(Duration::ZERO);
+        let n = AtomicU64::new(0);
+        assert_eq!(&cache.get(false, false, &n, || "1\n".into())[..], b"1\n");
+        assert_eq!(&cache.get(false, false, &n, || "2\n".into())[..], b"2\n");
+        assert_eq!(n.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn scrapers_that_arrive_during_a_render_share_it() {
+        let cache = std::sync::Arc::new(PageCache::new(Duration::ZERO));
+        let n = std::sync::Arc::new(AtomicU64::new(0));
+        let started = std::sync::Arc::new(std::sync::Barrier::new(2));
+        // One render that takes a while; eight scrapers arrive while it runs.
+        let first = {
+            let (cache, n, started) = (cache.clone(), n.clone(), started.clone());
+            std::thread::spawn(move || {
+                cache.get(false, false, &n, || {
+                    started.wait();
+                    std::thread::sleep(Duration::from_millis(300));
+                    "slow page\n".into()
+                })
+            })
+        };
+        started.wait();
+        let waiters: Vec<_> = (0..8)
+            .map(|_| {
+                let (cache, n) = (cache.clone(), n.clone());
+                std::thread::spawn(move || cache.get(false, false, &n, || "second\n".into()))
+            })
+            .collect();
+        let first = first.join().unwrap();
+        for w in waiters {
+            let page = w.join().unwrap();
+            assert_eq!(page, first);
+            assert_eq!(page.as_ptr(), first.as_ptr(), "the same buffer");
+        }
+        assert_eq!(n.load(Ordering::Relaxed), 1, "one render for nine scrapes");
     }
 
     #[test]

@@ -13,8 +13,9 @@ pub struct ApiSettings {
     pub token_file: Option<PathBuf>,
     /// Connections served at once (1–1024); one more is answered 503 at once and closed.
     pub max_connections: usize,
-    /// How long one rendered `/metrics` page is served to every scraper (0–60000 ms; 0
-    /// renders for each scrape).
+    /// How long one rendered `/metrics` page may serve every scrape (0–60000 ms). 0, the
+    /// default: a scrape gets a page rendered after it arrived, or the one under way when it
+    /// arrived (concurrent scrapers share a render either way).
     pub metrics_cache_ms: u64,
 }
 
@@ -23,7 +24,7 @@ impl Default for ApiSettings {
         ApiSettings {
             token_file: None,
             max_connections: 32,
-            metrics_cache_ms: 1000,
+            metrics_cache_ms: 0,
         }
     }
 }
