@@ -1,5 +1,5 @@
 //! Builds the embedded Wasm components (the default fault tree, plugins/fta-rules, and the
-//! HTTP, DNS and MySQL parsers) for wasm32-wasip2, so `cargo build -p sonde` is the only build
+//! HTTP, DNS, MySQL and Redis parsers) for wasm32-wasip2, so `cargo build -p sonde` is the only build
 //! command anyone runs. `scripts/bootstrap` adds the target.
 use std::{env, path::PathBuf, process::Command};
 
@@ -11,7 +11,7 @@ fn main() -> anyhow::Result<()> {
     build_plugins()
 }
 
-/// The embedded components: the default fault tree and the HTTP parser (a Rust wasm32-wasip2
+/// The embedded components: the default fault tree and the protocol parsers (a Rust wasm32-wasip2
 /// cdylib is a component already).
 fn build_plugins() -> anyhow::Result<()> {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
@@ -26,6 +26,8 @@ fn build_plugins() -> anyhow::Result<()> {
         "plugins/dns/Cargo.toml",
         "plugins/mysql/src",
         "plugins/mysql/Cargo.toml",
+        "plugins/redis/src",
+        "plugins/redis/Cargo.toml",
         "sdk/src",
         "sdk/Cargo.toml",
         "sdk/wit",
@@ -40,6 +42,7 @@ fn build_plugins() -> anyhow::Result<()> {
         "sonde_http_parser.wasm",
         "sonde_dns_parser.wasm",
         "sonde_mysql_parser.wasm",
+        "sonde_redis_parser.wasm",
     ];
     if env::var_os("SONDE_WASM_SKIP").is_some() {
         println!(
@@ -63,6 +66,8 @@ fn build_plugins() -> anyhow::Result<()> {
         "sonde-dns-parser",
         "--package",
         "sonde-mysql-parser",
+        "--package",
+        "sonde-redis-parser",
         "--lib",
         "--release",
         "--locked",

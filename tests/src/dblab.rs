@@ -1,6 +1,7 @@
 //! Real database and DNS servers for the parser tests, from Debian's packages, each with its
 //! own data directory and loopback port (never the system services): MariaDB (`mariadbd`, with
-//! the `mariadb` client) and dnsmasq with a fixed zone.
+//! the `mariadb` client), dnsmasq with a fixed zone, and Redis (`redis-server`, with
+//! `redis-cli` and `redis-benchmark`).
 
 use std::net::TcpStream;
 use std::path::Path;
@@ -396,5 +397,115 @@ impl RawMysql {
         self.command(0x19, &id.to_le_bytes())?;
         self.command(0x01, &[])?;
         Ok(())
+    }
+}
+
+/// A Redis server on 127.0.0.1, no persistence, its working directory a scratch one.
+pub struct Redis {
+    child: Child,
+    pub port: u16,
+    _dir: Scratch,
+}
+
+impl Redis {
+    pub fn start() -> Result<Self> {
+        let dir = Scratch::new("redis");
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--daemonize", "no", "--protected-mode", "no"])
+            .arg("--port")
+            .arg(port.to_string())
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting redis-server (Debian package redis-server)")?;
+        let mut r = Redis {
+            child,
+            port,
+            _dir: dir,
+        };
+        wait_until(Duration::from_secs(20), "redis-server to answer", || {
+            if let Ok(Some(st)) = r.child.try_wait() {
+                panic!("redis-server exited: {st}");
+            }
+            r.cli(&["PING"]).ok().filter(|o| o.trim() == "PONG")
+        })?;
+        Ok(r)
+    }
+
+    /// `redis-cli -p port args…`: its output (redis-cli exits 0 on error replies too).
+    pub fn cli(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .context("running redis-cli (Debian package redis-tools)")?;
+        if !out.status.success() {
+            bail!(
+                "redis-cli {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `redis-cli` reading commands from `script`, one a line, all on one connection.
+    pub fn cli_script(&self, script: &str) -> Result<String> {
+        use std::io::Write as _;
+        let mut child = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("running redis-cli (Debian package redis-tools)")?;
+        child
+            .stdin
+            .take()
+            .context("redis-cli's stdin")?
+            .write_all(script.as_bytes())?;
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!("redis-cli: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Calls per command from `INFO commandstats`, the server's truth about what it ran
+    /// (rejected calls included), named as Sonde names operations: `SET`, `CONFIG GET`.
+    pub fn command_calls(&self) -> Result<std::collections::BTreeMap<String, u64>> {
+        let info = self.cli(&["INFO", "commandstats"])?;
+        let mut calls = std::collections::BTreeMap::new();
+        for line in info.lines() {
+            let Some((name, stats)) = line
+                .trim()
+                .strip_prefix("cmdstat_")
+                .and_then(|l| l.split_once(':'))
+            else {
+                continue;
+            };
+            let field = |k: &str| -> u64 {
+                stats
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('=')?.parse().ok())
+                    .unwrap_or(0)
+            };
+            calls.insert(
+                name.replace('|', " ").to_ascii_uppercase(),
+                field("calls") + field("rejected_calls"),
+            );
+        }
+        Ok(calls)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -29,12 +29,13 @@ pub fn bad_parser(feature: &str) -> PathBuf {
     )
 }
 
-/// The example Redis RESP parser (`plugins/examples/resp`, what a third party would publish),
-/// copied to `target/wasm-fixtures/resp-parser.wasm`.
+/// The Redis parser (`plugins/redis`, embedded in the daemon and the SDK's worked example) built
+/// on its own, as a third party would publish a parser, copied to
+/// `target/wasm-fixtures/resp-parser.wasm`.
 pub fn resp_parser() -> PathBuf {
     build_fixture(
-        "sonde-resp-parser",
-        "sonde_resp_parser",
+        "sonde-redis-parser",
+        "sonde_redis_parser",
         "",
         "resp-parser.wasm",
     )

@@ -12,8 +12,9 @@ use sonde_pipeline::dispatch::Dispatch;
 use sonde_pipeline::native::NativeParser;
 use sonde_pipeline::router::{Router, RouterConfig};
 use sonde_pipeline::slot::ParserSlot;
+use sonde_redis_parser::Resp;
 use sonde_sandbox::PluginsConfig;
-use sonde_sandbox::parsers::{self, HTTP_PARSER_WASM, WasmParser};
+use sonde_sandbox::parsers::{self, HTTP_PARSER_WASM, REDIS_PARSER_WASM, WasmParser};
 use sonde_sandbox::{FailureKind, Limits};
 use sonde_sdk::protocol_parser::{Claim, Role};
 use sonde_tests::wasm;
@@ -79,6 +80,100 @@ fn job() -> ParseJob {
     );
     j.closed = vec![1, 2];
     j
+}
+
+/// A Redis client connection: a pipeline with an error, a transaction whose EXEC runs two
+/// commands (one failing), a reply split inside a bulk string.
+fn redis_job() -> ParseJob {
+    let mut j = ParseJob::default();
+    j.opened.push(Arc::new(ConnInfo {
+        id: 7,
+        role: Role::Client,
+        comm: "redis-cli".into(),
+        ..Default::default()
+    }));
+    let mut seg = |dir: Direction, ts: u64, data: &[u8]| {
+        j.push_segment(
+            SegMeta {
+                conn: 7,
+                direction: dir,
+                ts_ns: ts,
+                gap_before: 0,
+            },
+            data,
+        )
+    };
+    use Direction::*;
+    seg(
+        Egress,
+        10,
+        b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nhello\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*2\r\n$4\r\nINCR\r\n$1\r\nk\r\n",
+    );
+    seg(Ingress, 20, b"+OK\r\n$5\r\nhel");
+    seg(
+        Ingress,
+        21,
+        b"lo\r\n-ERR value is not an integer or out of range\r\n",
+    );
+    seg(
+        Egress,
+        30,
+        b"*1\r\n$5\r\nMULTI\r\n*2\r\n$4\r\nINCR\r\n$1\r\nn\r\n*3\r\n$5\r\nLPUSH\r\n$1\r\nk\r\n$1\r\nx\r\n*1\r\n$4\r\nEXEC\r\n",
+    );
+    seg(
+        Ingress,
+        40,
+        b"+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n:1\r\n-WRONGTYPE Operation against a key\r\n",
+    );
+    j.closed = vec![7];
+    j
+}
+
+#[test]
+fn the_redis_component_parses_like_the_native_build() {
+    let mut wasm =
+        WasmParser::load(engine(), Limits::default(), REDIS_PARSER_WASM, "embedded").unwrap();
+    assert_eq!(
+        (wasm.name.as_str(), wasm.protocols.as_slice()),
+        ("sonde-redis", &["redis".to_string()][..])
+    );
+    let mut native = NativeParser::<Resp>::new();
+    let w = wasm.run(&mut redis_job()).unwrap();
+    let n = native.run(&mut redis_job()).unwrap();
+    assert_eq!(w, n, "same records and claims through Wasm and natively");
+    let recs: Vec<_> = w.records.iter().map(|r| r.to_owned()).collect();
+    let got: Vec<_> = recs
+        .iter()
+        .map(|r| (r.operation.as_str(), r.status, r.error.as_deref()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("SET", 0, None),
+            ("GET", 0, None),
+            ("INCR", 1, Some("ERR")),
+            ("MULTI", 0, None),
+            ("EXEC", 0, None),
+            ("INCR", 0, None),
+            ("LPUSH", 1, Some("WRONGTYPE")),
+        ]
+    );
+    assert_eq!((recs[1].request_ts_ns, recs[1].response_ts_ns), (10, 21));
+    for r in &recs {
+        assert!(
+            r.attributes
+                .iter()
+                .any(|(k, v)| k == "db.system.name" && v == "redis"),
+            "{r:?}"
+        );
+        // The command's shape only: no key, no value.
+        assert!(
+            r.attributes
+                .iter()
+                .all(|(_, v)| !v.contains("hello") && v != "k"),
+            "{r:?}"
+        );
+    }
 }
 
 #[test]

@@ -22,9 +22,9 @@ use sonde_tests::httplab::{Scratch, free_port};
 use sonde_tests::{sonde_bin_path, wasm};
 
 /// What the example parser calls itself.
-const NAME: &str = "sonde-resp-parser";
+const NAME: &str = "sonde-redis";
 const VERSION: &str = "0.1.0";
-const STEM: &str = "sonde-resp-parser-0.1.0";
+const STEM: &str = "sonde-redis-0.1.0";
 
 fn sonde(args: &[&str]) -> Output {
     Command::new(sonde_bin_path())

@@ -39,12 +39,17 @@ pub static DNS_PARSER_WASM: &[u8] =
 pub static MYSQL_PARSER_WASM: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/sonde_mysql_parser.wasm"));
 
+/// The Redis parser (`plugins/redis`), likewise.
+pub static REDIS_PARSER_WASM: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/sonde_redis_parser.wasm"));
+
 /// The parsers embedded in the binary, loaded unless `default_parsers = false`.
-pub fn embedded() -> [(&'static str, &'static [u8]); 3] {
+pub fn embedded() -> [(&'static str, &'static [u8]); 4] {
     [
         ("HTTP", HTTP_PARSER_WASM),
         ("MySQL", MYSQL_PARSER_WASM),
         ("DNS", DNS_PARSER_WASM),
+        ("Redis", REDIS_PARSER_WASM),
     ]
 }
 

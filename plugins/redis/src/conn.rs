@@ -11,6 +11,16 @@
 //! direction is intact), but the replies to the lost ones come next, before those of the
 //! commands sent after the gap. Causality tells them apart, as far as it can: a reply that
 //! started before a command was sent does not answer it.
+//!
+//! Transactions: after a successful `MULTI`, Redis answers each command with `+QUEUED` and runs
+//! them all at `EXEC`, whose array has one element per queued command. A queued command is
+//! reported when it ran, not when it was queued: at `EXEC`, one record each, timed as the
+//! `EXEC` (request at the `EXEC` command, response at the end of its reply), with the status of
+//! its element (an error element: its code). `MULTI` and `EXEC` have records of their own. A
+//! command refused while queueing (an error instead of `QUEUED`) is reported then, with that
+//! error. Queued commands that never ran get no record: `DISCARD` or `RESET`, an `EXEC`
+//! that fails (`EXECABORT`) or returns null (a `WATCH`ed key changed), the connection closing.
+//! A gap while a transaction is open reports its queued commands `truncated`.
 
 use std::collections::VecDeque;
 use std::mem;
@@ -41,6 +51,12 @@ struct Reply {
     bytes: u64,
     /// The code of an error reply (`ERR`, `WRONGTYPE`…).
     error: Option<String>,
+    /// Its type byte.
+    kind: u8,
+    /// Elements of an aggregate.
+    len: u64,
+    /// Codes of the error elements of an array, by index.
+    element_errors: Vec<(u64, String)>,
 }
 
 impl From<&Value> for Reply {
@@ -52,6 +68,13 @@ impl From<&Value> for Reply {
             last_ts: v.last_ts,
             bytes: v.bytes,
             error,
+            kind: v.kind,
+            len: v.len,
+            element_errors: v
+                .element_errors
+                .iter()
+                .map(|(i, text)| (*i, names::error_code(text)))
+                .collect(),
         }
     }
 }
@@ -75,6 +98,8 @@ pub struct State {
     /// pairing is by order alone (the two directions' timestamps may come from different
     /// threads of a client, and the order of the bytes is the truth).
     resyncing: bool,
+    /// Inside `MULTI`: the commands queued, waiting for `EXEC` (at most [`PENDING_MAX`]).
+    tx: Option<Vec<Pending>>,
     /// Commands seen; garbage before the first one means detection was wrong.
     seen: u64,
     /// Reused between calls.
@@ -91,6 +116,7 @@ impl Default for State {
             early: VecDeque::new(),
             skip: 0,
             resyncing: false,
+            tx: None,
             seen: 0,
             events: Vec::new(),
         }
@@ -135,8 +161,10 @@ impl State {
         claim
     }
 
-    /// The connection closed: commands still waiting got no reply.
+    /// The connection closed: commands still waiting got no reply. Commands queued in a
+    /// transaction never ran (Redis discards them): no record.
     pub fn close(&mut self, out: &mut Vec<RequestRecord>) {
+        self.tx = None;
         out.extend(self.pending.drain(..).map(|p| unanswered(p, "no-response")));
     }
 
@@ -144,6 +172,10 @@ impl State {
     fn lost(&mut self, cause: Cause, commands: bool, out: &mut Vec<RequestRecord>) -> Claim {
         if cause == Cause::Garbage && self.seen == 0 {
             return Claim::NotMine;
+        }
+        // Whether the EXEC (or its reply) went missing cannot be told.
+        if let Some(queued) = self.tx.take() {
+            out.extend(queued.into_iter().map(|p| unanswered(p, "truncated")));
         }
         if !commands {
             out.extend(self.pending.drain(..).map(|p| unanswered(p, "truncated")));
@@ -240,6 +272,23 @@ impl State {
             self.pending.iter_mut().for_each(|p| p.after_gap = false);
         }
         let switched = cmd.name.switches && reply.error.is_none();
+        if self.transaction(cmd.name.operation.as_str(), reply) {
+            if let Some(queued) = self.tx.as_mut()
+                && reply.error.is_none()
+                && queued.len() < PENDING_MAX
+                && !TX_CONTROL.contains(&cmd.name.operation.as_str())
+            {
+                queued.push(cmd);
+                return Claim::Mine;
+            }
+            if cmd.name.operation == "EXEC" {
+                let queued = self.tx.take().unwrap_or_default();
+                let exec_ts = cmd.ts;
+                out.push(answered(cmd, reply));
+                out.extend(executed(queued, exec_ts, reply));
+                return Claim::Mine;
+            }
+        }
         out.push(answered(cmd, reply));
         if switched {
             Claim::Finished
@@ -247,6 +296,48 @@ impl State {
             Claim::Mine
         }
     }
+}
+
+/// Commands that are not queued inside a transaction.
+const TX_CONTROL: &[&str] = &["MULTI", "EXEC", "DISCARD", "RESET", "WATCH", "QUIT"];
+
+impl State {
+    /// Follows `MULTI`…`EXEC` as `operation` gets `reply`; whether a transaction is open
+    /// (before this command's effect on it, so that its `EXEC` can be told).
+    fn transaction(&mut self, operation: &str, reply: &Reply) -> bool {
+        if self.tx.is_none() {
+            if operation == "MULTI" && reply.error.is_none() {
+                self.tx = Some(Vec::new());
+            }
+            return false;
+        }
+        if matches!(operation, "DISCARD" | "RESET") {
+            self.tx = None;
+            return false;
+        }
+        true
+    }
+}
+
+/// The records of the commands an `EXEC` ran: `reply`'s elements in order. None if it failed
+/// or returned null (the transaction was aborted).
+fn executed(queued: Vec<Pending>, exec_ts: u64, reply: &Reply) -> Vec<RequestRecord> {
+    if reply.error.is_some() || reply.kind != b'*' {
+        return Vec::new();
+    }
+    queued
+        .into_iter()
+        .zip(0..reply.len)
+        .map(|(p, i)| {
+            let mut r = record(p);
+            r.request_ts_ns = exec_ts;
+            r.response_ts_ns = reply.last_ts;
+            if let Some((_, code)) = reply.element_errors.iter().find(|(j, _)| *j == i) {
+                failed(&mut r, code);
+            }
+            r
+        })
+        .collect()
 }
 
 /// Commands go the role's way; with an unknown role, the way of the first segment if it is a
@@ -282,12 +373,17 @@ fn answered(cmd: Pending, reply: &Reply) -> RequestRecord {
     r.response_ts_ns = reply.last_ts;
     r.response_bytes = reply.bytes;
     if let Some(code) = &reply.error {
-        r.status = 1;
-        r.error = Some("error-reply".into());
-        r.attributes
-            .push((attr::DB_RESPONSE_STATUS_CODE.into(), code.clone()));
+        failed(&mut r, code);
     }
     r
+}
+
+/// An error reply: status 1, the error and `db.response.status_code` its code.
+fn failed(r: &mut RequestRecord, code: &str) {
+    r.status = 1;
+    r.error = Some(code.into());
+    r.attributes
+        .push((attr::DB_RESPONSE_STATUS_CODE.into(), code.into()));
 }
 
 fn unanswered(cmd: Pending, why: &str) -> RequestRecord {

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use sonde_resp_parser::{PENDING_MAX, QUERY_MAX, Resp};
+use sonde_redis_parser::{PENDING_MAX, QUERY_MAX, Resp};
 use sonde_sdk::protocol_parser::harness::Harness;
 use sonde_sdk::protocol_parser::{Claim, ConnInfo, Direction, RequestRecord, Role};
 
@@ -40,7 +40,7 @@ fn ok(op: &str) -> (String, u32, Option<String>) {
 fn failed(op: &str, error: &str) -> (String, u32, Option<String>) {
     (
         op.into(),
-        u32::from(error == "error-reply"),
+        u32::from(!matches!(error, "truncated" | "no-response")),
         Some(error.into()),
     )
 }
@@ -147,7 +147,7 @@ fn replies_split_at_every_byte() {
         ok("GET"),
         ok("LRANGE"),
         ok("XRANGE"),
-        failed("INCR", "error-reply"),
+        failed("INCR", "WRONGTYPE"),
         ok("HELLO"),
         ok("GET"),
     ];
@@ -222,7 +222,7 @@ fn nested_arrays_and_resp3_types() {
     );
     assert_eq!(
         summary(&h),
-        [ok("MULTI"), ok("SMEMBERS"), ok("HGETALL"), ok("EXEC")]
+        [ok("MULTI"), ok("EXEC"), ok("SMEMBERS"), ok("HGETALL")]
     );
     // An attribute in front of a reply belongs to it; a push in between is nobody's reply.
     let mut h = Harness::<Resp>::client();
@@ -236,6 +236,93 @@ fn nested_arrays_and_resp3_types() {
     assert_eq!(summary(&h), [ok("GET"), ok("GET")]);
     assert_eq!(h.result.records[0].response_bytes, 47);
     assert_eq!(h.result.records[1].response_ts_ns, 4);
+}
+
+#[test]
+fn transactions_report_queued_commands_when_exec_runs_them() {
+    let mut h = Harness::<Resp>::client();
+    h.request(
+        10,
+        &cmds(&[
+            &["MULTI"],
+            &["SET", "k", "v"],
+            &["NOSUCH"],
+            &["LPUSH", "k", "x"],
+            &["INCR", "n"],
+        ]),
+    );
+    // NOSUCH is refused while queueing (reported then, with its error); the others are queued.
+    h.response(
+        20,
+        b"+OK\r\n+QUEUED\r\n-ERR unknown command 'NOSUCH'\r\n+QUEUED\r\n+QUEUED\r\n",
+    );
+    assert_eq!(summary(&h), [ok("MULTI"), failed("NOSUCH", "ERR")]);
+    h.request(30, &cmd(&["EXEC"]));
+    // EXEC runs three: SET ok, LPUSH on a string fails, INCR ok.
+    h.response(
+        40,
+        b"*3\r\n+OK\r\n-WRONGTYPE Operation against a key\r\n:1\r\n",
+    );
+    assert_eq!(
+        summary(&h)[2..],
+        [
+            ok("EXEC"),
+            ok("SET"),
+            failed("LPUSH", "WRONGTYPE"),
+            ok("INCR")
+        ]
+    );
+    // Timed as the EXEC that ran them.
+    for r in &h.result.records[3..] {
+        assert_eq!((r.request_ts_ns, r.response_ts_ns), (30, 40));
+        assert_eq!(r.response_bytes, 0);
+    }
+    assert_eq!(
+        attr(&h.result.records[4], "db.response.status_code"),
+        Some("WRONGTYPE")
+    );
+    // Back outside: plain pairing.
+    h.request(50, &cmd(&["GET", "k"]))
+        .response(60, b"$1\r\nv\r\n");
+    assert_eq!(summary(&h).last(), Some(&ok("GET")));
+
+    // DISCARD, an aborted EXEC (EXECABORT) and a WATCH abort (null): queued commands never
+    // ran, no records.
+    for (end, reply) in [
+        (&["DISCARD"][..], &b"+OK\r\n"[..]),
+        (&["EXEC"][..], &b"-EXECABORT Transaction discarded\r\n"[..]),
+        (&["EXEC"][..], &b"*-1\r\n"[..]),
+        (&["EXEC"][..], &b"_\r\n"[..]),
+    ] {
+        let mut h = Harness::<Resp>::client();
+        h.request(1, &cmds(&[&["MULTI"], &["SET", "k", "v"], end]));
+        h.response(2, b"+OK\r\n+QUEUED\r\n");
+        h.response(3, reply);
+        h.request(4, &cmd(&["PING"])).response(5, b"+PONG\r\n");
+        let ops: Vec<_> = summary(&h).into_iter().map(|s| s.0).collect();
+        assert_eq!(ops, ["MULTI", end[0], "PING"], "{end:?}");
+    }
+
+    // A gap in the replies inside a transaction: the queued commands are truncated.
+    let mut h = Harness::<Resp>::client();
+    h.request(1, &cmds(&[&["MULTI"], &["SET", "k", "v"], &["EXEC"]]));
+    h.response(2, b"+OK\r\n+QUEUED\r\n");
+    h.gap(Direction::Ingress, 30);
+    h.response(3, b"*1\r\n+OK\r\n");
+    assert_eq!(
+        summary(&h),
+        [
+            ok("MULTI"),
+            failed("SET", "truncated"),
+            failed("EXEC", "truncated")
+        ]
+    );
+    // Closing inside a transaction: nothing ran.
+    let mut h = Harness::<Resp>::client();
+    h.request(1, &cmds(&[&["MULTI"], &["SET", "k", "v"]]));
+    h.response(2, b"+OK\r\n+QUEUED\r\n");
+    h.close();
+    assert_eq!(summary(&h), [ok("MULTI")]);
 }
 
 #[test]
@@ -274,10 +361,10 @@ fn error_replies_have_status_1_and_their_code() {
     assert_eq!(
         summary(&h),
         [
-            failed("FOO", "error-reply"),
-            failed("LPUSH", "error-reply"),
-            failed("EVAL", "error-reply"),
-            failed("GET", "error-reply")
+            failed("FOO", "ERR"),
+            failed("LPUSH", "WRONGTYPE"),
+            failed("EVAL", "SYNTAX"),
+            failed("GET", "ERR")
         ]
     );
     let codes: Vec<_> = h
@@ -421,10 +508,7 @@ fn resp3_subscribe_is_confirmed_by_a_push() {
     h.request(1, &cmd(&["SUBSCRIBE"]))
         .response(2, b"-ERR wrong number of arguments\r\n");
     h.request(3, &cmd(&["PING"])).response(4, b"+PONG\r\n");
-    assert_eq!(
-        summary(&h),
-        [failed("SUBSCRIBE", "error-reply"), ok("PING")]
-    );
+    assert_eq!(summary(&h), [failed("SUBSCRIBE", "ERR"), ok("PING")]);
     assert_eq!(h.result.claims, [(1, Claim::Mine)]);
 }
 
@@ -657,8 +741,8 @@ fn fixture_pipeline() {
         [
             ok("SET"),
             ok("GET"),
-            failed("INCR", "error-reply"),
-            failed("LPUSH", "error-reply"),
+            failed("INCR", "ERR"),
+            failed("LPUSH", "WRONGTYPE"),
             ok("CLIENT SETNAME")
         ]
     );
@@ -724,11 +808,12 @@ fn fixture_resp3() {
             ok("GET"),
             ok("HGETALL"),
             ok("MULTI"),
-            ok("SMEMBERS"),
-            ok("INCR"),
             ok("EXEC"),
+            ok("SMEMBERS"),
+            // Its element of EXEC's reply is an error.
+            failed("INCR", "WRONGTYPE"),
             ok("GET"),
-            failed("EVAL", "error-reply")
+            failed("EVAL", "SYNTAX")
         ]
     );
     assert_eq!(

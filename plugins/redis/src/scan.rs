@@ -43,7 +43,14 @@ pub struct Value {
     /// Strings among the first two elements of a top-level aggregate, the words of an inline
     /// command, or the text of a top-level error; each cut to [`WORD_CAP`] bytes.
     pub words: Vec<Vec<u8>>,
+    /// The error elements of a top-level array (`EXEC`'s reply answers each queued command
+    /// with one element): their index and the first bytes of their text (empty for a RESP3
+    /// blob error). At most [`ELEMENT_ERRORS_MAX`].
+    pub element_errors: Vec<(u64, Vec<u8>)>,
 }
+
+/// Error elements kept per value (see [`Value::element_errors`]).
+pub const ELEMENT_ERRORS_MAX: usize = crate::PENDING_MAX;
 
 /// Why a scanner lost its place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -270,12 +277,18 @@ impl Scanner {
                         .words
                         .push(rest[..rest.len().min(WORD_CAP)].to_vec());
                 }
+                if kind == b'-' {
+                    self.element_error(ts, rest);
+                }
                 self.element_done(ts, out);
             }
             b'$' | b'!' | b'=' => match parse_len(rest) {
                 // The RESP2 null bulk string.
                 Some(-1) if kind == b'$' && replies => self.element_done(ts, out),
                 Some(n) if (0..=BULK_MAX as i64).contains(&n) => {
+                    if kind == b'!' {
+                        self.element_error(ts, b"");
+                    }
                     let capture = self.capturing(kind);
                     if capture {
                         self.value(ts).words.push(Vec::new());
@@ -350,6 +363,22 @@ impl Scanner {
             [] => matches!(kind, b'-' | b'!'),
             [f] => !f.attribute && f.total - f.remaining < WORDS,
             _ => false,
+        }
+    }
+
+    /// An error element starts: kept if it is an element of a top-level array.
+    fn element_error(&mut self, ts: u64, text: &[u8]) {
+        let [f] = self.stack.as_slice() else {
+            return;
+        };
+        if f.attribute {
+            return;
+        }
+        let index = f.total - f.remaining;
+        let v = self.value(ts);
+        if v.kind == b'*' && v.element_errors.len() < ELEMENT_ERRORS_MAX {
+            v.element_errors
+                .push((index, text[..text.len().min(WORD_CAP)].to_vec()));
         }
     }
 

@@ -1,5 +1,5 @@
-//! An example third-party protocol parser: Redis's RESP (2 and 3), written against
-//! `sonde-sdk` only, the way any plugin author would.
+//! Sonde's Redis parser: RESP2 and RESP3, embedded in the daemon, and written against
+//! `sonde-sdk` only, the way any plugin author would (it is the SDK's worked example).
 //!
 //! Per connection: `detect.rs` claims it on the client's first command; a scanner per
 //! direction (`scan.rs`) turns bytes into top-level values without buffering payloads;
@@ -8,13 +8,15 @@
 //! error are called. See README.md for the walk-through.
 //!
 //! A record: protocol `redis`; operation the command, uppercased (`GET`, `CLIENT SETNAME`);
-//! status 1 and error `error-reply` for an error reply (attribute `db.response.status_code` =
-//! its code, `ERR`, `WRONGTYPE`…), else 0; attributes `db.system.name`, `db.operation.name`,
+//! status 1 and error the code of an error reply, its prefix (`ERR`, `WRONGTYPE`…; also the
+//! attribute `db.response.status_code`), else 0; attributes `db.system.name`, `db.operation.name`,
 //! `db.query.text` (the command with its arguments replaced by `?`, at most [`QUERY_MAX`]
 //! bytes). The request timestamp is the segment carrying the command's first byte, the
 //! response timestamp the one carrying the reply's last byte; sizes are bytes on the wire.
 //! A command without a reply is reported with error `truncated` (bytes went missing) or
-//! `no-response` (the connection closed, or too many were in flight).
+//! `no-response` (the connection closed, or too many were in flight). Commands queued in a
+//! `MULTI` are reported when `EXEC` runs them, with their element's status (see `conn.rs`);
+//! pub/sub messages are never replies.
 //!
 //! Everything is bounded: commands in flight, line length, nesting depth, kept text. Bad
 //! input never panics; it costs at most the exchanges around it.
@@ -30,6 +32,9 @@ mod scan;
 
 pub use conn::State;
 
+/// The parser's name (its `info`, the `plugin` label of its metrics), like the other embedded
+/// parsers' (`sonde-http`, `sonde-mysql`, `sonde-dns`).
+pub const NAME: &str = "sonde-redis";
 /// The protocol name in records.
 pub const PROTOCOL: &str = "redis";
 /// Commands in flight (pipelined, unanswered) per connection; beyond that the oldest is
@@ -57,7 +62,7 @@ impl ProtocolParser for Resp {
 
     fn info() -> ParserInfo {
         ParserInfo {
-            name: env!("CARGO_PKG_NAME").into(),
+            name: NAME.into(),
             version: env!("CARGO_PKG_VERSION").into(),
             protocols: vec![PROTOCOL.into()],
         }
