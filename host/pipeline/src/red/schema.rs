@@ -1,0 +1,155 @@
+//! The label schema: which metric family a record lands in, its OpenTelemetry name and
+//! help, and the label keys of each (identity labels first).
+
+use sonde_sdk::protocol_parser::ConnInfo;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum Family {
+    HttpServer,
+    HttpClient,
+    DbClient,
+    Dns,
+    Other,
+}
+
+impl Family {
+    pub(super) const ALL: [Family; 5] = [
+        Family::HttpServer,
+        Family::HttpClient,
+        Family::DbClient,
+        Family::Dns,
+        Family::Other,
+    ];
+
+    pub(super) fn metric(self) -> &'static str {
+        match self {
+            Family::HttpServer => "http_server_request_duration_seconds",
+            Family::HttpClient => "http_client_request_duration_seconds",
+            Family::DbClient => "db_client_operation_duration_seconds",
+            Family::Dns => "dns_lookup_duration_seconds",
+            Family::Other => "sonde_request_duration_seconds",
+        }
+    }
+
+    pub(super) fn help(self) -> &'static str {
+        match self {
+            Family::HttpServer => {
+                "Duration of HTTP server requests (observed by eBPF, parsed in Wasm)."
+            }
+            Family::HttpClient => {
+                "Duration of HTTP client requests (observed by eBPF, parsed in Wasm)."
+            }
+            Family::DbClient => {
+                "Duration of database operations, client side (any parser that sets db.system.name)."
+            }
+            Family::Dns => {
+                "Duration of DNS lookups, query to response (timeouts are in sonde_requests_unanswered_total)."
+            }
+            Family::Other => "Duration of requests of other protocols, by parser.",
+        }
+    }
+}
+
+/// Who made or served the request: the correlation layer's labels of the observed process,
+/// and the service and namespace of the other end (bounded: no peer pod names).
+pub const IDENTITY_KEYS: [&str; ID] = [
+    "service_name",
+    "k8s_namespace_name",
+    "k8s_pod_name",
+    "k8s_pod_uid",
+    "k8s_node_name",
+    "k8s_container_name",
+    "container_id",
+    "k8s_deployment_name",
+    "k8s_statefulset_name",
+    "k8s_daemonset_name",
+    "k8s_replicaset_name",
+    "k8s_job_name",
+    "k8s_cronjob_name",
+    "peer_service_name",
+    "peer_k8s_namespace_name",
+];
+pub(super) const ID: usize = 15;
+
+/// A metric's own keys followed by [`IDENTITY_KEYS`].
+const fn with_identity<const N: usize, const M: usize>(
+    own: [&'static str; N],
+) -> [&'static str; M] {
+    assert!(M == N + ID);
+    let mut out = [""; M];
+    let mut i = 0;
+    while i < N {
+        out[i] = own[i];
+        i += 1;
+    }
+    while i < M {
+        out[i] = IDENTITY_KEYS[i - N];
+        i += 1;
+    }
+    out
+}
+
+pub(super) const HTTP_SERVER_KEYS: [&str; 6 + ID] = with_identity([
+    "http_request_method",
+    "http_route",
+    "http_response_status_code",
+    "error_type",
+    "server_address",
+    "server_port",
+]);
+pub(super) const HTTP_CLIENT_KEYS: [&str; 6 + ID] = with_identity([
+    "http_request_method",
+    "url_template",
+    "http_response_status_code",
+    "error_type",
+    "server_address",
+    "server_port",
+]);
+pub(super) const OTHER_KEYS: [&str; 7 + ID] = with_identity([
+    "protocol",
+    "side",
+    "operation",
+    "status",
+    "error_type",
+    "server_address",
+    "server_port",
+]);
+pub(super) const DB_CLIENT_KEYS: [&str; 6 + ID] = with_identity([
+    "db_system_name",
+    "db_operation_name",
+    "db_response_status_code",
+    "error_type",
+    "server_address",
+    "server_port",
+]);
+pub(super) const DNS_KEYS: [&str; 6 + ID] = with_identity([
+    "dns_question_type",
+    "dns_response_code",
+    "error_type",
+    "side",
+    "server_address",
+    "server_port",
+]);
+pub(super) const UNANSWERED_KEYS: [&str; 6] = [
+    "protocol",
+    "side",
+    "operation",
+    "error_type",
+    "service_name",
+    "k8s_namespace_name",
+];
+
+/// The identity label values of a connection (one pass over its labels); `service_name`
+/// falls back to the process name.
+pub(super) fn identity_values(conn: &ConnInfo) -> [&str; ID] {
+    let mut v = [""; ID];
+    for (k, val) in &conn.labels {
+        if let Some(i) = IDENTITY_KEYS.iter().position(|x| x == k) {
+            v[i] = val.as_str();
+        }
+    }
+    if v[0].is_empty() {
+        v[0] = &conn.comm;
+    }
+    v
+}

@@ -1,0 +1,291 @@
+use super::*;
+use sonde_metrics::{Exposition, Format};
+use sonde_sdk::protocol_parser::{Endpoint, RequestRecord};
+
+fn render(red: &Red, format: Format) -> String {
+    let mut ex = Exposition::new(format);
+    red.render(&mut ex);
+    ex.finish()
+}
+
+fn conn(role: Role) -> Arc<ConnInfo> {
+    Arc::new(ConnInfo {
+        id: 1,
+        comm: "nginx".into(),
+        role,
+        local: Some(Endpoint {
+            ip: "127.0.0.1".into(),
+            port: 8080,
+        }),
+        remote: Some(Endpoint {
+            ip: "127.0.0.1".into(),
+            port: 40000,
+        }),
+        ..Default::default()
+    })
+}
+
+fn rec(op: &str, status: u32, ms: u64) -> RequestRecord {
+    RequestRecord {
+        conn: 1,
+        protocol: "http".into(),
+        operation: op.into(),
+        status,
+        error: (status >= 500).then(|| "server-error".into()),
+        request_ts_ns: 1_000_000,
+        response_ts_ns: 1_000_000 + ms * 1_000_000,
+        attributes: vec![(
+            "url.path".into(),
+            op.split(' ').nth(1).unwrap_or("/").into(),
+        )],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn server_histogram_with_otel_names_and_errors() {
+    let mut red = Red::default();
+    let c = conn(Role::Server);
+    for _ in 0..3 {
+        red.record(&c, &Record::Owned(rec("GET /users/{id}", 200, 20)));
+    }
+    red.record(&c, &Record::Owned(rec("GET /users/{id}", 500, 300)));
+    let o = render(&red, Format::Prometheus);
+    let base = "http_request_method=\"GET\",http_route=\"/users/{id}\",http_response_status_code=\"200\",server_address=\"127.0.0.1\",server_port=\"8080\",service_name=\"nginx\"";
+    assert!(
+        o.contains(&format!(
+            "http_server_request_duration_seconds_count{{{base}}} 3"
+        )),
+        "{o}"
+    );
+    assert!(
+        o.contains(&format!(
+            "http_server_request_duration_seconds_bucket{{{base},le=\"0.025\"}} 3"
+        )),
+        "{o}"
+    );
+    assert!(
+        o.contains(&format!(
+            "http_server_request_duration_seconds_bucket{{{base},le=\"0.01\"}} 0"
+        )),
+        "{o}"
+    );
+    assert!(
+        o.contains("http_response_status_code=\"500\",error_type=\"500\""),
+        "{o}"
+    );
+    // Client side: a 404 is an error; a server's 404 is not.
+    red.record(&conn(Role::Client), &Record::Owned(rec("GET /x", 404, 1)));
+    red.record(&c, &Record::Owned(rec("GET /x", 404, 1)));
+    let o = render(&red, Format::Prometheus);
+    assert!(o.contains("http_client_request_duration_seconds_count{http_request_method=\"GET\",url_template=\"/x\",http_response_status_code=\"404\",error_type=\"404\""), "{o}");
+    assert!(o.contains("http_server_request_duration_seconds_count{http_request_method=\"GET\",http_route=\"/x\",http_response_status_code=\"404\",server_address"), "{o}");
+}
+
+#[test]
+fn identity_labels_and_exemplars_only_in_openmetrics() {
+    let mut red = Red::default();
+    let mut c = (*conn(Role::Server)).clone();
+    c.labels = vec![
+        ("service_name".into(), "web".into()),
+        ("k8s_namespace_name".into(), "shop".into()),
+        ("container_id".into(), "abc".into()),
+        ("peer_service_name".into(), "loadgen".into()),
+        ("peer_k8s_pod_name".into(), "loadgen-0".into()),
+    ];
+    let c = Arc::new(c);
+    let mut r = rec("GET /a", 200, 30);
+    r.attributes.push((
+        "traceparent".into(),
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+    ));
+    red.record(&c, &Record::Owned(r));
+    red.record(&c, &Record::Owned(rec("GET /a", 200, 3)));
+    let plain = render(&red, Format::Prometheus);
+    assert!(plain.contains("service_name=\"web\",k8s_namespace_name=\"shop\",container_id=\"abc\",peer_service_name=\"loadgen\""), "{plain}");
+    // Peer pods are not a RED label (cardinality), and no exemplar in the Prometheus format.
+    assert!(!plain.contains("loadgen-0") && !plain.contains("trace_id"));
+    let om = render(&red, Format::OpenMetrics);
+    // The 30 ms request sits in the 0.05 bucket; the untraced 3 ms one has none.
+    let line = om.lines().find(|l| l.contains("le=\"0.05\"")).unwrap();
+    assert!(line.ends_with(&format!(
+        "2 # {{trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\",span_id=\"00f067aa0ba902b7\"}} 0.03 {}",
+        line.rsplit(' ').next().unwrap()
+    )), "{line}");
+    let small = om.lines().find(|l| l.contains("le=\"0.005\"")).unwrap();
+    assert!(!small.contains('#'), "{small}");
+}
+
+/// The cost of rendering 100k series (`cargo test -p sonde-pipeline --release --lib
+/// render_timing -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn render_timing() {
+    let mut red = Red::new(&RedSettings {
+        max_series: 100_000,
+        ..Default::default()
+    });
+    let c = conn(Role::Server);
+    for i in 0..100_000u64 {
+        let mut r = rec(&format!("GET /r{i}"), 200, 1 + i % 900);
+        if i % 10 == 0 {
+            r.attributes.push((
+                "traceparent".into(),
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+            ));
+        }
+        red.record(&c, &Record::Owned(r));
+    }
+    for (label, format) in [
+        ("prometheus", Format::Prometheus),
+        ("openmetrics", Format::OpenMetrics),
+    ] {
+        let mut best = u128::MAX;
+        let mut len = 0;
+        for _ in 0..5 {
+            let t = std::time::Instant::now();
+            let mut ex = Exposition::with_capacity(format, 16 << 10);
+            red.render(&mut ex);
+            let o = ex.finish();
+            best = best.min(t.elapsed().as_micros());
+            len = o.len();
+        }
+        println!("RED render 100k series {label}: best of 5 {best} us, {len} bytes");
+    }
+}
+
+#[test]
+fn cardinality_is_bounded_by_an_overflow_series() {
+    let mut red = Red::new(&RedSettings {
+        max_series: 5,
+        ..Default::default()
+    });
+    let c = conn(Role::Server);
+    for i in 0..20 {
+        red.record(&c, &Record::Owned(rec(&format!("GET /r{i}"), 200, 1)));
+    }
+    assert_eq!(red.series_count(), 6);
+    assert_eq!(red.overflow_records, 15);
+    let o = render(&red, Format::Prometheus);
+    assert!(
+        o.contains("http_server_request_duration_seconds_count{otel_metric_overflow=\"true\"} 15"),
+        "{o}"
+    );
+}
+
+#[test]
+fn one_service_cannot_take_a_metrics_whole_budget() {
+    let mut red = Red::new(&RedSettings {
+        max_series: 10,
+        max_series_per_service: 3,
+        ..Default::default()
+    });
+    let hostile = conn(Role::Server);
+    for i in 0..20 {
+        red.record(&hostile, &Record::Owned(rec(&format!("GET /r{i}"), 200, 1)));
+    }
+    assert_eq!(red.series_count(), 4, "3 series and the overflow series");
+    assert_eq!(
+        (red.overflow_records, red.service_overflow_records),
+        (17, 17)
+    );
+    // Another service still gets series of its own.
+    let mut other = (*conn(Role::Server)).clone();
+    other.comm = "api".into();
+    let other = Arc::new(other);
+    for i in 0..2 {
+        red.record(&other, &Record::Owned(rec(&format!("GET /o{i}"), 200, 1)));
+    }
+    assert_eq!(red.series_count(), 6);
+    assert_eq!(red.overflow_records, 17);
+    let mut ex = sonde_metrics::Exposition::new(sonde_metrics::Format::Prometheus);
+    red.render(&mut ex);
+    let o = ex.finish();
+    assert!(
+        o.contains("sonde_red_service_overflow_records_total 17"),
+        "{o}"
+    );
+    assert!(o.contains("http_route=\"/o1\""), "{o}");
+}
+
+#[test]
+fn route_templates_and_unanswered() {
+    let mut red = Red::new(&RedSettings {
+        route_templates: vec!["/shop/{cat}/items/{*}".into()],
+        ..Default::default()
+    });
+    let c = conn(Role::Server);
+    let mut r = rec("GET /shop/books/items/{id}", 200, 1);
+    r.attributes = vec![("url.path".into(), "/shop/books/items/9/x".into())];
+    red.record(&c, &Record::Owned(r));
+    let mut lost = rec("POST /a", 0, 0);
+    lost.response_ts_ns = 0;
+    lost.error = Some("no-response".into());
+    red.record(&c, &Record::Owned(lost));
+    let o = render(&red, Format::Prometheus);
+    assert!(o.contains("http_route=\"/shop/{cat}/items/{*}\""), "{o}");
+    assert!(o.contains("sonde_requests_unanswered_total{protocol=\"http\",side=\"server\",operation=\"POST /a\",error_type=\"no-response\",service_name=\"nginx\"} 1"), "{o}");
+}
+
+#[test]
+fn database_and_dns_records_get_their_own_metrics_and_slow_queries_are_logged() {
+    let mut red = Red::new(&RedSettings {
+        slow_query_ms: 250,
+        slow_query_log: 2,
+        ..Default::default()
+    });
+    let client = conn(Role::Client);
+    let db = |op: &str, status: u32, ms: u64, text: &str| {
+        let mut r = rec(op, status, ms);
+        r.protocol = "mysql".into();
+        r.error = (status > 0).then(|| status.to_string());
+        r.attributes = vec![
+            ("db.system.name".into(), "mysql".into()),
+            ("db.query.text".into(), text.into()),
+            ("db.response.returned_rows".into(), "1".into()),
+        ];
+        if status > 0 {
+            r.attributes
+                .push(("db.response.status_code".into(), status.to_string()));
+        }
+        Record::Owned(r)
+    };
+    red.record(&client, &db("SELECT", 0, 5, "SELECT ?"));
+    red.record(&client, &db("SELECT", 1146, 2, "SELECT * FROM missing"));
+    for ms in [300, 400, 500] {
+        red.record(&client, &db("SELECT", 0, ms, "SELECT SLEEP(?)"));
+    }
+    let mut dns = rec("A", 3, 4);
+    dns.protocol = "dns".into();
+    dns.error = Some("nxdomain".into());
+    dns.attributes = vec![("dns.response.code".into(), "NXDOMAIN".into())];
+    red.record(&client, &Record::Owned(dns));
+    let o = render(&red, Format::Prometheus);
+    assert!(o.contains("db_client_operation_duration_seconds_count{db_system_name=\"mysql\",db_operation_name=\"SELECT\",db_response_status_code=\"1146\",error_type=\"1146\""), "{o}");
+    assert!(o.contains("dns_lookup_duration_seconds_count{dns_question_type=\"A\",dns_response_code=\"NXDOMAIN\",error_type=\"nxdomain\",side=\"client\""), "{o}");
+    assert!(o.contains("sonde_db_slow_queries_total 3"), "{o}");
+    // The log keeps the latest two, with their statement and duration.
+    let slow = red.slow_queries();
+    assert_eq!(slow.len(), 2);
+    assert_eq!(
+        (slow[0].statement.as_str(), slow[1].duration_seconds),
+        ("SELECT SLEEP(?)", 0.5)
+    );
+    assert_eq!(
+        (slow[1].rows, slow[1].side.as_str(), slow[1].server.as_str()),
+        (Some(1), "client", "127.0.0.1:40000")
+    );
+}
+
+#[test]
+fn sketch_quantiles_are_within_ten_percent() {
+    let mut s = vec![0u32; SKETCH_BUCKETS];
+    for ms in 1..=100u64 {
+        s[sketch_index(ms * 1_000_000)] += 1;
+    }
+    let p50 = sketch_quantile(&s, 0.5).unwrap();
+    let p99 = sketch_quantile(&s, 0.99).unwrap();
+    assert!((p50 - 0.050).abs() / 0.050 < 0.1, "{p50}");
+    assert!((p99 - 0.099).abs() / 0.099 < 0.1, "{p99}");
+    assert_eq!(sketch_quantile(&[0; 4], 0.5), None);
+}
