@@ -22,10 +22,10 @@
 //! top` can show p50/p99 without the coarse Prometheus buckets; it is served as JSON at
 //! `/api/series`.
 //!
-//! Here the aggregation ([`Red::record`]); beside it, one job each: [`schema`] which family
-//! and label keys a record gets, [`series`] a series' counters and the allocation-free series
-//! map, [`sketch`] the buckets and the quantile sketch, [`route`] route templates, [`slow`] the
-//! slow-query log's entries, [`render`] the exposition and `/api/series`.
+//! Here the aggregation ([`Red::record`]); beside it, one job each: `schema` which family
+//! and label keys a record gets, `series` a series' counters and the allocation-free series
+//! map, `sketch` the buckets and the quantile sketch, `route` route templates, `slow` the
+//! slow-query log's entries, `render` the exposition and `/api/series`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
