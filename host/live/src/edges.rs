@@ -14,7 +14,7 @@ use super::sample::ratio;
 
 /// The caller and callee service of a map edge: the correlation layer's service names when it
 /// knows them, else the process names, else the server's address.
-pub fn services_of(e: &EdgeView) -> (String, String) {
+pub(crate) fn services_of(e: &EdgeView) -> (String, String) {
     let named = |labels: &BTreeMap<String, String>, name: &str| {
         labels
             .get("service_name")
@@ -34,17 +34,17 @@ pub fn services_of(e: &EdgeView) -> (String, String) {
 }
 
 /// ((entity, metric), value) of one step.
-pub type SeriesValues = Vec<((String, String), f64)>;
+pub(crate) type SeriesValues = Vec<((String, String), f64)>;
 
 /// Differences of the map's cumulative counters between steps.
 #[derive(Debug, Default)]
-pub struct EdgeRates {
+pub(crate) struct EdgeRates {
     previous: HashMap<String, Counters>,
 }
 
 impl EdgeRates {
     /// Per-step values of every service edge, as `edge:caller->callee` series.
-    pub fn step(
+    pub(crate) fn step(
         &mut self,
         topology: &Topology,
         step_s: f64,

@@ -95,7 +95,7 @@ fn read_node_memory() -> Option<f64> {
 
 /// Readings of the previous step, to difference counters.
 #[derive(Debug)]
-pub struct Resources {
+pub(crate) struct Resources {
     mounts: Option<CgroupMounts>,
     previous: HashMap<String, CpuCounters>,
     node: Option<NodeCpu>,
@@ -103,7 +103,7 @@ pub struct Resources {
 }
 
 impl Resources {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mounts = match CgroupMounts::read() {
             Ok(m) => Some(m),
             Err(e) => {
@@ -123,7 +123,7 @@ impl Resources {
     }
 
     /// Per-step resource series of the services (given their processes) and of the node.
-    pub fn step(
+    pub(crate) fn step(
         &mut self,
         services: &BTreeMap<String, Vec<u32>>,
         node: &str,

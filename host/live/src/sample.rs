@@ -58,7 +58,7 @@ struct ServiceStep {
 
 /// A service as the records show it: its protocol as a server and the processes behind it.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct ServiceInfo {
+pub(crate) struct ServiceInfo {
     /// Protocol of its server-side records (`http`, `mysql`…).
     pub protocol: String,
     /// `database` when it answers a database protocol.
@@ -68,11 +68,11 @@ pub struct ServiceInfo {
 }
 
 /// Breakdown key: (service, measure, dimension names, dimension values).
-pub type LeafKey = (String, String, Vec<String>, Vec<String>);
+pub(crate) type LeafKey = (String, String, Vec<String>, Vec<String>);
 
 /// What one step produced.
 #[derive(Debug, Default)]
-pub struct StepValues {
+pub(crate) struct StepValues {
     /// ((entity, metric), value).
     pub series: Vec<((String, String), f64)>,
     pub leaves: Vec<(LeafKey, f64)>,
@@ -80,7 +80,7 @@ pub struct StepValues {
 
 /// Records of the current step, by service.
 #[derive(Debug, Default)]
-pub struct StepAccumulator {
+pub(crate) struct StepAccumulator {
     services: BTreeMap<String, ServiceStep>,
     /// Every service seen since start (bounded by the caller's series cap).
     pub known: BTreeMap<String, ServiceInfo>,
@@ -128,14 +128,14 @@ pub(super) fn ratio(num: u64, den: u64) -> f64 {
 }
 
 impl StepAccumulator {
-    pub fn new(slow_query_ms: u64) -> Self {
+    pub(crate) fn new(slow_query_ms: u64) -> Self {
         Self {
             slow_query_ms: slow_query_ms as f64,
             ..Default::default()
         }
     }
 
-    pub fn record(&mut self, conn: &Arc<ConnInfo>, r: &Record) {
+    pub(crate) fn record(&mut self, conn: &Arc<ConnInfo>, r: &Record) {
         let service = service_of(conn);
         if service.is_empty() {
             return;
@@ -212,7 +212,7 @@ impl StepAccumulator {
 
     /// The step's values, and a fresh accumulator for the next one. `min_requests`: fewer
     /// requests than this in a step give no latency or error value (too noisy to judge).
-    pub fn finish(&mut self, step_s: f64, min_requests: u64) -> StepValues {
+    pub(crate) fn finish(&mut self, step_s: f64, min_requests: u64) -> StepValues {
         let mut out = StepValues::default();
         let services = std::mem::take(&mut self.services);
         for name in self.known.keys() {

@@ -247,7 +247,7 @@ impl Edge {
     }
 
     /// Status over the window: thresholds, then what the detectors flag (a warning).
-    pub fn verdict(&self, t: &Thresholds) -> Verdict {
+    pub(crate) fn verdict(&self, t: &Thresholds) -> Verdict {
         let mut v = judge(&self.window(), t);
         for a in &self.anomalies {
             v.raise(Status::Warning, 1.5, a.clone());
@@ -256,7 +256,7 @@ impl Edge {
     }
 
     /// Counts over the window: now minus the oldest sample kept.
-    pub fn window(&self) -> Counters {
+    pub(crate) fn window(&self) -> Counters {
         match self.history.front() {
             Some((_, old)) => self.counters.since(old),
             None => self.counters,

@@ -90,4 +90,4 @@ impl PluginsConfig {
 }
 
 /// The largest `[plugins] batch_bytes`.
-pub const MAX_BATCH_BYTES: usize = 64 << 20;
+pub(crate) const MAX_BATCH_BYTES: usize = 64 << 20;

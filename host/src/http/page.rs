@@ -38,7 +38,7 @@ struct Page {
 }
 
 impl PageCache {
-    pub fn new(ttl: Duration) -> PageCache {
+    pub(super) fn new(ttl: Duration) -> PageCache {
         PageCache {
             ttl,
             slots: Default::default(),
@@ -48,7 +48,7 @@ impl PageCache {
     /// The page of this format, gzipped if asked: the one a render finished after this
     /// scrape arrived (one that was under way, which it waited for), or one younger than the
     /// interval, or else one `render` makes now. `renders` counts the renders.
-    pub fn get(
+    pub(super) fn get(
         &self,
         openmetrics: bool,
         gzip: bool,

@@ -10,7 +10,7 @@ use crate::wire::HEADER_LEN;
 
 /// Bytes kept while resynchronising: enough for a length prefix, a header and the longest
 /// question (2 + 12 + 255 + 4), so a candidate split across segments is not missed.
-pub const MAX_RESYNC_TAIL: usize = 2 + HEADER_LEN + 255 + 4;
+pub(crate) const MAX_RESYNC_TAIL: usize = 2 + HEADER_LEN + 255 + 4;
 
 /// Where a TCP direction's reader is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

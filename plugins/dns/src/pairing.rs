@@ -21,7 +21,7 @@ use crate::wire::Message;
 use crate::{MAX_PENDING, TIMEOUT_NS};
 
 /// A message handed over by a connection's reader.
-pub struct Arrival<'a> {
+pub(crate) struct Arrival<'a> {
     pub direction: Direction,
     /// Timestamp of the segment with its first byte (queries) / last byte (responses).
     pub first_ts: u64,
@@ -36,23 +36,23 @@ pub struct Arrival<'a> {
 
 /// The queries of one connection, oldest first; never more than [`MAX_PENDING`].
 #[derive(Debug, Default)]
-pub struct Pending {
+pub(crate) struct Pending {
     queue: VecDeque<Query>,
     /// No query is older than this (a lower bound), so most segments skip the timeout scan.
     oldest_ts: u64,
 }
 
 impl Pending {
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.queue.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }
 
     /// Give up the queries older than [`TIMEOUT_NS`] at `now`.
-    pub fn expire(&mut self, now: u64, transport: Transport, out: &mut Vec<RequestRecord>) {
+    pub(crate) fn expire(&mut self, now: u64, transport: Transport, out: &mut Vec<RequestRecord>) {
         if self.is_empty() || now.saturating_sub(self.oldest_ts) <= TIMEOUT_NS {
             return;
         }
@@ -71,7 +71,7 @@ impl Pending {
     }
 
     /// Give up every query (the connection closed).
-    pub fn flush(&mut self, transport: Transport, out: &mut Vec<RequestRecord>) {
+    pub(crate) fn flush(&mut self, transport: Transport, out: &mut Vec<RequestRecord>) {
         for q in self.queue.drain(..) {
             out.push(record::exchange(&q, Outcome::Timeout, transport));
         }
@@ -79,7 +79,7 @@ impl Pending {
     }
 
     /// A message. `false` when the bytes are not a DNS message (the reader resynchronises).
-    pub fn arrive(
+    pub(crate) fn arrive(
         &mut self,
         a: Arrival<'_>,
         transport: Transport,

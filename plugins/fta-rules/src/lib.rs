@@ -84,9 +84,9 @@ pub(crate) mod test_util {
         Category, Incident, Metric, Neighbour, Relation, RuleInput, Subject, SubjectKind,
     };
 
-    pub const START_MS: u64 = 3_600_000;
+    pub(crate) const START_MS: u64 = 3_600_000;
 
-    pub fn metric(name: &str, before: f64, after: f64, anomalous: bool) -> Metric {
+    pub(crate) fn metric(name: &str, before: f64, after: f64, anomalous: bool) -> Metric {
         Metric {
             name: name.into(),
             before,
@@ -95,7 +95,7 @@ pub(crate) mod test_util {
         }
     }
 
-    pub fn input(kind: SubjectKind, id: &str, metrics: Vec<Metric>) -> RuleInput {
+    pub(crate) fn input(kind: SubjectKind, id: &str, metrics: Vec<Metric>) -> RuleInput {
         RuleInput {
             incident: Incident {
                 id: "i".into(),
@@ -115,7 +115,7 @@ pub(crate) mod test_util {
         }
     }
 
-    pub fn neighbour(
+    pub(crate) fn neighbour(
         kind: SubjectKind,
         id: &str,
         relation: Relation,
@@ -134,11 +134,11 @@ pub(crate) mod test_util {
     }
 
     /// The most confident category of the whole tree.
-    pub fn top(i: &RuleInput) -> Option<Category> {
+    pub(crate) fn top(i: &RuleInput) -> Option<Category> {
         super::evaluate(i).first().map(|d| d.category.clone())
     }
 
-    pub fn categories(i: &RuleInput) -> Vec<Category> {
+    pub(crate) fn categories(i: &RuleInput) -> Vec<Category> {
         super::evaluate(i).into_iter().map(|d| d.category).collect()
     }
 }

@@ -3,21 +3,21 @@
 use sonde_sdk::fault_rule::{Evidence, Metric, Neighbour, Relation, RuleInput, find, metric};
 
 /// A metric that the detector flagged and that went up.
-pub fn rose<'a>(metrics: &'a [Metric], name: &str) -> Option<&'a Metric> {
+pub(crate) fn rose<'a>(metrics: &'a [Metric], name: &str) -> Option<&'a Metric> {
     find(metrics, name).filter(|x| x.anomalous && x.after > x.before)
 }
 
 /// The first of `names` that rose.
-pub fn first_rose<'a>(metrics: &'a [Metric], names: &[&str]) -> Option<&'a Metric> {
+pub(crate) fn first_rose<'a>(metrics: &'a [Metric], names: &[&str]) -> Option<&'a Metric> {
     names.iter().find_map(|n| rose(metrics, n))
 }
 
 /// Every one of `names` that rose, in that order.
-pub fn all_rose<'a>(metrics: &'a [Metric], names: &[&str]) -> Vec<&'a Metric> {
+pub(crate) fn all_rose<'a>(metrics: &'a [Metric], names: &[&str]) -> Vec<&'a Metric> {
     names.iter().filter_map(|n| rose(metrics, n)).collect()
 }
 
-pub fn evidence(x: &Metric, note: &str) -> Evidence {
+pub(crate) fn evidence(x: &Metric, note: &str) -> Evidence {
     Evidence {
         metric: x.name.clone(),
         before: x.before,
@@ -27,7 +27,7 @@ pub fn evidence(x: &Metric, note: &str) -> Evidence {
 }
 
 /// A value with the unit its metric name implies.
-pub fn fmt(name: &str, v: f64) -> String {
+pub(crate) fn fmt(name: &str, v: f64) -> String {
     match metric::unit(name) {
         metric::Unit::Ratio => format!("{:.1}%", v * 100.0),
         metric::Unit::Milliseconds => format!("{v:.1} ms"),
@@ -37,7 +37,7 @@ pub fn fmt(name: &str, v: f64) -> String {
 }
 
 /// `name before → after`, with units.
-pub fn change(x: &Metric) -> String {
+pub(crate) fn change(x: &Metric) -> String {
     format!(
         "{} {} → {}",
         x.name,
@@ -46,14 +46,17 @@ pub fn change(x: &Metric) -> String {
     )
 }
 
-pub fn label<'a>(labels: &'a [(String, String)], key: &str) -> Option<&'a str> {
+pub(crate) fn label<'a>(labels: &'a [(String, String)], key: &str) -> Option<&'a str> {
     labels
         .iter()
         .find(|(k, _)| k == key)
         .map(|(_, v)| v.as_str())
 }
 
-pub fn neighbours(input: &RuleInput, relation: Relation) -> impl Iterator<Item = &Neighbour> {
+pub(crate) fn neighbours(
+    input: &RuleInput,
+    relation: Relation,
+) -> impl Iterator<Item = &Neighbour> {
     input
         .neighbours
         .iter()

@@ -6,7 +6,7 @@
 
 /// Where the decoder is inside a chunked body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Chunked {
+pub(crate) enum Chunked {
     /// Reading the hexadecimal chunk size.
     Size { value: u64, digits: u8 },
     /// After the size: extensions (`;name=value`), whitespace, up to the LF.
@@ -39,14 +39,14 @@ impl Default for Chunked {
 
 /// The chunk data cannot be framed: the stream is out of sync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FramingError {
+pub(crate) struct FramingError {
     /// Bytes consumed, up to and including the offending one.
     pub used: usize,
 }
 
 impl Chunked {
     /// Decode from `data`: the bytes used and whether the body ended in them.
-    pub fn feed(&mut self, data: &[u8]) -> Result<(usize, bool), FramingError> {
+    pub(crate) fn feed(&mut self, data: &[u8]) -> Result<(usize, bool), FramingError> {
         let mut i = 0;
         while i < data.len() {
             if let Chunked::Data(left) = *self {
@@ -111,7 +111,7 @@ impl Chunked {
     /// possible). It stays in sync (`Absorbed`) unless the gap reaches into a chunk-size line,
     /// whose value is then unknown (`Lost`). A gap of exactly the final empty line after the
     /// last chunk ends the body (`Ended`).
-    pub fn absorb(&mut self, n: u64) -> Absorb {
+    pub(crate) fn absorb(&mut self, n: u64) -> Absorb {
         // Bytes that would take the decoder to the next chunk-size line.
         let to_size = match *self {
             Chunked::Data(left) if n <= left => {
@@ -146,7 +146,7 @@ impl Chunked {
 
 /// What a gap did to a chunked body (see [`Chunked::absorb`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Absorb {
+pub(crate) enum Absorb {
     Absorbed,
     Ended,
     Lost,

@@ -9,11 +9,11 @@ use crate::detect::MAX_METHOD;
 use sonde_sdk::protocol_parser::pending::Count;
 
 /// The shortest message: `HTTP/1.1 200` or `A / HTTP/1.1`, an LF, and the empty line.
-pub const MIN_MESSAGE: u64 = 14;
+pub(crate) const MIN_MESSAGE: u64 = 14;
 
 /// One stretch of unknown boundaries, as it is read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Region {
+pub(crate) struct Region {
     /// It began where a message could begin (the previous one was complete), rather than
     /// inside a message.
     at_boundary: bool,
@@ -31,7 +31,7 @@ pub struct Region {
 }
 
 impl Region {
-    pub fn new(at_boundary: bool) -> Self {
+    pub(crate) fn new(at_boundary: bool) -> Self {
         Region {
             at_boundary,
             ..Region::default()
@@ -39,7 +39,7 @@ impl Region {
     }
 
     /// `n` bytes the capture did not show.
-    pub fn hidden(&mut self, n: u64) {
+    pub(crate) fn hidden(&mut self, n: u64) {
         if n == 0 {
             return;
         }
@@ -50,17 +50,17 @@ impl Region {
     }
 
     /// `n` bytes seen, holding no message start.
-    pub fn seen(&mut self, n: u64) {
+    pub(crate) fn seen(&mut self, n: u64) {
         self.len = self.len.saturating_add(n);
     }
 
     /// A start was seen, then cut by a gap: perhaps a message, perhaps not.
-    pub fn maybe_message(&mut self) {
+    pub(crate) fn maybe_message(&mut self) {
         self.maybe += 1;
     }
 
     /// Begins just after `n` bytes of a request method, cut by the gap.
-    pub fn after_cut_method(n: u64) -> Self {
+    pub(crate) fn after_cut_method(n: u64) -> Self {
         Region {
             cut_method: Some(n),
             ..Region::default()
@@ -70,26 +70,26 @@ impl Region {
     /// Whether a request line confirmed after it, whose method is not a standard one, may be
     /// the rest of the request cut inside its method: nothing seen between them, and the cut
     /// bytes, the hidden ones and at least one more fit in a method.
-    pub fn may_continue_cut(&self) -> bool {
+    pub(crate) fn may_continue_cut(&self) -> bool {
         self.cut_method
             .is_some_and(|c| self.len == self.hidden && c + self.hidden < MAX_METHOD as u64)
     }
 
     /// Whether its last bytes are hidden ones: a start found right after may have lost its
     /// first bytes to the gap (`AD /x HTTP/1.1` may be what is left of `HEAD`).
-    pub fn ends_hidden(&self) -> bool {
+    pub(crate) fn ends_hidden(&self) -> bool {
         self.first_hidden.is_some() && self.last_hidden + 1 == self.len
     }
 
     /// Whether the capture hid anything in it (without, it holds no message).
-    pub fn has_hidden(&self) -> bool {
+    pub(crate) fn has_hidden(&self) -> bool {
         self.hidden > 0
     }
 
     /// The messages that started in the stretch (and the cut request before it), now that it
     /// has ended: at the end of the stream, or at a message start, which `continues_cut` if it
     /// is the rest of the cut request (see [`Region::may_continue_cut`]).
-    pub fn messages(&self, continues_cut: bool) -> Count {
+    pub(crate) fn messages(&self, continues_cut: bool) -> Count {
         let n = self.started();
         match self.cut_method {
             None => n,

@@ -9,7 +9,7 @@ use crate::scan::find;
 
 /// The first line of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Start<'a> {
+pub(crate) enum Start<'a> {
     Request {
         /// An uppercase token (validated ASCII).
         method: &'a str,
@@ -26,7 +26,7 @@ pub enum Start<'a> {
 
 /// What `Content-Length` said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Length {
+pub(crate) enum Length {
     #[default]
     Absent,
     Value(u64),
@@ -37,7 +37,7 @@ pub enum Length {
 /// The header fields the parser uses. Values are trimmed of surrounding whitespace; for
 /// repeated fields the last one wins (except `Content-Length`, see [`Length`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Fields<'a> {
+pub(crate) struct Fields<'a> {
     pub content_length: Length,
     /// A `Transfer-Encoding` field is present.
     pub transfer_encoding: bool,
@@ -61,7 +61,7 @@ pub struct Fields<'a> {
 
 /// A parsed head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Head<'a> {
+pub(crate) struct Head<'a> {
     pub start: Start<'a>,
     pub fields: Fields<'a>,
 }
@@ -70,7 +70,7 @@ pub struct Head<'a> {
 // Returned by value and matched at once: boxing the head would cost an allocation per message.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Parsed<'a> {
+pub(crate) enum Parsed<'a> {
     /// The head and its length, terminating empty line included.
     Complete(Head<'a>, usize),
     /// No empty line yet.
@@ -80,7 +80,7 @@ pub enum Parsed<'a> {
 }
 
 /// Parse the head at the start of `data` (which may go on with the body).
-pub fn parse(data: &[u8]) -> Parsed<'_> {
+pub(crate) fn parse(data: &[u8]) -> Parsed<'_> {
     let Some(nl) = find(data, b'\n') else {
         return Parsed::Incomplete;
     };
@@ -101,7 +101,7 @@ pub fn parse(data: &[u8]) -> Parsed<'_> {
 }
 
 /// What the complete lines of an unfinished head say (used when the rest of it was lost).
-pub fn parse_partial(data: &[u8]) -> Option<Head<'_>> {
+pub(crate) fn parse_partial(data: &[u8]) -> Option<Head<'_>> {
     let nl = find(data, b'\n')?;
     let start = start_line(trim_cr(&data[..nl]))?;
     let mut fields = Fields::default();
@@ -118,7 +118,7 @@ fn trim_cr(line: &[u8]) -> &[u8] {
 }
 
 /// Optional whitespace around field values and list elements.
-pub fn trim_ows(mut v: &[u8]) -> &[u8] {
+pub(crate) fn trim_ows(mut v: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = v {
         v = rest;
     }
@@ -247,7 +247,7 @@ fn merge_length(seen: Length, value: &[u8]) -> Length {
 }
 
 /// A non-empty run of ASCII digits that fits comfortably in a u64.
-pub fn parse_decimal(s: &[u8]) -> Option<u64> {
+pub(crate) fn parse_decimal(s: &[u8]) -> Option<u64> {
     if s.is_empty() || s.len() > 18 {
         return None;
     }

@@ -107,7 +107,7 @@ pub(crate) struct Pending {
 
 impl Pending {
     /// The request of a parsed head; `None` if the head is a response's.
-    pub fn from_head(seq: u64, head: &Head<'_>, ts_ns: u64, bytes: u64) -> Option<Self> {
+    pub(crate) fn from_head(seq: u64, head: &Head<'_>, ts_ns: u64, bytes: u64) -> Option<Self> {
         let Start::Request {
             method,
             target,
@@ -192,7 +192,7 @@ impl Pending {
     }
 
     /// The record of this exchange (`extra` attributes come from the response).
-    pub fn into_record(
+    pub(crate) fn into_record(
         self,
         status: u16,
         error: Option<&str>,

@@ -12,13 +12,13 @@ use crate::scan::find;
 
 /// Which half of the exchange a direction carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Request,
     Response,
 }
 
 /// Whether `data` may begin a message of this direction.
-pub fn start_verdict(kind: Kind, data: &[u8]) -> Verdict {
+pub(crate) fn start_verdict(kind: Kind, data: &[u8]) -> Verdict {
     match kind {
         Kind::Request => detect::request_line(data),
         Kind::Response => detect::status_line(data),
@@ -27,7 +27,7 @@ pub fn start_verdict(kind: Kind, data: &[u8]) -> Verdict {
 
 /// Where the next message may start in `data`. `line_start`: its first byte begins a line.
 /// Not found: whether the byte after `data` begins a line.
-pub fn next_start(kind: Kind, data: &[u8], line_start: bool) -> Result<usize, bool> {
+pub(crate) fn next_start(kind: Kind, data: &[u8], line_start: bool) -> Result<usize, bool> {
     // Not at the first byte when it is not a line start: that is where the caller failed.
     let glued = glued_start(kind, data, usize::from(!line_start));
     let mut line = if line_start {
@@ -54,11 +54,11 @@ const VERSION: &[u8] = b"HTTP/1.";
 
 /// Bytes kept from the end of a segment for a start line split by the segment boundary. A
 /// status line needs 12; a request line, its method and target.
-pub const CARRY: usize = 1024;
+pub(crate) const CARRY: usize = 1024;
 
 /// The end of the previous segment's last line, while resynchronising.
 #[derive(Debug, Default)]
-pub struct Carry {
+pub(crate) struct Carry {
     /// A longer line was cut to its last [`CARRY`] bytes, and was counted as perhaps holding a
     /// start the scan cannot confirm.
     counted: bool,
@@ -66,7 +66,7 @@ pub struct Carry {
 
 impl Carry {
     /// A start line that begins in `carry` and goes on in `data`: its offset in `carry`.
-    pub fn split_start(kind: Kind, carry: &[u8], data: &[u8]) -> Option<usize> {
+    pub(crate) fn split_start(kind: Kind, carry: &[u8], data: &[u8]) -> Option<usize> {
         if carry.is_empty() {
             return None;
         }
@@ -81,7 +81,7 @@ impl Carry {
     /// Keep what may begin a split start after `data` (wholly scanned) in `carry`: its last
     /// line, at most [`CARRY`] bytes of it. True when a start may hide in what could not be
     /// kept (the caller counts it as a maybe).
-    pub fn keep(&mut self, kind: Kind, carry: &mut Vec<u8>, data: &[u8]) -> bool {
+    pub(crate) fn keep(&mut self, kind: Kind, carry: &mut Vec<u8>, data: &[u8]) -> bool {
         let (line, cut) = match find_last_lf(data) {
             Some(lf) => {
                 carry.clear();
@@ -108,7 +108,7 @@ impl Carry {
         maybe
     }
 
-    pub fn reset(&mut self, carry: &mut Vec<u8>) {
+    pub(crate) fn reset(&mut self, carry: &mut Vec<u8>) {
         carry.clear();
         self.counted = false;
     }

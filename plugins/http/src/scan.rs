@@ -10,7 +10,7 @@ const HI: u64 = 0x8080_8080_8080_8080;
 /// Eight bytes per step: a header line is tens of bytes long, so a byte loop would be the
 /// parser's hottest code.
 #[inline]
-pub fn find(hay: &[u8], needle: u8) -> Option<usize> {
+pub(crate) fn find(hay: &[u8], needle: u8) -> Option<usize> {
     let pattern = LO * u64::from(needle);
     let mut chunks = hay.chunks_exact(8);
     let mut at = 0;
@@ -38,7 +38,7 @@ pub fn find(hay: &[u8], needle: u8) -> Option<usize> {
 /// The state carried between calls is how much of `LF [CR] LF` the previous bytes ended with,
 /// so the bytes already buffered are never scanned twice.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct HeadEnd(u8);
+pub(crate) struct HeadEnd(u8);
 
 impl HeadEnd {
     /// Inside a line.
@@ -49,7 +49,7 @@ impl HeadEnd {
     const LINE_START_CR: u8 = 2;
 
     /// The state after `data` (the first bytes of a head, which did not end it).
-    pub fn after(data: &[u8]) -> Self {
+    pub(crate) fn after(data: &[u8]) -> Self {
         let mut s = Self::default();
         // Only the last two bytes matter.
         s.feed(&data[data.len().saturating_sub(2)..]);
@@ -57,7 +57,7 @@ impl HeadEnd {
     }
 
     /// Feed the next bytes; the index just past the LF that ends the head, if it is in `data`.
-    pub fn feed(&mut self, data: &[u8]) -> Option<usize> {
+    pub(crate) fn feed(&mut self, data: &[u8]) -> Option<usize> {
         let mut i = 0;
         while self.0 != Self::IN_LINE {
             let b = data.get(i)?;

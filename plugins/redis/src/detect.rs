@@ -53,7 +53,7 @@ const INLINE_COMMANDS: &[&str] = &[
 ];
 
 /// First elements of the arrays (RESP2) or pushes (RESP3) a subscribed connection receives.
-pub const PUBSUB_KINDS: &[&[u8]] = &[
+pub(crate) const PUBSUB_KINDS: &[&[u8]] = &[
     b"message",
     b"pmessage",
     b"smessage",
@@ -70,14 +70,14 @@ const ARGS_MAX: u64 = 1 << 20;
 
 /// What one segment says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Yes,
     /// Consistent so far, but the segment ends too early to tell.
     Maybe,
     No,
 }
 
-pub fn detect(conn: &ConnInfo, seg: &Segment<'_>) -> Claim {
+pub(crate) fn detect(conn: &ConnInfo, seg: &Segment<'_>) -> Claim {
     if seg.data.is_empty() {
         return Claim::Undecided;
     }
@@ -98,7 +98,7 @@ pub fn detect(conn: &ConnInfo, seg: &Segment<'_>) -> Claim {
 }
 
 /// Whether `d` starts with a command.
-pub fn command(d: &[u8]) -> Verdict {
+pub(crate) fn command(d: &[u8]) -> Verdict {
     match d.first() {
         Some(b'*') => array(d),
         Some(b) if b.is_ascii_alphabetic() => inline(d),
@@ -171,7 +171,7 @@ fn inline(d: &[u8]) -> Verdict {
 
 /// Whether `d` starts like a reply: `Yes` for a pub/sub message (we joined a subscribed
 /// connection), `Maybe` for any other RESP type byte.
-pub fn reply(d: &[u8]) -> Verdict {
+pub(crate) fn reply(d: &[u8]) -> Verdict {
     let Some(first) = d.first() else {
         return Verdict::Maybe;
     };

@@ -4,7 +4,7 @@
 use crate::QUERY_MAX;
 
 /// Longest command, subcommand or error code taken as a name.
-pub const NAME_MAX: usize = 32;
+pub(crate) const NAME_MAX: usize = 32;
 
 /// Commands whose first argument is a subcommand: the operation is both words
 /// (`CLIENT SETNAME`, `CONFIG GET`), as Redis itself names them in `COMMAND DOCS`.
@@ -19,14 +19,14 @@ const SWITCHES: &[&str] = &["SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "MONITOR", 
 
 /// Old replicas' `SYNC`: its reply is the RDB file as a bulk string without the final CRLF,
 /// then the replication stream. Nothing to pair: the connection is done when it is sent.
-pub const SYNC: &str = "SYNC";
+pub(crate) const SYNC: &str = "SYNC";
 
 /// The operation of an unnamable command (binary or overlong name).
-pub const UNKNOWN: &str = "UNKNOWN";
+pub(crate) const UNKNOWN: &str = "UNKNOWN";
 
 /// A command, named.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Name {
+pub(crate) struct Name {
     /// `GET`, `CLIENT SETNAME`.
     pub operation: String,
     /// The operation with each remaining argument replaced by `?`, at most [`QUERY_MAX`] bytes.
@@ -36,7 +36,7 @@ pub struct Name {
 }
 
 /// Names a command from its first words (as the scanner kept them) and argument count.
-pub fn command(words: &[Vec<u8>], argc: u64) -> Name {
+pub(crate) fn command(words: &[Vec<u8>], argc: u64) -> Name {
     let Some(mut operation) = words.first().and_then(|w| word(w)) else {
         // Still one `?` per argument: the shape of what was sent, nothing of its content.
         return Name {
@@ -86,7 +86,7 @@ fn word(w: &[u8]) -> Option<String> {
 
 /// The code of an error reply: its first word when that is an uppercase code, as Redis
 /// writes them (`ERR`, `WRONGTYPE`, `MOVED`, `NOAUTH`…); else the generic `ERR`.
-pub fn error_code(text: &[u8]) -> String {
+pub(crate) fn error_code(text: &[u8]) -> String {
     let first = text.split(|&b| b == b' ').next().unwrap_or_default();
     let ok = (1..=NAME_MAX).contains(&first.len())
         && first[0].is_ascii_uppercase()

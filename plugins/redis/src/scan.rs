@@ -11,10 +11,10 @@ use std::mem;
 use crate::{BULK_MAX, DEPTH_MAX, LINE_MAX, WORD_CAP};
 
 /// The `kind` of an inline command (`PING\r\n`), which has no type byte.
-pub const INLINE: u8 = b' ';
+pub(crate) const INLINE: u8 = b' ';
 
 /// Every RESP2 and RESP3 type byte, i.e. what a reply can start with.
-pub const TYPES: &[u8] = b"+-:$*_,#!=(%~>|";
+pub(crate) const TYPES: &[u8] = b"+-:$*_,#!=(%~>|";
 
 /// Strings kept per value: a command's name and its subcommand, a push's kind.
 const WORDS: u64 = 2;
@@ -22,14 +22,14 @@ const WORDS: u64 = 2;
 /// Which side of the conversation a scanner reads: commands are stricter (one array of bulk
 /// strings, or an inline line), replies take every type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
+pub(crate) enum Side {
     Commands,
     Replies,
 }
 
 /// One complete top-level value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Value {
+pub(crate) struct Value {
     /// Its type byte (`*`, `+`, `-`, `>`…) or [`INLINE`].
     pub kind: u8,
     /// Timestamp of the segment that carried its first byte.
@@ -50,11 +50,11 @@ pub struct Value {
 }
 
 /// Error elements kept per value (see [`Value::element_errors`]).
-pub const ELEMENT_ERRORS_MAX: usize = crate::PENDING_MAX;
+pub(crate) const ELEMENT_ERRORS_MAX: usize = crate::PENDING_MAX;
 
 /// Why a scanner lost its place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cause {
+pub(crate) enum Cause {
     /// Bytes were missing from the stream (`gap_before`).
     Gap,
     /// The bytes were not RESP (or broke a bound).
@@ -62,7 +62,7 @@ pub enum Cause {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
+pub(crate) enum Event {
     Value(Value),
     /// The value in progress is gone; the scanner skips to the next plausible start.
     Lost(Cause),
@@ -90,7 +90,7 @@ struct Frame {
 }
 
 #[derive(Debug)]
-pub struct Scanner {
+pub(crate) struct Scanner {
     side: Side,
     at: At,
     line: Vec<u8>,
@@ -102,7 +102,7 @@ pub struct Scanner {
 impl Scanner {
     /// A scanner at a value boundary: the parser claims a connection on a segment that starts
     /// with a command.
-    pub fn new(side: Side) -> Self {
+    pub(crate) fn new(side: Side) -> Self {
         Self {
             side,
             at: At::Line,
@@ -114,7 +114,7 @@ impl Scanner {
 
     /// Heap bytes held (tests check that skipping a bulk costs none).
     #[cfg(test)]
-    pub fn buffered(&self) -> usize {
+    pub(crate) fn buffered(&self) -> usize {
         let words = self
             .cur
             .as_ref()
@@ -123,7 +123,7 @@ impl Scanner {
     }
 
     /// One segment's bytes.
-    pub fn feed(&mut self, ts: u64, data: &[u8], out: &mut Vec<Event>) {
+    pub(crate) fn feed(&mut self, ts: u64, data: &[u8], out: &mut Vec<Event>) {
         let mut i = 0;
         while i < data.len() {
             match self.at {
@@ -182,7 +182,7 @@ impl Scanner {
     /// whose first bytes are already kept, that loses nothing we need (the daemon copies only
     /// the head of big writes): count them and stay in place. Anywhere else the value in
     /// progress, and maybe whole values, are gone.
-    pub fn gap(&mut self, n: u64, out: &mut Vec<Event>) {
+    pub(crate) fn gap(&mut self, n: u64, out: &mut Vec<Event>) {
         match self.at {
             At::Bulk {
                 remaining,

@@ -5,26 +5,26 @@ use sonde_dns_parser::Dns;
 use sonde_sdk::protocol_parser::harness::Harness;
 use sonde_sdk::protocol_parser::{Claim, ConnInfo, RequestRecord, Role, Transport};
 
-pub type H = Harness<Dns>;
+pub(crate) type H = Harness<Dns>;
 
-pub const A: u16 = 1;
-pub const NS: u16 = 2;
-pub const CNAME: u16 = 5;
-pub const MX: u16 = 15;
-pub const TXT: u16 = 16;
-pub const AAAA: u16 = 28;
-pub const SRV: u16 = 33;
-pub const HTTPS: u16 = 65;
+pub(crate) const A: u16 = 1;
+pub(crate) const NS: u16 = 2;
+pub(crate) const CNAME: u16 = 5;
+pub(crate) const MX: u16 = 15;
+pub(crate) const TXT: u16 = 16;
+pub(crate) const AAAA: u16 = 28;
+pub(crate) const SRV: u16 = 33;
+pub(crate) const HTTPS: u16 = 65;
 
-pub const NOERROR: u8 = 0;
-pub const FORMERR: u8 = 1;
-pub const SERVFAIL: u8 = 2;
-pub const NXDOMAIN: u8 = 3;
-pub const NOTIMP: u8 = 4;
-pub const REFUSED: u8 = 5;
+pub(crate) const NOERROR: u8 = 0;
+pub(crate) const FORMERR: u8 = 1;
+pub(crate) const SERVFAIL: u8 = 2;
+pub(crate) const NXDOMAIN: u8 = 3;
+pub(crate) const NOTIMP: u8 = 4;
+pub(crate) const REFUSED: u8 = 5;
 
 /// A name on the wire, uncompressed.
-pub fn name(n: &str) -> Vec<u8> {
+pub(crate) fn name(n: &str) -> Vec<u8> {
     let mut out = Vec::new();
     for label in n.trim_end_matches('.').split('.').filter(|l| !l.is_empty()) {
         out.push(label.len() as u8);
@@ -43,7 +43,7 @@ fn header(id: u16, flags: u16, qd: u16, an: u16, ns: u16, ar: u16) -> Vec<u8> {
 }
 
 /// A recursive query (RD set) for `qname`/`qtype`, class IN.
-pub fn query(id: u16, qname: &str, qtype: u16) -> Vec<u8> {
+pub(crate) fn query(id: u16, qname: &str, qtype: u16) -> Vec<u8> {
     let mut m = header(id, 0x0100, 1, 0, 0, 0);
     m.extend_from_slice(&name(qname));
     m.extend_from_slice(&qtype.to_be_bytes());
@@ -53,7 +53,7 @@ pub fn query(id: u16, qname: &str, qtype: u16) -> Vec<u8> {
 
 /// An answer record. Owners are a pointer to the question's name (offset 12).
 #[derive(Debug, Clone)]
-pub enum Rr {
+pub(crate) enum Rr {
     A([u8; 4]),
     Aaaa([u8; 16]),
     /// Target written uncompressed.
@@ -72,7 +72,7 @@ fn rr(m: &mut Vec<u8>, owner: &[u8], rtype: u16, rdata: &[u8]) {
 }
 
 /// A response (QR, RD, RA) repeating the question, with `answers` whose owners point to it.
-pub fn response(id: u16, qname: &str, qtype: u16, rcode: u8, answers: &[Rr]) -> Vec<u8> {
+pub(crate) fn response(id: u16, qname: &str, qtype: u16, rcode: u8, answers: &[Rr]) -> Vec<u8> {
     let mut m = header(id, 0x8180 | u16::from(rcode), 1, answers.len() as u16, 0, 0);
     m.extend_from_slice(&name(qname));
     m.extend_from_slice(&qtype.to_be_bytes());
@@ -92,7 +92,7 @@ pub fn response(id: u16, qname: &str, qtype: u16, rcode: u8, answers: &[Rr]) -> 
 /// owner points to the question, its target `cdn` + pointer to `example.com` inside the
 /// question, and the A records' owners point to the CNAME's target (a pointer to a name that
 /// itself ends in a pointer).
-pub fn compressed_cname_response(id: u16) -> Vec<u8> {
+pub(crate) fn compressed_cname_response(id: u16) -> Vec<u8> {
     let mut m = header(id, 0x8180, 1, 3, 0, 0);
     m.extend_from_slice(&name("www.example.com")); // at 12; "example.com" at 16
     m.extend_from_slice(&A.to_be_bytes());
@@ -106,19 +106,19 @@ pub fn compressed_cname_response(id: u16) -> Vec<u8> {
 }
 
 /// The message with TC set.
-pub fn with_tc(mut m: Vec<u8>) -> Vec<u8> {
+pub(crate) fn with_tc(mut m: Vec<u8>) -> Vec<u8> {
     m[2] |= 0x02;
     m
 }
 
 /// The message with a 2-byte length prefix (TCP).
-pub fn tcp(m: &[u8]) -> Vec<u8> {
+pub(crate) fn tcp(m: &[u8]) -> Vec<u8> {
     let mut out = (m.len() as u16).to_be_bytes().to_vec();
     out.extend_from_slice(m);
     out
 }
 
-pub fn conn(role: Role, transport: Transport) -> ConnInfo {
+pub(crate) fn conn(role: Role, transport: Transport) -> ConnInfo {
     ConnInfo {
         id: 1,
         role,
@@ -127,47 +127,47 @@ pub fn conn(role: Role, transport: Transport) -> ConnInfo {
     }
 }
 
-pub fn udp_client() -> H {
+pub(crate) fn udp_client() -> H {
     H::new(conn(Role::Client, Transport::Udp))
 }
 
-pub fn udp_server() -> H {
+pub(crate) fn udp_server() -> H {
     H::new(conn(Role::Server, Transport::Udp))
 }
 
-pub fn tcp_client() -> H {
+pub(crate) fn tcp_client() -> H {
     H::new(conn(Role::Client, Transport::Tcp))
 }
 
-pub fn tcp_server() -> H {
+pub(crate) fn tcp_server() -> H {
     H::new(conn(Role::Server, Transport::Tcp))
 }
 
 #[allow(unused_imports)] // not every test binary compares ops
-pub use sonde_sdk::protocol_parser::harness::{Brief, op};
+pub(crate) use sonde_sdk::protocol_parser::harness::{Brief, op};
 
 // The SDK harness has these; the short free-function names keep the tests readable.
-pub fn brief(r: &RequestRecord) -> Brief {
+pub(crate) fn brief(r: &RequestRecord) -> Brief {
     Brief::from(r)
 }
 
-pub fn ops(h: &H) -> Vec<(String, u32, Option<String>)> {
+pub(crate) fn ops(h: &H) -> Vec<(String, u32, Option<String>)> {
     h.ops()
 }
 
-pub fn attr<'a>(r: &'a RequestRecord, key: &str) -> Option<&'a str> {
+pub(crate) fn attr<'a>(r: &'a RequestRecord, key: &str) -> Option<&'a str> {
     r.attr(key)
 }
 
-pub fn claims(h: &H) -> Vec<Claim> {
+pub(crate) fn claims(h: &H) -> Vec<Claim> {
     h.claims()
 }
 
-pub fn briefs(h: &H) -> Vec<Brief> {
+pub(crate) fn briefs(h: &H) -> Vec<Brief> {
     h.briefs()
 }
 
-pub fn b(
+pub(crate) fn b(
     operation: &str,
     status: u32,
     error: Option<&str>,
@@ -186,7 +186,7 @@ pub fn b(
 }
 
 /// The question names of the records, in order.
-pub fn names(h: &H) -> Vec<String> {
+pub(crate) fn names(h: &H) -> Vec<String> {
     h.result
         .records
         .iter()
@@ -195,7 +195,7 @@ pub fn names(h: &H) -> Vec<String> {
 }
 
 /// Every record must respect the parser's bounds, whatever the input.
-pub fn assert_bounded(records: &[RequestRecord]) {
+pub(crate) fn assert_bounded(records: &[RequestRecord]) {
     for r in records {
         assert_eq!(r.protocol, "dns");
         assert!(r.operation.len() <= 16, "{}", r.operation);
@@ -211,10 +211,10 @@ pub fn assert_bounded(records: &[RequestRecord]) {
 }
 
 /// A tiny deterministic PRNG (xorshift64*), so the randomised tests replay.
-pub struct Rng(pub u64);
+pub(crate) struct Rng(pub u64);
 
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -223,11 +223,11 @@ impl Rng {
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
-    pub fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         if n == 0 { 0 } else { self.next() % n }
     }
 
-    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+    pub(crate) fn bytes(&mut self, n: usize) -> Vec<u8> {
         (0..n).map(|_| self.next() as u8).collect()
     }
 }

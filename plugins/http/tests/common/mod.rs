@@ -5,29 +5,29 @@ use sonde_http_parser::Http;
 use sonde_sdk::protocol_parser::harness::Harness;
 use sonde_sdk::protocol_parser::{Claim, ConnInfo, RequestRecord, Role};
 
-pub type H = Harness<Http>;
+pub(crate) type H = Harness<Http>;
 
 #[allow(unused_imports)] // not every test binary compares ops
-pub use sonde_sdk::protocol_parser::harness::{Brief, op};
+pub(crate) use sonde_sdk::protocol_parser::harness::{Brief, op};
 
 // The SDK harness has these; the short free-function names keep the tests readable.
-pub fn brief(r: &RequestRecord) -> Brief {
+pub(crate) fn brief(r: &RequestRecord) -> Brief {
     Brief::from(r)
 }
 
-pub fn ops(h: &H) -> Vec<(String, u32, Option<String>)> {
+pub(crate) fn ops(h: &H) -> Vec<(String, u32, Option<String>)> {
     h.ops()
 }
 
-pub fn attr<'a>(r: &'a RequestRecord, key: &str) -> Option<&'a str> {
+pub(crate) fn attr<'a>(r: &'a RequestRecord, key: &str) -> Option<&'a str> {
     r.attr(key)
 }
 
-pub fn claims(h: &H) -> Vec<Claim> {
+pub(crate) fn claims(h: &H) -> Vec<Claim> {
     h.claims()
 }
 
-pub fn unknown_role() -> H {
+pub(crate) fn unknown_role() -> H {
     H::new(ConnInfo {
         id: 1,
         role: Role::Unknown,
@@ -36,7 +36,7 @@ pub fn unknown_role() -> H {
 }
 
 /// Every record must respect the parser's bounds, whatever the input.
-pub fn assert_bounded(records: &[RequestRecord]) {
+pub(crate) fn assert_bounded(records: &[RequestRecord]) {
     for r in records {
         assert_eq!(r.protocol, "http");
         assert!(r.operation.len() <= 20 + 1 + 256, "{}", r.operation.len());
