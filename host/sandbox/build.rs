@@ -1,5 +1,5 @@
 //! Builds the embedded Wasm components (the default fault tree, plugins/fta-rules, and the
-//! HTTP, DNS and MySQL parsers) for wasm32-wasip2, so `cargo build -p sonde` is the only build
+//! HTTP, DNS, MySQL and PostgreSQL parsers) for wasm32-wasip2, so `cargo build -p sonde` is the only build
 //! command anyone runs. `scripts/bootstrap` adds the target.
 use std::{env, path::PathBuf, process::Command};
 
@@ -26,6 +26,8 @@ fn build_plugins() -> anyhow::Result<()> {
         "plugins/dns/Cargo.toml",
         "plugins/mysql/src",
         "plugins/mysql/Cargo.toml",
+        "plugins/postgres/src",
+        "plugins/postgres/Cargo.toml",
         "sdk/src",
         "sdk/Cargo.toml",
         "sdk/wit",
@@ -40,6 +42,7 @@ fn build_plugins() -> anyhow::Result<()> {
         "sonde_http_parser.wasm",
         "sonde_dns_parser.wasm",
         "sonde_mysql_parser.wasm",
+        "sonde_postgres_parser.wasm",
     ];
     if env::var_os("SONDE_WASM_SKIP").is_some() {
         println!(
@@ -63,6 +66,8 @@ fn build_plugins() -> anyhow::Result<()> {
         "sonde-dns-parser",
         "--package",
         "sonde-mysql-parser",
+        "--package",
+        "sonde-postgres-parser",
         "--lib",
         "--release",
         "--locked",

@@ -584,7 +584,8 @@ impl Red {
         let status = if r.status() > 0 {
             status_buf.fmt(u64::from(r.status()))
         } else {
-            ""
+            // A database whose error codes are not numbers (PostgreSQL's SQLSTATE).
+            r.attr(attr::DB_RESPONSE_STATUS_CODE).unwrap_or("")
         };
         let error_type: Option<&str> = if !r.is_error(server) {
             None
@@ -600,7 +601,7 @@ impl Red {
         let ident = identity_values(conn);
         let (service, namespace, pod) = (ident[0], ident[1], ident[2]);
 
-        let answered = r.response_ts_ns() > 0 && (r.status() > 0 || r.error().is_none());
+        let answered = r.response_ts_ns() > 0 && (!status.is_empty() || r.error().is_none());
         if !answered {
             let joined;
             let operation = if http {
@@ -1119,6 +1120,31 @@ mod tests {
         assert_eq!(
             (slow[1].rows, slow[1].side.as_str(), slow[1].server.as_str()),
             (Some(1), "client", "127.0.0.1:40000")
+        );
+    }
+
+    /// PostgreSQL's error codes are SQLSTATEs, not numbers: a record with status 0, the
+    /// SQLSTATE as its error and `db.response.status_code` is answered, not lost.
+    #[test]
+    fn sqlstate_errors_are_answered_with_their_code() {
+        let mut red = Red::new(&RedSettings::default());
+        for role in [Role::Client, Role::Server] {
+            let mut r = rec("SELECT", 0, 3);
+            r.protocol = "postgresql".into();
+            r.error = Some("42P01".into());
+            r.attributes = vec![
+                ("db.system.name".into(), "postgresql".into()),
+                ("db.response.status_code".into(), "42P01".into()),
+            ];
+            red.record(&conn(role), &Record::Owned(r));
+        }
+        let mut o = String::new();
+        red.render(&mut o);
+        assert!(o.contains("db_client_operation_duration_seconds_count{db_system_name=\"postgresql\",db_operation_name=\"SELECT\",db_response_status_code=\"42P01\",error_type=\"42P01\""), "{o}");
+        assert!(o.contains("sonde_request_duration_seconds_count{protocol=\"postgresql\",side=\"server\",operation=\"SELECT\",status=\"42P01\",error_type=\"42P01\""), "{o}");
+        assert!(
+            !o.contains("sonde_requests_unanswered_total{protocol=\"postgresql\""),
+            "{o}"
         );
     }
 
