@@ -304,3 +304,30 @@ fn seen_from_the_server() {
     h.close();
     assert_eq!(view(&h.result.records), whole);
 }
+
+/// The fuzz seeds (`fuzz/corpus/conversation/<recording>-<0 client|1 server>`, in the format of
+/// `Harness::feed_arbitrary`) are the recordings: fed as the fuzzer feeds them, they give the
+/// recordings' records.
+#[test]
+fn fuzz_seeds_are_the_recordings() {
+    use sonde_sdk::protocol_parser::{ConnInfo, Role};
+    for name in ["psql-simple", "extended"] {
+        let whole = view(&replay(&format!("{name}.rec")).result.records);
+        for (variant, role) in [(0, Role::Client), (1, Role::Server)] {
+            let seed = std::fs::read(
+                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .join(format!("fuzz/corpus/conversation/{name}-{variant}")),
+            )
+            .unwrap();
+            assert_eq!(seed[0] % 3, variant as u8);
+            let mut h = H::new(ConnInfo {
+                id: 1,
+                role,
+                ..Default::default()
+            });
+            h.feed_arbitrary(&seed[1..]);
+            h.close();
+            assert_eq!(view(&h.result.records), whole, "{name}-{variant}");
+        }
+    }
+}
