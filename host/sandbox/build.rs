@@ -1,5 +1,5 @@
 //! Builds the embedded Wasm components (the default fault tree, plugins/fta-rules, and the
-//! HTTP, DNS, MySQL and Redis parsers) for wasm32-wasip2, so `cargo build -p sonde` is the only build
+//! HTTP, DNS, MySQL, PostgreSQL and Redis parsers) for wasm32-wasip2, so `cargo build -p sonde` is the only build
 //! command anyone runs. `scripts/bootstrap` adds the target.
 use std::{env, path::PathBuf, process::Command};
 
@@ -28,6 +28,8 @@ fn build_plugins() -> anyhow::Result<()> {
         "plugins/mysql/Cargo.toml",
         "plugins/redis/src",
         "plugins/redis/Cargo.toml",
+        "plugins/postgres/src",
+        "plugins/postgres/Cargo.toml",
         "sdk/src",
         "sdk/Cargo.toml",
         "sdk/wit",
@@ -43,6 +45,7 @@ fn build_plugins() -> anyhow::Result<()> {
         "sonde_dns_parser.wasm",
         "sonde_mysql_parser.wasm",
         "sonde_redis_parser.wasm",
+        "sonde_postgres_parser.wasm",
     ];
     if env::var_os("SONDE_WASM_SKIP").is_some() {
         println!(
@@ -68,6 +71,7 @@ fn build_plugins() -> anyhow::Result<()> {
         "sonde-mysql-parser",
         "--package",
         "sonde-redis-parser",
+        "sonde-postgres-parser",
         "--lib",
         "--release",
         "--locked",

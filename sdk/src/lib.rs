@@ -13,6 +13,7 @@
 pub mod attributes;
 pub mod fault_rule;
 pub mod protocol_parser;
+pub mod sql;
 
 /// The version of the `sonde:plugin` WIT package this SDK implements.
 pub const WIT_PACKAGE_VERSION: &str = "0.1.0";

@@ -1,7 +1,7 @@
 //! Real database and DNS servers for the parser tests, from Debian's packages, each with its
 //! own data directory and loopback port (never the system services): MariaDB (`mariadbd`, with
-//! the `mariadb` client), dnsmasq with a fixed zone, and Redis (`redis-server`, with
-//! `redis-cli` and `redis-benchmark`).
+//! the `mariadb` client), PostgreSQL (`initdb`, `pg_ctl`, with `psql`), dnsmasq with a fixed
+//! zone, and Redis (`redis-server`, with `redis-cli` and `redis-benchmark`).
 
 use std::net::TcpStream;
 use std::path::Path;
@@ -507,5 +507,284 @@ impl Drop for Redis {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A throwaway PostgreSQL cluster (Debian's `postgresql` package): `initdb` as user postgres
+/// in a scratch directory (trust authentication, no TLS), `pg_ctl` on a free loopback port;
+/// stopped and removed on drop.
+pub struct Postgres {
+    pub port: u16,
+    data: std::path::PathBuf,
+    dir: Scratch,
+}
+
+/// Where Debian keeps the server binaries of its one PostgreSQL version.
+fn pg_bin(name: &str) -> std::path::PathBuf {
+    let mut versions: Vec<std::path::PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    versions.sort();
+    versions
+        .last()
+        .map(|v| v.join("bin").join(name))
+        .unwrap_or_else(|| name.into())
+}
+
+impl Postgres {
+    pub fn start() -> Result<Self> {
+        let dir = Scratch::new("postgres");
+        std::os::unix::fs::chown(dir.path(), Some(postgres_uid()?), None)?;
+        let data = dir.path().join("data");
+        let as_postgres = |bin: &str| {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(pg_bin(bin));
+            c
+        };
+        let init = as_postgres("initdb")
+            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
+            .arg(&data)
+            .output()
+            .context("running initdb (Debian package postgresql)")?;
+        if !init.status.success() {
+            bail!("initdb failed: {}", String::from_utf8_lossy(&init.stderr));
+        }
+        let port = free_port();
+        let opts = format!(
+            "-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
+            dir.path().display()
+        );
+        let start = as_postgres("pg_ctl")
+            .args(["-w", "-t", "60", "-D"])
+            .arg(&data)
+            .args(["-o", &opts, "-l"])
+            .arg(dir.path().join("log"))
+            .arg("start")
+            .stdout(Stdio::null())
+            .output()
+            .context("running pg_ctl start")?;
+        let db = Postgres { port, data, dir };
+        if !start.status.success() {
+            bail!(
+                "pg_ctl start failed: {}{}",
+                String::from_utf8_lossy(&start.stderr),
+                std::fs::read_to_string(db.dir.path().join("log")).unwrap_or_default()
+            );
+        }
+        wait_until(
+            Duration::from_secs(60),
+            "postgres to accept connections",
+            || TcpStream::connect(("127.0.0.1", port)).ok(),
+        )?;
+        Ok(db)
+    }
+
+    /// `psql` over TCP with each of `commands` as a `-c` (one connection; a `-c` with several
+    /// statements is one simple Query). Fails unless `expect_error` says whether one fails.
+    pub fn psql(&self, commands: &[&str], expect_error: bool) -> Result<Output> {
+        let mut c = Command::new("psql");
+        // psql's default sslmode (prefer): an SSLRequest first, which the server declines.
+        c.args([
+            "-X",
+            "-q",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+        ])
+        .arg("-p")
+        .arg(self.port.to_string());
+        for cmd in commands {
+            c.arg("-c").arg(cmd);
+        }
+        let out = c.output().context("running psql")?;
+        let failed = !out.status.success() || !out.stderr.is_empty();
+        if failed != expect_error {
+            bail!(
+                "psql {commands:?}: exit {} (expected {}): {}",
+                out.status,
+                if expect_error { "an error" } else { "success" },
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(out)
+    }
+}
+
+fn postgres_uid() -> Result<u32> {
+    let out = Command::new("id").args(["-u", "postgres"]).output()?;
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .context("no user postgres (Debian package postgresql)")
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(pg_bin("pg_ctl"))
+            .args(["-m", "immediate", "-w", "-D"])
+            .arg(&self.data)
+            .arg("stop")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A minimal PostgreSQL client speaking the extended query protocol (Parse, Bind, Describe,
+/// Execute, Sync, pipelined), what drivers such as psycopg 3, asyncpg or JDBC send; written
+/// here so the test controls every message. Trust authentication only.
+pub struct RawPg {
+    s: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// What the server answered a group up to its ReadyForQuery: rows per CommandComplete, and
+/// the SQLSTATE of an error.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PgAnswer {
+    pub tags: Vec<String>,
+    pub rows: Vec<u64>,
+    pub sqlstate: Option<String>,
+}
+
+impl RawPg {
+    pub fn connect(port: u16) -> Result<Self> {
+        let s = TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut c = RawPg { s, buf: Vec::new() };
+        let mut params = Vec::new();
+        for kv in ["user", "postgres", "database", "postgres"] {
+            params.extend_from_slice(kv.as_bytes());
+            params.push(0);
+        }
+        params.push(0);
+        let mut m = ((params.len() + 8) as u32).to_be_bytes().to_vec();
+        m.extend_from_slice(&196_608u32.to_be_bytes());
+        m.extend_from_slice(&params);
+        c.write(&m)?;
+        let a = c.until_ready()?;
+        if let Some(e) = a.sqlstate {
+            bail!("startup refused: {e}");
+        }
+        Ok(c)
+    }
+
+    fn write(&mut self, b: &[u8]) -> Result<()> {
+        use std::io::Write as _;
+        self.s.write_all(b)?;
+        Ok(())
+    }
+
+    fn msg(ty: u8, body: &[u8]) -> Vec<u8> {
+        let mut m = vec![ty];
+        m.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        m.extend_from_slice(body);
+        m
+    }
+
+    fn cstr(s: &str) -> Vec<u8> {
+        let mut v = s.as_bytes().to_vec();
+        v.push(0);
+        v
+    }
+
+    pub fn parse(name: &str, sql: &str) -> Vec<u8> {
+        let mut b = Self::cstr(name);
+        b.extend_from_slice(&Self::cstr(sql));
+        b.extend_from_slice(&[0, 0]);
+        Self::msg(b'P', &b)
+    }
+
+    /// Bind text parameters to the unnamed portal.
+    pub fn bind(statement: &str, values: &[&str]) -> Vec<u8> {
+        let mut b = Self::cstr("");
+        b.extend_from_slice(&Self::cstr(statement));
+        b.extend_from_slice(&[0, 0]);
+        b.extend_from_slice(&(values.len() as u16).to_be_bytes());
+        for v in values {
+            b.extend_from_slice(&(v.len() as u32).to_be_bytes());
+            b.extend_from_slice(v.as_bytes());
+        }
+        b.extend_from_slice(&[0, 0]);
+        Self::msg(b'B', &b)
+    }
+
+    pub fn describe_statement(name: &str) -> Vec<u8> {
+        let mut b = vec![b'S'];
+        b.extend_from_slice(&Self::cstr(name));
+        Self::msg(b'D', &b)
+    }
+
+    pub fn execute() -> Vec<u8> {
+        let mut b = Self::cstr("");
+        b.extend_from_slice(&0u32.to_be_bytes());
+        Self::msg(b'E', &b)
+    }
+
+    pub fn sync() -> Vec<u8> {
+        Self::msg(b'S', &[])
+    }
+
+    /// Send `messages` in one write (a pipeline), then read `groups` answers (one per Sync).
+    pub fn pipeline(&mut self, messages: &[Vec<u8>], groups: usize) -> Result<Vec<PgAnswer>> {
+        self.write(&messages.concat())?;
+        (0..groups).map(|_| self.until_ready()).collect()
+    }
+
+    fn until_ready(&mut self) -> Result<PgAnswer> {
+        use std::io::Read as _;
+        let mut a = PgAnswer::default();
+        let mut rows = 0;
+        loop {
+            while self.buf.len() >= 5 {
+                let n = u32::from_be_bytes(self.buf[1..5].try_into()?) as usize;
+                if self.buf.len() < 1 + n {
+                    break;
+                }
+                let m: Vec<u8> = self.buf.drain(..1 + n).collect();
+                let body = &m[5..];
+                match m[0] {
+                    b'D' => rows += 1,
+                    b'C' => {
+                        let tag = String::from_utf8_lossy(&body[..body.len() - 1]).into_owned();
+                        a.tags.push(tag);
+                        a.rows.push(std::mem::take(&mut rows));
+                    }
+                    b'E' => {
+                        let mut f = body;
+                        while let Some((&k, rest)) = f.split_first() {
+                            if k == 0 {
+                                break;
+                            }
+                            let end = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
+                            if k == b'C' {
+                                a.sqlstate = Some(String::from_utf8_lossy(&rest[..end]).into());
+                            }
+                            f = rest.get(end + 1..).unwrap_or(&[]);
+                        }
+                    }
+                    b'R' if body.get(..4) != Some(&[0, 0, 0, 0]) => {
+                        bail!("the server asks for a password (trust authentication only)")
+                    }
+                    b'Z' => return Ok(a),
+                    _ => {}
+                }
+            }
+            let mut chunk = [0u8; 8192];
+            let n = self.s.read(&mut chunk)?;
+            if n == 0 {
+                bail!("the server closed the connection");
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    pub fn terminate(mut self) -> Result<()> {
+        self.write(&Self::msg(b'X', &[]))
     }
 }

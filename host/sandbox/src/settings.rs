@@ -18,7 +18,7 @@ pub struct PluginsConfig {
     /// Give plugins `wasi:clocks` (wall and monotonic time). Off by default: plugins get
     /// timestamps from the daemon, and a clock is a timing side channel.
     pub grant_clocks: bool,
-    /// Run the parsers embedded in the binary (HTTP/1.x, MySQL, DNS, Redis).
+    /// Run the parsers embedded in the binary (HTTP/1.x, MySQL, PostgreSQL, DNS, Redis).
     pub default_parsers: bool,
     /// Directories whose `*.wasm` files are extra `protocol-parser` components.
     pub parser_dirs: Vec<PathBuf>,

@@ -60,7 +60,7 @@ pub(crate) struct Exchange {
 
 impl Exchange {
     /// The record; `lost`: the response was lost or cut (no status).
-    pub fn record(self, lost: Option<&'static str>) -> RequestRecord {
+    pub(crate) fn record(self, lost: Option<&'static str>) -> RequestRecord {
         let mut attributes = Vec::with_capacity(8);
         let mut a = |k: &str, v: String| attributes.push((k.to_string(), v));
         a(attr::SYSTEM, PROTOCOL.into());

@@ -59,7 +59,7 @@ pub(crate) struct Stretch {
 }
 
 impl Stretch {
-    pub fn new(before: Before, bytes: u64, answerable: u64) -> Self {
+    pub(crate) fn new(before: Before, bytes: u64, answerable: u64) -> Self {
         Stretch {
             before,
             bytes,
@@ -69,7 +69,7 @@ impl Stretch {
 
     /// Whether a packet with sequence id `seq`, `bytes` after the boundary, may continue the
     /// response the stretch began in; then the packets hidden, when only one count fits.
-    pub fn continuation(&self, seq: u8, bytes: u64) -> Option<Option<u64>> {
+    pub(crate) fn continuation(&self, seq: u8, bytes: u64) -> Option<Option<u64>> {
         let (next, min) = match self.before {
             Before::Rows {
                 next, min_packet, ..
@@ -93,7 +93,7 @@ impl Stretch {
 
     /// Whether a response that began inside the stretch, after the one it began in, could hold
     /// a packet with sequence id `seq` other than its first (all its packets before hidden).
-    pub fn inner(&self, seq: u8, bytes: u64) -> bool {
+    pub(crate) fn inner(&self, seq: u8, bytes: u64) -> bool {
         let lead = match seq.wrapping_sub(1) {
             0 => 256,
             n => n as u64,
@@ -106,7 +106,7 @@ impl Stretch {
     /// Responses that began unseen in the stretch: before the packet found if it begins a
     /// response, and before the next response start if it does not (`continues`: it may
     /// continue the response the stretch began in).
-    pub fn unseen(&self, seq: u8, bytes: u64, continues: bool) -> (Count, Count) {
+    pub(crate) fn unseen(&self, seq: u8, bytes: u64, continues: bool) -> (Count, Count) {
         if self.before == Before::Start {
             return (Count::ZERO, Count::ZERO);
         }

@@ -39,18 +39,18 @@ pub(crate) struct Packet<'a> {
 }
 
 impl Packet<'_> {
-    pub fn first(&self) -> Option<u8> {
+    pub(crate) fn first(&self) -> Option<u8> {
         self.body.first().copied()
     }
 
     /// An EOF packet, or with `CLIENT_DEPRECATE_EOF` the OK packet with a `0xFE` header that
     /// ends a result set (a row can only start with `0xFE` when it is 16 MiB long).
-    pub fn is_terminator(&self) -> bool {
+    pub(crate) fn is_terminator(&self) -> bool {
         self.first() == Some(0xFE) && self.len < MAX_PACKET as u64
     }
 
     /// The classic 5-byte EOF packet (the OK-with-`0xFE` form is at least 7 bytes).
-    pub fn is_eof5(&self) -> bool {
+    pub(crate) fn is_eof5(&self) -> bool {
         self.first() == Some(0xFE) && self.len == 5
     }
 }
@@ -92,7 +92,7 @@ pub(crate) struct Reader {
 
 impl Reader {
     /// A reader keeping at most `keep` bytes (≤ [`KEEP`]) of each payload.
-    pub fn with_keep(keep: usize) -> Self {
+    pub(crate) fn with_keep(keep: usize) -> Self {
         Reader {
             keep: keep.min(KEEP),
             ..Default::default()
@@ -101,7 +101,7 @@ impl Reader {
 
     /// Consume `data` up to the end of the next complete packet; true when one is complete
     /// (read it with [`Reader::packet`]). With `data` exhausted first, false.
-    pub fn advance(&mut self, data: &mut &[u8], ts: u64) -> bool {
+    pub(crate) fn advance(&mut self, data: &mut &[u8], ts: u64) -> bool {
         loop {
             if !self.in_body {
                 if data.is_empty() {
@@ -157,7 +157,7 @@ impl Reader {
     }
 
     /// The packet [`Reader::advance`] just completed.
-    pub fn packet(&self) -> Packet<'_> {
+    pub(crate) fn packet(&self) -> Packet<'_> {
         Packet {
             seq: self.seq,
             last_seq: self.last_seq,
@@ -172,7 +172,7 @@ impl Reader {
     /// ([`GapEffect::Inside`]); a payload ending inside the gap is complete, cut
     /// ([`GapEffect::Cut`]: read it with [`Reader::packet`], then [`Reader::lose`]); otherwise
     /// the boundaries are lost ([`GapEffect::Lost`]).
-    pub fn gap(&mut self, n: u64) -> GapEffect {
+    pub(crate) fn gap(&mut self, n: u64) -> GapEffect {
         if self.lost {
             return GapEffect::Lost { bytes: n };
         }
@@ -205,7 +205,7 @@ impl Reader {
     }
 
     /// Packet boundaries are known again: the next byte fed begins a packet.
-    pub fn resume(&mut self) {
+    pub(crate) fn resume(&mut self) {
         self.hdr_len = 0;
         self.in_body = false;
         self.more = false;
@@ -214,7 +214,7 @@ impl Reader {
     }
 
     /// Forget the partial packet and wait for a resynchronisation point.
-    pub fn lose(&mut self) {
+    pub(crate) fn lose(&mut self) {
         self.hdr_len = 0;
         self.in_body = false;
         self.more = false;
@@ -227,7 +227,7 @@ impl Reader {
     }
 
     /// Bytes of buffer allocated (at most [`KEEP`]).
-    pub fn capacity(&self) -> usize {
+    pub(crate) fn capacity(&self) -> usize {
         self.body.capacity()
     }
 }

@@ -188,7 +188,8 @@ impl Red {
         let status = if r.status() > 0 {
             status_buf.fmt(u64::from(r.status()))
         } else {
-            ""
+            // A database whose error codes are not numbers (PostgreSQL's SQLSTATE).
+            r.attr(attr::DB_RESPONSE_STATUS_CODE).unwrap_or("")
         };
         let error_type: Option<&str> = if !r.is_error(server) {
             None
@@ -204,7 +205,7 @@ impl Red {
         let ident = identity_values(conn);
         let (service, namespace, pod) = (ident[0], ident[1], ident[2]);
 
-        let answered = r.response_ts_ns() > 0 && (r.status() > 0 || r.error().is_none());
+        let answered = r.response_ts_ns() > 0 && (!status.is_empty() || r.error().is_none());
         if !answered {
             let joined;
             let operation = if http {

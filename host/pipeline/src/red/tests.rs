@@ -277,6 +277,30 @@ fn database_and_dns_records_get_their_own_metrics_and_slow_queries_are_logged() 
     );
 }
 
+/// PostgreSQL's error codes are SQLSTATEs, not numbers: a record with status 0, the
+/// SQLSTATE as its error and `db.response.status_code` is answered, not lost.
+#[test]
+fn sqlstate_errors_are_answered_with_their_code() {
+    let mut red = Red::new(&RedSettings::default());
+    for role in [Role::Client, Role::Server] {
+        let mut r = rec("SELECT", 0, 3);
+        r.protocol = "postgresql".into();
+        r.error = Some("42P01".into());
+        r.attributes = vec![
+            ("db.system.name".into(), "postgresql".into()),
+            ("db.response.status_code".into(), "42P01".into()),
+        ];
+        red.record(&conn(role), &Record::Owned(r));
+    }
+    let o = render(&red, Format::Prometheus);
+    assert!(o.contains("db_client_operation_duration_seconds_count{db_system_name=\"postgresql\",db_operation_name=\"SELECT\",db_response_status_code=\"42P01\",error_type=\"42P01\""), "{o}");
+    assert!(o.contains("sonde_request_duration_seconds_count{protocol=\"postgresql\",side=\"server\",operation=\"SELECT\",status=\"42P01\",error_type=\"42P01\""), "{o}");
+    assert!(
+        !o.contains("sonde_requests_unanswered_total{protocol=\"postgresql\""),
+        "{o}"
+    );
+}
+
 #[test]
 fn sketch_quantiles_are_within_ten_percent() {
     let mut s = vec![0u32; SKETCH_BUCKETS];

@@ -5,20 +5,20 @@ use sonde_mysql_parser::Mysql;
 use sonde_sdk::protocol_parser::harness::Harness;
 use sonde_sdk::protocol_parser::{Claim, ConnInfo, RequestRecord, Role};
 
-pub type H = Harness<Mysql>;
+pub(crate) type H = Harness<Mysql>;
 
-pub const CLIENT_CONNECT_WITH_DB: u32 = 0x8;
-pub const CLIENT_PROTOCOL_41: u32 = 0x200;
-pub const CLIENT_SSL: u32 = 0x800;
-pub const CLIENT_SECURE_CONNECTION: u32 = 0x8000;
-pub const CLIENT_PLUGIN_AUTH: u32 = 0x8_0000;
-pub const CLIENT_PLUGIN_AUTH_LENENC: u32 = 0x20_0000;
-pub const CLIENT_DEPRECATE_EOF: u32 = 0x100_0000;
-pub const MORE_RESULTS: u16 = 0x0008;
-pub const AUTOCOMMIT: u16 = 0x0002;
+pub(crate) const CLIENT_CONNECT_WITH_DB: u32 = 0x8;
+pub(crate) const CLIENT_PROTOCOL_41: u32 = 0x200;
+pub(crate) const CLIENT_SSL: u32 = 0x800;
+pub(crate) const CLIENT_SECURE_CONNECTION: u32 = 0x8000;
+pub(crate) const CLIENT_PLUGIN_AUTH: u32 = 0x8_0000;
+pub(crate) const CLIENT_PLUGIN_AUTH_LENENC: u32 = 0x20_0000;
+pub(crate) const CLIENT_DEPRECATE_EOF: u32 = 0x100_0000;
+pub(crate) const MORE_RESULTS: u16 = 0x0008;
+pub(crate) const AUTOCOMMIT: u16 = 0x0002;
 
 /// Capabilities a modern client and server both announce (without `CLIENT_DEPRECATE_EOF`).
-pub const BASE_CAPS: u32 = 0x0000_0001 // LONG_PASSWORD
+pub(crate) const BASE_CAPS: u32 = 0x0000_0001 // LONG_PASSWORD
     | 0x0000_0004 // LONG_FLAG
     | CLIENT_CONNECT_WITH_DB
     | CLIENT_PROTOCOL_41
@@ -30,7 +30,7 @@ pub const BASE_CAPS: u32 = 0x0000_0001 // LONG_PASSWORD
     | CLIENT_PLUGIN_AUTH_LENENC;
 
 /// One packet: 3-byte length, sequence id, payload (no continuation splitting).
-pub fn packet(seq: u8, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn packet(seq: u8, payload: &[u8]) -> Vec<u8> {
     let n = payload.len();
     assert!(n < 0xFF_FFFF);
     let mut v = vec![n as u8, (n >> 8) as u8, (n >> 16) as u8, seq];
@@ -39,7 +39,7 @@ pub fn packet(seq: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 /// Packets with consecutive sequence ids from `seq`.
-pub fn packets(seq: u8, payloads: &[Vec<u8>]) -> Vec<u8> {
+pub(crate) fn packets(seq: u8, payloads: &[Vec<u8>]) -> Vec<u8> {
     payloads
         .iter()
         .enumerate()
@@ -47,7 +47,7 @@ pub fn packets(seq: u8, payloads: &[Vec<u8>]) -> Vec<u8> {
         .collect()
 }
 
-pub fn lenenc(n: u64) -> Vec<u8> {
+pub(crate) fn lenenc(n: u64) -> Vec<u8> {
     match n {
         0..=0xFA => vec![n as u8],
         0xFB..=0xFFFF => vec![0xFC, n as u8, (n >> 8) as u8],
@@ -60,14 +60,14 @@ pub fn lenenc(n: u64) -> Vec<u8> {
     }
 }
 
-pub fn lenenc_str(s: &[u8]) -> Vec<u8> {
+pub(crate) fn lenenc_str(s: &[u8]) -> Vec<u8> {
     let mut v = lenenc(s.len() as u64);
     v.extend_from_slice(s);
     v
 }
 
 /// The server's initial handshake (protocol 10).
-pub fn greeting(version: &str, caps: u32) -> Vec<u8> {
+pub(crate) fn greeting(version: &str, caps: u32) -> Vec<u8> {
     let mut p = vec![10];
     p.extend_from_slice(version.as_bytes());
     p.push(0);
@@ -86,7 +86,7 @@ pub fn greeting(version: &str, caps: u32) -> Vec<u8> {
 }
 
 /// The client's handshake response (protocol 41).
-pub fn login(caps: u32, user: &str, db: Option<&str>) -> Vec<u8> {
+pub(crate) fn login(caps: u32, user: &str, db: Option<&str>) -> Vec<u8> {
     let caps = if db.is_some() {
         caps | CLIENT_CONNECT_WITH_DB
     } else {
@@ -108,7 +108,7 @@ pub fn login(caps: u32, user: &str, db: Option<&str>) -> Vec<u8> {
 }
 
 /// The short SSL request a client sends before switching to TLS.
-pub fn ssl_request(caps: u32) -> Vec<u8> {
+pub(crate) fn ssl_request(caps: u32) -> Vec<u8> {
     let mut p = (caps | CLIENT_SSL).to_le_bytes().to_vec();
     p.extend_from_slice(&(16u32 << 20).to_le_bytes());
     p.push(0x21);
@@ -116,7 +116,7 @@ pub fn ssl_request(caps: u32) -> Vec<u8> {
     p
 }
 
-pub fn ok(affected: u64, status: u16) -> Vec<u8> {
+pub(crate) fn ok(affected: u64, status: u16) -> Vec<u8> {
     let mut p = vec![0x00];
     p.extend_from_slice(&lenenc(affected));
     p.extend_from_slice(&lenenc(0));
@@ -126,19 +126,19 @@ pub fn ok(affected: u64, status: u16) -> Vec<u8> {
 }
 
 /// The OK packet with a `0xFE` header that ends a result set under `CLIENT_DEPRECATE_EOF`.
-pub fn ok_fe(status: u16) -> Vec<u8> {
+pub(crate) fn ok_fe(status: u16) -> Vec<u8> {
     let mut p = ok(0, status);
     p[0] = 0xFE;
     p
 }
 
-pub fn eof(status: u16) -> Vec<u8> {
+pub(crate) fn eof(status: u16) -> Vec<u8> {
     let mut p = vec![0xFE, 0, 0];
     p.extend_from_slice(&status.to_le_bytes());
     p
 }
 
-pub fn err(code: u16, state: &str, msg: &str) -> Vec<u8> {
+pub(crate) fn err(code: u16, state: &str, msg: &str) -> Vec<u8> {
     let mut p = vec![0xFF];
     p.extend_from_slice(&code.to_le_bytes());
     p.push(b'#');
@@ -147,7 +147,7 @@ pub fn err(code: u16, state: &str, msg: &str) -> Vec<u8> {
     p
 }
 
-pub fn column_def(name: &str) -> Vec<u8> {
+pub(crate) fn column_def(name: &str) -> Vec<u8> {
     let mut p = Vec::new();
     for s in [
         &b"def"[..],
@@ -164,7 +164,7 @@ pub fn column_def(name: &str) -> Vec<u8> {
     p
 }
 
-pub fn text_row(values: &[&str]) -> Vec<u8> {
+pub(crate) fn text_row(values: &[&str]) -> Vec<u8> {
     values
         .iter()
         .flat_map(|v| lenenc_str(v.as_bytes()))
@@ -172,7 +172,7 @@ pub fn text_row(values: &[&str]) -> Vec<u8> {
 }
 
 /// A binary-protocol row: header 0x00, NULL bitmap, then the values (all strings here).
-pub fn binary_row(values: &[&str]) -> Vec<u8> {
+pub(crate) fn binary_row(values: &[&str]) -> Vec<u8> {
     let mut p = vec![0x00];
     p.extend(std::iter::repeat_n(0, (values.len() + 9) / 8));
     for v in values {
@@ -181,19 +181,19 @@ pub fn binary_row(values: &[&str]) -> Vec<u8> {
     p
 }
 
-pub fn query(sql: &str) -> Vec<u8> {
+pub(crate) fn query(sql: &str) -> Vec<u8> {
     let mut p = vec![0x03];
     p.extend_from_slice(sql.as_bytes());
     packet(0, &p)
 }
 
-pub fn prepare(sql: &str) -> Vec<u8> {
+pub(crate) fn prepare(sql: &str) -> Vec<u8> {
     let mut p = vec![0x16];
     p.extend_from_slice(sql.as_bytes());
     packet(0, &p)
 }
 
-pub fn execute(id: u32, params: &[&str]) -> Vec<u8> {
+pub(crate) fn execute(id: u32, params: &[&str]) -> Vec<u8> {
     let mut p = vec![0x17];
     p.extend_from_slice(&id.to_le_bytes());
     p.push(0);
@@ -211,7 +211,7 @@ pub fn execute(id: u32, params: &[&str]) -> Vec<u8> {
     packet(0, &p)
 }
 
-pub fn prepare_ok(id: u32, columns: u16, params: u16) -> Vec<u8> {
+pub(crate) fn prepare_ok(id: u32, columns: u16, params: u16) -> Vec<u8> {
     let mut p = vec![0x00];
     p.extend_from_slice(&id.to_le_bytes());
     p.extend_from_slice(&columns.to_le_bytes());
@@ -221,7 +221,12 @@ pub fn prepare_ok(id: u32, columns: u16, params: u16) -> Vec<u8> {
 }
 
 /// A whole PREPARE_OK response (sequence ids from 1).
-pub fn prepare_response(id: u32, columns: &[&str], params: usize, deprecate_eof: bool) -> Vec<u8> {
+pub(crate) fn prepare_response(
+    id: u32,
+    columns: &[&str],
+    params: usize,
+    deprecate_eof: bool,
+) -> Vec<u8> {
     let mut ps = vec![prepare_ok(id, columns.len() as u16, params as u16)];
     for i in 0..params {
         ps.push(column_def(&format!("?{i}")));
@@ -239,7 +244,7 @@ pub fn prepare_response(id: u32, columns: &[&str], params: usize, deprecate_eof:
 }
 
 /// A whole text result set response (sequence ids from 1).
-pub fn result_set(
+pub(crate) fn result_set(
     columns: &[&str],
     rows: &[Vec<&str>],
     deprecate_eof: bool,
@@ -254,7 +259,7 @@ pub fn result_set(
 }
 
 /// A result set with the given row payloads.
-pub fn rows_response(
+pub(crate) fn rows_response(
     columns: &[&str],
     rows: Vec<Vec<u8>>,
     deprecate_eof: bool,
@@ -276,7 +281,7 @@ pub fn rows_response(
 
 /// Handshake bytes: (server greeting, client login, server auth OK), with or without
 /// `CLIENT_DEPRECATE_EOF` on both sides.
-pub fn handshake(deprecate_eof: bool, db: Option<&str>) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+pub(crate) fn handshake(deprecate_eof: bool, db: Option<&str>) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     let caps = if deprecate_eof {
         BASE_CAPS | CLIENT_DEPRECATE_EOF
     } else {
@@ -290,32 +295,32 @@ pub fn handshake(deprecate_eof: bool, db: Option<&str>) -> (Vec<u8>, Vec<u8>, Ve
 }
 
 /// Feed a handshake to a harness at timestamps 1..=3.
-pub fn connect(h: &mut H, deprecate_eof: bool, db: Option<&str>) {
+pub(crate) fn connect(h: &mut H, deprecate_eof: bool, db: Option<&str>) {
     let (g, l, o) = handshake(deprecate_eof, db);
     h.response(1, &g).request(2, &l).response(3, &o);
 }
 
 #[allow(unused_imports)] // not every test binary compares ops
-pub use sonde_sdk::protocol_parser::harness::{Brief, op};
+pub(crate) use sonde_sdk::protocol_parser::harness::{Brief, op};
 
 // The SDK harness has these; the short free-function names keep the tests readable.
-pub fn brief(r: &RequestRecord) -> Brief {
+pub(crate) fn brief(r: &RequestRecord) -> Brief {
     Brief::from(r)
 }
 
-pub fn ops(h: &H) -> Vec<(String, u32, Option<String>)> {
+pub(crate) fn ops(h: &H) -> Vec<(String, u32, Option<String>)> {
     h.ops()
 }
 
-pub fn attr<'a>(r: &'a RequestRecord, key: &str) -> Option<&'a str> {
+pub(crate) fn attr<'a>(r: &'a RequestRecord, key: &str) -> Option<&'a str> {
     r.attr(key)
 }
 
-pub fn claims(h: &H) -> Vec<Claim> {
+pub(crate) fn claims(h: &H) -> Vec<Claim> {
     h.claims()
 }
 
-pub fn with_role(role: Role) -> H {
+pub(crate) fn with_role(role: Role) -> H {
     H::new(ConnInfo {
         id: 1,
         role,
@@ -324,7 +329,7 @@ pub fn with_role(role: Role) -> H {
 }
 
 /// Every record must respect the parser's bounds, whatever the input.
-pub fn assert_bounded(records: &[RequestRecord]) {
+pub(crate) fn assert_bounded(records: &[RequestRecord]) {
     for r in records {
         assert_eq!(r.protocol, "mysql");
         assert!(r.operation.len() <= 32, "{}", r.operation);
