@@ -71,6 +71,7 @@ fn build_plugins() -> anyhow::Result<()> {
         "sonde-mysql-parser",
         "--package",
         "sonde-redis-parser",
+        "--package",
         "sonde-postgres-parser",
         "--lib",
         "--release",
