@@ -239,6 +239,7 @@ impl Daemon {
         let mut batch = Vec::with_capacity(4096);
         let mut out = Vec::with_capacity(4096);
         let mut ticker = tokio::time::interval(TICK);
+        let mut exits = crate::exits::ExitCheck::new(correlator.settings().proc_root.clone());
         loop {
             tokio::select! {
                 _ = signals.wait() => break,
@@ -285,6 +286,9 @@ impl Daemon {
                 }
                 _ = ticker.tick() => {
                     tracker.tick(monotonic_now_ns(), &mut out);
+                    if let Some(exits) = &mut exits {
+                        exits.run(&mut tracker, &mut out);
+                    }
                     log_mining.run(|tailer| {
                         if let Ok(mut miner) = logs.lock() {
                             let now = unix_now_ms();

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod exits;
 pub mod http;
 pub mod incidents_view;
 pub mod instance;

@@ -373,11 +373,19 @@ fn hostile_cardinality_stays_under_the_caps_and_memory_comes_back() {
         (conns < 100.0 && cap < peak_capacity / 4.0).then_some((conns, cap))
     })
     .unwrap_or_else(|e| panic!("{e}: connections, capacity now {last:?}"));
-    let tracked = wait_until(T, "the connection tracker to empty", || {
-        let open = gauge(&daemon.samples(), "sonde_connections_open");
-        (open < 100.0).then_some(open)
+    // The holder's ends were closed by its exit, not by close(): no Close event comes for
+    // them, and the tracker must notice the process is gone.
+    let (tracked, exited) = wait_until(T, "the connection tracker to empty", || {
+        let s = daemon.samples();
+        let open = gauge(&s, "sonde_connections_open");
+        let exited = sum(&s, "sonde_connections_total", &[("event", "exited")]);
+        (open < 100.0).then_some((open, exited))
     })
     .unwrap();
+    assert!(
+        exited >= 0.9 * wave_n as f64,
+        "{exited} connections ended by their process's exit, of the holder's {wave_n}"
+    );
     let after = wait_until(T, "RSS to settle after the wave", || {
         let r = rss_mb(pid);
         (r < with_conns.max(hostile)).then_some(r)
@@ -385,7 +393,7 @@ fn hostile_cardinality_stays_under_the_caps_and_memory_comes_back() {
     .unwrap();
     eprintln!(
         "rss after the wave: {after:.1} MiB (map connections {left}, table capacity {capacity} \
-         from {peak_capacity}, tracker open {tracked}); test took {:?}",
+         from {peak_capacity}, tracker open {tracked}, ended by exit {exited}); test took {:?}",
         started.elapsed()
     );
     assert!(after < RSS_CEILING_MB);

@@ -10,7 +10,10 @@
 //! - it was closed (or its fd was taken by a new connection) and `close_linger_ns` passed:
 //!   chunks still missing become lost gaps up to the Close totals;
 //! - it saw no event for `idle_timeout_ns`, or it was evicted to make room: if it comes back,
-//!   its streams resume where they stopped.
+//!   its streams resume where they stopped;
+//! - its process exited ([`ConnTracker::end_process`]): the kernel closes an exiting
+//!   process's descriptors without a close() syscall, so no Close event ever comes. A socket
+//!   the process had passed on (fork, SCM_RIGHTS) resumes like an idle one.
 //!
 //! Time is the kernel's monotonic clock: event timestamps, and `now` passed to
 //! [`ConnTracker::tick`]. Nothing here reads a clock, so behaviour is deterministic.
@@ -79,6 +82,8 @@ pub enum EndReason {
     Evicted,
     /// The tracker was flushed ([`ConnTracker::finish_all`]).
     Shutdown,
+    /// Its process exited with it open ([`ConnTracker::end_process`]).
+    Exited,
 }
 
 /// What is known about one connection. Byte arrays are indexed by [`Direction::index`].
@@ -277,6 +282,8 @@ pub struct TrackerStats {
     pub connections_evicted: u64,
     /// Finalised by [`ConnTracker::finish_all`].
     pub connections_shutdown: u64,
+    /// Finalised because their process exited with them open.
+    pub connections_exited: u64,
     /// Idle or evicted connections that had more events and were tracked again.
     pub connections_resumed: u64,
     /// Events for connections already finalised after a Close (ignored).
@@ -301,7 +308,7 @@ pub struct TrackerStats {
 
 impl TrackerStats {
     /// Connection lifecycle counters by name, for the `/metrics` endpoint.
-    pub fn lifecycle_counters(&self) -> [(&'static str, u64); 7] {
+    pub fn lifecycle_counters(&self) -> [(&'static str, u64); 8] {
         [
             ("opened", self.connections_opened),
             ("closed", self.connections_closed),
@@ -309,6 +316,7 @@ impl TrackerStats {
             ("idle", self.connections_idle),
             ("evicted", self.connections_evicted),
             ("shutdown", self.connections_shutdown),
+            ("exited", self.connections_exited),
             ("resumed", self.connections_resumed),
         ]
     }
@@ -326,6 +334,7 @@ impl TrackerStats {
             EndReason::Idle => &mut self.connections_idle,
             EndReason::Evicted => &mut self.connections_evicted,
             EndReason::Shutdown => &mut self.connections_shutdown,
+            EndReason::Exited => &mut self.connections_exited,
         };
         *c += 1;
     }
@@ -692,7 +701,7 @@ impl ConnTracker {
             self.by_fd.remove(&key);
         }
         let afterlife = match reason {
-            EndReason::Idle | EndReason::Evicted => {
+            EndReason::Idle | EndReason::Evicted | EndReason::Exited => {
                 Afterlife::Resumable(t.streams.each_ref().map(|s| s.position()))
             }
             EndReason::Closed | EndReason::Replaced | EndReason::Shutdown => Afterlife::Ended,
@@ -704,6 +713,31 @@ impl ConnTracker {
             self.finished.pop_front();
             self.stats.finished_dropped += 1;
         }
+    }
+
+    /// The processes (tgids) that hold tracked connections, each once.
+    pub fn processes(&self) -> Vec<u32> {
+        let mut tgids: Vec<u32> = self.conns.values().map(|t| t.conn.task.tgid).collect();
+        tgids.sort_unstable();
+        tgids.dedup();
+        tgids
+    }
+
+    /// Finalises every connection of process `tgid`, which exited: its streams are flushed
+    /// (what is missing becomes lost up to the Close totals, if any). Returns how many.
+    pub fn end_process(&mut self, tgid: u32, out: &mut Vec<StreamEvent>) -> usize {
+        let mut ids: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, t)| t.conn.task.tgid == tgid)
+            .map(|(&id, _)| id)
+            .collect();
+        ids.sort_unstable();
+        for &id in &ids {
+            self.finalise(id, EndReason::Exited, out);
+        }
+        self.shrink();
+        ids.len()
     }
 
     fn remember(&mut self, conn_id: u64, afterlife: Afterlife) {
@@ -1338,6 +1372,42 @@ mod tests {
         );
         assert_eq!(r.stream(2, EG), (s.clone(), 100));
         assert!(r.gaps(2, EG, GapReason::Lost).is_empty());
+    }
+
+    #[test]
+    fn a_process_exit_ends_its_connections_and_only_its_own() {
+        let s = pattern(15, 100);
+        let mut t = ConnTracker::new(cfg());
+        let mut r = Run::default();
+        r.feed(
+            &mut t,
+            &[data_own_fd(1, &s, 0, 10, 1), data_own_fd(2, &s, 0, 20, 2)],
+        );
+        // A connection of another process, which stays.
+        let mut other = conn_event(ConnEventKind::Open, 3, 7, 3);
+        other.task.tgid = TGID + 50;
+        r.feed(&mut t, &[Event::Conn(other)]);
+        assert_eq!(t.processes(), [TGID, TGID + 50]);
+
+        // No Close comes for an exiting process's sockets: the exit ends them.
+        assert_eq!(t.end_process(TGID, &mut r.events), 2);
+        assert_eq!(t.len(), 1);
+        assert!(t.get(3).is_some());
+        assert_eq!(t.processes(), [TGID + 50]);
+        assert_eq!(t.stats().connections_exited, 2);
+        let ev = finished_one(&mut t, 2);
+        assert_eq!((ev.end, ev.bytes), (Some(EndReason::Exited), [20, 0]));
+        assert_eq!(r.lifecycle(1), ["opened", "closed"]);
+        assert_eq!(r.stream(2, EG), (s[..20].to_vec(), 20));
+        // A socket passed on to a child before the exit resumes where it stopped.
+        r.feed(&mut t, &[data_own_fd(2, &s, 20, 80, 5)]);
+        assert_eq!(t.stats().connections_resumed, 1);
+        assert_eq!(r.stream(2, EG), (s.clone(), 100));
+        assert_eq!(
+            t.end_process(TGID + 99, &mut r.events),
+            0,
+            "no such process"
+        );
     }
 
     #[test]

@@ -288,6 +288,10 @@ impl Correlator {
         }
     }
 
+    pub fn settings(&self) -> &CorrelationSettings {
+        &self.settings
+    }
+
     pub fn node_name(&self) -> &str {
         &self.node_name
     }
