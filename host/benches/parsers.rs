@@ -2,7 +2,8 @@
 //!
 //! 1. Parse cost per HTTP exchange through the Wasm component vs the same parser compiled
 //!    natively, with 1 KiB and 16 KiB response bodies, in batches of 64 exchanges (one job =
-//!    one call), same run.
+//!    one call), same run; likewise for the Redis and PostgreSQL parsers (a client's GETs and
+//!    simple-protocol SELECTs with one row each).
 //! 2. Pipeline throughput from a recorded event file (ring-buffer records as the kernel writes
 //!    them; no kernel): decode → connection tracking and reassembly → router → Wasm HTTP parser
 //!    → RED aggregation, all on one thread.
@@ -25,7 +26,9 @@ use sonde_pipeline::red::Red;
 use sonde_pipeline::router::{Router, RouterConfig};
 use sonde_pipeline::slot::ParserSlot;
 use sonde_sandbox::PluginsConfig;
-use sonde_sandbox::parsers::{self, HTTP_PARSER_WASM, WasmParser};
+use sonde_sandbox::parsers::{
+    self, HTTP_PARSER_WASM, POSTGRES_PARSER_WASM, REDIS_PARSER_WASM, WasmParser,
+};
 use sonde_sdk::protocol_parser::Role;
 
 fn request(i: usize) -> Vec<u8> {
@@ -76,6 +79,114 @@ fn job(conn: u64, n: usize, body: usize, first: bool) -> ParseJob {
         );
     }
     j
+}
+
+/// A client's request/response exchange of a protocol other than HTTP.
+struct Exchange {
+    request: fn(usize) -> Vec<u8>,
+    response: fn(usize) -> Vec<u8>,
+}
+
+/// `GET user:<i>` answered with a 64-byte bulk string.
+const REDIS: Exchange = Exchange {
+    request: |i| {
+        let key = format!("user:{}", 1000 + i);
+        format!("*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n", key.len()).into_bytes()
+    },
+    response: |_| {
+        let mut r = b"$64\r\n".to_vec();
+        r.extend(std::iter::repeat_n(b'v', 64));
+        r.extend(b"\r\n");
+        r
+    },
+};
+
+/// PostgreSQL message: type byte, length, body.
+fn pg(kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![kind];
+    m.extend((body.len() as u32 + 4).to_be_bytes());
+    m.extend(body);
+    m
+}
+
+/// A simple-protocol `SELECT` answered with one row (RowDescription, DataRow, CommandComplete,
+/// ReadyForQuery), as psql sends it.
+const POSTGRES: Exchange = Exchange {
+    request: |i| {
+        pg(
+            b'Q',
+            format!(
+                "SELECT id, name, email FROM users WHERE id = {}\0",
+                1000 + i
+            )
+            .as_bytes(),
+        )
+    },
+    response: |i| {
+        let mut fields = 3u16.to_be_bytes().to_vec();
+        for name in ["id", "name", "email"] {
+            fields.extend(name.as_bytes());
+            fields.push(0);
+            fields.extend([0u8; 18]); // table oid, column, type oid, size, modifier, format
+        }
+        let mut row = 3u16.to_be_bytes().to_vec();
+        for v in [
+            format!("{}", 1000 + i),
+            "Ada Lovelace".into(),
+            "ada@example.org".into(),
+        ] {
+            row.extend((v.len() as u32).to_be_bytes());
+            row.extend(v.as_bytes());
+        }
+        let mut r = pg(b'T', &fields);
+        r.extend(pg(b'D', &row));
+        r.extend(pg(b'C', b"SELECT 1\0"));
+        r.extend(pg(b'Z', b"I"));
+        r
+    },
+};
+
+/// One job: `n` exchanges on one client connection.
+fn client_job(x: &Exchange, conn: u64, n: usize, first: bool) -> ParseJob {
+    let mut j = ParseJob::default();
+    if first {
+        j.opened.push(Arc::new(ConnInfo {
+            id: conn,
+            role: Role::Client,
+            ..Default::default()
+        }));
+    }
+    for i in 0..n {
+        let ts = (i as u64 + 1) * 1_000_000;
+        let meta = |direction, ts_ns| SegMeta {
+            conn,
+            direction,
+            ts_ns,
+            gap_before: 0,
+        };
+        j.push_segment(meta(Direction::Egress, ts), &(x.request)(i));
+        j.push_segment(meta(Direction::Ingress, ts + 300_000), &(x.response)(i));
+    }
+    j
+}
+
+/// µs per exchange of `x` over `rounds` jobs of 64.
+fn per_client_exchange(backend: &mut dyn ParserBackend, x: &Exchange, rounds: usize) -> f64 {
+    let out = backend.run(&mut client_job(x, 1, 64, true)).unwrap();
+    assert_eq!(
+        out.records.len(),
+        64,
+        "{}: every exchange parsed",
+        backend.name()
+    );
+    let mut next = client_job(x, 1, 64, false);
+    let t = Instant::now();
+    for _ in 0..rounds {
+        let out = backend.run(&mut next).unwrap();
+        assert_eq!(out.records.len(), 64);
+        std::hint::black_box(out);
+    }
+    t.elapsed().as_secs_f64() * 1e6 / (rounds * 64) as f64
 }
 
 /// µs per exchange over `rounds` jobs of 64.
@@ -215,6 +326,32 @@ fn main() {
         let n = per_exchange(&mut native, body, rounds);
         let w = per_exchange(&mut wasm, body, rounds);
         println!("| {} KiB | {n:.3} | {w:.3} | {:.2}× |", body / 1024, w / n);
+    }
+
+    println!(
+        "\n| protocol | native µs/exchange | Wasm µs/exchange | Wasm / native |\n|---|---:|---:|---:|"
+    );
+    // (what, exchange, the native build, the embedded component)
+    type Case<'a> = (&'a str, &'a Exchange, Box<dyn ParserBackend>, &'a [u8]);
+    let others: [Case; 2] = [
+        (
+            "Redis GET, 64 B value",
+            &REDIS,
+            Box::new(NativeParser::<sonde_redis_parser::Resp>::new()),
+            REDIS_PARSER_WASM,
+        ),
+        (
+            "PostgreSQL simple SELECT, one row",
+            &POSTGRES,
+            Box::new(NativeParser::<sonde_postgres_parser::Postgres>::new()),
+            POSTGRES_PARSER_WASM,
+        ),
+    ];
+    for (name, x, mut native, component) in others {
+        let mut wasm = WasmParser::load(engine.clone(), limits, component, "embedded").unwrap();
+        let n = per_client_exchange(native.as_mut(), x, rounds);
+        let w = per_client_exchange(&mut wasm, x, rounds);
+        println!("| {name} | {n:.3} | {w:.3} | {:.2}× |", w / n);
     }
 
     // Where the Wasm time goes: the same batches when the parser declines the connection at
