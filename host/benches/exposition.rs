@@ -60,7 +60,6 @@ fn conn(s: usize, role: Role) -> Arc<ConnInfo> {
             format!("{:064x}", 0x9e37_79b9_7f4a_7c15u64 * (s as u64 + 1)),
         ),
         ("k8s_deployment_name", service.clone()),
-        ("k8s_replicaset_name", format!("{service}-7d9f8b6c5d")),
     ];
     Arc::new(ConnInfo {
         id: s as u64,
@@ -323,8 +322,24 @@ fn ms(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1e3)
 }
 
+/// `VmRSS` or `VmHWM` (peak) of this process, MiB.
+fn memory_mib(field: &str) -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Resets `VmHWM` to the current resident size (proc(5), `clear_refs` value 5).
+fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    let rss_empty = memory_mib("VmRSS:");
     let rounds = if quick { 3 } else { 11 };
     let red_settings = RedSettings::default();
     let net_settings = NetworkSettings::default();
@@ -336,8 +351,12 @@ fn main() {
     let mut map = NetMap::new(net_settings.clone(), Default::default());
     let edges = fill_netmap(&mut map, net_settings.max_edges + 100);
 
+    let rss_full = memory_mib("VmRSS:");
     let (map_time, network) = median(rounds, || NetworkView::of(&map));
-    let net_samples = samples(&network.series(Format::Prometheus).clone().finish());
+    let net_text = network.series(Format::Prometheus).clone().finish();
+    let net_samples = samples(&net_text);
+    let net_bytes = net_text.len() + network.series(Format::OpenMetrics).clone().finish().len();
+    drop(net_text);
     let state = State {
         red: Mutex::new(red),
         network: Mutex::new(network),
@@ -350,24 +369,61 @@ fn main() {
         red_settings.max_series, net_settings.max_edges
     );
     println!(
-        "map render on each read (both formats): {} ms",
-        ms(map_time)
+        "map render on each read (both formats): {} ms, {:.1} MB held (both formats)",
+        ms(map_time),
+        net_bytes as f64 / 1e6
     );
-    println!("| format | render (ms) | size (MB) | samples | gzip (ms) | gzip size (MB) |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    println!(
+        "resident: {rss_empty:.1} MiB empty, {rss_full:.1} MiB with RED and the map full \
+         (+{:.1} MiB)",
+        rss_full - rss_empty
+    );
+    println!(
+        "| format | render (ms) | size (MB) | samples | gzip (ms) | gzip size (MB) | render's peak memory (MiB) |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (name, format) in [
         ("Prometheus text", Format::Prometheus),
         ("OpenMetrics", Format::OpenMetrics),
     ] {
         let (render_time, page) = median(rounds, || render_format(&state, format));
         let (gzip_time, zipped) = median(rounds, || gzip(page.as_bytes()));
+        // Memory one render takes beyond what is held, as the daemon sees it (the page's size
+        // reserved from the previous render): the peak from here, less the resident now.
+        let page_len = page.len();
+        drop(page);
+        reset_peak();
+        let before = memory_mib("VmRSS:");
+        let page = std::hint::black_box(render_format(&state, format));
+        let render_peak = memory_mib("VmHWM:") - before;
         println!(
-            "| {name} | {} | {:.2} | {} | {} | {:.2} |",
+            "| {name} | {} | {:.2} | {} | {} | {:.2} | {render_peak:.0} |",
             ms(render_time),
-            page.len() as f64 / 1e6,
+            page_len as f64 / 1e6,
             samples(&page),
             ms(gzip_time),
             zipped.len() as f64 / 1e6,
         );
+        if format == Format::Prometheus {
+            let longest = page.lines().max_by_key(|l| l.len()).unwrap_or_default();
+            let per = |prefix: &str| {
+                let (n, b) = page
+                    .lines()
+                    .filter(|l| l.starts_with(prefix))
+                    .fold((0, 0), |(n, b), l| (n + 1, b + l.len() + 1));
+                format!(
+                    "{prefix}*: {n} lines, {:.1} MB, {} B/line",
+                    b as f64 / 1e6,
+                    b / n.max(1)
+                )
+            };
+            eprintln!("{}", per("http_server_request_duration_seconds"));
+            eprintln!("{}", per("sonde_netmap_"));
+            eprintln!("longest line ({} B): {longest}", longest.len());
+        }
     }
+    println!(
+        "peak resident (VmHWM) through the renders: {:.1} MiB",
+        memory_mib("VmHWM:")
+    );
 }

@@ -4,7 +4,7 @@
 //! one), stream reassembly, connection tracking, the parse pipeline and every plugin's sandbox
 //! counters — and the [`State`] the HTTP API ([`crate::http`]) serves it and the JSON endpoints
 //! from.
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sonde_common::stat;
@@ -64,6 +64,10 @@ pub struct ApiStats {
     pub busy: AtomicU64,
     /// `/metrics` pages rendered (scrapes served from the shared page render none).
     pub renders: AtomicU64,
+    /// The last page's length per format (Prometheus, OpenMetrics): the next render reserves
+    /// it up front, so a ~110 MB page at the caps is not grown by doubling (which copies it
+    /// and briefly holds the old and the new buffer).
+    pub page_bytes: [AtomicUsize; 2],
     /// Requests refused by the access rule (off loopback without the token).
     pub refused: AtomicU64,
 }
@@ -158,7 +162,10 @@ pub fn render_all(state: &State) -> String {
 /// format, or in OpenMetrics (with exemplars on the latency histograms, which the Prometheus
 /// format cannot carry).
 pub fn render_format(state: &State, format: Format) -> String {
-    let mut ex = Exposition::with_capacity(format, 16 << 10);
+    let hint = &state.api.page_bytes[usize::from(format == Format::OpenMetrics)];
+    // The last length and a little more: series only grow between two scrapes (to the caps).
+    let last = hint.load(Ordering::Relaxed);
+    let mut ex = Exposition::with_capacity(format, (last + last / 16).max(16 << 10));
     if let Ok(red) = state.red.lock() {
         red.render(&mut ex);
     }
@@ -190,7 +197,9 @@ pub fn render_format(state: &State, format: Format) -> String {
     state.task_panics.render(&mut ex);
     state.health.render(&mut ex);
     render_api(&mut ex, &state.api);
-    ex.finish()
+    let page = ex.finish();
+    hint.store(page.len(), Ordering::Relaxed);
+    page
 }
 
 /// Unlabelled series, one (name, kind, help, value) row each.

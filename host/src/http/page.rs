@@ -6,9 +6,12 @@
 //! waited for, so a scrape still sees what happened before it arrived. `[api]
 //! metrics_cache_ms` may also let a page serve every scrape for a while (off by default). The
 //! page is a reference-counted buffer every response shares; its gzip form is made once.
+//! Without `metrics_cache_ms`, no later scrape can use a page once the scrapers that waited
+//! for it have taken it, so the cache lets go of it then: at the default caps a page is
+//! ~110 MB (BENCHMARKS.md), which would otherwise stay resident between scrapes.
 use std::io::Write as _;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -25,6 +28,8 @@ pub(super) struct PageCache {
 struct Slot {
     /// Renders finished; read without the lock when a scrape arrives.
     finished: AtomicU64,
+    /// Scrapes between their arrival and taking their page.
+    waiting: AtomicUsize,
     /// The latest page; held while rendering, so scrapers queue behind the render.
     page: Mutex<Option<Page>>,
 }
@@ -56,6 +61,7 @@ impl PageCache {
         render: impl FnOnce() -> String,
     ) -> Bytes {
         let slot = &self.slots[usize::from(openmetrics)];
+        slot.waiting.fetch_add(1, Ordering::AcqRel);
         let seen = slot.finished.load(Ordering::Acquire);
         let mut page = slot.page.lock().unwrap_or_else(|e| e.into_inner());
         let reuse = page
@@ -72,13 +78,32 @@ impl PageCache {
             });
             slot.finished.store(seq, Ordering::Release);
         }
-        let page = page.as_mut().expect("filled above");
-        if !gzip {
-            return page.plain.clone();
+        let held = page.as_mut().expect("filled above");
+        let out = if gzip {
+            held.gzip
+                .get_or_insert_with(|| Bytes::from(compress(&held.plain)))
+                .clone()
+        } else {
+            held.plain.clone()
+        };
+        // Counted out only now, under the lock: scrapers that arrived during a render are
+        // still counted in, so the page stays for them.
+        let last = slot.waiting.fetch_sub(1, Ordering::AcqRel) == 1;
+        if last && self.ttl.is_zero() {
+            // Nobody waits for it and nobody later may use it: the responses hold it now.
+            *page = None;
         }
-        page.gzip
-            .get_or_insert_with(|| Bytes::from(compress(&page.plain)))
-            .clone()
+        out
+    }
+
+    /// Whether a page of this format is held (for the tests).
+    #[cfg(test)]
+    fn holds(&self, openmetrics: bool) -> bool {
+        self.slots[usize::from(openmetrics)]
+            .page
+            .lock()
+            .unwrap()
+            .is_some()
     }
 }
 
@@ -119,6 +144,13 @@ mod tests {
         assert_eq!(&cache.get(false, false, &n, || "1\n".into())[..], b"1\n");
         assert_eq!(&cache.get(false, false, &n, || "2\n".into())[..], b"2\n");
         assert_eq!(n.load(Ordering::Relaxed), 2);
+        assert!(!cache.holds(false), "a page nobody can use is let go");
+        let kept = PageCache::new(Duration::from_secs(60));
+        kept.get(false, false, &n, || "3\n".into());
+        assert!(
+            kept.holds(false),
+            "with an interval the page is kept for it"
+        );
     }
 
     #[test]
