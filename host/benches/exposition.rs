@@ -3,8 +3,9 @@
 //!
 //! The sources are filled through the calls the daemon makes, with the default settings:
 //! - RED (`[metrics]`): every family (HTTP server, HTTP client, DNS, database client, other
-//!   protocols, unanswered) driven past `max_series` by five services each, so each family
-//!   holds `max_series` series plus its overflow series; Kubernetes identity labels (pod,
+//!   protocols, unanswered) driven past `max_series` by five services each, so the latency
+//!   families together hold `max_series_total` series (the first ones filled take it) plus
+//!   their overflow series; Kubernetes identity labels (pod,
 //!   uid, container id, deployment, ...) on every connection, and a trace exemplar on every
 //!   tenth record, as on a traced cluster;
 //! - the network map (`[network]`): `max_edges` + 100 distinct client → server pairs through
@@ -365,8 +366,9 @@ fn main() {
 
     println!(
         "filled: RED {red_series} series ({SERVICES} services x {per_service} label sets per \
-         family, max_series {}), network map {edges} edges (max_edges {}), {net_samples} map samples",
-        red_settings.max_series, net_settings.max_edges
+         family, max_series {}, max_series_total {}), network map {edges} edges (max_edges {}), \
+         {net_samples} map samples",
+        red_settings.max_series, red_settings.max_series_total, net_settings.max_edges
     );
     println!(
         "map render on each read (both formats): {} ms, {:.1} MB held (both formats)",

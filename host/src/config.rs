@@ -50,6 +50,9 @@ pub struct MetricsSettings {
     pub listen: Option<SocketAddr>,
     /// Series per RED metric; beyond, records go to one overflow series (counted).
     pub max_series: usize,
+    /// Series of all the RED latency metrics together (bounds the page; see
+    /// [`sonde_pipeline::red::RedSettings::max_series_total`]).
+    pub max_series_total: usize,
     /// Series per RED metric one service may hold (1 to 1048576; above `max_series` it is
     /// `max_series`); beyond, its records go to the overflow series (counted).
     pub max_series_per_service: usize,
@@ -69,6 +72,7 @@ impl Default for MetricsSettings {
         MetricsSettings {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             max_series: red.max_series,
+            max_series_total: red.max_series_total,
             max_series_per_service: red.max_series_per_service,
             route_templates: red.route_templates,
             slow_query_ms: red.slow_query_ms,
@@ -82,6 +86,7 @@ impl MetricsSettings {
     pub fn red_settings(&self) -> sonde_pipeline::red::RedSettings {
         sonde_pipeline::red::RedSettings {
             max_series: self.max_series,
+            max_series_total: self.max_series_total,
             max_series_per_service: self.max_series_per_service,
             route_templates: self.route_templates.clone(),
             slow_query_ms: self.slow_query_ms,

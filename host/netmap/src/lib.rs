@@ -94,7 +94,7 @@ impl Default for NetworkSettings {
         NetworkSettings {
             read_interval_ms: 1000,
             window_s: 30,
-            max_edges: 2000,
+            max_edges: 1000,
             max_connections: 262_144,
             max_addrs_per_client: 16,
             conn_linger_s: 10,

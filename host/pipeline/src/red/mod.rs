@@ -61,6 +61,11 @@ pub use slow::SlowQuery;
 pub struct RedSettings {
     /// Series per metric; records beyond go to the overflow series.
     pub max_series: usize,
+    /// Series of all the latency metrics together (HTTP server and client, DNS, database,
+    /// other protocols), so the node's page stays bounded when every metric is busy: each
+    /// series is ~17 exposed samples (buckets, sum, count). Records beyond go to their
+    /// metric's overflow series.
+    pub max_series_total: usize,
     /// Series per metric one service (`service_name`) may hold, so one service's routes,
     /// statements or peers cannot take a metric's whole `max_series`; records beyond go to
     /// the overflow series too (counted in `sonde_red_service_overflow_records_total`).
@@ -80,6 +85,7 @@ impl Default for RedSettings {
     fn default() -> Self {
         Self {
             max_series: 2000,
+            max_series_total: 3000,
             max_series_per_service: 500,
             route_templates: Vec::new(),
             slow_query_ms: 500,
@@ -94,6 +100,10 @@ impl RedSettings {
         anyhow::ensure!(
             self.max_series >= 1,
             "metrics.max_series must be at least 1 (got 0)"
+        );
+        anyhow::ensure!(
+            self.max_series_total >= 1,
+            "metrics.max_series_total must be at least 1 (got 0)"
         );
         Ok(())
     }
@@ -113,6 +123,9 @@ pub struct Red {
     /// Of those, records whose service held `max_series_per_service` series of the metric.
     pub service_overflow_records: u64,
     max_series_per_service: usize,
+    max_series_total: usize,
+    /// Series of the latency metrics, all together (at most `max_series_total`).
+    series_total: usize,
     /// Series per (metric, service): bounded by the series themselves.
     per_service: HashMap<Family, HashMap<String, usize>>,
     /// Records whose response came before their request (clock trouble): counted, not observed.
@@ -146,6 +159,8 @@ impl Red {
             overflow_records: 0,
             service_overflow_records: 0,
             max_series_per_service: cfg.max_series_per_service.max(1),
+            max_series_total: cfg.max_series_total.max(1),
+            series_total: 0,
             per_service: HashMap::new(),
             invalid_records: 0,
             slow_threshold_ns: cfg.slow_query_ms.saturating_mul(1_000_000),
@@ -322,8 +337,15 @@ impl Red {
             .get(&family)
             .and_then(|m| m.get(service))
             .is_none_or(|&n| n < self.max_series_per_service);
-        match series.get_or_insert_if(keys, &all[..keys.len()], self.max_series, room) {
+        let total_room = self.series_total < self.max_series_total;
+        match series.get_or_insert_if(
+            keys,
+            &all[..keys.len()],
+            self.max_series,
+            room && total_room,
+        ) {
             Some((s, new)) => {
+                self.series_total += usize::from(new);
                 s.observe(ns, error);
                 if let Some(e) = exemplar {
                     s.set_exemplar(e);

@@ -209,6 +209,41 @@ fn one_service_cannot_take_a_metrics_whole_budget() {
 }
 
 #[test]
+fn the_latency_metrics_share_one_total_budget() {
+    let mut red = Red::new(&RedSettings {
+        max_series: 10,
+        max_series_total: 5,
+        ..Default::default()
+    });
+    let (server, client) = (conn(Role::Server), conn(Role::Client));
+    for i in 0..3 {
+        red.record(&server, &Record::Owned(rec(&format!("GET /s{i}"), 200, 1)));
+    }
+    for i in 0..3 {
+        red.record(&client, &Record::Owned(rec(&format!("GET /c{i}"), 200, 1)));
+    }
+    // Three server series, two client series, then the client metric's overflow series.
+    assert_eq!(red.series_count(), 6);
+    assert_eq!(red.overflow_records, 1);
+    assert_eq!(red.service_overflow_records, 0, "not the service's share");
+    // A known series still counts; a new one of any metric overflows.
+    red.record(&server, &Record::Owned(rec("GET /s0", 200, 1)));
+    red.record(&server, &Record::Owned(rec("GET /s9", 200, 1)));
+    assert_eq!(red.overflow_records, 2);
+    let mut ex = sonde_metrics::Exposition::new(sonde_metrics::Format::Prometheus);
+    red.render(&mut ex);
+    let o = ex.finish();
+    assert!(
+        o.contains("http_server_request_duration_seconds_count{otel_metric_overflow=\"true\"} 1"),
+        "{o}"
+    );
+    assert!(
+        o.contains("http_client_request_duration_seconds_count{otel_metric_overflow=\"true\"} 1"),
+        "{o}"
+    );
+}
+
+#[test]
 fn route_templates_and_unanswered() {
     let mut red = Red::new(&RedSettings {
         route_templates: vec!["/shop/{cat}/items/{*}".into()],
