@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sonde::metrics::{NetworkView, State, render_format};
-use sonde_capture::events::{ConnChange, ConnEventKind, Role as SockRole, Task, TcpState};
+use sonde_capture::events::{ConnChange, ConnEventKind, Role as SockRole, TcpState};
 use sonde_capture::net::NetReading;
 use sonde_common::net::{FlowKey, FlowStats};
 use sonde_metrics::Format;
@@ -173,41 +173,8 @@ fn addr(a: [u8; 4], port: u16) -> SocketAddr {
     SocketAddr::from((a, port))
 }
 
-fn event(
-    kind: ConnEventKind,
-    sock: u64,
-    ts: u64,
-    local: SocketAddr,
-    peer: SocketAddr,
-) -> ConnChange {
-    ConnChange {
-        kind,
-        task: Task {
-            tgid: 10,
-            tid: 10,
-            comm: "swapper/0".into(),
-            thread: String::new(),
-        },
-        fd: -1,
-        conn_id: 0,
-        sock,
-        ts_ns: ts,
-        tx_bytes: 0,
-        rx_bytes: 0,
-        ret: 0,
-        cgroup_id: 0,
-        role: SockRole::Unknown,
-        syscall: "state",
-        old_state: TcpState(0),
-        new_state: TcpState(0),
-        protocol: 6,
-        local: Some(local),
-        peer: Some(peer),
-    }
-}
-
 fn state(sock: u64, ts: u64, old: u8, new: u8, local: SocketAddr, peer: SocketAddr) -> ConnChange {
-    let mut c = event(ConnEventKind::State, sock, ts, local, peer);
+    let mut c = ConnChange::synthetic(ConnEventKind::State, sock, ts, local, peer);
     c.old_state = TcpState(old);
     c.new_state = TcpState(new);
     c
@@ -251,7 +218,7 @@ fn fill_netmap(map: &mut NetMap, pairs: usize) -> usize {
         );
         connect.task.comm = format!("frontend-{i}");
         map.on_conn(&connect);
-        let mut accept = event(ConnEventKind::Open, 0, S, server, client);
+        let mut accept = ConnChange::synthetic(ConnEventKind::Open, 0, S, server, client);
         accept.role = SockRole::Server;
         accept.task.comm = format!("backend-{i}");
         map.on_conn(&accept);

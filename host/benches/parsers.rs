@@ -172,27 +172,24 @@ fn client_job(x: &Exchange, conn: u64, n: usize, first: bool) -> ParseJob {
 
 /// µs per exchange of `x` over `rounds` jobs of 64.
 fn per_client_exchange(backend: &mut dyn ParserBackend, x: &Exchange, rounds: usize) -> f64 {
-    let out = backend.run(&mut client_job(x, 1, 64, true)).unwrap();
-    assert_eq!(
-        out.records.len(),
-        64,
-        "{}: every exchange parsed",
-        backend.name()
-    );
-    let mut next = client_job(x, 1, 64, false);
-    let t = Instant::now();
-    for _ in 0..rounds {
-        let out = backend.run(&mut next).unwrap();
-        assert_eq!(out.records.len(), 64);
-        std::hint::black_box(out);
-    }
-    t.elapsed().as_secs_f64() * 1e6 / (rounds * 64) as f64
+    let (first, next) = (client_job(x, 1, 64, true), client_job(x, 1, 64, false));
+    per_job_exchange(backend, first, next, rounds)
 }
 
 /// µs per exchange over `rounds` jobs of 64.
 fn per_exchange(backend: &mut dyn ParserBackend, body: usize, rounds: usize) -> f64 {
-    let mut first = job(1, 64, body, true);
-    let mut next = job(1, 64, body, false);
+    let (first, next) = (job(1, 64, body, true), job(1, 64, body, false));
+    per_job_exchange(backend, first, next, rounds)
+}
+
+/// `first` (which opens the connection) once, then `next` timed `rounds` times; both carry 64
+/// exchanges, each of which must come back as a record.
+fn per_job_exchange(
+    backend: &mut dyn ParserBackend,
+    mut first: ParseJob,
+    mut next: ParseJob,
+    rounds: usize,
+) -> f64 {
     let out = backend.run(&mut first).unwrap();
     assert_eq!(
         out.records.len(),

@@ -59,33 +59,17 @@ impl ExitCheck {
 mod tests {
     use super::*;
     use sonde_capture::conntrack::TrackerConfig;
-    use sonde_capture::events::{ConnChange, ConnEventKind, Event, Role, Task, TcpState};
+    use sonde_capture::events::{ConnChange, ConnEventKind, Event, Role};
 
     fn open(tgid: u32, conn_id: u64) -> Event {
-        Event::Conn(ConnChange {
-            kind: ConnEventKind::Open,
-            task: Task {
-                tgid,
-                tid: tgid,
-                comm: "app".into(),
-                thread: String::new(),
-            },
-            fd: 5,
-            conn_id,
-            sock: 0,
-            ts_ns: 1,
-            tx_bytes: 0,
-            rx_bytes: 0,
-            ret: 0,
-            cgroup_id: 0,
-            role: Role::Client,
-            syscall: "connect",
-            old_state: TcpState(0),
-            new_state: TcpState(0),
-            protocol: 6,
-            local: None,
-            peer: Some("10.0.0.2:80".parse().unwrap()),
-        })
+        let (local, peer) = (
+            "10.0.0.1:40000".parse().unwrap(),
+            "10.0.0.2:80".parse().unwrap(),
+        );
+        let mut c = ConnChange::synthetic(ConnEventKind::Open, 0, 1, local, peer);
+        (c.task.tgid, c.task.tid, c.task.comm) = (tgid, tgid, "app".into());
+        (c.fd, c.conn_id, c.role, c.syscall) = (5, conn_id, Role::Client, "connect");
+        Event::Conn(c)
     }
 
     /// A real process that exited (a child reaped here) loses its connections; this process,

@@ -144,6 +144,45 @@ pub struct ConnChange {
     pub peer: Option<SocketAddr>,
 }
 
+impl ConnChange {
+    /// An event of `kind` on socket `sock` between `local` and `peer` at `ts_ns`, in the
+    /// softirq context the kernel reports TCP state changes from (no process: comm
+    /// `swapper/0`, no fd, no conn id); the rest empty. For tests and benchmarks that feed the
+    /// consumers (network map, tracker) synthetic kernel events: set what matters after.
+    pub fn synthetic(
+        kind: ConnEventKind,
+        sock: u64,
+        ts_ns: u64,
+        local: SocketAddr,
+        peer: SocketAddr,
+    ) -> ConnChange {
+        ConnChange {
+            kind,
+            task: Task {
+                tgid: 10,
+                tid: 10,
+                comm: "swapper/0".into(),
+                thread: String::new(),
+            },
+            fd: -1,
+            conn_id: 0,
+            sock,
+            ts_ns,
+            tx_bytes: 0,
+            rx_bytes: 0,
+            ret: 0,
+            cgroup_id: 0,
+            role: Role::Unknown,
+            syscall: "state",
+            old_state: TcpState(0),
+            new_state: TcpState(0),
+            protocol: 6,
+            local: Some(local),
+            peer: Some(peer),
+        }
+    }
+}
+
 /// Linux TCP states (include/net/tcp_states.h).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct TcpState(pub u8);

@@ -9,7 +9,7 @@ use sonde_sdk::protocol_parser::{ConnInfo, Endpoint, RequestRecord, Role, Transp
 
 use super::status::Status;
 use super::*;
-use sonde_capture::events::{ConnChange, ConnEventKind, Role as SockRole, Task, TcpState};
+use sonde_capture::events::{ConnChange, ConnEventKind, Role as SockRole, TcpState};
 use sonde_metrics::{Exposition, Format};
 use sonde_parse::{Record, TaggedRecord};
 
@@ -26,30 +26,9 @@ fn addr(s: &str) -> SocketAddr {
 }
 
 fn ev(kind: ConnEventKind, sock: u64, ts: u64, local: &str, peer: &str) -> ConnChange {
-    ConnChange {
-        kind,
-        task: Task {
-            tgid: 10,
-            tid: 10,
-            comm: "curl".into(),
-            thread: String::new(),
-        },
-        fd: -1,
-        conn_id: 0,
-        sock,
-        ts_ns: ts,
-        tx_bytes: 0,
-        rx_bytes: 0,
-        ret: 0,
-        cgroup_id: 0,
-        role: SockRole::Unknown,
-        syscall: "state",
-        old_state: TcpState(0),
-        new_state: TcpState(0),
-        protocol: 6,
-        local: Some(addr(local)),
-        peer: Some(addr(peer)),
-    }
+    let mut c = ConnChange::synthetic(kind, sock, ts, addr(local), addr(peer));
+    c.task.comm = "curl".into();
+    c
 }
 
 fn state(sock: u64, ts: u64, old: u8, new: u8, local: &str, peer: &str) -> ConnChange {
