@@ -477,3 +477,39 @@ fn malformed_input_never_panics() {
         }
     }
 }
+
+/// The fuzz seeds (`fuzz/corpus/conversation/<recording>-<0 client|1 server>`, in the format
+/// of `Harness::feed_arbitrary`) are the recordings: written from them here
+/// (`SONDE_WRITE_FIXTURES=1` rewrites them), and fed as the fuzzer feeds them, they give the
+/// recordings' records.
+#[test]
+fn fuzz_seeds_are_the_recordings() {
+    use sonde_sdk::protocol_parser::harness::check_fixture;
+    for name in FIXTURES {
+        let whole = sorted(view(&replay(name).result.records));
+        for (variant, role) in [(0u8, Role::Client), (1, Role::Server)] {
+            let mut seed = vec![variant];
+            for (d, _, data) in segments(&fixture(name)) {
+                // Bit 0: ingress as the observed process sees it.
+                let from_client = d == Direction::Egress;
+                let control = u8::from(from_client == (role == Role::Server));
+                for chunk in data.chunks(255) {
+                    seed.push(control);
+                    seed.push(chunk.len() as u8);
+                    seed.extend_from_slice(chunk);
+                }
+            }
+            let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join(format!("fuzz/corpus/conversation/{name}-{variant}"));
+            check_fixture(&path, &seed).unwrap();
+            let mut h = H::new(ConnInfo {
+                id: 1,
+                role,
+                ..Default::default()
+            });
+            h.feed_arbitrary(&seed[1..]);
+            h.close();
+            assert_eq!(sorted(view(&h.result.records)), whole, "{name}-{variant}");
+        }
+    }
+}
