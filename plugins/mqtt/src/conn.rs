@@ -28,8 +28,8 @@ use sonde_sdk::protocol_parser::{Claim, ConnInfo, Direction, RequestRecord, Role
 use crate::codes;
 use crate::detect::{self, Verdict};
 use crate::record::{End, Exchange, Op, error, topic};
-use crate::wire::{Packet, Reader, skip_properties, string_at, ty, u16_at};
-use crate::{EARLY_MAX, KEEP, WAITING_MAX};
+use crate::wire::{self, Packet, Reader, skip_properties, string_at, ty, u16_at};
+use crate::{ALIASES_MAX, EARLY_MAX, KEEP, WAITING_MAX};
 
 /// The MQTT client's side (index 0) and the broker's (1).
 const CLIENT: usize = 0;
@@ -72,6 +72,8 @@ pub struct MqttState {
     /// QoS 2 topics from PUBREC to PUBREL, by the side that published.
     released: [VecDeque<(u16, Option<String>)>; 2],
     early: VecDeque<Early>,
+    /// MQTT 5 topic aliases, by the side that set them (each side's are its own).
+    aliases: [VecDeque<(u16, String)>; 2],
     /// Gaps seen, by sending side.
     gaps: [u64; 2],
     /// That side's framing is lost: waiting for a segment that starts a packet.
@@ -87,6 +89,7 @@ impl Default for MqttState {
             waiting: [VecDeque::new(), VecDeque::new()],
             released: [VecDeque::new(), VecDeque::new()],
             early: VecDeque::new(),
+            aliases: [VecDeque::new(), VecDeque::new()],
             gaps: [0; 2],
             lost: [false; 2],
         }
@@ -203,10 +206,17 @@ impl MqttState {
             }
             ty::PINGREQ => self.request(CLIENT, ex(Op::Ping, None), 0, ty::PINGRESP, out),
             ty::PUBLISH => {
-                let (name, id) = match string_at(p.body, 0) {
-                    Some((t, _, at)) => (topic(t), u16_at(p.body, at).or(p.picked_id)),
-                    None => (None, None),
+                let (mut name, id, after) = match string_at(p.body, 0) {
+                    Some((t, _, at)) => {
+                        let id = (p.qos() > 0).then(|| u16_at(p.body, at).or(p.picked_id));
+                        // The properties follow the id (QoS 1 and 2) or the topic.
+                        (topic(t), id.flatten(), at + if p.qos() > 0 { 2 } else { 0 })
+                    }
+                    None => (None, None, 0),
                 };
+                if self.level >= 5 {
+                    name = self.aliased(side, name, wire::topic_alias(p.body, after));
+                }
                 let (acked, one_way) = if side == CLIENT {
                     (Op::Publish, Op::PublishQos0)
                 } else {
@@ -282,6 +292,27 @@ impl MqttState {
             // DISCONNECT ends the session (the connection closes next); AUTH exchanges of
             // enhanced authentication are not timed.
             _ => {}
+        }
+    }
+
+    /// MQTT 5: a PUBLISH with a topic and an alias sets the alias; one with an empty topic
+    /// uses the alias set earlier by the same side.
+    fn aliased(&mut self, side: usize, name: Option<String>, alias: Option<u16>) -> Option<String> {
+        let Some(alias) = alias else { return name };
+        let aliases = &mut self.aliases[side];
+        match name {
+            Some(t) => {
+                aliases.retain(|(a, _)| *a != alias);
+                if aliases.len() >= ALIASES_MAX {
+                    aliases.pop_front();
+                }
+                aliases.push_back((alias, t.clone()));
+                Some(t)
+            }
+            None => aliases
+                .iter()
+                .find(|(a, _)| *a == alias)
+                .map(|(_, t)| t.clone()),
         }
     }
 

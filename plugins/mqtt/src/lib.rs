@@ -49,6 +49,10 @@ pub const MAX_TOPIC: usize = 256;
 /// flight.)
 pub const WAITING_MAX: usize = 256;
 
+/// MQTT 5 topic aliases remembered per side, at most; beyond, the oldest is forgotten (its
+/// later publishes have no destination).
+pub const ALIASES_MAX: usize = 128;
+
 /// Acknowledgements kept that were read before their request, at most.
 pub const EARLY_MAX: usize = 32;
 

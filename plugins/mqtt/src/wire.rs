@@ -333,6 +333,43 @@ pub(crate) fn skip_properties(b: &[u8], at: usize) -> Option<usize> {
     }
 }
 
+/// The Topic Alias (property 0x23) of an MQTT 5 property block at `at`, if the block is
+/// whole in `b` and has one. Walks the properties by their types' sizes.
+pub(crate) fn topic_alias(b: &[u8], at: usize) -> Option<u16> {
+    let Varint::Value(len, n) = varint(b.get(at..)?) else {
+        return None;
+    };
+    let start = at + n;
+    let props = b.get(start..start + usize::try_from(len).ok()?)?;
+    let mut i = 0;
+    while i < props.len() {
+        let id = props[i];
+        i += 1;
+        let size = match id {
+            0x23 => return u16_at(props, i),
+            0x01 | 0x17 | 0x19 | 0x24 | 0x25 | 0x28 | 0x29 | 0x2a => 1,
+            0x13 | 0x21 | 0x22 => 2,
+            0x02 | 0x11 | 0x18 | 0x27 => 4,
+            0x0b => match varint(props.get(i..)?) {
+                Varint::Value(_, n) => n,
+                _ => return None,
+            },
+            // UTF-8 string, binary data: a 2-byte length and the bytes.
+            0x03 | 0x08 | 0x09 | 0x12 | 0x15 | 0x16 | 0x1a | 0x1c | 0x1f => {
+                2 + usize::from(u16_at(props, i)?)
+            }
+            // A string pair.
+            0x26 => {
+                let k = 2 + usize::from(u16_at(props, i)?);
+                k + 2 + usize::from(u16_at(props, i + k)?)
+            }
+            _ => return None,
+        };
+        i += size;
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,6 +437,19 @@ mod tests {
         assert_eq!(got[0].2.len(), KEEP);
         assert_eq!(got[0].3, Some(0x1234));
         assert!(r.capacity() <= 2 * KEEP);
+    }
+
+    #[test]
+    fn topic_alias_among_other_properties() {
+        // Properties: payload format (1 byte), a user property ("k", "v"), topic alias 7.
+        let props = [0x01, 0x01, 0x26, 0, 1, b'k', 0, 1, b'v', 0x23, 0, 7];
+        let mut b = vec![0xaa, props.len() as u8];
+        b.extend_from_slice(&props);
+        assert_eq!(topic_alias(&b, 1), Some(7));
+        // Cut, or an unknown property: not guessed.
+        assert_eq!(topic_alias(&b[..b.len() - 1], 1), None);
+        assert_eq!(topic_alias(&[0x02, 0x7f, 0x00], 0), None);
+        assert_eq!(topic_alias(&[0x00], 0), None);
     }
 
     #[test]

@@ -513,3 +513,34 @@ fn fuzz_seeds_are_the_recordings() {
         }
     }
 }
+
+#[test]
+fn mqtt5_topic_aliases_name_the_destination() {
+    let mut h = H::client();
+    h.request(1, b"\x10\x11\x00\x04MQTT\x05\x02\x00\x3c\x00\x00\x04abcd");
+    h.response(2, b"\x20\x03\x00\x00\x00");
+    // QoS 1, topic "a/b", id 1, properties: topic alias 3; then topic "" with alias 3; then
+    // QoS 0 with an alias never set: no destination.
+    // One segment: the framing must hold across all three.
+    h.request(
+        3,
+        b"\x32\x0c\x00\x03a/b\x00\x01\x03\x23\x00\x03x\
+          \x32\x09\x00\x00\x00\x02\x03\x23\x00\x03y\
+          \x30\x06\x00\x00\x03\x23\x00\x09",
+    );
+    h.response(6, b"\x40\x02\x00\x01\x40\x02\x00\x02");
+    // The broker's aliases are its own: alias 3 from the broker is not the client's.
+    h.response(7, b"\x30\x06\x00\x00\x03\x23\x00\x03");
+    h.close();
+    let ab = Some("a/b");
+    assert_eq!(
+        view(&h.result.records),
+        vec![
+            ok("connect", None),
+            ok("publish qos0", None),
+            ok("publish", ab),
+            ok("publish", ab),
+            ok("deliver qos0", None),
+        ]
+    );
+}
