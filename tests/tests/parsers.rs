@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sonde_http_parser::Http;
+use sonde_mqtt_parser::Mqtt;
 use sonde_parse::{ConnInfo, Direction, ParseJob, ParserBackend, SegMeta};
 use sonde_pipeline::dispatch::Dispatch;
 use sonde_pipeline::native::NativeParser;
@@ -14,7 +15,9 @@ use sonde_pipeline::router::{Router, RouterConfig};
 use sonde_pipeline::slot::ParserSlot;
 use sonde_redis_parser::Resp;
 use sonde_sandbox::PluginsConfig;
-use sonde_sandbox::parsers::{self, HTTP_PARSER_WASM, REDIS_PARSER_WASM, WasmParser};
+use sonde_sandbox::parsers::{
+    self, HTTP_PARSER_WASM, MQTT_PARSER_WASM, REDIS_PARSER_WASM, WasmParser,
+};
 use sonde_sandbox::{FailureKind, Limits};
 use sonde_sdk::protocol_parser::{Claim, Role};
 use sonde_tests::wasm;
@@ -127,6 +130,94 @@ fn redis_job() -> ParseJob {
     );
     j.closed = vec![7];
     j
+}
+
+/// Two MQTT client connections, recorded from mosquitto (`plugins/mqtt/tests/fixtures`): an
+/// MQTT 5 publisher at QoS 2 and an MQTT 3.1.1 subscriber receiving QoS 0, 1 and 2 messages.
+fn mqtt_job() -> ParseJob {
+    let mut j = ParseJob::default();
+    for (conn, name) in [(8u64, "pub-v5-qos2"), (9, "sub-v311")] {
+        j.opened.push(Arc::new(ConnInfo {
+            id: conn,
+            role: Role::Client,
+            comm: "mosquitto_pub".into(),
+            ..Default::default()
+        }));
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../plugins/mqtt/tests/fixtures")
+            .join(format!("{name}.rec"));
+        let rec = std::fs::read(&path).unwrap();
+        let mut at = 0;
+        while at < rec.len() {
+            let nl = at + rec[at..].iter().position(|b| *b == b'\n').unwrap();
+            let header = std::str::from_utf8(&rec[at..nl]).unwrap();
+            let f: Vec<&str> = header.split_whitespace().collect();
+            if f[0] == "#" {
+                at = nl + 1;
+                continue;
+            }
+            let len: usize = f[2].parse().unwrap();
+            j.push_segment(
+                SegMeta {
+                    conn,
+                    direction: if f[0] == ">" {
+                        Direction::Egress
+                    } else {
+                        Direction::Ingress
+                    },
+                    ts_ns: f[1].parse().unwrap(),
+                    gap_before: 0,
+                },
+                &rec[nl + 1..nl + 1 + len],
+            );
+            at = nl + 1 + len + 1;
+        }
+    }
+    j.closed = vec![8, 9];
+    j
+}
+
+#[test]
+fn the_mqtt_component_parses_like_the_native_build() {
+    let mut wasm =
+        WasmParser::load(engine(), Limits::default(), MQTT_PARSER_WASM, "embedded").unwrap();
+    assert_eq!(
+        (wasm.name.as_str(), wasm.protocols.as_slice()),
+        ("sonde-mqtt", &["mqtt".to_string()][..])
+    );
+    let mut native = NativeParser::<Mqtt>::new();
+    let w = wasm.run(&mut mqtt_job()).unwrap();
+    let n = native.run(&mut mqtt_job()).unwrap();
+    assert_eq!(w, n, "same records and claims through Wasm and natively");
+    let recs: Vec<_> = w.records.iter().map(|r| r.to_owned()).collect();
+    let got: Vec<_> = recs
+        .iter()
+        .map(|r| (r.operation.as_str(), r.status, r.error.as_deref()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("connect", 0, None),
+            ("publish", 0, None),
+            ("publish", 0, None),
+            ("publish release", 0, None),
+            ("publish release", 0, None),
+            ("connect", 0, None),
+            ("subscribe", 0, None),
+            ("deliver qos0", 0, None),
+            ("deliver", 0, None),
+            ("deliver", 0, None),
+            ("deliver release", 0, None),
+        ]
+    );
+    for r in &recs {
+        assert!(
+            r.attributes
+                .iter()
+                .any(|(k, v)| k == "messaging.system" && v == "mqtt"),
+            "{r:?}"
+        );
+    }
 }
 
 #[test]
