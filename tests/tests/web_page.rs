@@ -4,7 +4,7 @@
 //! and `sonde run` captures it. The page must show the three services and their edges on the
 //! map, a non-zero request rate on nginx's service page, and, once `inventory` starts failing,
 //! the incident in the list and a report whose first root cause is `inventory`; then the
-//! plugins. Any SEVERE entry in the browser's console fails the test. Screenshots of every
+//! plugins (parsers and fault-tree rules). Any SEVERE entry in the browser's console fails the test. Screenshots of every
 //! view go to `target/web-page/` (docs/ holds copies of them).
 
 use std::io::{Read as _, Write as _};
@@ -418,6 +418,7 @@ fn the_page_shows_the_map_a_service_an_incident_and_the_plugins() {
     b.assert_console_clean("map");
 
     // A click on nginx: its service page with a request rate.
+    b.eval("window.sondeNotReloaded = true; return null");
     b.click("#map .node[data-name=\"nginx\"]").unwrap();
     let rate = wait_until(T, "nginx's service page with a request rate", || {
         let v = b.eval(
@@ -439,6 +440,16 @@ fn the_page_shows_the_map_a_service_an_incident_and_the_plugins() {
         tables.to_string().contains("/api/items"),
         "nginx's endpoints: {tables}"
     );
+    // It refreshes itself, without reloading: the charts grow.
+    wait_until(T, "the request-rate chart to grow to 6 points", || {
+        let v = b.eval(
+            "const l = document.querySelector('#chart-rate polyline');
+             return {points: l ? l.points.numberOfItems : 0, same: window.sondeNotReloaded === true}",
+        );
+        assert_eq!(v["same"], true, "the page reloaded");
+        (v["points"].as_u64().unwrap_or(0) >= 6).then_some(())
+    })
+    .unwrap();
     b.screenshot(&out.join("service.png"));
     b.assert_console_clean("service");
 
@@ -496,19 +507,33 @@ fn the_page_shows_the_map_a_service_an_incident_and_the_plugins() {
         "the injected service is the first root cause; report: {report}"
     );
     assert_eq!(first["path"], true, "the propagation path is drawn");
+    let logs =
+        b.eval("const t = document.getElementById('report-logs'); return t ? t.textContent : ''");
+    assert!(
+        logs.as_str().is_some_and(|t| t.contains("stock lookup")),
+        "inventory's error-log template in the report: {logs}"
+    );
     b.screenshot(&out.join("incident.png"));
     b.assert_console_clean("incident");
 
     // The plugins: the HTTP parser with its records.
     b.go(&format!("{base}#/plugins"));
-    wait_until(T, "the HTTP parser in the plugins", || {
-        let v =
-            b.eval("return [...document.querySelectorAll('tr.parser')].map(r => r.dataset.name)");
-        v.as_array()?
-            .iter()
-            .any(|n| n.as_str().is_some_and(|n| n.contains("http")))
-            .then_some(())
-    })
+    wait_until(
+        T,
+        "the HTTP parser and the default rules in the plugins",
+        || {
+            let v = b.eval(
+            "return {parsers: [...document.querySelectorAll('tr.parser')].map(r => r.dataset.name),
+                     rules: document.querySelectorAll('tr.rule').length}",
+        );
+            (v["parsers"]
+                .as_array()?
+                .iter()
+                .any(|n| n.as_str().is_some_and(|n| n.contains("http")))
+                && v["rules"].as_u64()? > 0)
+                .then_some(())
+        },
+    )
     .unwrap();
     b.screenshot(&out.join("plugins.png"));
     b.assert_console_clean("plugins");

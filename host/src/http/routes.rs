@@ -311,14 +311,15 @@ fn live(state: &State) -> Answer {
 }
 
 /// `/api/plugins`: the loaded parsers, their version, source, sandbox health and counters
-/// (what `sonde_plugin_*` and `sonde_parser_*` show), as of the loop's last snapshot.
+/// (what `sonde_plugin_*` and `sonde_parser_*` show), as of the loop's last snapshot; and the
+/// fault-tree rules the live diagnosis loaded, as loaded.
 fn plugins(state: &State) -> Answer {
     let parsers = state
         .snapshot
         .lock()
         .map(|s| s.parsers.clone())
         .unwrap_or_default();
-    json(&serde_json::json!({ "parsers": parsers }))
+    json(&serde_json::json!({ "parsers": parsers, "rules": state.rules }))
 }
 
 /// `/api/series`: the RED series (`sonde top`).
@@ -519,7 +520,7 @@ mod tests {
         // The JSON the page reads first.
         let (status, kind, body) = answer(&get("/api/plugins"));
         assert_eq!((status, kind.as_str()), (StatusCode::OK, JSON));
-        assert_eq!(body, r#"{"parsers":[]}"#);
+        assert_eq!(body, r#"{"parsers":[],"rules":[]}"#);
         // Small: well under the 1 MiB budget.
         assert!(ui::size() < 256 << 10, "{} bytes", ui::size());
     }

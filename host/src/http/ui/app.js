@@ -358,6 +358,17 @@ function mapSvg(graph) {
   // As wide as the card (down to its own size), never wider: a large map scales down.
   const out = [`<svg id="map" class="map" width="100%" viewBox="0 0 ${width} ${height}" data-width="${width}" role="img" aria-label="service map">`];
   out.push('<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#8a93a3"/></marker></defs>');
+  // Labels already placed (x, y, width): a label that would overlap one moves down a line.
+  const placed = [];
+  const place = (x, y, text) => {
+    const w = text.length * 5.6 + 6;
+    for (let i = 0; i < 6; i++) {
+      if (!placed.some((p) => Math.abs(p.x - x) < (p.w + w) / 2 && Math.abs(p.y - y) < 12)) break;
+      y += 13;
+    }
+    placed.push({ x, y, w });
+    return y;
+  };
   const into = new Map();
   for (const e of graph.edges) into.set(e.server, (into.get(e.server) || []).concat([e]));
   for (const e of graph.edges) {
@@ -382,10 +393,12 @@ function mapSvg(graph) {
       const bez = (i) => (1 - t) ** 3 * c[i] + 3 * (1 - t) ** 2 * t * c[i + 2] + 3 * (1 - t) * t * t * c[i + 4] + t ** 3 * c[i + 6];
       lx = bez(0); ly = bez(1) - 5;
     }
+    const text = edgeLabel(e);
+    if (text) ly = place(lx, ly, text);
     out.push(`<g class="edge ${esc(e.status)}" data-client="${esc(e.client)}" data-server="${esc(e.server)}" data-rate="${e.rate}">` +
       `<title>${esc(edgeTitle(e, graph.windowS))}</title>` +
       `<path d="${d}" marker-end="url(#arrow)"/>` +
-      `<text class="label" x="${lx}" y="${ly}" text-anchor="middle">${esc(edgeLabel(e))}</text></g>`);
+      `<text class="label" x="${lx.toFixed(1)}" y="${ly.toFixed(1)}" text-anchor="middle">${esc(text)}</text></g>`);
   }
   for (const n of graph.nodes.values()) {
     const p = pos.get(n.key);
@@ -659,7 +672,7 @@ async function viewIncident(id) {
     d.slow_queries.map((q) => `<tr><td class="num">${esc(q.count)}</td><td class="num">${num(q.mean_ms, 1)} ms</td><td class="num">${num(q.max_ms, 1)} ms</td><td>${svcLink(q.service)} → ${esc(q.server)}</td><td class="mono wrap">${esc(q.statement)}</td><td>${q.errors ? `${esc(q.errors)}: ${esc(q.last_error || '')}` : ''}</td></tr>`).join('') + '</table>'
     : '<p class="muted">None.</p>');
   parts.push('<h2>Error-log templates</h2>');
-  parts.push(d.log_templates.length ? '<table><tr><th class="num">lines</th><th>service</th><th>template</th></tr>' +
+  parts.push(d.log_templates.length ? '<table id="report-logs"><tr><th class="num">lines</th><th>service</th><th>template</th></tr>' +
     d.log_templates.map((t) => `<tr><td class="num">${esc(t.count)}</td><td>${svcLink(t.service)}</td><td class="mono wrap">${esc(t.template)}</td></tr>`).join('') + '</table>'
     : '<p class="muted">None.</p>');
   if (d.merged && d.merged.length) parts.push('<h2>Merged</h2><ul>' + d.merged.map((m) => `<li>${esc(m.id)}: ${esc(m.kpi)} of ${esc(m.trigger)}</li>`).join('') + '</ul>');
@@ -681,6 +694,11 @@ async function viewPlugins() {
       return `<tr class="parser" data-name="${esc(p.name)}"><td><b>${esc(p.name)}</b></td><td>${esc(p.version)}</td><td class="mono wrap">${esc(p.source)}</td><td>${badge(state)}${h.quarantines ? ` <small class="muted">${esc(h.quarantines)} quarantines</small>` : ''}</td>` +
         `<td class="num">${num(c.records, 0)}</td><td class="num">${num(c.claimed, 0)}</td><td class="num">${num(h.calls, 0)}</td><td class="num">${num(h.failures, 0)}</td><td class="num">${num((h.max_call_us || 0) / 1000, 2)} ms</td><td class="wrap">${esc(h.last_error || '')}</td></tr>`;
     }).join('') + '</table>' : '<p class="muted">No parser loaded.</p>');
+  const rules = plugins.rules || [];
+  out.push('<h2>Fault-tree rules</h2>');
+  out.push(rules.length ? '<table id="rules"><tr><th>rule</th><th>version</th><th>source</th><th>world</th></tr>' +
+    rules.map((r) => `<tr class="rule" data-name="${esc(r.name)}"><td><b>${esc(r.name)}</b></td><td>${esc(r.version)}</td><td class="mono wrap">${esc(r.source)}</td><td>${esc(r.world)}</td></tr>`).join('') + '</table>'
+    : '<p class="muted">No rules loaded (or the live diagnosis is off).</p>');
   out.push(`<h2>Kernel programs</h2><p class="muted">Kernel ${esc(health.kernel)}${health.socket_lookup ? ', socket lookup ' + esc(health.socket_lookup) : ''}</p>`);
   const probes = health.probes || [];
   out.push(probes.length ? '<table><tr><th>program</th><th>feature</th><th>state</th><th>detail</th></tr>' +
