@@ -315,7 +315,7 @@ function layout(graph) {
     const d = depth.get(n.key);
     (cols[d] = cols[d] || []).push(n);
   }
-  const W = 180, H = 46, GX = 150, GY = 26;
+  const W = 180, H = 46, GX = 170, GY = 26;
   let height = 0;
   const pos = new Map();
   cols.forEach((col, ci) => {
@@ -332,15 +332,17 @@ function layout(graph) {
   return { pos, width: 40 + cols.length * (W + GX) - GX, height: height + 10 };
 }
 
+// Short enough to sit between two columns: rate, error %, p99 (else mean), retransmits, drops.
 function edgeLabel(e) {
   const parts = [`${num(e.rate, 1)}/s`];
   if (e.requests || e.rate) parts.push(`${pct(e.err)} err`);
   else if (!e.connections) return e.connectFails ? `${e.connectFails} failed connects` : '';
-  if (e.p99 !== null) parts.push(`p99 ${ms(e.p99)}`);
-  else if (e.mean !== null) parts.push(`mean ${ms(e.mean)}`);
+  const short = (sec) => num(sec * 1000, 1) + 'ms';
+  if (e.p99 !== null) parts.push(`p99 ${short(e.p99)}`);
+  else if (e.mean !== null) parts.push(`avg ${short(e.mean)}`);
   if (e.retransmits) parts.push(`${e.retransmits} retx`);
-  if (e.drops) parts.push(`${e.drops} drops`);
-  return parts.join(' · ');
+  if (e.drops) parts.push(`${e.drops} drop`);
+  return parts.join(' ');
 }
 
 function edgeTitle(e, windowS) {
