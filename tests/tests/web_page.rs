@@ -452,6 +452,19 @@ fn the_page_shows_the_map_a_service_an_incident_and_the_plugins() {
     .unwrap();
     b.screenshot(&out.join("service.png"));
     b.assert_console_clean("service");
+    // A client only (frontend serves nothing): its calls' rate, by a pasted link.
+    b.go(&format!("{base}#/service/frontend"));
+    wait_until(T, "frontend's service page with its calls' rate", || {
+        let v = b.eval(
+            "const r = document.getElementById('svc-rate');
+             return {rate: r ? +r.dataset.value : 0,
+                     calls: document.querySelectorAll('table.endpoints.client tr').length}",
+        );
+        (v["rate"].as_f64().unwrap_or(0.0) > 0.0 && v["calls"].as_u64().unwrap_or(0) > 1)
+            .then_some(())
+    })
+    .unwrap();
+    b.assert_console_clean("client service");
 
     // The live engine learns the baseline; then inventory fails.
     wait_until(T, "the live diagnosis to warm up", || {

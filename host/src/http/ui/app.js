@@ -89,8 +89,7 @@ function describe(s) {
     case 'http_client_request_duration_seconds':
       return ['client', 'http', `${label(l, 'http_request_method')} ${label(l, 'url_template')}`];
     case 'db_client_operation_duration_seconds':
-      return ['client', label(l, 'db_system_name'),
-        label(l, 'db_query_summary') || label(l, 'db_operation_name')];
+      return ['client', label(l, 'db_system_name'), label(l, 'db_operation_name')];
     case 'dns_lookup_duration_seconds':
       return [label(l, 'side'), 'dns', label(l, 'dns_question_type')];
     default:
@@ -536,6 +535,23 @@ function containerTable(rows, now) {
     }).join('') + '</table>';
 }
 
+// Database operations slower than slow_query_ms (`/api/slow-queries`), by statement.
+function slowTable(rows) {
+  if (!rows.length) return '<p class="muted">None slower than the slow-query threshold.</p>';
+  const by = new Map();
+  for (const q of rows) {
+    const k = `${q.system}|${q.server}|${q.statement || q.operation}`;
+    const g = by.get(k) || { q, count: 0, sum: 0, max: 0, errors: 0 };
+    g.count++; g.sum += q.duration_seconds; g.max = Math.max(g.max, q.duration_seconds);
+    if (q.error) { g.errors++; g.lastError = q.error; }
+    by.set(k, g);
+  }
+  const list = [...by.values()].sort((a, b) => b.sum - a.sum).slice(0, 20);
+  return '<table class="slow"><tr><th>system</th><th>server</th><th>statement</th><th class="num">count</th><th class="num">mean</th><th class="num">max</th><th>errors</th></tr>' +
+    list.map((g) => `<tr><td>${esc(g.q.system)}</td><td class="mono">${esc(g.q.server)}</td><td class="mono wrap">${esc(g.q.statement || g.q.operation)}</td><td class="num">${g.count}</td>` +
+      `<td class="num">${ms(g.sum / g.count)}</td><td class="num">${ms(g.max)}</td><td>${g.errors ? `${g.errors}: ${esc(g.lastError)}` : ''}</td></tr>`).join('') + '</table>';
+}
+
 function attr(r, key) {
   for (const [k, v] of r.attributes || []) if (k === key) return v;
   return '';
@@ -558,8 +574,8 @@ function logTable(rows) {
 
 async function viewService(name) {
   const now = Date.now();
-  const [containers, records, logs, live] = await Promise.all([
-    api('containers'), api('records?limit=1000'), api('logs?minutes=10'), api('live'),
+  const [containers, records, logs, live, slow] = await Promise.all([
+    api('containers'), api('records?limit=1000'), api('logs?minutes=10'), api('live'), api('slow-queries'),
   ]);
   const side = S.hist.has(`server|${name}`) ? 'server' : 'client';
   const h = S.hist.get(`${side}|${name}`) || [];
@@ -588,6 +604,7 @@ ${lineChart('chart-latency', 'latency', [{ name: 'p50', pts: h.map((p) => [p.t, 
 </div>
 <h2>Endpoints served</h2>${endpointTable(eps, 'server')}
 <h2>Calls made</h2>${endpointTable(eps, 'client')}
+<h2>Slow statements</h2>${slowTable((slow || []).filter((q) => q.service === name))}
 <h2>Callers</h2>${neighbourTable(callers, 'caller')}
 <h2>Callees</h2>${neighbourTable(callees, 'callee')}
 <h2>Live diagnosis</h2>${kpis.length ? '<table><tr><th>KPI</th><th class="num">last step</th></tr>' + kpis.map(([, m, v]) => `<tr><td>${esc(m)}</td><td class="num">${num(v, 3)}</td></tr>`).join('') + '</table>' : '<p class="muted">No live series for this service yet.</p>'}
