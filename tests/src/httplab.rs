@@ -173,6 +173,12 @@ impl Nginx {
     /// Like [`Nginx::start`], with more `http {}` directives (e.g. `sendfile on;`, as Debian's
     /// default nginx.conf has it) and static files `www/<name>` of the given sizes.
     pub fn start_with(upstream: u16, http_extra: &str) -> Result<Self> {
+        Nginx::start_as(upstream, http_extra, Path::new("nginx"))
+    }
+
+    /// Like [`Nginx::start_with`], running `program` (e.g. a link to nginx under another
+    /// name, so the process and the service Sonde names after it are this test's own).
+    pub fn start_as(upstream: u16, http_extra: &str, program: &Path) -> Result<Self> {
         let dir = Scratch::new("nginx");
         let port = free_port();
         let root = dir.path().join("www");
@@ -214,7 +220,7 @@ http {{
         );
         let conf_path = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf)?;
-        let child = Command::new("nginx")
+        let child = Command::new(program)
             .arg("-c")
             .arg(&conf_path)
             .arg("-p")

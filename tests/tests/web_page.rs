@@ -1,11 +1,13 @@
 //! The web page in a real browser (Debian's headless Chromium, driven through chromedriver's
-//! WebDriver JSON over plain HTTP) on real traffic: a `frontend` client calls nginx, which
-//! proxies to an `inventory` server (both Python processes named by the link they run as),
-//! and `sonde run` captures it. The page must show the three services and their edges on the
-//! map, a non-zero request rate on nginx's service page, and, once `inventory` starts failing,
-//! the incident in the list and a report whose first root cause is `inventory`; then the
-//! plugins (parsers and fault-tree rules). Any SEVERE entry in the browser's console fails the test. Screenshots of every
-//! view go to `target/web-page/` (docs/ holds copies of them).
+//! WebDriver JSON over plain HTTP) on real traffic: a `frontend` client calls `storefront`
+//! (nginx), which proxies to an `inventory` server, each named by the link it runs as (so
+//! another test's nginx on this machine is another service), and `sonde run` captures it.
+//! The page must show the three services and their edges on the map, a non-zero request rate
+//! on storefront's service page (refreshed without a reload), and, once `inventory` starts
+//! failing, the incident in the list and a report whose first root cause is `inventory`;
+//! then the plugins (parsers and fault-tree rules). Any SEVERE entry in the browser's console
+//! fails the test. Screenshots of every view go to `target/web-page/` (docs/web/ holds
+//! copies).
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
@@ -46,7 +48,7 @@ class H(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer(('127.0.0.1', port), H).serve_forever()
 "#;
 
-/// `frontend`: about 25 requests a second through nginx on one keep-alive connection; every
+/// `frontend`: about 25 requests a second through storefront (nginx) on one keep-alive connection; every
 /// tenth to a missing page (a 404).
 const FRONTEND: &str = r#"
 import http.client, sys, time
@@ -349,7 +351,10 @@ fn the_page_shows_the_map_a_service_an_incident_and_the_plugins() {
         TcpStream::connect(("127.0.0.1", inventory_port)).ok()
     })
     .unwrap();
-    let nginx = Nginx::start(inventory_port).unwrap();
+    // nginx under a name of its own: another test's nginx on this machine is another service.
+    let storefront = scratch.path().join("storefront");
+    std::os::unix::fs::symlink("/usr/sbin/nginx", &storefront).unwrap();
+    let nginx = Nginx::start_as(inventory_port, "", &storefront).unwrap();
     let daemon = Daemon::start_when_free("", "", LIVE, Duration::from_secs(600));
     let _frontend = python_as(
         scratch.path(),
@@ -381,7 +386,7 @@ fn the_page_shows_the_map_a_service_an_incident_and_the_plugins() {
     // The map: the three services, the two edges, with a request rate.
     let edges = wait_until(
         T,
-        "the map to show frontend → nginx → inventory",
+        "the map to show frontend → storefront → inventory",
         || {
             let v = b.eval(
             "return {nodes: [...document.querySelectorAll('#map .node')].map(n => n.dataset.name),
@@ -392,11 +397,11 @@ fn the_page_shows_the_map_a_service_an_incident_and_the_plugins() {
             let edges: Vec<(String, String, f64)> =
                 serde_json::from_value(v["edges"].clone()).unwrap_or_default();
             let has = |c: &str, s: &str| edges.iter().any(|e| e.0 == c && e.1 == s && e.2 > 0.0);
-            (["frontend", "nginx", "inventory"]
+            (["frontend", "storefront", "inventory"]
                 .iter()
                 .all(|n| nodes.iter().any(|x| x == n))
-                && has("frontend", "nginx")
-                && has("nginx", "inventory"))
+                && has("frontend", "storefront")
+                && has("storefront", "inventory"))
             .then_some(edges)
         },
     )
@@ -408,7 +413,7 @@ fn the_page_shows_the_map_a_service_an_incident_and_the_plugins() {
     });
     eprintln!("map edges: {edges:?}");
     let title = b.eval(
-        "return document.querySelector('#map .edge[data-client=\"nginx\"][data-server=\"inventory\"] title').textContent",
+        "return document.querySelector('#map .edge[data-client=\"storefront\"][data-server=\"inventory\"] title').textContent",
     );
     assert!(
         title.as_str().is_some_and(|t| t.contains("status: ")),
@@ -417,28 +422,28 @@ fn the_page_shows_the_map_a_service_an_incident_and_the_plugins() {
     b.screenshot(&out.join("map.png"));
     b.assert_console_clean("map");
 
-    // A click on nginx: its service page with a request rate.
+    // A click on storefront: its service page with a request rate.
     b.eval("window.sondeNotReloaded = true; return null");
-    b.click("#map .node[data-name=\"nginx\"]").unwrap();
-    let rate = wait_until(T, "nginx's service page with a request rate", || {
+    b.click("#map .node[data-name=\"storefront\"]").unwrap();
+    let rate = wait_until(T, "storefront's service page with a request rate", || {
         let v = b.eval(
             "const r = document.getElementById('svc-rate');
              return {hash: location.hash, rate: r ? +r.dataset.value : 0,
                      charts: document.querySelectorAll('svg.chart polyline').length}",
         );
-        (v["hash"] == "#/service/nginx"
+        (v["hash"] == "#/service/storefront"
             && v["rate"].as_f64().unwrap_or(0.0) > 0.0
             && v["charts"].as_u64().unwrap_or(0) > 0)
             .then(|| v["rate"].as_f64().unwrap())
     })
     .unwrap();
-    eprintln!("nginx: {rate:.1} requests/s");
+    eprintln!("storefront: {rate:.1} requests/s");
     let tables = b.eval(
         "return [...document.querySelectorAll('table.endpoints.server td.mono')].map(t => t.textContent)",
     );
     assert!(
         tables.to_string().contains("/api/items"),
-        "nginx's endpoints: {tables}"
+        "storefront's endpoints: {tables}"
     );
     // It refreshes itself, without reloading: the charts grow.
     wait_until(T, "the request-rate chart to grow to 6 points", || {
@@ -480,7 +485,7 @@ fn the_page_shows_the_map_a_service_an_incident_and_the_plugins() {
             .as_array()?
             .iter()
             // Other sessions' daemons on this machine may open incidents of their own.
-            .find(|i| i["entry"] == "nginx" && !i["top_cause"].is_null())
+            .find(|i| i["entry"] == "storefront" && !i["top_cause"].is_null())
             .and_then(|i| i["id"].as_str().map(str::to_string))
     })
     .unwrap();
