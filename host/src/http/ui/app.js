@@ -387,12 +387,13 @@ function mapSvg(graph) {
       const x1 = a.x + a.w, y1 = a.y + a.h / 2, x2 = b.x, y2 = b.y + b.h / 2;
       const back = x2 <= x1;
       const bend = back ? 80 : Math.max(40, (x2 - x1) / 2);
+      // A call back to an earlier column arcs over the top (kept inside the drawing).
       const c = back
-        ? [x1, y1, x1 + bend, y1 - 70, x2 - bend, y2 - 70, x2, y2]
+        ? [x1, y1, x1 + bend, Math.max(2, y1 - 70), x2 - bend, Math.max(2, y2 - 70), x2, y2]
         : [x1, y1, x1 + bend, y1, x2 - bend, y2, x2, y2];
       d = `M${c[0]},${c[1]} C${c[2]},${c[3]} ${c[4]},${c[5]} ${c[6]},${c[7]}`;
       const bez = (i) => (1 - t) ** 3 * c[i] + 3 * (1 - t) ** 2 * t * c[i + 2] + 3 * (1 - t) * t * t * c[i + 4] + t ** 3 * c[i + 6];
-      lx = bez(0); ly = bez(1) - 5;
+      lx = bez(0); ly = Math.max(12, bez(1) - 5);
     }
     const text = edgeLabel(e);
     if (text) ly = place(lx, ly, text);
@@ -575,7 +576,7 @@ function logTable(rows) {
 async function viewService(name) {
   const now = Date.now();
   const [containers, records, logs, live, slow] = await Promise.all([
-    api('containers'), api('records?limit=1000'), api('logs?minutes=10'), api('live'), api('slow-queries'),
+    api('containers'), api('records?limit=300'), api('logs?minutes=10'), api('live'), api('slow-queries'),
   ]);
   const side = S.hist.has(`server|${name}`) ? 'server' : 'client';
   const h = S.hist.get(`${side}|${name}`) || [];
@@ -746,12 +747,17 @@ let renderedRoute = '';
 async function render() {
   const r = route();
   let html;
-  switch (r.view) {
-    case 'service': html = await viewService(r.arg); break;
-    case 'incidents': html = viewIncidents(); break;
-    case 'incident': html = await viewIncident(r.arg); break;
-    case 'plugins': html = await viewPlugins(); break;
-    default: html = viewMap();
+  try {
+    switch (r.view) {
+      case 'service': html = await viewService(r.arg); break;
+      case 'incidents': html = viewIncidents(); break;
+      case 'incident': html = await viewIncident(r.arg); break;
+      case 'plugins': html = await viewPlugins(); break;
+      default: html = viewMap();
+    }
+  } catch (e) {
+    // A view whose data is gone (an incident dropped from the list) says so in its place.
+    html = `<h1>${esc(r.view)} ${esc(r.arg || '')}</h1><p class="error">${esc(e.message)}</p><p><a href="#/map">the map</a> · <a href="#/incidents">incidents</a></p>`;
   }
   for (const a of document.querySelectorAll('header nav a')) a.classList.toggle('active', a.dataset.view === r.nav);
   document.title = `Sonde · ${r.view}${r.arg ? ' ' + r.arg : ''}`;
