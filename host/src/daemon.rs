@@ -154,6 +154,7 @@ impl Daemon {
             Some(Tailer::new(&config.logs.files, config.logs.max_line_bytes)),
             task_panics.clone(),
         );
+        let (live, rules) = start_live(&config, &logs)?;
         let shared = Arc::new(State {
             // The loaded parsers from the first scrape on: /metrics is served before the loop's
             // first tick publishes a snapshot.
@@ -173,11 +174,12 @@ impl Daemon {
             logs: Some(logs.clone()),
             task_panics: task_panics.clone(),
             health: crate::metrics::Health::of(&capture),
+            rules,
             api: Default::default(),
         });
         let loop_state = LoopState {
             snap: Snapshot::default(),
-            live: Isolated::new(Task::Live, start_live(&config, &logs)?, task_panics.clone()),
+            live: Isolated::new(Task::Live, live, task_panics.clone()),
             records: Vec::new(),
             verdicts: Vec::new(),
         };
@@ -431,13 +433,18 @@ async fn start_correlation(config: &Config) -> Correlator {
     Correlator::new(config.correlation.clone(), node, kube)
 }
 
-/// The live diagnosis with the fault-tree rules it runs, unless `[live] enabled = false`.
-fn start_live(config: &Config, logs: &Arc<Mutex<LogMiner>>) -> Result<Option<Live>> {
+/// The live diagnosis with the fault-tree rules it runs (and those rules as loaded, for
+/// `/api/plugins`), unless `[live] enabled = false`.
+fn start_live(
+    config: &Config,
+    logs: &Arc<Mutex<LogMiner>>,
+) -> Result<(Option<Live>, Vec<sonde_sandbox::PluginStats>)> {
     if !config.live.enabled {
-        return Ok(None);
+        return Ok((None, Vec::new()));
     }
     let rules =
         WasmRuleEngine::load(&config.plugins).context("loading the fault-tree rule components")?;
+    let loaded = rules.stats();
     tracing::info!(
         step_ms = config.live.step_ms,
         retention_steps = config.live.retention_steps,
@@ -450,7 +457,7 @@ fn start_live(config: &Config, logs: &Arc<Mutex<LogMiner>>) -> Result<Option<Liv
         config.metrics.slow_query_ms,
     );
     live.set_log_source(Box::new(MinedLogs(logs.clone())));
-    Ok(Some(live))
+    Ok((Some(live), loaded))
 }
 
 /// A stdout/stderr chunk into the template miner, under its writer's service name (the

@@ -53,6 +53,8 @@ pub struct State {
     pub task_panics: Arc<crate::isolation::TaskPanics>,
     /// What runs in the kernel: every program's state, set once at start (`/api/health`).
     pub health: Health,
+    /// The fault-tree rule components the live diagnosis loaded, as loaded (`/api/plugins`).
+    pub rules: Vec<sonde_sandbox::PluginStats>,
     /// The HTTP API's own counters.
     pub api: ApiStats,
 }

@@ -173,6 +173,12 @@ impl Nginx {
     /// Like [`Nginx::start`], with more `http {}` directives (e.g. `sendfile on;`, as Debian's
     /// default nginx.conf has it) and static files `www/<name>` of the given sizes.
     pub fn start_with(upstream: u16, http_extra: &str) -> Result<Self> {
+        Nginx::start_as(upstream, http_extra, Path::new("nginx"))
+    }
+
+    /// Like [`Nginx::start_with`], running `program` (e.g. a link to nginx under another
+    /// name, so the process and the service Sonde names after it are this test's own).
+    pub fn start_as(upstream: u16, http_extra: &str, program: &Path) -> Result<Self> {
         let dir = Scratch::new("nginx");
         let port = free_port();
         let root = dir.path().join("www");
@@ -214,7 +220,7 @@ http {{
         );
         let conf_path = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf)?;
-        let child = Command::new("nginx")
+        let child = Command::new(program)
             .arg("-c")
             .arg(&conf_path)
             .arg("-p")
@@ -538,6 +544,7 @@ pub struct Daemon {
     child: Child,
     pub port: u16,
     _dir: Scratch,
+    stderr_log: Option<PathBuf>,
 }
 
 impl Daemon {
@@ -547,6 +554,61 @@ impl Daemon {
 
     /// Like [`Daemon::start`], with further config sections (e.g. `[network]`) appended.
     pub fn start_with(metrics_toml: &str, plugins_toml: &str, more_toml: &str) -> Daemon {
+        Daemon::spawn(metrics_toml, plugins_toml, more_toml, None).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`Daemon::start_with`], but another daemon on this node (one per node: "already
+    /// running") is waited for, up to `wait`, instead of failing the test. The daemon's
+    /// stderr goes to a file ([`Daemon::stderr`]) to tell that answer from a failure.
+    pub fn start_when_free(
+        metrics_toml: &str,
+        plugins_toml: &str,
+        more_toml: &str,
+        wait: Duration,
+    ) -> Daemon {
+        let end = std::time::Instant::now() + wait;
+        loop {
+            let log = crate::target_dir().join(format!("daemon-stderr-{}.log", std::process::id()));
+            match Daemon::spawn(metrics_toml, plugins_toml, more_toml, Some(log)) {
+                Ok(d) => return d,
+                Err(e) if e.contains("already running") && std::time::Instant::now() < end => {
+                    eprintln!("another sonde runs on this node; waiting for it: {e}");
+                    // "already running (pid N)": poll until that process is gone (or a few
+                    // seconds, when the pid is unknown), then try again.
+                    let pid = e
+                        .split("(pid ")
+                        .nth(1)
+                        .and_then(|r| r.split(')').next())
+                        .and_then(|p| p.parse::<u32>().ok());
+                    let left = end.saturating_duration_since(std::time::Instant::now());
+                    let _ = wait_until(
+                        left.min(Duration::from_secs(5)),
+                        "the other daemon to stop",
+                        || {
+                            pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists())
+                                .then_some(())
+                        },
+                    );
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    /// The daemon's stderr so far, when [`Daemon::start_when_free`] sent it to a file.
+    pub fn stderr(&self) -> String {
+        self.stderr_log
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default()
+    }
+
+    fn spawn(
+        metrics_toml: &str,
+        plugins_toml: &str,
+        more_toml: &str,
+        stderr_log: Option<PathBuf>,
+    ) -> Result<Daemon, String> {
         crate::require_root();
         let dir = Scratch::new("daemon");
         let port = free_port();
@@ -566,32 +628,41 @@ impl Daemon {
         );
         let path = dir.path().join("sonde.toml");
         std::fs::write(&path, config).unwrap();
+        let stderr = match &stderr_log {
+            Some(p) => Stdio::from(std::fs::File::create(p).expect("creating the stderr log")),
+            None => Stdio::inherit(),
+        };
         let child = Command::new(crate::sonde_bin_path())
             .arg("--config")
             .arg(&path)
             .arg("run")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn sonde");
         let mut d = Daemon {
             child,
             port,
             _dir: dir,
+            stderr_log,
         };
+        let mut exited = false;
         wait_until(
             Duration::from_secs(90),
             "sonde run to serve /metrics",
             || {
-                assert!(
-                    d.child.try_wait().unwrap().is_none(),
-                    "sonde run exited during start-up"
-                );
-                http_get(port, "/metrics").ok()
+                if d.child.try_wait().unwrap().is_some() {
+                    exited = true;
+                    return Some(());
+                }
+                http_get(port, "/metrics").ok().map(drop)
             },
         )
         .unwrap();
-        d
+        if exited {
+            return Err(format!("sonde run exited during start-up: {}", d.stderr()));
+        }
+        Ok(d)
     }
 
     /// The daemon's process id (for its `/proc/<pid>/status`).

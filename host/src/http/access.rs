@@ -1,6 +1,7 @@
 //! Who may read what: `/metrics` is open (Prometheus scrapes it from anywhere the listener
-//! is reachable), the JSON API under `/api/` answers loopback clients, and clients off
-//! loopback only with the bearer token of `[api] token_file`. The API carries labels, routes
+//! is reachable), the JSON API under `/api/` and the web page that shows it (`/`, `/ui/…`:
+//! every other path) answer loopback clients, and clients off loopback only with the bearer
+//! token of `[api] token_file`. The API carries labels, routes
 //! and incidents of every workload on the node; with `hostNetwork` any pod could read it.
 use std::net::IpAddr;
 use std::path::Path;

@@ -1,13 +1,15 @@
 //! The daemon's HTTP API: hyper's HTTP/1 server on the metrics listener, one response per
 //! connection (no keep-alive), the route table in [`routes`]. `/metrics` (Prometheus text, or
-//! OpenMetrics by `Accept`) and the JSON API under `/api/`; what they serve is
-//! [`crate::metrics::State`]. Bounded for a node that runs anything: [`access`] keeps the API
-//! to loopback (or a bearer token), [`page`] shares one rendered `/metrics` page among
-//! scrapers, and connections beyond `[api] max_connections` get a 503 at once.
+//! OpenMetrics by `Accept`), the JSON API under `/api/`, and the web page that reads it
+//! ([`ui`], at `/`); what they serve is [`crate::metrics::State`]. Bounded for a node that
+//! runs anything: [`access`] keeps the API and the page to loopback (or a bearer token),
+//! [`page`] shares one rendered `/metrics` page among scrapers, and connections beyond
+//! `[api] max_connections` get a 503 at once.
 mod access;
 mod page;
 mod routes;
 mod settings;
+mod ui;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -1,5 +1,5 @@
-//! The route table: which endpoint a request names, and one handler per endpoint. Every
-//! answer is whole (a `Content-Length` body); anything unknown, or not a GET, is a 404 that
+//! The route table: which endpoint a request names, and one handler per endpoint (the web
+//! page's files at `/` and `/ui/…`, see [`super::ui`]). Every answer is whole (a `Content-Length` body); anything unknown, or not a GET, is a 404 that
 //! lists the endpoints; a target longer than [`MAX_TARGET`] is a 414 (a head over hyper's
 //! buffer is a 431 before it gets here).
 use std::net::IpAddr;
@@ -8,12 +8,13 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{
-    ACCEPT, ACCEPT_ENCODING, CONNECTION, CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue,
-    WWW_AUTHENTICATE,
+    ACCEPT, ACCEPT_ENCODING, CACHE_CONTROL, CONNECTION, CONTENT_ENCODING, CONTENT_SECURITY_POLICY,
+    CONTENT_TYPE, HeaderMap, HeaderValue, WWW_AUTHENTICATE, X_CONTENT_TYPE_OPTIONS,
 };
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::Api;
+use super::ui::{self, Asset};
 use crate::metrics::{self, State};
 
 /// The longest request target served (path and query); the API's own are far shorter.
@@ -22,7 +23,7 @@ const MAX_TARGET: usize = 2048;
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4";
 const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const JSON: &str = "application/json";
-const NOT_FOUND: &str = "try /metrics, /api/health, /api/series, /api/map, /api/records, /api/containers, /api/slow-queries, /api/logs or /api/incidents\n";
+const NOT_FOUND: &str = "try / (the web page), /metrics, /api/health, /api/plugins, /api/series, /api/map, /api/records, /api/containers, /api/slow-queries, /api/logs or /api/incidents\n";
 
 /// The endpoints.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,8 +38,12 @@ enum Route {
     Incident(String),
     Logs,
     Health,
+    /// `/api/plugins`: the loaded parsers.
+    Plugins,
     Live,
     Series,
+    /// A file of the web page.
+    Page(&'static Asset),
 }
 
 /// The endpoint a method and path (without the query) name.
@@ -57,7 +62,11 @@ fn route(method: &Method, path: &str) -> Option<Route> {
         "/api/health" => Route::Health,
         "/api/live" => Route::Live,
         "/api/series" => Route::Series,
+        "/api/plugins" => Route::Plugins,
         _ => {
+            if let Some(asset) = ui::asset(path) {
+                return Some(Route::Page(asset));
+            }
             let id = path.strip_prefix("/api/incidents/")?;
             if id.is_empty() {
                 return None;
@@ -103,6 +112,8 @@ pub(super) fn respond<B>(api: &Api, peer: IpAddr, req: &Request<B>) -> Response<
         Some(Route::Health) => json(&state.health),
         Some(Route::Live) => live(state),
         Some(Route::Series) => series(state),
+        Some(Route::Plugins) => plugins(state),
+        Some(Route::Page(asset)) => return page(asset),
         None => (StatusCode::NOT_FOUND, "text/plain", NOT_FOUND.to_string()),
     };
     response(status, kind, body.into())
@@ -116,6 +127,17 @@ fn response(status: StatusCode, kind: &'static str, body: Bytes) -> Response<Ful
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(kind));
     headers.insert(CONNECTION, HeaderValue::from_static("close"));
     response
+}
+
+/// A file of the web page: never cached past a reload (it changes with the binary), never
+/// sniffed as another type, and under a policy that lets it load nothing but itself and the API.
+fn page(asset: &'static Asset) -> Response<Full<Bytes>> {
+    let mut r = response(StatusCode::OK, asset.kind, Bytes::from_static(asset.body));
+    let headers = r.headers_mut();
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(ui::CSP));
+    r
 }
 
 /// Whether the client takes a gzip body (`Accept-Encoding: gzip`, as Prometheus sends).
@@ -288,6 +310,18 @@ fn live(state: &State) -> Answer {
     json(&body)
 }
 
+/// `/api/plugins`: the loaded parsers, their version, source, sandbox health and counters
+/// (what `sonde_plugin_*` and `sonde_parser_*` show), as of the loop's last snapshot; and the
+/// fault-tree rules the live diagnosis loaded, as loaded.
+fn plugins(state: &State) -> Answer {
+    let parsers = state
+        .snapshot
+        .lock()
+        .map(|s| s.parsers.clone())
+        .unwrap_or_default();
+    json(&serde_json::json!({ "parsers": parsers, "rules": state.rules }))
+}
+
 /// `/api/series`: the RED series (`sonde top`).
 fn series(state: &State) -> Answer {
     let series = state.red.lock().map(|r| r.export()).unwrap_or_default();
@@ -341,8 +375,16 @@ mod tests {
         assert_eq!(route(g, "/api/health"), Some(Route::Health));
         assert_eq!(route(g, "/api/live"), Some(Route::Live));
         assert_eq!(route(g, "/api/series"), Some(Route::Series));
+        assert_eq!(route(g, "/api/plugins"), Some(Route::Plugins));
+        for page in ["/", "/ui/app.js", "/ui/style.css"] {
+            assert!(matches!(route(g, page), Some(Route::Page(_))), "{page}");
+        }
         for unknown in [
-            "/",
+            "/index.html",
+            "/ui",
+            "/ui/",
+            "/ui/nope.js",
+            "/ui/../metrics",
             "/metrics/",
             "/metricsx",
             "/api",
@@ -439,6 +481,77 @@ mod tests {
         assert_eq!(api.shared.api.refused.load(Ordering::Relaxed), 4);
         let (_, _, text) = answer_from(&api, "127.0.0.1".parse().unwrap(), &get("/metrics"));
         assert!(text.contains("sonde_api_refused_total 4\n"), "{text}");
+    }
+
+    #[test]
+    fn the_page_is_served_whole_with_its_types_and_policy() {
+        let (status, kind, html) = answer(&get("/"));
+        assert_eq!(
+            (status, kind.as_str()),
+            (StatusCode::OK, "text/html; charset=utf-8")
+        );
+        assert!(html.starts_with("<!doctype html>"), "{html:.80}");
+        // Every file the page names is served, with its type; nothing from elsewhere.
+        for (file, kind) in [
+            ("/ui/app.js", "text/javascript; charset=utf-8"),
+            ("/ui/style.css", "text/css; charset=utf-8"),
+        ] {
+            // Named relative to the page (a hub may serve it under a prefix).
+            assert!(
+                html.contains(&format!("\"{}\"", &file[1..])),
+                "{file} in the page"
+            );
+            let (status, k, body) = answer(&get(file));
+            assert_eq!((status, k.as_str()), (StatusCode::OK, kind), "{file}");
+            assert!(!body.is_empty());
+            assert!(
+                !body.contains("http://") && !body.contains("https://"),
+                "{file}"
+            );
+        }
+        assert!(!html.contains("http://") && !html.contains("https://"));
+        // A query does not change the file.
+        assert_eq!(answer(&get("/?x=1")).2, html);
+        let r = respond(&api(), "127.0.0.1".parse().unwrap(), &get("/ui/app.js"));
+        assert_eq!(r.headers()[CACHE_CONTROL], "no-cache");
+        assert_eq!(r.headers()[X_CONTENT_TYPE_OPTIONS], "nosniff");
+        assert_eq!(r.headers()[CONTENT_SECURITY_POLICY], ui::CSP);
+        assert!(ui::CSP.contains("script-src 'self';"));
+        // The JSON the page reads first.
+        let (status, kind, body) = answer(&get("/api/plugins"));
+        assert_eq!((status, kind.as_str()), (StatusCode::OK, JSON));
+        assert_eq!(body, r#"{"parsers":[],"rules":[]}"#);
+        // Small: well under the 1 MiB budget.
+        assert!(ui::size() < 256 << 10, "{} bytes", ui::size());
+    }
+
+    #[test]
+    fn the_page_follows_the_api_access_rule() {
+        let api = api();
+        let peer: IpAddr = "10.9.8.7".parse().unwrap();
+        for path in ["/", "/ui/app.js", "/api/plugins"] {
+            let (status, _, body) = answer_from(&api, peer, &get(path));
+            assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
+            assert!(body.contains("loopback"), "{body}");
+        }
+        let dir = std::env::temp_dir().join(format!("sonde-ui-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("token");
+        std::fs::write(&file, "t0ken\n").unwrap();
+        let with_token = Api {
+            access: super::super::Access::load(Some(&file)).unwrap(),
+            ..api
+        };
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            answer_from(&with_token, peer, &get("/")).0,
+            StatusCode::UNAUTHORIZED
+        );
+        let req = Request::get("/")
+            .header(hyper::header::AUTHORIZATION, "Bearer t0ken")
+            .body(())
+            .unwrap();
+        assert_eq!(answer_from(&with_token, peer, &req).0, StatusCode::OK);
     }
 
     #[test]
