@@ -1,5 +1,5 @@
 //! Builds the embedded Wasm components (the default fault tree, plugins/fta-rules, and the
-//! HTTP, DNS, MySQL, PostgreSQL and Redis parsers) for wasm32-wasip2, so `cargo build -p sonde` is the only build
+//! HTTP, HTTP/2, DNS, MySQL, PostgreSQL and Redis parsers) for wasm32-wasip2, so `cargo build -p sonde` is the only build
 //! command anyone runs. `scripts/bootstrap` adds the target.
 use std::{env, path::PathBuf, process::Command};
 
@@ -30,6 +30,8 @@ fn build_plugins() -> anyhow::Result<()> {
         "plugins/redis/Cargo.toml",
         "plugins/postgres/src",
         "plugins/postgres/Cargo.toml",
+        "plugins/http2/src",
+        "plugins/http2/Cargo.toml",
         "sdk/src",
         "sdk/Cargo.toml",
         "sdk/wit",
@@ -46,6 +48,7 @@ fn build_plugins() -> anyhow::Result<()> {
         "sonde_mysql_parser.wasm",
         "sonde_redis_parser.wasm",
         "sonde_postgres_parser.wasm",
+        "sonde_http2_parser.wasm",
     ];
     if env::var_os("SONDE_WASM_SKIP").is_some() {
         println!(
@@ -73,6 +76,8 @@ fn build_plugins() -> anyhow::Result<()> {
         "sonde-redis-parser",
         "--package",
         "sonde-postgres-parser",
+        "--package",
+        "sonde-http2-parser",
         "--lib",
         "--release",
         "--locked",

@@ -45,11 +45,15 @@ pub static REDIS_PARSER_WASM: &[u8] =
 /// The PostgreSQL parser (`plugins/postgres`), likewise.
 pub static POSTGRES_PARSER_WASM: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/sonde_postgres_parser.wasm"));
+/// The HTTP/2 and gRPC parser (`plugins/http2`), likewise.
+pub static HTTP2_PARSER_WASM: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/sonde_http2_parser.wasm"));
 
 /// The parsers embedded in the binary, loaded unless `default_parsers = false`.
-pub fn embedded() -> [(&'static str, &'static [u8]); 5] {
+pub fn embedded() -> [(&'static str, &'static [u8]); 6] {
     [
         ("HTTP", HTTP_PARSER_WASM),
+        ("HTTP/2", HTTP2_PARSER_WASM),
         ("MySQL", MYSQL_PARSER_WASM),
         ("PostgreSQL", POSTGRES_PARSER_WASM),
         ("DNS", DNS_PARSER_WASM),
