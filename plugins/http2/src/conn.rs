@@ -5,8 +5,9 @@
 //! segments before the other's: a response can be read before its request. So a stream is
 //! keyed by id and filled from both sides; it becomes a record when its request is known and
 //! its response has ended (END_STREAM, or RST_STREAM). A response whose request never comes
-//! is dropped once the client has opened a later stream (ids only grow, so it was lost in a
-//! gap): nothing in it says what was asked.
+//! is reported `truncated`, operation `_OTHER`, once the client has opened a later stream (ids
+//! only grow, so the request was lost in a gap, or sent before we joined): nothing in it says
+//! what was asked.
 //!
 //! Header blocks are always decoded, even those we do not report (pushes, trailers, even
 //! streams): they change the dynamic table. One we cannot decode (see `hpack`) marks its
@@ -403,7 +404,9 @@ impl State {
                 .map(|(k, _)| *k)
                 .collect();
             for k in orphans {
-                self.streams.remove(&k);
+                if let Some(s) = self.streams.remove(&k) {
+                    out.push(orphan(&s));
+                }
             }
         }
         self.streams.get_mut(&id)
@@ -427,9 +430,10 @@ impl State {
             return;
         };
         if s.request.is_none() && !s.request_desync {
-            if id <= self.last_request {
-                // Its request was lost.
-                self.streams.remove(&id);
+            if id <= self.last_request
+                && let Some(s) = self.streams.remove(&id)
+            {
+                out.push(orphan(&s));
             }
             return;
         }
@@ -437,6 +441,14 @@ impl State {
             out.push(finished(s, end));
         }
     }
+}
+
+/// The record of a response whose request we never saw (lost in a gap, or sent before we
+/// joined): counted, as `truncated`, with nothing said about what was asked.
+fn orphan(s: &Stream) -> RequestRecord {
+    let mut r = record::desync_record(0, s.request_bytes, s.response_bytes);
+    r.error = Some(error::TRUNCATED.into());
+    r
 }
 
 /// The record of a stream that ended.

@@ -370,6 +370,34 @@ fn a_gap_across_frames_never_gives_wrong_headers() {
     }
 }
 
+/// A first write cut by the capture (it copies at most 16 iovecs of a sendmsg, and gRPC's
+/// C core writes its preface, settings and first request in 29): the first request's headers,
+/// which fill the dynamic table, are lost. Every later request needs that table: each RPC is
+/// still reported once, refused (`hpack-desync`) or `truncated`, never with wrong headers.
+#[test]
+fn a_first_write_cut_by_the_capture() {
+    let mut items = load("grpc-session.rec");
+    // The write with the first request (the proxy read the preface and settings apart).
+    let first = items
+        .iter()
+        .position(|it| matches!(it, Item::Seg(Direction::Egress, _, d) if d.len() > 200))
+        .unwrap();
+    let Item::Seg(d, ts, data) = items[first].clone() else {
+        unreachable!()
+    };
+    let keep = 20;
+    items[first] = Item::Seg(d, ts, data[..keep].to_vec());
+    items.insert(first + 1, Item::Gap(d, (data.len() - keep) as u64));
+    let records = replay(&items);
+    assert_eq!(records.len(), grpc_expected().len(), "{records:?}");
+    assert_eq!(never_wrong(&records, &grpc_expected()), records.len());
+    assert!(
+        records
+            .iter()
+            .any(|r| r.error.as_deref() == Some("hpack-desync"))
+    );
+}
+
 /// Joined mid-connection: from the k-th segment of each direction on. What the parser reports
 /// is right, or refused (hpack-desync) when it needs table entries it never saw.
 #[test]
@@ -390,4 +418,51 @@ fn joined_mid_stream_never_gives_wrong_headers() {
     }
     assert!(refused > 0, "some blocks need the lost table");
     assert!(right > 0, "some use only what was seen");
+}
+
+/// A recording in the fuzzer's input format (`Harness::feed_arbitrary`): the role byte, then
+/// chunks of at most 255 bytes, bit 0 of each chunk's control byte its direction (0 egress).
+/// Seen from the server (`server`), the directions swap.
+fn fuzz_seed(items: &[Item], server: bool) -> Vec<u8> {
+    let mut seed = vec![u8::from(server)];
+    for it in items {
+        let Item::Seg(d, _, data) = it else { continue };
+        let ingress = (*d == Direction::Ingress) != server;
+        for chunk in data.chunks(255) {
+            seed.push(u8::from(ingress));
+            seed.push(chunk.len() as u8);
+            seed.extend_from_slice(chunk);
+        }
+    }
+    seed
+}
+
+/// The fuzz seeds (`fuzz/corpus/conversation/<recording>-<0 client|1 server>`) are the
+/// recordings (SONDE_WRITE_FIXTURES=1 rewrites them): fed as the fuzzer feeds them, they give
+/// the recordings' records.
+#[test]
+fn fuzz_seeds_are_the_recordings() {
+    use sonde_sdk::protocol_parser::harness::check_fixture;
+    use sonde_sdk::protocol_parser::{ConnInfo, Role};
+    for (name, expected) in [
+        ("grpc-session", grpc_expected()),
+        ("h2load-interleaved", h2load_expected()),
+        ("nghttp-post", vec![op("POST /api/users/{id}", 200, None)]),
+    ] {
+        let items = load(&format!("{name}.rec"));
+        for (variant, role) in [(0u8, Role::Client), (1, Role::Server)] {
+            let seed = fuzz_seed(&items, variant == 1);
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(format!("fuzz/corpus/conversation/{name}-{variant}"));
+            check_fixture(&path, &seed).unwrap();
+            let mut h = Harness::<Http2>::new(ConnInfo {
+                id: 1,
+                role,
+                ..Default::default()
+            });
+            h.feed_arbitrary(&seed[1..]);
+            h.close();
+            assert_eq!(ops(&h.result.records), expected, "{name}-{variant}");
+        }
+    }
 }
