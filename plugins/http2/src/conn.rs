@@ -67,6 +67,8 @@ struct Block {
     end_stream: bool,
     buf: Vec<u8>,
     first_ts: u64,
+    /// Bytes on the wire of its frames (HEADERS or PUSH_PROMISE, CONTINUATIONs).
+    wire: u64,
 }
 
 #[derive(Debug, Default)]
@@ -194,7 +196,10 @@ impl State {
             self.sides[side].hpack.desync();
             self.desync(side, stream, f.last_ts, false, out);
         }
-        self.count(side, h.stream, bytes);
+        // Header blocks count when decoded: their stream may not exist before.
+        if !matches!(h.kind, HEADERS | CONTINUATION) {
+            self.count(side, h.stream, bytes);
+        }
         match h.kind {
             DATA if h.flags & FLAG_END_STREAM != 0 && side == RESP => {
                 self.end(h.stream, End::Complete(f.last_ts), out);
@@ -257,6 +262,7 @@ impl State {
             end_stream: h.flags & FLAG_END_STREAM != 0,
             buf: fragment.to_vec(),
             first_ts: f.first_ts,
+            wire: 9 + u64::from(h.len),
         };
         self.block_part(side, block, h.flags, f.last_ts, out);
     }
@@ -272,6 +278,7 @@ impl State {
                     end_stream: false,
                     buf: fragment.to_vec(),
                     first_ts: f.first_ts,
+                    wire: 9 + u64::from(h.len),
                 };
                 self.block_part(side, block, h.flags, f.last_ts, out);
             }
@@ -293,6 +300,7 @@ impl State {
             return;
         }
         block.buf.extend_from_slice(&f.payload);
+        block.wire += 9 + u64::from(f.header.len);
         self.block_part(side, block, f.header.flags, f.last_ts, out);
     }
 
@@ -325,26 +333,22 @@ impl State {
 
     fn request(&mut self, block: &Block, fields: &[Field], out: &mut Vec<RequestRecord>) {
         let id = block.stream;
-        let bytes = 9 + block.buf.len() as u64;
         let Some(s) = self.open(id, REQ, out) else {
             return;
         };
+        s.request_bytes += block.wire;
         if s.request.is_none() && !s.request_desync {
             s.request = Some(Request::from_fields(fields, block.first_ts));
-            s.request_bytes += bytes;
         }
         self.emit_if_done(id, out);
     }
 
     fn response(&mut self, block: &Block, fields: &[Field], ts: u64, out: &mut Vec<RequestRecord>) {
         let id = block.stream;
-        let bytes = 9 + block.buf.len() as u64;
         let Some(s) = self.open(id, RESP, out) else {
             return;
         };
-        if s.response_bytes == 0 {
-            s.response_bytes += bytes;
-        }
+        s.response_bytes += block.wire;
         s.response.add(fields);
         if block.end_stream {
             self.end(id, End::Complete(ts), out);
