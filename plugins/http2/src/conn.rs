@@ -125,14 +125,10 @@ impl State {
     ) -> Claim {
         if !self.init {
             self.init = true;
-            // Requests go the role's way; with an unknown role, the preface's way.
+            // Requests go the role's way; with an unknown role, the client preface's way, or
+            // away from the server's (a SETTINGS frame first).
             self.req_dir = match conn.role {
-                Role::Unknown
-                    if !seg.data.is_empty()
-                        && PREFACE.starts_with(&seg.data[..seg.data.len().min(PREFACE.len())]) =>
-                {
-                    seg.direction
-                }
+                Role::Unknown => unknown_role_requests(seg),
                 _ => conn.request_direction(),
             };
         }
@@ -444,6 +440,24 @@ impl State {
         if let Some(s) = self.streams.remove(&id) {
             out.push(finished(s, end));
         }
+    }
+}
+
+/// Which way requests go on a connection whose role the kernel did not tell, from the first
+/// segment: the client preface is the client's; a SETTINGS frame first is the server's
+/// preface (the client's comes after its own preface); anything else, the default.
+fn unknown_role_requests(seg: &Segment<'_>) -> Direction {
+    let d = seg.data;
+    let other = match seg.direction {
+        Direction::Egress => Direction::Ingress,
+        Direction::Ingress => Direction::Egress,
+    };
+    if !d.is_empty() && PREFACE.starts_with(&d[..d.len().min(PREFACE.len())]) {
+        seg.direction
+    } else if d.len() >= 5 && d[3] == SETTINGS && d[4] & FLAG_ACK == 0 {
+        other
+    } else {
+        Direction::Egress
     }
 }
 

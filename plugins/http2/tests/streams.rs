@@ -259,3 +259,27 @@ fn garbage_before_any_frame_gives_the_connection_up() {
     assert!(h.claims().contains(&Claim::NotMine), "{:?}", h.claims());
     assert!(h.result.records.is_empty());
 }
+
+/// A connection whose role the kernel did not tell: the server's preface, read first, says
+/// which way requests go.
+#[test]
+fn an_unknown_role_learns_the_direction_from_the_prefaces() {
+    use sonde_sdk::protocol_parser::{ConnInfo, Direction, Role};
+    let mut h = Harness::<Http2>::new(ConnInfo {
+        id: 1,
+        role: Role::Unknown,
+        ..Default::default()
+    });
+    // Seen from the server: its SETTINGS go out before the client's preface is read.
+    h.segment(Direction::Egress, 1, &frame(SETTINGS, 0, 0, &[]));
+    let mut start = PREFACE.to_vec();
+    start.extend(frame(SETTINGS, 0, 0, &[]));
+    start.extend(frame(HEADERS, END_HEADERS | END_STREAM, 1, &get("/x")));
+    h.segment(Direction::Ingress, 2, &start);
+    h.segment(
+        Direction::Egress,
+        3,
+        &frame(HEADERS, END_HEADERS | END_STREAM, 1, &[0x88]),
+    );
+    assert_eq!(ops(&h), [op("GET /x", 200, None)]);
+}

@@ -21,7 +21,8 @@ pub(crate) enum Error {
     Invalid,
 }
 
-/// One decoded field. Values past [`VALUE_MAX`] are cut (the table keeps them whole).
+/// One decoded field. Names past 256 bytes and values past [`VALUE_MAX`] are cut (the table
+/// keeps them whole).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Field {
     pub(crate) name: Vec<u8>,
@@ -33,6 +34,8 @@ pub(crate) struct Field {
 const STRING_MAX: usize = 64 * 1024;
 /// Bytes of a value kept in a [`Field`].
 pub(crate) const VALUE_MAX: usize = 1024;
+/// Bytes of a name kept in a [`Field`] (no header the parser reads is longer).
+const NAME_MAX: usize = 256;
 /// Fields kept per block; further ones are decoded (for the table) but not kept.
 pub(crate) const FIELDS_MAX: usize = 64;
 
@@ -128,7 +131,7 @@ impl Decoder {
 fn push(out: &mut Vec<Field>, name: &[u8], value: &[u8]) {
     if out.len() < FIELDS_MAX {
         out.push(Field {
-            name: name.to_vec(),
+            name: name[..name.len().min(NAME_MAX)].to_vec(),
             value: value[..value.len().min(VALUE_MAX)].to_vec(),
         });
     }
