@@ -50,10 +50,7 @@ fn conn(s: usize, role: Role) -> Arc<ConnInfo> {
             "k8s_pod_uid",
             format!("5f1c9e2a-3b4d-4e6f-8a7b-9c0d1e2f3a{s:02}"),
         ),
-        (
-            "k8s_node_name",
-            "ip-10-0-12-34.eu-west-1.compute.internal".into(),
-        ),
+        ("k8s_node_name", "ip-10-0-12-34.eu-west-1.compute.internal".into()),
         ("k8s_container_name", service.clone()),
         (
             "container_id",
@@ -117,23 +114,11 @@ fn fill_red(red: &mut Red, per_service: usize) {
             let n = s * per_service + i;
             red.record(
                 &server,
-                &record(
-                    "http",
-                    format!("GET /api/v1/catalog/items{i}/{{id}}"),
-                    200,
-                    n,
-                    &[],
-                ),
+                &record("http", format!("GET /api/v1/catalog/items{i}/{{id}}"), 200, n, &[]),
             );
             red.record(
                 &client,
-                &record(
-                    "http",
-                    format!("POST /internal/inventory/reserve{i}"),
-                    201,
-                    n,
-                    &[],
-                ),
+                &record("http", format!("POST /internal/inventory/reserve{i}"), 201, n, &[]),
             );
             red.record(
                 &client,
@@ -173,13 +158,7 @@ fn addr(a: [u8; 4], port: u16) -> SocketAddr {
     SocketAddr::from((a, port))
 }
 
-fn event(
-    kind: ConnEventKind,
-    sock: u64,
-    ts: u64,
-    local: SocketAddr,
-    peer: SocketAddr,
-) -> ConnChange {
+fn event(kind: ConnEventKind, sock: u64, ts: u64, local: SocketAddr, peer: SocketAddr) -> ConnChange {
     ConnChange {
         kind,
         task: Task {
@@ -241,36 +220,15 @@ fn fill_netmap(map: &mut NetMap, pairs: usize) -> usize {
         let server = addr([10, 42, hi, lo], 8080);
         let client = addr([10, 43, hi, lo], 40_000);
         let (cs, ss) = (2 * i as u64 + 1, 2 * i as u64 + 2);
-        let mut connect = state(
-            cs,
-            S,
-            TcpState::CLOSE,
-            TcpState::SYN_SENT,
-            addr([10, 43, hi, lo], 0),
-            server,
-        );
+        let mut connect = state(cs, S, TcpState::CLOSE, TcpState::SYN_SENT, addr([10, 43, hi, lo], 0), server);
         connect.task.comm = format!("frontend-{i}");
         map.on_conn(&connect);
         let mut accept = event(ConnEventKind::Open, 0, S, server, client);
         accept.role = SockRole::Server;
         accept.task.comm = format!("backend-{i}");
         map.on_conn(&accept);
-        map.on_conn(&state(
-            cs,
-            S + 2_000_000,
-            TcpState::SYN_SENT,
-            TcpState::ESTABLISHED,
-            client,
-            server,
-        ));
-        map.on_conn(&state(
-            ss,
-            S + 3_000_000,
-            TcpState::SYN_RECV,
-            TcpState::ESTABLISHED,
-            server,
-            client,
-        ));
+        map.on_conn(&state(cs, S + 2_000_000, TcpState::SYN_SENT, TcpState::ESTABLISHED, client, server));
+        map.on_conn(&state(ss, S + 3_000_000, TcpState::SYN_RECV, TcpState::ESTABLISHED, server, client));
         let stats = FlowStats {
             first_ns: S,
             retransmits: 3,
@@ -349,10 +307,7 @@ fn main() {
          family, max_series {}), network map {edges} edges (max_edges {}), {net_samples} map samples",
         red_settings.max_series, net_settings.max_edges
     );
-    println!(
-        "map render on each read (both formats): {} ms",
-        ms(map_time)
-    );
+    println!("map render on each read (both formats): {} ms", ms(map_time));
     println!("| format | render (ms) | size (MB) | samples | gzip (ms) | gzip size (MB) |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: |");
     for (name, format) in [
