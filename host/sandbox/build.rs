@@ -1,5 +1,5 @@
 //! Builds the embedded Wasm components (the default fault tree, plugins/fta-rules, and the
-//! HTTP, DNS, MySQL, PostgreSQL, Redis and MQTT parsers) for wasm32-wasip2, so `cargo build -p sonde` is the only build
+//! HTTP, DNS, MySQL, PostgreSQL, Redis, MQTT and HTTP/2 parsers) for wasm32-wasip2, so `cargo build -p sonde` is the only build
 //! command anyone runs. `scripts/bootstrap` adds the target.
 use std::{env, path::PathBuf, process::Command};
 
@@ -32,6 +32,8 @@ fn build_plugins() -> anyhow::Result<()> {
         "plugins/postgres/Cargo.toml",
         "plugins/mqtt/src",
         "plugins/mqtt/Cargo.toml",
+        "plugins/http2/src",
+        "plugins/http2/Cargo.toml",
         "sdk/src",
         "sdk/Cargo.toml",
         "sdk/wit",
@@ -49,6 +51,7 @@ fn build_plugins() -> anyhow::Result<()> {
         "sonde_redis_parser.wasm",
         "sonde_postgres_parser.wasm",
         "sonde_mqtt_parser.wasm",
+        "sonde_http2_parser.wasm",
     ];
     if env::var_os("SONDE_WASM_SKIP").is_some() {
         println!(
@@ -78,6 +81,8 @@ fn build_plugins() -> anyhow::Result<()> {
         "sonde-postgres-parser",
         "--package",
         "sonde-mqtt-parser",
+        "--package",
+        "sonde-http2-parser",
         "--lib",
         "--release",
         "--locked",

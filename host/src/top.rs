@@ -120,6 +120,16 @@ pub fn rows(before: &[SeriesExport], after: &[SeriesExport], secs: f64) -> Vec<R
                     label(s, "url_template")
                 ),
             ),
+            "rpc_server_duration_seconds" | "rpc_client_duration_seconds" => (
+                if s.metric.starts_with("rpc_server") {
+                    "server"
+                } else {
+                    "client"
+                }
+                .to_string(),
+                label(s, "rpc_system").to_string(),
+                format!("/{}/{}", label(s, "rpc_service"), label(s, "rpc_method")),
+            ),
             "db_client_operation_duration_seconds" => (
                 "client".to_string(),
                 label(s, "db_system_name").to_string(),

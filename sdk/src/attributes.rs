@@ -55,3 +55,17 @@ pub const TRACESTATE: &str = "tracestate";
 
 pub const TRACE_ID: &str = "trace_id";
 pub const SPAN_ID: &str = "span_id";
+
+/// The protocol's version, e.g. `2` for HTTP/2 (OTel `network.protocol.version`).
+pub const NETWORK_PROTOCOL_VERSION: &str = "network.protocol.version";
+
+// RPC (OTel `rpc.*`): what marks a record as a remote procedure call.
+
+/// The RPC system, e.g. `grpc`.
+pub const RPC_SYSTEM: &str = "rpc.system";
+/// The full service name, e.g. `helloworld.Greeter`.
+pub const RPC_SERVICE: &str = "rpc.service";
+/// The method name, e.g. `SayHello`.
+pub const RPC_METHOD: &str = "rpc.method";
+/// The gRPC status code as a number, e.g. `5`.
+pub const RPC_GRPC_STATUS_CODE: &str = "rpc.grpc.status_code";

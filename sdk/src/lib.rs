@@ -13,6 +13,7 @@
 pub mod attributes;
 pub mod fault_rule;
 pub mod protocol_parser;
+pub mod route;
 pub mod sql;
 
 /// The version of the `sonde:plugin` WIT package this SDK implements.

@@ -16,7 +16,7 @@ use sonde_pipeline::slot::ParserSlot;
 use sonde_redis_parser::Resp;
 use sonde_sandbox::PluginsConfig;
 use sonde_sandbox::parsers::{
-    self, HTTP_PARSER_WASM, MQTT_PARSER_WASM, REDIS_PARSER_WASM, WasmParser,
+    self, HTTP_PARSER_WASM, HTTP2_PARSER_WASM, MQTT_PARSER_WASM, REDIS_PARSER_WASM, WasmParser,
 };
 use sonde_sandbox::{FailureKind, Limits};
 use sonde_sdk::protocol_parser::{Claim, Role};
@@ -265,6 +265,87 @@ fn the_redis_component_parses_like_the_native_build() {
             "{r:?}"
         );
     }
+}
+
+/// A recorded gRPC session (plugins/http2/tests/fixtures/grpc-session.rec, the SDK harness
+/// format) as one job, client side.
+fn grpc_job() -> ParseJob {
+    let rec = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../plugins/http2/tests/fixtures/grpc-session.rec"),
+    )
+    .unwrap();
+    let mut j = ParseJob::default();
+    j.opened.push(Arc::new(ConnInfo {
+        id: 9,
+        role: Role::Client,
+        comm: "python3".into(),
+        ..Default::default()
+    }));
+    let mut at = 0;
+    while at < rec.len() {
+        let nl = at + rec[at..].iter().position(|b| *b == b'\n').unwrap();
+        let header = std::str::from_utf8(&rec[at..nl]).unwrap().to_string();
+        let f: Vec<&str> = header.split_whitespace().collect();
+        if f[0] == "#" {
+            at = nl + 1;
+            continue;
+        }
+        let direction = if f[0] == ">" {
+            Direction::Egress
+        } else {
+            Direction::Ingress
+        };
+        let (ts, len): (u64, usize) = (f[1].parse().unwrap(), f[2].parse().unwrap());
+        j.push_segment(
+            SegMeta {
+                conn: 9,
+                direction,
+                ts_ns: ts,
+                gap_before: 0,
+            },
+            &rec[nl + 1..nl + 1 + len],
+        );
+        at = nl + 1 + len + 1;
+    }
+    j.closed = vec![9];
+    j
+}
+
+#[test]
+fn the_http2_component_parses_like_the_native_build() {
+    let mut wasm =
+        WasmParser::load(engine(), Limits::default(), HTTP2_PARSER_WASM, "embedded").unwrap();
+    assert_eq!(
+        (wasm.name.as_str(), wasm.protocols.as_slice()),
+        ("sonde-http2", &["http".to_string(), "grpc".to_string()][..])
+    );
+    let mut native = NativeParser::<sonde_http2_parser::Http2>::new();
+    let w = wasm.run(&mut grpc_job()).unwrap();
+    let n = native.run(&mut grpc_job()).unwrap();
+    assert_eq!(w, n, "same records and claims through Wasm and natively");
+    let mut got: Vec<_> = w
+        .records
+        .iter()
+        .map(|r| r.to_owned())
+        .map(|r| (r.operation, r.status, r.error))
+        .collect();
+    got.sort();
+    let ok = |m: &str| (format!("/sonde.test.Greeter/{m}"), 0, None);
+    assert_eq!(
+        got,
+        [
+            ok("Count"),
+            ok("Count"),
+            ok("SayHello"),
+            ok("SayHello"),
+            (
+                "/sonde.test.Greeter/SayHello".to_string(),
+                5,
+                Some("NOT_FOUND".to_string())
+            ),
+        ]
+    );
 }
 
 #[test]

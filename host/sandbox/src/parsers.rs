@@ -48,11 +48,15 @@ pub static POSTGRES_PARSER_WASM: &[u8] =
 /// The MQTT parser (`plugins/mqtt`), likewise.
 pub static MQTT_PARSER_WASM: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/sonde_mqtt_parser.wasm"));
+/// The HTTP/2 and gRPC parser (`plugins/http2`), likewise.
+pub static HTTP2_PARSER_WASM: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/sonde_http2_parser.wasm"));
 
 /// The parsers embedded in the binary, loaded unless `default_parsers = false`.
-pub fn embedded() -> [(&'static str, &'static [u8]); 6] {
+pub fn embedded() -> [(&'static str, &'static [u8]); 7] {
     [
         ("HTTP", HTTP_PARSER_WASM),
+        ("HTTP/2", HTTP2_PARSER_WASM),
         ("MySQL", MYSQL_PARSER_WASM),
         ("PostgreSQL", POSTGRES_PARSER_WASM),
         ("DNS", DNS_PARSER_WASM),

@@ -31,7 +31,7 @@ mod mode;
 mod pairing;
 pub mod record;
 mod resync;
-pub mod route;
+pub use sonde_sdk::route;
 mod scan;
 
 pub use conn::HttpState;

@@ -6,6 +6,10 @@
 //!   http_response_status_code, error_type, server_address, server_port, service, namespace, pod}`.
 //! - HTTP client side: `http_client_request_duration_seconds{http_request_method, url_template,
 //!   http_response_status_code, error_type, server_address, server_port, service, namespace, pod}`.
+//! - RPCs (records with `rpc.system`, e.g. gRPC from the HTTP/2 parser), server and client side:
+//!   `rpc_server_duration_seconds` / `rpc_client_duration_seconds{rpc_system, rpc_service,
+//!   rpc_method, rpc_grpc_status_code, error_type, server_address, server_port, service, …}`;
+//!   any non-OK status is an error, its `error_type` the status name (`NOT_FOUND`).
 //! - Any other protocol: `sonde_request_duration_seconds{protocol, side, operation, status,
 //!   error_type, server_address, server_port, service, namespace, pod}`.
 //! - Requests that never got an answer (flushed at close, or lost to a capture gap) have no
@@ -47,7 +51,7 @@ pub use render::SeriesExport;
 pub use route::Template;
 pub use schema::IDENTITY_KEYS;
 use schema::{
-    DB_CLIENT_KEYS, DNS_KEYS, Family, HTTP_CLIENT_KEYS, HTTP_SERVER_KEYS, ID, OTHER_KEYS,
+    DB_CLIENT_KEYS, DNS_KEYS, Family, HTTP_CLIENT_KEYS, HTTP_SERVER_KEYS, ID, OTHER_KEYS, RPC_KEYS,
     UNANSWERED_KEYS, identity_values,
 };
 pub use series::{Exemplar, Labels, Series};
@@ -303,6 +307,25 @@ impl Red {
                 Family::Dns,
                 &DNS_KEYS,
                 [r.operation(), code, error_type, side, address, port, ""],
+            )
+        } else if let Some(system) = r.attr(attr::RPC_SYSTEM) {
+            let family = if server {
+                Family::RpcServer
+            } else {
+                Family::RpcClient
+            };
+            (
+                family,
+                &RPC_KEYS,
+                [
+                    system,
+                    r.attr(attr::RPC_SERVICE).unwrap_or(""),
+                    r.attr(attr::RPC_METHOD).unwrap_or(""),
+                    r.attr(attr::RPC_GRPC_STATUS_CODE).unwrap_or(""),
+                    error_type,
+                    address,
+                    port,
+                ],
             )
         } else if let (false, Some(system)) = (server, r.attr(attr::DB_SYSTEM_NAME)) {
             let code = r.attr(attr::DB_RESPONSE_STATUS_CODE).unwrap_or("");

@@ -7,15 +7,19 @@ use sonde_sdk::protocol_parser::ConnInfo;
 pub(super) enum Family {
     HttpServer,
     HttpClient,
+    RpcServer,
+    RpcClient,
     DbClient,
     Dns,
     Other,
 }
 
 impl Family {
-    pub(super) const ALL: [Family; 5] = [
+    pub(super) const ALL: [Family; 7] = [
         Family::HttpServer,
         Family::HttpClient,
+        Family::RpcServer,
+        Family::RpcClient,
         Family::DbClient,
         Family::Dns,
         Family::Other,
@@ -25,6 +29,8 @@ impl Family {
         match self {
             Family::HttpServer => "http_server_request_duration_seconds",
             Family::HttpClient => "http_client_request_duration_seconds",
+            Family::RpcServer => "rpc_server_duration_seconds",
+            Family::RpcClient => "rpc_client_duration_seconds",
             Family::DbClient => "db_client_operation_duration_seconds",
             Family::Dns => "dns_lookup_duration_seconds",
             Family::Other => "sonde_request_duration_seconds",
@@ -38,6 +44,12 @@ impl Family {
             }
             Family::HttpClient => {
                 "Duration of HTTP client requests (observed by eBPF, parsed in Wasm)."
+            }
+            Family::RpcServer => {
+                "Duration of RPCs served (gRPC; any parser that sets rpc.system), request to the end of the response."
+            }
+            Family::RpcClient => {
+                "Duration of RPCs made (gRPC; any parser that sets rpc.system), request to the end of the response."
             }
             Family::DbClient => {
                 "Duration of database operations, client side (any parser that sets db.system.name)."
@@ -101,6 +113,16 @@ pub(super) const HTTP_CLIENT_KEYS: [&str; 6 + ID] = with_identity([
     "http_request_method",
     "url_template",
     "http_response_status_code",
+    "error_type",
+    "server_address",
+    "server_port",
+]);
+/// OTel's RPC metrics (`rpc.server.duration`, `rpc.client.duration`), in seconds.
+pub(super) const RPC_KEYS: [&str; 7 + ID] = with_identity([
+    "rpc_system",
+    "rpc_service",
+    "rpc_method",
+    "rpc_grpc_status_code",
     "error_type",
     "server_address",
     "server_port",

@@ -348,3 +348,34 @@ fn sketch_quantiles_are_within_ten_percent() {
     assert!((p99 - 0.099).abs() / 0.099 < 0.1, "{p99}");
     assert_eq!(sketch_quantile(&[0; 4], 0.5), None);
 }
+
+/// gRPC records (the HTTP/2 parser's, with `rpc.*`) get OTel's RPC metrics, each side its own;
+/// a non-OK status is an error named by the status.
+#[test]
+fn grpc_records_get_the_rpc_metrics() {
+    let mut red = Red::default();
+    let grpc = |code: u32| {
+        let mut r = rec("/helloworld.Greeter/SayHello", code, 2);
+        r.protocol = "grpc".into();
+        r.error = (code != 0).then(|| "NOT_FOUND".into());
+        r.attributes = vec![
+            ("rpc.system".into(), "grpc".into()),
+            ("rpc.service".into(), "helloworld.Greeter".into()),
+            ("rpc.method".into(), "SayHello".into()),
+            ("rpc.grpc.status_code".into(), code.to_string()),
+        ];
+        Record::Owned(r)
+    };
+    for role in [Role::Server, Role::Client] {
+        red.record(&conn(role), &grpc(0));
+        red.record(&conn(role), &grpc(0));
+        red.record(&conn(role), &grpc(5));
+    }
+    let o = render(&red, Format::Prometheus);
+    let ok = "rpc_system=\"grpc\",rpc_service=\"helloworld.Greeter\",rpc_method=\"SayHello\",rpc_grpc_status_code=\"0\",server_address=\"127.0.0.1\"";
+    assert!(o.contains(&format!("rpc_server_duration_seconds_count{{{ok},server_port=\"8080\",service_name=\"nginx\"}} 2")), "{o}");
+    assert!(o.contains(&format!("rpc_client_duration_seconds_count{{{ok},server_port=\"40000\",service_name=\"nginx\"}} 2")), "{o}");
+    assert!(o.contains("rpc_server_duration_seconds_count{rpc_system=\"grpc\",rpc_service=\"helloworld.Greeter\",rpc_method=\"SayHello\",rpc_grpc_status_code=\"5\",error_type=\"NOT_FOUND\""), "{o}");
+    assert!(!o.contains("sonde_request_duration_seconds"), "{o}");
+    assert!(!o.contains("sonde_requests_unanswered_total{"), "{o}");
+}
