@@ -27,7 +27,8 @@ use sonde_pipeline::router::{Router, RouterConfig};
 use sonde_pipeline::slot::ParserSlot;
 use sonde_sandbox::PluginsConfig;
 use sonde_sandbox::parsers::{
-    self, HTTP_PARSER_WASM, MQTT_PARSER_WASM, POSTGRES_PARSER_WASM, REDIS_PARSER_WASM, WasmParser,
+    self, HTTP_PARSER_WASM, HTTP2_PARSER_WASM, MQTT_PARSER_WASM, POSTGRES_PARSER_WASM,
+    REDIS_PARSER_WASM, WasmParser,
 };
 use sonde_sdk::protocol_parser::Role;
 
@@ -177,6 +178,46 @@ const MQTT: Exchange = Exchange {
         mqtt(0x32, &body)
     },
     response: |i| mqtt(0x40, &((i % 65_535 + 1) as u16).to_be_bytes()),
+};
+
+/// HTTP/2 frame: length, type, flags, stream id, payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    f.extend([kind, flags]);
+    f.extend(stream.to_be_bytes());
+    f.extend(payload);
+    f
+}
+
+/// HTTP/2 stream of the `i`-th request of a job (client streams are odd).
+fn h2_stream(i: usize) -> u32 {
+    2 * i as u32 + 1
+}
+
+/// A GET (HEADERS with END_STREAM: `:method GET`, `:scheme http` from the static table,
+/// `:path` and `:authority` as literals without indexing, as a client with a small table
+/// sends them) answered by HEADERS `:status 200` and a 64-byte DATA with END_STREAM; after the
+/// client preface and both SETTINGS. Stream ids restart at 1 in every job: the parser pairs
+/// by id and forgets a stream once answered.
+const HTTP2: Exchange = Exchange {
+    hello: Some(|| {
+        let mut client = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        client.extend(h2_frame(4, 0, 0, &[]));
+        (client, h2_frame(4, 0, 0, &[]))
+    }),
+    request: |i| {
+        let path = format!("/api/v1/users/{}/orders", 1000 + i);
+        let mut block = vec![0x82, 0x86, 0x04, path.len() as u8];
+        block.extend(path.as_bytes());
+        block.extend([0x01, 12]);
+        block.extend(b"shop.example");
+        h2_frame(1, 0x5, h2_stream(i), &block) // END_STREAM | END_HEADERS
+    },
+    response: |i| {
+        let mut r = h2_frame(1, 0x4, h2_stream(i), &[0x88]); // END_HEADERS, :status 200
+        r.extend(h2_frame(0, 0x1, h2_stream(i), &[b'x'; 64])); // END_STREAM
+        r
+    },
 };
 
 /// One job: `n` exchanges on one client connection.
@@ -368,7 +409,7 @@ fn main() {
     );
     // (what, exchange, the native build, the embedded component)
     type Case<'a> = (&'a str, &'a Exchange, Box<dyn ParserBackend>, &'a [u8]);
-    let others: [Case; 3] = [
+    let others: [Case; 4] = [
         (
             "Redis GET, 64 B value",
             &REDIS,
@@ -380,6 +421,12 @@ fn main() {
             &POSTGRES,
             Box::new(NativeParser::<sonde_postgres_parser::Postgres>::new()),
             POSTGRES_PARSER_WASM,
+        ),
+        (
+            "HTTP/2 GET, 64 B body",
+            &HTTP2,
+            Box::new(NativeParser::<sonde_http2_parser::Http2>::new()),
+            HTTP2_PARSER_WASM,
         ),
         (
             "MQTT QoS 1 PUBLISH, 64 B payload",
