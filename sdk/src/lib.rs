@@ -12,6 +12,7 @@
 
 pub mod attributes;
 pub mod fault_rule;
+pub mod h2c;
 pub mod protocol_parser;
 pub mod route;
 pub mod sql;

@@ -226,6 +226,125 @@ fn http2_nghttp_and_h2load_are_counted_exactly() {
     assert_eq!(errors(HTTP_SERVER, "http_route"), 0);
 }
 
+fn h2c_upgrade_script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins/http2/tests/fixtures/h2c_upgrade.py")
+}
+
+/// h2c by `Upgrade: h2c` (RFC 7540 §3.2): `nghttp -u` against nghttpd behind
+/// `h2c_upgrade.py` (nghttpd speaks h2c with prior knowledge only; the script answers the
+/// upgrade with a 101 and relays nghttpd's frames). The upgrade request is stream 1 and is
+/// counted once, by the HTTP/2 parser, with the status of its HTTP/2 response: no HTTP/1
+/// record (status 101) of it.
+#[test]
+fn http2_upgrade_from_http1_is_counted_exactly() {
+    require_root();
+    let upstream = nghttpd();
+    let port = free_port();
+    let child = Command::new(PYTHON)
+        .arg(h2c_upgrade_script())
+        .args([port.to_string(), upstream.port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting h2c_upgrade.py");
+    let mut front = Server {
+        child,
+        port,
+        _dir: Scratch::new("h2c-upgrade"),
+    };
+    front.wait_listening("h2c_upgrade.py to listen");
+    let daemon = Daemon::start("", "");
+    let base = format!("http://127.0.0.1:{port}");
+    let runs = 3u64;
+    for _ in 0..runs {
+        let out = run(
+            Command::new("nghttp").args([
+                "-n",
+                "-u",
+                "-v",
+                &format!("{base}/index.html"),
+                &format!("{base}/data/12345"),
+                &format!("{base}/missing"),
+            ]),
+            "nghttp -u (Debian package nghttp2-client)",
+        );
+        assert!(out.contains("HTTP Upgrade success"), "{out}");
+    }
+
+    // The upgraded connections: nghttp the client, the script (python3) the server.
+    let expected = [
+        ("/index.html", "200", runs),
+        ("/data/{id}", "200", runs),
+        ("/missing", "404", runs),
+    ];
+    let counted = |s: &[Sample], metric: &str, key: &str, service: &str| {
+        expected
+            .iter()
+            .map(|(route, status, _)| {
+                sum(
+                    s,
+                    metric,
+                    &[
+                        ("http_request_method", "GET"),
+                        (key, route),
+                        ("http_response_status_code", status),
+                        ("server_port", &port.to_string()),
+                        ("service_name", service),
+                    ],
+                ) as u64
+            })
+            .collect::<Vec<_>>()
+    };
+    let want: Vec<u64> = expected.iter().map(|e| e.2).collect();
+    let samples = wait_until(
+        T,
+        "Sonde to count the upgraded streams on both sides",
+        || {
+            let s = daemon.samples();
+            (counted(&s, HTTP_CLIENT, "url_template", "nghttp") == want
+                && counted(&s, HTTP_SERVER, "http_route", "python3") == want)
+                .then_some(s)
+        },
+    )
+    .unwrap_or_else(|e| {
+        let s = daemon.samples();
+        panic!(
+            "{e}: sent {want:?}; client side {:?}, server side {:?}\n{}",
+            counted(&s, HTTP_CLIENT, "url_template", "nghttp"),
+            counted(&s, HTTP_SERVER, "http_route", "python3"),
+            shown(
+                &s,
+                &[
+                    "http_server_request_duration_seconds_count",
+                    "http_client_request_duration_seconds_count"
+                ]
+            )
+        )
+    });
+    // Exactly those on the upgraded connections: no HTTP/1 record of the upgrade request
+    // (it would be status 101), nothing else.
+    let total: u64 = want.iter().sum();
+    for (metric, service) in [(HTTP_CLIENT, "nghttp"), (HTTP_SERVER, "python3")] {
+        let at = |extra: &[(&str, &str)]| {
+            let port = port.to_string();
+            let mut f = vec![("server_port", port.as_str()), ("service_name", service)];
+            f.extend_from_slice(extra);
+            sum(&samples, metric, &f) as u64
+        };
+        assert_eq!(at(&[]), total, "{metric} {service}");
+        assert_eq!(
+            at(&[("http_response_status_code", "101")]),
+            0,
+            "{metric} {service}"
+        );
+    }
+    assert_eq!(
+        unanswered(&samples, "http", &["nghttp", "python3"], None),
+        0,
+        "every stream answered"
+    );
+}
+
 fn grpc_script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../plugins/http2/tests/fixtures/grpc_session.py")

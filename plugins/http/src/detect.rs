@@ -4,6 +4,7 @@
 //! The same checks find the next message start when the parser has lost its place (see
 //! `conn`), so they answer with a three-way [`Verdict`] on a prefix of the bytes.
 
+use sonde_sdk::h2c;
 use sonde_sdk::protocol_parser::Claim;
 
 /// The standard methods. Any other all-uppercase token is accepted too, but only with a
@@ -50,6 +51,15 @@ pub fn detect(data: &[u8]) -> Claim {
         return Claim::Undecided;
     }
     match request_line(data).or(status_line(data)) {
+        // A request whose whole head, in the bytes the claim is decided on, is an
+        // `Upgrade: h2c` is the HTTP/2 parser's: it claims with the same predicate
+        // (`sonde_sdk::h2c`), and only on such bytes, so exactly one of the two takes it.
+        Verdict::Yes if start == 0 && matches!(h2c::classify(data), h2c::Head::Upgrade { .. }) => {
+            Claim::NotMine
+        }
+        // A 101 seen before its request (a batch may feed the server's side first): the
+        // request decides, above (the HTTP/2 parser waits for it too).
+        Verdict::Yes if data.starts_with(b"HTTP/1.1 101") => Claim::Undecided,
         Verdict::Yes => Claim::Mine,
         Verdict::More => Claim::Undecided,
         Verdict::No => Claim::NotMine,
@@ -191,6 +201,28 @@ mod tests {
         }
         // A standard method and an origin-form target are enough.
         assert_eq!(detect(b"GET /a/very/long/url"), Claim::Mine);
+    }
+
+    #[test]
+    fn an_h2c_upgrade_is_left_to_http2() {
+        let up = b"GET /p HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+            Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n";
+        assert_eq!(detect(up), Claim::NotMine);
+        // Split before its end: claimed early, as any request (HTTP/2 declines it then).
+        assert_eq!(detect(&up[..40]), Claim::Mine);
+        // Other upgrades are HTTP/1's; a 101 seen first waits for its request.
+        assert_eq!(
+            detect(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n"),
+            Claim::Mine
+        );
+        assert_eq!(
+            detect(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n"),
+            Claim::Undecided
+        );
+        assert_eq!(
+            detect(b"\r\nGET / HTTP/1.1\r\nUpgrade: h2c\r\nHTTP2-Settings: x\r\n\r\n"),
+            Claim::Mine
+        );
     }
 
     #[test]

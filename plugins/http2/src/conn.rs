@@ -13,6 +13,11 @@
 //! streams): they change the dynamic table. One we cannot decode (see `hpack`) marks its
 //! stream `hpack-desync`; a direction whose frame boundaries were lost (a gap) also forgets
 //! its table, and the streams still waiting for their response are reported `truncated`.
+//!
+//! h2c by `Upgrade: h2c` (RFC 7540 §3.2): the client's HTTP/1.1 request head is stream 1's
+//! request (then skipped, with its body, before the preface); the server's side is read as
+//! HTTP/1.1 response heads until its `101` (skipped), frames after it. Another final status
+//! refused the upgrade: that exchange is reported as HTTP/1.1 and the connection given up.
 
 use std::collections::BTreeMap;
 use std::mem;
@@ -26,6 +31,7 @@ use crate::frame::{
 use crate::hpack::{Decoder, Field};
 use crate::record::{self, End, Request, Response, error};
 use crate::{BLOCK_MAX, STREAMS_MAX, TABLE_MAX};
+use sonde_sdk::h2c::{self, Head};
 
 /// Index of the client's (requests) and the server's (responses) side.
 const REQ: usize = 0;
@@ -95,10 +101,37 @@ pub struct State {
     last_request: u32,
     /// Frames seen: garbage before the first one means detection was wrong.
     frames: u64,
+    /// h2c by `Upgrade: h2c`: the HTTP/1.1 part of each side, until the switch.
+    upgrade: Option<Upgrade>,
     /// Reused between calls.
     events: Vec<Event>,
     fields: Vec<Field>,
 }
+
+/// An h2c upgrade (RFC 7540 §3.2): the client's HTTP/1.1 request (stream 1) and the server's
+/// `101 Switching Protocols` come before each side's frames.
+#[derive(Debug)]
+struct Upgrade {
+    /// The client's side has started (with the request head).
+    req_seen: bool,
+    /// Bytes of the request (head and body) still to pass on the client's side.
+    req_skip: u64,
+    /// The server's side before its 101: the response head read so far. `None` once past.
+    resp_head: Option<Vec<u8>>,
+}
+
+impl Default for Upgrade {
+    fn default() -> Self {
+        Upgrade {
+            req_seen: false,
+            req_skip: 0,
+            resp_head: Some(Vec::new()),
+        }
+    }
+}
+
+/// Longest HTTP/1.1 response head read before the switch.
+const RESP_HEAD_MAX: usize = 4096;
 
 impl Default for State {
     fn default() -> Self {
@@ -109,6 +142,7 @@ impl Default for State {
             streams: BTreeMap::new(),
             last_request: 0,
             frames: 0,
+            upgrade: None,
             events: Vec::new(),
             fields: Vec::new(),
         }
@@ -125,22 +159,73 @@ impl State {
     ) -> Claim {
         if !self.init {
             self.init = true;
-            // Requests go the role's way; with an unknown role, the client preface's way, or
-            // away from the server's (a SETTINGS frame first).
-            self.req_dir = match conn.role {
-                Role::Unknown => unknown_role_requests(seg),
-                _ => conn.request_direction(),
-            };
+            if let Head::Upgrade { .. } = h2c::classify(seg.data) {
+                // The upgrade request is the client's, whatever the role says.
+                self.req_dir = seg.direction;
+                self.upgrade = Some(Upgrade::default());
+            } else if seg.data.starts_with(b"HTTP/1.") {
+                // The server's 101, fed before the request (detection waited for the request
+                // on it; see `detect`).
+                self.req_dir = other(seg.direction);
+                self.upgrade = Some(Upgrade::default());
+            } else {
+                // Requests go the role's way; with an unknown role, the client preface's way,
+                // or away from the server's (a SETTINGS frame first).
+                self.req_dir = match conn.role {
+                    Role::Unknown => unknown_role_requests(seg),
+                    _ => conn.request_direction(),
+                };
+            }
         }
         let side = if seg.direction == self.req_dir {
             REQ
         } else {
             RESP
         };
+        let mut data = seg.data;
+        let mut gap = seg.gap_before;
+        if side == REQ
+            && let Some(up) = self.upgrade.as_mut()
+            && !up.req_seen
+        {
+            up.req_seen = true;
+            // A gap before the head is before what detection saw: nothing of ours.
+            gap = 0;
+            let Head::Upgrade { head_len, body } = h2c::classify(data) else {
+                // Not the request detection saw: not ours after all.
+                return Claim::NotMine;
+            };
+            self.start_upgrade(&data[..head_len], body, seg.ts_ns, out);
+        }
+        if let Some(up) = self.upgrade.as_mut() {
+            if side == REQ && up.req_skip > 0 {
+                // The HTTP/1.1 request (counted on stream 1 already), then the preface.
+                let g = gap.min(up.req_skip);
+                up.req_skip -= g;
+                gap -= g;
+                if gap == 0 {
+                    let n = usize::try_from(up.req_skip).map_or(data.len(), |k| k.min(data.len()));
+                    up.req_skip -= n as u64;
+                    data = &data[n..];
+                }
+            } else if side == RESP && up.resp_head.is_some() {
+                if gap > 0 {
+                    // The server's answer was lost: follow its frames if there are any (the
+                    // reader waits for believable ones); stream 1 waits for its HEADERS.
+                    up.resp_head = None;
+                } else {
+                    match self.switch(seg.ts_ns, data, out) {
+                        Some(rest) => data = rest,
+                        None if self.upgrade.is_none() => return Claim::Finished,
+                        None => return Claim::Mine,
+                    }
+                }
+            }
+        }
         let mut events = mem::take(&mut self.events);
         let reader = &mut self.sides[side].reader;
-        reader.gap(seg.gap_before, &mut events);
-        reader.feed(seg.ts_ns, seg.data, &mut events);
+        reader.gap(gap, &mut events);
+        reader.feed(seg.ts_ns, data, &mut events);
         let mut claim = Claim::Mine;
         for ev in events.drain(..) {
             match ev {
@@ -158,10 +243,95 @@ impl State {
 
     /// The connection closed: streams still waiting are reported.
     pub fn close(&mut self, out: &mut Vec<RequestRecord>) {
+        // An upgrade request the server never answered stayed HTTP/1.1.
+        let h1 = self.upgrade.as_ref().is_some_and(|u| u.resp_head.is_some());
         for (_, s) in mem::take(&mut self.streams) {
             if let Some(r) = unfinished(s, error::NO_RESPONSE) {
-                out.push(r);
+                out.push(if h1 { record::h1_record(r) } else { r });
             }
+        }
+    }
+
+    /// The client's `Upgrade: h2c` request (`head`, then `body` bytes): stream 1.
+    fn start_upgrade(&mut self, head: &[u8], body: u64, ts: u64, out: &mut Vec<RequestRecord>) {
+        let bytes = head.len() as u64 + body;
+        if let Some(up) = self.upgrade.as_mut() {
+            up.req_skip = bytes;
+        }
+        if let Some(s) = self.open(1, REQ, out) {
+            s.request = Some(Request::from_h1(head, ts));
+            s.request_bytes += bytes;
+        }
+        // Its response may have been read already (the server's side fed first).
+        self.emit_if_done(1, out);
+    }
+
+    /// The server's side before the switch: read its HTTP/1.1 response heads from `data`.
+    /// A 101 switches: the bytes after it are frames (returned). Another 1xx is passed. Any
+    /// other status refused the upgrade: the exchange is reported as the HTTP/1.1 exchange it
+    /// is, and the connection given up (`self.upgrade` becomes `None`). `None` with the
+    /// upgrade still on: the head is not complete yet.
+    fn switch<'a>(
+        &mut self,
+        ts: u64,
+        mut data: &'a [u8],
+        out: &mut Vec<RequestRecord>,
+    ) -> Option<&'a [u8]> {
+        loop {
+            let up = self.upgrade.as_mut()?;
+            let buf = up.resp_head.as_mut()?;
+            let old = buf.len();
+            let take = data.len().min(RESP_HEAD_MAX + 1 - old);
+            buf.extend_from_slice(&data[..take]);
+            let Some(end) = head_end(buf) else {
+                if buf.len() > RESP_HEAD_MAX {
+                    self.refused(None, ts, out);
+                }
+                return None;
+            };
+            let status = status_code(&buf[..end]);
+            buf.clear();
+            data = &data[end - old..];
+            if let Some(s) = self.open(1, RESP, out) {
+                s.response_bytes += end as u64;
+            }
+            match status {
+                Some(101) => {
+                    if let Some(u) = self.upgrade.as_mut() {
+                        u.resp_head = None;
+                    }
+                    return Some(data);
+                }
+                Some(100..=199) => {}
+                other => {
+                    self.refused(other, ts, out);
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// The server answered the upgrade request with `status` (none: not an HTTP/1.1 head):
+    /// stream 1 is an HTTP/1.1 exchange; its record is made, and the connection given up
+    /// (the HTTP/1.1 exchanges that may follow are not parsed).
+    fn refused(&mut self, status: Option<u16>, ts: u64, out: &mut Vec<RequestRecord>) {
+        self.upgrade = None;
+        if let Some(s) = self.streams.remove(&1)
+            && let Some(req) = &s.request
+        {
+            let mut resp = Response::default();
+            resp.status = status;
+            let end = match status {
+                Some(_) => End::Complete(ts),
+                None => End::Unanswered(error::TRUNCATED),
+            };
+            out.push(record::h1_record(record::record(
+                req,
+                &resp,
+                end,
+                s.request_bytes,
+                s.response_bytes,
+            )));
         }
     }
 
@@ -459,6 +629,36 @@ fn unknown_role_requests(seg: &Segment<'_>) -> Direction {
     } else {
         Direction::Egress
     }
+}
+
+fn other(d: Direction) -> Direction {
+    match d {
+        Direction::Egress => Direction::Ingress,
+        Direction::Ingress => Direction::Egress,
+    }
+}
+
+/// The length of an HTTP/1 head in `b` (through its blank line), if it is whole.
+fn head_end(b: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    while let Some(n) = b[at..].iter().position(|c| *c == b'\n') {
+        let line = &b[at..at + n];
+        at += n + 1;
+        if line.is_empty() || line == b"\r" {
+            return Some(at);
+        }
+    }
+    None
+}
+
+/// The status of an HTTP/1.x response head (`HTTP/1.x SP 3DIGIT`).
+fn status_code(head: &[u8]) -> Option<u16> {
+    let rest = head.strip_prefix(b"HTTP/1.")?;
+    let code = rest.get(2..5)?;
+    if rest.get(1) != Some(&b' ') || !code.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(code).ok()?.parse().ok()
 }
 
 /// The record of a response whose request we never saw (lost in a gap, or sent before we

@@ -1,5 +1,6 @@
-//! Sonde's HTTP/2 parser, gRPC included: h2c with prior knowledge (the client preface), or a
-//! connection joined mid-stream. Embedded in the daemon, written against `sonde-sdk` only.
+//! Sonde's HTTP/2 parser, gRPC included: h2c with prior knowledge (the client preface) or by
+//! `Upgrade: h2c` (the HTTP/1.1 request becomes stream 1, see `conn`), or a connection joined
+//! mid-stream. Embedded in the daemon, written against `sonde-sdk` only.
 //!
 //! Per connection: `detect` claims it on the preface (or on believable frames mid-stream); a
 //! frame reader per direction (`frame`) turns bytes into frames, skipping DATA payloads; a

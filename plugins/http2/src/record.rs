@@ -124,6 +124,55 @@ impl Request {
         r
     }
 
+    /// The request of an `Upgrade: h2c` HTTP/1.1 head (RFC 7540 §3.2: it becomes stream 1):
+    /// the request line's method and target (origin or absolute form), the headers as
+    /// HTTP/2 names them (lowercase; `Host` is the authority). Never gRPC: gRPC does not
+    /// upgrade.
+    pub(crate) fn from_h1(head: &[u8], ts: u64) -> Self {
+        let mut lines = head
+            .split(|b| *b == b'\n')
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+        let line = lines.next().unwrap_or_default();
+        let mut parts = line.split(|b| *b == b' ');
+        let method = parts.next().unwrap_or_default();
+        let target = parts.next().unwrap_or_default();
+        let mut fields = vec![Field {
+            name: b":method".to_vec(),
+            value: method.to_vec(),
+        }];
+        let path = match target.windows(3).position(|w| w == b"://") {
+            Some(sep) => {
+                let rest = &target[sep + 3..];
+                let end = rest.iter().position(|b| *b == b'/').unwrap_or(rest.len());
+                fields.push(Field {
+                    name: b":authority".to_vec(),
+                    value: rest[..end].to_vec(),
+                });
+                if end == rest.len() {
+                    b"/"
+                } else {
+                    &rest[end..]
+                }
+            }
+            None => target,
+        };
+        fields.push(Field {
+            name: b":path".to_vec(),
+            value: path.to_vec(),
+        });
+        for l in lines {
+            if let Some(colon) = l.iter().position(|b| *b == b':') {
+                fields.push(Field {
+                    name: l[..colon].to_ascii_lowercase(),
+                    value: l[colon + 1..].trim_ascii().to_vec(),
+                });
+            }
+        }
+        let mut r = Request::from_fields(&fields, ts);
+        r.grpc = false;
+        r
+    }
+
     /// The record's operation: `METHOD route`, or the gRPC `/service/method`.
     pub(crate) fn operation(&self) -> String {
         if self.grpc {
@@ -311,6 +360,17 @@ pub(crate) fn record(
         None => {
             r.error = Some(error::RESET.into());
             r.response_ts_ns = 0;
+        }
+    }
+    r
+}
+
+/// The record of an exchange that stayed HTTP/1.1 (an `Upgrade: h2c` the server refused, or
+/// never answered): as the HTTP/2 record of it, with the HTTP/1.1 version attributes.
+pub(crate) fn h1_record(mut r: RequestRecord) -> RequestRecord {
+    for (k, v) in &mut r.attributes {
+        if k == attr::HTTP_VERSION || k == a::NETWORK_PROTOCOL_VERSION {
+            *v = "1.1".into();
         }
     }
     r
