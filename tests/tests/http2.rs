@@ -30,16 +30,41 @@ struct Server {
 }
 
 impl Server {
-    fn wait_listening(&mut self, what: &str) {
-        let port = self.port;
-        wait_until(T, what, || {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                panic!("{what}: exited with {st}");
+    /// `command(port)` started on a free port until it listens there: a port taken between
+    /// [`free_port`] and the server's bind (a parallel test's connection can hold it) makes
+    /// the server exit, and another port is tried.
+    fn start(what: &str, dir: Scratch, command: impl Fn(u16) -> Command) -> Server {
+        for _ in 0..5 {
+            let port = free_port();
+            let mut child = command(port)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("starting {what}: {e}"));
+            match wait_listening(&mut child, port, what) {
+                Ok(()) => {
+                    return Server {
+                        child,
+                        port,
+                        _dir: dir,
+                    };
+                }
+                Err(exit) => eprintln!("{what} on port {port}: {exit}; trying another port"),
             }
-            TcpStream::connect(("127.0.0.1", port)).ok()
-        })
-        .unwrap();
+        }
+        panic!("{what}: no port it could listen on in five attempts");
     }
+}
+
+/// Ok once `child` accepts on `port`; Err with its exit status if it exited first.
+fn wait_listening(child: &mut Child, port: u16, what: &str) -> Result<(), String> {
+    wait_until(T, what, || {
+        if let Ok(Some(st)) = child.try_wait() {
+            return Some(Err(format!("exited with {st}")));
+        }
+        TcpStream::connect(("127.0.0.1", port)).ok().map(|_| Ok(()))
+    })
+    .unwrap()
 }
 
 impl Drop for Server {
@@ -52,28 +77,20 @@ impl Drop for Server {
 /// nghttpd serving a scratch directory: `/index.html`, `/data/{id}` files and a 16 KB body.
 fn nghttpd() -> Server {
     let dir = Scratch::new("nghttpd");
-    let www = dir.path();
+    let www = dir.path().to_path_buf();
     std::fs::write(www.join("index.html"), "<html>sonde h2 test</html>\n").unwrap();
     std::fs::create_dir_all(www.join("data")).unwrap();
     std::fs::write(www.join("data/12345"), "{\"id\":12345}\n").unwrap();
     std::fs::write(www.join("body.txt"), "x".repeat(16 * 1024)).unwrap();
-    let port = free_port();
-    let child = Command::new("nghttpd")
-        .arg("--no-tls")
-        .arg("-d")
-        .arg(www)
-        .arg(port.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting nghttpd (Debian package nghttp2-server)");
-    let mut s = Server {
-        child,
-        port,
-        _dir: dir,
-    };
-    s.wait_listening("nghttpd to listen");
-    s
+    Server::start("nghttpd (Debian package nghttp2-server)", dir, |port| {
+        let mut c = Command::new("nghttpd");
+        // Loopback only: without an address it also binds [::], and keeps running there
+        // when 127.0.0.1:port is taken, where the test connects.
+        c.args(["--no-tls", "-a", "127.0.0.1", "-d"])
+            .arg(&www)
+            .arg(port.to_string());
+        c
+    })
 }
 
 /// The samples a failure message shows: the protocol's metrics and what went unanswered.
@@ -239,20 +256,13 @@ fn h2c_upgrade_script() -> PathBuf {
 fn http2_upgrade_from_http1_is_counted_exactly() {
     require_root();
     let upstream = nghttpd();
-    let port = free_port();
-    let child = Command::new(PYTHON)
-        .arg(h2c_upgrade_script())
-        .args([port.to_string(), upstream.port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting h2c_upgrade.py");
-    let mut front = Server {
-        child,
-        port,
-        _dir: Scratch::new("h2c-upgrade"),
-    };
-    front.wait_listening("h2c_upgrade.py to listen");
+    let front = Server::start("h2c_upgrade.py", Scratch::new("h2c-upgrade"), |port| {
+        let mut c = Command::new(PYTHON);
+        c.arg(h2c_upgrade_script())
+            .args([port.to_string(), upstream.port.to_string()]);
+        c
+    });
+    let port = front.port;
     let daemon = Daemon::start("", "");
     let base = format!("http://127.0.0.1:{port}");
     let runs = 3u64;
@@ -356,21 +366,16 @@ const PYTHON: &str = "/usr/bin/python3";
 #[test]
 fn grpc_unary_streaming_and_errors_are_counted_exactly() {
     require_root();
-    let port = free_port();
-    let dir = Scratch::new("grpc");
-    let child = Command::new(PYTHON)
-        .arg(grpc_script())
-        .args(["server", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting the gRPC server (python3-grpcio)");
-    let mut server = Server {
-        child,
-        port,
-        _dir: dir,
-    };
-    server.wait_listening("the gRPC server to listen");
+    let server = Server::start(
+        "the gRPC server (python3-grpcio)",
+        Scratch::new("grpc"),
+        |port| {
+            let mut c = Command::new(PYTHON);
+            c.arg(grpc_script()).args(["server", &port.to_string()]);
+            c
+        },
+    );
+    let port = server.port;
     let daemon = Daemon::start("", "");
 
     let (unary, streams, missing) = (7u64, 4u64, 3u64);
