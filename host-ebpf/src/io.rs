@@ -32,12 +32,12 @@ const IPPROTO_UDP: u8 = 17;
 /// 32 KiB, and the payload area is twice the cap so the verifier can bound `off + len`
 /// from two independent bounds.
 #[map]
-static SCRATCH: Array<Scratch> = Array::with_max_entries(1, 0);
+pub(crate) static SCRATCH: Array<Scratch> = Array::with_max_entries(1, 0);
 
 #[repr(C)]
-struct Scratch {
-    ev: DataEvent,
-    data: [u8; 2 * MAX_CAPTURE],
+pub(crate) struct Scratch {
+    pub(crate) ev: DataEvent,
+    pub(crate) data: [u8; 2 * MAX_CAPTURE],
     /// The iovec walk's write offset, kept in map memory between iterations: see
     /// [`copy_iovecs`].
     cursor: u64,
@@ -306,9 +306,11 @@ fn emit_data(
     // SAFETY: this thread's own in-flight entry.
     let (fd, sc, ts_enter) = unsafe { ((*inf).fd, (*inf).syscall, (*inf).ts_enter) };
     let c = conn::conn_for_io(id, fd, sk, protocol)?;
+    flags |= crate::tls::note_socket_io(id, fd);
     let (conn_id, pos) = advance(c, dir, plan.total);
     // SAFETY: map lookup by value.
-    if unsafe { VERDICTS.get(conn_id) }.copied() == Some(verdict::SKIP_PAYLOAD) {
+    let v = unsafe { VERDICTS.get(conn_id) }.copied();
+    if v == Some(verdict::SKIP_PAYLOAD) || v == Some(verdict::SKIP_CIPHERTEXT) {
         count(stat::BYTES_SKIPPED_BY_VERDICT, plan.total);
         return Some(());
     }
@@ -386,7 +388,7 @@ fn advance(c: *mut ConnState, dir: u8, n: u64) -> (u64, u64) {
 /// Every header field of a data event (the payload is already in place).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn fill_data_event(
+pub(crate) fn fill_data_event(
     ev: &mut DataEvent,
     id: u64,
     fd: i32,

@@ -57,6 +57,7 @@ mod io;
 mod net;
 mod stdio;
 mod task;
+mod tls;
 mod uring;
 
 /// All events to user space. Resized at load time (`--ring-bytes`).
