@@ -306,7 +306,7 @@ fn emit_data(
     // SAFETY: this thread's own in-flight entry.
     let (fd, sc, ts_enter) = unsafe { ((*inf).fd, (*inf).syscall, (*inf).ts_enter) };
     let c = conn::conn_for_io(id, fd, sk, protocol)?;
-    flags |= crate::tls::note_socket_io(id, fd);
+    flags |= crate::tls_calls::note_socket_io(id, fd);
     let (conn_id, pos) = advance(c, dir, plan.total);
     // SAFETY: map lookup by value.
     let v = unsafe { VERDICTS.get(conn_id) }.copied();

@@ -16,60 +16,18 @@
 //! on a socket is counted (`tls_without_conn`), not emitted.
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns},
-    macros::{map, uprobe, uretprobe},
-    maps::LruHashMap,
+    macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
 };
 use sonde_common::{DataEvent, MAX_CAPTURE, data_flags, direction, stat, syscall, verdict};
 
 use crate::{
-    EVENTS, bounded, conn, conn_key, copy::copy_one, count, fetch_add, io, min, traced, wakeup_flag,
+    EVENTS, bounded, conn, conn_key,
+    copy::copy_one,
+    count, fetch_add, io, min,
+    tls_calls::{SSL_CALLS, SSL_FDS, SslCall, SslKey},
+    traced, wakeup_flag,
 };
-
-/// An SSL call in progress, by thread (pid_tgid).
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub(crate) struct SslCall {
-    pub ssl: u64,
-    pub buf: u64,
-    pub num: u64,
-    /// `size_t *` out-parameter of `SSL_read_ex`/`SSL_write_ex`; 0 for `SSL_read`/`SSL_write`.
-    pub out: u64,
-    pub ts_enter: u64,
-}
-
-/// Key of `SSL_FDS`: an SSL object is a pointer, unique within its process only.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct SslKey {
-    ssl: u64,
-    tgid: u32,
-    _pad: u32,
-}
-
-#[map]
-pub(crate) static SSL_CALLS: LruHashMap<u64, SslCall> = LruHashMap::with_max_entries(16384, 0);
-
-/// The socket fd each SSL object was last seen on (its connection is `CONNS[(tgid, fd)]`).
-#[map]
-static SSL_FDS: LruHashMap<SslKey, i32> = LruHashMap::with_max_entries(65536, 0);
-
-/// Called by the socket exit programs for a socket syscall that moved bytes: inside an SSL
-/// call, ties the SSL object to the fd and returns the ciphertext flag.
-#[inline(always)]
-pub(crate) fn note_socket_io(id: u64, fd: i32) -> u8 {
-    // SAFETY: map lookup by value.
-    let Some(call) = (unsafe { SSL_CALLS.get(id) }) else {
-        return 0;
-    };
-    let key = SslKey {
-        ssl: call.ssl,
-        tgid: (id >> 32) as u32,
-        _pad: 0,
-    };
-    let _ = SSL_FDS.insert(key, fd, 0);
-    data_flags::TLS_CIPHERTEXT
-}
 
 #[inline(always)]
 fn enter(ctx: &ProbeContext, ex: bool) -> u32 {

@@ -145,12 +145,27 @@ fn https_through_nginx_gives_the_http_records() {
         )
     });
 
-    // The TLS records were seen and set aside, and plaintext came from the uprobes.
-    let samples = daemon.samples();
-    let ciphertext = sum(&samples, "sonde_stream_tls_ciphertext_bytes_total", &[]);
-    let plaintext = sum(&samples, "sonde_capture_tls_events_total", &[]);
-    assert!(ciphertext > 0.0, "TLS records counted as ciphertext");
-    assert!(plaintext >= 2.0 * 24.0, "TLS plaintext events: {plaintext}");
+    // The TLS records were seen and set aside, and plaintext came from the uprobes (the
+    // health snapshot is published after the records of the same batch: polled too).
+    let counts = || {
+        let samples = daemon.samples();
+        (
+            sum(&samples, "sonde_stream_tls_ciphertext_bytes_total", &[]),
+            sum(&samples, "sonde_capture_tls_events_total", &[]),
+            samples,
+        )
+    };
+    let (ciphertext, plaintext, samples) = wait_until(T, "the TLS counters", || {
+        let c = counts();
+        (c.0 > 0.0 && c.1 >= 2.0 * 24.0).then_some(c)
+    })
+    .unwrap_or_else(|_| {
+        let c = counts();
+        panic!(
+            "TLS records counted as ciphertext: {}, plaintext events: {}",
+            c.0, c.1
+        )
+    });
     eprintln!(
         "tls: server {got:?}; ciphertext bytes {ciphertext}, plaintext events {plaintext}, \
          without conn {}",
