@@ -174,7 +174,8 @@ fn https_through_nginx_gives_the_http_records() {
 }
 
 /// Python's `ssl` module (SSL_read_ex/SSL_write_ex in OpenSSL 3) serving HTTPS, started after
-/// the daemon; curl as the client.
+/// the daemon with its own copy of libssl (`LD_LIBRARY_PATH`: a file the daemon has not seen,
+/// found by the `/proc` rescan once Python has imported `ssl`); curl as the client.
 #[test]
 fn https_through_python_ssl_gives_the_http_records() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -205,8 +206,24 @@ srv.serve_forever()
 "#,
         d = dir.path().display()
     );
+    let lib = dir.path().join("lib");
+    std::fs::create_dir_all(&lib).unwrap();
+    std::fs::copy(
+        "/usr/lib/x86_64-linux-gnu/libssl.so.3",
+        lib.join("libssl.so.3"),
+    )
+    .unwrap();
+    let files = || {
+        sum(
+            &daemon.samples(),
+            "sonde_tls_libssl_files",
+            &[("state", "attached")],
+        )
+    };
+    let before = files();
     let mut server: Child = Command::new("/usr/bin/python3")
         .args(["-c", &script])
+        .env("LD_LIBRARY_PATH", &lib)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -221,6 +238,15 @@ srv.serve_forever()
     let server = Kill(&mut server);
     wait_until(Duration::from_secs(20), "python to listen", || {
         std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    })
+    .unwrap();
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", server.0.id())).unwrap();
+    assert!(
+        maps.contains(&lib.join("libssl.so.3").display().to_string()),
+        "python maps its own copy of libssl"
+    );
+    wait_until(T, "the rescan to attach the copy of libssl", || {
+        (files() > before).then_some(())
     })
     .unwrap();
     let url = |p: &str| format!("https://127.0.0.1:{port}{p}");
