@@ -163,9 +163,6 @@ pub mod data_flags {
     /// TLS plaintext from a libssl uprobe (`SSL_read`/`SSL_write`): `pos` counts in the
     /// connection's plaintext stream, which user space parses instead of the socket bytes.
     pub const TLS: u8 = 32;
-    /// Socket bytes moved while the thread was inside an `SSL_read`/`SSL_write` call: the
-    /// TLS records themselves (ciphertext), never to be parsed.
-    pub const TLS_CIPHERTEXT: u8 = 64;
 }
 
 /// A socket address as the kernel side fills it. `family` is AF_INET (2) or AF_INET6 (10),

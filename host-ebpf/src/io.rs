@@ -92,6 +92,10 @@ fn enter_io(ctx: &TracePointContext, sc: u8) -> u32 {
     if INFLIGHT.insert(id, inflight, 0).is_err() {
         count_inflight_full();
     }
+    // Inside an SSL call, this fd is the SSL object's socket (BIO): tie them here, where
+    // the program is small, not in the exit programs (an extra map update in the middle of
+    // those doubled the iovec programs' verified states on 6.1).
+    crate::tls_calls::note_socket_io(id, fd as i32);
     0
 }
 
@@ -306,11 +310,11 @@ fn emit_data(
     // SAFETY: this thread's own in-flight entry.
     let (fd, sc, ts_enter) = unsafe { ((*inf).fd, (*inf).syscall, (*inf).ts_enter) };
     let c = conn::conn_for_io(id, fd, sk, protocol)?;
-    flags |= crate::tls_calls::note_socket_io(id, fd);
     let (conn_id, pos) = advance(c, dir, plan.total);
     // SAFETY: map lookup by value.
-    let v = unsafe { VERDICTS.get(conn_id) }.copied();
-    if v == Some(verdict::SKIP_PAYLOAD) || v == Some(verdict::SKIP_CIPHERTEXT) {
+    // Any verdict but CAPTURE (which is no entry) stops the copy here: SKIP_PAYLOAD, and
+    // SKIP_CIPHERTEXT (a TLS connection's records; its plaintext goes on, tls.rs).
+    if unsafe { VERDICTS.get(conn_id) }.is_some_and(|v| *v != verdict::CAPTURE) {
         count(stat::BYTES_SKIPPED_BY_VERDICT, plan.total);
         return Some(());
     }

@@ -3,9 +3,10 @@
 //!
 //! 1. The entry probe saves (ssl, buf, num, the `_ex` out-parameter) in `SSL_CALLS`, by thread.
 //! 2. While the thread is inside that call, OpenSSL moves the TLS records through a socket
-//!    syscall on the same thread: the socket exit program ([`crate::io`]) sees the entry in
-//!    `SSL_CALLS`, records (tgid, ssl) → fd in `SSL_FDS` and flags its own event
-//!    [`data_flags::TLS_CIPHERTEXT`] (user space never parses it).
+//!    syscall on the same thread: the syscall's entry program ([`crate::io`]) sees the entry
+//!    in `SSL_CALLS` and records (tgid, ssl) → fd in `SSL_FDS` ([`crate::tls_calls`]). The
+//!    exit programs are left alone: a map update or a flag there cost the iovec programs up
+//!    to 2× their verified instructions on 6.1. User space recognises the records itself.
 //! 3. The return probe reads the length moved (the return value, or `*out` for the `_ex`
 //!    calls when they return 1), finds the connection through `SSL_FDS` and `CONNS`, and emits
 //!    the plaintext (up to the capture cap) as a [`DataEvent`] flagged [`data_flags::TLS`],

@@ -1,7 +1,6 @@
 //! The SSL calls in progress and the socket each SSL object was seen on: shared by the
 //! libssl uprobes ([`crate::tls`]) and the socket exit programs ([`crate::io`]).
 use aya_ebpf::{macros::map, maps::LruHashMap};
-use sonde_common::data_flags;
 
 /// An SSL call in progress, by thread (pid_tgid).
 #[repr(C)]
@@ -31,13 +30,14 @@ pub(crate) static SSL_CALLS: LruHashMap<u64, SslCall> = LruHashMap::with_max_ent
 #[map]
 pub(crate) static SSL_FDS: LruHashMap<SslKey, i32> = LruHashMap::with_max_entries(65536, 0);
 
-/// Called by the socket exit programs for a socket syscall that moved bytes: inside an SSL
-/// call, ties the SSL object to the fd and returns the ciphertext flag.
+/// Called by the I/O syscall entry programs: inside an SSL call, ties the SSL object to the
+/// fd (OpenSSL's socket BIO reads and writes its own fd; an fd that is not an inet socket
+/// has no `CONNS` entry, and its plaintext is counted as without a connection).
 #[inline(always)]
-pub(crate) fn note_socket_io(id: u64, fd: i32) -> u8 {
+pub(crate) fn note_socket_io(id: u64, fd: i32) {
     // SAFETY: map lookup by value.
     let Some(call) = (unsafe { SSL_CALLS.get(id) }) else {
-        return 0;
+        return;
     };
     let key = SslKey {
         ssl: call.ssl,
@@ -45,5 +45,4 @@ pub(crate) fn note_socket_io(id: u64, fd: i32) -> u8 {
         _pad: 0,
     };
     let _ = SSL_FDS.insert(key, fd, 0);
-    data_flags::TLS_CIPHERTEXT
 }

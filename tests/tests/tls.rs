@@ -166,6 +166,24 @@ fn https_through_nginx_gives_the_http_records() {
             c.0, c.1
         )
     });
+    // The records say they came from TLS plaintext (a label on records, not on RED series).
+    let records: serde_json::Value =
+        serde_json::from_str(&httplab::http_body(daemon.port, "/api/records?limit=1000").unwrap())
+            .unwrap();
+    let server_records: Vec<&serde_json::Value> = records
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["side"] == "server" && r["local"] == format!("127.0.0.1:{port}"))
+        .collect();
+    assert!(
+        !server_records.is_empty(),
+        "nginx's records in /api/records"
+    );
+    assert!(
+        server_records.iter().all(|r| r["labels"]["tls"] == "true"),
+        "every record of nginx's TLS port is labelled tls=true: {server_records:?}"
+    );
     eprintln!(
         "tls: server {got:?}; ciphertext bytes {ciphertext}, plaintext events {plaintext}, \
          without conn {}",

@@ -615,7 +615,7 @@ impl ConnTracker {
                 t.streams[dir] = StreamReassembler::starting_at(d.pos, self.cfg.limits());
             }
             t.tls_plain[dir] = true;
-        } else if d.tls_ciphertext || t.conn.tls || looks_like_tls_record(d) {
+        } else if t.conn.tls || looks_like_tls_record(d) {
             t.conn.tls = true;
             self.stats.bytes_tls_ciphertext += d.len;
             if !was_tls && self.tls_marked.len() < MAX_TLS_MARKED {
@@ -1071,7 +1071,7 @@ mod tests {
     }
 
     /// A TLS connection: the handshake records (nginx's one-byte peek, a ClientHello) and the
-    /// application records flagged as ciphertext are never in the streams; the plaintext
+    /// application records after them are never in the streams; the plaintext
     /// chunks are, from position 0 of their own streams, and the Close drains the connection
     /// without lost gaps up to the record totals.
     #[test]
@@ -1083,10 +1083,9 @@ mod tests {
         let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
         let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec();
         let records = pattern(5, 300);
-        let flagged = |mut ev: Event, tls: bool, cipher: bool| {
+        let plain = |mut ev: Event| {
             if let Event::Data(d) = &mut ev {
-                d.tls = tls;
-                d.tls_ciphertext = cipher;
+                d.tls = true;
             }
             ev
         };
@@ -1095,10 +1094,10 @@ mod tests {
             &[
                 data(1, IN, &peek, 0, 1, 10),
                 data(1, IN, &hello, 1, 204, 11),
-                flagged(data(1, IN, &records, 0, 100, 12), false, true),
-                flagged(data(1, IN, &req, 0, req.len(), 13), true, false),
-                flagged(data(1, EG, &records, 0, 150, 14), false, true),
-                flagged(data(1, EG, &resp, 0, resp.len(), 15), true, false),
+                data(1, IN, &records, 0, 100, 12),
+                plain(data(1, IN, &req, 0, req.len(), 13)),
+                data(1, EG, &records, 0, 150, 14),
+                plain(data(1, EG, &resp, 0, resp.len(), 15)),
                 close(1, 5, 16, 150, 305),
             ],
         );

@@ -103,9 +103,6 @@ pub struct DataChunk {
     /// streams, which are parsed instead of the socket bytes.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub tls: bool,
-    /// Socket bytes moved inside an `SSL_read`/`SSL_write` call: TLS records (ciphertext).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub tls_ciphertext: bool,
     /// The first `payload.len()` bytes of the `len` moved (the rest was beyond the cap).
     #[serde(skip)]
     pub payload: Bytes,
@@ -356,7 +353,6 @@ fn decode_data(raw: &[u8]) -> Result<DataChunk, DecodeError> {
         datagram: ev.flags & abi::data_flags::DATAGRAM != 0,
         spliced: ev.flags & abi::data_flags::NO_PAYLOAD != 0,
         tls: ev.flags & abi::data_flags::TLS != 0,
-        tls_ciphertext: ev.flags & abi::data_flags::TLS_CIPHERTEXT != 0,
         payload: Bytes::copy_from_slice(&body[..captured]),
     })
 }
