@@ -515,6 +515,9 @@ pub mod config_flags {
     /// Test switch: the optional sendfile/splice program takes a path the verifier must
     /// reject, so tests can prove that an optional program failing leaves the rest running.
     pub const TEST_REJECT_SPLICE: u32 = 4;
+    /// Tests only: `sonde_ssl_read_ret` makes a read the verifier must refuse (the TLS
+    /// feature turns off alone).
+    pub const TEST_REJECT_TLS: u32 = 8;
 }
 
 pub mod net;

@@ -73,6 +73,10 @@ pub fn sonde_ssl_write_ret(ctx: RetProbeContext) -> u32 {
 
 #[uretprobe]
 pub fn sonde_ssl_read_ret(ctx: RetProbeContext) -> u32 {
+    if cfg!(flags) & sonde_common::config_flags::TEST_REJECT_TLS != 0 {
+        // SAFETY: none: a deliberate wild read, for the verifier to reject (tests only).
+        return unsafe { core::ptr::read_volatile(16 as *const u32) };
+    }
     ret(&ctx, direction::INGRESS)
 }
 

@@ -499,6 +499,10 @@ impl Prepared {
         if std::env::var_os("SONDE_TEST_REJECT_SENDFILE").is_some() {
             flags |= abi::config_flags::TEST_REJECT_SPLICE;
         }
+        // Test-only: the same for a TLS program.
+        if std::env::var_os("SONDE_TEST_REJECT_TLS").is_some() {
+            flags |= abi::config_flags::TEST_REJECT_TLS;
+        }
         let config = abi::Config {
             self_tgid: if opts.trace_self {
                 0
