@@ -93,8 +93,8 @@ fn enter_io(ctx: &TracePointContext, sc: u8) -> u32 {
         count_inflight_full();
     }
     // Inside an SSL call, this fd is the SSL object's socket (BIO): tie them here, where
-    // the program is small, not in the exit programs (an extra map update in the middle of
-    // those doubled the iovec programs' verified states on 6.1).
+    // the program is small, not in the exit programs (the same update there took 6.1's
+    // sonde_exit_recvv past the instruction budget: BENCHMARKS.md, kernel matrix).
     crate::tls_calls::note_socket_io(id, fd as i32);
     0
 }
@@ -311,9 +311,9 @@ fn emit_data(
     let (fd, sc, ts_enter) = unsafe { ((*inf).fd, (*inf).syscall, (*inf).ts_enter) };
     let c = conn::conn_for_io(id, fd, sk, protocol)?;
     let (conn_id, pos) = advance(c, dir, plan.total);
-    // SAFETY: map lookup by value.
     // Any verdict but CAPTURE (which is no entry) stops the copy here: SKIP_PAYLOAD, and
     // SKIP_CIPHERTEXT (a TLS connection's records; its plaintext goes on, tls.rs).
+    // SAFETY: map lookup by value.
     if unsafe { VERDICTS.get(conn_id) }.is_some_and(|v| *v != verdict::CAPTURE) {
         count(stat::BYTES_SKIPPED_BY_VERDICT, plan.total);
         return Some(());

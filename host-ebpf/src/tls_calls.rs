@@ -1,5 +1,5 @@
 //! The SSL calls in progress and the socket each SSL object was seen on: shared by the
-//! libssl uprobes ([`crate::tls`]) and the socket exit programs ([`crate::io`]).
+//! libssl uprobes ([`crate::tls`]) and the I/O syscall entry programs ([`crate::io`]).
 use aya_ebpf::{macros::map, maps::LruHashMap};
 
 /// An SSL call in progress, by thread (pid_tgid).
