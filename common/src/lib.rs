@@ -110,8 +110,12 @@ pub mod syscall {
     pub const SENDFILE: u8 = 17;
     /// splice from or to a socket: bytes moved through a pipe, never in user memory.
     pub const SPLICE: u8 = 18;
+    /// Not a syscall: the plaintext of OpenSSL's `SSL_write`/`SSL_write_ex` (uretprobe).
+    pub const SSL_WRITE: u8 = 19;
+    /// Not a syscall: the plaintext of OpenSSL's `SSL_read`/`SSL_read_ex` (uretprobe).
+    pub const SSL_READ: u8 = 20;
 
-    pub const NAMES: [&str; 19] = [
+    pub const NAMES: [&str; 21] = [
         "read",
         "write",
         "readv",
@@ -131,6 +135,8 @@ pub mod syscall {
         "rst_received",
         "sendfile",
         "splice",
+        "ssl_write",
+        "ssl_read",
     ];
 
     /// true for the syscalls whose bytes flow from the process to the socket.
@@ -154,6 +160,9 @@ pub mod data_flags {
     /// The bytes never passed through user memory (sendfile, splice): `captured` is 0 and
     /// the whole `len` is a gap of known length, so parsers stay in step with the stream.
     pub const NO_PAYLOAD: u8 = 16;
+    /// TLS plaintext from a libssl uprobe (`SSL_read`/`SSL_write`): `pos` counts in the
+    /// connection's plaintext stream, which user space parses instead of the socket bytes.
+    pub const TLS: u8 = 32;
 }
 
 /// A socket address as the kernel side fills it. `family` is AF_INET (2) or AF_INET6 (10),
@@ -304,7 +313,12 @@ pub mod stat {
     pub const LOG_RATE_LIMITED: u32 = 15;
     /// Bytes moved by sendfile/splice on sockets: never in user memory, passed on as gaps.
     pub const BYTES_SPLICED: u32 = 16;
-    pub const COUNT: u32 = 17;
+    /// TLS plaintext (an `SSL_read`/`SSL_write` return) whose SSL object was never seen on a
+    /// socket (no socket syscall inside an SSL call of that thread yet): not emitted.
+    pub const TLS_WITHOUT_CONN: u32 = 17;
+    /// TLS plaintext events written (also counted in `data_events`).
+    pub const TLS_EVENTS: u32 = 18;
+    pub const COUNT: u32 = 19;
     pub const NAMES: [&str; COUNT as usize] = [
         "data_lost",
         "conn_lost",
@@ -323,6 +337,8 @@ pub mod stat {
         "log_bytes_truncated",
         "log_rate_limited",
         "bytes_spliced",
+        "tls_without_conn",
+        "tls_events",
     ];
 }
 
@@ -345,6 +361,9 @@ pub mod verdict {
     pub const CAPTURE: u8 = 0;
     /// Stop copying payload; keep counting bytes and positions.
     pub const SKIP_PAYLOAD: u8 = 1;
+    /// A TLS connection: stop copying its socket bytes (the records, which are never parsed)
+    /// but keep copying the plaintext of the libssl uprobes.
+    pub const SKIP_CIPHERTEXT: u8 = 2;
 }
 
 /// Byte offsets of fields in tracepoint records and kernel structs, read by user space from
@@ -496,6 +515,9 @@ pub mod config_flags {
     /// Test switch: the optional sendfile/splice program takes a path the verifier must
     /// reject, so tests can prove that an optional program failing leaves the rest running.
     pub const TEST_REJECT_SPLICE: u32 = 4;
+    /// Tests only: `sonde_ssl_read_ret` makes a read the verifier must refuse (the TLS
+    /// feature turns off alone).
+    pub const TEST_REJECT_TLS: u32 = 8;
 }
 
 pub mod net;

@@ -49,6 +49,9 @@ pub(crate) struct ConnState {
     pub sock: u64,
     pub tx_pos: u64,
     pub rx_pos: u64,
+    /// Positions in the TLS plaintext streams (libssl uprobes, [`crate::tls`]).
+    pub tls_tx_pos: u64,
+    pub tls_rx_pos: u64,
     pub role: u8,
     pub protocol: u8,
     /// A ConnOpen event went out for it (accept without an address buffer defers it to the
@@ -207,6 +210,8 @@ pub(crate) fn conn_for_io(id: u64, fd: i32, sk: u64, protocol: u8) -> Option<*mu
         sock: sk,
         tx_pos: 0,
         rx_pos: 0,
+        tls_tx_pos: 0,
+        tls_rx_pos: 0,
         role,
         protocol,
         announced: 1,
@@ -352,6 +357,8 @@ pub fn sonde_exit_conn(ctx: TracePointContext) -> u32 {
         sock: 0,
         tx_pos: 0,
         rx_pos: 0,
+        tls_tx_pos: 0,
+        tls_rx_pos: 0,
         role,
         protocol: 0,
         // accept() without an address buffer could be a unix socket: announce the connection

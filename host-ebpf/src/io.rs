@@ -32,12 +32,12 @@ const IPPROTO_UDP: u8 = 17;
 /// 32 KiB, and the payload area is twice the cap so the verifier can bound `off + len`
 /// from two independent bounds.
 #[map]
-static SCRATCH: Array<Scratch> = Array::with_max_entries(1, 0);
+pub(crate) static SCRATCH: Array<Scratch> = Array::with_max_entries(1, 0);
 
 #[repr(C)]
-struct Scratch {
-    ev: DataEvent,
-    data: [u8; 2 * MAX_CAPTURE],
+pub(crate) struct Scratch {
+    pub(crate) ev: DataEvent,
+    pub(crate) data: [u8; 2 * MAX_CAPTURE],
     /// The iovec walk's write offset, kept in map memory between iterations: see
     /// [`copy_iovecs`].
     cursor: u64,
@@ -92,6 +92,10 @@ fn enter_io(ctx: &TracePointContext, sc: u8) -> u32 {
     if INFLIGHT.insert(id, inflight, 0).is_err() {
         count_inflight_full();
     }
+    // Inside an SSL call, this fd is the SSL object's socket (BIO): tie them here, where
+    // the program is small, not in the exit programs (the same update there took 6.1's
+    // sonde_exit_recvv past the instruction budget: BENCHMARKS.md, kernel matrix).
+    crate::tls_calls::note_socket_io(id, fd as i32);
     0
 }
 
@@ -307,8 +311,10 @@ fn emit_data(
     let (fd, sc, ts_enter) = unsafe { ((*inf).fd, (*inf).syscall, (*inf).ts_enter) };
     let c = conn::conn_for_io(id, fd, sk, protocol)?;
     let (conn_id, pos) = advance(c, dir, plan.total);
+    // Any verdict but CAPTURE (which is no entry) stops the copy here: SKIP_PAYLOAD, and
+    // SKIP_CIPHERTEXT (a TLS connection's records; its plaintext goes on, tls.rs).
     // SAFETY: map lookup by value.
-    if unsafe { VERDICTS.get(conn_id) }.copied() == Some(verdict::SKIP_PAYLOAD) {
+    if unsafe { VERDICTS.get(conn_id) }.is_some_and(|v| *v != verdict::CAPTURE) {
         count(stat::BYTES_SKIPPED_BY_VERDICT, plan.total);
         return Some(());
     }
@@ -386,7 +392,7 @@ fn advance(c: *mut ConnState, dir: u8, n: u64) -> (u64, u64) {
 /// Every header field of a data event (the payload is already in place).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn fill_data_event(
+pub(crate) fn fill_data_event(
     ev: &mut DataEvent,
     id: u64,
     fd: i32,

@@ -57,6 +57,8 @@ mod io;
 mod net;
 mod stdio;
 mod task;
+mod tls;
+mod tls_calls;
 mod uring;
 
 /// All events to user space. Resized at load time (`--ring-bytes`).

@@ -305,10 +305,20 @@ impl Daemon {
                     }
                     route(&mut loop_state.snap, &mut router, &tracker, &mut out);
                     router.flush();
+                    // Before the parsers' verdicts, which win (a finished TLS connection
+                    // stops its plaintext too).
+                    for conn in tracker.take_tls_marked() {
+                        let v = sonde_common::verdict::SKIP_CIPHERTEXT;
+                        if let Err(e) = capture.set_verdict(conn, v) {
+                            loop_state.snap.verdict_errors += 1;
+                            tracing::debug!(conn, error = %e, "TLS verdict not set");
+                        }
+                    }
                     loop_state.deliver(&mut router, &mut capture, &shared, &mut netmap);
                     let _ = tracker.take_finished();
                     let snap = &mut loop_state.snap;
                     snap.capture = capture.stats()?;
+                    snap.tls = capture.tls_status();
                     snap.tracker = tracker.stats().clone();
                     snap.connections_open = tracker.len();
                     snap.parsers = router.parser_stats();

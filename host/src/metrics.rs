@@ -31,6 +31,8 @@ pub struct Snapshot {
     pub routed_connections: usize,
     /// Skip-payload verdicts the kernel map refused (full, or an error).
     pub verdict_errors: u64,
+    /// The libssl uprobes' attach state (None: TLS capture is not running).
+    pub tls: Option<sonde_capture::tls::TlsStatus>,
 }
 
 /// What the endpoint serves: the health snapshot and the live RED aggregation (updated by the
@@ -374,7 +376,22 @@ fn render(ex: &mut Exposition, s: &Snapshot) {
         ],
     );
     render_io_uring(ex, s);
-    let totals: [(&str, &str, u64); 12] = [
+    let totals: [(&str, &str, u64); 15] = [
+        (
+            "sonde_capture_tls_events_total",
+            "TLS plaintext chunks from the libssl uprobes (SSL_read/SSL_write returns).",
+            s.capture.total(stat::TLS_EVENTS),
+        ),
+        (
+            "sonde_capture_tls_without_conn_total",
+            "TLS plaintext not emitted: its SSL object was never seen on a socket.",
+            s.capture.total(stat::TLS_WITHOUT_CONN),
+        ),
+        (
+            "sonde_stream_tls_ciphertext_bytes_total",
+            "Socket bytes of TLS connections (the records): dropped, never parsed.",
+            s.tracker.bytes_tls_ciphertext,
+        ),
         (
             "sonde_capture_bytes_spliced_total",
             "Bytes moved by sendfile/splice on sockets: never in user memory, passed on as gaps.",
@@ -449,6 +466,21 @@ fn render(ex: &mut Exposition, s: &Snapshot) {
         ("lost", s.stream_lost_bytes),
     ] {
         c.sample([("kind", kind)], v);
+    }
+    if let Some(t) = &s.tls {
+        ex.gauge(
+            "sonde_tls_libssl_files",
+            "Distinct libssl files (device, inode) found, by whether the TLS uprobes attached.",
+        )
+        .sample([("state", "attached")], t.files_attached as u64)
+        .sample([("state", "failed")], t.files_failed as u64);
+        let mut c = ex.counter(
+            "sonde_tls_attach_failures_total",
+            "TLS uprobe attachments that failed, by reason (symbol-missing, file, target, attach).",
+        );
+        for (reason, n) in &t.failures {
+            c.sample([("reason", *reason)], *n);
+        }
     }
     ex.gauge("sonde_connections_open", "Connections tracked now.")
         .sample((), s.connections_open);

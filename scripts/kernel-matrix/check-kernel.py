@@ -50,6 +50,8 @@ def doctor(sonde, summary):
     insns = [(c["processed_insns"] or 0, c["program"]) for c in costs]
     summary["max_insns"], summary["max_insns_program"] = max(insns, default=(0, ""))
     summary["verify_ms"] = r["verify_ms"]
+    # Every loaded program's figures, [processed insns, stack bytes], for BENCHMARKS.md.
+    summary["programs"] = {c["program"]: [c["processed_insns"] or 0, c["stack_bytes"]] for c in costs}
     if r["core_error"]:
         fail(summary, "core cannot run: " + r["core_error"])
     if summary["programs_failed"]:

@@ -173,14 +173,33 @@ impl Nginx {
     /// Like [`Nginx::start`], with more `http {}` directives (e.g. `sendfile on;`, as Debian's
     /// default nginx.conf has it) and static files `www/<name>` of the given sizes.
     pub fn start_with(upstream: u16, http_extra: &str) -> Result<Self> {
-        Nginx::start_as(upstream, http_extra, Path::new("nginx"))
+        Nginx::start_inner(upstream, http_extra, Path::new("nginx"), false)
     }
 
     /// Like [`Nginx::start_with`], running `program` (e.g. a link to nginx under another
     /// name, so the process and the service Sonde names after it are this test's own).
     pub fn start_as(upstream: u16, http_extra: &str, program: &Path) -> Result<Self> {
+        Nginx::start_inner(upstream, http_extra, program, false)
+    }
+
+    /// Like [`Nginx::start`], serving HTTPS (TLS through the system's libssl) with a
+    /// self-signed certificate made by `openssl req -x509` in its directory.
+    pub fn start_tls(upstream: u16) -> Result<Self> {
+        Nginx::start_inner(upstream, "", Path::new("nginx"), true)
+    }
+
+    fn start_inner(upstream: u16, http_extra: &str, program: &Path, tls: bool) -> Result<Self> {
         let dir = Scratch::new("nginx");
         let port = free_port();
+        let listen = if tls {
+            make_certificate(dir.path())?;
+            let d = dir.path().display();
+            format!(
+                "listen 127.0.0.1:{port} ssl;\n        ssl_certificate {d}/cert.pem;\n        ssl_certificate_key {d}/key.pem;"
+            )
+        } else {
+            format!("listen 127.0.0.1:{port};")
+        };
         let root = dir.path().join("www");
         std::fs::create_dir_all(&root)?;
         std::fs::write(root.join("index.html"), "<html>sonde test page</html>\n")?;
@@ -207,7 +226,7 @@ http {{
     keepalive_requests 100000;
     {http_extra}
     server {{
-        listen 127.0.0.1:{port};
+        {listen}
         root {d}/www;
         location /api/ {{
             proxy_pass http://127.0.0.1:{upstream};
@@ -244,6 +263,11 @@ http {{
 
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The URL of `path` on a server started with [`Nginx::start_tls`].
+    pub fn https_url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.port)
     }
 
     /// The document root (static files served at `/`).
@@ -294,6 +318,33 @@ impl Drop for Nginx {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A self-signed certificate for 127.0.0.1/localhost: `cert.pem` and `key.pem` in `dir`.
+pub fn make_certificate(dir: &Path) -> Result<()> {
+    let out = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ])
+        .arg("-keyout")
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .output()
+        .context("running openssl req")?;
+    if !out.status.success() {
+        bail!(
+            "openssl req failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
 }
 
 /// Run curl with `args`; fails on a non-zero exit (HTTP errors are not curl errors).

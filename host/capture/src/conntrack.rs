@@ -107,6 +107,9 @@ pub struct Connection {
     pub peer: Option<SocketAddr>,
     /// A datagram (UDP) socket: its chunks are messages.
     pub datagram: bool,
+    /// TLS: its socket bytes are TLS records (never parsed); its streams are the plaintext
+    /// from the libssl uprobes when those see it (positions in the plaintext streams).
+    pub tls: bool,
     /// First event seen for the connection.
     pub opened_ns: u64,
     /// Latest event seen for the connection.
@@ -140,6 +143,7 @@ impl Connection {
             local: None,
             peer: None,
             datagram: false,
+            tls: false,
             opened_ns: ts,
             last_ns: ts,
             closed_ns: None,
@@ -304,6 +308,10 @@ pub struct TrackerStats {
     pub chunks_overlap: u64,
     /// Bytes discarded from those chunks.
     pub bytes_overlap: u64,
+    /// Socket bytes of TLS connections (records, ciphertext): dropped, never parsed.
+    pub bytes_tls_ciphertext: u64,
+    /// TLS plaintext chunks (libssl uprobes) placed in their connection's streams.
+    pub chunks_tls_plaintext: u64,
 }
 
 impl TrackerStats {
@@ -358,14 +366,33 @@ impl TrackerStats {
 struct Tracked {
     conn: Connection,
     streams: [StreamReassembler; 2],
+    /// TLS plaintext has been placed in this direction's stream.
+    tls_plain: [bool; 2],
+}
+
+/// The first socket bytes of a direction are a TLS record header: content type 20–23
+/// (change_cipher_spec, alert, handshake, application_data), version 3.x (SSL 3 to TLS 1.3's
+/// legacy 3.3). A ClientHello starts `16 03 01`. nginx first peeks at one byte
+/// (`recv(MSG_PEEK)`) to tell TLS from plain HTTP on an `ssl` port: a lone handshake byte
+/// (or two) at the start of the stream is taken as TLS too.
+fn looks_like_tls_record(d: &DataChunk) -> bool {
+    d.pos == 0
+        && !d.datagram
+        && match d.payload.as_ref() {
+            [22] | [22, 3] => true,
+            p => matches!(p.get(..3), Some(&[20..=23, 3, 0..=4])),
+        }
 }
 
 impl Tracked {
     /// Closed, and both directions emitted up to the Close totals.
     fn drained(&self) -> bool {
-        self.conn
-            .totals
-            .is_some_and(|t| self.streams[0].is_complete(t[0]) && self.streams[1].is_complete(t[1]))
+        // A TLS connection's Close totals count the records, not the plaintext its streams
+        // hold; its plaintext events precede its Close in the ring (same thread, earlier).
+        self.conn.totals.is_some_and(|t| {
+            self.conn.tls
+                || (self.streams[0].is_complete(t[0]) && self.streams[1].is_complete(t[1]))
+        })
     }
 
     /// Why the connection should be finalised at `now`, if it should.
@@ -405,6 +432,9 @@ enum Lookup {
     New,
 }
 
+/// Connections newly found to be TLS kept for [`ConnTracker::take_tls_marked`].
+const MAX_TLS_MARKED: usize = 4096;
+
 /// A shrink that gave back at least this many entries' worth also returns the pages.
 const RELEASE_AFTER_ENTRIES: usize = 4096;
 
@@ -412,6 +442,8 @@ const RELEASE_AFTER_ENTRIES: usize = 4096;
 /// periodically; consume the [`StreamEvent`]s it appends.
 pub struct ConnTracker {
     cfg: TrackerConfig,
+    /// Connections found to be TLS since [`Self::take_tls_marked`] (bounded).
+    tls_marked: Vec<u64>,
     conns: HashMap<u64, Tracked>,
     /// (tgid, fd) → the conn_id that fd names now, to notice fd reuse.
     by_fd: HashMap<(u32, i32), u64>,
@@ -430,6 +462,7 @@ impl ConnTracker {
     pub fn new(cfg: TrackerConfig) -> Self {
         ConnTracker {
             cfg,
+            tls_marked: Vec::new(),
             conns: HashMap::new(),
             by_fd: HashMap::new(),
             finished: VecDeque::new(),
@@ -439,6 +472,13 @@ impl ConnTracker {
             stats: TrackerStats::default(),
             segs: Vec::new(),
         }
+    }
+
+    /// Connections found to be TLS since the last call: the daemon tells the kernel to stop
+    /// copying their socket bytes ([`sonde_common::verdict::SKIP_CIPHERTEXT`]). Bounded: a
+    /// caller that never asks (`sonde trace`) loses nothing but the verdicts.
+    pub fn take_tls_marked(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.tls_marked)
     }
 
     /// Applies one capture event, appending what it produced to `out`.
@@ -563,6 +603,29 @@ impl ConnTracker {
         };
         t.conn.learn_data(d);
         let dir = d.direction.index();
+        let was_tls = t.conn.tls;
+        if d.tls {
+            self.stats.chunks_tls_plaintext += 1;
+            t.conn.tls = true;
+            // The first plaintext of a direction starts its stream where the plaintext is,
+            // whatever socket bytes were pushed before (a connection seen mid-way).
+            if !t.tls_plain[dir]
+                && (t.streams[dir].position() != d.pos || t.streams[dir].pending_chunks() > 0)
+            {
+                t.streams[dir] = StreamReassembler::starting_at(d.pos, self.cfg.limits());
+            }
+            t.tls_plain[dir] = true;
+        } else if t.conn.tls || looks_like_tls_record(d) {
+            t.conn.tls = true;
+            self.stats.bytes_tls_ciphertext += d.len;
+            if !was_tls && self.tls_marked.len() < MAX_TLS_MARKED {
+                self.tls_marked.push(d.conn_id);
+            }
+            return;
+        }
+        if !was_tls && t.conn.tls && self.tls_marked.len() < MAX_TLS_MARKED {
+            self.tls_marked.push(d.conn_id);
+        }
         let chunk = Chunk {
             pos: d.pos,
             len: d.len,
@@ -647,6 +710,7 @@ impl ConnTracker {
             Tracked {
                 conn: Connection::new(conn_id, task, fd, ts),
                 streams,
+                tls_plain: [false; 2],
             },
         );
         self.stats.connections_opened += 1;
@@ -690,7 +754,12 @@ impl ConnTracker {
             return;
         };
         for dir in [Direction::Egress, Direction::Ingress] {
-            let total = t.conn.totals.map(|x| x[dir.index()]);
+            // A TLS connection's totals count its records, not its plaintext.
+            let total = t
+                .conn
+                .totals
+                .filter(|_| !t.conn.tls)
+                .map(|x| x[dir.index()]);
             t.streams[dir.index()].finish(total, &mut self.segs);
             emit_segments(&mut t.conn, dir, &mut self.segs, &mut self.stats, out);
         }
@@ -999,6 +1068,48 @@ mod tests {
         let found: Vec<_> = f.into_iter().filter(|c| c.conn_id == conn_id).collect();
         assert_eq!(found.len(), 1, "conn {conn_id} finished once");
         found.into_iter().next().unwrap()
+    }
+
+    /// A TLS connection: the handshake records (nginx's one-byte peek, a ClientHello) and the
+    /// application records after them are never in the streams; the plaintext
+    /// chunks are, from position 0 of their own streams, and the Close drains the connection
+    /// without lost gaps up to the record totals.
+    #[test]
+    fn tls_connections_parse_the_plaintext_and_drop_the_records() {
+        let mut t = ConnTracker::new(cfg());
+        let mut run = Run::default();
+        let hello = [&[22u8, 3, 1, 0, 200][..], &pattern(3, 200)].concat();
+        let peek = [22u8];
+        let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+        let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec();
+        let records = pattern(5, 300);
+        let plain = |mut ev: Event| {
+            if let Event::Data(d) = &mut ev {
+                d.tls = true;
+            }
+            ev
+        };
+        run.feed(
+            &mut t,
+            &[
+                data(1, IN, &peek, 0, 1, 10),
+                data(1, IN, &hello, 1, 204, 11),
+                data(1, IN, &records, 0, 100, 12),
+                plain(data(1, IN, &req, 0, req.len(), 13)),
+                data(1, EG, &records, 0, 150, 14),
+                plain(data(1, EG, &resp, 0, resp.len(), 15)),
+                close(1, 5, 16, 150, 305),
+            ],
+        );
+        assert_eq!(run.stream(1, IN), (req.clone(), req.len() as u64));
+        assert_eq!(run.stream(1, EG), (resp.clone(), resp.len() as u64));
+        assert!(run.gaps(1, IN, GapReason::Lost).is_empty());
+        assert_eq!(run.lifecycle(1), ["opened", "closed"]);
+        assert_eq!(t.stats().bytes_tls_ciphertext, 1 + 204 + 100 + 150);
+        assert_eq!(t.stats().chunks_tls_plaintext, 2);
+        assert!(finished_one(&mut t, 1).tls);
+        assert_eq!(t.take_tls_marked(), [1]);
+        assert!(t.take_tls_marked().is_empty());
     }
 
     /// An unconnected datagram socket: the kernel knows no role; the first datagram's

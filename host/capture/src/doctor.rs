@@ -177,6 +177,10 @@ pub fn examine(base: &CaptureOptions) -> Report {
         Ok(probes) => report.probes = probes,
         Err(e) => report.core_error = format!("{e:#}"),
     }
+    // The libssl uprobes: loaded like the rest, attached to no file.
+    report
+        .probes
+        .extend(crate::tls::bring_up(&mut ebpf, Ok(()), false).0);
     if let Some(p) = report
         .probes
         .iter()

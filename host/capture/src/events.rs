@@ -99,6 +99,10 @@ pub struct DataChunk {
     pub datagram: bool,
     /// sendfile/splice: the bytes never passed through user memory; `len` is a gap.
     pub spliced: bool,
+    /// TLS plaintext from a libssl uprobe: `pos` counts in the connection's plaintext
+    /// streams, which are parsed instead of the socket bytes.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tls: bool,
     /// The first `payload.len()` bytes of the `len` moved (the rest was beyond the cap).
     #[serde(skip)]
     pub payload: Bytes,
@@ -348,6 +352,7 @@ fn decode_data(raw: &[u8]) -> Result<DataChunk, DecodeError> {
         read_failed: ev.flags & abi::data_flags::READ_FAILED != 0,
         datagram: ev.flags & abi::data_flags::DATAGRAM != 0,
         spliced: ev.flags & abi::data_flags::NO_PAYLOAD != 0,
+        tls: ev.flags & abi::data_flags::TLS != 0,
         payload: Bytes::copy_from_slice(&body[..captured]),
     })
 }

@@ -10,6 +10,7 @@ pub mod reassembly;
 pub mod recording;
 pub mod streams;
 pub mod tables;
+pub mod tls;
 pub mod tracefs;
 
 use std::path::{Path, PathBuf};
@@ -76,6 +77,9 @@ pub struct CaptureOptions {
     /// Follow sendfile/splice on sockets (the bytes are not copied: they become gaps of
     /// known length, so parsers stay in step). Needs `payload`.
     pub sendfile: bool,
+    /// TLS plaintext through uprobes on libssl (OpenSSL 1.1/3, dynamically linked): HTTPS
+    /// served or fetched through it gives the same records as cleartext. Needs `payload`.
+    pub tls: bool,
 }
 
 impl Default for CaptureOptions {
@@ -95,6 +99,7 @@ impl Default for CaptureOptions {
             stdio_per_sec: abi::DEFAULT_STDIO_PER_SEC,
             socket_lookup: SocketLookup::Auto,
             sendfile: true,
+            tls: true,
         }
     }
 }
@@ -199,6 +204,8 @@ pub struct Capture {
     net_missing: Vec<String>,
     /// Every program's state (attached, failed, off) and what it cost to verify.
     probes: Vec<ProbeStatus>,
+    /// The libssl uprobes (None: off or failed to load).
+    tls: Option<tls::Tls>,
     /// How sockets are recognised on this kernel.
     socket_lookup: SocketLookup,
     /// `enum skb_drop_reason` names of this kernel (empty when the probes are off).
@@ -217,7 +224,21 @@ impl Capture {
     pub fn start(opts: &CaptureOptions) -> Result<Capture> {
         let prepared = Prepared::new(opts)?;
         let mut ebpf = prepared.load_object(opts)?;
-        let probes = bring_up(&mut ebpf, &prepared, opts, true)?;
+        let mut probes = bring_up(&mut ebpf, &prepared, opts, true)?;
+        let socket_io = probes
+            .iter()
+            .any(|p| p.feature == Feature::SocketIo && p.state == ProbeState::Attached);
+        let tls_wanted = if !opts.payload {
+            Err("payload capture is off".to_string())
+        } else if !opts.tls {
+            Err("off in the configuration".to_string())
+        } else if !socket_io {
+            Err("socket capture is not running".to_string())
+        } else {
+            Ok(())
+        };
+        let (tls_probes, tls) = tls::bring_up(&mut ebpf, tls_wanted, true);
+        probes.extend(tls_probes);
         let net_running = probes
             .iter()
             .any(|p| p.feature.is_network() && p.state == ProbeState::Attached);
@@ -282,6 +303,7 @@ impl Capture {
             net,
             net_missing,
             probes,
+            tls,
             socket_lookup: prepared.socket_lookup,
             drop_reason_names,
             decode_errors: 0,
@@ -328,6 +350,7 @@ impl Capture {
     /// Records that fail to decode are counted (see [`CaptureStats::decode_errors`]).
     pub async fn next_batch(&mut self, out: &mut Vec<Event>, max: usize) -> Result<()> {
         loop {
+            self.rescan_tls();
             if self.drain(out, max) > 0 {
                 return Ok(());
             }
@@ -339,6 +362,21 @@ impl Capture {
                 guard?.clear_ready();
             }
         }
+    }
+
+    /// Attaches the TLS uprobes to libssl files that processes started mapping since the last
+    /// scan (at most every [`tls::RESCAN`]).
+    fn rescan_tls(&mut self) {
+        if let Some(t) = self.tls.as_mut()
+            && t.maybe_rescan(&mut self._ebpf)
+        {
+            t.describe(&mut self.probes);
+        }
+    }
+
+    /// The libssl uprobes' attach state (None: the TLS feature is not running).
+    pub fn tls_status(&self) -> Option<tls::TlsStatus> {
+        self.tls.as_ref().map(|t| t.status())
     }
 
     /// Decodes up to `max` waiting records without blocking; returns how many were taken.
@@ -461,6 +499,10 @@ impl Prepared {
         if std::env::var_os("SONDE_TEST_REJECT_SENDFILE").is_some() {
             flags |= abi::config_flags::TEST_REJECT_SPLICE;
         }
+        // Test-only: the same for a TLS program.
+        if std::env::var_os("SONDE_TEST_REJECT_TLS").is_some() {
+            flags |= abi::config_flags::TEST_REJECT_TLS;
+        }
         let config = abi::Config {
             self_tgid: if opts.trace_self {
                 0
@@ -538,7 +580,8 @@ fn unwanted(f: Feature, p: &Prepared, opts: &CaptureOptions) -> Option<String> {
         | Feature::SocketLookup
         | Feature::TcpState
         | Feature::Sendfile
-        | Feature::IoUring => None,
+        | Feature::IoUring
+        | Feature::Tls => None,
         _ if !opts.network => off("network probes are off in the configuration"),
         Feature::Interfaces if !opts.interface_probes => off("off in the configuration"),
         Feature::Softirq if !opts.softirq_probes => off("off in the configuration"),

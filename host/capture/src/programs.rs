@@ -51,6 +51,8 @@ pub enum Feature {
     Drops,
     Interfaces,
     Softirq,
+    /// TLS plaintext through uprobes on libssl (OpenSSL 1.1/3, dynamically linked).
+    Tls,
 }
 
 impl Feature {
@@ -67,6 +69,7 @@ impl Feature {
             Feature::Drops => "drops",
             Feature::Interfaces => "interfaces",
             Feature::Softirq => "softirq",
+            Feature::Tls => "tls",
         }
     }
 
@@ -79,6 +82,7 @@ impl Feature {
                 | Feature::TcpState
                 | Feature::Sendfile
                 | Feature::IoUring
+                | Feature::Tls
         )
     }
 
@@ -445,43 +449,57 @@ pub fn verifier_reason(log: &str) -> String {
 
 /// Loads `program` (once), timing the verifier and reading what it processed.
 pub fn load(ebpf: &mut Ebpf, program: &str) -> Result<(Duration, Option<u32>), String> {
-    let prog: &mut TracePoint = ebpf
+    let prog = ebpf
         .program_mut(program)
-        .ok_or_else(|| format!("program {program} missing from the eBPF object"))?
-        .try_into()
-        .map_err(|e| format!("{e}"))?;
-    if prog.fd().is_ok() {
-        return Ok((
-            Duration::ZERO,
-            prog.info()
-                .ok()
-                .and_then(|i| i.verified_instruction_count()),
-        ));
-    }
-    let t = Instant::now();
-    match prog.load() {
-        Ok(()) => {
-            let took = t.elapsed();
-            let insns = prog
-                .info()
-                .ok()
-                .and_then(|i| i.verified_instruction_count());
-            Ok((took, insns))
-        }
-        Err(aya::programs::ProgramError::LoadError {
-            io_error,
-            verifier_log,
-        }) => {
-            let log = verifier_log.to_string();
-            tracing::debug!(program, log = %log, "verifier log");
-            Err(format!(
-                "verifier rejected {program} ({io_error}): {}",
-                verifier_reason(&log)
-            ))
-        }
-        Err(e) => Err(format!("loading {program}: {e}")),
+        .ok_or_else(|| format!("program {program} missing from the eBPF object"))?;
+    match prog {
+        aya::programs::Program::TracePoint(p) => load_one!(p, program),
+        aya::programs::Program::UProbe(p) => load_one!(p, program),
+        _ => Err(format!(
+            "program {program} is neither a tracepoint nor a uprobe"
+        )),
     }
 }
+
+/// The body of [`load`] for one program type (aya's types share no loading trait).
+macro_rules! load_one {
+    ($prog:expr, $name:expr) => {{
+        let prog = $prog;
+        let program = $name;
+        if prog.fd().is_ok() {
+            return Ok((
+                Duration::ZERO,
+                prog.info()
+                    .ok()
+                    .and_then(|i| i.verified_instruction_count()),
+            ));
+        }
+        let t = Instant::now();
+        match prog.load() {
+            Ok(()) => {
+                let took = t.elapsed();
+                let insns = prog
+                    .info()
+                    .ok()
+                    .and_then(|i| i.verified_instruction_count());
+                Ok((took, insns))
+            }
+            Err(aya::programs::ProgramError::LoadError {
+                io_error,
+                verifier_log,
+            }) => {
+                let log = verifier_log.to_string();
+                tracing::debug!(program, log = %log, "verifier log");
+                Err(format!(
+                    "verifier rejected {program} ({io_error}): {}",
+                    verifier_reason(&log)
+                ))
+            }
+            Err(e) => Err(format!("loading {program}: {e}")),
+        }
+    }};
+}
+use load_one;
 
 /// Attaches a loaded `program` to `category:name`.
 pub fn attach(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> Result<()> {
@@ -524,7 +542,10 @@ mod tests {
             );
         }
         for p in stacks.keys() {
-            assert!(all().any(|a| a.program == p), "{p} is attached nowhere");
+            assert!(
+                all().any(|a| a.program == p) || super::super::tls::PROGRAMS.contains(&p.as_str()),
+                "{p} is attached nowhere"
+            );
         }
     }
 }

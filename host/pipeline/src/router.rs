@@ -394,6 +394,11 @@ impl Router {
                         info.labels
                             .push((THREAD_NAME.to_string(), c.task.thread.clone()));
                     }
+                    // Parsed from TLS plaintext (libssl uprobes): on records, not on RED
+                    // series, so HTTPS and HTTP count in the same series.
+                    if c.tls {
+                        info.labels.push((TLS.to_string(), "true".to_string()));
+                    }
                     info
                 };
                 let mut relabeled = None;
@@ -663,6 +668,8 @@ fn endpoint(a: Option<std::net::SocketAddr>) -> Option<Endpoint> {
 /// Label of a record whose connection's first bytes were moved by a thread with a name of
 /// its own (`isc-net-0000`, a server's named worker).
 pub const THREAD_NAME: &str = "thread_name";
+/// Label on the records of a connection parsed from TLS plaintext (`"true"`).
+pub const TLS: &str = "tls";
 
 /// What a parser is told about a tracked connection.
 pub fn conn_info(c: &Connection) -> ConnInfo {

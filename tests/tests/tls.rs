@@ -1,0 +1,290 @@
+//! TLS plaintext through the libssl uprobes, end to end: `sonde run` first, then real
+//! servers and clients from Debian started after it (nginx with `listen … ssl`, Python's `ssl`
+//! module, curl), all linked to the system's OpenSSL 3. HTTPS must give the same
+//! `http_server_request_duration_seconds` series as HTTP, counted exactly against nginx's
+//! access log, and curl's side as an HTTP client; the TLS records on the sockets are counted
+//! as ciphertext and never parsed (no series but the expected ones on the server's port).
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use sonde_tests::httplab::{self, Daemon, Nginx, Sample, Scratch, Upstream, curl, sum};
+use sonde_tests::wait_until;
+
+const T: Duration = Duration::from_secs(90);
+const SERVER: &str = "http_server_request_duration_seconds";
+const CLIENT: &str = "http_client_request_duration_seconds";
+
+/// Each test runs its own daemon; one at a time keeps CPU for the traffic.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Sonde's server-side counts on `port`, by (method, route, status).
+fn observed(samples: &[Sample], port: u16) -> BTreeMap<(String, String, String), u64> {
+    let port = port.to_string();
+    let mut m = BTreeMap::new();
+    for s in samples
+        .iter()
+        .filter(|s| s.name == format!("{SERVER}_count") && s.label("server_port") == port)
+    {
+        let key = (
+            s.label("http_request_method").to_string(),
+            s.label("http_route").to_string(),
+            s.label("http_response_status_code").to_string(),
+        );
+        *m.entry(key).or_insert(0) += s.value as u64;
+    }
+    m
+}
+
+fn key(m: &str, r: &str, s: &str) -> (String, String, String) {
+    (m.to_string(), r.to_string(), s.to_string())
+}
+
+/// The TLS programs run, and the system's libssl is attached.
+fn tls_attached(daemon: &Daemon) {
+    let samples = daemon.samples();
+    let attached = samples
+        .iter()
+        .filter(|s| {
+            s.name == "sonde_probe_info"
+                && s.label("feature") == "tls"
+                && s.label("state") == "attached"
+        })
+        .count();
+    assert_eq!(
+        attached,
+        4,
+        "the four TLS programs attached: {:?}",
+        samples
+            .iter()
+            .filter(|s| s.name == "sonde_probe_info" && s.label("feature") == "tls")
+            .collect::<Vec<_>>()
+    );
+}
+
+/// curl with `-k --http1.1`, every URL in one invocation (one keep-alive connection).
+fn curl_https(urls: &[String]) {
+    let mut args: Vec<String> = vec!["-k".into(), "--http1.1".into()];
+    for u in urls {
+        args.extend(["-o".into(), "/dev/null".into(), u.clone()]);
+    }
+    curl(&args.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+}
+
+#[test]
+fn https_through_nginx_gives_the_http_records() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // The daemon first: nginx and curl start after it (their libssl attached from the
+    // library directories at start, or by the /proc rescan).
+    let daemon = Daemon::start("", "");
+    tls_attached(&daemon);
+    let upstream = Upstream::start().unwrap();
+    let nginx = Nginx::start_tls(upstream.port).unwrap();
+    let port = nginx.port;
+
+    // One connection: 12 pages and 5 404s on ids (one route), keep-alive.
+    let mut urls: Vec<String> = vec![nginx.https_url("/index.html"); 12];
+    urls.extend((1..=5).map(|i| nginx.https_url(&format!("/users/{}", 2000 + i))));
+    curl_https(&urls);
+    // A second connection: 3 more 404s and 2 pages.
+    let mut urls: Vec<String> = vec![nginx.https_url("/nope.html"); 3];
+    urls.extend(vec![nginx.https_url("/index.html"); 2]);
+    curl_https(&urls);
+
+    let expected: BTreeMap<_, _> = [
+        (key("GET", "/index.html", "200"), 14),
+        (key("GET", "/users/{id}", "404"), 5),
+        (key("GET", "/nope.html", "404"), 3),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(
+        nginx.route_counts().unwrap(),
+        expected,
+        "nginx's access log"
+    );
+    let got = wait_until(T, "Sonde's server-side counts to match nginx's", || {
+        let o = observed(&daemon.samples(), port);
+        (o == expected).then_some(o)
+    });
+    let samples = daemon.samples();
+    assert!(
+        got.is_ok(),
+        "server side over TLS: expected {expected:?}, got {:?}",
+        observed(&samples, port)
+    );
+
+    // curl's own side, from its libssl: the same requests as an HTTP client.
+    let p = port.to_string();
+    let client = |route: &str, status: &str| {
+        sum(
+            &daemon.samples(),
+            &format!("{CLIENT}_count"),
+            &[
+                ("service_name", "curl"),
+                ("url_template", route),
+                ("http_response_status_code", status),
+                ("server_port", &p),
+            ],
+        )
+    };
+    wait_until(T, "curl's client-side counts", || {
+        (client("/index.html", "200") == 14.0
+            && client("/users/{id}", "404") == 5.0
+            && client("/nope.html", "404") == 3.0)
+            .then_some(())
+    })
+    .unwrap_or_else(|_| {
+        panic!(
+            "client side over TLS: /index.html {}, /users/{{id}} {}, /nope.html {}",
+            client("/index.html", "200"),
+            client("/users/{id}", "404"),
+            client("/nope.html", "404")
+        )
+    });
+
+    // The TLS records were seen and set aside, and plaintext came from the uprobes (the
+    // health snapshot is published after the records of the same batch: polled too).
+    let counts = || {
+        let samples = daemon.samples();
+        (
+            sum(&samples, "sonde_stream_tls_ciphertext_bytes_total", &[]),
+            sum(&samples, "sonde_capture_tls_events_total", &[]),
+            samples,
+        )
+    };
+    let (ciphertext, plaintext, samples) = wait_until(T, "the TLS counters", || {
+        let c = counts();
+        (c.0 > 0.0 && c.1 >= 2.0 * 24.0).then_some(c)
+    })
+    .unwrap_or_else(|_| {
+        let c = counts();
+        panic!(
+            "TLS records counted as ciphertext: {}, plaintext events: {}",
+            c.0, c.1
+        )
+    });
+    // The records say they came from TLS plaintext (a label on records, not on RED series).
+    let records: serde_json::Value =
+        serde_json::from_str(&httplab::http_body(daemon.port, "/api/records?limit=1000").unwrap())
+            .unwrap();
+    let server_records: Vec<&serde_json::Value> = records
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["side"] == "server" && r["local"] == format!("127.0.0.1:{port}"))
+        .collect();
+    assert!(
+        !server_records.is_empty(),
+        "nginx's records in /api/records"
+    );
+    assert!(
+        server_records.iter().all(|r| r["labels"]["tls"] == "true"),
+        "every record of nginx's TLS port is labelled tls=true: {server_records:?}"
+    );
+    eprintln!(
+        "tls: server {got:?}; ciphertext bytes {ciphertext}, plaintext events {plaintext}, \
+         without conn {}",
+        sum(&samples, "sonde_capture_tls_without_conn_total", &[])
+    );
+}
+
+/// Python's `ssl` module (SSL_read_ex/SSL_write_ex in OpenSSL 3) serving HTTPS, started after
+/// the daemon with its own copy of libssl (`LD_LIBRARY_PATH`: a file the daemon has not seen,
+/// found by the `/proc` rescan once Python has imported `ssl`); curl as the client.
+#[test]
+fn https_through_python_ssl_gives_the_http_records() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let daemon = Daemon::start("", "");
+    tls_attached(&daemon);
+    let dir = Scratch::new("tls-python");
+    httplab::make_certificate(dir.path()).unwrap();
+    let port = httplab::free_port();
+    let script = format!(
+        r#"
+import http.server, ssl
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        code = 200 if self.path.startswith("/ok") else 404
+        body = b"hello over tls\n"
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+srv = http.server.HTTPServer(("127.0.0.1", {port}), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain("{d}/cert.pem", "{d}/key.pem")
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+srv.serve_forever()
+"#,
+        d = dir.path().display()
+    );
+    let lib = dir.path().join("lib");
+    std::fs::create_dir_all(&lib).unwrap();
+    std::fs::copy(
+        "/usr/lib/x86_64-linux-gnu/libssl.so.3",
+        lib.join("libssl.so.3"),
+    )
+    .unwrap();
+    let files = || {
+        sum(
+            &daemon.samples(),
+            "sonde_tls_libssl_files",
+            &[("state", "attached")],
+        )
+    };
+    let before = files();
+    let mut server: Child = Command::new("/usr/bin/python3")
+        .args(["-c", &script])
+        .env("LD_LIBRARY_PATH", &lib)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("python3");
+    struct Kill<'a>(&'a mut Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let server = Kill(&mut server);
+    wait_until(Duration::from_secs(20), "python to listen", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    })
+    .unwrap();
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", server.0.id())).unwrap();
+    assert!(
+        maps.contains(&lib.join("libssl.so.3").display().to_string()),
+        "python maps its own copy of libssl"
+    );
+    wait_until(T, "the rescan to attach the copy of libssl", || {
+        (files() > before).then_some(())
+    })
+    .unwrap();
+    let url = |p: &str| format!("https://127.0.0.1:{port}{p}");
+    let mut urls: Vec<String> = vec![url("/ok"); 6];
+    urls.extend(vec![url("/missing"); 4]);
+    curl_https(&urls);
+    let expected: BTreeMap<_, _> = [
+        (key("GET", "/ok", "200"), 6),
+        (key("GET", "/missing", "404"), 4),
+    ]
+    .into_iter()
+    .collect();
+    let got = wait_until(T, "Sonde's counts of the Python server", || {
+        let o = observed(&daemon.samples(), port);
+        (o == expected).then_some(o)
+    });
+    assert!(
+        got.is_ok(),
+        "python ssl server: expected {expected:?}, got {:?}",
+        observed(&daemon.samples(), port)
+    );
+    drop(server);
+}
