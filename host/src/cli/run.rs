@@ -101,6 +101,9 @@ pub fn run(args: RunArgs, mut config: Config) -> Result<()> {
     // Before anything touches the system: the values in range, then root, then the lock
     // that keeps a second daemon on this node from going further.
     config.validate()?;
+    // The token file too: a bad one is a configuration error, reported whether or not
+    // another daemon holds the lock (the daemon reads it again when it builds the API).
+    crate::http::Access::load(config.api.token_file.as_deref())?;
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
     anyhow::ensure!(
