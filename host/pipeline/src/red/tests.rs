@@ -116,44 +116,6 @@ fn identity_labels_and_exemplars_only_in_openmetrics() {
     assert!(!small.contains('#'), "{small}");
 }
 
-/// The cost of rendering 100k series (`cargo test -p sonde-pipeline --release --lib
-/// render_timing -- --ignored --nocapture`).
-#[test]
-#[ignore]
-fn render_timing() {
-    let mut red = Red::new(&RedSettings {
-        max_series: 100_000,
-        ..Default::default()
-    });
-    let c = conn(Role::Server);
-    for i in 0..100_000u64 {
-        let mut r = rec(&format!("GET /r{i}"), 200, 1 + i % 900);
-        if i % 10 == 0 {
-            r.attributes.push((
-                "traceparent".into(),
-                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
-            ));
-        }
-        red.record(&c, &Record::Owned(r));
-    }
-    for (label, format) in [
-        ("prometheus", Format::Prometheus),
-        ("openmetrics", Format::OpenMetrics),
-    ] {
-        let mut best = u128::MAX;
-        let mut len = 0;
-        for _ in 0..5 {
-            let t = std::time::Instant::now();
-            let mut ex = Exposition::with_capacity(format, 16 << 10);
-            red.render(&mut ex);
-            let o = ex.finish();
-            best = best.min(t.elapsed().as_micros());
-            len = o.len();
-        }
-        println!("RED render 100k series {label}: best of 5 {best} us, {len} bytes");
-    }
-}
-
 #[test]
 fn cardinality_is_bounded_by_an_overflow_series() {
     let mut red = Red::new(&RedSettings {
