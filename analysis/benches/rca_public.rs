@@ -131,6 +131,32 @@ fn main() {
                     scores.entry(m).or_default().add(&r, truth);
                     totals.entry((mode, m)).or_default().add(&r, truth);
                 }
+                if verbose && detect {
+                    let key = (format!("service:{}", case.entry), case.kpi.clone());
+                    if let Some(pts) = tl.series.get(&key) {
+                        let values: Vec<f64> = pts.iter().map(|p| p.1).collect();
+                        let v = sonde_analysis::detect::detect_series(
+                            &values,
+                            sonde_analysis::detect::Direction::for_metric(&case.kpi),
+                            &sonde_analysis::detect::DetectorConfig::for_metric(&case.kpi),
+                        );
+                        let shown: Vec<String> = pts
+                            .iter()
+                            .zip(&v)
+                            .filter(|(p, _)| p.0 >= case.window_start && p.0 < case.window_end)
+                            .map(|(_, v)| {
+                                format!(
+                                    "{:.3}/{:.3}:{:.1}{}",
+                                    v.value,
+                                    v.expected,
+                                    v.score,
+                                    if v.anomalous { "!" } else { "" }
+                                )
+                            })
+                            .collect();
+                        eprintln!("  {} {}: {}", case.id, case.kpi, shown.join(" "));
+                    }
+                }
                 if verbose {
                     let top = |m: &str| {
                         rankings.get(m).map_or("-".to_string(), |r| {

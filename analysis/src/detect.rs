@@ -100,13 +100,39 @@ pub struct Verdict {
     pub run: u32,
 }
 
-/// EWMA level + EWMA absolute deviation with a floor. 48 bytes of state.
+/// Points the warm-up keeps to start from a median and a median absolute deviation.
+const WARM_POINTS: usize = 16;
+/// Mean absolute deviation / median absolute deviation of a normal distribution.
+const MAD_TO_MEAN_ABS_DEV: f64 = 1.1829;
+
+fn median(xs: &mut [f64]) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}
+
+/// EWMA level + EWMA absolute deviation with a floor, started from the median and MAD of
+/// the warm-up points. About 180 bytes of state.
+///
+/// Robustness, so that faults do not become the baseline:
+/// - warm-up: the level and scale are the median and the (rescaled) median absolute deviation
+///   of the points seen so far, so an early spike moves neither;
+/// - after it, a point more than `threshold` scales away (either side) is not learnt at all,
+///   unless such points have lasted `adapt_after` steps in a row (a level shift: the level
+///   then jumps to the new value); ordinary points are learnt clipped to `clip` scales.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ResidualDetector {
     level: f64,
     scale: f64,
     seen: u32,
     run: u32,
+    /// Points in a row more than `threshold` scales away, either side.
+    outliers: u32,
+    warm: [f64; WARM_POINTS],
     direction: Direction,
 }
 
@@ -117,6 +143,8 @@ impl ResidualDetector {
             scale: 0.0,
             seen: 0,
             run: 0,
+            outliers: 0,
+            warm: [0.0; WARM_POINTS],
             direction,
         }
     }
@@ -144,6 +172,7 @@ impl ResidualDetector {
         }
         if self.seen == 0 {
             self.level = value;
+            self.warm[0] = value;
             self.seen = 1;
             return Verdict {
                 value,
@@ -161,27 +190,29 @@ impl ResidualDetector {
         let anomalous = warm && self.direction.badness(score) > cfg.threshold;
         self.run = if anomalous { self.run + 1 } else { 0 };
 
-        // Clip before learning, unless the shift has lasted long enough to be the new normal.
-        let learn = if anomalous && self.run < cfg.adapt_after {
-            residual.clamp(-cfg.clip * scale, cfg.clip * scale)
+        let n = self.seen as usize;
+        if !warm && n < WARM_POINTS {
+            // Warm-up: median and MAD of every point so far.
+            self.warm[n] = value;
+            let mut xs = self.warm;
+            let xs = &mut xs[..=n];
+            let level = median(xs);
+            let mut dev: Vec<f64> = xs.iter().map(|x| (x - level).abs()).collect();
+            self.level = level;
+            self.scale = median(&mut dev) * MAD_TO_MEAN_ABS_DEV;
         } else {
-            residual
-        };
-        let alpha = if self.seen < cfg.warmup {
-            // Converge fast during warm-up: a plain running mean.
-            1.0 / (self.seen as f64 + 1.0)
-        } else if self.run >= cfg.adapt_after {
-            1.0
-        } else {
-            cfg.level_alpha
-        };
-        self.level += alpha * learn;
-        let scale_alpha = if self.seen < cfg.warmup {
-            1.0 / (self.seen as f64 + 1.0)
-        } else {
-            cfg.scale_alpha
-        };
-        self.scale += scale_alpha * (learn.abs() - self.scale);
+            let outlier = warm && score.abs() > cfg.threshold;
+            self.outliers = if outlier { self.outliers + 1 } else { 0 };
+            if self.outliers >= cfg.adapt_after.max(1) {
+                // The shift has lasted: it is the new normal.
+                self.level = value;
+                self.scale += cfg.scale_alpha * (residual.abs() - self.scale);
+            } else if !outlier {
+                let learn = residual.clamp(-cfg.clip * scale, cfg.clip * scale);
+                self.level += cfg.level_alpha * learn;
+                self.scale += cfg.scale_alpha * (learn.abs() - self.scale);
+            }
+        }
         self.seen = self.seen.saturating_add(1);
         Verdict {
             value,
@@ -209,7 +240,10 @@ impl DetectorConfig {
             Unit::Ratio => 0.005,
             Unit::Milliseconds => 1.0,
             Unit::PerSecond => 0.5,
-            Unit::Cores => 0.05,
+            // Ten millicores: a container idling at 15 m that jumps to 200 m on a 0.2-core
+            // limit is saturated, and a 50 m floor would hide it. Limits are judged apart
+            // (demarcation: usage near the limit).
+            Unit::Cores => 0.01,
             Unit::Other if name == OOM_KILLS => 0.5,
             Unit::Other => DetectorConfig::default().absolute_floor,
         };
@@ -463,6 +497,51 @@ mod tests {
             "level stays near 102: {}",
             out[110].expected
         );
+    }
+
+    #[test]
+    fn an_early_spike_does_not_become_the_baseline() {
+        // A spike during warm-up: a running mean would take it in (level ~590, a huge
+        // scale) and miss the real rise to 130 after it.
+        let mut v = vec![
+            100.0, 100.5, 5000.0, 99.5, 100.0, 100.2, 99.8, 100.1, 99.9, 100.0,
+        ];
+        v.extend([100.1, 99.9, 100.0, 100.2, 99.8]);
+        v.push(130.0);
+        let out = run(&v, Direction::Up);
+        assert!(out[15].anomalous, "{:?}", out[15]);
+        assert!((out[15].expected - 100.0).abs() < 1.0, "{:?}", out[15]);
+    }
+
+    #[test]
+    fn repeated_faults_do_not_become_the_baseline() {
+        // Normal noise, then a fault of five points every six: each fault must still score
+        // over the threshold; learning (even clipped) from the faults raises the level and
+        // the scale until they no longer do.
+        let noise = |i: usize| 100.0 + ((i * 7) % 5) as f64 - 2.0;
+        let mut v: Vec<f64> = (0..100).map(noise).collect();
+        for cycle in 0..12 {
+            v.extend([125.0; 5]);
+            v.push(noise(cycle));
+        }
+        let out = run(&v, Direction::Up);
+        let last = v.len() - 6;
+        assert!(
+            out[last..last + 5].iter().all(|x| x.anomalous),
+            "{:?}",
+            &out[last..last + 5]
+        );
+        assert!((out[last].expected - 100.0).abs() < 2.0, "{:?}", out[last]);
+    }
+
+    #[test]
+    fn a_small_container_saturating_is_anomalous() {
+        // 15 millicores → 198 millicores (a 0.2-core limit): the cores floor must not hide it.
+        let cfg = DetectorConfig::for_metric("cpu_usage_cores");
+        let mut v: Vec<f64> = (0..40).map(|i| 0.015 + 0.001 * (i % 3) as f64).collect();
+        v.extend([0.198, 0.198]);
+        let out = detect_series(&v, Direction::Up, &cfg);
+        assert!(out[40].anomalous && out[41].anomalous, "{:?}", &out[40..]);
     }
 
     #[test]

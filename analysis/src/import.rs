@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::detect::{DetectorConfig, Direction, IncidentPolicy, IncidentState, ResidualDetector};
+use crate::detect::{DetectorConfig, Direction, IncidentPolicy, ResidualDetector};
 use crate::replay::{Bundle, BundleSpec, CallSpec, IncidentSpec, ReplayError, ServiceSpec};
 
 /// Memory used and its limit at one time, either possibly missing.
@@ -274,8 +274,11 @@ impl Timeline {
         out
     }
 
-    /// Where the entry KPI's detector opens incidents over the whole timeline: the start of
-    /// the anomalous run that opened each one.
+    /// Where the entry KPI's detector opens incidents over the whole timeline: the first point
+    /// of every anomalous run that lasts the policy's `open_after` points. Runs are counted on
+    /// their own, not through the open/close state of one incident, so that a fault that
+    /// follows the last one before it has quietened down for `close_after` points still opens
+    /// an incident of its own (one timeline, several incidents).
     pub fn detect(&self, entry: &str, kpi: &str) -> Vec<i64> {
         let Some(series) = self
             .series
@@ -284,12 +287,8 @@ impl Timeline {
             return Vec::new();
         };
         let cfg = DetectorConfig::for_metric(kpi);
-        let policy = IncidentPolicy {
-            require_burn: false,
-            ..Default::default()
-        };
+        let policy = IncidentPolicy::default();
         let mut det = ResidualDetector::new(Direction::for_metric(kpi));
-        let mut state = IncidentState::default();
         let mut run_start = None;
         let mut out = Vec::new();
         for (ts, v) in series {
@@ -297,8 +296,8 @@ impl Timeline {
             if verdict.anomalous && verdict.run == 1 {
                 run_start = Some(*ts);
             }
-            if state.step(&verdict, None, &policy).is_some()
-                && state.is_open()
+            if verdict.anomalous
+                && verdict.run == policy.open_after.max(1)
                 && let Some(s) = run_start
             {
                 out.push(s);
@@ -420,6 +419,35 @@ mod tests {
             t.series
                 .contains_key(&("service:b,c".to_string(), "latency_p90_ms".to_string()))
         );
+    }
+
+    #[test]
+    fn every_fault_on_a_timeline_opens_its_own_incident() {
+        // Two faults three quiet steps apart: one incident's open/close state (closing after
+        // five quiet points) would swallow the second.
+        let mut csv = String::from("time,service,metric,value\n");
+        let mut v: Vec<f64> = (0..40).map(|i| 100.0 + (i % 3) as f64).collect();
+        v.extend([
+            160.0, 170.0, 165.0, 100.0, 101.0, 100.0, 180.0, 175.0, 170.0, 100.0,
+        ]);
+        for (i, x) in v.iter().enumerate() {
+            csv.push_str(&format!("{},fe,latency_mean,{x}\n", i * 60));
+        }
+        let t = Timeline::parse_metrics(Path::new("m.csv"), &csv).unwrap();
+        assert_eq!(t.detect("fe", "latency_mean_ms"), [40 * 60, 46 * 60]);
+        let case = Case {
+            id: "2".into(),
+            entry: "fe".into(),
+            kpi: "latency_mean_ms".into(),
+            root_cause: None,
+            window_start: 45 * 60,
+            window_end: 50 * 60,
+            injected_at: Some(45 * 60 + 30),
+        };
+        assert_eq!(t.case_start(&case, true), Some(46 * 60));
+        let b = t.bundle("fe", "latency_mean_ms", 45 * 60 + 30, 50 * 60);
+        assert_eq!(b.spec.incident.start, Some(46 * 60), "the next sample");
+        assert_eq!(b.series.values().next().unwrap().len(), 50);
     }
 
     #[test]
