@@ -107,7 +107,26 @@ fn main() {
                     let mut rules = NativeRules::new().with("default", sonde_fta_rules::evaluate);
                     let ranking =
                         match analyze_bundle(&bundle, &mut rules, &AnalysisConfig::default()) {
-                            Ok(r) => engine_ranking(&r),
+                            Ok(r) => {
+                                if std::env::var("SONDE_RCA_CASE").is_ok_and(|c| c == case.id) {
+                                    for rc in r.root_causes.iter().take(6) {
+                                        eprintln!(
+                                            "    {} {:.3} {} {}",
+                                            rc.element.id(),
+                                            rc.score,
+                                            rc.category,
+                                            rc.explanation
+                                        );
+                                    }
+                                    for k in &r.key_metrics {
+                                        eprintln!(
+                                            "    key {} {} {:.3} -> {:.3} score {:.1}",
+                                            k.entity, k.metric, k.before, k.after, k.score
+                                        );
+                                    }
+                                }
+                                engine_ranking(&r)
+                            }
                             Err(e) => {
                                 if verbose {
                                     eprintln!("{name} {}: {e}", case.id);
