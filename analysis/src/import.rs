@@ -30,6 +30,10 @@ use std::path::{Path, PathBuf};
 use crate::detect::{DetectorConfig, Direction, IncidentPolicy, ResidualDetector};
 use crate::replay::{Bundle, BundleSpec, CallSpec, IncidentSpec, ReplayError, ServiceSpec};
 
+/// An anomaly on the entry KPI that lasts this long opens an incident, even in fewer samples
+/// than the debounce's `open_after` when samples are that coarse.
+pub const OPEN_AFTER_SECS: i64 = 120;
+
 /// Memory used and its limit at one time, either possibly missing.
 type MemSample = (Option<f64>, Option<f64>);
 
@@ -275,7 +279,9 @@ impl Timeline {
     }
 
     /// Where the entry KPI's detector opens incidents over the whole timeline: the first point
-    /// of every anomalous run that lasts the policy's `open_after` points. Runs are counted on
+    /// of every anomalous run that lasts the policy's `open_after` points, or
+    /// [`OPEN_AFTER_SECS`] when that is fewer points (one 5-minute sample is five minutes of
+    /// traffic, more than the daemon's debounce waits). Runs are counted on
     /// their own, not through the open/close state of one incident, so that a fault that
     /// follows the last one before it has quietened down for `close_after` points still opens
     /// an incident of its own (one timeline, several incidents).
@@ -288,6 +294,15 @@ impl Timeline {
         };
         let cfg = DetectorConfig::for_metric(kpi);
         let policy = IncidentPolicy::default();
+        let step = series
+            .windows(2)
+            .map(|w| w[1].0 - w[0].0)
+            .filter(|d| *d > 0)
+            .min()
+            .unwrap_or(60);
+        let needed = (policy.open_after as i64)
+            .min((OPEN_AFTER_SECS + step - 1) / step)
+            .max(1) as u32;
         let mut det = ResidualDetector::new(Direction::for_metric(kpi));
         let mut run_start = None;
         let mut out = Vec::new();
@@ -297,7 +312,7 @@ impl Timeline {
                 run_start = Some(*ts);
             }
             if verdict.anomalous
-                && verdict.run == policy.open_after.max(1)
+                && verdict.run == needed
                 && let Some(s) = run_start
             {
                 out.push(s);
@@ -448,6 +463,19 @@ mod tests {
         let b = t.bundle("fe", "latency_mean_ms", 45 * 60 + 30, 50 * 60);
         assert_eq!(b.spec.incident.start, Some(46 * 60), "the next sample");
         assert_eq!(b.series.values().next().unwrap().len(), 50);
+    }
+
+    #[test]
+    fn one_coarse_sample_is_enough_to_open() {
+        // 5-minute samples: one anomalous sample is five minutes of a fault.
+        let mut csv = String::from("time,service,metric,value\n");
+        let mut v: Vec<f64> = (0..40).map(|i| 100.0 + (i % 3) as f64).collect();
+        v.extend([160.0, 101.0, 100.0]);
+        for (i, x) in v.iter().enumerate() {
+            csv.push_str(&format!("{},fe,latency_mean,{x}\n", i * 300));
+        }
+        let t = Timeline::parse_metrics(Path::new("m.csv"), &csv).unwrap();
+        assert_eq!(t.detect("fe", "latency_mean_ms"), [40 * 300]);
     }
 
     #[test]
