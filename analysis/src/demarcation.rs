@@ -80,6 +80,10 @@ pub struct DemarcationConfig {
     /// A service the walk did not reach (no abnormal call leads to it) but with anomalies of
     /// its own is still a candidate, at this share of its score.
     pub unreached_weight: f64,
+    /// An edge whose callee reports no metrics at all (an uninstrumented endpoint, seen only
+    /// from the caller) cannot tell the network from the callee; it keeps this share of its
+    /// score, so that an observed service with the same evidence ranks above it.
+    pub unobserved_callee_weight: f64,
 }
 
 impl Default for DemarcationConfig {
@@ -91,6 +95,7 @@ impl Default for DemarcationConfig {
             max_candidates: 64,
             max_depth: 16,
             unreached_weight: 0.25,
+            unobserved_callee_weight: 0.5,
         }
     }
 }
@@ -450,6 +455,14 @@ pub fn walk(topology: &Topology, entry: &str, cfg: &DemarcationConfig) -> Walk {
         if unreached.contains(element) {
             score *= cfg.unreached_weight;
         }
+        if let Element::Edge { callee, .. } = element
+            && topology
+                .services
+                .get(callee)
+                .is_none_or(|e| e.metrics.is_empty())
+        {
+            score *= cfg.unobserved_callee_weight;
+        }
         candidates.push(Candidate {
             element: element.clone(),
             anomaly,
@@ -696,6 +709,33 @@ mod tests {
             store.path
         );
         assert!(store.score < store.anomaly, "unreached: discounted");
+    }
+
+    #[test]
+    fn an_observed_service_outranks_a_call_to_an_unobserved_endpoint() {
+        // gw calls search directly and through a load balancer nobody instruments (lb): the
+        // call to lb is slow as seen by gw, and search is slow in its own metrics, equally.
+        let mut t = Topology::default();
+        t.add_service(
+            "gw",
+            Entity::default().with_metric(m::LATENCY_MEAN_MS, up(20.0, 60.0)),
+        );
+        t.add_service(
+            "search",
+            Entity::default().with_metric(m::LATENCY_MEAN_MS, up(5.0, 45.0)),
+        );
+        t.add_call("gw", "search", Entity::default());
+        t.add_call(
+            "gw",
+            "lb",
+            // The caller's view adds the balancer's and the network's noise: a higher score.
+            Entity::default().with_metric(
+                m::CALLER_LATENCY_MS,
+                MetricWindow::new(6.0, 46.0, 30.0, true),
+            ),
+        );
+        let w = walk(&t, "gw", &DemarcationConfig::default());
+        assert_eq!(w.candidates[0].element, Element::service("search"), "{w:?}");
     }
 
     #[test]

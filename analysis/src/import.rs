@@ -11,7 +11,9 @@
 //!                       injected_at may be empty)
 //! ```
 //!
-//! `time` is unix seconds (integer or decimal). `metric` is a name of the fault-rule vocabulary
+//! `time` is unix seconds (integer or decimal). `service` may be `caller->callee` for a metric
+//! of a call edge measured at the caller (`caller_latency_ms`, `caller_error_rate`); the edge
+//! joins the call graph. `metric` is a name of the fault-rule vocabulary
 //! (`latency_p99_ms`, `cpu_usage_cores`, …) or one of the short aliases of [`metric_name`]:
 //! `latency_p50` … `latency_p999` (any percentile, milliseconds), `latency_mean`, `cpu`
 //! (cores), `cpu_limit` (cores), `mem` (bytes), `mem_limit` (bytes), `req_rate` (per second),
@@ -168,7 +170,10 @@ impl Timeline {
         let edges = dir.join("edges.csv");
         if edges.is_file() {
             for (_, f) in rows(&edges, &read(&edges)?, &["caller", "callee"])? {
-                t.edges.push((f[0].to_string(), f[1].to_string()));
+                let edge = (f[0].to_string(), f[1].to_string());
+                if !t.edges.contains(&edge) {
+                    t.edges.push(edge);
+                }
             }
         }
         let cases = dir.join("cases.csv");
@@ -237,10 +242,18 @@ impl Timeline {
                 }
                 _ => {}
             }
-            t.series
-                .entry((format!("service:{service}"), metric))
-                .or_default()
-                .push((ts, v));
+            // `caller->callee`: a metric of the call edge (caller_latency_ms, …).
+            let entity = match service.split_once("->") {
+                Some((caller, callee)) => {
+                    let edge = (caller.trim().to_string(), callee.trim().to_string());
+                    if !t.edges.contains(&edge) {
+                        t.edges.push(edge.clone());
+                    }
+                    format!("edge:{}->{}", edge.0, edge.1)
+                }
+                None => format!("service:{service}"),
+            };
+            t.series.entry((entity, metric)).or_default().push((ts, v));
         }
         // Memory against its limit is what saturates; bytes alone stay as they are.
         for (service, points) in mem {
@@ -433,6 +446,16 @@ mod tests {
         assert!(
             t.series
                 .contains_key(&("service:b,c".to_string(), "latency_p90_ms".to_string()))
+        );
+        let t = Timeline::parse_metrics(
+            Path::new("m.csv"),
+            "time,service,metric,value\n0,gw->cart,caller_latency_ms,3\n",
+        )
+        .unwrap();
+        assert_eq!(t.edges, [("gw".to_string(), "cart".to_string())]);
+        assert!(
+            t.series
+                .contains_key(&("edge:gw->cart".to_string(), "caller_latency_ms".to_string()))
         );
     }
 

@@ -9,7 +9,14 @@ CC-BY-4.0) into Sonde's timeline layout (analysis/src/import.rs, docs in README.
 One timeline per traffic scenario: the scenario's normal period (noissue/, when the dataset has
 it) shifted to end one step before the first fault case, then every fault case (train/ and test/)
 in time order. A case's window is its own 5 samples; `injected_at` is the dataset's target
-timestamp. Only the standard library is used.
+timestamp.
+
+Nodes named `*_remote` are what AWS X-Ray draws for calls to an endpoint it does not instrument
+(a load balancer, an external site): their numbers are the caller's client-side view of the
+call. They become metrics of the call edge measured at the caller (`caller->remote`,
+`caller_latency_ms`, `caller_error_rate`, `caller_request_rate`), and the remote endpoint is a
+callee with no metrics of its own. Every `_remote` node here has exactly one caller.
+Only the standard library is used.
 
 usage: convert_petshop.py <dataset dir of a checkout> <out dir>
 """
@@ -98,6 +105,28 @@ def convert(scenario_dir, out_dir):
                 )
             )
             rows.extend(points)
+    # X-Ray remote nodes -> caller-side metrics of the edge from their (single) caller.
+    callers = {}
+    with open(os.path.join(out_dir, "edges.csv"), newline="") as f:
+        for e in list(csv.reader(f))[1:]:
+            callers.setdefault(e[1], []).append(e[0])
+    as_edge = {
+        "latency_mean_ms": "caller_latency_ms",
+        "error_rate": "caller_error_rate",
+        "request_rate": "caller_request_rate",
+    }
+
+    def remap(points):
+        out = []
+        for ts, s, m, v in points:
+            if s.endswith("_remote") and len(callers.get(s, [])) == 1:
+                if m in as_edge:
+                    out.append((ts, f"{callers[s][0]}->{s}", as_edge[m], v))
+            else:
+                out.append((ts, s, m, v))
+        return out
+
+    rows = remap(rows)
     cases.sort(key=lambda c: c[4])
     first = min(c[4] for c in cases)
     normal = os.path.join(scenario_dir, "noissue", "metrics.csv")
@@ -105,7 +134,7 @@ def convert(scenario_dir, out_dir):
         points = read_wide(normal)
         last = max(p[0] for p in points)
         shift = (first - STEP) - last
-        rows.extend((ts + shift, s, m, v) for ts, s, m, v in points)
+        rows.extend((ts + shift, s, m, v) for ts, s, m, v in remap(points))
     rows.sort()
     with open(os.path.join(out_dir, "metrics.csv"), "w", newline="") as f:
         w = csv.writer(f)
