@@ -348,7 +348,7 @@ pub fn walk(topology: &Topology, entry: &str, cfg: &DemarcationConfig) -> Walk {
     }
 
     let visited = paths.len();
-    // Services no abnormal call leads to, with anomalies of their own: a callee behind a
+    // Services no abnormal walk leads to, with anomalies of their own: a callee behind a
     // caller whose KPIs barely moved, or one without request metrics. Reached over any call
     // from the entry when they can be (for the propagation path), else on their own.
     let mut unreached = BTreeSet::new();
@@ -388,6 +388,28 @@ pub fn walk(topology: &Topology, entry: &str, cfg: &DemarcationConfig) -> Walk {
             .cloned()
             .unwrap_or_else(|| (vec![el.clone()], cfg.max_depth));
         paths.insert(el.clone(), (path, depth));
+        unreached.insert(el);
+    }
+    // Likewise a call edge with caller-side or network anomalies of its own (a slow network
+    // under a caller whose KPIs barely moved).
+    for ((caller, callee), entity) in &topology.edges {
+        let el = Element::Edge {
+            caller: caller.clone(),
+            callee: callee.clone(),
+        };
+        if paths.contains_key(&el)
+            || (badness(entity, EDGE_CALLER, cap) <= 0.0
+                && badness(entity, EDGE_NETWORK, cap) <= 0.0)
+        {
+            continue;
+        }
+        let (mut path, depth) = paths
+            .get(&Element::service(caller))
+            .or_else(|| any_path.get(caller))
+            .cloned()
+            .unwrap_or_else(|| (vec![Element::service(caller)], cfg.max_depth));
+        path.push(el.clone());
+        paths.insert(el.clone(), (path, depth + 1));
         unreached.insert(el);
     }
     let mut candidates = Vec::new();
@@ -736,6 +758,48 @@ mod tests {
         );
         let w = walk(&t, "gw", &DemarcationConfig::default());
         assert_eq!(w.candidates[0].element, Element::service("search"), "{w:?}");
+    }
+
+    #[test]
+    fn a_slow_network_edge_under_a_calm_path_is_still_a_candidate() {
+        // gw -> api -> db: gw and api barely moved (the slow call is rare), but api's calls
+        // to db take 700 ms instead of 3 at api's end while db's own latency is flat.
+        let mut t = Topology::default();
+        t.add_service(
+            "gw",
+            Entity::default().with_metric(m::LATENCY_MEAN_MS, up(20.0, 26.0)),
+        );
+        t.add_service(
+            "api",
+            Entity::default().with_metric(m::LATENCY_MEAN_MS, flat(10.0)),
+        );
+        t.add_service(
+            "db",
+            Entity::default().with_metric(m::LATENCY_MEAN_MS, flat(3.0)),
+        );
+        t.add_call("gw", "api", Entity::default());
+        t.add_call(
+            "api",
+            "db",
+            Entity::default()
+                .with_metric(m::CALLER_LATENCY_MS, up(3.0, 700.0))
+                .with_metric(m::CALLEE_LATENCY_MS, flat(3.0)),
+        );
+        let w = walk(&t, "gw", &DemarcationConfig::default());
+        let edge = Element::Edge {
+            caller: "api".into(),
+            callee: "db".into(),
+        };
+        let c = w
+            .candidates
+            .iter()
+            .find(|c| c.element == edge)
+            .expect("the edge is a candidate");
+        assert_eq!(
+            c.explained_by, None,
+            "db's own latency is flat: the network"
+        );
+        assert_eq!(c.path.last(), Some(&edge));
     }
 
     #[test]
