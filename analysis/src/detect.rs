@@ -232,12 +232,15 @@ pub fn detect_series(values: &[f64], direction: Direction, cfg: &DetectorConfig)
 
 impl DetectorConfig {
     /// Defaults with the absolute floor set to the resolution of a metric from the fault-rule
-    /// vocabulary: half a percentage point for error ratios, a millisecond for latencies, half
-    /// an event per second for rates.
+    /// vocabulary: a fifth of a percentage point for error ratios, a millisecond for latencies,
+    /// half an event per second for rates, ten millicores.
     pub fn for_metric(name: &str) -> Self {
         use sonde_sdk::fault_rule::metric::{OOM_KILLS, Unit, unit};
         let absolute_floor = match unit(name) {
-            Unit::Ratio => 0.005,
+            // With the threshold of 4 scales, 0.8 percentage points of errors over the usual
+            // are needed: 8× a 99.9 % SLO's budget. Half a point needed 2 %, and hid a front
+            // end going from 0.2 % to 1.8 % errors.
+            Unit::Ratio => 0.002,
             Unit::Milliseconds => 1.0,
             Unit::PerSecond => 0.5,
             // Ten millicores: a container idling at 15 m that jumps to 200 m on a 0.2-core
@@ -542,6 +545,20 @@ mod tests {
         v.extend([0.198, 0.198]);
         let out = detect_series(&v, Direction::Up, &cfg);
         assert!(out[40].anomalous && out[41].anomalous, "{:?}", &out[40..]);
+    }
+
+    #[test]
+    fn errors_far_over_an_slo_budget_are_anomalous() {
+        // A front end at 0-0.4 % errors goes to 1.8 % and 2.1 %: 20× a 99.9 % budget.
+        let cfg = DetectorConfig::for_metric("error_rate");
+        let mut v: Vec<f64> = (0..100).map(|i| [0.0, 0.002, 0.0, 0.004][i % 4]).collect();
+        v.extend([0.018, 0.021]);
+        let out = detect_series(&v, Direction::Up, &cfg);
+        assert!(
+            out[100].anomalous && out[101].anomalous,
+            "{:?}",
+            &out[100..]
+        );
     }
 
     #[test]
