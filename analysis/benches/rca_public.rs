@@ -1,5 +1,6 @@
 //! Root-cause ranking on public microservice fault datasets, next to two baselines run on the
-//! same cases: n-sigma per service and BARO-style robust scores (see `baselines`).
+//! same cases: n-sigma per service and BARO-style robust scores (see `baselines`), each with
+//! the whole history before the incident and (`*`) with the labelled faults left out of it.
 //!
 //! Data: timelines in the import layout (`sonde_analysis::import`), one directory per timeline
 //! with `metrics.csv`, `edges.csv` and `cases.csv`, found one or two levels under
@@ -40,6 +41,12 @@ fn engine_ranking(report: &Report) -> Vec<String> {
 
 fn datasets(root: &Path) -> Vec<(String, PathBuf)> {
     let mut out = Vec::new();
+    if root.join("metrics.csv").is_file() {
+        let name = root
+            .file_name()
+            .map_or("data".into(), |n| n.to_string_lossy().into_owned());
+        return vec![(name, root.to_path_buf())];
+    }
     for dir in timelines(root) {
         out.push((dir.file_name().unwrap().to_string_lossy().into_owned(), dir));
     }
@@ -64,7 +71,8 @@ fn datasets(root: &Path) -> Vec<(String, PathBuf)> {
     out
 }
 
-const METHODS: [&str; 3] = ["sonde", "n-sigma", "baro"];
+/// `n-sigma*` and `baro*` get a clean history: the windows of every labelled case left out.
+const METHODS: [&str; 5] = ["sonde", "n-sigma", "baro", "n-sigma*", "baro*"];
 
 fn main() {
     let verbose = std::env::args().any(|a| a == "-v");
@@ -143,6 +151,20 @@ fn main() {
                     rankings.insert(
                         "baro",
                         names(baselines::baro(&bundle.series, s, case.window_end)),
+                    );
+                    let faults: Vec<(i64, i64)> = tl
+                        .cases
+                        .iter()
+                        .map(|c| (c.window_start, c.window_end))
+                        .collect();
+                    let end = case.window_end;
+                    rankings.insert(
+                        "n-sigma*",
+                        names(baselines::n_sigma_normal(&bundle.series, s, end, &faults)),
+                    );
+                    rankings.insert(
+                        "baro*",
+                        names(baselines::baro_normal(&bundle.series, s, end, &faults)),
                     );
                 }
                 for m in METHODS {

@@ -37,8 +37,10 @@ fn rank(
     series: &Series,
     start: i64,
     end: i64,
+    faults: &[(i64, i64)],
     centre_spread: fn(&[f64]) -> (f64, f64),
 ) -> Vec<(String, f64)> {
+    let normal = |t: i64| !faults.iter().any(|(a, b)| (*a..*b).contains(&t));
     let mut best: BTreeMap<String, f64> = BTreeMap::new();
     for ((entity, _), points) in series {
         let Some(service) = entity.strip_prefix("service:") else {
@@ -46,7 +48,7 @@ fn rank(
         };
         let history: Vec<f64> = points
             .iter()
-            .filter(|p| p.0 < start && p.1.is_finite())
+            .filter(|p| p.0 < start && p.1.is_finite() && normal(p.0))
             .map(|p| p.1)
             .collect();
         let window: Vec<f64> = points
@@ -73,12 +75,33 @@ fn rank(
 
 /// n-sigma per service over the incident window `[start, end)`.
 pub fn n_sigma(series: &Series, start: i64, end: i64) -> Vec<(String, f64)> {
-    rank(series, start, end, mean_std)
+    rank(series, start, end, &[], mean_std)
+}
+
+/// n-sigma with a clean history: samples inside any of `faults` (`[start, end)` of every
+/// labelled case) are left out, as benchmarks that hand the baselines a normal period do.
+pub fn n_sigma_normal(
+    series: &Series,
+    start: i64,
+    end: i64,
+    faults: &[(i64, i64)],
+) -> Vec<(String, f64)> {
+    rank(series, start, end, faults, mean_std)
+}
+
+/// [`baro`] with a clean history (see [`n_sigma_normal`]).
+pub fn baro_normal(
+    series: &Series,
+    start: i64,
+    end: i64,
+    faults: &[(i64, i64)],
+) -> Vec<(String, f64)> {
+    rank(series, start, end, faults, median_iqr)
 }
 
 /// BARO-style robust scores per service over `[start, end)`.
 pub fn baro(series: &Series, start: i64, end: i64) -> Vec<(String, f64)> {
-    rank(series, start, end, median_iqr)
+    rank(series, start, end, &[], median_iqr)
 }
 
 /// Accumulates AC@1, AC@3 and Avg@5 over cases.
