@@ -69,6 +69,11 @@ pub struct DetectorConfig {
     /// After this many anomalous points in a row the level follows the new value at full
     /// rate (a level shift becomes the new normal).
     pub adapt_after: u32,
+    /// Learn points over the threshold (clipped to `clip` scales) into the level and the
+    /// scale. Right for fine samples (seconds), where such a point is mostly noise that the
+    /// scale should take in; wrong for coarse ones (minutes, see [`Self::for_samples`]),
+    /// where it is mostly a fault, and faults some minutes apart would become the baseline.
+    pub learn_outliers: bool,
 }
 
 impl Default for DetectorConfig {
@@ -82,6 +87,7 @@ impl Default for DetectorConfig {
             warmup: 10,
             clip: 3.0,
             adapt_after: 30,
+            learn_outliers: true,
         }
     }
 }
@@ -207,7 +213,7 @@ impl ResidualDetector {
                 // The shift has lasted: it is the new normal.
                 self.level = value;
                 self.scale += cfg.scale_alpha * (residual.abs() - self.scale);
-            } else if !outlier {
+            } else if !outlier || cfg.learn_outliers {
                 let learn = residual.clamp(-cfg.clip * scale, cfg.clip * scale);
                 self.level += cfg.level_alpha * learn;
                 self.scale += cfg.scale_alpha * (learn.abs() - self.scale);
@@ -253,6 +259,21 @@ impl DetectorConfig {
         Self {
             absolute_floor,
             ..Self::default()
+        }
+    }
+}
+
+/// Samples this many seconds apart or more are coarse: a point over the threshold is mostly
+/// minutes of a fault rather than a second of noise.
+pub const COARSE_STEP_SECS: i64 = 120;
+
+impl DetectorConfig {
+    /// [`for_metric`](Self::for_metric) for samples `step_secs` apart (`None`: unknown, as
+    /// fine): coarse samples do not learn points over the threshold.
+    pub fn for_samples(name: &str, step_secs: Option<i64>) -> Self {
+        Self {
+            learn_outliers: step_secs.is_none_or(|s| s < COARSE_STEP_SECS),
+            ..Self::for_metric(name)
         }
     }
 }
@@ -527,7 +548,11 @@ mod tests {
             v.extend([125.0; 5]);
             v.push(noise(cycle));
         }
-        let out = run(&v, Direction::Up);
+        let coarse = DetectorConfig {
+            learn_outliers: false,
+            ..Default::default()
+        };
+        let out = detect_series(&v, Direction::Up, &coarse);
         let last = v.len() - 6;
         assert!(
             out[last..last + 5].iter().all(|x| x.anomalous),
@@ -535,6 +560,37 @@ mod tests {
             &out[last..last + 5]
         );
         assert!((out[last].expected - 100.0).abs() < 2.0, "{:?}", out[last]);
+    }
+
+    #[test]
+    fn fine_samples_take_noise_bursts_into_the_scale() {
+        // 1-second samples with bursts of two spikes every 5 s (a busy machine): learnt, the
+        // bursts widen the scale until they no longer alarm; coarse samples would not learn.
+        let mut v: Vec<f64> = Vec::new();
+        for i in 0..400 {
+            v.push(if i % 5 >= 3 {
+                40.0
+            } else {
+                10.0 + (i % 3) as f64
+            });
+        }
+        let fine = detect_series(
+            &v,
+            Direction::Up,
+            &DetectorConfig::for_samples("latency_mean_ms", Some(1)),
+        );
+        let coarse = detect_series(
+            &v,
+            Direction::Up,
+            &DetectorConfig::for_samples("latency_mean_ms", Some(300)),
+        );
+        let late = |out: &[Verdict]| out[300..].iter().filter(|x| x.anomalous).count();
+        assert!(
+            late(&fine) < late(&coarse),
+            "{} vs {}",
+            late(&fine),
+            late(&coarse)
+        );
     }
 
     #[test]

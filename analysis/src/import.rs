@@ -305,7 +305,6 @@ impl Timeline {
         else {
             return Vec::new();
         };
-        let cfg = DetectorConfig::for_metric(kpi);
         let policy = IncidentPolicy::default();
         let step = series
             .windows(2)
@@ -313,6 +312,7 @@ impl Timeline {
             .filter(|d| *d > 0)
             .min()
             .unwrap_or(60);
+        let cfg = DetectorConfig::for_samples(kpi, Some(step));
         let needed = (policy.open_after as i64)
             .min((OPEN_AFTER_SECS + step - 1) / step)
             .max(1) as u32;

@@ -38,10 +38,22 @@ impl MetricWindow {
     /// Summarise a series: the detector runs over all of it, `start` is the index of the first
     /// point of the incident window and `len` its length.
     pub fn from_series(metric: &str, values: &[f64], start: usize, len: usize) -> Option<Self> {
+        Self::from_samples(metric, values, start, len, None)
+    }
+
+    /// [`from_series`](Self::from_series) for samples `step_secs` apart: the detector's
+    /// setting for coarse or fine samples ([`DetectorConfig::for_samples`]).
+    pub fn from_samples(
+        metric: &str,
+        values: &[f64],
+        start: usize,
+        len: usize,
+        step_secs: Option<i64>,
+    ) -> Option<Self> {
         if values.is_empty() || start >= values.len() {
             return None;
         }
-        let cfg = DetectorConfig::for_metric(metric);
+        let cfg = DetectorConfig::for_samples(metric, step_secs);
         let dir = Direction::for_metric(metric);
         let verdicts = detect_series(values, dir, &cfg);
         let end = (start + len.max(1)).min(values.len());
