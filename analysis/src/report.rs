@@ -418,55 +418,6 @@ fn phenomenon(topology: &Topology, incident: &Incident) -> String {
     format!("{}: {}", incident.entry, parts.join(", "))
 }
 
-/// What a metric tells about: latency, errors, or something else (resources, traffic,
-/// network counters), which can cause either.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Symptom {
-    Latency,
-    Errors,
-    Other,
-}
-
-fn symptom_of(metric: &str) -> Symptom {
-    if metric.contains("latency") {
-        Symptom::Latency
-    } else if metric.ends_with("error_rate") {
-        Symptom::Errors
-    } else {
-        Symptom::Other
-    }
-}
-
-/// A candidate whose anomalies are all of the other kind than the incident's KPI (only
-/// errors in a latency incident, only latency in an error incident) explains it less well
-/// than one showing the same kind of symptom or a resource fault: its score counts this
-/// much.
-const OTHER_SYMPTOM_WEIGHT: f64 = 0.5;
-
-fn symptom_relevance(topology: &Topology, element: &Element, kpi: &str) -> f64 {
-    let want = symptom_of(kpi);
-    if want == Symptom::Other {
-        return 1.0;
-    }
-    let Some(entity) = entity_of(topology, element) else {
-        return 1.0;
-    };
-    let mut kinds = entity
-        .metrics
-        .iter()
-        .filter(|(_, w)| w.anomalous)
-        .map(|(name, _)| symptom_of(name))
-        .peekable();
-    if kinds.peek().is_none() {
-        return 1.0;
-    }
-    if kinds.any(|k| k == want || k == Symptom::Other) {
-        1.0
-    } else {
-        OTHER_SYMPTOM_WEIGHT
-    }
-}
-
 /// Why a report has no root cause, in words: the entry KPI did not move enough, or nothing
 /// else in the topology did, or nothing reports metrics at all.
 fn nothing_found(topology: &Topology, incident: &Incident, visited: usize) -> String {
@@ -589,8 +540,7 @@ pub fn analyze(
                 Some(conf) => 0.4 + 0.6 * conf,
                 None => 0.3,
             };
-            let relevance = symptom_relevance(topology, &c.element, &incident.kpi);
-            (norm * weight * relevance, c, diagnoses)
+            (norm * weight, c, diagnoses)
         })
         .collect();
     ranked.sort_by(|a, b| {
@@ -804,54 +754,6 @@ mod tests {
     use super::*;
     use crate::rules::NativeRules;
     use crate::topology::MetricWindow;
-
-    #[test]
-    fn a_cause_with_the_incidents_kind_of_symptom_ranks_first() {
-        // A latency incident at gw: pay got slower, and, at the same time, a step function
-        // started failing with a larger score. The slow one explains a latency incident
-        // better (no rules here, so gw itself is not found a victim and may rank anywhere).
-        let mut t = Topology::default();
-        t.add_service(
-            "gw",
-            Entity::default().with_metric(
-                "latency_mean_ms",
-                MetricWindow::new(100.0, 160.0, 8.0, true),
-            ),
-        );
-        t.add_service(
-            "pay",
-            Entity::default().with_metric(
-                "latency_mean_ms",
-                MetricWindow::new(170.0, 290.0, 6.0, true),
-            ),
-        );
-        t.add_service(
-            "step",
-            Entity::default().with_metric("error_rate", MetricWindow::new(0.0, 0.4, 9.0, true)),
-        );
-        t.add_call("gw", "pay", Entity::default());
-        t.add_call("gw", "step", Entity::default());
-        let incident = Incident {
-            id: "i".into(),
-            entry: "gw".into(),
-            kpi: "latency_mean_ms".into(),
-            started_at_ms: 0,
-        };
-        let report = analyze(
-            &t,
-            &incident,
-            &mut NativeRules::new(),
-            &AnalysisConfig::default(),
-        );
-        let rank = |id: &str| {
-            report
-                .root_causes
-                .iter()
-                .position(|r| r.element.id() == id)
-                .unwrap()
-        };
-        assert!(rank("pay") < rank("step"), "{:#?}", report.root_causes);
-    }
 
     #[test]
     fn an_empty_report_says_nothing_was_found_and_why() {
