@@ -69,11 +69,13 @@ pub struct DetectorConfig {
     /// After this many anomalous points in a row the level follows the new value at full
     /// rate (a level shift becomes the new normal).
     pub adapt_after: u32,
-    /// Learn points over the threshold (clipped to `clip` scales) into the level and the
-    /// scale. Right for fine samples (seconds), where such a point is mostly noise that the
-    /// scale should take in; wrong for coarse ones (minutes, see [`Self::for_samples`]),
-    /// where it is mostly a fault, and faults some minutes apart would become the baseline.
-    pub learn_outliers: bool,
+    /// Robust mode, for coarse samples (minutes apart, see [`Self::for_samples`]): warm up
+    /// from the median and MAD of the first points, and do not learn points over the
+    /// threshold (either side) until they last `adapt_after` steps, since at that resolution
+    /// such a point is mostly a fault, and faults some minutes apart would otherwise become
+    /// the baseline. Off (the default, and the daemon's 1–10 s steps): a running-mean
+    /// warm-up and clipped learning, so that bursts of noise widen the scale.
+    pub robust: bool,
 }
 
 impl Default for DetectorConfig {
@@ -87,7 +89,7 @@ impl Default for DetectorConfig {
             warmup: 10,
             clip: 3.0,
             adapt_after: 30,
-            learn_outliers: true,
+            robust: false,
         }
     }
 }
@@ -121,10 +123,10 @@ fn median(xs: &mut [f64]) -> f64 {
     }
 }
 
-/// EWMA level + EWMA absolute deviation with a floor, started from the median and MAD of
-/// the warm-up points. About 180 bytes of state.
+/// EWMA level + EWMA absolute deviation with a floor. About 180 bytes of state.
 ///
-/// Robustness, so that faults do not become the baseline:
+/// In robust mode ([`DetectorConfig::robust`], coarse samples), so that faults do not become
+/// the baseline:
 /// - warm-up: the level and scale are the median and the (rescaled) median absolute deviation
 ///   of the points seen so far, so an early spike moves neither;
 /// - after it, a point more than `threshold` scales away (either side) is not learnt at all,
@@ -197,7 +199,29 @@ impl ResidualDetector {
         self.run = if anomalous { self.run + 1 } else { 0 };
 
         let n = self.seen as usize;
-        if !warm && n < WARM_POINTS {
+        if !cfg.robust {
+            // Clip before learning, unless the shift has lasted long enough to be the new
+            // normal; a plain running mean during warm-up.
+            let learn = if anomalous && self.run < cfg.adapt_after {
+                residual.clamp(-cfg.clip * scale, cfg.clip * scale)
+            } else {
+                residual
+            };
+            let alpha = if self.seen < cfg.warmup {
+                1.0 / (self.seen as f64 + 1.0)
+            } else if self.run >= cfg.adapt_after {
+                1.0
+            } else {
+                cfg.level_alpha
+            };
+            self.level += alpha * learn;
+            let scale_alpha = if self.seen < cfg.warmup {
+                1.0 / (self.seen as f64 + 1.0)
+            } else {
+                cfg.scale_alpha
+            };
+            self.scale += scale_alpha * (learn.abs() - self.scale);
+        } else if !warm && n < WARM_POINTS {
             // Warm-up: median and MAD of every point so far.
             self.warm[n] = value;
             let mut xs = self.warm;
@@ -213,7 +237,7 @@ impl ResidualDetector {
                 // The shift has lasted: it is the new normal.
                 self.level = value;
                 self.scale += cfg.scale_alpha * (residual.abs() - self.scale);
-            } else if !outlier || cfg.learn_outliers {
+            } else if !outlier {
                 let learn = residual.clamp(-cfg.clip * scale, cfg.clip * scale);
                 self.level += cfg.level_alpha * learn;
                 self.scale += cfg.scale_alpha * (learn.abs() - self.scale);
@@ -269,10 +293,10 @@ pub const COARSE_STEP_SECS: i64 = 120;
 
 impl DetectorConfig {
     /// [`for_metric`](Self::for_metric) for samples `step_secs` apart (`None`: unknown, as
-    /// fine): coarse samples do not learn points over the threshold.
+    /// fine): coarse samples get the robust mode.
     pub fn for_samples(name: &str, step_secs: Option<i64>) -> Self {
         Self {
-            learn_outliers: step_secs.is_none_or(|s| s < COARSE_STEP_SECS),
+            robust: step_secs.is_some_and(|s| s >= COARSE_STEP_SECS),
             ..Self::for_metric(name)
         }
     }
@@ -532,7 +556,11 @@ mod tests {
         ];
         v.extend([100.1, 99.9, 100.0, 100.2, 99.8]);
         v.push(130.0);
-        let out = run(&v, Direction::Up);
+        let robust = DetectorConfig {
+            robust: true,
+            ..Default::default()
+        };
+        let out = detect_series(&v, Direction::Up, &robust);
         assert!(out[15].anomalous, "{:?}", out[15]);
         assert!((out[15].expected - 100.0).abs() < 1.0, "{:?}", out[15]);
     }
@@ -549,7 +577,7 @@ mod tests {
             v.push(noise(cycle));
         }
         let coarse = DetectorConfig {
-            learn_outliers: false,
+            robust: true,
             ..Default::default()
         };
         let out = detect_series(&v, Direction::Up, &coarse);
