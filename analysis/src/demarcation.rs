@@ -77,6 +77,13 @@ pub struct DemarcationConfig {
     pub max_candidates: usize,
     /// Stop walking this many calls away from the entry.
     pub max_depth: usize,
+    /// A service the walk did not reach (no abnormal call leads to it) but with anomalies of
+    /// its own is still a candidate, at this share of its score.
+    pub unreached_weight: f64,
+    /// An edge whose callee reports no metrics at all (an uninstrumented endpoint, seen only
+    /// from the caller) cannot tell the network from the callee; it keeps this share of its
+    /// score, so that an observed service with the same evidence ranks above it.
+    pub unobserved_callee_weight: f64,
 }
 
 impl Default for DemarcationConfig {
@@ -87,6 +94,8 @@ impl Default for DemarcationConfig {
             explain_share: 0.5,
             max_candidates: 64,
             max_depth: 16,
+            unreached_weight: 0.25,
+            unobserved_callee_weight: 0.5,
         }
     }
 }
@@ -165,6 +174,41 @@ pub fn badness(entity: &Entity, names: &[&str], cap: f64) -> f64 {
         .filter(|(_, w)| w.anomalous)
         .map(|(name, w)| Direction::for_metric(name).badness(w.score).clamp(0.0, cap))
         .fold(0.0, f64::max)
+}
+
+/// Worst badness among a service's anomalous symptoms (its RED metrics). Other latency
+/// percentiles a service may carry (p50, p90, p95) reach the rules and the report but do not
+/// make a service abnormal: on public data they flag sparse, noisy services far more often
+/// than the mean and p99 do.
+pub fn symptom_badness(entity: &Entity, cap: f64) -> f64 {
+    badness(entity, SERVICE_RED, cap)
+}
+
+/// Share of its CPU limit over which a container is saturated whether or not it is throttled.
+const CPU_NEAR_LIMIT: f64 = 0.9;
+
+/// Badness of a container's CPU usage near its limit: usage during the incident at least
+/// [`CPU_NEAR_LIMIT`] of the limit, having been under it before. Scored 10 at the limit.
+pub fn cpu_saturation(entity: &Entity) -> f64 {
+    let (Some(usage), Some(limit)) = (
+        entity.metric(m::CPU_USAGE_CORES),
+        entity.metric(m::CPU_LIMIT_CORES),
+    ) else {
+        return 0.0;
+    };
+    let limit = if limit.after > 0.0 {
+        limit.after
+    } else {
+        limit.before
+    };
+    if limit.is_nan()
+        || limit <= 0.0
+        || usage.after < CPU_NEAR_LIMIT * limit
+        || usage.before >= CPU_NEAR_LIMIT * limit
+    {
+        return 0.0;
+    }
+    10.0 * (usage.after / limit).min(1.0)
 }
 
 fn rise(entity: &Entity, name: &str) -> Option<f64> {
@@ -284,7 +328,7 @@ pub fn walk(topology: &Topology, entry: &str, cfg: &DemarcationConfig) -> Walk {
             let edge = topology.edge(&name, callee).unwrap_or(&empty);
             let edge_abnormal =
                 badness(edge, EDGE_CALLER, cap) > 0.0 || badness(edge, EDGE_NETWORK, cap) > 0.0;
-            let callee_abnormal = badness(service(callee), SERVICE_RED, cap) > 0.0;
+            let callee_abnormal = symptom_badness(service(callee), cap) > 0.0;
             if !edge_abnormal && !callee_abnormal {
                 continue;
             }
@@ -304,13 +348,77 @@ pub fn walk(topology: &Topology, entry: &str, cfg: &DemarcationConfig) -> Walk {
     }
 
     let visited = paths.len();
+    // Services no abnormal walk leads to, with anomalies of their own: a callee behind a
+    // caller whose KPIs barely moved, or one without request metrics. Reached over any call
+    // from the entry when they can be (for the propagation path), else on their own.
+    let mut unreached = BTreeSet::new();
+    let mut any_path: BTreeMap<String, (Vec<Element>, usize)> = BTreeMap::new();
+    any_path.insert(entry.to_string(), (vec![start.clone()], 0));
+    let mut queue = VecDeque::from([entry.to_string()]);
+    while let Some(name) = queue.pop_front() {
+        let (path, depth) = any_path[&name].clone();
+        for callee in topology.callees(&name) {
+            if any_path.contains_key(callee) {
+                continue;
+            }
+            let mut p = path.clone();
+            p.push(Element::Edge {
+                caller: name.clone(),
+                callee: callee.to_string(),
+            });
+            p.push(Element::service(callee));
+            any_path.insert(callee.to_string(), (p, depth + 1));
+            queue.push_back(callee.to_string());
+        }
+    }
+    for (name, entity) in &topology.services {
+        let el = Element::service(name);
+        if paths.contains_key(&el) {
+            continue;
+        }
+        let own = symptom_badness(entity, cap)
+            .max(badness(entity, SERVICE_RESOURCES, cap))
+            .max(cpu_saturation(entity))
+            .max(badness(entity, SERVICE_DEPENDENCIES, cap));
+        if own <= 0.0 {
+            continue;
+        }
+        let (path, depth) = any_path
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| (vec![el.clone()], cfg.max_depth));
+        paths.insert(el.clone(), (path, depth));
+        unreached.insert(el);
+    }
+    // Likewise a call edge with caller-side or network anomalies of its own (a slow network
+    // under a caller whose KPIs barely moved).
+    for ((caller, callee), entity) in &topology.edges {
+        let el = Element::Edge {
+            caller: caller.clone(),
+            callee: callee.clone(),
+        };
+        if paths.contains_key(&el)
+            || (badness(entity, EDGE_CALLER, cap) <= 0.0
+                && badness(entity, EDGE_NETWORK, cap) <= 0.0)
+        {
+            continue;
+        }
+        let (mut path, depth) = paths
+            .get(&Element::service(caller))
+            .or_else(|| any_path.get(caller))
+            .cloned()
+            .unwrap_or_else(|| (vec![Element::service(caller)], cfg.max_depth));
+        path.push(el.clone());
+        paths.insert(el.clone(), (path, depth + 1));
+        unreached.insert(el);
+    }
     let mut candidates = Vec::new();
     for (element, (path, depth)) in &paths {
         let (anomaly, explained_by) = match element {
             Element::Service { name } => {
                 let entity = service(name);
-                let red = badness(entity, SERVICE_RED, cap);
-                let resources = badness(entity, SERVICE_RESOURCES, cap);
+                let red = symptom_badness(entity, cap);
+                let resources = badness(entity, SERVICE_RESOURCES, cap).max(cpu_saturation(entity));
                 let anomaly = red
                     .max(resources)
                     .max(badness(entity, SERVICE_DEPENDENCIES, cap));
@@ -348,7 +456,7 @@ pub fn walk(topology: &Topology, entry: &str, cfg: &DemarcationConfig) -> Walk {
                 // A saturated machine under several abnormal services explains more.
                 let abnormal_hosted = topology
                     .hosted(name)
-                    .filter(|s| badness(service(s), SERVICE_RED, cap) > 0.0)
+                    .filter(|s| symptom_badness(service(s), cap) > 0.0)
                     .count();
                 let anomaly = if own > 0.0 {
                     own * (1.0 + 0.5 * abnormal_hosted.saturating_sub(1) as f64)
@@ -361,11 +469,22 @@ pub fn walk(topology: &Topology, entry: &str, cfg: &DemarcationConfig) -> Walk {
         if anomaly <= 0.0 {
             continue;
         }
-        let score = if explained_by.is_some() {
+        let mut score = if explained_by.is_some() {
             anomaly * cfg.victim_weight
         } else {
             anomaly
         };
+        if unreached.contains(element) {
+            score *= cfg.unreached_weight;
+        }
+        if let Element::Edge { callee, .. } = element
+            && topology
+                .services
+                .get(callee)
+                .is_none_or(|e| e.metrics.is_empty())
+        {
+            score *= cfg.unobserved_callee_weight;
+        }
         candidates.push(Candidate {
             element: element.clone(),
             anomaly,
@@ -526,6 +645,161 @@ mod tests {
                 callee: "cart".into()
             })
         );
+    }
+
+    #[test]
+    fn cpu_near_its_limit_is_a_cause_without_throttle_counters() {
+        // db is slow and its CPU went from 0.015 to 0.198 cores on a 0.2-core limit; no
+        // throttling metric. Its usage is not flagged by the detector (say a short history),
+        // yet it is saturated: a resource cause, not a victim of anything.
+        let mut t = Topology::default();
+        t.add_service(
+            "gw",
+            Entity::default().with_metric(m::LATENCY_MEAN_MS, up(20.0, 220.0)),
+        );
+        let db = Entity::default()
+            .with_metric(m::LATENCY_MEAN_MS, up(5.0, 200.0))
+            .with_metric(
+                m::CPU_USAGE_CORES,
+                MetricWindow::new(0.015, 0.198, 3.0, false),
+            )
+            .with_metric(m::CPU_LIMIT_CORES, flat(0.2));
+        assert!(cpu_saturation(&db) >= 9.0);
+        t.add_service("db", db);
+        t.add_call(
+            "gw",
+            "db",
+            Entity::default().with_metric(m::CALLER_LATENCY_MS, up(6.0, 201.0)),
+        );
+        // db also calls a slow cache whose rise covers db's: saturation keeps db a cause.
+        t.add_service(
+            "cache",
+            Entity::default().with_metric(m::LATENCY_MEAN_MS, up(1.0, 200.0)),
+        );
+        t.add_call(
+            "db",
+            "cache",
+            Entity::default().with_metric(m::CALLER_LATENCY_MS, up(1.0, 199.0)),
+        );
+        let w = walk(&t, "gw", &DemarcationConfig::default());
+        let db = w
+            .candidates
+            .iter()
+            .find(|c| c.element == Element::service("db"))
+            .unwrap();
+        assert_eq!(db.explained_by, None, "{db:?}");
+        // Under the limit, or already there before, it is not saturation.
+        let calm = Entity::default()
+            .with_metric(
+                m::CPU_USAGE_CORES,
+                MetricWindow::new(0.19, 0.198, 1.0, false),
+            )
+            .with_metric(m::CPU_LIMIT_CORES, flat(0.2));
+        assert_eq!(cpu_saturation(&calm), 0.0);
+    }
+
+    #[test]
+    fn a_service_behind_a_calm_caller_is_still_a_candidate() {
+        // gw -> mid -> store: mid's KPIs did not move (a cache hides store's slowness from
+        // most requests), so the walk stops at mid; store's own latency tripled.
+        let mut t = Topology::default();
+        t.add_service(
+            "gw",
+            Entity::default().with_metric(m::LATENCY_MEAN_MS, up(20.0, 60.0)),
+        );
+        t.add_service(
+            "mid",
+            Entity::default().with_metric(m::LATENCY_MEAN_MS, flat(10.0)),
+        );
+        t.add_service(
+            "store",
+            Entity::default().with_metric(m::LATENCY_MEAN_MS, up(5.0, 15.0)),
+        );
+        t.add_call("gw", "mid", Entity::default());
+        t.add_call("mid", "store", Entity::default());
+        let w = walk(&t, "gw", &DemarcationConfig::default());
+        let store = w
+            .candidates
+            .iter()
+            .find(|c| c.element == Element::service("store"))
+            .expect("store is a candidate");
+        assert_eq!(store.depth, 2);
+        assert_eq!(
+            store.path.last(),
+            Some(&Element::service("store")),
+            "{:?}",
+            store.path
+        );
+        assert!(store.score < store.anomaly, "unreached: discounted");
+    }
+
+    #[test]
+    fn an_observed_service_outranks_a_call_to_an_unobserved_endpoint() {
+        // gw calls search directly and through a load balancer nobody instruments (lb): the
+        // call to lb is slow as seen by gw, and search is slow in its own metrics, equally.
+        let mut t = Topology::default();
+        t.add_service(
+            "gw",
+            Entity::default().with_metric(m::LATENCY_MEAN_MS, up(20.0, 60.0)),
+        );
+        t.add_service(
+            "search",
+            Entity::default().with_metric(m::LATENCY_MEAN_MS, up(5.0, 45.0)),
+        );
+        t.add_call("gw", "search", Entity::default());
+        t.add_call(
+            "gw",
+            "lb",
+            // The caller's view adds the balancer's and the network's noise: a higher score.
+            Entity::default().with_metric(
+                m::CALLER_LATENCY_MS,
+                MetricWindow::new(6.0, 46.0, 30.0, true),
+            ),
+        );
+        let w = walk(&t, "gw", &DemarcationConfig::default());
+        assert_eq!(w.candidates[0].element, Element::service("search"), "{w:?}");
+    }
+
+    #[test]
+    fn a_slow_network_edge_under_a_calm_path_is_still_a_candidate() {
+        // gw -> api -> db: gw and api barely moved (the slow call is rare), but api's calls
+        // to db take 700 ms instead of 3 at api's end while db's own latency is flat.
+        let mut t = Topology::default();
+        t.add_service(
+            "gw",
+            Entity::default().with_metric(m::LATENCY_MEAN_MS, up(20.0, 26.0)),
+        );
+        t.add_service(
+            "api",
+            Entity::default().with_metric(m::LATENCY_MEAN_MS, flat(10.0)),
+        );
+        t.add_service(
+            "db",
+            Entity::default().with_metric(m::LATENCY_MEAN_MS, flat(3.0)),
+        );
+        t.add_call("gw", "api", Entity::default());
+        t.add_call(
+            "api",
+            "db",
+            Entity::default()
+                .with_metric(m::CALLER_LATENCY_MS, up(3.0, 700.0))
+                .with_metric(m::CALLEE_LATENCY_MS, flat(3.0)),
+        );
+        let w = walk(&t, "gw", &DemarcationConfig::default());
+        let edge = Element::Edge {
+            caller: "api".into(),
+            callee: "db".into(),
+        };
+        let c = w
+            .candidates
+            .iter()
+            .find(|c| c.element == edge)
+            .expect("the edge is a candidate");
+        assert_eq!(
+            c.explained_by, None,
+            "db's own latency is flat: the network"
+        );
+        assert_eq!(c.path.last(), Some(&edge));
     }
 
     #[test]

@@ -69,6 +69,13 @@ pub struct DetectorConfig {
     /// After this many anomalous points in a row the level follows the new value at full
     /// rate (a level shift becomes the new normal).
     pub adapt_after: u32,
+    /// Robust mode, for coarse samples (minutes apart, see [`Self::for_samples`]): warm up
+    /// from the median and MAD of the first points, and do not learn points over the
+    /// threshold (either side) until they last `adapt_after` steps, since at that resolution
+    /// such a point is mostly a fault, and faults some minutes apart would otherwise become
+    /// the baseline. Off (the default, and the daemon's 1–10 s steps): a running-mean
+    /// warm-up and clipped learning, so that bursts of noise widen the scale.
+    pub robust: bool,
 }
 
 impl Default for DetectorConfig {
@@ -82,6 +89,7 @@ impl Default for DetectorConfig {
             warmup: 10,
             clip: 3.0,
             adapt_after: 30,
+            robust: false,
         }
     }
 }
@@ -100,13 +108,39 @@ pub struct Verdict {
     pub run: u32,
 }
 
-/// EWMA level + EWMA absolute deviation with a floor. 48 bytes of state.
+/// Points the warm-up keeps to start from a median and a median absolute deviation.
+const WARM_POINTS: usize = 16;
+/// Mean absolute deviation / median absolute deviation of a normal distribution.
+const MAD_TO_MEAN_ABS_DEV: f64 = 1.1829;
+
+fn median(xs: &mut [f64]) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}
+
+/// EWMA level + EWMA absolute deviation with a floor. About 180 bytes of state.
+///
+/// In robust mode ([`DetectorConfig::robust`], coarse samples), so that faults do not become
+/// the baseline:
+/// - warm-up: the level and scale are the median and the (rescaled) median absolute deviation
+///   of the points seen so far, so an early spike moves neither;
+/// - after it, a point more than `threshold` scales away (either side) is not learnt at all,
+///   unless such points have lasted `adapt_after` steps in a row (a level shift: the level
+///   then jumps to the new value); ordinary points are learnt clipped to `clip` scales.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ResidualDetector {
     level: f64,
     scale: f64,
     seen: u32,
     run: u32,
+    /// Points in a row more than `threshold` scales away, either side.
+    outliers: u32,
+    warm: [f64; WARM_POINTS],
     direction: Direction,
 }
 
@@ -117,6 +151,8 @@ impl ResidualDetector {
             scale: 0.0,
             seen: 0,
             run: 0,
+            outliers: 0,
+            warm: [0.0; WARM_POINTS],
             direction,
         }
     }
@@ -144,6 +180,7 @@ impl ResidualDetector {
         }
         if self.seen == 0 {
             self.level = value;
+            self.warm[0] = value;
             self.seen = 1;
             return Verdict {
                 value,
@@ -161,27 +198,51 @@ impl ResidualDetector {
         let anomalous = warm && self.direction.badness(score) > cfg.threshold;
         self.run = if anomalous { self.run + 1 } else { 0 };
 
-        // Clip before learning, unless the shift has lasted long enough to be the new normal.
-        let learn = if anomalous && self.run < cfg.adapt_after {
-            residual.clamp(-cfg.clip * scale, cfg.clip * scale)
+        let n = self.seen as usize;
+        if !cfg.robust {
+            // Clip before learning, unless the shift has lasted long enough to be the new
+            // normal; a plain running mean during warm-up.
+            let learn = if anomalous && self.run < cfg.adapt_after {
+                residual.clamp(-cfg.clip * scale, cfg.clip * scale)
+            } else {
+                residual
+            };
+            let alpha = if self.seen < cfg.warmup {
+                1.0 / (self.seen as f64 + 1.0)
+            } else if self.run >= cfg.adapt_after {
+                1.0
+            } else {
+                cfg.level_alpha
+            };
+            self.level += alpha * learn;
+            let scale_alpha = if self.seen < cfg.warmup {
+                1.0 / (self.seen as f64 + 1.0)
+            } else {
+                cfg.scale_alpha
+            };
+            self.scale += scale_alpha * (learn.abs() - self.scale);
+        } else if !warm && n < WARM_POINTS {
+            // Warm-up: median and MAD of every point so far.
+            self.warm[n] = value;
+            let mut xs = self.warm;
+            let xs = &mut xs[..=n];
+            let level = median(xs);
+            let mut dev: Vec<f64> = xs.iter().map(|x| (x - level).abs()).collect();
+            self.level = level;
+            self.scale = median(&mut dev) * MAD_TO_MEAN_ABS_DEV;
         } else {
-            residual
-        };
-        let alpha = if self.seen < cfg.warmup {
-            // Converge fast during warm-up: a plain running mean.
-            1.0 / (self.seen as f64 + 1.0)
-        } else if self.run >= cfg.adapt_after {
-            1.0
-        } else {
-            cfg.level_alpha
-        };
-        self.level += alpha * learn;
-        let scale_alpha = if self.seen < cfg.warmup {
-            1.0 / (self.seen as f64 + 1.0)
-        } else {
-            cfg.scale_alpha
-        };
-        self.scale += scale_alpha * (learn.abs() - self.scale);
+            let outlier = warm && score.abs() > cfg.threshold;
+            self.outliers = if outlier { self.outliers + 1 } else { 0 };
+            if self.outliers >= cfg.adapt_after.max(1) {
+                // The shift has lasted: it is the new normal.
+                self.level = value;
+                self.scale += cfg.scale_alpha * (residual.abs() - self.scale);
+            } else if !outlier {
+                let learn = residual.clamp(-cfg.clip * scale, cfg.clip * scale);
+                self.level += cfg.level_alpha * learn;
+                self.scale += cfg.scale_alpha * (learn.abs() - self.scale);
+            }
+        }
         self.seen = self.seen.saturating_add(1);
         Verdict {
             value,
@@ -201,21 +262,42 @@ pub fn detect_series(values: &[f64], direction: Direction, cfg: &DetectorConfig)
 
 impl DetectorConfig {
     /// Defaults with the absolute floor set to the resolution of a metric from the fault-rule
-    /// vocabulary: half a percentage point for error ratios, a millisecond for latencies, half
-    /// an event per second for rates.
+    /// vocabulary: a fifth of a percentage point for error ratios, a millisecond for latencies,
+    /// half an event per second for rates, ten millicores.
     pub fn for_metric(name: &str) -> Self {
         use sonde_sdk::fault_rule::metric::{OOM_KILLS, Unit, unit};
         let absolute_floor = match unit(name) {
-            Unit::Ratio => 0.005,
+            // With the threshold of 4 scales, 0.8 percentage points of errors over the usual
+            // are needed: 8× a 99.9 % SLO's budget. Half a point needed 2 %, and hid a front
+            // end going from 0.2 % to 1.8 % errors.
+            Unit::Ratio => 0.002,
             Unit::Milliseconds => 1.0,
             Unit::PerSecond => 0.5,
-            Unit::Cores => 0.05,
+            // Ten millicores: a container idling at 15 m that jumps to 200 m on a 0.2-core
+            // limit is saturated, and a 50 m floor would hide it. Limits are judged apart
+            // (demarcation: usage near the limit).
+            Unit::Cores => 0.01,
             Unit::Other if name == OOM_KILLS => 0.5,
             Unit::Other => DetectorConfig::default().absolute_floor,
         };
         Self {
             absolute_floor,
             ..Self::default()
+        }
+    }
+}
+
+/// Samples this many seconds apart or more are coarse: a point over the threshold is mostly
+/// minutes of a fault rather than a second of noise.
+pub const COARSE_STEP_SECS: i64 = 120;
+
+impl DetectorConfig {
+    /// [`for_metric`](Self::for_metric) for samples `step_secs` apart (`None`: unknown, as
+    /// fine): coarse samples get the robust mode.
+    pub fn for_samples(name: &str, step_secs: Option<i64>) -> Self {
+        Self {
+            robust: step_secs.is_some_and(|s| s >= COARSE_STEP_SECS),
+            ..Self::for_metric(name)
         }
     }
 }
@@ -462,6 +544,104 @@ mod tests {
             (out[110].expected - 102.0).abs() < 5.0,
             "level stays near 102: {}",
             out[110].expected
+        );
+    }
+
+    #[test]
+    fn an_early_spike_does_not_become_the_baseline() {
+        // A spike during warm-up: a running mean would take it in (level ~590, a huge
+        // scale) and miss the real rise to 130 after it.
+        let mut v = vec![
+            100.0, 100.5, 5000.0, 99.5, 100.0, 100.2, 99.8, 100.1, 99.9, 100.0,
+        ];
+        v.extend([100.1, 99.9, 100.0, 100.2, 99.8]);
+        v.push(130.0);
+        let robust = DetectorConfig {
+            robust: true,
+            ..Default::default()
+        };
+        let out = detect_series(&v, Direction::Up, &robust);
+        assert!(out[15].anomalous, "{:?}", out[15]);
+        assert!((out[15].expected - 100.0).abs() < 1.0, "{:?}", out[15]);
+    }
+
+    #[test]
+    fn repeated_faults_do_not_become_the_baseline() {
+        // Normal noise, then a fault of five points every six: each fault must still score
+        // over the threshold; learning (even clipped) from the faults raises the level and
+        // the scale until they no longer do.
+        let noise = |i: usize| 100.0 + ((i * 7) % 5) as f64 - 2.0;
+        let mut v: Vec<f64> = (0..100).map(noise).collect();
+        for cycle in 0..12 {
+            v.extend([125.0; 5]);
+            v.push(noise(cycle));
+        }
+        let coarse = DetectorConfig {
+            robust: true,
+            ..Default::default()
+        };
+        let out = detect_series(&v, Direction::Up, &coarse);
+        let last = v.len() - 6;
+        assert!(
+            out[last..last + 5].iter().all(|x| x.anomalous),
+            "{:?}",
+            &out[last..last + 5]
+        );
+        assert!((out[last].expected - 100.0).abs() < 2.0, "{:?}", out[last]);
+    }
+
+    #[test]
+    fn fine_samples_take_noise_bursts_into_the_scale() {
+        // 1-second samples with bursts of two spikes every 5 s (a busy machine): learnt, the
+        // bursts widen the scale until they no longer alarm; coarse samples would not learn.
+        let mut v: Vec<f64> = Vec::new();
+        for i in 0..400 {
+            v.push(if i % 5 >= 3 {
+                40.0
+            } else {
+                10.0 + (i % 3) as f64
+            });
+        }
+        let fine = detect_series(
+            &v,
+            Direction::Up,
+            &DetectorConfig::for_samples("latency_mean_ms", Some(1)),
+        );
+        let coarse = detect_series(
+            &v,
+            Direction::Up,
+            &DetectorConfig::for_samples("latency_mean_ms", Some(300)),
+        );
+        let late = |out: &[Verdict]| out[300..].iter().filter(|x| x.anomalous).count();
+        assert!(
+            late(&fine) < late(&coarse),
+            "{} vs {}",
+            late(&fine),
+            late(&coarse)
+        );
+    }
+
+    #[test]
+    fn a_small_container_saturating_is_anomalous() {
+        // 15 millicores → 198 millicores (a 0.2-core limit): the cores floor must not hide it.
+        let cfg = DetectorConfig::for_metric("cpu_usage_cores");
+        let mut v: Vec<f64> = (0..40).map(|i| 0.015 + 0.001 * (i % 3) as f64).collect();
+        v.extend([0.198, 0.198]);
+        let out = detect_series(&v, Direction::Up, &cfg);
+        assert!(out[40].anomalous && out[41].anomalous, "{:?}", &out[40..]);
+    }
+
+    #[test]
+    fn errors_far_over_an_slo_budget_are_anomalous() {
+        // A front end at 0-0.4 % errors goes to 1.8 % and 2.1 %: 20× a 99.9 % budget.
+        let cfg = DetectorConfig::for_metric("error_rate");
+        let mut v: Vec<f64> = (0..100).map(|i| [0.0, 0.002, 0.0, 0.004][i % 4]).collect();
+        v.extend([0.018, 0.021]);
+        let out = detect_series(&v, Direction::Up, &cfg);
+        assert!(
+            out[100].anomalous && out[101].anomalous,
+            "{:?}",
+            &out[100..]
         );
     }
 

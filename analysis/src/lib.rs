@@ -18,8 +18,10 @@
 #![forbid(unsafe_code)]
 
 pub mod attribution;
+pub mod baselines;
 pub mod demarcation;
 pub mod detect;
+pub mod import;
 pub mod replay;
 pub mod report;
 pub mod rules;

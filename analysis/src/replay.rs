@@ -487,7 +487,7 @@ impl Bundle {
             Some(s) => s,
             None => {
                 let kpi = &self.spec.incident.kpi;
-                let cfg = DetectorConfig::for_metric(kpi);
+                let cfg = DetectorConfig::for_samples(kpi, Some(step));
                 let policy = IncidentPolicy {
                     require_burn: burn.is_some(),
                     ..Default::default()
@@ -582,7 +582,12 @@ impl Bundle {
                 .position(|p| p.0 >= start)
                 .unwrap_or(points.len());
             let len = points[first..].iter().take_while(|p| p.0 < end).count();
-            let Some(w) = MetricWindow::from_series(metric, &values, first, len) else {
+            let step = points
+                .windows(2)
+                .map(|w| w[1].0 - w[0].0)
+                .filter(|d| *d > 0)
+                .min();
+            let Some(w) = MetricWindow::from_samples(metric, &values, first, len, step) else {
                 continue;
             };
             let target = if let Some(name) = entity.strip_prefix("service:") {

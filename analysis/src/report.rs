@@ -103,6 +103,9 @@ pub struct Report {
     pub rule_failures: Vec<RuleFailure>,
     /// The burn-rate gate, when the entry service has an SLO.
     pub slo: Option<SloVerdict>,
+    /// When `root_causes` is empty: that nothing was found, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nothing_found: Option<String>,
     /// Elements visited by the walk and abnormal candidates among them.
     pub visited: usize,
     pub candidates: usize,
@@ -415,6 +418,50 @@ fn phenomenon(topology: &Topology, incident: &Incident) -> String {
     format!("{}: {}", incident.entry, parts.join(", "))
 }
 
+/// Why a report has no root cause, in words: the entry KPI did not move enough, or nothing
+/// else in the topology did, or nothing reports metrics at all.
+fn nothing_found(topology: &Topology, incident: &Incident, visited: usize) -> String {
+    let with_metrics = topology
+        .services
+        .values()
+        .chain(topology.nodes.values())
+        .chain(topology.edges.values())
+        .filter(|e| !e.metrics.is_empty())
+        .count();
+    if with_metrics == 0 {
+        return "no service, edge or machine reports metrics over the incident window".into();
+    }
+    let kpi = topology
+        .services
+        .get(&incident.entry)
+        .and_then(|e| e.metric(&incident.kpi));
+    let entry = match kpi {
+        None => format!(
+            "{} has no {} samples in the window",
+            incident.entry, incident.kpi
+        ),
+        Some(w) if !w.anomalous => format!(
+            "{} of {} went {} → {} (score {:.1}), within its usual variation",
+            incident.kpi,
+            incident.entry,
+            fmt_value(&incident.kpi, w.before),
+            fmt_value(&incident.kpi, w.after),
+            w.score
+        ),
+        Some(w) => format!(
+            "{} of {} is anomalous ({} → {}) but no other metric of the {} elements with metrics is",
+            incident.kpi,
+            incident.entry,
+            fmt_value(&incident.kpi, w.before),
+            fmt_value(&incident.kpi, w.after),
+            with_metrics
+        ),
+    };
+    format!(
+        "nothing found: {entry}; the walk visited {visited} elements and none is abnormal on its own"
+    )
+}
+
 /// Analyse an incident: walk, attribute, run the rules in one batch, rank and explain.
 pub fn analyze(
     topology: &Topology,
@@ -573,7 +620,11 @@ pub fn analyze(
         })
         .unwrap_or_default();
 
+    let nothing_found = root_causes
+        .is_empty()
+        .then(|| nothing_found(topology, incident, walk.visited));
     Report {
+        nothing_found,
         incident: incident.clone(),
         phenomenon: phenomenon(topology, incident),
         key_metrics: key,
@@ -624,6 +675,9 @@ impl Report {
             let _ = writeln!(s, "Propagation: {}", self.propagation_path.join(" ⇢ "));
         }
         let _ = writeln!(s, "\nRoot causes:");
+        if let Some(why) = &self.nothing_found {
+            let _ = writeln!(s, "  none — {why}");
+        }
         for rc in &self.root_causes {
             let _ = writeln!(
                 s,
@@ -692,5 +746,39 @@ impl Report {
             self.visited, self.candidates, self.elapsed_ms
         );
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::NativeRules;
+    use crate::topology::MetricWindow;
+
+    #[test]
+    fn an_empty_report_says_nothing_was_found_and_why() {
+        let mut t = Topology::default();
+        t.add_service(
+            "gw",
+            Entity::default()
+                .with_metric("error_rate", MetricWindow::new(0.001, 0.004, 2.0, false)),
+        );
+        t.add_call("gw", "cart", Entity::default());
+        let incident = Incident {
+            id: "i".into(),
+            entry: "gw".into(),
+            kpi: "error_rate".into(),
+            started_at_ms: 0,
+        };
+        let report = analyze(
+            &t,
+            &incident,
+            &mut NativeRules::new(),
+            &AnalysisConfig::default(),
+        );
+        assert!(report.root_causes.is_empty());
+        let why = report.nothing_found.as_deref().unwrap();
+        assert!(why.contains("within its usual variation"), "{why}");
+        assert!(report.to_text().contains("none — nothing found"));
     }
 }

@@ -38,10 +38,22 @@ impl MetricWindow {
     /// Summarise a series: the detector runs over all of it, `start` is the index of the first
     /// point of the incident window and `len` its length.
     pub fn from_series(metric: &str, values: &[f64], start: usize, len: usize) -> Option<Self> {
+        Self::from_samples(metric, values, start, len, None)
+    }
+
+    /// [`from_series`](Self::from_series) for samples `step_secs` apart: the detector's
+    /// setting for coarse or fine samples ([`DetectorConfig::for_samples`]).
+    pub fn from_samples(
+        metric: &str,
+        values: &[f64],
+        start: usize,
+        len: usize,
+        step_secs: Option<i64>,
+    ) -> Option<Self> {
         if values.is_empty() || start >= values.len() {
             return None;
         }
-        let cfg = DetectorConfig::for_metric(metric);
+        let cfg = DetectorConfig::for_samples(metric, step_secs);
         let dir = Direction::for_metric(metric);
         let verdicts = detect_series(values, dir, &cfg);
         let end = (start + len.max(1)).min(values.len());
@@ -56,14 +68,24 @@ impl MetricWindow {
         } else {
             finite.iter().sum::<f64>() / finite.len() as f64
         };
+        // A series that often scores over the threshold in normal times (a sparse, noisy
+        // one) needs a larger score to be evidence now: scores are divided by how far its
+        // usual extremes (the 99th percentile of its past badness) exceed the threshold.
+        let surprise = usual_extreme(&verdicts[..start], dir) / cfg.threshold;
+        let surprise = surprise.max(1.0);
         let score = window
             .iter()
             .map(|v| dir.badness(v.score))
-            .fold(0.0, f64::max);
+            .fold(0.0, f64::max)
+            / surprise;
         // A single anomalous point in a long window is a blip, not a symptom: ask for two, or
         // one when the window is that short.
         let needed = if window.len() >= 3 { 2 } else { 1 };
-        let anomalous = window.iter().filter(|v| v.anomalous).count() >= needed;
+        let anomalous = window
+            .iter()
+            .filter(|v| v.anomalous && dir.badness(v.score) / surprise > cfg.threshold)
+            .count()
+            >= needed;
         Some(Self {
             before: verdicts[start].expected,
             after,
@@ -84,6 +106,22 @@ impl MetricWindow {
             self.after / self.before - 1.0
         }
     }
+}
+
+/// The 99th percentile of the badness of past verdicts after warm-up (0 with too few).
+fn usual_extreme(history: &[crate::detect::Verdict], dir: Direction) -> f64 {
+    let warm = DetectorConfig::default().warmup as usize;
+    let mut past: Vec<f64> = history
+        .iter()
+        .skip(warm)
+        .filter(|v| v.value.is_finite())
+        .map(|v| dir.badness(v.score))
+        .collect();
+    if past.len() < 20 {
+        return 0.0;
+    }
+    past.sort_by(f64::total_cmp);
+    past[((past.len() - 1) as f64 * 0.99).round() as usize]
 }
 
 /// A breakdown of one service KPI by dimensions, for attribution: one row per leaf with its
@@ -230,6 +268,30 @@ mod tests {
         let calm = MetricWindow::from_series("latency_p99_ms", &vec![20.0; 45], 41, 4).unwrap();
         assert!(!calm.anomalous);
         assert_eq!(calm.score, 0.0);
+    }
+
+    #[test]
+    fn a_noisy_series_needs_a_larger_score() {
+        // A sparse series that crosses the threshold every few points in normal times: the
+        // same jump is much weaker evidence there than on a quiet series.
+        let quiet: Vec<f64> = (0..200).map(|i| 20.0 + (i % 3) as f64).collect();
+        let noisy: Vec<f64> = (0..200)
+            .map(|i| {
+                if i % 7 == 0 {
+                    90.0
+                } else {
+                    20.0 + (i % 3) as f64
+                }
+            })
+            .collect();
+        let mut q = quiet.clone();
+        let mut n = noisy.clone();
+        q.extend([60.0, 62.0, 61.0]);
+        n.extend([60.0, 62.0, 61.0]);
+        let wq = MetricWindow::from_series("latency_mean_ms", &q, 200, 3).unwrap();
+        let wn = MetricWindow::from_series("latency_mean_ms", &n, 200, 3).unwrap();
+        assert!(wq.anomalous);
+        assert!(wn.score < wq.score / 2.0, "{wn:?} vs {wq:?}");
     }
 
     #[test]

@@ -10,7 +10,8 @@ use crate::config::Config;
 
 #[derive(Args, Debug)]
 pub struct AnalyzeArgs {
-    /// Bundle directory: topology.toml, metrics/*.csv, breakdowns/*.csv.
+    /// Bundle directory: topology.toml, metrics/*.csv, breakdowns/*.csv; or a timeline in the
+    /// import layout: metrics.csv (time,service,metric,value), edges.csv, cases.csv.
     dir: Option<PathBuf>,
     /// Analyse a built-in scenario instead (see --list-examples).
     #[arg(long, conflicts_with = "dir")]
