@@ -132,64 +132,85 @@ fn redis_job() -> ParseJob {
     j
 }
 
+/// Appends the recording `path` (the SDK harness format: `> ts len` / `< ts len` lines, each
+/// followed by its bytes; `#` comments) to `j` as client connection `conn` of `comm`, closed
+/// at the end.
+fn push_recording(j: &mut ParseJob, conn: u64, comm: &str, path: &str) {
+    j.opened.push(Arc::new(ConnInfo {
+        id: conn,
+        role: Role::Client,
+        comm: comm.into(),
+        ..Default::default()
+    }));
+    let rec = std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap();
+    let mut at = 0;
+    while at < rec.len() {
+        let nl = at + rec[at..].iter().position(|b| *b == b'\n').unwrap();
+        let header = std::str::from_utf8(&rec[at..nl]).unwrap();
+        let f: Vec<&str> = header.split_whitespace().collect();
+        if f[0] == "#" {
+            at = nl + 1;
+            continue;
+        }
+        let len: usize = f[2].parse().unwrap();
+        let direction = if f[0] == ">" {
+            Direction::Egress
+        } else {
+            Direction::Ingress
+        };
+        let meta = SegMeta {
+            conn,
+            direction,
+            ts_ns: f[1].parse().unwrap(),
+            gap_before: 0,
+        };
+        j.push_segment(meta, &rec[nl + 1..nl + 1 + len]);
+        at = nl + 1 + len + 1;
+    }
+    j.closed.push(conn);
+}
+
 /// Two MQTT client connections, recorded from mosquitto (`plugins/mqtt/tests/fixtures`): an
 /// MQTT 5 publisher at QoS 2 and an MQTT 3.1.1 subscriber receiving QoS 0, 1 and 2 messages.
 fn mqtt_job() -> ParseJob {
     let mut j = ParseJob::default();
     for (conn, name) in [(8u64, "pub-v5-qos2"), (9, "sub-v311")] {
-        j.opened.push(Arc::new(ConnInfo {
-            id: conn,
-            role: Role::Client,
-            comm: "mosquitto_pub".into(),
-            ..Default::default()
-        }));
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../plugins/mqtt/tests/fixtures")
-            .join(format!("{name}.rec"));
-        let rec = std::fs::read(&path).unwrap();
-        let mut at = 0;
-        while at < rec.len() {
-            let nl = at + rec[at..].iter().position(|b| *b == b'\n').unwrap();
-            let header = std::str::from_utf8(&rec[at..nl]).unwrap();
-            let f: Vec<&str> = header.split_whitespace().collect();
-            if f[0] == "#" {
-                at = nl + 1;
-                continue;
-            }
-            let len: usize = f[2].parse().unwrap();
-            j.push_segment(
-                SegMeta {
-                    conn,
-                    direction: if f[0] == ">" {
-                        Direction::Egress
-                    } else {
-                        Direction::Ingress
-                    },
-                    ts_ns: f[1].parse().unwrap(),
-                    gap_before: 0,
-                },
-                &rec[nl + 1..nl + 1 + len],
-            );
-            at = nl + 1 + len + 1;
-        }
+        let path = format!("../plugins/mqtt/tests/fixtures/{name}.rec");
+        push_recording(&mut j, conn, "mosquitto_pub", &path);
     }
-    j.closed = vec![8, 9];
     j
+}
+
+/// The embedded component `wasm` and the native build `P` give the same records and claims
+/// for `job()`; the component says it is `name` parsing `protocols`. Returns the records.
+fn same_in_wasm_and_native<P>(
+    wasm: &[u8],
+    name: &str,
+    protocols: &[&str],
+    job: fn() -> ParseJob,
+) -> Vec<sonde_sdk::protocol_parser::RequestRecord>
+where
+    P: sonde_sdk::protocol_parser::ProtocolParser,
+    P::State: Send,
+{
+    let mut wasm = WasmParser::load(engine(), Limits::default(), wasm, "embedded").unwrap();
+    assert_eq!(
+        (wasm.name.as_str(), wasm.protocols.as_slice()),
+        (
+            name,
+            &protocols.iter().map(|p| p.to_string()).collect::<Vec<_>>()[..]
+        )
+    );
+    let mut native = NativeParser::<P>::new();
+    let w = wasm.run(&mut job()).unwrap();
+    let n = native.run(&mut job()).unwrap();
+    assert_eq!(w, n, "same records and claims through Wasm and natively");
+    w.records.iter().map(|r| r.to_owned()).collect()
 }
 
 #[test]
 fn the_mqtt_component_parses_like_the_native_build() {
-    let mut wasm =
-        WasmParser::load(engine(), Limits::default(), MQTT_PARSER_WASM, "embedded").unwrap();
-    assert_eq!(
-        (wasm.name.as_str(), wasm.protocols.as_slice()),
-        ("sonde-mqtt", &["mqtt".to_string()][..])
-    );
-    let mut native = NativeParser::<Mqtt>::new();
-    let w = wasm.run(&mut mqtt_job()).unwrap();
-    let n = native.run(&mut mqtt_job()).unwrap();
-    assert_eq!(w, n, "same records and claims through Wasm and natively");
-    let recs: Vec<_> = w.records.iter().map(|r| r.to_owned()).collect();
+    let recs = same_in_wasm_and_native::<Mqtt>(MQTT_PARSER_WASM, "sonde-mqtt", &["mqtt"], mqtt_job);
     let got: Vec<_> = recs
         .iter()
         .map(|r| (r.operation.as_str(), r.status, r.error.as_deref()))
@@ -222,17 +243,8 @@ fn the_mqtt_component_parses_like_the_native_build() {
 
 #[test]
 fn the_redis_component_parses_like_the_native_build() {
-    let mut wasm =
-        WasmParser::load(engine(), Limits::default(), REDIS_PARSER_WASM, "embedded").unwrap();
-    assert_eq!(
-        (wasm.name.as_str(), wasm.protocols.as_slice()),
-        ("sonde-redis", &["redis".to_string()][..])
-    );
-    let mut native = NativeParser::<Resp>::new();
-    let w = wasm.run(&mut redis_job()).unwrap();
-    let n = native.run(&mut redis_job()).unwrap();
-    assert_eq!(w, n, "same records and claims through Wasm and natively");
-    let recs: Vec<_> = w.records.iter().map(|r| r.to_owned()).collect();
+    let recs =
+        same_in_wasm_and_native::<Resp>(REDIS_PARSER_WASM, "sonde-redis", &["redis"], redis_job);
     let got: Vec<_> = recs
         .iter()
         .map(|r| (r.operation.as_str(), r.status, r.error.as_deref()))
@@ -270,64 +282,22 @@ fn the_redis_component_parses_like_the_native_build() {
 /// A recorded gRPC session (plugins/http2/tests/fixtures/grpc-session.rec, the SDK harness
 /// format) as one job, client side.
 fn grpc_job() -> ParseJob {
-    let rec = std::fs::read(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../plugins/http2/tests/fixtures/grpc-session.rec"),
-    )
-    .unwrap();
     let mut j = ParseJob::default();
-    j.opened.push(Arc::new(ConnInfo {
-        id: 9,
-        role: Role::Client,
-        comm: "python3".into(),
-        ..Default::default()
-    }));
-    let mut at = 0;
-    while at < rec.len() {
-        let nl = at + rec[at..].iter().position(|b| *b == b'\n').unwrap();
-        let header = std::str::from_utf8(&rec[at..nl]).unwrap().to_string();
-        let f: Vec<&str> = header.split_whitespace().collect();
-        if f[0] == "#" {
-            at = nl + 1;
-            continue;
-        }
-        let direction = if f[0] == ">" {
-            Direction::Egress
-        } else {
-            Direction::Ingress
-        };
-        let (ts, len): (u64, usize) = (f[1].parse().unwrap(), f[2].parse().unwrap());
-        j.push_segment(
-            SegMeta {
-                conn: 9,
-                direction,
-                ts_ns: ts,
-                gap_before: 0,
-            },
-            &rec[nl + 1..nl + 1 + len],
-        );
-        at = nl + 1 + len + 1;
-    }
-    j.closed = vec![9];
+    let path = "../plugins/http2/tests/fixtures/grpc-session.rec";
+    push_recording(&mut j, 9, "python3", path);
     j
 }
 
 #[test]
 fn the_http2_component_parses_like_the_native_build() {
-    let mut wasm =
-        WasmParser::load(engine(), Limits::default(), HTTP2_PARSER_WASM, "embedded").unwrap();
-    assert_eq!(
-        (wasm.name.as_str(), wasm.protocols.as_slice()),
-        ("sonde-http2", &["http".to_string(), "grpc".to_string()][..])
+    let recs = same_in_wasm_and_native::<sonde_http2_parser::Http2>(
+        HTTP2_PARSER_WASM,
+        "sonde-http2",
+        &["http", "grpc"],
+        grpc_job,
     );
-    let mut native = NativeParser::<sonde_http2_parser::Http2>::new();
-    let w = wasm.run(&mut grpc_job()).unwrap();
-    let n = native.run(&mut grpc_job()).unwrap();
-    assert_eq!(w, n, "same records and claims through Wasm and natively");
-    let mut got: Vec<_> = w
-        .records
-        .iter()
-        .map(|r| r.to_owned())
+    let mut got: Vec<_> = recs
+        .into_iter()
         .map(|r| (r.operation, r.status, r.error))
         .collect();
     got.sort();
