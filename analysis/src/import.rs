@@ -30,7 +30,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::detect::{DetectorConfig, Direction, IncidentPolicy, ResidualDetector};
-use crate::replay::{Bundle, BundleSpec, CallSpec, IncidentSpec, ReplayError, ServiceSpec};
+use crate::replay::{
+    Bundle, BundleSpec, CallSpec, IncidentSpec, ReplayError, ServiceSpec, split_csv,
+};
 
 /// An anomaly on the entry KPI that lasts this long opens an incident, even in fewer samples
 /// than the debounce's `open_after` when samples are that coarse.
@@ -92,12 +94,14 @@ fn read(path: &Path) -> Result<String, ReplayError> {
     })
 }
 
-/// Rows after the header (checked against `expected`), with 1-based line numbers.
-fn rows<'a>(
+/// Rows after the header (checked against `expected`), with 1-based line numbers; fields
+/// split as every CSV of `sonde analyze` is ([`crate::replay::split_csv`]: double quotes
+/// around a field with commas, `""` for a quote).
+fn rows(
     path: &Path,
-    text: &'a str,
+    text: &str,
     expected: &[&str],
-) -> Result<Vec<(usize, Vec<&'a str>)>, ReplayError> {
+) -> Result<Vec<(usize, Vec<String>)>, ReplayError> {
     let err = |line, message: String| ReplayError::Csv {
         path: path.to_path_buf(),
         line,
@@ -110,7 +114,7 @@ fn rows<'a>(
     let (hline, header) = lines
         .next()
         .ok_or_else(|| err(1, "empty file, expected a header".into()))?;
-    let header: Vec<&str> = header.split(',').map(str::trim).collect();
+    let header = split_csv(header).map_err(|m| err(hline + 1, m))?;
     if header != expected {
         return Err(err(
             hline + 1,
@@ -119,8 +123,7 @@ fn rows<'a>(
     }
     let mut out = Vec::new();
     for (i, line) in lines {
-        // Service names may contain commas only when quoted; split on the last fields first.
-        let fields = split_quoted(line);
+        let fields = split_csv(line).map_err(|m| err(i + 1, m))?;
         if fields.len() != expected.len() {
             return Err(err(
                 i + 1,
@@ -130,25 +133,6 @@ fn rows<'a>(
         out.push((i + 1, fields));
     }
     Ok(out)
-}
-
-/// Split on commas outside double quotes; quotes are removed (no escaped quotes inside).
-fn split_quoted(line: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut quoted = false;
-    for (i, c) in line.char_indices() {
-        match c {
-            '"' => quoted = !quoted,
-            ',' if !quoted => {
-                out.push(line[start..i].trim().trim_matches('"'));
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    out.push(line[start..].trim().trim_matches('"'));
-    out
 }
 
 fn time(path: &Path, line: usize, s: &str) -> Result<i64, ReplayError> {
@@ -170,6 +154,7 @@ impl Timeline {
         let edges = dir.join("edges.csv");
         if edges.is_file() {
             for (_, f) in rows(&edges, &read(&edges)?, &["caller", "callee"])? {
+                let f: Vec<&str> = f.iter().map(String::as_str).collect();
                 let edge = (f[0].to_string(), f[1].to_string());
                 if !t.edges.contains(&edge) {
                     t.edges.push(edge);
@@ -188,6 +173,7 @@ impl Timeline {
                 "injected_at",
             ];
             for (line, f) in rows(&cases, &read(&cases)?, &header)? {
+                let f: Vec<&str> = f.iter().map(String::as_str).collect();
                 let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
                 t.cases.push(Case {
                     id: f[0].to_string(),
@@ -212,6 +198,7 @@ impl Timeline {
         let mut t = Timeline::default();
         let mut mem: BTreeMap<String, BTreeMap<i64, MemSample>> = BTreeMap::new();
         for (line, f) in rows(path, text, &["time", "service", "metric", "value"])? {
+            let f: Vec<&str> = f.iter().map(String::as_str).collect();
             let ts = time(path, line, f[0])?;
             let Ok(v) = f[3].parse::<f64>() else {
                 if f[3].is_empty() || f[3].eq_ignore_ascii_case("nan") {
