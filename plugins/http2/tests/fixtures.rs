@@ -8,43 +8,8 @@ use sonde_http2_parser::Http2;
 use sonde_sdk::protocol_parser::harness::Harness;
 use sonde_sdk::protocol_parser::{Direction, RequestRecord};
 
-/// (operation, status, error) of records.
-type Ops = Vec<(String, u32, Option<String>)>;
-
-#[derive(Debug, Clone)]
-enum Item {
-    Seg(Direction, u64, Vec<u8>),
-    Gap(Direction, u64),
-}
-
-/// The recording's segments (the format of the SDK harness).
-fn load(name: &str) -> Vec<Item> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
-    let bytes = std::fs::read(&path).unwrap();
-    let mut items = Vec::new();
-    let mut at = 0;
-    while at < bytes.len() {
-        let nl = at + bytes[at..].iter().position(|b| *b == b'\n').unwrap();
-        let header = std::str::from_utf8(&bytes[at..nl]).unwrap();
-        let f: Vec<&str> = header.split_whitespace().collect();
-        match f[0] {
-            ">" | "<" => {
-                let dir = if f[0] == ">" {
-                    Direction::Egress
-                } else {
-                    Direction::Ingress
-                };
-                let (ts, len): (u64, usize) = (f[1].parse().unwrap(), f[2].parse().unwrap());
-                items.push(Item::Seg(dir, ts, bytes[nl + 1..nl + 1 + len].to_vec()));
-                at = nl + 1 + len + 1;
-            }
-            _ => at = nl + 1,
-        }
-    }
-    items
-}
+mod common;
+use common::{Item, Ops, load};
 
 fn replay(items: &[Item]) -> Vec<RequestRecord> {
     let mut h = Harness::<Http2>::client();

@@ -3,48 +3,13 @@
 //! every split, responses first and with gaps; a refused upgrade; and the split with the
 //! HTTP/1 parser: it declines exactly what this parser claims.
 
-use std::path::Path;
-
 use sonde_http_parser::Http as HttpParser;
 use sonde_http2_parser::Http2;
 use sonde_sdk::protocol_parser::harness::Harness;
 use sonde_sdk::protocol_parser::{Claim, Direction, ProtocolParser, RequestRecord};
 
-type Ops = Vec<(String, u32, Option<String>)>;
-
-#[derive(Debug, Clone)]
-enum Item {
-    Seg(Direction, u64, Vec<u8>),
-    Gap(Direction, u64),
-}
-
-fn load(name: &str) -> Vec<Item> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
-    let bytes = std::fs::read(&path).unwrap();
-    let mut items = Vec::new();
-    let mut at = 0;
-    while at < bytes.len() {
-        let nl = at + bytes[at..].iter().position(|b| *b == b'\n').unwrap();
-        let header = std::str::from_utf8(&bytes[at..nl]).unwrap();
-        let f: Vec<&str> = header.split_whitespace().collect();
-        match f[0] {
-            ">" | "<" => {
-                let dir = if f[0] == ">" {
-                    Direction::Egress
-                } else {
-                    Direction::Ingress
-                };
-                let (ts, len): (u64, usize) = (f[1].parse().unwrap(), f[2].parse().unwrap());
-                items.push(Item::Seg(dir, ts, bytes[nl + 1..nl + 1 + len].to_vec()));
-                at = nl + 1 + len + 1;
-            }
-            _ => at = nl + 1,
-        }
-    }
-    items
-}
+mod common;
+use common::{Item, Ops, load};
 
 fn replay_with<P: ProtocolParser>(items: &[Item]) -> (Vec<RequestRecord>, Vec<Claim>) {
     let mut h = Harness::<P>::client();
