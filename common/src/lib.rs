@@ -14,7 +14,12 @@ pub const DEFAULT_CAPTURE_BYTES: u32 = 16 * 1024;
 /// The smallest run-time cap: below it a typical request or response head (HTTP, a MySQL
 /// packet header with its statement) no longer fits in one syscall's copy.
 pub const MIN_CAPTURE_BYTES: u32 = 1024;
-/// iovecs walked per readv/writev/sendmsg/recvmsg (bounded loop in the verifier).
+/// iovecs walked per readv/writev/sendmsg/recvmsg with the `bpf_loop` helper (Linux ≥ 5.17):
+/// UIO_MAXIOV, the most one syscall accepts, so every iovec is walked (the bytes copied are
+/// still capped by the capture size).
+pub const MAX_IOV_LOOP: u32 = 1024;
+/// iovecs walked by the unrolled fallback, on a kernel without `bpf_loop`
+/// ([`config_flags::BPF_LOOP`] unset).
 pub const MAX_IOV: u32 = 16;
 /// Messages whose lengths are summed for sendmmsg/recvmmsg (only the first is captured).
 pub const MAX_MMSG: u32 = 16;
@@ -518,6 +523,11 @@ pub mod config_flags {
     /// Tests only: `sonde_ssl_read_ret` makes a read the verifier must refuse (the TLS
     /// feature turns off alone).
     pub const TEST_REJECT_TLS: u32 = 8;
+    /// The kernel has the `bpf_loop` helper (Linux ≥ 5.17, found by a load probe): iovec
+    /// arrays are walked by it up to [`super::MAX_IOV_LOOP`] entries; without it, by an
+    /// unrolled loop of [`super::MAX_IOV`]. The flag is read-only data, so the verifier
+    /// prunes the walk not taken and never sees a helper this kernel lacks.
+    pub const BPF_LOOP: u32 = 16;
 }
 
 pub mod net;

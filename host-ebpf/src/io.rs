@@ -21,7 +21,7 @@ use sonde_common::{
 use crate::{
     EVENTS, INFLIGHT, Inflight, arg, bounded,
     conn::{self, ConnState, VERDICTS},
-    copy::{copy_iovecs, copy_one},
+    copy::{IovWalk, copy_iovecs, copy_one, iov_step},
     count, exit_ret, fetch_add, min, stdio, task, traced, wakeup_flag,
 };
 
@@ -38,9 +38,19 @@ pub(crate) static SCRATCH: Array<Scratch> = Array::with_max_entries(1, 0);
 pub(crate) struct Scratch {
     pub(crate) ev: DataEvent,
     pub(crate) data: [u8; 2 * MAX_CAPTURE],
-    /// The iovec walk's write offset, kept in map memory between iterations: see
-    /// [`copy_iovecs`].
-    cursor: u64,
+    /// The iovec walk's state, in map memory between iterations: see [`IovWalk`].
+    walk: IovWalk,
+}
+
+/// The `bpf_loop` callback of the data iovec walk: one iovec into this CPU's [`Scratch`].
+#[inline(never)]
+extern "C" fn data_iov_step(i: u32, _ctx: *mut core::ffi::c_void) -> i64 {
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let Some(scratch) = SCRATCH.get_ptr_mut(cpu) else {
+        return 1;
+    };
+    // SAFETY: this CPU's scratch slot, the one the exit program is filling.
+    unsafe { iov_step(&mut (*scratch).data, &raw mut (*scratch).walk, i) }
 }
 
 /// Syscall classes, one exit program each.
@@ -329,16 +339,17 @@ fn emit_data(
         copy_one(&mut scratch.data, plan.iov, want)
     } else if class == class::MULTI {
         // sendmmsg/recvmmsg carry datagrams (DNS, QUIC, syslog), one buffer each in practice:
-        // the first iovec of the first message. A second walk of up to MAX_IOV iovecs after
-        // the message loop doubled this program's verification for no real traffic.
+        // the first iovec of the first message. A second iovec walk after the message loop
+        // doubled this program's verification for no real traffic.
         first_iovec(&mut scratch.data, plan.iov, plan.iovcnt, want)
     } else {
         copy_iovecs(
             &mut scratch.data,
-            &mut scratch.cursor,
+            &mut scratch.walk,
             plan.iov,
             plan.iovcnt,
             want,
+            data_iov_step,
         )
     };
     if failed {

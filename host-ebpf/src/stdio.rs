@@ -10,7 +10,7 @@ use sonde_common::{EventKind, LogEvent, MAX_STDIO, config_flags, log_flags, stat
 
 use crate::{
     EVENTS, Inflight,
-    copy::{copy_iovecs, copy_one},
+    copy::{IovWalk, copy_iovecs, copy_one, iov_step},
     count, min, task, wakeup_flag,
 };
 
@@ -23,8 +23,19 @@ static LOG_SCRATCH: PerCpuArray<LogScratch> = PerCpuArray::with_max_entries(1, 0
 struct LogScratch {
     ev: LogEvent,
     data: [u8; 2 * MAX_STDIO],
-    /// The iovec walk's offset between iterations (see `copy::copy_iovecs`).
-    cursor: u64,
+    /// The iovec walk's state between iterations (see [`IovWalk`]).
+    walk: IovWalk,
+}
+
+/// The `bpf_loop` callback of the stdout/stderr iovec walk: one iovec into this CPU's
+/// [`LogScratch`].
+#[inline(never)]
+extern "C" fn log_iov_step(i: u32, _ctx: *mut core::ffi::c_void) -> i64 {
+    let Some(scratch) = LOG_SCRATCH.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: this CPU's slot of a per-CPU map, the one the exit program is filling.
+    unsafe { iov_step(&mut (*scratch).data, &raw mut (*scratch).walk, i) }
 }
 
 /// Per-CPU rate limit of log events: chunks emitted in the current one-second window.
@@ -94,7 +105,14 @@ pub(crate) fn emit_log(inf: *const Inflight, id: u64, ret: u64, unix_socket: boo
     let (copied, failed) = if single {
         copy_one(&mut scratch.data, buf, want)
     } else {
-        copy_iovecs(&mut scratch.data, &mut scratch.cursor, buf, cnt, want)
+        copy_iovecs(
+            &mut scratch.data,
+            &mut scratch.walk,
+            buf,
+            cnt,
+            want,
+            log_iov_step,
+        )
     };
     let ev = &mut scratch.ev;
     ev.kind = EventKind::Log as u32;

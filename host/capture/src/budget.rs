@@ -95,6 +95,13 @@ const OP_MOV_X: u8 = 0xb0 | 0x08;
 const OP_ADD_K: u8 = 0x00;
 const OP_CALL: u8 = 0x80;
 const BPF_PSEUDO_CALL: u8 = 1;
+/// `ld_imm64` of a subprogram's address: a `bpf_loop` callback.
+const BPF_PSEUDO_FUNC: u8 = 4;
+const BPF_LD_IMM64: u8 = 0x18;
+/// Stack the verifier adds to a frame that calls `bpf_loop` when it inlines the loop: three
+/// spilled registers, once per subprogram however many loops it inlines
+/// (`optimize_bpf_loop`).
+const BPF_LOOP_INLINE_STACK: u32 = 24;
 const FP: u8 = 10;
 
 /// Combined stack per program of an eBPF object, by program name.
@@ -116,14 +123,21 @@ pub fn static_stack(object: &[u8]) -> Result<BTreeMap<String, u32>> {
 
 /// The deepest chain of frames in one linked program (entry at 0, subprograms appended).
 fn combined_stack(insns: &[aya_obj::generated::bpf_insn]) -> u32 {
-    // Subprogram entries: 0 and every bpf-to-bpf call target.
+    // Subprogram entries: 0, every bpf-to-bpf call target and every callback whose address
+    // is taken (a `bpf_loop` callback runs in a frame below the one that passed it).
     let mut starts: Vec<usize> = vec![0];
     let mut calls: Vec<(usize, usize)> = Vec::new(); // (call site, target)
+    let mut callback_refs: Vec<usize> = Vec::new();
     for (pc, i) in insns.iter().enumerate() {
-        if i.code == BPF_JMP | OP_CALL && i.src_reg() == BPF_PSEUDO_CALL {
+        let call = i.code == BPF_JMP | OP_CALL && i.src_reg() == BPF_PSEUDO_CALL;
+        let callback = i.code == BPF_LD_IMM64 && i.src_reg() == BPF_PSEUDO_FUNC;
+        if call || callback {
             let target = (pc as i64 + i.imm as i64 + 1) as usize;
             starts.push(target);
             calls.push((pc, target));
+        }
+        if callback {
+            callback_refs.push(pc);
         }
     }
     starts.sort_unstable();
@@ -176,6 +190,11 @@ fn combined_stack(insns: &[aya_obj::generated::bpf_insn]) -> u32 {
             }
         }
     }
+    let mut loop_callers: Vec<usize> = callback_refs.into_iter().map(sub_of).collect();
+    loop_callers.dedup();
+    for s in loop_callers {
+        frame[s] = frame[s].next_multiple_of(8) + BPF_LOOP_INLINE_STACK;
+    }
     let mut callees: HashMap<usize, Vec<usize>> = HashMap::new();
     for (site, target) in calls {
         callees
@@ -225,6 +244,43 @@ mod tests {
         assert!(v[1].starts_with("long: 345249 processed instructions > budget 250000"));
         assert!(v[2].starts_with("all programs: verification took 1010 ms"));
         assert!(violations(&costs[..1], &Budget::DEFAULT).is_empty());
+    }
+
+    fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> aya_obj::generated::bpf_insn {
+        aya_obj::generated::bpf_insn {
+            code,
+            _bitfield_align_1: [],
+            _bitfield_1: aya_obj::generated::bpf_insn::new_bitfield_1(dst, src),
+            off,
+            imm,
+        }
+    }
+
+    /// A `bpf_loop` callback's frame sits below the frame that passed it, and that frame
+    /// grows by the three registers the verifier spills when it inlines the loop.
+    #[test]
+    fn callback_frames_count_below_their_caller() {
+        const EXIT: u8 = BPF_JMP | 0x90;
+        const ST_DW: u8 = BPF_ST | 0x18 | 0x60; // *(u64 *)(dst + off) = imm
+        let insns = [
+            // main: a 40-byte frame, then r2 = &callback twice (two slots each), exit
+            insn(ST_DW, FP, 0, -40, 0),
+            insn(BPF_LD_IMM64, 2, BPF_PSEUDO_FUNC, 0, 4),
+            insn(0, 0, 0, 0, 0),
+            insn(BPF_LD_IMM64, 2, BPF_PSEUDO_FUNC, 0, 2),
+            insn(0, 0, 0, 0, 0),
+            insn(EXIT, 0, 0, 0, 0),
+            // callback at 6: an 8-byte frame
+            insn(ST_DW, FP, 0, -8, 0),
+            insn(EXIT, 0, 0, 0, 0),
+        ];
+        // (40 + 24 once) rounded to 64, plus 8 rounded to 32.
+        assert_eq!(combined_stack(&insns), 96);
+        // Without the references, only main's frame.
+        let mut plain = insns;
+        plain[1] = insn(BPF_LD_IMM64, 2, 0, 0, 0);
+        plain[3] = insn(BPF_LD_IMM64, 2, 0, 0, 0);
+        assert_eq!(combined_stack(&plain), 64);
     }
 
     /// The real object, with a budget it cannot meet, fails on every program: the static

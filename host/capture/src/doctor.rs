@@ -97,6 +97,12 @@ fn capabilities(tracefs: Option<&Path>) -> Vec<Capability> {
             "Linux ≥ 6.3; without them sockets are found through the file table",
         ),
         cap(
+            "bpf-loop",
+            crate::has_bpf_loop(),
+            "Linux ≥ 5.17: every iovec of a readv/writev/sendmsg/recvmsg is walked (up to \
+             1024); without it the first 16",
+        ),
+        cap(
             "sendfile-tracepoints",
             tp("syscalls", "sys_enter_sendfile64") && tp("syscalls", "sys_enter_splice"),
             "sendfile/splice bytes become gaps of known length",

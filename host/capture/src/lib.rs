@@ -495,6 +495,17 @@ impl Prepared {
         if socket_lookup == SocketLookup::FdTable {
             flags |= abi::config_flags::SOCK_FROM_FD;
         }
+        // Test-only: the unrolled walk of kernels without bpf_loop, on this one.
+        let no_loop = std::env::var_os("SONDE_TEST_NO_BPF_LOOP").is_some();
+        if !no_loop && has_bpf_loop() {
+            flags |= abi::config_flags::BPF_LOOP;
+        } else {
+            tracing::warn!(
+                "this kernel lacks the bpf_loop helper (Linux < 5.17): only the first {} iovecs \
+                 of a readv/writev/sendmsg/recvmsg are captured",
+                abi::MAX_IOV
+            );
+        }
         // Test-only: make the optional sendfile program one the verifier must refuse.
         if std::env::var_os("SONDE_TEST_REJECT_SENDFILE").is_some() {
             flags |= abi::config_flags::TEST_REJECT_SPLICE;
@@ -540,6 +551,17 @@ impl Prepared {
             .load(EBPF_OBJECT)
             .context("loading the eBPF object")
     }
+}
+
+/// Whether tracepoint programs may call `bpf_loop` (Linux ≥ 5.17): a load probe, as libbpf
+/// does, not a version check (distributions backport helpers). A probe that cannot run counts
+/// as no: the unrolled iovec walk works everywhere.
+pub fn has_bpf_loop() -> bool {
+    aya::sys::is_helper_supported(
+        aya::programs::ProgramType::TracePoint,
+        aya::sys::BpfHelper::BPF_FUNC_loop,
+    )
+    .unwrap_or(false)
 }
 
 /// `Auto` becomes the tracepoints where both exist, the file table otherwise.
