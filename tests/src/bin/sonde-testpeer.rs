@@ -26,7 +26,7 @@ const MAX_DATAGRAM: usize = 65_536;
 const USAGE: &str = "\
 usage: sonde-testpeer COMMAND [OPTIONS]
   tcp-server --listen ADDR:PORT --recv-mode read|recv|recvmsg|readv --sizes N,N,... [--reply]
-  tcp-client --connect ADDR:PORT --send-mode write|send|sendmsg|writev --sizes N,N,...
+  tcp-client --connect ADDR:PORT --send-mode write|send|sendmsg|writev|sendmsg-many --sizes N,N,...
              [--expect-reply]
   udp-server --listen ADDR:PORT --count N
   udp-client --connect ADDR:PORT --sizes N,N,...
@@ -194,7 +194,12 @@ enum SendMode {
     Send,
     SendMsg,
     Writev,
+    /// sendmsg of [`MANY_IOVECS`] iovecs (gRPC's C core writes 29 in one sendmsg).
+    SendMsgMany,
 }
+
+/// iovecs per `sendmsg-many` call: more than the 16 an unrolled eBPF walk reaches.
+const MANY_IOVECS: usize = 40;
 
 impl FromStr for SendMode {
     type Err = String;
@@ -204,7 +209,8 @@ impl FromStr for SendMode {
             "send" => Self::Send,
             "sendmsg" => Self::SendMsg,
             "writev" => Self::Writev,
-            _ => return Err("expected write|send|sendmsg|writev".into()),
+            "sendmsg-many" => Self::SendMsgMany,
+            _ => return Err("expected write|send|sendmsg|writev|sendmsg-many".into()),
         })
     }
 }
@@ -824,6 +830,24 @@ fn iovecs(base: *mut u8, len: usize) -> ([libc::iovec; 3], usize) {
     (iov, count)
 }
 
+/// `len` bytes at `base` as up to [`MANY_IOVECS`] iovecs of (nearly) equal length.
+fn many_iovecs(base: *mut u8, len: usize) -> Vec<libc::iovec> {
+    let n = len.clamp(1, MANY_IOVECS);
+    let (part, extra) = (len / n, len % n);
+    let mut off = 0;
+    (0..n)
+        .map(|i| {
+            let l = part + usize::from(i < extra);
+            let v = libc::iovec {
+                iov_base: base.wrapping_add(off).cast(),
+                iov_len: l,
+            };
+            off += l;
+            v
+        })
+        .collect()
+}
+
 /// One receive syscall of the chosen kind into `buf`.
 fn recv_some(fd: &OwnedFd, mode: RecvMode, buf: &mut [u8]) -> io::Result<usize> {
     let fd = fd.as_raw_fd();
@@ -863,6 +887,13 @@ fn send_some(fd: &OwnedFd, mode: SendMode, buf: &[u8]) -> io::Result<usize> {
                 let mut msg: libc::msghdr = mem::zeroed();
                 msg.msg_iov = iov.as_ptr().cast_mut();
                 msg.msg_iovlen = count as _;
+                libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL)
+            }
+            SendMode::SendMsgMany => {
+                let many = many_iovecs(ptr.cast_mut(), len);
+                let mut msg: libc::msghdr = mem::zeroed();
+                msg.msg_iov = many.as_ptr().cast_mut();
+                msg.msg_iovlen = many.len() as _;
                 libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL)
             }
         }
