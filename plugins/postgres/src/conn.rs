@@ -7,6 +7,10 @@
 //! so the oldest group waiting is the one answered; a client may send several before reading
 //! (pipelining). Messages that answer nothing (NoticeResponse, ParameterStatus,
 //! NotificationResponse) and COPY data in either direction are skipped.
+//!
+//! After a gap that hides the server's message boundaries, server bytes are passed over to a
+//! ReadyForQuery (`scanning`), and nothing is paired until it is certain which group the
+//! responses answer (`Doubt`): see [`PostgresState::resyncs`] and the crate's README.
 
 use std::collections::VecDeque;
 
@@ -63,6 +67,20 @@ struct Group {
     failed: bool,
     /// A gap inside a response message of the statement being answered: its row count is lost.
     lossy: bool,
+    /// Its responses may have been skipped while the response side was out of step (it was
+    /// being built when pairing resumed): its statements are reported `truncated`.
+    doubtful: bool,
+}
+
+/// The response side after a gap that hid message boundaries: which group the responses answer
+/// is not certain until the count of ReadyForQuery messages the gap may have hidden is pinned
+/// to zero. Meanwhile each ReadyForQuery read gives the oldest group up.
+#[derive(Debug, Clone, Copy)]
+struct Doubt {
+    /// ReadyForQuery messages the gaps may have hidden, at most.
+    hidden_max: u64,
+    /// ReadyForQuery messages read while in doubt.
+    ready_seen: u64,
 }
 
 /// The per-connection state of [`crate::Postgres`].
@@ -84,6 +102,16 @@ pub struct PostgresState {
     /// Picked up mid-stream: responses answer requests not seen until a ReadyForQuery; the
     /// groups sent before it are given up.
     skip_to_ready: bool,
+    /// The response side lost its message boundaries: server bytes are passed over until a
+    /// ReadyForQuery followed by clean frames ([`wire::find_ready`]); what is kept is the tail
+    /// of the last segment, where such a message may begin.
+    scanning: Option<Vec<u8>>,
+    /// Pairing is uncertain since a gap on the response side (see [`Doubt`]).
+    doubt: Option<Doubt>,
+    /// Times pairing became certain again after a gap that hid message boundaries.
+    resyncs: u64,
+    /// Server bytes passed over while looking for a resynchronisation point.
+    skipped_bytes: u64,
     /// Each side has carried data.
     seen: [bool; 2],
     /// The server declined an encryption request not seen yet.
@@ -105,6 +133,10 @@ impl Default for PostgresState {
             answering: false,
             building: false,
             skip_to_ready: false,
+            scanning: None,
+            doubt: None,
+            resyncs: 0,
+            skipped_bytes: 0,
             seen: [false; 2],
             declined: false,
             finished: false,
@@ -126,6 +158,23 @@ impl PostgresState {
     /// Prepared statements remembered (at most [`MAX_STATEMENTS`]).
     pub fn statements(&self) -> usize {
         self.statements.len()
+    }
+
+    /// Times pairing became certain again after a response-side gap that hid message
+    /// boundaries.
+    pub fn resyncs(&self) -> u64 {
+        self.resyncs
+    }
+
+    /// Server bytes passed over while looking for a resynchronisation point (the gaps' own
+    /// bytes not included).
+    pub fn skipped_bytes(&self) -> u64 {
+        self.skipped_bytes
+    }
+
+    /// Pairing is uncertain (responses are not paired) since a response-side gap.
+    pub fn in_doubt(&self) -> bool {
+        self.scanning.is_some() || self.doubt.is_some()
     }
 
     pub(crate) fn parse(
@@ -211,7 +260,65 @@ impl PostgresState {
             }
             return;
         }
+        if !is_request && matches!(self.phase, Phase::Auth | Phase::Ready) {
+            self.lose_responses(n);
+            return;
+        }
+        // Hidden requests: how many groups they held, and so which ReadyForQuery answers which
+        // group, cannot be known.
         self.stop(out);
+    }
+
+    /// The response side's boundaries are lost in a gap of `n` bytes: pass over server bytes
+    /// until a ReadyForQuery (`scanning`), and pair nothing until it is certain which group the
+    /// responses answer (`doubt`).
+    fn lose_responses(&mut self, n: u64) {
+        let beyond = self.response.lose(n);
+        // A ReadyForQuery is 6 bytes: how many the missing bytes may have held.
+        let hidden = beyond.div_ceil(wire::READY_LEN as u64);
+        self.answering = false;
+        if let Some(mut carried) = self.scanning.take() {
+            // What was kept to find a boundary does not go on after this gap.
+            self.skipped_bytes += carried.len() as u64;
+            carried.clear();
+            self.scanning = Some(carried);
+        } else {
+            self.scanning = Some(Vec::new());
+        }
+        if self.phase == Phase::Ready {
+            let d = self.doubt.get_or_insert(Doubt {
+                hidden_max: 0,
+                ready_seen: 0,
+            });
+            d.hidden_max += hidden;
+        }
+    }
+
+    /// Server bytes while `scanning`: the bytes from a resynchronisation point on, if `data`
+    /// (after what was kept from the last segment) holds one.
+    fn scan(&mut self, data: &[u8]) -> Option<Vec<u8>> {
+        let carried = self.scanning.as_mut()?;
+        if data.is_empty() {
+            return None;
+        }
+        let mut joined = std::mem::take(carried);
+        joined.extend_from_slice(data);
+        match wire::find_ready(&joined) {
+            Some(at) => {
+                self.skipped_bytes += at as u64;
+                self.scanning = None;
+                joined.drain(..at);
+                Some(joined)
+            }
+            None => {
+                // A ReadyForQuery may begin in the last 5 bytes: keep them for the next segment.
+                let keep = joined.len().min(wire::READY_LEN - 1);
+                self.skipped_bytes += (joined.len() - keep) as u64;
+                joined.drain(..joined.len() - keep);
+                *carried = joined;
+                None
+            }
+        }
     }
 
     /// The connection cannot be followed any further: what waits is reported without a status.
@@ -262,6 +369,18 @@ impl PostgresState {
             self.phase = Phase::Startup;
             data = rest;
         }
+        let resumed;
+        let data: &[u8] = if self.scanning.is_some() {
+            match self.scan(data) {
+                Some(found) => {
+                    resumed = found;
+                    &resumed
+                }
+                None => return,
+            }
+        } else {
+            data
+        };
         let mut reader = std::mem::replace(&mut self.response, Reader::new(0, false));
         let r = reader.feed(data, wire::backend, |_, m| {
             if !self.finished {
@@ -466,6 +585,12 @@ impl PostgresState {
         if matches!(m.ty, b'N' | b'S' | b'A') {
             return;
         }
+        if self.doubt.is_some() {
+            if m.ty == b'Z' {
+                self.ready_in_doubt(out);
+            }
+            return;
+        }
         let Some(g) = self.groups.front_mut() else {
             // Nothing waits: answers nothing seen.
             return;
@@ -488,6 +613,16 @@ impl PostgresState {
                 let lossy = std::mem::take(&mut g.lossy);
                 let bytes = std::mem::take(&mut g.response_bytes);
                 if g.failed {
+                    return;
+                }
+                if g.doubtful {
+                    // Its earlier statements' responses may have been the ones passed over.
+                    if let Some(ex) = item.filter(|_| m.ty != b'I') {
+                        out.push(ex.record(Some(error::TRUNCATED)));
+                    }
+                    if m.ty == b'E' {
+                        g.failed = true;
+                    }
                     return;
                 }
                 if let Some(mut ex) = item {
@@ -514,12 +649,61 @@ impl PostgresState {
                     // Only a Sync makes a ReadyForQuery: the group being built is done.
                     self.building = false;
                 }
-                // Statements the server did not execute (after an error) are not reported.
-                self.groups.pop_front();
+                // Statements the server did not execute (after an error) are not reported;
+                // a doubtful group's are, without a status.
+                if let Some(g) = self.groups.pop_front()
+                    && g.doubtful
+                    && !g.failed
+                {
+                    for it in g.items {
+                        out.push(it.ex.record(Some(error::TRUNCATED)));
+                    }
+                }
             }
             // Parse/Bind/Close complete, NoData, descriptions, COPY in/out/both responses and
             // data, a function's result, keys.
             _ => {}
+        }
+    }
+}
+
+impl PostgresState {
+    /// A ReadyForQuery while pairing is uncertain. It closes a group already sent, so at most
+    /// (groups waiting − 1) were closed by hidden ones; the oldest group is given up (whichever
+    /// group it closed, every older one is done too). When no hidden ReadyForQuery can remain,
+    /// the queue is exact again and pairing resumes with the next group.
+    fn ready_in_doubt(&mut self, out: &mut Vec<RequestRecord>) {
+        let Some(mut d) = self.doubt else { return };
+        let closed = self.groups.len() - usize::from(self.building && !self.groups.is_empty());
+        d.hidden_max = d.hidden_max.min(closed.saturating_sub(1) as u64);
+        d.ready_seen += 1;
+        if closed > 0
+            && let Some(g) = self.groups.pop_front()
+        {
+            for it in g.items {
+                out.push(it.ex.record(Some(error::TRUNCATED)));
+            }
+        }
+        if d.hidden_max > 0 {
+            if d.ready_seen > MAX_PENDING as u64 {
+                // Never pinned: a client that keeps several groups in flight. Given up.
+                self.stop(out);
+                return;
+            }
+            self.doubt = Some(d);
+            return;
+        }
+        self.doubt = None;
+        self.resyncs += 1;
+        if self.building
+            && let Some(g) = self.groups.back_mut()
+        {
+            // Extended messages sent before this point, not yet closed by a Sync: the server
+            // may have answered them in what was passed over.
+            g.doubtful = true;
+            for it in g.items.drain(..) {
+                out.push(it.ex.record(Some(error::TRUNCATED)));
+            }
         }
     }
 }

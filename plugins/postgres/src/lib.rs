@@ -16,10 +16,13 @@
 //! normaliser as MySQL's.
 //!
 //! Capture gaps: a gap inside a message body is skipped by count (the statement's row count is
-//! then not reported); a gap that hides message boundaries, or a header that cannot be a
-//! message, ends the parsing of the connection (its waiting statements are reported
-//! `truncated`, the claim becomes `Finished`): PostgreSQL pipelines requests, and pairing a
-//! response with the wrong statement is worse than none.
+//! then not reported). A gap that hides the server's message boundaries is resynchronised at
+//! the next ReadyForQuery followed by clean frames, and pairing resumes once it is certain
+//! which group it closed (the groups in between are reported `truncated`). A gap that hides
+//! the client's boundaries, or a header that cannot be a message, ends the parsing of the
+//! connection (its waiting statements are reported `truncated`, the claim becomes
+//! `Finished`): PostgreSQL pipelines requests, and pairing a response with the wrong
+//! statement is worse than none.
 #![warn(missing_docs)]
 
 use sonde_sdk::protocol_parser::{

@@ -75,6 +75,24 @@ impl Reader {
         true
     }
 
+    /// `n` bytes of the stream are missing and [`Reader::skip`] refused them: the framing is
+    /// lost. Returns how many of the missing bytes may have held whole messages (those past
+    /// the end of the message being read, plus a header begun before the gap); the reader
+    /// starts over at the next message boundary it is given.
+    pub(crate) fn lose(&mut self, n: u64) -> u64 {
+        let beyond = if self.in_body {
+            n.saturating_sub(self.remaining)
+        } else {
+            n + self.head_len as u64
+        };
+        self.in_body = false;
+        self.head_len = 0;
+        self.remaining = 0;
+        self.cut = false;
+        self.body.clear();
+        beyond
+    }
+
     fn head_size(&self) -> usize {
         if self.untyped { 4 } else { 5 }
     }
@@ -145,6 +163,51 @@ impl Reader {
             }
         }
     }
+}
+
+/// A ReadyForQuery message: `Z`, length 5, transaction status idle / in a transaction / in a
+/// failed transaction.
+pub(crate) const READY_LEN: usize = 6;
+
+/// Is `b` a whole ReadyForQuery?
+pub(crate) fn ready_for_query(b: &[u8]) -> bool {
+    b.len() >= READY_LEN && b[..5] == *b"Z\0\0\0\x05" && matches!(b[5], b'I' | b'T' | b'E')
+}
+
+/// Do the server bytes `d`, taken to start at a message boundary, frame as plausible messages
+/// up to their end (the last one may run past it)? Every ReadyForQuery among them must be a
+/// well-formed one.
+pub(crate) fn backend_frames_cleanly(mut d: &[u8]) -> bool {
+    loop {
+        let Some(&ty) = d.first() else {
+            return true;
+        };
+        if !backend(ty) {
+            return false;
+        }
+        if d.len() < 5 {
+            return true;
+        }
+        let len = u64::from(u32::from_be_bytes([d[1], d[2], d[3], d[4]]));
+        if !(4..=MAX_LEN).contains(&len) || (ty == b'Z' && len != 5) {
+            return false;
+        }
+        if ty == b'Z' && d.len() >= READY_LEN && !ready_for_query(d) {
+            return false;
+        }
+        let end = 1 + len as usize;
+        if end >= d.len() {
+            return true;
+        }
+        d = &d[end..];
+    }
+}
+
+/// Where a ReadyForQuery begins in `d` after which the rest frames cleanly: a resynchronisation
+/// point after a gap that hid message boundaries.
+pub(crate) fn find_ready(d: &[u8]) -> Option<usize> {
+    (0..d.len().saturating_sub(READY_LEN - 1))
+        .find(|&i| ready_for_query(&d[i..]) && backend_frames_cleanly(&d[i + READY_LEN..]))
 }
 
 /// A NUL-terminated string at the start of `b`, and the rest after its NUL (`None` when cut).
@@ -222,6 +285,38 @@ pub(crate) fn backend(ty: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_a_ready_for_query_followed_by_clean_frames() {
+        let z = b"Z\0\0\0\x05I";
+        // In the middle of a row, then a ReadyForQuery and the next response's start.
+        let d = [b"ow bytes".as_slice(), z, b"T\0\0\0\x06\0\0C\0\0"].concat();
+        assert_eq!(find_ready(&d), Some(8));
+        // A `Z` followed by bytes that are no message is passed over.
+        let d = [z.as_slice(), b"\x01\x02\x03", z].concat();
+        assert_eq!(find_ready(&d), Some(9));
+        // Wrong length or status: not a ReadyForQuery.
+        assert_eq!(find_ready(b"Z\0\0\0\x06II"), None);
+        assert_eq!(find_ready(b"Z\0\0\0\x05X"), None);
+        assert_eq!(find_ready(b"Z\0\0\0\x05"), None);
+    }
+
+    #[test]
+    fn a_lost_framing_says_what_may_have_held_messages() {
+        let mut r = Reader::new(64, false);
+        r.feed(b"D\0\0\0\x14ab", backend, |_, _| {}).unwrap();
+        // 14 body bytes still to come: a gap of 20 hides them and 6 bytes past the row.
+        assert!(!r.skip(20));
+        assert_eq!(r.lose(20), 6);
+        // At a boundary again: a whole message frames.
+        let mut n = 0;
+        r.feed(b"Z\0\0\0\x05I", backend, |_, m| {
+            assert_eq!(m.ty, b'Z');
+            n += 1;
+        })
+        .unwrap();
+        assert_eq!(n, 1);
+    }
 
     #[test]
     fn frames_across_segments_and_bounds_bodies() {

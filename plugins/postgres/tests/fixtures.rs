@@ -331,3 +331,200 @@ fn fuzz_seeds_are_the_recordings() {
         }
     }
 }
+
+/// A client connection fed straight to the parser (no driver), so the test can read the
+/// parser's counters.
+struct Direct {
+    state: sonde_postgres_parser::PostgresState,
+    conn: sonde_sdk::protocol_parser::ConnInfo,
+    records: Vec<RequestRecord>,
+    claims: Vec<Claim>,
+}
+
+impl Direct {
+    fn client() -> Self {
+        Direct {
+            state: Default::default(),
+            conn: sonde_sdk::protocol_parser::ConnInfo {
+                id: 1,
+                role: sonde_sdk::protocol_parser::Role::Client,
+                ..Default::default()
+            },
+            records: Vec::new(),
+            claims: Vec::new(),
+        }
+    }
+
+    fn feed(&mut self, egress: bool, ts: u64, gap_before: u64, data: &[u8]) {
+        use sonde_sdk::protocol_parser::{Direction, ProtocolParser, Segment};
+        let seg = Segment {
+            direction: if egress {
+                Direction::Egress
+            } else {
+                Direction::Ingress
+            },
+            ts_ns: ts,
+            gap_before,
+            data,
+        };
+        let claim = Postgres::parse(&mut self.state, &self.conn, &seg, &mut self.records);
+        self.claims.push(claim);
+    }
+
+    fn close(&mut self) {
+        use sonde_sdk::protocol_parser::ProtocolParser;
+        Postgres::close(&mut self.state, &self.conn, &mut self.records);
+    }
+}
+
+/// Replays `name`, except segment `at`: its bytes `[..from]`, then a gap of `to - from` bytes,
+/// then `[to..]` in chunks of `chunk` bytes. `order` gives the order of the segments.
+fn replay_with_gap(
+    name: &str,
+    order: &[usize],
+    at: usize,
+    from: usize,
+    to: usize,
+    chunk: usize,
+) -> Direct {
+    let segs = segments(&fixture(name));
+    let mut d = Direct::client();
+    for &i in order {
+        let (egress, ts, data) = &segs[i];
+        if i != at {
+            d.feed(*egress, *ts, 0, data);
+            continue;
+        }
+        d.feed(*egress, *ts, 0, &data[..from]);
+        let mut gap = (to - from) as u64;
+        for c in data[to..].chunks(chunk) {
+            d.feed(*egress, *ts, std::mem::take(&mut gap), c);
+        }
+    }
+    d.close();
+    d
+}
+
+fn all(name: &str) -> Vec<usize> {
+    (0..segments(&fixture(name)).len()).collect()
+}
+
+fn truncated(v: &View) -> View {
+    (v.0.clone(), v.1.clone(), None, None, None)
+}
+
+/// A gap inside a SELECT's DataRow stream that hides where the next row begins: the SELECT is
+/// given up (`truncated`), the server bytes up to its ReadyForQuery are passed over, and every
+/// later statement is paired exactly as in the whole session, however the rest is cut.
+#[test]
+fn gap_in_a_data_row_stream_resyncs_at_ready_for_query() {
+    let whole = view(&replay("psql-simple.rec").result.records);
+    // Segment 5 answers the first SELECT: T (0..51), D (51..68), D (68..85), D (85..102),
+    // C (102..116), Z (116..122). The gap: the first row's last 8 bytes and 12 of the next.
+    for chunk in [usize::MAX, 1, 2, 3, 7] {
+        let d = replay_with_gap("psql-simple.rec", &all("psql-simple.rec"), 5, 60, 80, chunk);
+        let got = view(&d.records);
+        let mut want = whole.clone();
+        want[0] = truncated(&whole[0]);
+        assert_eq!(got, want, "in chunks of {chunk}");
+        assert_eq!(d.records[0].error.as_deref(), Some("truncated"));
+        assert_eq!(d.state.resyncs(), 1);
+        assert_eq!(d.state.skipped_bytes(), 36, "80..116 passed over");
+        assert!(!d.state.in_doubt());
+        assert!(d.claims.iter().all(|c| *c == Claim::Mine), "{:?}", d.claims);
+    }
+}
+
+/// A gap of exactly one message header (the first CommandComplete of a three-statement Query)
+/// loses the framing: the Query's statements are given up, the next ones paired exactly.
+#[test]
+fn gap_hiding_a_header_resyncs() {
+    let whole = view(&replay("psql-simple.rec").result.records);
+    // Segment 7: T (0..31), D (31..43), C (43..57), C (57..71), C (71..87), Z (87..93).
+    let d = replay_with_gap(
+        "psql-simple.rec",
+        &all("psql-simple.rec"),
+        7,
+        43,
+        48,
+        usize::MAX,
+    );
+    let mut want = whole.clone();
+    for w in &mut want[1..4] {
+        *w = truncated(w);
+    }
+    assert_eq!(view(&d.records), want);
+    assert_eq!(d.state.resyncs(), 1);
+    assert_eq!(d.state.skipped_bytes(), 87 - 48);
+    // The same gap one byte later (inside the header: its type byte seen).
+    let d = replay_with_gap(
+        "psql-simple.rec",
+        &all("psql-simple.rec"),
+        7,
+        44,
+        49,
+        usize::MAX,
+    );
+    assert_eq!(view(&d.records), want);
+}
+
+/// A gap in the rows of the first pipelined group (two Executes behind one Sync), then two
+/// more groups pipelined: the first group's statements are given up, the later ones paired.
+/// When the later groups were already sent at the gap (the client pipelined all three before
+/// reading), which ReadyForQuery closes which group is not known until the queue drains:
+/// those are given up too, never paired with another group's answer.
+#[test]
+fn gap_then_pipelined_extended_queries() {
+    let name = "extended.rec";
+    let whole = view(&replay(name).result.records);
+    // Segment 3 answers group 1 (ParseComplete, descriptions, BindComplete, rows…): the gap
+    // begins 8 bytes into its first DataRow (17 bytes) and ends 8 bytes into the second.
+    let segs = segments(&fixture(name));
+    let rows_at = segs[3].2.iter().position(|b| *b == b'D').unwrap();
+    let (from, to) = (rows_at + 8, rows_at + 25);
+    let d = replay_with_gap(name, &all(name), 3, from, to, usize::MAX);
+    let mut want = whole.clone();
+    want[0] = truncated(&whole[0]);
+    want[1] = truncated(&whole[1]);
+    assert_eq!(view(&d.records), want);
+    assert_eq!(d.state.resyncs(), 1);
+    assert!(!d.state.in_doubt());
+
+    // Groups 2 and 3 sent before group 1's response was read.
+    let order = [0, 1, 2, 4, 3, 5, 6, 7, 8];
+    let d = replay_with_gap(name, &order, 3, from, to, usize::MAX);
+    let got = view(&d.records);
+    assert_eq!(got.len(), whole.len(), "{got:?}");
+    for (g, w) in got.iter().zip(&whole) {
+        assert_eq!(*g, truncated(w));
+    }
+    assert!(
+        d.records
+            .iter()
+            .all(|r| r.error.as_deref() == Some("truncated"))
+    );
+    // The queue drained at group 3's ReadyForQuery: certain again for the Close + Sync.
+    assert_eq!(d.state.resyncs(), 1);
+    assert!(!d.state.in_doubt());
+}
+
+/// A gap that hides boundaries on the request side: the groups it held cannot be counted, so
+/// the connection is given up (`Finished`), its waiting statements `truncated`.
+#[test]
+fn gap_hiding_request_boundaries_gives_up() {
+    let name = "psql-simple.rec";
+    // Segment 6 is a 108-byte Query: a gap of its first 10 bytes and 5 of the previous one's.
+    let segs = segments(&fixture(name));
+    let mut d = Direct::client();
+    for (i, (egress, ts, data)) in segs.iter().enumerate() {
+        if i == 6 {
+            d.feed(*egress, *ts, 200, &data[10..]);
+        } else {
+            d.feed(*egress, *ts, 0, data);
+        }
+    }
+    d.close();
+    assert_eq!(d.claims.last(), Some(&Claim::Finished));
+    assert_eq!(view(&d.records)[0].0, "SELECT");
+    assert_eq!(d.records.len(), 1, "{:?}", view(&d.records));
+}
