@@ -196,7 +196,7 @@ impl PostgresState {
         let is_request = seg.direction == rd;
         let side = usize::from(!is_request);
         if seg.gap_before > 0 {
-            self.gap(is_request, seg.gap_before, out);
+            self.gap(is_request, seg.gap_before, seg.ts_ns, out);
             if self.finished {
                 return Claim::Finished;
             }
@@ -246,7 +246,7 @@ impl PostgresState {
     }
 
     /// `n` bytes are missing before the next segment of one side.
-    fn gap(&mut self, is_request: bool, n: u64, out: &mut Vec<RequestRecord>) {
+    fn gap(&mut self, is_request: bool, n: u64, ts: u64, out: &mut Vec<RequestRecord>) {
         let reader = if is_request {
             &mut self.request
         } else {
@@ -257,6 +257,16 @@ impl PostgresState {
             if !is_request && let Some(g) = self.groups.front_mut().filter(|_| self.answering) {
                 g.lossy = true;
                 g.response_bytes += n;
+            }
+            if reader.body_done() {
+                // The gap ended the message: it is complete now, not when the next bytes of
+                // this side come (the other side's next message may depend on it: a query
+                // after authentication's ReadyForQuery).
+                if is_request {
+                    self.requests(&[], ts, out);
+                } else {
+                    self.responses(&[], ts, out);
+                }
             }
             return;
         }
@@ -285,7 +295,7 @@ impl PostgresState {
         } else {
             self.scanning = Some(Vec::new());
         }
-        if self.phase == Phase::Ready {
+        if !self.groups.is_empty() || self.doubt.is_some() {
             let d = self.doubt.get_or_insert(Doubt {
                 hidden_max: 0,
                 ready_seen: 0,
@@ -400,6 +410,9 @@ impl PostgresState {
                 self.namespace = startup_database(&m.body[4..]);
                 self.phase = Phase::Auth;
                 rd.untyped = false;
+                // Authentication is answered up to its own ReadyForQuery, like a group of
+                // requests: counted as one, a ReadyForQuery lost in a gap is told apart.
+                self.groups.push_back(Group::default());
             }
             Some(wire::SSL_REQUEST | wire::GSSENC_REQUEST) => {
                 if !std::mem::take(&mut self.declined) {
@@ -413,10 +426,11 @@ impl PostgresState {
 
     /// A typed client message.
     fn request(&mut self, m: &Msg<'_>, ts: u64, out: &mut Vec<RequestRecord>) {
-        if self.phase != Phase::Ready {
-            // Password and SASL messages.
+        if !matches!(self.phase, Phase::Auth | Phase::Ready) {
             return;
         }
+        // In authentication, password and SASL messages (`p`) answer nothing; a query sent
+        // then (after a ReadyForQuery this side has not read yet) is queued behind it.
         match m.ty {
             b'Q' => {
                 let (text, _) = cstr(m.body);
@@ -552,12 +566,11 @@ impl PostgresState {
     fn response(&mut self, m: &Msg<'_>, ts: u64, out: &mut Vec<RequestRecord>) {
         match self.phase {
             Phase::Ready => {}
-            _ => {
-                if m.ty == b'Z' {
-                    self.phase = Phase::Ready;
-                }
-                return;
+            Phase::Auth if m.ty == b'Z' => {
+                // The end of authentication: its group is closed below.
+                self.phase = Phase::Ready;
             }
+            _ => return,
         }
         if self.skip_to_ready {
             if m.ty == b'Z' {
@@ -628,15 +641,22 @@ impl PostgresState {
                 if let Some(mut ex) = item {
                     ex.response_ts = ts;
                     ex.response_bytes = bytes;
+                    let mut lost = None;
                     match m.ty {
+                        // A tag cut by a gap says nothing sure (`INSERT 0 1` cut to `INSERT 0`).
+                        b'C' if m.cut => {}
                         b'C' => complete(&mut ex, m.body, rows, lossy),
                         b's' => ex.returned = (!lossy).then_some(rows),
-                        b'E' => ex.sqlstate = Some(sqlstate(m.body)),
+                        b'E' => match sqlstate(m.body) {
+                            Some(code) => ex.sqlstate = Some(code),
+                            // Its code was in the gap: an error, which one is lost.
+                            None => lost = Some(error::TRUNCATED),
+                        },
                         _ => {}
                     }
                     // An empty query is not a statement.
                     if m.ty != b'I' {
-                        out.push(ex.record(None));
+                        out.push(ex.record(lost));
                     }
                 }
                 if m.ty == b'E' {
@@ -817,20 +837,24 @@ fn complete(ex: &mut Exchange, body: &[u8], rows: u64, lossy: bool) {
     }
 }
 
-/// The SQLSTATE (field `C`) of an ErrorResponse.
-fn sqlstate(mut body: &[u8]) -> String {
+/// The SQLSTATE (field `C`) of an ErrorResponse; `XX000` (internal error) when it has none;
+/// `None` when the body kept ends before the field does (cut by a gap, or by the bound on
+/// what is kept).
+fn sqlstate(mut body: &[u8]) -> Option<String> {
     while let Some((&field, rest)) = body.split_first() {
         if field == 0 {
             break;
         }
         let (value, rest) = cstr(rest);
         if field == b'C' {
-            return String::from_utf8_lossy(&value[..value.len().min(5)]).into_owned();
+            rest?;
+            return Some(String::from_utf8_lossy(&value[..value.len().min(5)]).into_owned());
         }
-        match rest {
-            Some(r) => body = r,
-            None => break,
-        }
+        body = rest?;
     }
-    "XX000".into()
+    if body.is_empty() {
+        // The fields ended without their terminator: the rest may hold the code.
+        return None;
+    }
+    Some("XX000".into())
 }

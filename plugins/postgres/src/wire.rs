@@ -16,6 +16,8 @@ pub(crate) struct Msg<'a> {
     pub body: &'a [u8],
     /// Bytes of the message on the wire.
     pub wire: u64,
+    /// Bytes of the body were lost in a gap: `body` is a true prefix only up to them.
+    pub cut: bool,
 }
 
 /// Why framing stopped.
@@ -73,6 +75,12 @@ impl Reader {
         self.remaining -= n;
         self.cut = true;
         true
+    }
+
+    /// The current message's body has all come (the rest in a gap): [`Reader::feed`] delivers
+    /// it, even with no data.
+    pub(crate) fn body_done(&self) -> bool {
+        self.in_body && self.remaining == 0
     }
 
     /// `n` bytes of the stream are missing and [`Reader::skip`] refused them: the framing is
@@ -153,6 +161,7 @@ impl Reader {
                     ty: self.ty,
                     body: &body,
                     wire: hs + self.len,
+                    cut: self.cut,
                 },
             );
             // Keep the allocation.
