@@ -45,6 +45,7 @@ pub(crate) struct Scratch {
 /// The `bpf_loop` callback of the data iovec walk: one iovec into this CPU's [`Scratch`].
 #[inline(never)]
 extern "C" fn data_iov_step(i: u32, _ctx: *mut core::ffi::c_void) -> i64 {
+    // SAFETY: a helper without arguments; the callback runs on the exit program's CPU.
     let cpu = unsafe { bpf_get_smp_processor_id() };
     let Some(scratch) = SCRATCH.get_ptr_mut(cpu) else {
         return 1;

@@ -500,9 +500,13 @@ impl Prepared {
         if !no_loop && has_bpf_loop() {
             flags |= abi::config_flags::BPF_LOOP;
         } else {
+            let why = if no_loop {
+                "SONDE_TEST_NO_BPF_LOOP is set"
+            } else {
+                "this kernel lacks the bpf_loop helper (Linux < 5.17)"
+            };
             tracing::warn!(
-                "this kernel lacks the bpf_loop helper (Linux < 5.17): only the first {} iovecs \
-                 of a readv/writev/sendmsg/recvmsg are captured",
+                "{why}: only the first {} iovecs of a readv/writev/sendmsg/recvmsg are captured",
                 abi::MAX_IOV
             );
         }
