@@ -474,9 +474,28 @@ fn render(ex: &mut Exposition, s: &Snapshot) {
         )
         .sample([("state", "attached")], t.files_attached as u64)
         .sample([("state", "failed")], t.files_failed as u64);
+        ex.gauge(
+            "sonde_tls_go_binaries",
+            "Distinct Go executables using crypto/tls found, by whether the TLS uprobes attached.",
+        )
+        .sample([("state", "attached")], t.go_attached as u64)
+        .sample([("state", "failed")], t.go_failed as u64);
+        ex.counter(
+            "sonde_tls_discoveries_total",
+            "TLS files (libssl, Go binaries) attached, by how they were found: exec (a new \
+             process reported by sched:sched_process_exec) or scan (a read of all of /proc).",
+        )
+        .sample([("via", "exec")], t.found_by_exec)
+        .sample([("via", "scan")], t.found_by_scan);
+        ex.counter(
+            "sonde_tls_detached_total",
+            "TLS files detached because the last process using them exited.",
+        )
+        .sample((), t.detached);
         let mut c = ex.counter(
             "sonde_tls_attach_failures_total",
-            "TLS uprobe attachments that failed, by reason (symbol-missing, file, target, attach).",
+            "TLS uprobe attachments that failed, by reason (symbol-missing, file, target, attach; \
+             go-stripped, go-version, go-arch, go-symbol for Go binaries).",
         );
         for (reason, n) in &t.failures {
             c.sample([("reason", *reason)], *n);
