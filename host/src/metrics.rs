@@ -53,8 +53,9 @@ pub struct State {
     pub live: Mutex<sonde_live::LiveBoard>,
     /// Panics caught in log mining, correlation scans and the live engine.
     pub task_panics: Arc<crate::isolation::TaskPanics>,
-    /// What runs in the kernel: every program's state, set once at start (`/api/health`).
-    pub health: Health,
+    /// What runs in the kernel: every program's state (`/api/health`), set at start and
+    /// again when the TLS attach state changes (the TLS programs' detail lists the files).
+    pub health: Mutex<Health>,
     /// The fault-tree rule components the live diagnosis loaded, as loaded (`/api/plugins`).
     pub rules: Vec<sonde_sandbox::PluginStats>,
     /// The HTTP API's own counters.
@@ -199,7 +200,9 @@ pub fn render_format(state: &State, format: Format) -> String {
         render_logs(&mut ex, &stats);
     }
     state.task_panics.render(&mut ex);
-    state.health.render(&mut ex);
+    if let Ok(h) = state.health.lock() {
+        h.render(&mut ex);
+    }
     render_api(&mut ex, &state.api);
     let page = ex.finish();
     hint.store(page.len(), Ordering::Relaxed);
@@ -823,7 +826,7 @@ mod tests {
             network: Mutex::new(network),
             correlator: Some(Arc::new(correlator)),
             logs: Some(Arc::new(Mutex::new(logs))),
-            health: super::Health {
+            health: Mutex::new(super::Health {
                 kernel: "6.8".into(),
                 socket_lookup: None,
                 probes: vec![sonde_capture::programs::ProbeStatus {
@@ -834,7 +837,7 @@ mod tests {
                     tracepoints: vec![],
                     cost: None,
                 }],
-            },
+            }),
             ..Default::default()
         };
         state.records.lock().unwrap().total = 8;

@@ -112,12 +112,11 @@ fn https_between_go_programs_gives_the_http_records() {
     let dir = Scratch::new("tls-go");
     let bin = build_gotls(dir.path());
     httplab::make_certificate(dir.path()).unwrap();
-    let go_binaries = || {
-        sum(
-            &daemon.samples(),
-            "sonde_tls_go_binaries",
-            &[("state", "attached")],
-        )
+    // The binary is named in /api/health (the TLS programs' detail) while it is attached.
+    let attached = || {
+        httplab::http_body(daemon.port, "/api/health")
+            .unwrap_or_default()
+            .contains(&bin.display().to_string())
     };
     let by_exec = || {
         sum(
@@ -126,7 +125,6 @@ fn https_between_go_programs_gives_the_http_records() {
             &[("via", "exec")],
         )
     };
-    let before = go_binaries();
     let before_exec = by_exec();
     let port = httplab::free_port();
     let server = Kill(
@@ -146,7 +144,7 @@ fn https_between_go_programs_gives_the_http_records() {
     .unwrap();
     // The binary is new to the daemon: found when the server's exec is reported.
     wait_until(T, "the Go binary to be attached", || {
-        (go_binaries() > before).then_some(())
+        attached().then_some(())
     })
     .unwrap_or_else(|_| {
         panic!(
@@ -273,7 +271,21 @@ fn https_between_go_programs_gives_the_http_records() {
         assert_eq!(r["comm"], BINARY, "{r}");
         assert_eq!(r["labels"]["tls"], "true", "{r}");
     }
+
+    // The clients are gone; once the server is too, the binary's uprobes are detached.
+    let detached = || sum(&daemon.samples(), "sonde_tls_detached_total", &[]);
+    let detached_before = detached();
     drop(server);
+    wait_until(T, "the Go binary's uprobes to be detached", || {
+        (detached() > detached_before && !attached()).then_some(())
+    })
+    .unwrap_or_else(|_| {
+        panic!(
+            "detached {} (was {detached_before}), still attached: {}",
+            detached(),
+            attached()
+        )
+    });
 }
 
 /// What the daemon reads from the Go binary: the build's Go version, both functions, and

@@ -157,7 +157,7 @@ pub struct Tls {
 }
 
 /// A summary for `/api/health` (also in the programs' status detail).
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct TlsStatus {
     pub files_attached: usize,
     pub files_failed: usize,
