@@ -20,14 +20,16 @@ const CLIENT: &str = "http_client_request_duration_seconds";
 /// Each test runs its own daemon; one at a time keeps CPU for the traffic.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// Sonde's server-side counts on `port`, by (method, route, status).
+/// Sonde's server-side counts on `port` in the series labelled `tls="true"`, by (method,
+/// route, status).
 fn observed(samples: &[Sample], port: u16) -> BTreeMap<(String, String, String), u64> {
     let port = port.to_string();
     let mut m = BTreeMap::new();
-    for s in samples
-        .iter()
-        .filter(|s| s.name == format!("{SERVER}_count") && s.label("server_port") == port)
-    {
+    for s in samples.iter().filter(|s| {
+        s.name == format!("{SERVER}_count")
+            && s.label("server_port") == port
+            && s.label("tls") == "true"
+    }) {
         let key = (
             s.label("http_request_method").to_string(),
             s.label("http_route").to_string(),

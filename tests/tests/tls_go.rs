@@ -188,7 +188,16 @@ fn https_between_go_programs_gives_the_http_records() {
     ]
     .into_iter()
     .collect();
-    let server_side = || observed(&daemon.samples(), SERVER, port, "http_route", &[]);
+    // The HTTP series of TLS records say so (`tls="true"`).
+    let server_side = || {
+        observed(
+            &daemon.samples(),
+            SERVER,
+            port,
+            "http_route",
+            &[("tls", "true")],
+        )
+    };
     let ok = wait_until(T, "Sonde's server-side counts of the Go server", || {
         (server_side() == expected).then_some(())
     });
@@ -203,7 +212,7 @@ fn https_between_go_programs_gives_the_http_records() {
             CLIENT,
             port,
             "url_template",
-            &[("service_name", BINARY)],
+            &[("service_name", BINARY), ("tls", "true")],
         )
     };
     let ok = wait_until(T, "Sonde's client-side counts of the Go client", || {
