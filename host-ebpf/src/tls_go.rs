@@ -7,9 +7,9 @@
 //!    (length). The socket is read from the receiver itself, not tied through a syscall:
 //!    `tls.Conn.conn` (a `net.Conn` interface, its data word at +8) → `*net.TCPConn` →
 //!    `*net.netFD` (its first word) → `poll.FD.Sysfd` (+16, after the 16-byte `fdMutex`).
-//!    These offsets hold from Go 1.9 through 1.24. A goroutine may park inside `Read`
-//!    (netpoller) and resume on another thread, so the call is kept by goroutine — the `g`
-//!    pointer in R14 under the register ABI — not by thread.
+//!    This layout is the same in the Go sources from 1.9 on (tested: 1.19). A goroutine
+//!    may park inside `Read` (netpoller) and resume on another thread, so the call is kept
+//!    by goroutine — the `g` pointer in R14 under the register ABI — not by thread.
 //! 2. `Write` is emitted at its entry (`len(b)` bytes: `Conn.Write` writes all of `b` or
 //!    fails), not at its return: a Go client writes the request on one goroutine and reads
 //!    the response on another, and the reader's return can come before the writer's — the
