@@ -21,6 +21,9 @@ pub const MAX_IOV_LOOP: u32 = 1024;
 /// iovecs walked by the unrolled fallback, on a kernel without `bpf_loop`
 /// ([`config_flags::BPF_LOOP`] unset).
 pub const MAX_IOV: u32 = 16;
+/// Capacity of the `EXECS` queue (tgids that exec'd, for the TLS discovery): user space
+/// rescans all of `/proc` when it pops this many at once (the queue was full, pushes lost).
+pub const EXECS_CAPACITY: u32 = 4096;
 /// Messages whose lengths are summed for sendmmsg/recvmmsg (only the first is captured).
 pub const MAX_MMSG: u32 = 16;
 pub const TASK_COMM_LEN: usize = 16;
@@ -115,9 +118,11 @@ pub mod syscall {
     pub const SENDFILE: u8 = 17;
     /// splice from or to a socket: bytes moved through a pipe, never in user memory.
     pub const SPLICE: u8 = 18;
-    /// Not a syscall: the plaintext of OpenSSL's `SSL_write`/`SSL_write_ex` (uretprobe).
+    /// Not a syscall: the plaintext of OpenSSL's `SSL_write`/`SSL_write_ex` (uretprobe), or of
+    /// Go's `crypto/tls.(*Conn).Write` (uprobes on its RETs).
     pub const SSL_WRITE: u8 = 19;
-    /// Not a syscall: the plaintext of OpenSSL's `SSL_read`/`SSL_read_ex` (uretprobe).
+    /// Not a syscall: the plaintext of OpenSSL's `SSL_read`/`SSL_read_ex` (uretprobe), or of
+    /// Go's `crypto/tls.(*Conn).Read` (uprobes on its RETs).
     pub const SSL_READ: u8 = 20;
 
     pub const NAMES: [&str; 21] = [
@@ -319,7 +324,8 @@ pub mod stat {
     /// Bytes moved by sendfile/splice on sockets: never in user memory, passed on as gaps.
     pub const BYTES_SPLICED: u32 = 16;
     /// TLS plaintext (an `SSL_read`/`SSL_write` return) whose SSL object was never seen on a
-    /// socket (no socket syscall inside an SSL call of that thread yet): not emitted.
+    /// socket (no socket syscall inside an SSL call of that thread yet), or a Go `tls.Conn`
+    /// whose socket fd is not a tracked connection: not emitted.
     pub const TLS_WITHOUT_CONN: u32 = 17;
     /// TLS plaintext events written (also counted in `data_events`).
     pub const TLS_EVENTS: u32 = 18;

@@ -53,12 +53,14 @@ macro_rules! cfg {
 
 mod conn;
 mod copy;
+mod exec;
 mod io;
 mod net;
 mod stdio;
 mod task;
 mod tls;
 mod tls_calls;
+mod tls_go;
 mod uring;
 
 /// All events to user space. Resized at load time (`--ring-bytes`).

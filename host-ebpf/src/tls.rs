@@ -122,6 +122,14 @@ fn emit_plain(id: u64, ssl: u64, buf: u64, n: u64, dir: u8, ts_enter: u64) -> Op
         count(stat::TLS_WITHOUT_CONN, 1);
         return None;
     };
+    emit_on_fd(id, fd, buf, n, dir, ts_enter)
+}
+
+/// Emits `n` bytes of plaintext at `buf` (user memory) on the connection `(tgid, fd)`, in
+/// its own plaintext stream; shared by the OpenSSL and the Go crypto/tls probes.
+#[inline(always)]
+pub(crate) fn emit_on_fd(id: u64, fd: i32, buf: u64, n: u64, dir: u8, ts_enter: u64) -> Option<()> {
+    let tgid = (id >> 32) as u32;
     let Some(c) = conn::CONNS.get_ptr_mut(conn_key(tgid, fd)) else {
         count(stat::TLS_WITHOUT_CONN, 1);
         return None;

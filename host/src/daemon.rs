@@ -173,7 +173,7 @@ impl Daemon {
             live: Mutex::new(sonde_live::LiveBoard::default()),
             logs: Some(logs.clone()),
             task_panics: task_panics.clone(),
-            health: crate::metrics::Health::of(&capture),
+            health: Mutex::new(crate::metrics::Health::of(&capture)),
             rules,
             api: Default::default(),
         });
@@ -318,7 +318,14 @@ impl Daemon {
                     let _ = tracker.take_finished();
                     let snap = &mut loop_state.snap;
                     snap.capture = capture.stats()?;
-                    snap.tls = capture.tls_status();
+                    let tls = capture.tls_status();
+                    if tls != snap.tls {
+                        // The TLS programs' detail lists the attached files: keep it current.
+                        if let Ok(mut h) = shared.health.lock() {
+                            h.probes = capture.probes().to_vec();
+                        }
+                    }
+                    snap.tls = tls;
                     snap.tracker = tracker.stats().clone();
                     snap.connections_open = tracker.len();
                     snap.parsers = router.parser_stats();

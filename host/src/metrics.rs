@@ -53,8 +53,9 @@ pub struct State {
     pub live: Mutex<sonde_live::LiveBoard>,
     /// Panics caught in log mining, correlation scans and the live engine.
     pub task_panics: Arc<crate::isolation::TaskPanics>,
-    /// What runs in the kernel: every program's state, set once at start (`/api/health`).
-    pub health: Health,
+    /// What runs in the kernel: every program's state (`/api/health`), set at start and
+    /// again when the TLS attach state changes (the TLS programs' detail lists the files).
+    pub health: Mutex<Health>,
     /// The fault-tree rule components the live diagnosis loaded, as loaded (`/api/plugins`).
     pub rules: Vec<sonde_sandbox::PluginStats>,
     /// The HTTP API's own counters.
@@ -199,7 +200,9 @@ pub fn render_format(state: &State, format: Format) -> String {
         render_logs(&mut ex, &stats);
     }
     state.task_panics.render(&mut ex);
-    state.health.render(&mut ex);
+    if let Ok(h) = state.health.lock() {
+        h.render(&mut ex);
+    }
     render_api(&mut ex, &state.api);
     let page = ex.finish();
     hint.store(page.len(), Ordering::Relaxed);
@@ -474,9 +477,28 @@ fn render(ex: &mut Exposition, s: &Snapshot) {
         )
         .sample([("state", "attached")], t.files_attached as u64)
         .sample([("state", "failed")], t.files_failed as u64);
+        ex.gauge(
+            "sonde_tls_go_binaries",
+            "Distinct Go executables using crypto/tls found, by whether the TLS uprobes attached.",
+        )
+        .sample([("state", "attached")], t.go_attached as u64)
+        .sample([("state", "failed")], t.go_failed as u64);
+        ex.counter(
+            "sonde_tls_discoveries_total",
+            "TLS files (libssl, Go binaries) attached, by how they were found: exec (a new \
+             process reported by sched:sched_process_exec) or scan (a read of all of /proc).",
+        )
+        .sample([("via", "exec")], t.found_by_exec)
+        .sample([("via", "scan")], t.found_by_scan);
+        ex.counter(
+            "sonde_tls_detached_total",
+            "TLS files detached because the last process using them exited.",
+        )
+        .sample((), t.detached);
         let mut c = ex.counter(
             "sonde_tls_attach_failures_total",
-            "TLS uprobe attachments that failed, by reason (symbol-missing, file, target, attach).",
+            "TLS uprobe attachments that failed, by reason (symbol-missing, file, target, attach; \
+             go-stripped, go-version, go-arch, go-symbol for Go binaries).",
         );
         for (reason, n) in &t.failures {
             c.sample([("reason", *reason)], *n);
@@ -804,7 +826,7 @@ mod tests {
             network: Mutex::new(network),
             correlator: Some(Arc::new(correlator)),
             logs: Some(Arc::new(Mutex::new(logs))),
-            health: super::Health {
+            health: Mutex::new(super::Health {
                 kernel: "6.8".into(),
                 socket_lookup: None,
                 probes: vec![sonde_capture::programs::ProbeStatus {
@@ -815,7 +837,7 @@ mod tests {
                     tracepoints: vec![],
                     cost: None,
                 }],
-            },
+            }),
             ..Default::default()
         };
         state.records.lock().unwrap().total = 8;

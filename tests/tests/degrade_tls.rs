@@ -24,8 +24,8 @@ fn a_rejected_tls_program_turns_tls_off_alone() {
         .collect();
     assert_eq!(
         tls.len(),
-        4,
-        "the four TLS programs are listed: {probes:#?}"
+        sonde_capture::tls::PROGRAMS.len(),
+        "every TLS program (OpenSSL's, Go's, the exec tracepoint) is listed: {probes:#?}"
     );
     for p in &tls {
         assert_eq!(p.state, ProbeState::Failed, "{p:?}");

@@ -20,14 +20,16 @@ const CLIENT: &str = "http_client_request_duration_seconds";
 /// Each test runs its own daemon; one at a time keeps CPU for the traffic.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// Sonde's server-side counts on `port`, by (method, route, status).
+/// Sonde's server-side counts on `port` in the series labelled `tls="true"`, by (method,
+/// route, status).
 fn observed(samples: &[Sample], port: u16) -> BTreeMap<(String, String, String), u64> {
     let port = port.to_string();
     let mut m = BTreeMap::new();
-    for s in samples
-        .iter()
-        .filter(|s| s.name == format!("{SERVER}_count") && s.label("server_port") == port)
-    {
+    for s in samples.iter().filter(|s| {
+        s.name == format!("{SERVER}_count")
+            && s.label("server_port") == port
+            && s.label("tls") == "true"
+    }) {
         let key = (
             s.label("http_request_method").to_string(),
             s.label("http_route").to_string(),
@@ -55,8 +57,8 @@ fn tls_attached(daemon: &Daemon) {
         .count();
     assert_eq!(
         attached,
-        4,
-        "the four TLS programs attached: {:?}",
+        8,
+        "the eight TLS programs attached (OpenSSL's 4, Go's 3, the exec tracepoint): {:?}",
         samples
             .iter()
             .filter(|s| s.name == "sonde_probe_info" && s.label("feature") == "tls")
@@ -193,7 +195,8 @@ fn https_through_nginx_gives_the_http_records() {
 
 /// Python's `ssl` module (SSL_read_ex/SSL_write_ex in OpenSSL 3) serving HTTPS, started after
 /// the daemon with its own copy of libssl (`LD_LIBRARY_PATH`: a file the daemon has not seen,
-/// found by the `/proc` rescan once Python has imported `ssl`); curl as the client.
+/// found by reading the process again after its exec was reported, once Python has imported
+/// `ssl`); curl as the client.
 #[test]
 fn https_through_python_ssl_gives_the_http_records() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -238,7 +241,15 @@ srv.serve_forever()
             &[("state", "attached")],
         )
     };
+    let by_exec = || {
+        sum(
+            &daemon.samples(),
+            "sonde_tls_discoveries_total",
+            &[("via", "exec")],
+        )
+    };
     let before = files();
+    let before_exec = by_exec();
     let mut server: Child = Command::new("/usr/bin/python3")
         .args(["-c", &script])
         .env("LD_LIBRARY_PATH", &lib)
@@ -267,6 +278,14 @@ srv.serve_forever()
         (files() > before).then_some(())
     })
     .unwrap();
+    // Found because Python's exec was reported (sched:sched_process_exec), not by the
+    // 30-second read of all of /proc.
+    assert!(
+        by_exec() > before_exec,
+        "the copy of libssl found through the exec tracepoint: {} before, {} now",
+        before_exec,
+        by_exec()
+    );
     let url = |p: &str| format!("https://127.0.0.1:{port}{p}");
     let mut urls: Vec<String> = vec![url("/ok"); 6];
     urls.extend(vec![url("/missing"); 4]);

@@ -11,6 +11,7 @@ pub mod recording;
 pub mod streams;
 pub mod tables;
 pub mod tls;
+pub mod tls_go;
 pub mod tracefs;
 
 use std::path::{Path, PathBuf};

@@ -394,8 +394,8 @@ impl Router {
                         info.labels
                             .push((THREAD_NAME.to_string(), c.task.thread.clone()));
                     }
-                    // Parsed from TLS plaintext (libssl uprobes): on records, not on RED
-                    // series, so HTTPS and HTTP count in the same series.
+                    // Parsed from TLS plaintext (uprobes): on records, and the HTTP RED
+                    // series' `tls` label ("true"/"false") comes from it.
                     if c.tls {
                         info.labels.push((TLS.to_string(), "true".to_string()));
                     }

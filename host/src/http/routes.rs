@@ -109,7 +109,7 @@ pub(super) fn respond<B>(api: &Api, peer: IpAddr, req: &Request<B>) -> Response<
         Some(Route::Incidents) => incidents(state),
         Some(Route::Incident(id)) => incident(state, &id, query),
         Some(Route::Logs) => logs(state, query),
-        Some(Route::Health) => json(&state.health),
+        Some(Route::Health) => json(&*state.health.lock().unwrap_or_else(|e| e.into_inner())),
         Some(Route::Live) => live(state),
         Some(Route::Series) => series(state),
         Some(Route::Plugins) => plugins(state),

@@ -52,7 +52,7 @@ pub use route::Template;
 pub use schema::IDENTITY_KEYS;
 use schema::{
     DB_CLIENT_KEYS, DNS_KEYS, Family, HTTP_CLIENT_KEYS, HTTP_SERVER_KEYS, ID, OTHER_KEYS, RPC_KEYS,
-    UNANSWERED_KEYS, identity_values,
+    TLS_KEY, UNANSWERED_KEYS, identity_values,
 };
 pub use series::{Exemplar, Labels, Series};
 use series::{NumBuf, SeriesMap};
@@ -296,10 +296,19 @@ impl Red {
             } else {
                 (Family::HttpClient, &HTTP_CLIENT_KEYS)
             };
+            let tls = conn.labels.iter().any(|(k, v)| k == TLS_KEY && v == "true");
             (
                 family,
                 keys,
-                [method, route, status, error_type, address, port, ""],
+                [
+                    method,
+                    route,
+                    status,
+                    error_type,
+                    address,
+                    port,
+                    if tls { "true" } else { "false" },
+                ],
             )
         } else if r.protocol() == "dns" {
             let code = r.attr(attr::DNS_RESPONSE_CODE).unwrap_or(status);

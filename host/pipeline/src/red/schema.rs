@@ -101,22 +101,28 @@ const fn with_identity<const N: usize, const M: usize>(
     out
 }
 
-pub(super) const HTTP_SERVER_KEYS: [&str; 6 + ID] = with_identity([
+/// `tls`: "true" when the records came from TLS plaintext (uprobes), "false" for cleartext.
+pub(super) const HTTP_SERVER_KEYS: [&str; 7 + ID] = with_identity([
     "http_request_method",
     "http_route",
     "http_response_status_code",
     "error_type",
     "server_address",
     "server_port",
+    TLS_KEY,
 ]);
-pub(super) const HTTP_CLIENT_KEYS: [&str; 6 + ID] = with_identity([
+pub(super) const HTTP_CLIENT_KEYS: [&str; 7 + ID] = with_identity([
     "http_request_method",
     "url_template",
     "http_response_status_code",
     "error_type",
     "server_address",
     "server_port",
+    TLS_KEY,
 ]);
+/// The HTTP series' label, and the connection label (set by the router on records of a
+/// connection parsed from TLS plaintext) it comes from.
+pub(super) const TLS_KEY: &str = "tls";
 /// OTel's RPC metrics (`rpc.server.duration`, `rpc.client.duration`), in seconds.
 pub(super) const RPC_KEYS: [&str; 7 + ID] = with_identity([
     "rpc_system",

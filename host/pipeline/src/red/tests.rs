@@ -51,7 +51,7 @@ fn server_histogram_with_otel_names_and_errors() {
     }
     red.record(&c, &Record::Owned(rec("GET /users/{id}", 500, 300)));
     let o = render(&red, Format::Prometheus);
-    let base = "http_request_method=\"GET\",http_route=\"/users/{id}\",http_response_status_code=\"200\",server_address=\"127.0.0.1\",server_port=\"8080\",service_name=\"nginx\"";
+    let base = "http_request_method=\"GET\",http_route=\"/users/{id}\",http_response_status_code=\"200\",server_address=\"127.0.0.1\",server_port=\"8080\",tls=\"false\",service_name=\"nginx\"";
     assert!(
         o.contains(&format!(
             "http_server_request_duration_seconds_count{{{base}}} 3"
@@ -80,6 +80,29 @@ fn server_histogram_with_otel_names_and_errors() {
     let o = render(&red, Format::Prometheus);
     assert!(o.contains("http_client_request_duration_seconds_count{http_request_method=\"GET\",url_template=\"/x\",http_response_status_code=\"404\",error_type=\"404\""), "{o}");
     assert!(o.contains("http_server_request_duration_seconds_count{http_request_method=\"GET\",http_route=\"/x\",http_response_status_code=\"404\",server_address"), "{o}");
+}
+
+/// Records of a connection parsed from TLS plaintext (the router's `tls` connection label)
+/// count in their own HTTP series, `tls="true"`; cleartext ones say `tls="false"`.
+#[test]
+fn tls_records_are_labelled_on_the_http_series() {
+    let mut red = Red::default();
+    let mut tls = (*conn(Role::Server)).clone();
+    tls.labels = vec![("tls".into(), "true".into())];
+    let tls = Arc::new(tls);
+    red.record(&tls, &Record::Owned(rec("GET /a", 200, 1)));
+    red.record(&tls, &Record::Owned(rec("GET /a", 200, 1)));
+    red.record(&conn(Role::Server), &Record::Owned(rec("GET /a", 200, 1)));
+    let o = render(&red, Format::Prometheus);
+    let series = |tls: &str| {
+        format!(
+            "http_server_request_duration_seconds_count{{http_request_method=\"GET\",http_route=\"/a\",\
+             http_response_status_code=\"200\",server_address=\"127.0.0.1\",server_port=\"8080\",\
+             tls=\"{tls}\",service_name=\"nginx\"}}"
+        )
+    };
+    assert!(o.contains(&format!("{} 2", series("true"))), "{o}");
+    assert!(o.contains(&format!("{} 1", series("false"))), "{o}");
 }
 
 #[test]
