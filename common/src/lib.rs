@@ -518,6 +518,10 @@ pub mod config_flags {
     /// Tests only: `sonde_ssl_read_ret` makes a read the verifier must refuse (the TLS
     /// feature turns off alone).
     pub const TEST_REJECT_TLS: u32 = 8;
+    /// Benchmarks only (`SONDE_BENCH_FLOOR=1`): every program returns at once, attached to
+    /// the same points, so `bench/capture-overhead.sh --floor` measures the attachments' own
+    /// cost, the floor under any tracepoint-based capture.
+    pub const FLOOR_ONLY: u32 = 16;
 }
 
 pub mod net;
