@@ -496,6 +496,10 @@ for ((r = 1; r <= ROUNDS; r++)); do
       ROUND_ROWS+=("| $r | $(size_label "$s") | $base_r | $(fmt_int "$WRK_RPS") | $d | $l | $cpu |")
       log "round $r  with sonde  $(size_label "$s"): $WRK_RPS req/s, $d $PROOF_WHAT, $l lost, daemon CPU $cpu%"
       ((d > 0)) || INVALID+=("round $r, $(size_label "$s"): sonde counted no $PROOF_WHAT")
+      # A parser that fell behind (queue full, call deadline) abandons its connections and the
+      # kernel stops copying them: the rest of the run then measures less than full capture.
+      a=$(($(metric_sum "$after" sonde_parser_connections_abandoned_total) - $(metric_sum "$before" sonde_parser_connections_abandoned_total)))
+      ((a == 0)) || NOTES+=("round $r, $(size_label "$s"): parsers abandoned $a connection(s) (fell behind): that run captured less than every request")
     done
     stop_sonde "$r"
   done
