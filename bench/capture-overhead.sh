@@ -13,6 +13,13 @@
 #   bench/capture-overhead.sh --baseline-only  no sonde at all (tests the harness), prints only
 #   bench/capture-overhead.sh --network-only   sonde with the network probes alone (`run
 #                                              --no-payload`): their cost; own BENCHMARKS.md section
+#   bench/capture-overhead.sh --floor          adds a third side to every round: sonde with every
+#                                              eBPF program returning at once (SONDE_BENCH_FLOOR=1),
+#                                              same attach points: what the attachments alone cost
+#   bench/capture-overhead.sh --tls            nginx over HTTPS (self-signed certificate), wrk over
+#                                              https: the cost of the libssl uprobes beside the
+#                                              cleartext numbers; own BENCHMARKS.md section; a
+#                                              with-sonde run without TLS events fails the run
 #   options: --write (also update BENCHMARKS.md for --quick/--baseline-only), --no-write
 #
 # Environment: DURATION (s per wrk run, 10), ROUNDS (3), WARMUP (s per size, 2),
@@ -45,6 +52,8 @@ MARK_END='<!-- capture-overhead:end -->'
 MODE=full   # full | baseline
 QUICK=0
 NETWORK_ONLY=0
+FLOOR=0
+TLS=0
 # What proves that sonde really ran during a with-sonde run: a counter of /metrics that must
 # grow (data events for payload capture, TCP segments for the network probes alone).
 PROOF_METRIC=sonde_capture_events_total
@@ -60,6 +69,8 @@ while (($#)); do
     --quick) QUICK=1; DURATION=3; ROUNDS=1; WARMUP=1 ;;
     --baseline-only) MODE=baseline ;;
     --network-only) NETWORK_ONLY=1 ;;
+    --floor) FLOOR=1 ;;
+    --tls) TLS=1 ;;
     --write) WRITE=yes ;;
     --no-write) WRITE=no ;;
     -h|--help) usage; exit 0 ;;
@@ -76,6 +87,22 @@ if ((NETWORK_ONLY)); then
   MARK_BEGIN='<!-- network-overhead:begin -->'
   MARK_END='<!-- network-overhead:end -->'
 fi
+SCHEME=http
+CURL_TLS=()
+if ((TLS)); then
+  ((NETWORK_ONLY == 0)) || { echo "capture-overhead: --tls and --network-only do not mix" >&2; exit 2; }
+  SCHEME=https
+  CURL_TLS=(-k)
+  PROOF_METRIC=sonde_capture_tls_events_total
+  PROOF_KIND=''
+  PROOF_WHAT='TLS events'
+  PROOF_SERIES='sonde_capture_tls_events_total'
+  MARK_BEGIN='<!-- tls-overhead:begin -->'
+  MARK_END='<!-- tls-overhead:end -->'
+fi
+# The with-sonde sides of every round: the floor (programs that return at once) first.
+SIDES=(sonde)
+((FLOOR)) && SIDES=(floor sonde)
 if [[ $WRITE == auto ]]; then
   if [[ $MODE == full && $QUICK == 0 ]]; then WRITE=yes; else WRITE=no; fi
 fi
@@ -93,8 +120,9 @@ read -r -a SIZES <<<"$BODY_SIZES"
 for s in "${SIZES[@]}"; do
   if ! [[ $s =~ ^[0-9]+$ ]] || ((s < 1 || s > 32768)); then die "body size must be 1..32768 bytes, got '$s'"; fi
 done
-for tool in nginx wrk curl ss awk timeout; do
-  command -v "$tool" >/dev/null || die "$tool not found (apt-get install -y nginx-light wrk curl iproute2)"
+((TLS)) && { command -v openssl >/dev/null || die "openssl not found (apt-get install -y openssl)"; }
+for tool in nginx wrk curl ss awk timeout pgrep /usr/bin/time; do
+  command -v "$tool" >/dev/null || die "$tool not found (apt-get install -y nginx-light wrk curl iproute2 procps time)"
 done
 
 # --- process bookkeeping --------------------------------------------------------------------
@@ -152,7 +180,7 @@ wait_http() {
       tail -n 20 "$logf" >&2 || true
       die "$name exited during start-up (log above: $logf)"
     fi
-    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$url" || true)
+    code=$(curl "${CURL_TLS[@]}" -s -o /dev/null -w '%{http_code}' --max-time 2 "$url" || true)
     [[ $code == 200 ]] && return 0
     sleep 0.1
   done
@@ -228,7 +256,15 @@ start_nginx() {
     echo "  keepalive_requests 100000000;"  # no reconnects mid-run: measure the data path
     for d in client_body proxy fastcgi uwsgi scgi; do echo "  ${d}_temp_path $TMP/nginx/tmp/$d;"; done
     echo "  server {"
-    echo "    listen 127.0.0.1:$PORT;"
+    if ((TLS)); then
+      # Keep-alive connections: one handshake per connection, then SSL_read/SSL_write per
+      # request, the calls the uprobes follow.
+      echo "    listen 127.0.0.1:$PORT ssl;"
+      echo "    ssl_certificate $TMP/nginx/cert.pem;"
+      echo "    ssl_certificate_key $TMP/nginx/key.pem;"
+    else
+      echo "    listen 127.0.0.1:$PORT;"
+    fi
     # `return` bodies go out with writev(2), which sonde captures, and need no file I/O;
     # static files would use sendfile(2), whose payload sonde does not see. One config token
     # must stay under nginx's 4 KiB parse buffer, so large bodies are pieced from variables.
@@ -249,26 +285,36 @@ start_nginx() {
     echo "  }"
     echo "}"
   } >"$conf"
+  if ((TLS)); then
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 \
+      -keyout "$TMP/nginx/key.pem" -out "$TMP/nginx/cert.pem" >"$TMP/nginx/openssl.log" 2>&1 \
+      || { cat "$TMP/nginx/openssl.log" >&2; die "openssl could not make a self-signed certificate"; }
+  fi
   local -a cmd=(nginx -p "$TMP/nginx" -e "$TMP/nginx/logs/error.log" -c "$conf")
   ((PIN)) && cmd=(taskset -c 0 "${cmd[@]}")
   "${cmd[@]}" >>"$TMP/nginx/logs/error.log" 2>&1 &
   NGINX_PID=$!
-  wait_http "http://127.0.0.1:$PORT/${SIZES[0]}" "$NGINX_START_TIMEOUT" "$NGINX_PID" nginx "$TMP/nginx/logs/error.log"
+  wait_http "$SCHEME://127.0.0.1:$PORT/${SIZES[0]}" "$NGINX_START_TIMEOUT" "$NGINX_PID" nginx "$TMP/nginx/logs/error.log"
   local got
   for s in "${SIZES[@]}"; do
-    got=$(curl -s --max-time 5 "http://127.0.0.1:$PORT/$s" | wc -c)
+    got=$(curl "${CURL_TLS[@]}" -s --max-time 5 "$SCHEME://127.0.0.1:$PORT/$s" | wc -c)
     [[ $got == "$s" ]] || die "nginx served $got bytes on /$s, expected $s"
   done
-  log "nginx pid $NGINX_PID on 127.0.0.1:$PORT"
+  NGINX_WORKER=$(pgrep -P "$NGINX_PID" | head -n 1)
+  [[ -n $NGINX_WORKER ]] || die "nginx (pid $NGINX_PID) has no worker process"
+  log "nginx pid $NGINX_PID (worker $NGINX_WORKER) on $SCHEME://127.0.0.1:$PORT"
 }
 
 # --- wrk ------------------------------------------------------------------------------------
 # run_wrk SECONDS SIZE OUTFILE -> sets WRK_RPS and WRK_REQS; fails on HTTP or socket errors.
 run_wrk() {
   local secs=$1 size=$2 out=$3
-  local -a cmd=(timeout -k 5 $((secs + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${secs}s" "http://127.0.0.1:$PORT/$size")
+  # GNU time writes wrk's own CPU time (user, system) beside its output.
+  local -a cmd=(timeout -k 5 $((secs + 30)) /usr/bin/time -f '%U %S' -o "$out.cpu" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${secs}s" "$SCHEME://127.0.0.1:$PORT/$size")
   ((PIN)) && cmd=(taskset -c 1 "${cmd[@]}")
   # In the background + wait, so that a signal reaches our trap at once, not after wrk.
+  local n0 n1
+  n0=$(cpu_ticks "$NGINX_WORKER")
   "${cmd[@]}" >"$out" 2>&1 &
   WRK_PID=$!
   # Meanwhile, look for someone else's capture once a second (see foreign_capture).
@@ -280,11 +326,16 @@ run_wrk() {
   done
   wait "$WRK_PID" || rc=$?
   WRK_PID=''
+  n1=$(cpu_ticks "$NGINX_WORKER")
   if [[ -z $WRK_FOREIGN ]]; then what=$(foreign_capture); WRK_FOREIGN=$what; fi
   ((rc == 0)) || die "wrk failed with status $rc (see $out)"
   WRK_RPS=$(awk '/^Requests\/sec:/ {print $2}' "$out")
   WRK_REQS=$(awk '/ requests in / {print $1}' "$out")
   [[ -n $WRK_RPS && -n $WRK_REQS ]] || die "cannot parse wrk output $out"
+  # CPU seconds the load itself took: nginx's worker and wrk (the eBPF programs run in their
+  # system time); the caller adds the daemon's.
+  LOAD_CPU_S=$(awk -v n=$((n1 - n0)) -v hz="$CLK_TCK" 'NR == 1 {printf "%.3f", n / hz + $1 + $2}' "$out.cpu")
+  [[ -n $LOAD_CPU_S ]] || die "no CPU time for wrk in $out.cpu"
   if grep -q 'Non-2xx or 3xx responses' "$out"; then die "wrk saw non-2xx responses (see $out)"; fi
   if grep -q 'Socket errors' "$out"; then
     NOTES+=("wrk reported socket errors in $(basename "$out"): $(grep 'Socket errors' "$out" | sed 's/^ *//')")
@@ -292,16 +343,22 @@ run_wrk() {
 }
 
 # --- sonde ----------------------------------------------------------------------------------
+# start_sonde ROUND SIDE: SIDE "floor" runs it with every eBPF program returning at once.
 start_sonde() {
-  local round=$1
+  local round=$1 side=$2
   MPORT=$(pick_port "$PORT")
   local -a args=(run --metrics-listen "127.0.0.1:$MPORT")
   # shellcheck disable=SC2206  # SONDE_ARGS is a word list on purpose
   [[ -n $SONDE_ARGS ]] && args+=($SONDE_ARGS)
-  SONDE_LOG=$RESULTS_DIR/r$round-sonde-daemon.raw
-  local before=' '
+  SONDE_LOG=$RESULTS_DIR/r$round-$side-daemon.raw
+  local before=' ' floor=0
+  [[ $side == floor ]] && floor=1
   ((HAVE_BPFTOOL)) && before+="$(sonde_prog_ids | tr '\n' ' ')"
-  "$SONDE_BIN" "${args[@]}" >"$SONDE_LOG" 2>&1 &
+  if ((floor)); then
+    SONDE_BENCH_FLOOR=1 "$SONDE_BIN" "${args[@]}" >"$SONDE_LOG" 2>&1 &
+  else
+    env -u SONDE_BENCH_FLOOR "$SONDE_BIN" "${args[@]}" >"$SONDE_LOG" 2>&1 &
+  fi
   SONDE_PID=$!
   local t0=$SECONDS
   wait_http "http://127.0.0.1:$MPORT/metrics" "$SONDE_START_TIMEOUT" "$SONDE_PID" sonde "$SONDE_LOG"
@@ -312,6 +369,9 @@ start_sonde() {
     local id
     for id in $(sonde_prog_ids); do [[ $before == *" $id "* ]] || OURS+="$id "; done
     [[ $OURS != ' ' ]] || die "sonde answers /metrics but no sonde_* eBPF program is loaded"
+  fi
+  if ((floor)); then
+    grep -q 'SONDE_BENCH_FLOOR=1' "$SONDE_LOG" || die "the floor daemon did not confirm SONDE_BENCH_FLOOR (see $SONDE_LOG)"
   fi
 }
 
@@ -340,6 +400,10 @@ metric_sum() {
 # CPU time (user+system, clock ticks) of process $1 so far, all threads.
 cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 CLK_TCK=$(getconf CLK_TCK)
+# us_per_req LOAD_CPU_S DAEMON_TICKS: CPU µs per request of the last wrk run, all of it: the
+# load's (nginx worker + wrk, with the eBPF programs in their system time) and the daemon's.
+# Steadier than req/s on a shared machine: other work takes CPU away, not adds to it.
+us_per_req() { awk -v l="$1" -v t="$2" -v hz="$CLK_TCK" -v q="$WRK_REQS" 'BEGIN {printf "%.2f", (l + t / hz) / q * 1e6}'; }
 
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {if (NR % 2) print a[(NR + 1) / 2]; else printf "%.2f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 fmt_int() { printf '%.0f' "$1"; }
@@ -361,12 +425,14 @@ fi
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 start_nginx
 
-declare -A BASE SONDE DATA LOST REQS CPU
+declare -A BASE SONDE DATA LOST REQS CPU FLOOR_RPS FLOOR_CPU BASE_US SONDE_US FLOOR_US
 for s in "${SIZES[@]}"; do
   BASE[$s]=''; SONDE[$s]=''; CPU[$s]=''; DATA[$s]=0; LOST[$s]=0; REQS[$s]=0
+  FLOOR_RPS[$s]=''; FLOOR_CPU[$s]=''; BASE_US[$s]=''; SONDE_US[$s]=''; FLOOR_US[$s]=''
 done
 INVALID=()
 ROUND_ROWS=()
+FLOOR_ROWS=()
 
 if ((WARMUP > 0)); then
   for s in "${SIZES[@]}"; do run_wrk "$WARMUP" "$s" "$RESULTS_DIR/warmup-$s.raw"; done
@@ -382,39 +448,61 @@ for ((r = 1; r <= ROUNDS; r++)); do
       keep_suspect_run "$label" "$try" && break
     done
     BASE[$s]+="$WRK_RPS "
+    BASE_US[$s]+="$(us_per_req "$LOAD_CPU_S" 0) "
     log "round $r  baseline    $(size_label "$s"): $WRK_RPS req/s"
   done
   [[ $MODE == full ]] || continue
 
-  wait_no_foreign "round $r with sonde"
-  start_sonde "$r"
-  for s in "${SIZES[@]}"; do
-    before=$RESULTS_DIR/r$r-sonde-$s-metrics-before.raw
-    after=$RESULTS_DIR/r$r-sonde-$s-metrics-after.raw
-    label="round $r with sonde $(size_label "$s")"
-    for ((try = 1; ; try++)); do
-      wait_no_foreign "$label"
-      scrape "$before"
-      c0=$(cpu_ticks "$SONDE_PID")
-      run_wrk "$DURATION" "$s" "$RESULTS_DIR/r$r-sonde-$s.raw"
-      c1=$(cpu_ticks "$SONDE_PID")
-      [[ -n $WRK_FOREIGN ]] || break
-      keep_suspect_run "$label" "$try" && break
+  for side in "${SIDES[@]}"; do
+    wait_no_foreign "round $r with $side"
+    start_sonde "$r" "$side"
+    for s in "${SIZES[@]}"; do
+      before=$RESULTS_DIR/r$r-$side-$s-metrics-before.raw
+      after=$RESULTS_DIR/r$r-$side-$s-metrics-after.raw
+      label="round $r with $side $(size_label "$s")"
+      for ((try = 1; ; try++)); do
+        wait_no_foreign "$label"
+        scrape "$before"
+        c0=$(cpu_ticks "$SONDE_PID")
+        run_wrk "$DURATION" "$s" "$RESULTS_DIR/r$r-$side-$s.raw"
+        c1=$(cpu_ticks "$SONDE_PID")
+        [[ -n $WRK_FOREIGN ]] || break
+        keep_suspect_run "$label" "$try" && break
+      done
+      cpu=$(awk -v t=$((c1 - c0)) -v hz="$CLK_TCK" -v d="$DURATION" 'BEGIN {printf "%.0f", t / hz / d * 100}')
+      sleep "$METRICS_SETTLE"
+      kill -0 "$SONDE_PID" 2>/dev/null || die "sonde exited during round $r (see $SONDE_LOG)"
+      scrape "$after"
+      base_r=$(fmt_int "$(echo "${BASE[$s]}" | awk -v r="$r" '{print $r}')")
+      us=$(us_per_req "$LOAD_CPU_S" $((c1 - c0)))
+      if [[ $side == floor ]]; then
+        # The floor's proof is the opposite: its programs ran (bpftool saw them loaded) and
+        # emitted nothing; any event means the floor switch did not reach the kernel.
+        d=$(($(metric_sum "$after" sonde_capture_events_total) - $(metric_sum "$before" sonde_capture_events_total)))
+        FLOOR_RPS[$s]+="$WRK_RPS "
+        FLOOR_CPU[$s]+="$cpu "
+        FLOOR_US[$s]+="$us "
+        FLOOR_ROWS+=("| $r | $(size_label "$s") | $base_r | $(fmt_int "$WRK_RPS") | $d | $cpu |")
+        log "round $r  floor       $(size_label "$s"): $WRK_RPS req/s, $d events, daemon CPU $cpu%"
+        ((d == 0)) || INVALID+=("round $r, $(size_label "$s"): the floor daemon emitted $d events")
+        continue
+      fi
+      CPU[$s]+="$cpu "
+      SONDE_US[$s]+="$us "
+      d=$(($(metric_sum "$after" "$PROOF_METRIC" "$PROOF_KIND") - $(metric_sum "$before" "$PROOF_METRIC" "$PROOF_KIND")))
+      l=$(($(metric_sum "$after" sonde_capture_events_lost_total) - $(metric_sum "$before" sonde_capture_events_lost_total)))
+      SONDE[$s]+="$WRK_RPS "
+      DATA[$s]=$((DATA[$s] + d)); LOST[$s]=$((LOST[$s] + l)); REQS[$s]=$((REQS[$s] + WRK_REQS))
+      ROUND_ROWS+=("| $r | $(size_label "$s") | $base_r | $(fmt_int "$WRK_RPS") | $d | $l | $cpu |")
+      log "round $r  with sonde  $(size_label "$s"): $WRK_RPS req/s, $d $PROOF_WHAT, $l lost, daemon CPU $cpu%"
+      ((d > 0)) || INVALID+=("round $r, $(size_label "$s"): sonde counted no $PROOF_WHAT")
+      # A parser that fell behind (queue full, call deadline) abandons its connections and the
+      # kernel stops copying them: the rest of the run then measures less than full capture.
+      a=$(($(metric_sum "$after" sonde_parser_connections_abandoned_total) - $(metric_sum "$before" sonde_parser_connections_abandoned_total)))
+      ((a == 0)) || NOTES+=("round $r, $(size_label "$s"): parsers abandoned $a connection(s) (fell behind): that run captured less than every request")
     done
-    cpu=$(awk -v t=$((c1 - c0)) -v hz="$CLK_TCK" -v d="$DURATION" 'BEGIN {printf "%.0f", t / hz / d * 100}')
-    CPU[$s]+="$cpu "
-    sleep "$METRICS_SETTLE"
-    kill -0 "$SONDE_PID" 2>/dev/null || die "sonde exited during round $r (see $SONDE_LOG)"
-    scrape "$after"
-    d=$(($(metric_sum "$after" "$PROOF_METRIC" "$PROOF_KIND") - $(metric_sum "$before" "$PROOF_METRIC" "$PROOF_KIND")))
-    l=$(($(metric_sum "$after" sonde_capture_events_lost_total) - $(metric_sum "$before" sonde_capture_events_lost_total)))
-    SONDE[$s]+="$WRK_RPS "
-    DATA[$s]=$((DATA[$s] + d)); LOST[$s]=$((LOST[$s] + l)); REQS[$s]=$((REQS[$s] + WRK_REQS))
-    ROUND_ROWS+=("| $r | $(size_label "$s") | $(fmt_int "$(echo "${BASE[$s]}" | awk -v r="$r" '{print $r}')") | $(fmt_int "$WRK_RPS") | $d | $l | $cpu |")
-    log "round $r  with sonde  $(size_label "$s"): $WRK_RPS req/s, $d $PROOF_WHAT, $l lost, daemon CPU $cpu%"
-    ((d > 0)) || INVALID+=("round $r, $(size_label "$s"): sonde counted no $PROOF_WHAT")
+    stop_sonde "$r"
   done
-  stop_sonde "$r"
 done
 if [[ $MODE == baseline ]]; then
   for ((r = 1; r <= ROUNDS; r++)); do
@@ -430,14 +518,14 @@ CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 NCPU=$(nproc)
 COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "no commit")
 {
-  echo "Measured $(date -u '+%Y-%m-%d %H:%M UTC') by \`bench/capture-overhead.sh$([[ $MODE == baseline ]] && echo ' --baseline-only')$( ((NETWORK_ONLY)) && echo ' --network-only')$( ((QUICK)) && echo ' --quick')\`:"
+  echo "Measured $(date -u '+%Y-%m-%d %H:%M UTC') by \`bench/capture-overhead.sh$([[ $MODE == baseline ]] && echo ' --baseline-only')$( ((NETWORK_ONLY)) && echo ' --network-only')$( ((TLS)) && echo ' --tls')$( ((FLOOR)) && echo ' --floor')$( ((QUICK)) && echo ' --quick')\`:"
   echo "kernel $KERNEL, $NCPU × ${CPU_MODEL:-unknown CPU}, nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'),"
   echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, $ROUNDS round(s) A/B, warm-up ${WARMUP}s per size,"
   echo "pinning $( ((PIN)) && echo 'nginx→CPU 0, wrk→CPU 1' || echo 'none')${SONDE_VERSION:+, ${SONDE_VERSION}} (tree at $COMMIT),"
   echo "load average at start $LOAD_START, check for foreign capture: $( ((HAVE_BPFTOOL)) && echo 'bpftool (sonde_* programs)' || echo 'pgrep sonde only')."
   echo
-  echo "| Body | Baseline req/s (median) | With sonde req/s (median) | Ratio | Loss % | Sonde $PROOF_WHAT | Lost events | $PROOF_WHAT / request | Daemon CPU % |"
-  echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| Body | Baseline req/s (median) | With sonde req/s (median) | Ratio | Loss % | Sonde $PROOF_WHAT | Lost events | $PROOF_WHAT / request | Daemon CPU % | CPU µs/request baseline | CPU µs/request with sonde |"
+  echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   for s in "${SIZES[@]}"; do
     # shellcheck disable=SC2086  # the per-round lists are space-separated on purpose
     b=$(median ${BASE[$s]})
@@ -449,22 +537,44 @@ COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "no commit")
       epr=$(awk -v d="${DATA[$s]}" -v q="${REQS[$s]}" 'BEGIN {printf "%.2f", q ? d / q : 0}')
       # shellcheck disable=SC2086
       cpu=$(median ${CPU[$s]})
-      echo "| $(size_label "$s") | $(fmt_int "$b") | $(fmt_int "$w") | $ratio | $loss | ${DATA[$s]} | ${LOST[$s]} | $epr | $(fmt_int "$cpu") |"
+      # shellcheck disable=SC2086
+      echo "| $(size_label "$s") | $(fmt_int "$b") | $(fmt_int "$w") | $ratio | $loss | ${DATA[$s]} | ${LOST[$s]} | $epr | $(fmt_int "$cpu") | $(median ${BASE_US[$s]}) | $(median ${SONDE_US[$s]}) |"
     else
-      echo "| $(size_label "$s") | $(fmt_int "$b") | — | — | — | — | — | — | — |"
+      # shellcheck disable=SC2086
+      echo "| $(size_label "$s") | $(fmt_int "$b") | — | — | — | — | — | — | — | $(median ${BASE_US[$s]}) | — |"
     fi
   done
   echo
   echo "$PROOF_WHAT and lost events are sums over the with-sonde runs of the deltas of"
   echo "\`$PROOF_SERIES\` and \`sonde_capture_events_lost_total\`"
   echo "scraped around each run; daemon CPU % is the \`sonde run\` process's user+system time"
-  echo "during the wrk run, in % of one core (median over rounds)."
+  echo "during the wrk run, in % of one core (median over rounds). CPU µs/request: user+system"
+  echo "time of nginx's worker, wrk (and the daemon) over the run's requests (median over rounds):"
+  echo "the eBPF programs run in the first two's system time; steadier than req/s on a busy machine."
   echo
   echo "Per round:"
   echo
   echo "| Round | Body | Baseline req/s | With sonde req/s | Sonde $PROOF_WHAT | Lost events | Daemon CPU % |"
   echo "|---:|---:|---:|---:|---:|---:|---:|"
   printf '%s\n' "${ROUND_ROWS[@]}"
+  if ((FLOOR)) && [[ $MODE == full ]]; then
+    echo
+    echo "The floor: sonde with every eBPF program returning at once (\`SONDE_BENCH_FLOOR=1\`), on the"
+    echo "same attach points, in the same rounds (its events must be 0):"
+    echo
+    echo "| Body | Baseline req/s (median) | Floor req/s (median) | Floor ratio | Default ratio | Floor daemon CPU % | CPU µs/request: baseline / floor / default |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|"
+    for s in "${SIZES[@]}"; do
+      # shellcheck disable=SC2086  # the per-round lists are space-separated on purpose
+      b=$(median ${BASE[$s]}); f=$(median ${FLOOR_RPS[$s]}); w=$(median ${SONDE[$s]}); fc=$(median ${FLOOR_CPU[$s]})
+      # shellcheck disable=SC2086
+      echo "| $(size_label "$s") | $(fmt_int "$b") | $(fmt_int "$f") | $(awk -v f="$f" -v b="$b" 'BEGIN {printf "%.3f", f / b}') | $(awk -v w="$w" -v b="$b" 'BEGIN {printf "%.3f", w / b}') | $(fmt_int "$fc") | $(median ${BASE_US[$s]}) / $(median ${FLOOR_US[$s]}) / $(median ${SONDE_US[$s]}) |"
+    done
+    echo
+    echo "| Round | Body | Baseline req/s | Floor req/s | Events | Daemon CPU % |"
+    echo "|---:|---:|---:|---:|---:|---:|"
+    printf '%s\n' "${FLOOR_ROWS[@]}"
+  fi
   if ((${#NOTES[@]} + ${#INVALID[@]})); then
     echo
     for n in "${INVALID[@]}"; do echo "- **INVALID:** $n"; done

@@ -534,6 +534,10 @@ pub mod config_flags {
     /// unrolled loop of [`super::MAX_IOV`]. The flag is read-only data, so the verifier
     /// prunes the walk not taken and never sees a helper this kernel lacks.
     pub const BPF_LOOP: u32 = 16;
+    /// Benchmarks only (`SONDE_BENCH_FLOOR=1`): every program returns at once, attached to
+    /// the same points, so `bench/capture-overhead.sh --floor` measures the attachments' own
+    /// cost, the floor under any tracepoint-based capture.
+    pub const FLOOR_ONLY: u32 = 32;
 }
 
 pub mod net;

@@ -294,16 +294,25 @@ fn enter_conn(ctx: &TracePointContext, sc: u8) -> u32 {
 
 #[tracepoint]
 pub fn sonde_enter_connect(ctx: TracePointContext) -> u32 {
+    if crate::floor_only() {
+        return 0;
+    }
     enter_conn(&ctx, syscall::CONNECT)
 }
 
 #[tracepoint]
 pub fn sonde_enter_accept(ctx: TracePointContext) -> u32 {
+    if crate::floor_only() {
+        return 0;
+    }
     enter_conn(&ctx, syscall::ACCEPT)
 }
 
 #[tracepoint]
 pub fn sonde_enter_accept4(ctx: TracePointContext) -> u32 {
+    if crate::floor_only() {
+        return 0;
+    }
     enter_conn(&ctx, syscall::ACCEPT4)
 }
 
@@ -317,6 +326,9 @@ fn user_family(ptr: u64) -> u16 {
 /// connect/accept exit: a connection is born on an fd (inet sockets only).
 #[tracepoint]
 pub fn sonde_exit_conn(ctx: TracePointContext) -> u32 {
+    if crate::floor_only() {
+        return 0;
+    }
     let id = bpf_get_current_pid_tgid();
     let Some(p) = INFLIGHT.get_ptr(id) else {
         return 0;
@@ -388,6 +400,9 @@ pub fn sonde_exit_conn(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sonde_enter_close(ctx: TracePointContext) -> u32 {
+    if crate::floor_only() {
+        return 0;
+    }
     let id = bpf_get_current_pid_tgid();
     if !traced(id) {
         return 0;
@@ -417,6 +432,9 @@ pub fn sonde_enter_close(ctx: TracePointContext) -> u32 {
 /// TCP state changes: role of sockets by state transition, and lifecycle events.
 #[tracepoint]
 pub fn sonde_sock_state(ctx: TracePointContext) -> u32 {
+    if crate::floor_only() {
+        return 0;
+    }
     let o: Offsets = cfg!(offsets);
     // SAFETY: offsets come from this kernel's tracefs format file.
     let (sk, old, new) = unsafe {

@@ -119,6 +119,9 @@ macro_rules! enter_prog {
     ($name:ident, $sc:expr) => {
         #[tracepoint]
         pub fn $name(ctx: TracePointContext) -> u32 {
+            if crate::floor_only() {
+                return 0;
+            }
             enter_io(&ctx, $sc)
         }
     };
@@ -168,12 +171,18 @@ fn mark_socket(ctx: &TracePointContext, sk_off: u16, family_off: u16, proto_off:
 
 #[tracepoint]
 pub fn sonde_sock_send(ctx: TracePointContext) -> u32 {
+    if crate::floor_only() {
+        return 0;
+    }
     let o: sonde_common::Offsets = cfg!(offsets);
     mark_socket(&ctx, o.send_len_sk, o.send_len_family, o.send_len_protocol)
 }
 
 #[tracepoint]
 pub fn sonde_sock_recv(ctx: TracePointContext) -> u32 {
+    if crate::floor_only() {
+        return 0;
+    }
     let o: sonde_common::Offsets = cfg!(offsets);
     mark_socket(&ctx, o.recv_len_sk, o.recv_len_family, o.recv_len_protocol)
 }
@@ -457,6 +466,9 @@ macro_rules! exit_prog {
     ($name:ident, $dir:expr, $class:expr) => {
         #[tracepoint]
         pub fn $name(ctx: TracePointContext) -> u32 {
+            if crate::floor_only() {
+                return 0;
+            }
             exit_io(&ctx, $dir, $class)
         }
     };
@@ -478,6 +490,9 @@ exit_prog!(sonde_exit_recvmm, direction::INGRESS, class::MULTI);
 /// `sendfile on` answers with the head through writev and the body through sendfile).
 #[tracepoint]
 pub fn sonde_exit_splice(ctx: TracePointContext) -> u32 {
+    if crate::floor_only() {
+        return 0;
+    }
     if cfg!(flags) & config_flags::TEST_REJECT_SPLICE != 0 {
         // SAFETY: none: a deliberate wild read, for the verifier to reject (tests only).
         return unsafe { core::ptr::read_volatile(16 as *const u32) };

@@ -107,15 +107,34 @@ const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const BPF_RB_AVAIL_DATA: u64 = 0;
 
+/// Waiting bytes above `wakeup_bytes` within which a record still forces a wakeup. Wider than
+/// the largest record (header + `MAX_CAPTURE`), so a ring filling from below has a record
+/// land in the band (on every CPU count we run on; the daemon's poll timer covers a miss).
+const WAKEUP_BAND: u64 = 128 * 1024;
+
 /// Batch wakeups: signal the daemon only when `wakeup_bytes` are waiting (it also polls on a
 /// timer), so a busy node does not pay an epoll wakeup and a context switch per syscall.
+/// Only records that find between `wakeup_bytes` and `wakeup_bytes + WAKEUP_BAND` waiting
+/// wake it: beyond the band the daemon has been woken and is draining (it sleeps only once
+/// the ring is empty), and a forced wakeup per record then cost the producer an irq_work and
+/// the reader's reactor thread a context switch per record (up to ~10k a second on the
+/// loopback bench while the daemon was behind: BENCHMARKS.md, capture overhead).
 #[inline(always)]
 fn wakeup_flag() -> u64 {
-    if EVENTS.query(BPF_RB_AVAIL_DATA) >= cfg!(wakeup_bytes) as u64 {
+    let waiting = EVENTS.query(BPF_RB_AVAIL_DATA);
+    let threshold = cfg!(wakeup_bytes) as u64;
+    if waiting >= threshold && waiting - threshold < WAKEUP_BAND {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
     }
+}
+
+/// Benchmark floor (`config_flags::FLOOR_ONLY`): every program returns before doing any
+/// work, so a load measures what the attachments alone cost (BENCHMARKS.md, capture overhead).
+#[inline(always)]
+fn floor_only() -> bool {
+    cfg!(flags) & sonde_common::config_flags::FLOOR_ONLY != 0
 }
 
 #[inline(always)]

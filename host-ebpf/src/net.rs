@@ -201,6 +201,9 @@ fn addr_of(family: u16, addr: [u8; 16], port: u16) -> Addr {
 /// Per received segment on an established socket: traffic, RTT, acknowledged bytes.
 #[tracepoint]
 pub fn sonde_tcp_probe(ctx: TracePointContext) -> u32 {
+    if crate::floor_only() {
+        return 0;
+    }
     let rec = record!(ctx, 1 2 3 4 5 6 7 8 9 10 11 12 13);
     let key = key_from_sockaddrs(rec, net_off!(probe_saddr), net_off!(probe_daddr));
     let Some(f) = flow_entry(&key) else {
@@ -227,6 +230,9 @@ pub fn sonde_tcp_probe(ctx: TracePointContext) -> u32 {
 /// A retransmitted segment: SYNs while connecting, data once established.
 #[tracepoint]
 pub fn sonde_tcp_retransmit(ctx: TracePointContext) -> u32 {
+    if crate::floor_only() {
+        return 0;
+    }
     let rec = record!(ctx, 1 2 3 4 5 6 7 8 9);
     let key = key_from_fields(
         rec,
@@ -253,6 +259,9 @@ pub fn sonde_tcp_retransmit(ctx: TracePointContext) -> u32 {
 /// A reset this host sent: on behalf of a socket, or of none (a SYN to a closed port).
 #[tracepoint]
 pub fn sonde_tcp_send_reset(ctx: TracePointContext) -> u32 {
+    if crate::floor_only() {
+        return 0;
+    }
     let rec = record!(ctx, 1 2 3 4 5 6 7 8 9 10);
     let key = if net_off!(send_rst_family) != 0 {
         // Before 6.2: the fields tcp_receive_reset has.
@@ -293,6 +302,9 @@ fn output_reset(key: &FlowKey, sock: u64, kind: u8, old_state: u8) {
 /// A reset this host received on a socket (in SYN_SENT: the connect was refused).
 #[tracepoint]
 pub fn sonde_tcp_receive_reset(ctx: TracePointContext) -> u32 {
+    if crate::floor_only() {
+        return 0;
+    }
     let rec = record!(ctx, 1 2 3 4 5 6 7);
     let key = key_from_fields(
         rec,
@@ -312,6 +324,9 @@ pub fn sonde_tcp_receive_reset(ctx: TracePointContext) -> u32 {
 /// A dropped packet: counted by reason, protocol and (when its IP header is readable) flow.
 #[tracepoint]
 pub fn sonde_kfree_skb(ctx: TracePointContext) -> u32 {
+    if crate::floor_only() {
+        return 0;
+    }
     let rec = record!(ctx, 1 2 3 4);
     let skb: u64 = field(rec, net_off!(kfree_skbaddr));
     let mut key = DropKey {
@@ -439,6 +454,9 @@ fn iface_count(ctx: &TracePointContext, skb_off: usize, len_off: usize, name_off
 
 #[tracepoint]
 pub fn sonde_netif_receive(ctx: TracePointContext) -> u32 {
+    if crate::floor_only() {
+        return 0;
+    }
     iface_count(
         &ctx,
         net_off!(rx_skbaddr),
@@ -451,6 +469,9 @@ pub fn sonde_netif_receive(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sonde_dev_queue(ctx: TracePointContext) -> u32 {
+    if crate::floor_only() {
+        return 0;
+    }
     iface_count(
         &ctx,
         net_off!(tx_skbaddr),
@@ -510,6 +531,9 @@ fn observe(row: u32, ns: u64) {
 /// NET_TX/NET_RX raised: remember when, unless it is already pending.
 #[tracepoint]
 pub fn sonde_softirq_raise(ctx: TracePointContext) -> u32 {
+    if crate::floor_only() {
+        return 0;
+    }
     let Some(v) = net_vec(&ctx) else { return 0 };
     if let Some(p) = SOFTIRQ_TS.get_ptr_mut(v) {
         // SAFETY: this CPU's slot.
@@ -525,6 +549,9 @@ pub fn sonde_softirq_raise(ctx: TracePointContext) -> u32 {
 /// Handler starts: the delay since the raise goes into the histogram.
 #[tracepoint]
 pub fn sonde_softirq_entry(ctx: TracePointContext) -> u32 {
+    if crate::floor_only() {
+        return 0;
+    }
     let Some(v) = net_vec(&ctx) else { return 0 };
     let t = now();
     if let Some(p) = SOFTIRQ_TS.get_ptr_mut(v) {
@@ -544,6 +571,9 @@ pub fn sonde_softirq_entry(ctx: TracePointContext) -> u32 {
 /// Handler ends: its run time goes into the histogram.
 #[tracepoint]
 pub fn sonde_softirq_exit(ctx: TracePointContext) -> u32 {
+    if crate::floor_only() {
+        return 0;
+    }
     let Some(v) = net_vec(&ctx) else { return 0 };
     if let Some(p) = SOFTIRQ_TS.get_ptr_mut(2 + v) {
         // SAFETY: this CPU's slot.

@@ -57,22 +57,34 @@ fn enter(ctx: &ProbeContext, ex: bool) -> u32 {
 /// `SSL_write(ssl, buf, num)` / `SSL_read(ssl, buf, num)`.
 #[uprobe]
 pub fn sonde_ssl_enter(ctx: ProbeContext) -> u32 {
+    if crate::floor_only() {
+        return 0;
+    }
     enter(&ctx, false)
 }
 
 /// `SSL_write_ex(ssl, buf, num, *written)` / `SSL_read_ex(ssl, buf, num, *readbytes)`.
 #[uprobe]
 pub fn sonde_ssl_enter_ex(ctx: ProbeContext) -> u32 {
+    if crate::floor_only() {
+        return 0;
+    }
     enter(&ctx, true)
 }
 
 #[uretprobe]
 pub fn sonde_ssl_write_ret(ctx: RetProbeContext) -> u32 {
+    if crate::floor_only() {
+        return 0;
+    }
     ret(&ctx, direction::EGRESS)
 }
 
 #[uretprobe]
 pub fn sonde_ssl_read_ret(ctx: RetProbeContext) -> u32 {
+    if crate::floor_only() {
+        return 0;
+    }
     if cfg!(flags) & sonde_common::config_flags::TEST_REJECT_TLS != 0 {
         // SAFETY: none: a deliberate wild read, for the verifier to reject (tests only).
         return unsafe { core::ptr::read_volatile(16 as *const u32) };

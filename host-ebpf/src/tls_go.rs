@@ -152,6 +152,9 @@ fn read_ret(ctx: &ProbeContext) -> Option<()> {
 /// Entry of `crypto/tls.(*Conn).Write(b []byte) (int, error)`: emits `b`.
 #[uprobe]
 pub fn sonde_go_tls_write_enter(ctx: ProbeContext) -> u32 {
+    if crate::floor_only() {
+        return 0;
+    }
     let _ = enter_write(&ctx);
     0
 }
@@ -159,6 +162,9 @@ pub fn sonde_go_tls_write_enter(ctx: ProbeContext) -> u32 {
 /// Entry of `crypto/tls.(*Conn).Read(b []byte) (int, error)`: saves the call.
 #[uprobe]
 pub fn sonde_go_tls_read_enter(ctx: ProbeContext) -> u32 {
+    if crate::floor_only() {
+        return 0;
+    }
     let _ = enter_read(&ctx);
     0
 }
@@ -166,6 +172,9 @@ pub fn sonde_go_tls_read_enter(ctx: ProbeContext) -> u32 {
 /// At each RET of `(*Conn).Read`: `n` in RAX.
 #[uprobe]
 pub fn sonde_go_tls_read_ret(ctx: ProbeContext) -> u32 {
+    if crate::floor_only() {
+        return 0;
+    }
     let _ = read_ret(&ctx);
     0
 }

@@ -519,6 +519,14 @@ impl Prepared {
         if std::env::var_os("SONDE_TEST_REJECT_TLS").is_some() {
             flags |= abi::config_flags::TEST_REJECT_TLS;
         }
+        // Benchmark-only: the same attachments, every program returning at once (the floor
+        // of `bench/capture-overhead.sh --floor`). Logged loudly: nothing is captured.
+        if std::env::var_os("SONDE_BENCH_FLOOR").is_some_and(|v| v == "1") {
+            tracing::warn!(
+                "SONDE_BENCH_FLOOR=1: every eBPF program returns at once; nothing is captured"
+            );
+            flags |= abi::config_flags::FLOOR_ONLY;
+        }
         let config = abi::Config {
             self_tgid: if opts.trace_self {
                 0
