@@ -569,7 +569,7 @@ fn render_parsers(ex: &mut Exposition, s: &Snapshot) {
     }
     type Get = fn(&ParserStats) -> f64;
     let c = Kind::Counter;
-    let per_parser: [(&str, Kind, &str, Get); 11] = [
+    let per_parser: [(&str, Kind, &str, Get); 12] = [
         (
             "sonde_parser_jobs_total",
             c,
@@ -577,9 +577,15 @@ fn render_parsers(ex: &mut Exposition, s: &Snapshot) {
             |p| p.counters.jobs as f64,
         ),
         (
+            "sonde_parser_jobs_held_total",
+            c,
+            "Batches a full queue refused and that were held and offered again (nothing lost).",
+            |p| p.counters.jobs_held as f64,
+        ),
+        (
             "sonde_parser_jobs_dropped_total",
             c,
-            "Batches refused because the parser's queue was full.",
+            "Batches dropped: the parser's queue stayed full until the held batch reached its bound.",
             |p| p.counters.jobs_dropped as f64,
         ),
         (

@@ -282,7 +282,10 @@ pub struct TaggedRecord {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ParserCounters {
     pub jobs: u64,
-    /// Jobs dropped because the parser's queue was full.
+    /// Times a full queue refused the parser's job and it was held to be offered again,
+    /// grown by what came next (nothing lost).
+    pub jobs_held: u64,
+    /// Jobs dropped: the parser's queue stayed full while the held job reached its bound.
     pub jobs_dropped: u64,
     pub segments: u64,
     pub bytes: u64,
@@ -310,6 +313,7 @@ impl ParserStats {
     pub fn merge(&mut self, o: ParserStats, take_identity: bool) {
         let c = &mut self.counters;
         c.jobs += o.counters.jobs;
+        c.jobs_held += o.counters.jobs_held;
         c.jobs_dropped += o.counters.jobs_dropped;
         c.segments += o.counters.segments;
         c.bytes += o.counters.bytes;

@@ -18,6 +18,15 @@ use crate::slot::{ParserSlot, SlotOutput};
 use sonde_parse::ParseJob;
 use sonde_parse::ParserStats;
 
+/// Why [`Dispatch::submit`] did not take a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The parser's queue is full: it is behind, a later try may succeed.
+    Full,
+    /// The parser's thread is gone (retired or stopped): no try will succeed.
+    Gone,
+}
+
 struct Worker {
     jobs: Option<SyncSender<ParseJob>>,
     stats: Arc<Mutex<ParserStats>>,
@@ -115,11 +124,12 @@ impl Dispatch {
         self.len() == 0
     }
 
-    /// Hand a job to parser `parser`. `Err(job)`: its queue is full, the job was not taken.
-    // The job comes back by value so the caller can count and abandon it without a copy or
-    // an allocation; a few words of vector headers on the stack are no cost here.
+    /// Hand a job to parser `parser`. `Err((job, why))`: the job was not taken, because the
+    /// queue is full (the parser is behind: worth retrying) or the parser is gone.
+    // The job comes back by value so the caller can hold, count or abandon it without a copy
+    // or an allocation; a few words of vector headers on the stack are no cost here.
     #[allow(clippy::result_large_err)]
-    pub fn submit(&mut self, parser: usize, job: ParseJob) -> Result<(), ParseJob> {
+    pub fn submit(&mut self, parser: usize, job: ParseJob) -> Result<(), (ParseJob, Refusal)> {
         match &mut self.mode {
             Mode::Inline { slots, done } => {
                 let mut job = job;
@@ -128,14 +138,15 @@ impl Dispatch {
             }
             Mode::Threads { workers, .. } => {
                 let Some(tx) = &workers[parser].jobs else {
-                    return Err(job);
+                    return Err((job, Refusal::Gone));
                 };
                 match tx.try_send(job) {
                     Ok(()) => {
                         self.pending += 1;
                         Ok(())
                     }
-                    Err(TrySendError::Full(job)) | Err(TrySendError::Disconnected(job)) => Err(job),
+                    Err(TrySendError::Full(job)) => Err((job, Refusal::Full)),
+                    Err(TrySendError::Disconnected(job)) => Err((job, Refusal::Gone)),
                 }
             }
         }

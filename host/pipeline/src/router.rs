@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::Serialize;
 use sonde_sdk::protocol_parser::{Endpoint, Role as SdkRole, Transport};
 
-use crate::dispatch::Dispatch;
+use crate::dispatch::{Dispatch, Refusal};
 use crate::slot::{ParserSlot, SlotOutput};
 use sonde_capture::conntrack::{ConnTracker, Connection, StreamEvent};
 use sonde_capture::events::{Direction as CapDirection, Role};
@@ -29,6 +29,18 @@ use sonde_parse::{
 pub struct RouterConfig {
     pub batch_bytes: usize,
     pub batch_segments: usize,
+}
+
+/// A job its parser's full queue refused is held and grown up to this many batches before it
+/// is dropped. Four keeps one call's work (a few ms of Wasm per 256 KiB) far inside the
+/// parser's call deadline.
+const HOLD_BATCHES: usize = 4;
+
+impl RouterConfig {
+    /// How large a refused job may grow while it waits for its parser.
+    fn hold_bytes(&self) -> usize {
+        self.batch_bytes.saturating_mul(HOLD_BATCHES)
+    }
 }
 
 impl Default for RouterConfig {
@@ -161,7 +173,9 @@ pub struct Router {
     routes: HashMap<u64, Route>,
     /// The job being built for each parser.
     jobs: Vec<ParseJob>,
-    /// Per parser: jobs refused by a full queue, and connections abandoned because of it.
+    /// Per parser: jobs refused by a full queue and held for the next try, jobs dropped
+    /// (held past `hold_bytes`, or their parser gone), and connections abandoned because of it.
+    jobs_held: Vec<u64>,
     jobs_dropped: Vec<u64>,
     abandoned_by_drop: Vec<u64>,
     verdicts: Vec<u64>,
@@ -183,6 +197,7 @@ impl Router {
             labeler: None,
             routes: HashMap::new(),
             jobs: (0..n).map(|_| ParseJob::default()).collect(),
+            jobs_held: vec![0; n],
             jobs_dropped: vec![0; n],
             abandoned_by_drop: vec![0; n],
             verdicts: Vec::new(),
@@ -202,6 +217,7 @@ impl Router {
             .add(ParserSlot::new(self.jobs.len(), backend))?;
         debug_assert_eq!(p, self.jobs.len());
         self.jobs.push(ParseJob::default());
+        self.jobs_held.push(0);
         self.jobs_dropped.push(0);
         self.abandoned_by_drop.push(0);
         self.life.push(Life::Active);
@@ -501,7 +517,17 @@ impl Router {
 
     fn submit(&mut self, p: usize) {
         let job = std::mem::take(&mut self.jobs[p]);
-        if let Err(job) = self.dispatch.submit(p, job) {
+        if let Err((job, why)) = self.dispatch.submit(p, job) {
+            // A parser that is only behind (its thread starved for a moment, a burst) keeps
+            // the refused job as the start of its next one: later segments are appended and
+            // the whole is offered again at the next flush or tick, as one bigger batch. Only
+            // past `hold_bytes` is the job dropped, so a short stall loses nothing and a
+            // parser that cannot keep up still costs bounded memory.
+            if why == Refusal::Full && job.data.len() < self.cfg.hold_bytes() {
+                self.jobs_held[p] += 1;
+                self.jobs[p] = job;
+                return;
+            }
             // The parser is behind: its connections in this job lose continuity. Stop feeding
             // them to it, and have it forget them (and the closes it missed) next time.
             self.jobs_dropped[p] += 1;
@@ -539,9 +565,18 @@ impl Router {
     /// Flush, then wait up to `timeout` for every parser to finish what it was given (shutdown,
     /// tests, benchmarks). Returns whether all finished.
     pub fn settle(&mut self, timeout: Duration) -> bool {
-        self.flush();
+        let deadline = std::time::Instant::now() + timeout;
         let mut outputs = std::mem::take(&mut self.outputs);
-        let all = self.dispatch.settle(timeout, &mut outputs);
+        let all = loop {
+            self.flush();
+            // A job a full queue refused is still held: offer it again once the queue drained.
+            let held = self.jobs.iter().any(|j| !j.is_empty());
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let all = self.dispatch.settle(left, &mut outputs);
+            if !held || !all {
+                break all;
+            }
+        };
         self.apply(&mut outputs);
         self.outputs = outputs;
         // Claims may have queued `closed` notices for the losers: deliver them too.
@@ -641,6 +676,7 @@ impl Router {
     pub fn parser_stats(&self) -> Vec<ParserStats> {
         let mut stats = self.dispatch.stats();
         for (p, s) in stats.iter_mut().enumerate() {
+            s.counters.jobs_held = self.jobs_held[p];
             s.counters.jobs_dropped = self.jobs_dropped[p];
             s.counters.abandoned += self.abandoned_by_drop[p];
         }

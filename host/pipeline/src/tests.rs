@@ -332,20 +332,55 @@ impl ParserBackend for Stuck {
     }
 }
 
-#[test]
-fn a_full_queue_drops_jobs_counts_them_and_abandons_their_connections() {
+/// A parser whose single-slot queue is full: job 1 runs (blocked), job 2 waits in the queue,
+/// and what follows is refused. `batch_bytes` sets how much a refused job may grow while held.
+fn stuck_router(batch_bytes: usize) -> (Router, Arc<AtomicBool>) {
     let release = Arc::new(AtomicBool::new(false));
     let slots = vec![ParserSlot::new(
         0,
         Box::new(Stuck(release.clone(), Health::default())) as Box<dyn ParserBackend>,
     )];
-    let mut r = Router::new(
-        Dispatch::threaded(slots, 1).unwrap(),
-        RouterConfig::default(),
-    );
+    let cfg = RouterConfig {
+        batch_bytes,
+        ..RouterConfig::default()
+    };
+    (
+        Router::new(Dispatch::threaded(slots, 1).unwrap(), cfg),
+        release,
+    )
+}
+
+#[test]
+fn a_short_stall_loses_nothing_the_refused_jobs_are_held_and_offered_again() {
+    let (mut r, release) = stuck_router(RouterConfig::default().batch_bytes);
     let tracker = ConnTracker::new(TrackerConfig::default());
-    // Job 1 runs (blocked), job 2 waits in the queue of 1, jobs 3.. are refused.
     for conn in 1..=5u64 {
+        r.on_stream_event(&seg(conn, CapDirection::Egress, conn, b"x"), &tracker);
+        r.flush();
+    }
+    release.store(true, Ordering::Relaxed);
+    assert!(
+        r.settle(Duration::from_secs(10)),
+        "the released parser finishes its queue and the held job"
+    );
+    let c = &r.parser_stats()[0].counters;
+    // Jobs 3..5 were refused and held (grown into one), then offered again: none dropped.
+    assert!(c.jobs_held >= 3, "{c:?}");
+    assert_eq!((c.jobs_dropped, c.abandoned), (0, 0), "{c:?}");
+    assert_eq!(c.segments, 5, "{c:?}");
+    assert_eq!(
+        r.stats.connections_claimed, 5,
+        "every connection reached its parser"
+    );
+}
+
+#[test]
+fn a_parser_that_stays_behind_drops_the_held_job_at_its_bound_counts_it_and_abandons_its_connections()
+ {
+    // One byte per batch: a held job of 4 segments reaches the bound (4 batches) and is dropped.
+    let (mut r, release) = stuck_router(1);
+    let tracker = ConnTracker::new(TrackerConfig::default());
+    for conn in 1..=12u64 {
         r.on_stream_event(&seg(conn, CapDirection::Egress, conn, b"x"), &tracker);
         r.flush();
     }
@@ -356,12 +391,12 @@ fn a_full_queue_drops_jobs_counts_them_and_abandons_their_connections() {
     );
     let stats = r.parser_stats();
     let c = &stats[0].counters;
-    // One job ran, one waited; the others (and the close notices that follow them) were refused.
-    assert!(c.jobs_dropped >= 3, "{stats:?}");
-    assert!(c.abandoned >= 3, "{stats:?}");
+    assert!(c.jobs_held >= 3, "{stats:?}");
+    assert!(c.jobs_dropped >= 1, "{stats:?}");
+    assert!(c.abandoned >= 4, "{stats:?}");
     assert_eq!(
         c.abandoned + r.stats.connections_claimed,
-        5,
+        12,
         "each connection is parsed or abandoned"
     );
     let mut v = Vec::new();
