@@ -194,9 +194,11 @@ fn https_through_nginx_gives_the_http_records() {
 }
 
 /// Python's `ssl` module (SSL_read_ex/SSL_write_ex in OpenSSL 3) serving HTTPS, started after
-/// the daemon with its own copy of libssl (`LD_LIBRARY_PATH`: a file the daemon has not seen,
+/// the daemon in a mount namespace of its own where a copy of libssl is bind-mounted over the
+/// system's path, as a container image brings its own: the same path in its maps, another
+/// file (device+inode) the daemon has not seen, reachable only through /proc/<pid>/root. It is
 /// found by reading the process again after its exec was reported, once Python has imported
-/// `ssl`); curl as the client.
+/// `ssl`; curl, outside the namespace, is the client.
 #[test]
 fn https_through_python_ssl_gives_the_http_records() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -227,13 +229,11 @@ srv.serve_forever()
 "#,
         d = dir.path().display()
     );
-    let lib = dir.path().join("lib");
-    std::fs::create_dir_all(&lib).unwrap();
-    std::fs::copy(
-        "/usr/lib/x86_64-linux-gnu/libssl.so.3",
-        lib.join("libssl.so.3"),
-    )
-    .unwrap();
+    const SYSTEM_LIBSSL: &str = "/usr/lib/x86_64-linux-gnu/libssl.so.3";
+    let copy = dir.path().join("libssl.so.3");
+    std::fs::copy(SYSTEM_LIBSSL, &copy).unwrap();
+    let script_file = dir.path().join("server.py");
+    std::fs::write(&script_file, &script).unwrap();
     let files = || {
         sum(
             &daemon.samples(),
@@ -250,9 +250,14 @@ srv.serve_forever()
     };
     let before = files();
     let before_exec = by_exec();
-    let mut server: Child = Command::new("/usr/bin/python3")
-        .args(["-c", &script])
-        .env("LD_LIBRARY_PATH", &lib)
+    // unshare(1) makes the mount namespace private and execs (no fork): the child is Python.
+    let mut server: Child = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "mount --bind '{}' {SYSTEM_LIBSSL} && exec /usr/bin/python3 '{}'",
+            copy.display(),
+            script_file.display()
+        ))
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -269,10 +274,18 @@ srv.serve_forever()
         std::net::TcpStream::connect(("127.0.0.1", port)).ok()
     })
     .unwrap();
-    let maps = std::fs::read_to_string(format!("/proc/{}/maps", server.0.id())).unwrap();
-    assert!(
-        maps.contains(&lib.join("libssl.so.3").display().to_string()),
-        "python maps its own copy of libssl"
+    // The namespace's libssl is the copy, not the host's file at the same path.
+    use std::os::unix::fs::MetadataExt;
+    let ident = |p: &std::path::Path| {
+        let m = std::fs::metadata(p).unwrap();
+        (m.dev(), m.ino())
+    };
+    let inside = std::path::PathBuf::from(format!("/proc/{}/root{SYSTEM_LIBSSL}", server.0.id()));
+    assert_eq!(ident(&inside), ident(&copy), "the namespace sees the copy");
+    assert_ne!(
+        ident(&copy),
+        ident(std::path::Path::new(SYSTEM_LIBSSL)),
+        "the host keeps its own libssl"
     );
     wait_until(T, "the rescan to attach the copy of libssl", || {
         (files() > before).then_some(())
