@@ -28,7 +28,7 @@
 //!    An element qualifies by share (purity ≥ 0.75 and ≥ 5% of the change, up to 3
 //!    dimensions: small cubes), by evidence (purity ≥ 0.5 and ≥ 10 nats: big root causes partly
 //!    inside the noise band, and small ones that explain little of a noisy total), or by
-//!    extremity (every leaf moved 1.5× further than any noise: a root cause of one leaf in
+//!    extremity (every leaf moved 2× further than any noise: a root cause of one leaf in
 //!    a cube of thousands). In the most general layer that has a qualifying element, the most
 //!    explanatory wins, then the layer order is corrected both ways: an ancestor replaces it
 //!    when the ancestor's other leaves moved with it (at least half as much: the true coarse
@@ -246,9 +246,10 @@ pub struct AttributionConfig {
     /// Acceptance by extremity: an element every leaf of which moved at least this many times
     /// further (log ratio) than the largest noise move, i.e. the largest against-the-change
     /// move of any leaf. What finds a root cause of one or a few leaves in a cube of
-    /// thousands, where neither share nor evidence can.
+    /// thousands, where neither share nor evidence can. Twice: log forecast errors have
+    /// exponential tails, so the largest of 10k noise leaves in the direction under study
+    /// exceeds 1.5× the largest against it in ~1% of cases (a false root cause), 2× in ~0.01%.
     pub extreme_factor: f64,
-    pub extreme_min_explanatory_power: f64,
     /// Once the remaining abnormal leaves explain less than this share of the change, only
     /// the evidence rule may still accept an element (a small second root cause in a noisy
     /// total); the search stops when nothing qualifies.
@@ -270,8 +271,7 @@ impl Default for AttributionConfig {
             cutoff_high_quantile: 0.95,
             min_cutoff: 0.05,
             size_exponent: 0.5,
-            extreme_factor: 1.5,
-            extreme_min_explanatory_power: 0.01,
+            extreme_factor: 2.0,
             stop_remaining: 0.05,
         }
     }
@@ -462,10 +462,16 @@ fn prepare(cube: &Cube, cfg: &AttributionConfig, sign: f64) -> Option<Prepared> 
         .filter(|d| *d < FULL_CHANGE)
         .fold(0.0, f64::max);
     let extreme_at = (noise_max * cfg.extreme_factor).max(hi);
-    let extreme: Vec<bool> = signals
-        .iter()
-        .zip(&significance)
-        .map(|(s, sig)| *sig >= 1.0 && s.is_some_and(|(d, w)| w > 0.0 && d * sign >= extreme_at))
+    // A leaf with nothing expected has no measured ratio: where the noise moves leaves by an
+    // order of magnitude, a forecast of zero is as likely noise as a cause, and such a leaf
+    // does not stand out alone (one that lost everything still does).
+    let zero_forecast_can_stand_out = extreme_at <= 10f64.ln();
+    let extreme: Vec<bool> = (0..n)
+        .map(|l| {
+            significance[l] >= 1.0
+                && (cube.forecast[l] > 0.0 || zero_forecast_can_stand_out)
+                && signals[l].is_some_and(|(d, w)| w > 0.0 && d * sign >= extreme_at)
+        })
         .collect();
     let abn: Vec<f64> = signals
         .iter()
@@ -768,9 +774,7 @@ impl Round<'_> {
         let by_evidence = purity >= cfg.evidence_min_purity
             && ep >= cfg.evidence_min_explanatory_power
             && evidence >= cfg.min_evidence;
-        let by_extremity = agg.signal_leaves > 0
-            && agg.extreme == agg.signal_leaves
-            && ep >= cfg.extreme_min_explanatory_power;
+        let by_extremity = agg.signal_leaves > 0 && agg.extreme == agg.signal_leaves && ep > 0.0;
         (by_share || by_evidence || by_extremity).then(|| Candidate {
             ep,
             purity,
@@ -852,6 +856,8 @@ fn search(cube: &Cube, cfg: &AttributionConfig, p: &Prepared) -> (f64, Vec<Cause
     let nd = cube.dims.len();
     let mut alive: Vec<u32> = (0..cube.len() as u32).collect();
     let mut causes: Vec<Cause> = Vec::new();
+    // The causes' elements as `(dimension, value id)` pairs, beside `causes`.
+    let mut elements: Vec<Vec<(usize, u32)>> = Vec::new();
     let mut total_evidence = 0.0;
     let layers: Vec<Vec<Vec<usize>>> = (1..=cfg.max_dims.min(nd)).map(|k| subsets(nd, k)).collect();
     let mut grouper = Grouper {
@@ -888,6 +894,28 @@ fn search(cube: &Cube, cfg: &AttributionConfig, p: &Prepared) -> (f64, Vec<Cause
         }
         alive.retain(|&leaf| !matches(cube, leaf as usize, &best.element));
         total_evidence += best.evidence;
+        // A cause named earlier that lies inside this one was its purest part, found while
+        // the whole was still under the bars: the whole is the cause.
+        let inside = |c: &[(usize, u32)]| best.element.iter().all(|pair| c.contains(pair));
+        let mut i = 0;
+        let mut merged = false;
+        while i < causes.len() {
+            if inside(&elements[i]) {
+                causes.remove(i);
+                elements.remove(i);
+                merged = true;
+            } else {
+                i += 1;
+            }
+        }
+        if merged {
+            // Report the whole element, the leaves of the merged part included.
+            best.agg = Agg::default();
+            for leaf in (0..cube.len()).filter(|&l| matches(cube, l, &best.element)) {
+                best.agg.add(p, cube, leaf);
+            }
+        }
+        elements.push(best.element.clone());
         causes.push(cause_of(cube, p, &best.element, &best.agg));
     }
     (total_evidence, causes)
