@@ -28,8 +28,9 @@
 //!    An element qualifies by share (purity ≥ 0.75 and ≥ 5% of the change, up to 3
 //!    dimensions: small cubes), by evidence (purity ≥ 0.5 and ≥ 10 nats: big root causes partly
 //!    inside the noise band, and small ones that explain little of a noisy total), or by
-//!    extremity (every leaf moved 2× further than any noise: a root cause of one leaf in
-//!    a cube of thousands). In the most general layer that has a qualifying element, the most
+//!    extremity (every leaf moved 2× further than any noise, and further than Gaussian
+//!    relative errors at the band's scale take any leaf but once in a thousand cubes: a root
+//!    cause of one leaf in a cube of thousands). In the most general layer that has a qualifying element, the most
 //!    explanatory wins, then the layer order is corrected both ways: an ancestor replaces it
 //!    when the ancestor's other leaves moved with it (at least half as much: the true coarse
 //!    element of a small cube, under the purity bar while its purest leaf passes), else a
@@ -250,6 +251,9 @@ pub struct AttributionConfig {
     /// exponential tails, so the largest of 10k noise leaves in the direction under study
     /// exceeds 1.5× the largest against it in ~1% of cases (a false root cause), 2× in ~0.01%.
     pub extreme_factor: f64,
+    /// Extremity also needs the expected number of noise leaves moving that far (Gaussian
+    /// relative errors at the band's scale) to be at most this.
+    pub extreme_false_rate: f64,
     /// Once the remaining abnormal leaves explain less than this share of the change, only
     /// the evidence rule may still accept an element (a small second root cause in a noisy
     /// total); the search stops when nothing qualifies.
@@ -272,6 +276,7 @@ impl Default for AttributionConfig {
             min_cutoff: 0.05,
             size_exponent: 0.5,
             extreme_factor: 2.0,
+            extreme_false_rate: 0.001,
             stop_remaining: 0.05,
         }
     }
@@ -335,9 +340,6 @@ impl Agg {
         }
     }
 }
-
-/// A log change this large is a zero on one side (±ln 1001 and around), not a measured ratio.
-const FULL_CHANGE: f64 = 6.0;
 
 /// Per-leaf deviation (log ratio) and expected size; `None` for a leaf that carries no
 /// information (all zeros, or a ratio with no denominator on either side).
@@ -448,29 +450,35 @@ fn prepare(cube: &Cube, cfg: &AttributionConfig, sign: f64) -> Option<Prepared> 
         .map(|(d, _)| -d * sign)
         .filter(|d| *d > 0.0)
         .collect();
-    let lo = quantile(&mut against, cfg.cutoff_low_quantile)
-        .unwrap_or(0.0)
-        .max(cfg.min_cutoff);
+    let q_low = quantile(&mut against, cfg.cutoff_low_quantile).unwrap_or(0.0);
+    let lo = q_low.max(cfg.min_cutoff);
     let hi = quantile(&mut against, cfg.cutoff_high_quantile)
         .unwrap_or(0.0)
         .max(lo + cfg.min_cutoff);
-    // The largest noise move, leaving out full changes (a zero on one side: no measure of
-    // noise), sets how far a leaf must move to stand out alone.
-    let noise_max = against
-        .iter()
-        .copied()
-        .filter(|d| *d < FULL_CHANGE)
-        .fold(0.0, f64::max);
+    // The largest noise move sets how far a leaf must move to stand out alone. Full changes
+    // (a zero on one side) count: noise that takes a leaf to zero can take one anywhere.
+    let noise_max = against.iter().copied().fold(0.0, f64::max);
     let extreme_at = (noise_max * cfg.extreme_factor).max(hi);
-    // A leaf with nothing expected has no measured ratio: where the noise moves leaves by an
-    // order of magnitude, a forecast of zero is as likely noise as a cause, and such a leaf
-    // does not stand out alone (one that lost everything still does).
+    // Log forecast errors have a heavy tail where noise takes a leaf near zero, and a rare
+    // near-total error on the side under study can beat twice the largest against-move. So a
+    // leaf also needs the noise to be unlikely to move any leaf that far: with relative errors
+    // N(0, σ) (σ from the against-moves' 70% quantile, 1.04σ for |N(0, σ)|), the expected
+    // number of leaves whose error reaches 1 − e^(−|d|) must stay under
+    // `extreme_false_rate`. A leaf with nothing expected has no measured ratio: it stands out
+    // only where the noise stays under a (10/2)-fold move.
+    let sigma = (q_low / 1.036).max(1e-9);
+    let signal_leaves = signals.iter().filter(|s| s.is_some()).count() as f64;
     let zero_forecast_can_stand_out = extreme_at <= 10f64.ln();
     let extreme: Vec<bool> = (0..n)
         .map(|l| {
             significance[l] >= 1.0
                 && (cube.forecast[l] > 0.0 || zero_forecast_can_stand_out)
-                && signals[l].is_some_and(|(d, w)| w > 0.0 && d * sign >= extreme_at)
+                && signals[l].is_some_and(|(d, w)| {
+                    let z = (1.0 - (-d.abs()).exp()) / sigma;
+                    w > 0.0
+                        && d * sign >= extreme_at
+                        && signal_leaves * normal_tail(z) <= cfg.extreme_false_rate
+                })
         })
         .collect();
     let abn: Vec<f64> = signals
@@ -540,6 +548,18 @@ fn count_significance(cube: &Cube) -> Vec<f64> {
             (z.abs() - 1.0).clamp(0.0, 1.0)
         })
         .collect()
+}
+
+/// P(Z > z) for a standard normal Z, z ≥ 0 (Abramowitz & Stegun 7.1.26 for erfc; relative
+/// error well under 1% in the tail, which is all a false-root-cause rate needs).
+fn normal_tail(z: f64) -> f64 {
+    let x = z.max(0.0) / std::f64::consts::SQRT_2;
+    let t = 1.0 / (1.0 + 0.327_591_1 * x);
+    let poly = t
+        * (0.254_829_592
+            + t * (-0.284_496_736
+                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    0.5 * poly * (-x * x).exp()
 }
 
 /// Log-likelihood ratio (nats) of an element's abnormal share against the background's.
