@@ -1128,23 +1128,25 @@ mod tests {
 
     #[test]
     fn a_large_fault_beats_a_widespread_drift_with_more_evidence() {
-        // p7 (big leaves) falls to nothing; zone z1 drifts up 12% on 50 small leaves: more
-        // leaves, more evidence, a hundredth of the change.
-        let mut b = CubeBuilder::new(&["zone", "pod"], KpiKind::Additive);
+        // Version v2 (4 big leaves) loses 90%; zone z1 drifts up 12% on 100 small leaves:
+        // more leaves, more evidence, a thirtieth of the change.
+        let mut b = CubeBuilder::new(&["zone", "pod", "version"], KpiKind::Additive);
         for z in 0..4 {
-            for p in 0..50 {
-                let (f, a) = if p == 7 {
-                    (10_000.0, 0.0)
+            for p in 0..100 {
+                let v2 = z == 0 && p < 4;
+                let (f, a) = if v2 {
+                    (10_000.0, 1_000.0)
                 } else if z == 1 {
                     (100.0, 112.0)
                 } else {
                     (100.0, 100.0 * (1.0 + noise(z, p, 0.03)))
                 };
-                b.add(&[&format!("z{z}"), &format!("p{p}")], a, f);
+                let version = if v2 { "v2" } else { "v1" };
+                b.add(&[&format!("z{z}"), &format!("p{p}"), version], a, f);
             }
         }
         let causes = attribute(&b.build(), &cfg());
-        assert_eq!(names(&causes), [el(&[("pod", "p7")])], "{causes:?}");
+        assert_eq!(names(&causes), [el(&[("version", "v2")])], "{causes:?}");
     }
 
     #[test]
