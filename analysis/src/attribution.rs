@@ -15,27 +15,39 @@
 //!    the leaves that moved *against* the direction under study show how far noise alone moves
 //!    a leaf. A leaf's *abnormality* ramps from 0 at the 70% quantile of those deviations to 1
 //!    at the 95% quantile (RiskLoc's distance weighting, made two-sided). No noise level is
-//!    configured.
-//! 3. **Layer-wise search** over combinations of 1, 2, 3 dimensions (most general first, as
+//!    configured. **Counts** (every actual numerator a whole number: errors, requests): a leaf
+//!    also needs its count to have moved beyond Poisson noise (Anscombe z from 1 to 2), and
+//!    only such leaves set the band — with 0–2 errors per leaf, 1 → 0 is noise, not a −100%
+//!    change that would saturate the band.
+//! 3. **Layer-wise search** over combinations of 1 … 6 dimensions (most general first, as
 //!    HotSpot/RiskLoc). An element's *purity* is the abnormal share of its leaves, weighted by
 //!    √(expected size). Its *explanatory power* is counterfactual: the share of the anomalous
 //!    change that goes away if this element had its expected values (exact for ratio KPIs,
 //!    where a cause is where the ratio moved, weighted by the denominator — not where traffic
 //!    is). Its *evidence* is the log-likelihood ratio n_eff · KL(purity ‖ background purity).
-//!    An element qualifies by share (purity ≥ 0.75 and ≥ 5% of the change: small cubes) or by
-//!    evidence (purity ≥ 0.5 and ≥ 10 nats: big root causes partly inside the noise band, and
-//!    small ones that explain little of a noisy total). In the most general layer that has a
-//!    qualifying element, the most explanatory wins; its leaves are removed and the search
-//!    restarts — several root causes of different sizes and magnitudes (the Squeeze insight)
-//!    without clustering.
-//! 4. **Stop** when what is left explains too little, or nothing qualifies.
+//!    An element qualifies by share (purity ≥ 0.75 and ≥ 5% of the change, up to 3
+//!    dimensions: small cubes), by evidence (purity ≥ 0.5 and ≥ 10 nats: big root causes partly
+//!    inside the noise band, and small ones that explain little of a noisy total), or by
+//!    extremity (every leaf moved 2× further than any noise, and further than Gaussian
+//!    relative errors at the band's scale take any leaf but once in a thousand cubes: a root
+//!    cause of one leaf in a cube of thousands). In the most general layer that has a qualifying element, the most
+//!    explanatory wins, then the layer order is corrected both ways: an ancestor replaces it
+//!    when the ancestor's other leaves moved with it (at least half as much: the true coarse
+//!    element of a small cube, under the purity bar while its purest leaf passes), else a
+//!    qualifying descendant replaces it when the rest of it did not move (a parent that only
+//!    passes because one child carries it). Its leaves are removed and the search restarts —
+//!    several root causes of different sizes and magnitudes (the Squeeze insight) without
+//!    clustering.
+//! 4. **Stop** when nothing qualifies; once what is left explains under 5%, only evidence and
+//!    extremity may still accept (a small second root cause in a noisy total).
 //! 5. **Both directions** are searched; the one whose causes carry more evidence wins (the
-//!    total's sign can be outweighed by the summed noise of thousands of leaves).
+//!    total's sign can be outweighed by the summed noise of thousands of leaves), unless its
+//!    causes explain under a tenth of the KPI change the other's do.
 //!
 //! Deterministic: candidates are compared on (layer, explanatory power, purity, element key),
 //! never on hash order. Grouping is a dense table indexed by the mixed-radix key of the
-//! element's values when the key space is small, a hash map otherwise; ~30 ms for 50k leaves
-//! and 6 dimensions (BENCHMARKS.md).
+//! element's values when the key space is small, a hash map otherwise (times in
+//! BENCHMARKS.md).
 
 use std::collections::HashMap;
 
@@ -200,10 +212,15 @@ impl Cube {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AttributionConfig {
-    /// Largest number of dimensions in one element.
+    /// Largest number of dimensions in one element (6: every layer of the public datasets'
+    /// cubes; deeper layers are only searched when nothing shallower qualifies).
     pub max_dims: usize,
     /// Most causes returned.
     pub max_causes: usize,
+    /// Acceptance by share only for elements of up to this many dimensions: a deeper one is
+    /// a few leaves of a large cube, where a leaf in the noise's tail explains 5 % as easily;
+    /// evidence or extremity decide there.
+    pub share_max_dims: usize,
     /// Acceptance by share: an element whose (weighted) leaves are at least this abnormal and
     /// that explains at least `min_explanatory_power` of the anomalous change. What decides on
     /// small cubes (a handful of endpoints), where no statistics is possible.
@@ -227,15 +244,28 @@ pub struct AttributionConfig {
     pub min_cutoff: f64,
     /// Leaf weight = expected size ^ this (0: every leaf counts the same; 1: by size).
     pub size_exponent: f64,
-    /// Stop once the remaining abnormal leaves explain less than this share of the change.
+    /// Acceptance by extremity: an element every leaf of which moved at least this many times
+    /// further (log ratio) than the largest noise move, i.e. the largest against-the-change
+    /// move of any leaf. What finds a root cause of one or a few leaves in a cube of
+    /// thousands, where neither share nor evidence can. Twice: log forecast errors have
+    /// exponential tails, so the largest of 10k noise leaves in the direction under study
+    /// exceeds 1.5× the largest against it in ~1% of cases (a false root cause), 2× in ~0.01%.
+    pub extreme_factor: f64,
+    /// Extremity also needs the expected number of noise leaves moving that far (Gaussian
+    /// relative errors at the band's scale) to be at most this.
+    pub extreme_false_rate: f64,
+    /// Once the remaining abnormal leaves explain less than this share of the change, only
+    /// the evidence rule may still accept an element (a small second root cause in a noisy
+    /// total); the search stops when nothing qualifies.
     pub stop_remaining: f64,
 }
 
 impl Default for AttributionConfig {
     fn default() -> Self {
         Self {
-            max_dims: 3,
-            max_causes: 5,
+            max_dims: 6,
+            max_causes: 10,
+            share_max_dims: 3,
             min_purity: 0.75,
             min_explanatory_power: 0.05,
             evidence_min_purity: 0.5,
@@ -245,6 +275,8 @@ impl Default for AttributionConfig {
             cutoff_high_quantile: 0.95,
             min_cutoff: 0.05,
             size_exponent: 0.5,
+            extreme_factor: 2.0,
+            extreme_false_rate: 0.001,
             stop_remaining: 0.05,
         }
     }
@@ -280,6 +312,9 @@ struct Agg {
     w2: f64,
     wa: f64,
     leaves: u32,
+    /// Leaves with a signal (weight > 0), and how many of them moved beyond any noise.
+    signal_leaves: u32,
+    extreme: u32,
     /// The first leaf added: names the group's element.
     first: u32,
 }
@@ -299,6 +334,10 @@ impl Agg {
         self.w2 += w * w;
         self.wa += w * p.abn[leaf];
         self.leaves += 1;
+        if w > 0.0 {
+            self.signal_leaves += 1;
+            self.extreme += u32::from(p.extreme[leaf]);
+        }
     }
 }
 
@@ -361,11 +400,15 @@ fn subsets(n: usize, k: usize) -> Vec<Vec<usize>> {
 struct Prepared {
     /// Abnormality of each leaf in [0, 1].
     abn: Vec<f64>,
+    /// Leaves that moved further than `extreme_factor` × the largest noise move.
+    extreme: Vec<bool>,
     weight: Vec<f64>,
     total: Agg,
     kpi_actual: f64,
     /// The anomalous change (signed): what reverting the abnormal leaves would undo.
     change: f64,
+    /// The direction under study: +1 up, −1 down.
+    sign: f64,
 }
 
 impl Prepared {
@@ -390,34 +433,71 @@ fn prepare(cube: &Cube, cfg: &AttributionConfig, sign: f64) -> Option<Prepared> 
         return None;
     }
     let signals: Vec<Option<(f64, f64)>> = (0..n).map(|l| leaf_signal(cube, l)).collect();
+    let significance = count_significance(cube);
     let weight: Vec<f64> = signals
         .iter()
         .map(|s| s.map_or(0.0, |(_, w)| w.powf(cfg.size_exponent)))
         .collect();
     // The noise band from the leaves that moved against `sign` (forecast noise is symmetric, so
     // they show how far noise alone moves a leaf); each leaf's abnormality ramps over it.
+    // Leaves whose counts could have moved that far by chance alone (1 → 0 errors) say nothing
+    // about the noise band: their log ratio is huge and meaningless.
     let mut against: Vec<f64> = signals
         .iter()
-        .flatten()
+        .zip(&significance)
+        .filter(|(_, s)| **s >= 1.0)
+        .filter_map(|(sig, _)| *sig)
         .map(|(d, _)| -d * sign)
         .filter(|d| *d > 0.0)
         .collect();
-    let lo = quantile(&mut against, cfg.cutoff_low_quantile)
-        .unwrap_or(0.0)
-        .max(cfg.min_cutoff);
+    let q_low = quantile(&mut against, cfg.cutoff_low_quantile).unwrap_or(0.0);
+    let lo = q_low.max(cfg.min_cutoff);
     let hi = quantile(&mut against, cfg.cutoff_high_quantile)
         .unwrap_or(0.0)
         .max(lo + cfg.min_cutoff);
+    // The largest noise move sets how far a leaf must move to stand out alone. Full changes
+    // (a zero on one side) count: noise that takes a leaf to zero can take one anywhere.
+    let noise_max = against.iter().copied().fold(0.0, f64::max);
+    let extreme_at = (noise_max * cfg.extreme_factor).max(hi);
+    // Log forecast errors have a heavy tail where noise takes a leaf near zero, and a rare
+    // near-total error on the side under study can beat twice the largest against-move. So a
+    // leaf also needs the noise to be unlikely to move any leaf that far: with relative errors
+    // N(0, σ) (σ from the against-moves' 70% quantile, 1.04σ for |N(0, σ)|), the expected
+    // number of leaves whose error reaches 1 − e^(−|d|) must stay under
+    // `extreme_false_rate`. A leaf with nothing expected has no measured ratio: it stands out
+    // only where the noise stays under a (10/2)-fold move.
+    let sigma = (q_low / 1.036).max(1e-9);
+    let signal_leaves = signals.iter().filter(|s| s.is_some()).count() as f64;
+    let zero_forecast_can_stand_out = extreme_at <= 10f64.ln();
+    let extreme: Vec<bool> = (0..n)
+        .map(|l| {
+            significance[l] >= 1.0
+                && (cube.forecast[l] > 0.0 || zero_forecast_can_stand_out)
+                && signals[l].is_some_and(|(d, w)| {
+                    let z = (1.0 - (-d.abs()).exp()) / sigma;
+                    w > 0.0
+                        && d * sign >= extreme_at
+                        && signal_leaves * normal_tail(z) <= cfg.extreme_false_rate
+                })
+        })
+        .collect();
     let abn: Vec<f64> = signals
         .iter()
-        .map(|s| s.map_or(0.0, |(d, _)| ((d * sign - lo) / (hi - lo)).clamp(0.0, 1.0)))
+        .zip(&significance)
+        .map(|(s, sig)| {
+            s.map_or(0.0, |(d, _)| {
+                ((d * sign - lo) / (hi - lo)).clamp(0.0, 1.0) * sig
+            })
+        })
         .collect();
     let mut p = Prepared {
         abn,
+        extreme,
         weight,
         total: Agg::default(),
         kpi_actual: 0.0,
         change: 0.0,
+        sign,
     };
     let mut total = Agg::default();
     for leaf in 0..n {
@@ -441,6 +521,45 @@ fn prepare(cube: &Cube, cfg: &AttributionConfig, sign: f64) -> Option<Prepared> 
         return None;
     }
     Some(p)
+}
+
+/// Per leaf, how far its change is beyond what counting noise explains, in [0, 1]: 0 up to
+/// one standard deviation, 1 from two. Only for cubes whose actual numerators are all whole
+/// numbers (error or request counts: 0–2 errors per pod and endpoint, where 1 → 0 is noise);
+/// every leaf of any other cube counts fully (1). The test is Poisson on the Anscombe scale:
+/// z = 2(√(x + 3/8) − √(e + 3/8)) for x counted where e were expected (for ratio KPIs, the
+/// forecast rate times the actual denominator: more traffic is not more failure).
+fn count_significance(cube: &Cube) -> Vec<f64> {
+    let n = cube.len();
+    if !cube.actual.iter().all(|x| x.fract() == 0.0) {
+        return vec![1.0; n];
+    }
+    (0..n)
+        .map(|l| {
+            let x = cube.actual[l];
+            let e = match cube.kind {
+                KpiKind::Additive => cube.forecast[l],
+                KpiKind::Ratio if cube.den_forecast[l] > 0.0 => {
+                    cube.forecast[l] / cube.den_forecast[l] * cube.den_actual[l]
+                }
+                KpiKind::Ratio => return 1.0,
+            };
+            let z = 2.0 * ((x + 0.375).sqrt() - (e + 0.375).sqrt());
+            (z.abs() - 1.0).clamp(0.0, 1.0)
+        })
+        .collect()
+}
+
+/// P(Z > z) for a standard normal Z, z ≥ 0 (Abramowitz & Stegun 7.1.26 for erfc; relative
+/// error well under 1% in the tail, which is all a false-root-cause rate needs).
+fn normal_tail(z: f64) -> f64 {
+    let x = z.max(0.0) / std::f64::consts::SQRT_2;
+    let t = 1.0 / (1.0 + 0.327_591_1 * x);
+    let poly = t
+        * (0.254_829_592
+            + t * (-0.284_496_736
+                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    0.5 * poly * (-x * x).exp()
 }
 
 /// Log-likelihood ratio (nats) of an element's abnormal share against the background's.
@@ -572,7 +691,8 @@ impl Grouper {
 /// Both directions are searched (the KPI went up because some elements went up, or down
 /// because some went down): the summed noise of thousands of leaves can outweigh a small
 /// root cause in the total, so the total's sign does not decide. The direction whose causes
-/// carry more evidence wins; on a tie, the total's.
+/// carry more evidence wins (on a tie, the total's), unless its causes explain under a tenth
+/// of the KPI change the other direction's explain.
 pub fn attribute(cube: &Cube, cfg: &AttributionConfig) -> Vec<Cause> {
     if cube.is_empty() || cube.dims.is_empty() {
         return Vec::new();
@@ -591,7 +711,8 @@ pub fn attribute(cube: &Cube, cfg: &AttributionConfig) -> Vec<Cause> {
             -1.0
         }
     };
-    let mut best: Option<(f64, Vec<Cause>)> = None;
+    // Per direction: (summed evidence, KPI change its causes explain, causes).
+    let mut found: Vec<(f64, f64, Vec<Cause>)> = Vec::new();
     for sign in [total_sign, -total_sign] {
         let Some(p) = prepare(cube, cfg, sign) else {
             continue;
@@ -600,20 +721,163 @@ pub fn attribute(cube: &Cube, cfg: &AttributionConfig) -> Vec<Cause> {
         if causes.is_empty() {
             continue;
         }
-        if best.as_ref().is_none_or(|(e, _)| evidence > *e) {
-            best = Some((evidence, causes));
-        }
+        let explained = p.change.abs() * causes.iter().map(|c| c.explanatory_power).sum::<f64>();
+        found.push((evidence, explained.abs(), causes));
     }
-    let mut causes = best.map(|(_, c)| c).unwrap_or_default();
+    // Evidence decides between directions whose causes explain changes of the same order; a
+    // direction whose causes explain under a tenth of the other's KPI change loses however many
+    // leaves carry it (a widespread drift just past the noise band against a real fault).
+    let largest = found.iter().map(|f| f.1).fold(0.0, f64::max);
+    let best = found
+        .into_iter()
+        .filter(|f| f.1 >= 0.1 * largest)
+        .reduce(|a, b| if b.0 > a.0 { b } else { a });
+    let mut causes = best.map(|(_, _, c)| c).unwrap_or_default();
     causes.sort_by(|a, b| b.explanatory_power.total_cmp(&a.explanatory_power));
     causes
 }
 
+/// An element that qualified, with what decided it.
+#[derive(Debug, Clone)]
+struct Candidate {
+    ep: f64,
+    purity: f64,
+    evidence: f64,
+    /// `(dimension, value id)` pairs in dimension order.
+    element: Vec<(usize, u32)>,
+    agg: Agg,
+}
+
+impl Candidate {
+    /// Ordered by explanatory power, then purity, then (reversed) element key: deterministic.
+    fn beats(&self, other: &Candidate) -> bool {
+        match (self.ep, self.purity).partial_cmp(&(other.ep, other.purity)) {
+            Some(std::cmp::Ordering::Greater) => true,
+            Some(std::cmp::Ordering::Equal) => self.element < other.element,
+            _ => false,
+        }
+    }
+}
+
+/// What one search round needs to judge an element.
+struct Round<'a> {
+    cube: &'a Cube,
+    cfg: &'a AttributionConfig,
+    p: &'a Prepared,
+    background: f64,
+    /// False once what is left explains less than `stop_remaining`: evidence only.
+    share_allowed: bool,
+}
+
+impl Round<'_> {
+    /// `dims`: how many dimensions the element has.
+    fn judge(
+        &self,
+        agg: &Agg,
+        dims: usize,
+        element: impl FnOnce() -> Vec<(usize, u32)>,
+    ) -> Option<Candidate> {
+        let cfg = self.cfg;
+        if agg.w <= 0.0 || agg.wa <= 0.0 {
+            return None;
+        }
+        let purity = agg.wa / agg.w;
+        if purity < cfg.evidence_min_purity.min(cfg.min_purity) {
+            return None;
+        }
+        let ep = self.p.explains(self.cube, agg);
+        let evidence = evidence_of(agg, self.background);
+        let by_share = self.share_allowed
+            && dims <= cfg.share_max_dims
+            && purity >= cfg.min_purity
+            && ep >= cfg.min_explanatory_power;
+        let by_evidence = purity >= cfg.evidence_min_purity
+            && ep >= cfg.evidence_min_explanatory_power
+            && evidence >= cfg.min_evidence;
+        let by_extremity = agg.signal_leaves > 0 && agg.extreme == agg.signal_leaves && ep > 0.0;
+        (by_share || by_evidence || by_extremity).then(|| Candidate {
+            ep,
+            purity,
+            evidence,
+            element: element(),
+            agg: *agg,
+        })
+    }
+
+    /// The best qualifying element over `cuboids`, grouping only `leaves`.
+    fn best<'c>(
+        &self,
+        grouper: &mut Grouper,
+        leaves: &[u32],
+        cuboids: impl IntoIterator<Item = &'c Vec<usize>>,
+    ) -> Option<Candidate> {
+        let mut best: Option<Candidate> = None;
+        for dims in cuboids {
+            grouper.for_each(self.cube, self.p, leaves, dims, |agg| {
+                let leaf = agg.first as usize;
+                let el = || {
+                    dims.iter()
+                        .map(|&d| (d, self.cube.coord(leaf, d)))
+                        .collect()
+                };
+                if let Some(c) = self.judge(agg, dims.len(), el)
+                    && best.as_ref().is_none_or(|b| c.beats(b))
+                {
+                    best = Some(c);
+                }
+            });
+        }
+        best
+    }
+
+    /// Signed relative change (towards the direction under study) of a set of sums' KPI,
+    /// 2(a − f)/(a + f): bounded (±2), so a leaf that fell to zero does not outweigh a
+    /// 90 % drop of the rest as a log ratio would.
+    fn change_of(&self, num_a: f64, num_f: f64, den_a: f64, den_f: f64) -> f64 {
+        let (a, f) = (self.cube.kpi(num_a, den_a), self.cube.kpi(num_f, den_f));
+        if a + f <= 0.0 {
+            return 0.0;
+        }
+        2.0 * (a - f) / (a + f) * self.p.sign
+    }
+
+    /// Whether the rest of `parent` (its leaves outside `child`) moved with the child: at
+    /// least half the child's relative change, in the same direction. Then the change belongs to
+    /// the parent and the child is only its purest part; otherwise the parent is the child
+    /// plus leaves that did not move. A rest with no weight (zeros) counts as moving along:
+    /// the parent is the simpler name for the same leaves.
+    fn rest_moved_with(&self, parent: &Agg, child: &Agg) -> bool {
+        if parent.w - child.w <= 1e-12 * parent.w.max(1.0) {
+            return true;
+        }
+        let c = self.change_of(child.num_a, child.num_f, child.den_a, child.den_f);
+        let r = self.change_of(
+            parent.num_a - child.num_a,
+            parent.num_f - child.num_f,
+            parent.den_a - child.den_a,
+            parent.den_f - child.den_f,
+        );
+        c > 0.0 && r >= 0.5 * c
+    }
+}
+
+fn matches(cube: &Cube, leaf: usize, element: &[(usize, u32)]) -> bool {
+    element.iter().all(|&(d, v)| cube.coord(leaf, d) == v)
+}
+
 /// Layer-wise search in one direction; the causes and their summed evidence.
+///
+/// Each round takes the best element of the most general layer that has a qualifying one,
+/// then corrects the layer order both ways: a more general element whose other leaves moved
+/// with it replaces it (small cubes, where a true coarse element stays under the purity bar
+/// while a purer child passes), and a qualifying descendant replaces it when the element's
+/// other leaves did not move (a parent that passes only because one child carries it).
 fn search(cube: &Cube, cfg: &AttributionConfig, p: &Prepared) -> (f64, Vec<Cause>) {
     let nd = cube.dims.len();
     let mut alive: Vec<u32> = (0..cube.len() as u32).collect();
     let mut causes: Vec<Cause> = Vec::new();
+    // The causes' elements as `(dimension, value id)` pairs, beside `causes`.
+    let mut elements: Vec<Vec<(usize, u32)>> = Vec::new();
     let mut total_evidence = 0.0;
     let layers: Vec<Vec<Vec<usize>>> = (1..=cfg.max_dims.min(nd)).map(|k| subsets(nd, k)).collect();
     let mut grouper = Grouper {
@@ -630,76 +894,129 @@ fn search(cube: &Cube, cfg: &AttributionConfig, p: &Prepared) -> (f64, Vec<Cause
                 rest_abnormal.add(p, cube, leaf as usize);
             }
         }
-        if p.explains(cube, &rest_abnormal) < cfg.stop_remaining {
-            break;
-        }
-        let background = if rest.w > 0.0 { rest.wa / rest.w } else { 0.5 };
-        // (explanatory power, purity, evidence, element as (dimension, value id) pairs, its sums)
-        type Best = (f64, f64, f64, Vec<(usize, u32)>, Agg);
-        let mut best: Option<Best> = None;
-        for layer in &layers {
-            for dims in layer {
-                grouper.for_each(cube, p, &alive, dims, |agg| {
-                    if agg.w <= 0.0 || agg.wa <= 0.0 {
-                        return;
-                    }
-                    let purity = agg.wa / agg.w;
-                    if purity < cfg.evidence_min_purity.min(cfg.min_purity) {
-                        return;
-                    }
-                    let ep = p.explains(cube, agg);
-                    let evidence = evidence_of(agg, background);
-                    let by_share = purity >= cfg.min_purity && ep >= cfg.min_explanatory_power;
-                    let by_evidence = purity >= cfg.evidence_min_purity
-                        && ep >= cfg.evidence_min_explanatory_power
-                        && evidence >= cfg.min_evidence;
-                    if !(by_share || by_evidence) {
-                        return;
-                    }
-                    let leaf = agg.first as usize;
-                    let better = match &best {
-                        None => true,
-                        Some((bep, bpur, _, bel, _)) => {
-                            match (ep, purity).partial_cmp(&(*bep, *bpur)) {
-                                Some(std::cmp::Ordering::Greater) => true,
-                                Some(std::cmp::Ordering::Equal) => {
-                                    dims.iter()
-                                        .map(|&d| (d, cube.coord(leaf, d)))
-                                        .collect::<Vec<_>>()
-                                        < *bel
-                                }
-                                _ => false,
-                            }
-                        }
-                    };
-                    if better {
-                        best = Some((
-                            ep,
-                            purity,
-                            evidence,
-                            dims.iter().map(|&d| (d, cube.coord(leaf, d))).collect(),
-                            *agg,
-                        ));
-                    }
-                });
-            }
-            if best.is_some() {
-                // The most general layer with a qualifying element wins.
-                break;
-            }
-        }
-        let Some((_, _, evidence, element, agg)) = best else {
+        let round = Round {
+            cube,
+            cfg,
+            p,
+            background: if rest.w > 0.0 { rest.wa / rest.w } else { 0.5 },
+            share_allowed: p.explains(cube, &rest_abnormal) >= cfg.stop_remaining,
+        };
+        let Some(mut best) = layers
+            .iter()
+            .find_map(|layer| round.best(&mut grouper, &alive, layer))
+        else {
             break;
         };
-        alive.retain(|&leaf| {
-            !element
-                .iter()
-                .all(|&(d, v)| cube.coord(leaf as usize, d) == v)
-        });
-        total_evidence += evidence;
-        causes.push(cause_of(cube, p, &element, &agg));
+        if let Some(parent) = generalize(&round, &alive, &best) {
+            best = parent;
+        } else {
+            best = specialize(&round, &mut grouper, &alive, &layers, best);
+        }
+        alive.retain(|&leaf| !matches(cube, leaf as usize, &best.element));
+        total_evidence += best.evidence;
+        // A cause named earlier that lies inside this one was its purest part, found while
+        // the whole was still under the bars: the whole is the cause.
+        let inside = |c: &[(usize, u32)]| best.element.iter().all(|pair| c.contains(pair));
+        let mut i = 0;
+        let mut merged = false;
+        while i < causes.len() {
+            if inside(&elements[i]) {
+                causes.remove(i);
+                elements.remove(i);
+                merged = true;
+            } else {
+                i += 1;
+            }
+        }
+        if merged {
+            // Report the whole element, the leaves of the merged part included.
+            best.agg = Agg::default();
+            for leaf in (0..cube.len()).filter(|&l| matches(cube, l, &best.element)) {
+                best.agg.add(p, cube, leaf);
+            }
+        }
+        elements.push(best.element.clone());
+        causes.push(cause_of(cube, p, &best.element, &best.agg));
     }
     (total_evidence, causes)
+}
+
+/// The most general ancestor of `child` (one pair dropped at a time) that is mostly abnormal
+/// and whose other leaves moved with the child; `None` if none is.
+fn generalize(round: &Round, alive: &[u32], child: &Candidate) -> Option<Candidate> {
+    let cube = round.cube;
+    let mut current = child.clone();
+    let mut moved = false;
+    loop {
+        if current.element.len() < 2 {
+            break;
+        }
+        let mut best: Option<Candidate> = None;
+        for drop in 0..current.element.len() {
+            let mut el = current.element.clone();
+            el.remove(drop);
+            let mut agg = Agg::default();
+            for &leaf in alive {
+                if matches(cube, leaf as usize, &el) {
+                    agg.add(round.p, cube, leaf as usize);
+                }
+            }
+            if agg.w <= 0.0 || agg.wa / agg.w < round.cfg.evidence_min_purity {
+                continue;
+            }
+            let ep = round.p.explains(cube, &agg);
+            if ep < current.ep || !round.rest_moved_with(&agg, &current.agg) {
+                continue;
+            }
+            let c = Candidate {
+                ep,
+                purity: agg.wa / agg.w,
+                evidence: evidence_of(&agg, round.background),
+                element: el,
+                agg,
+            };
+            if best.as_ref().is_none_or(|b| c.beats(b)) {
+                best = Some(c);
+            }
+        }
+        let Some(b) = best else { break };
+        current = b;
+        moved = true;
+    }
+    moved.then_some(current)
+}
+
+/// The qualifying descendant that carries `parent` when the parent's other leaves did not
+/// move with it (repeatedly, down to the deepest such); `parent` itself otherwise.
+fn specialize(
+    round: &Round,
+    grouper: &mut Grouper,
+    alive: &[u32],
+    layers: &[Vec<Vec<usize>>],
+    parent: Candidate,
+) -> Candidate {
+    let cube = round.cube;
+    let mut current = parent;
+    loop {
+        let dims: Vec<usize> = current.element.iter().map(|&(d, _)| d).collect();
+        let inside: Vec<u32> = alive
+            .iter()
+            .copied()
+            .filter(|&l| matches(cube, l as usize, &current.element))
+            .collect();
+        let deeper = layers
+            .iter()
+            .skip(dims.len())
+            .flatten()
+            .filter(|c| dims.iter().all(|d| c.contains(d)));
+        let Some(child) = round.best(grouper, &inside, deeper) else {
+            return current;
+        };
+        if round.rest_moved_with(&current.agg, &child.agg) {
+            return current;
+        }
+        current = child;
+    }
 }
 
 #[cfg(test)]
@@ -708,6 +1025,182 @@ mod tests {
 
     fn cfg() -> AttributionConfig {
         AttributionConfig::default()
+    }
+
+    fn el(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(d, v)| (d.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn names(causes: &[Cause]) -> Vec<Vec<(String, String)>> {
+        let mut v: Vec<_> = causes.iter().map(|c| c.elements.clone()).collect();
+        v.sort();
+        v
+    }
+
+    /// A symmetric spread of relative noise in [-amp, amp], deterministic in (i, j).
+    fn noise(i: usize, j: usize, amp: f64) -> f64 {
+        (((i * 7 + j * 13) % 21) as f64 - 10.0) / 10.0 * amp
+    }
+
+    #[test]
+    fn a_small_second_cause_is_found_by_evidence_after_the_remainder_falls_under_stop() {
+        // s0 (big leaves) loses 90%: ~99.7% of the change. s1 (small leaves) loses 30%: 0.3%
+        // of it, under `stop_remaining`, but 50 leaves that all moved is strong evidence.
+        let mut b = CubeBuilder::new(&["service", "pod"], KpiKind::Additive);
+        for s in 0..20 {
+            for p in 0..50 {
+                let (f, a) = match s {
+                    0 => (1000.0, 100.0),
+                    1 => (10.0, 7.0),
+                    _ => (100.0, 100.0 * (1.0 + noise(s, p, 0.02))),
+                };
+                b.add(&[&format!("s{s}"), &format!("p{p}")], a, f);
+            }
+        }
+        let causes = attribute(&b.build(), &cfg());
+        assert_eq!(
+            names(&causes),
+            [el(&[("service", "s0")]), el(&[("service", "s1")])],
+            "{causes:?}"
+        );
+    }
+
+    #[test]
+    fn the_exact_child_wins_over_a_parent_it_carries() {
+        // a1 & b1 drops 60%; a1 & b2 is as noisy as the rest. a1 is half abnormal and, over
+        // 200 leaves, passes the evidence bar first: the child must be named.
+        let mut b = CubeBuilder::new(&["a", "b", "c", "d"], KpiKind::Additive);
+        for a in 0..6 {
+            for bb in 0..2 {
+                for c in 0..10 {
+                    for d in 0..10 {
+                        let f = 100.0;
+                        let act = if a == 1 && bb == 1 {
+                            40.0
+                        } else {
+                            f * (1.0 + noise(a * 20 + bb * 10 + c, d, 0.15))
+                        };
+                        b.add(
+                            &[
+                                &format!("a{a}"),
+                                &format!("b{bb}"),
+                                &format!("c{c}"),
+                                &format!("d{d}"),
+                            ],
+                            act,
+                            f,
+                        );
+                    }
+                }
+            }
+        }
+        let causes = attribute(&b.build(), &cfg());
+        assert_eq!(
+            names(&causes),
+            [el(&[("a", "a1"), ("b", "b1")])],
+            "{causes:?}"
+        );
+    }
+
+    #[test]
+    fn in_a_small_cube_the_coarse_element_wins_over_its_purest_leaf() {
+        // 100 leaves; a3 drops by 5–13% per leaf, so part of it sits in the noise band (±5%)
+        // and it stays under the purity and evidence bars, while its largest drop alone is
+        // pure and explains 40%.
+        let mut b = CubeBuilder::new(&["a", "b"], KpiKind::Additive);
+        for a in 0..20 {
+            for bb in 0..5 {
+                let f = 100.0;
+                let act = if a == 3 {
+                    f * (1.0 - (0.05 + 0.02 * bb as f64))
+                } else {
+                    f * (1.0 + noise(a, bb, 0.05))
+                };
+                b.add(&[&format!("a{a}"), &format!("b{bb}")], act, f);
+            }
+        }
+        let causes = attribute(&b.build(), &cfg());
+        assert_eq!(names(&causes), [el(&[("a", "a3")])], "{causes:?}");
+    }
+
+    #[test]
+    fn a_large_fault_beats_a_widespread_drift_with_more_evidence() {
+        // Version v2 (4 big leaves) loses 90%; zone z1 drifts up 12% on 100 small leaves:
+        // more leaves, more evidence, a thirtieth of the change.
+        let mut b = CubeBuilder::new(&["zone", "pod", "version"], KpiKind::Additive);
+        for z in 0..4 {
+            for p in 0..100 {
+                let v2 = z == 0 && p < 4;
+                let (f, a) = if v2 {
+                    (10_000.0, 1_000.0)
+                } else if z == 1 {
+                    (100.0, 112.0)
+                } else {
+                    (100.0, 100.0 * (1.0 + noise(z, p, 0.03)))
+                };
+                let version = if v2 { "v2" } else { "v1" };
+                b.add(&[&format!("z{z}"), &format!("p{p}"), version], a, f);
+            }
+        }
+        let causes = attribute(&b.build(), &cfg());
+        assert_eq!(names(&causes), [el(&[("version", "v2")])], "{causes:?}");
+    }
+
+    #[test]
+    fn failure_rates_from_small_error_counts_are_attributed() {
+        // 0–2 errors per pod and endpoint where 1 was expected (1 → 0 is noise, not a
+        // −100% change); p7 has 8 on every endpoint.
+        let mut b = CubeBuilder::new(&["pod", "endpoint"], KpiKind::Ratio);
+        for p in 0..20 {
+            for e in 0..10 {
+                let errors = if p == 7 {
+                    8.0
+                } else {
+                    ((p * 7 + e * 3) % 3) as f64
+                };
+                b.add_ratio(
+                    &[&format!("p{p}"), &format!("/e{e}")],
+                    errors,
+                    1.0,
+                    50.0,
+                    50.0,
+                );
+            }
+        }
+        let causes = attribute(&b.build(), &cfg());
+        assert_eq!(names(&causes), [el(&[("pod", "p7")])], "{causes:?}");
+    }
+
+    #[test]
+    fn a_single_leaf_far_beyond_the_noise_is_found_in_a_large_cube() {
+        // One leaf of 4,000 loses 90%; the noise moves no leaf more than 10%.
+        let mut b = CubeBuilder::new(&["a", "b", "c"], KpiKind::Additive);
+        for a in 0..10 {
+            for bb in 0..20 {
+                for c in 0..20 {
+                    let f = 100.0;
+                    let act = if (a, bb, c) == (4, 5, 6) {
+                        10.0
+                    } else {
+                        f * (1.0 + noise(a * 20 + bb, c, 0.1))
+                    };
+                    b.add(
+                        &[&format!("a{a}"), &format!("b{bb}"), &format!("c{c}")],
+                        act,
+                        f,
+                    );
+                }
+            }
+        }
+        let causes = attribute(&b.build(), &cfg());
+        assert_eq!(
+            names(&causes),
+            [el(&[("a", "a4"), ("b", "b5"), ("c", "c6")])],
+            "{causes:?}"
+        );
     }
 
     #[test]

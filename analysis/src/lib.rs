@@ -5,7 +5,8 @@
 //!
 //! - [`detect`]: streaming anomaly detection per series (O(1) state) and the SLO burn-rate gate
 //!   that decides which anomalies open an incident worth a report.
-//! - [`attribution`]: which dimension-value combinations explain a KPI change.
+//! - [`attribution`]: which dimension-value combinations explain a KPI change;
+//!   [`attribution_cases`] reads labelled attribution cases from files (public datasets).
 //! - [`topology`] and [`demarcation`]: walk the service/machine graph from the entry service and
 //!   rank abnormal services, call edges and machines along the propagation path.
 //! - [`rules`]: the fault-tree interface; rules are sandboxed `fault-rule` components run by the
@@ -18,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod attribution;
+pub mod attribution_cases;
 pub mod baselines;
 pub mod demarcation;
 pub mod detect;
