@@ -8,11 +8,15 @@
    the core can run, the verifier budget (stack, processed instructions) holds.
 2. `sonde trace --json --states --logs` while this script makes a real exchange on loopback:
    a TCP server and client (payload both ways, a sendfile body), a line on stdout from a
-   child process, and a connection to a closed port (a reset). Every one must show up.
+   child process, a connection to a closed port (a reset), and a TLS exchange through this
+   Python's `ssl` module (OpenSSL's SSL_read_ex/SSL_write_ex: the uprobes). Every one must
+   show up, the TLS request as plaintext marked `tls`.
 """
 import json
 import os
+import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -113,14 +117,51 @@ def exchange(port, closed_port, marker):
     os.unlink(body.name)
 
 
+def tls_exchange(port, certdir):
+    """A TLS server and client in this process (the system libssl, attached by the daemon
+    at start): two requests on one connection, each answered."""
+    cert, key = os.path.join(certdir, "cert.pem"), os.path.join(certdir, "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-subj", "/CN=localhost", "-days", "1", "-keyout", key, "-out", cert],
+        check=True, capture_output=True, timeout=120,
+    )
+    sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    sctx.load_cert_chain(cert, key)
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", port))
+    srv.listen(1)
+
+    def serve():
+        c, _ = srv.accept()
+        with sctx.wrap_socket(c, server_side=True) as t:
+            for _ in range(2):
+                t.recv(100)
+                t.sendall(b"TLSPONG\n")
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    cctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    cctx.check_hostname = False
+    cctx.verify_mode = ssl.CERT_NONE
+    with cctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=30)) as t:
+        for i in range(2):
+            t.sendall(b"TLSPING-%d\n" % i)
+            t.recv(100)
+    th.join(30)
+    srv.close()
+
+
 def trace(sonde, summary):
-    port, closed = free_port(), free_port()
+    port, closed, tls_port = free_port(), free_port(), free_port()
     marker = f"sonde-matrix-{os.getpid()}"
     out = tempfile.TemporaryFile(mode="w+")
     err = tempfile.TemporaryFile(mode="w+")
     t0 = time.monotonic()
     p = subprocess.Popen(
-        [sonde, "trace", "--json", "--states", "--logs", "--port", str(port), "--port", str(closed)],
+        [sonde, "trace", "--json", "--states", "--logs", "--port", str(port), "--port", str(closed),
+         "--port", str(tls_port)],
         stdout=out, stderr=err, env={**os.environ, "SONDE_LOG": "info"},
     )
     deadline = time.monotonic() + 600
@@ -138,8 +179,16 @@ def trace(sonde, summary):
         fail(summary, "sonde trace did not attach: " + err.read()[-2000:])
         return
     exchange(port, closed, marker)
+    certdir = tempfile.mkdtemp(prefix="sonde-matrix-tls-")
+    try:
+        tls_exchange(tls_port, certdir)
+    except (OSError, subprocess.SubprocessError) as e:
+        fail(summary, f"the TLS exchange itself failed: {e}")
+    finally:
+        shutil.rmtree(certdir, ignore_errors=True)
     # The events are in the ring: poll the output until all kinds show up, or a deadline.
-    want = {"request": False, "response": False, "sendfile": False, "log": False, "reset": False}
+    want = {"request": False, "response": False, "sendfile": False, "log": False, "reset": False,
+            "tls": False}
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not all(want.values()):
         out.seek(0)
@@ -159,6 +208,10 @@ def trace(sonde, summary):
                 want["log"] = True
             if kind == "reset":
                 want["reset"] = True
+            # The server's read of the client's request, in plaintext, from SSL_read_ex's probe.
+            if (kind == "data" and e.get("tls") and "TLSPING-" in e.get("preview", "")
+                    and e.get("direction") == "ingress"):
+                want["tls"] = True
         time.sleep(0.5)
     p.terminate()
     try:
@@ -168,8 +221,11 @@ def trace(sonde, summary):
     summary["seen"] = want
     # Resets come from a network probe: optional, so only required where it loaded.
     resets_off = any(x.startswith("sonde_tcp_send_reset") for x in summary.get("programs_off", []))
+    # TLS is optional too (it turns off alone), but off must be visible: the summary says so.
+    tls_off = any(x.startswith("sonde_ssl_") for x in summary.get("programs_off", []))
+    summary["tls_off"] = tls_off
     for k, v in want.items():
-        if not v and not (k == "reset" and resets_off):
+        if not v and not (k == "reset" and resets_off) and not (k == "tls" and tls_off):
             fail(summary, f"no {k} event captured")
 
 
