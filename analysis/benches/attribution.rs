@@ -14,7 +14,10 @@ use sonde_analysis::synth::{Rng, SynthConfig, generate};
 
 #[path = "common/riskloc.rs"]
 mod riskloc;
+#[path = "common/timing.rs"]
+mod timing;
 use riskloc::{element_of, riskloc};
+use timing::stats;
 
 // ---------------------------------------------------------------------------------------------
 // Baseline 2: Adtributor-style: per dimension, values by explanatory power until 67% of the
@@ -153,18 +156,6 @@ fn f1(s: &Scorer) -> String {
     } else {
         format!("{:.3}", s.f1())
     }
-}
-
-fn stats(ms: &[f64]) -> (f64, f64) {
-    if ms.is_empty() {
-        return (0.0, 0.0);
-    }
-    let mut v = ms.to_vec();
-    v.sort_by(f64::total_cmp);
-    (
-        v.iter().sum::<f64>() / v.len() as f64,
-        v[((v.len() as f64 * 0.95).ceil() as usize).clamp(1, v.len()) - 1],
-    )
 }
 
 /// The benchmark's draw of the case-level settings (as RiskLoc S: noise and zero share U(0, 25%)).

@@ -20,18 +20,9 @@ use sonde_analysis::score::{Element, Scorer};
 
 #[path = "common/riskloc.rs"]
 mod riskloc;
-
-fn stats(ms: &[f64]) -> (f64, f64) {
-    if ms.is_empty() {
-        return (0.0, 0.0);
-    }
-    let mut v = ms.to_vec();
-    v.sort_by(f64::total_cmp);
-    (
-        v.iter().sum::<f64>() / v.len() as f64,
-        v[((v.len() as f64 * 0.95).ceil() as usize).clamp(1, v.len()) - 1],
-    )
-}
+#[path = "common/timing.rs"]
+mod timing;
+use timing::stats;
 
 fn show(e: &[Element]) -> String {
     let mut s: Vec<String> = e

@@ -580,6 +580,46 @@ fn parse_labels(s: &str) -> BTreeMap<String, String> {
 }
 
 /// Sum of the samples named `name` whose labels include every `(k, v)` of `filter`.
+/// Waits until the daemon has set TLS records on the sockets aside as ciphertext and counted
+/// at least `min_plaintext` TLS plaintext events from the uprobes; returns (ciphertext bytes,
+/// plaintext events, the samples read). Panics with both counters at the deadline.
+pub fn wait_tls_counters(
+    daemon: &Daemon,
+    min_plaintext: f64,
+    timeout: Duration,
+) -> (f64, f64, Vec<Sample>) {
+    let counts = || {
+        let samples = daemon.samples();
+        (
+            sum(&samples, "sonde_stream_tls_ciphertext_bytes_total", &[]),
+            sum(&samples, "sonde_capture_tls_events_total", &[]),
+            samples,
+        )
+    };
+    wait_until(timeout, "the TLS counters", || {
+        let c = counts();
+        (c.0 > 0.0 && c.1 >= min_plaintext).then_some(c)
+    })
+    .unwrap_or_else(|_| {
+        let c = counts();
+        panic!(
+            "TLS records counted as ciphertext: {}, plaintext events: {} (want >= {min_plaintext})",
+            c.0, c.1
+        )
+    })
+}
+
+/// The daemon's latest records (`/api/records`, up to 1000) with `127.0.0.1:port` at either end.
+pub fn records_on_port(daemon: &Daemon, port: u16) -> Vec<serde_json::Value> {
+    let body = http_body(daemon.port, "/api/records?limit=1000").expect("/api/records");
+    let records: Vec<serde_json::Value> = serde_json::from_str(&body).expect("records JSON");
+    let end = format!("127.0.0.1:{port}");
+    records
+        .into_iter()
+        .filter(|r| r["local"] == end.as_str() || r["remote"] == end.as_str())
+        .collect()
+}
+
 pub fn sum(samples: &[Sample], name: &str, filter: &[(&str, &str)]) -> f64 {
     samples
         .iter()

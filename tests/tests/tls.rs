@@ -149,32 +149,10 @@ fn https_through_nginx_gives_the_http_records() {
 
     // The TLS records were seen and set aside, and plaintext came from the uprobes (the
     // health snapshot is published after the records of the same batch: polled too).
-    let counts = || {
-        let samples = daemon.samples();
-        (
-            sum(&samples, "sonde_stream_tls_ciphertext_bytes_total", &[]),
-            sum(&samples, "sonde_capture_tls_events_total", &[]),
-            samples,
-        )
-    };
-    let (ciphertext, plaintext, samples) = wait_until(T, "the TLS counters", || {
-        let c = counts();
-        (c.0 > 0.0 && c.1 >= 2.0 * 24.0).then_some(c)
-    })
-    .unwrap_or_else(|_| {
-        let c = counts();
-        panic!(
-            "TLS records counted as ciphertext: {}, plaintext events: {}",
-            c.0, c.1
-        )
-    });
+    let (ciphertext, plaintext, samples) = httplab::wait_tls_counters(&daemon, 2.0 * 24.0, T);
     // The records say they came from TLS plaintext (a label on records, not on RED series).
-    let records: serde_json::Value =
-        serde_json::from_str(&httplab::http_body(daemon.port, "/api/records?limit=1000").unwrap())
-            .unwrap();
-    let server_records: Vec<&serde_json::Value> = records
-        .as_array()
-        .unwrap()
+    let on_port = httplab::records_on_port(&daemon, port);
+    let server_records: Vec<&serde_json::Value> = on_port
         .iter()
         .filter(|r| r["side"] == "server" && r["local"] == format!("127.0.0.1:{port}"))
         .collect();

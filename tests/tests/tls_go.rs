@@ -226,37 +226,10 @@ fn https_between_go_programs_gives_the_http_records() {
 
     // The TLS records on the sockets were set aside as ciphertext; the plaintext came from the
     // Go probes (both processes, both directions: at least 2 events per request per side).
-    let counts = || {
-        let samples = daemon.samples();
-        (
-            sum(&samples, "sonde_stream_tls_ciphertext_bytes_total", &[]),
-            sum(&samples, "sonde_capture_tls_events_total", &[]),
-        )
-    };
-    wait_until(T, "the TLS counters", || {
-        let c = counts();
-        (c.0 > 0.0 && c.1 >= 4.0 * 16.0).then_some(())
-    })
-    .unwrap_or_else(|_| {
-        let c = counts();
-        panic!(
-            "TLS records counted as ciphertext: {}, plaintext events: {}",
-            c.0, c.1
-        )
-    });
+    httplab::wait_tls_counters(&daemon, 4.0 * 16.0, T);
 
     // The records: the right role, process and 4-tuple, labelled tls=true.
-    let records: serde_json::Value =
-        serde_json::from_str(&httplab::http_body(daemon.port, "/api/records?limit=1000").unwrap())
-            .unwrap();
-    let on_port: Vec<&serde_json::Value> = records
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| {
-            r["local"] == format!("127.0.0.1:{port}") || r["remote"] == format!("127.0.0.1:{port}")
-        })
-        .collect();
+    let on_port = httplab::records_on_port(&daemon, port);
     let server_pid = server.0.id();
     let servers: Vec<_> = on_port.iter().filter(|r| r["side"] == "server").collect();
     let clients: Vec<_> = on_port.iter().filter(|r| r["side"] == "client").collect();

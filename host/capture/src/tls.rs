@@ -529,27 +529,26 @@ impl Tls {
             .filter(|p| std::fs::metadata(p).is_ok_and(|m| (m.dev(), m.ino()) == key))
             .unwrap_or_else(|| path.to_path_buf());
         let (attached, links) = self.attach_file(ebpf, &shown);
-        if attached {
-            self.found(via);
-        }
-        self.targets.insert(
-            key,
-            Target {
-                path: shown,
-                kind: Kind::Libssl,
-                attached,
-                standing: user.is_none(),
-                links,
-                users: user.into_iter().collect(),
-            },
-        );
+        let target = Target {
+            path: shown,
+            kind: Kind::Libssl,
+            attached,
+            standing: user.is_none(),
+            links,
+            users: user.into_iter().collect(),
+        };
+        self.remember(key, target, via);
     }
 
-    fn found(&mut self, via: Via) {
-        match via {
-            Via::Exec => self.found_by_exec += 1,
-            Via::Scan => self.found_by_scan += 1,
+    /// Keeps a file tried once (attached or not), counting how an attached one was found.
+    fn remember(&mut self, key: (u64, u64), target: Target, via: Via) {
+        if target.attached {
+            match via {
+                Via::Exec => self.found_by_exec += 1,
+                Via::Scan => self.found_by_scan += 1,
+            }
         }
+        self.targets.insert(key, target);
     }
 
     /// Attaches to the executable of `pid` if it is a Go binary using crypto/tls not seen
@@ -584,20 +583,15 @@ impl Tls {
                 (false, Vec::new())
             }
         };
-        if attached {
-            self.found(via);
-        }
-        self.targets.insert(
-            key,
-            Target {
-                path: shown,
-                kind: Kind::Go,
-                attached,
-                standing: false,
-                links,
-                users: HashSet::from([pid]),
-            },
-        );
+        let target = Target {
+            path: shown,
+            kind: Kind::Go,
+            attached,
+            standing: false,
+            links,
+            users: HashSet::from([pid]),
+        };
+        self.remember(key, target, via);
     }
 
     /// The Go programs on one binary: the entry of each function and each of its RETs.
