@@ -23,6 +23,24 @@ pub struct MariaDb {
 
 impl MariaDb {
     pub fn start() -> Result<Self> {
+        Self::start_with(&[])
+    }
+
+    /// With TLS: a certificate made with `openssl` (`httplab::make_certificate`) in the
+    /// server's own directory; clients ask for TLS with [`Self::client_tls`].
+    pub fn start_tls() -> Result<Self> {
+        let certs = Scratch::new("mariadb-cert");
+        crate::httplab::make_certificate(certs.path())?;
+        let db = Self::start_with(&[
+            format!("--ssl-cert={}", certs.path().join("cert.pem").display()),
+            format!("--ssl-key={}", certs.path().join("key.pem").display()),
+        ])?;
+        // The server has read them at start.
+        drop(certs);
+        Ok(db)
+    }
+
+    fn start_with(extra: &[String]) -> Result<Self> {
         let dir = Scratch::new("mariadb");
         let data = dir.path().join("data");
         let install = Command::new("mariadb-install-db")
@@ -64,6 +82,7 @@ impl MariaDb {
                 "--log-error={}",
                 dir.path().join("error.log").display()
             ))
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -88,6 +107,20 @@ impl MariaDb {
 
     /// Run `sql` with the `mariadb` client over TCP (no TLS); fails unless `expect_error`.
     pub fn client(&self, sql: &str, expect_error: bool) -> Result<Output> {
+        self.run_client(&["--skip-ssl"], sql, expect_error)
+    }
+
+    /// Run `sql` with the `mariadb` client over TLS (the server's certificate not verified:
+    /// it is self-signed); fails unless `expect_error`.
+    pub fn client_tls(&self, sql: &str, expect_error: bool) -> Result<Output> {
+        self.run_client(
+            &["--ssl", "--skip-ssl-verify-server-cert"],
+            sql,
+            expect_error,
+        )
+    }
+
+    fn run_client(&self, tls: &[&str], sql: &str, expect_error: bool) -> Result<Output> {
         let out = Command::new("mariadb")
             .args([
                 "--no-defaults",
@@ -96,9 +129,9 @@ impl MariaDb {
                 "127.0.0.1",
                 "-u",
                 "root",
-                "--skip-ssl",
                 "--batch",
             ])
+            .args(tls)
             .arg(format!("-P{}", self.port))
             .arg("-e")
             .arg(sql)
@@ -533,8 +566,34 @@ fn pg_bin(name: &str) -> std::path::PathBuf {
 
 impl Postgres {
     pub fn start() -> Result<Self> {
+        Self::start_with(false)
+    }
+
+    /// With TLS (`ssl = on`, a certificate made with `openssl`, owned by the server's user as
+    /// it requires); clients ask for it with [`Self::psql_tls`].
+    pub fn start_tls() -> Result<Self> {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Result<Self> {
         let dir = Scratch::new("postgres");
-        std::os::unix::fs::chown(dir.path(), Some(postgres_uid()?), None)?;
+        let uid = postgres_uid()?;
+        std::os::unix::fs::chown(dir.path(), Some(uid), None)?;
+        let mut tls_opts = String::new();
+        if tls {
+            crate::httplab::make_certificate(dir.path())?;
+            for f in ["cert.pem", "key.pem"] {
+                std::os::unix::fs::chown(dir.path().join(f), Some(uid), None)?;
+            }
+            std::fs::set_permissions(
+                dir.path().join("key.pem"),
+                std::os::unix::fs::PermissionsExt::from_mode(0o600),
+            )?;
+            tls_opts = format!(
+                " -c ssl=on -c ssl_cert_file={d}/cert.pem -c ssl_key_file={d}/key.pem",
+                d = dir.path().display()
+            );
+        }
         let data = dir.path().join("data");
         let as_postgres = |bin: &str| {
             let mut c = Command::new("runuser");
@@ -551,7 +610,7 @@ impl Postgres {
         }
         let port = free_port();
         let opts = format!(
-            "-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
+            "-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=off{tls_opts}",
             dir.path().display()
         );
         let start = as_postgres("pg_ctl")
@@ -582,7 +641,18 @@ impl Postgres {
     /// `psql` over TCP with each of `commands` as a `-c` (one connection; a `-c` with several
     /// statements is one simple Query). Fails unless `expect_error` says whether one fails.
     pub fn psql(&self, commands: &[&str], expect_error: bool) -> Result<Output> {
+        self.run_psql("prefer", commands, expect_error)
+    }
+
+    /// As [`Self::psql`], with TLS required (`sslmode=require`: the certificate is not
+    /// verified, it is self-signed).
+    pub fn psql_tls(&self, commands: &[&str], expect_error: bool) -> Result<Output> {
+        self.run_psql("require", commands, expect_error)
+    }
+
+    fn run_psql(&self, sslmode: &str, commands: &[&str], expect_error: bool) -> Result<Output> {
         let mut c = Command::new("psql");
+        c.env("PGSSLMODE", sslmode);
         // psql's default sslmode (prefer): an SSLRequest first, which the server declines.
         c.args([
             "-X",

@@ -298,3 +298,136 @@ srv.serve_forever()
     );
     drop(server);
 }
+
+/// MariaDB over TLS: the protocol starts in cleartext (the server's greeting, the client's
+/// SSLRequest), then TLS begins inside the connection. The records are set aside from the
+/// ClientHello on, and the plaintext from both processes' libssl continues the MySQL stream,
+/// so the queries are counted on both sides as in cleartext, with their error codes.
+#[test]
+fn mariadb_over_tls_gives_the_mysql_records_on_both_sides() {
+    use sonde_tests::dblab::MariaDb;
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let daemon = Daemon::start("", "");
+    tls_attached(&daemon);
+    let db = MariaDb::start_tls().unwrap();
+    // Three sessions, each: the cipher in use (proof that the session is TLS), a query, and a
+    // query that fails with 1046 (no database selected).
+    const SESSIONS: usize = 3;
+    for _ in 0..SESSIONS {
+        let out = db
+            .client_tls(
+                "SHOW STATUS LIKE 'Ssl_cipher'; SELECT 1; SELECT * FROM nosuch",
+                true,
+            )
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains("TLS_") || stdout.contains("ECDHE"),
+            "the session uses TLS: {stdout}"
+        );
+    }
+    httplab::wait_tls_counters(&daemon, 4.0 * SESSIONS as f64, T);
+    let expected: BTreeMap<(String, String, String), usize> = ["server", "client"]
+        .iter()
+        .flat_map(|side| {
+            [("SHOW", "0"), ("SELECT", "0"), ("SELECT", "1046")]
+                .map(|(op, status)| ((side.to_string(), op.to_string(), status.to_string()), 1))
+        })
+        .fold(BTreeMap::new(), |mut m, (k, n)| {
+            *m.entry(k).or_insert(0) += n * SESSIONS;
+            m
+        });
+    let seen = || {
+        let mut m = BTreeMap::new();
+        for r in httplab::records_on_port(&daemon, db.port) {
+            let key = (
+                r["side"].as_str().unwrap_or("").to_string(),
+                r["operation"].as_str().unwrap_or("").to_string(),
+                r["status"].to_string(),
+            );
+            assert_eq!(r["protocol"], "mysql", "{r}");
+            *m.entry(key).or_insert(0) += 1;
+        }
+        m
+    };
+    let got = wait_until(T, "the MySQL records of the TLS sessions", || {
+        let m = seen();
+        (m == expected).then_some(m)
+    });
+    assert!(
+        got.is_ok(),
+        "MariaDB over TLS: expected {expected:?}, got {:?}",
+        seen()
+    );
+}
+
+/// PostgreSQL over TLS: psql's SSLRequest and the server's `S` in cleartext, then TLS inside
+/// the connection; the startup, the queries and an error (SQLSTATE) come as plaintext from
+/// libpq's and the server's libssl and continue the PostgreSQL stream.
+#[test]
+fn postgres_over_tls_gives_the_postgresql_records_on_both_sides() {
+    use sonde_tests::dblab::Postgres;
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let daemon = Daemon::start("", "");
+    tls_attached(&daemon);
+    let db = Postgres::start_tls().unwrap();
+    const SESSIONS: usize = 3;
+    for _ in 0..SESSIONS {
+        let out = db
+            .psql_tls(
+                &[
+                    "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                    "SELECT * FROM nosuch",
+                ],
+                true,
+            )
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.lines().any(|l| l.trim() == "t"),
+            "the session uses TLS: {stdout}"
+        );
+    }
+    httplab::wait_tls_counters(&daemon, 4.0 * SESSIONS as f64, T);
+    let seen = || {
+        let mut m: BTreeMap<(String, String, String), usize> = BTreeMap::new();
+        for r in httplab::records_on_port(&daemon, db.port) {
+            assert_eq!(r["protocol"], "postgresql", "{r}");
+            let key = (
+                r["side"].as_str().unwrap_or("").to_string(),
+                r["operation"].as_str().unwrap_or("").to_string(),
+                // Attributes are [key, value] pairs.
+                r["attributes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|kv| kv[0] == "db.response.status_code")
+                    .and_then(|kv| kv[1].as_str())
+                    .unwrap_or("")
+                    .to_string(),
+            );
+            *m.entry(key).or_insert(0) += 1;
+        }
+        m
+    };
+    let expected: BTreeMap<(String, String, String), usize> = ["server", "client"]
+        .iter()
+        .flat_map(|side| {
+            [("SELECT", ""), ("SELECT", "42P01")].map(|(op, code)| {
+                (
+                    (side.to_string(), op.to_string(), code.to_string()),
+                    SESSIONS,
+                )
+            })
+        })
+        .collect();
+    let got = wait_until(T, "the PostgreSQL records of the TLS sessions", || {
+        let m = seen();
+        (m == expected).then_some(m)
+    });
+    assert!(
+        got.is_ok(),
+        "PostgreSQL over TLS: expected {expected:?}, got {:?}",
+        seen()
+    );
+}

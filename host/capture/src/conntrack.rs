@@ -368,20 +368,54 @@ struct Tracked {
     streams: [StreamReassembler; 2],
     /// TLS plaintext has been placed in this direction's stream.
     tls_plain: [bool; 2],
+    /// Where the first plaintext of a direction went: (its own position, the stream's). The
+    /// plaintext's own positions start at 0, after whatever cleartext the protocol sent
+    /// before TLS began (MySQL's greeting, PostgreSQL's SSLRequest).
+    tls_base: [(u64, u64); 2],
 }
 
 /// The first socket bytes of a direction are a TLS record header: content type 20–23
 /// (change_cipher_spec, alert, handshake, application_data), version 3.x (SSL 3 to TLS 1.3's
 /// legacy 3.3). A ClientHello starts `16 03 01`. nginx first peeks at one byte
 /// (`recv(MSG_PEEK)`) to tell TLS from plain HTTP on an `ssl` port: a lone handshake byte
-/// (or two) at the start of the stream is taken as TLS too.
+/// (or two) at the start of the stream is taken as TLS too. Later in the stream only a
+/// ClientHello or ServerHello counts ([`starts_tls_handshake`]).
 fn looks_like_tls_record(d: &DataChunk) -> bool {
-    d.pos == 0
-        && !d.datagram
-        && match d.payload.as_ref() {
-            [22] | [22, 3] => true,
-            p => matches!(p.get(..3), Some(&[20..=23, 3, 0..=4])),
-        }
+    if d.datagram {
+        return false;
+    }
+    match (d.pos, d.payload.as_ref()) {
+        (0, [22] | [22, 3]) => true,
+        (0, p) => matches!(p.get(..3), Some(&[20..=23, 3, 0..=4])),
+        (_, p) => starts_tls_handshake(p),
+    }
+}
+
+/// A TLS handshake starting after a protocol's own cleartext opening (MySQL's and
+/// PostgreSQL's SSLRequest, SMTP's STARTTLS): a chunk that begins with a handshake record
+/// holding a ClientHello or ServerHello whose legacy version is TLS 1.0–1.3. Eleven fixed
+/// bytes: a cleartext write that happens to start so is not a concern.
+fn starts_tls_handshake(p: &[u8]) -> bool {
+    // OpenSSL without read-ahead reads a record's 5-byte header alone, then its body: a
+    // lone handshake record header of a hello's plausible size counts too.
+    if let &[22, 3, 1..=4, hi, lo] = p {
+        return (42..=(1 << 14) + 2048).contains(&u16::from_be_bytes([hi, lo]));
+    }
+    let Some(h) = p.get(..11) else {
+        return false;
+    };
+    let record_len = u16::from_be_bytes([h[3], h[4]]) as usize;
+    let hello_len = u32::from_be_bytes([0, h[6], h[7], h[8]]) as usize;
+    h[0] == 22
+        && h[1] == 3
+        && (1..=4).contains(&h[2])
+        && (1..=2).contains(&h[5])
+        && (4..=(1 << 14) + 2048).contains(&record_len)
+        // A hello is at least 38 bytes (version, random, session id length…); it may span
+        // records, so it is not held to this one's length.
+        && (38..1 << 16).contains(&hello_len)
+        && h[9] == 3
+        && h[10] <= 4
 }
 
 impl Tracked {
@@ -607,12 +641,15 @@ impl ConnTracker {
         if d.tls {
             self.stats.chunks_tls_plaintext += 1;
             t.conn.tls = true;
-            // The first plaintext of a direction starts its stream where the plaintext is,
-            // whatever socket bytes were pushed before (a connection seen mid-way).
-            if !t.tls_plain[dir]
-                && (t.streams[dir].position() != d.pos || t.streams[dir].pending_chunks() > 0)
-            {
-                t.streams[dir] = StreamReassembler::starting_at(d.pos, self.cfg.limits());
+            // The first plaintext of a direction goes on where the stream's cleartext ended
+            // (nothing, or a protocol's opening before its TLS began). Socket bytes still
+            // waiting for a hole are given up: the records replaced them.
+            if !t.tls_plain[dir] {
+                let at = t.streams[dir].position();
+                if t.streams[dir].pending_chunks() > 0 {
+                    t.streams[dir] = StreamReassembler::starting_at(at, self.cfg.limits());
+                }
+                t.tls_base[dir] = (d.pos, at);
             }
             t.tls_plain[dir] = true;
         } else if t.conn.tls || looks_like_tls_record(d) {
@@ -626,8 +663,19 @@ impl ConnTracker {
         if !was_tls && t.conn.tls && self.tls_marked.len() < MAX_TLS_MARKED {
             self.tls_marked.push(d.conn_id);
         }
+        let pos = if d.tls {
+            // Plaintext earlier than the first one placed lands below that point: seen
+            // already, dropped by the reassembler like any duplicate.
+            let (plain, stream) = t.tls_base[dir];
+            match d.pos.checked_sub(plain) {
+                Some(ahead) => stream + ahead,
+                None => stream.saturating_sub(plain - d.pos),
+            }
+        } else {
+            d.pos
+        };
         let chunk = Chunk {
-            pos: d.pos,
+            pos,
             len: d.len,
             payload: d.payload.clone(),
             ts_ns: d.ts_exit_ns,
@@ -711,6 +759,7 @@ impl ConnTracker {
                 conn: Connection::new(conn_id, task, fd, ts),
                 streams,
                 tls_plain: [false; 2],
+                tls_base: [(0, 0); 2],
             },
         );
         self.stats.connections_opened += 1;
@@ -1109,6 +1158,81 @@ mod tests {
         assert_eq!(t.stats().chunks_tls_plaintext, 2);
         assert!(finished_one(&mut t, 1).tls);
         assert_eq!(t.take_tls_marked(), [1]);
+        assert!(t.take_tls_marked().is_empty());
+    }
+
+    /// STARTTLS-style (MySQL's and PostgreSQL's SSLRequest): a cleartext opening, then a TLS
+    /// handshake later in the stream — here the server reads the ClientHello's 5-byte record
+    /// header alone, as OpenSSL does. The records are dropped, and the plaintext continues
+    /// each direction's stream after its cleartext opening.
+    #[test]
+    fn tls_started_inside_a_protocol_continues_the_stream_with_the_plaintext() {
+        let mut t = ConnTracker::new(cfg());
+        let mut run = Run::default();
+        let greeting = b"greeting-in-clear".to_vec();
+        let ssl_request = b"ssl-request".to_vec();
+        let hello_head = [22u8, 3, 1, 2, 0];
+        let hello_body = [&[1u8, 0, 1, 252, 3, 3][..], &pattern(7, 506)].concat();
+        let server_hello = [
+            &[22u8, 3, 3, 0, 122, 2, 0, 0, 118, 3, 3][..],
+            &pattern(9, 116),
+        ]
+        .concat();
+        let login = b"login-in-tls".to_vec();
+        let ok = b"ok-in-tls".to_vec();
+        let plain = |mut ev: Event| {
+            if let Event::Data(d) = &mut ev {
+                d.tls = true;
+            }
+            ev
+        };
+        let (g, r) = (greeting.len(), ssl_request.len());
+        // The socket streams: cleartext opening, then the records.
+        let sock_in = [&ssl_request[..], &hello_head, &hello_body].concat();
+        let sock_eg = [&greeting[..], &server_hello].concat();
+        run.feed(
+            &mut t,
+            &[
+                data(1, EG, &sock_eg, 0, g, 10),
+                data(1, IN, &sock_in, 0, r, 11),
+                data(1, IN, &sock_in, r, 5, 12),
+                data(1, IN, &sock_in, r + 5, hello_body.len(), 13),
+                data(1, EG, &sock_eg, g, server_hello.len(), 14),
+                plain(data(1, IN, &login, 0, login.len(), 15)),
+                plain(data(1, EG, &ok, 0, ok.len(), 16)),
+            ],
+        );
+        let joined = |a: &[u8], b: &[u8]| [a, b].concat();
+        assert_eq!(run.stream(1, IN).0, joined(&ssl_request, &login));
+        assert_eq!(run.stream(1, EG).0, joined(&greeting, &ok));
+        assert_eq!(
+            t.stats().bytes_tls_ciphertext,
+            (5 + hello_body.len() + server_hello.len()) as u64
+        );
+        assert_eq!(t.take_tls_marked(), [1]);
+    }
+
+    /// Mid-stream, only a hello counts: a record header too small for one, or bytes that only
+    /// start like a record, stay cleartext.
+    #[test]
+    fn mid_stream_bytes_that_start_like_a_record_stay_cleartext() {
+        let mut t = ConnTracker::new(cfg());
+        let mut run = Run::default();
+        let first = b"cleartext".to_vec();
+        let small = [22u8, 3, 1, 0, 10];
+        let not_hello = [22u8, 3, 1, 0, 200, 20, 0, 0, 100, 3, 3, 0];
+        let stream = [&first[..], &small, &not_hello].concat();
+        let n = first.len();
+        run.feed(
+            &mut t,
+            &[
+                data(1, IN, &stream, 0, n, 10),
+                data(1, IN, &stream, n, 5, 11),
+                data(1, IN, &stream, n + 5, not_hello.len(), 12),
+            ],
+        );
+        assert_eq!(run.stream(1, IN).0, stream);
+        assert_eq!(t.stats().bytes_tls_ciphertext, 0);
         assert!(t.take_tls_marked().is_empty());
     }
 

@@ -134,6 +134,9 @@ struct Session {
     namespace: Option<String>,
     statements: VecDeque<Statement>,
     finished: bool,
+    /// The client asked for TLS (SSLRequest) and its full login has not been read yet: the
+    /// plaintext continues the stream, but TLS records here mean there is no plaintext.
+    tls_requested: bool,
     /// Commands waiting for their response.
     queue: Queue<Command>,
     /// The command whose response is being read.
@@ -166,6 +169,7 @@ impl Default for Session {
             namespace: None,
             statements: VecDeque::new(),
             finished: false,
+            tls_requested: false,
             queue: Queue::default(),
             current: None,
             resp: Resp::Start,
@@ -329,6 +333,9 @@ impl MysqlState {
     }
 
     fn requests(&mut self, mut data: &[u8], ts: u64, out: &mut Vec<RequestRecord>) {
+        if self.s.records_after_ssl_request(data) {
+            return;
+        }
         if self.request.lost {
             if data.is_empty() {
                 return;
@@ -349,6 +356,9 @@ impl MysqlState {
     }
 
     fn responses(&mut self, data: &[u8], ts: u64, out: &mut Vec<RequestRecord>) {
+        if self.s.records_after_ssl_request(data) {
+            return;
+        }
         let joined;
         let mut data = data;
         if self.response.lost {
@@ -400,6 +410,15 @@ fn request_direction(conn: &ConnInfo, seg: &Segment<'_>) -> Option<Direction> {
 }
 
 impl Session {
+    /// After an SSLRequest, TLS records (a handshake record, `16 03`) instead of the
+    /// plaintext: nothing more can be read. Finishes the connection and says so.
+    fn records_after_ssl_request(&mut self, data: &[u8]) -> bool {
+        if self.tls_requested && data.starts_with(&[0x16, 0x03]) {
+            self.finished = true;
+        }
+        self.finished
+    }
+
     /// Packet boundaries are lost on one side; `bytes` since the last one known are missing.
     fn lost(&mut self, is_request: bool, bytes: u64, out: &mut Vec<RequestRecord>) {
         if self.phase != Phase::Ready {

@@ -451,8 +451,27 @@ fn mid_stream_query_attributes_prefix() {
     );
 }
 
+/// TLS after an SSLRequest: the daemon hands over the plaintext (libssl uprobes) as the
+/// continuation of the stream. The full login comes inside it (sequence 2), then commands.
 #[test]
-fn ssl_request_finishes_the_connection() {
+fn ssl_request_then_the_plaintext_goes_on_as_one_stream() {
+    let mut h = H::client();
+    h.response(
+        1,
+        &packet(0, &greeting("10.11.6-MariaDB", BASE_CAPS | CLIENT_SSL)),
+    )
+    .request(2, &packet(1, &ssl_request(BASE_CAPS)))
+    .request(3, &packet(2, &login(BASE_CAPS | CLIENT_SSL, "app", None)))
+    .response(4, &packet(3, &ok(0, AUTOCOMMIT)))
+    .request(5, &query("SELECT 1"))
+    .response(6, &packet(1, &err(1227, "42000", "denied")));
+    assert_eq!(ops(&h), [op("SELECT", 1227, Some("1227"))]);
+}
+
+/// TLS records where the plaintext should be (no uprobes on that libssl): nothing more can
+/// be read, the parser lets the connection go.
+#[test]
+fn ssl_request_then_tls_records_finishes_the_connection() {
     let mut h = H::client();
     h.response(
         1,

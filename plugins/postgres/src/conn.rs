@@ -114,7 +114,8 @@ pub struct PostgresState {
     skipped_bytes: u64,
     /// Each side has carried data.
     seen: [bool; 2],
-    /// The server declined an encryption request not seen yet.
+    /// The server answered an encryption request not seen yet: `N` (the startup follows in
+    /// cleartext) or `S` (it follows inside TLS, as plaintext from the libssl uprobes).
     declined: bool,
     finished: bool,
 }
@@ -205,10 +206,11 @@ impl PostgresState {
             && self.phase == Phase::Startup
             && !self.seen[side]
             && seg.data.len() == 1
-            && seg.data[0] == b'N'
+            && matches!(seg.data[0], b'N' | b'S')
         {
-            // The server's refusal of an encryption request, given before the request itself
-            // (the driver hands over the other direction's undecided bytes first).
+            // The server's answer to an encryption request, given before the request itself
+            // (the driver hands over the other direction's undecided bytes first): either way
+            // the startup message comes next in this stream.
             self.declined = true;
             return Claim::Mine;
         }
@@ -371,11 +373,14 @@ impl PostgresState {
             let Some((&b, rest)) = data.split_first() else {
                 return;
             };
-            if b != b'N' {
-                // `S` or `G`: encrypted from here on; anything else: not followed.
+            if b != b'N' && b != b'S' {
+                // `G` (GSSAPI encryption, no plaintext to be had) or not an answer.
                 self.finished = true;
                 return;
             }
+            // `N`: the startup follows in cleartext. `S`: it follows inside TLS; the daemon
+            // hands over the plaintext (the libssl uprobes) as the continuation of this
+            // stream and never the records themselves, so without plaintext nothing comes.
             self.phase = Phase::Startup;
             data = rest;
         }

@@ -3,7 +3,8 @@
 //! [`RequestRecord`] per statement executed.
 //!
 //! - [`detect`]: is a connection PostgreSQL, from the client's StartupMessage (after an
-//!   SSLRequest the server declined) or, for a connection first seen mid-stream, a plausible
+//!   SSLRequest the server declined, or accepted: then inside TLS, as plaintext) or, for a
+//!   connection first seen mid-stream, a plausible
 //!   Query or Parse message.
 //! - `wire`: message framing (typed and startup messages, bounded body prefixes).
 //! - `conn`: per-connection state: startup and authentication, the simple query protocol

@@ -575,3 +575,37 @@ fn response_gaps_anywhere_never_pair_wrongly() {
         assert!(resynced > 0, "{name}: some gap was resynchronised");
     }
 }
+
+/// TLS begun inside the connection: the server accepts psql's SSLRequest with `S`, and the
+/// daemon hands over the TLS plaintext (libssl uprobes) as the rest of each stream, never the
+/// records. The recording's cleartext session stands for that plaintext; the answer comes
+/// after the request, or first (the driver may hand over the other direction first).
+#[test]
+fn an_accepted_ssl_request_goes_on_with_the_plaintext() {
+    let clear = replay("psql-simple.rec");
+    assert!(!clear.result.records.is_empty());
+    let rec = fixture("psql-simple.rec");
+    let (request, answer) = (&b"> 3043642 8\n"[..], &b"< 6806990 1\nN\n"[..]);
+    let find = |needle: &[u8]| rec.windows(needle.len()).position(|w| w == needle).unwrap();
+    let (r, a) = (find(request), find(answer));
+    let accepted = b"< 6806990 1\nS\n";
+    // In order: request, `S`.
+    let mut in_order = rec.clone();
+    in_order[a..a + answer.len()].copy_from_slice(accepted);
+    // `S` first, then the request.
+    let req_line = &rec[r..a];
+    let mut answer_first = rec[..r].to_vec();
+    answer_first.extend_from_slice(accepted);
+    answer_first.extend_from_slice(req_line);
+    answer_first.extend_from_slice(&rec[a + answer.len()..]);
+    for (name, bytes) in [("in order", in_order), ("answer first", answer_first)] {
+        let mut h = H::client();
+        h.replay(&bytes).unwrap();
+        h.close();
+        assert_eq!(
+            view(&h.result.records),
+            view(&clear.result.records),
+            "{name}"
+        );
+    }
+}

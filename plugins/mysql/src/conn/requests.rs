@@ -65,10 +65,14 @@ impl Session {
                 if let Some(login) = wire::login(p.body) {
                     self.client_caps = Some(login.caps);
                     if login.caps & wire::CLIENT_SSL != 0 && p.len == wire::SSL_REQUEST_LEN {
-                        // TLS from here on: nothing more to read.
-                        self.finished = true;
+                        // TLS from here on. The full handshake response follows inside it:
+                        // stay in Login for it. The daemon hands over the TLS plaintext (the
+                        // libssl uprobes) as the continuation of this stream and never the
+                        // records themselves, so without plaintext nothing more comes.
+                        self.tls_requested = true;
                         return;
                     }
+                    self.tls_requested = false;
                     if let Some(db) = login.database {
                         self.namespace = Some(db);
                     }
