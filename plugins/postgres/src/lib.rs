@@ -4,8 +4,7 @@
 //!
 //! - [`detect`]: is a connection PostgreSQL, from the client's StartupMessage (after an
 //!   SSLRequest the server declined, or accepted: then inside TLS, as plaintext) or, for a
-//!   connection first seen mid-stream, a plausible
-//!   Query or Parse message.
+//!   connection first seen mid-stream, a plausible Query or Parse message.
 //! - `wire`: message framing (typed and startup messages, bounded body prefixes).
 //! - `conn`: per-connection state: startup and authentication, the simple query protocol
 //!   (several statements per Query), the extended protocol (Parse/Bind/Describe/Execute/Sync,
