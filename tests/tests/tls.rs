@@ -326,38 +326,15 @@ fn mariadb_over_tls_gives_the_mysql_records_on_both_sides() {
             "the session uses TLS: {stdout}"
         );
     }
-    httplab::wait_tls_counters(&daemon, 4.0 * SESSIONS as f64, T);
-    let expected: BTreeMap<(String, String, String), usize> = ["server", "client"]
-        .iter()
-        .flat_map(|side| {
-            [("SHOW", "0"), ("SELECT", "0"), ("SELECT", "1046")]
-                .map(|(op, status)| ((side.to_string(), op.to_string(), status.to_string()), 1))
-        })
-        .fold(BTreeMap::new(), |mut m, (k, n)| {
-            *m.entry(k).or_insert(0) += n * SESSIONS;
-            m
-        });
-    let seen = || {
-        let mut m = BTreeMap::new();
-        for r in httplab::records_on_port(&daemon, db.port) {
-            let key = (
-                r["side"].as_str().unwrap_or("").to_string(),
-                r["operation"].as_str().unwrap_or("").to_string(),
-                r["status"].to_string(),
-            );
-            assert_eq!(r["protocol"], "mysql", "{r}");
-            *m.entry(key).or_insert(0) += 1;
-        }
-        m
-    };
-    let got = wait_until(T, "the MySQL records of the TLS sessions", || {
-        let m = seen();
-        (m == expected).then_some(m)
-    });
-    assert!(
-        got.is_ok(),
-        "MariaDB over TLS: expected {expected:?}, got {:?}",
-        seen()
+    // Each session: SHOW and SELECT answered, SELECT failed with 1046.
+    let status = |r: &serde_json::Value| r["status"].to_string();
+    db_records_on_both_sides(
+        &daemon,
+        db.port,
+        "mysql",
+        &[("SHOW", "0"), ("SELECT", "0"), ("SELECT", "1046")],
+        SESSIONS,
+        &status,
     );
 }
 
@@ -388,46 +365,67 @@ fn postgres_over_tls_gives_the_postgresql_records_on_both_sides() {
             "the session uses TLS: {stdout}"
         );
     }
-    httplab::wait_tls_counters(&daemon, 4.0 * SESSIONS as f64, T);
+    // Attributes are [key, value] pairs; a failed statement has its SQLSTATE.
+    let sqlstate = |r: &serde_json::Value| {
+        r["attributes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|kv| kv[0] == "db.response.status_code")
+            .and_then(|kv| kv[1].as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    db_records_on_both_sides(
+        &daemon,
+        db.port,
+        "postgresql",
+        &[("SELECT", ""), ("SELECT", "42P01")],
+        SESSIONS,
+        &sqlstate,
+    );
+}
+
+/// Waits until the records on `port` are exactly `per_session` × `sessions` on each side
+/// (server and client), keyed by (side, operation, `status` of the record), all of
+/// `protocol`; TLS plaintext must have been counted first.
+fn db_records_on_both_sides(
+    daemon: &Daemon,
+    port: u16,
+    protocol: &str,
+    per_session: &[(&str, &str)],
+    sessions: usize,
+    status: &dyn Fn(&serde_json::Value) -> String,
+) {
+    httplab::wait_tls_counters(daemon, 4.0 * sessions as f64, T);
+    let mut expected: BTreeMap<(String, String, String), usize> = BTreeMap::new();
+    for side in ["server", "client"] {
+        for (op, st) in per_session {
+            *expected
+                .entry((side.to_string(), op.to_string(), st.to_string()))
+                .or_insert(0) += sessions;
+        }
+    }
     let seen = || {
-        let mut m: BTreeMap<(String, String, String), usize> = BTreeMap::new();
-        for r in httplab::records_on_port(&daemon, db.port) {
-            assert_eq!(r["protocol"], "postgresql", "{r}");
+        let mut m = BTreeMap::new();
+        for r in httplab::records_on_port(daemon, port) {
+            assert_eq!(r["protocol"], protocol, "{r}");
             let key = (
                 r["side"].as_str().unwrap_or("").to_string(),
                 r["operation"].as_str().unwrap_or("").to_string(),
-                // Attributes are [key, value] pairs.
-                r["attributes"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|kv| kv[0] == "db.response.status_code")
-                    .and_then(|kv| kv[1].as_str())
-                    .unwrap_or("")
-                    .to_string(),
+                status(&r),
             );
             *m.entry(key).or_insert(0) += 1;
         }
         m
     };
-    let expected: BTreeMap<(String, String, String), usize> = ["server", "client"]
-        .iter()
-        .flat_map(|side| {
-            [("SELECT", ""), ("SELECT", "42P01")].map(|(op, code)| {
-                (
-                    (side.to_string(), op.to_string(), code.to_string()),
-                    SESSIONS,
-                )
-            })
-        })
-        .collect();
-    let got = wait_until(T, "the PostgreSQL records of the TLS sessions", || {
+    let got = wait_until(T, "the records of the TLS sessions", || {
         let m = seen();
         (m == expected).then_some(m)
     });
     assert!(
         got.is_ok(),
-        "PostgreSQL over TLS: expected {expected:?}, got {:?}",
+        "{protocol} over TLS: expected {expected:?}, got {:?}",
         seen()
     );
 }
