@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 
 use crate::detect::{DetectorConfig, Direction, IncidentPolicy, ResidualDetector};
 use crate::replay::{
-    Bundle, BundleSpec, CallSpec, IncidentSpec, ReplayError, ServiceSpec, split_csv,
+    Bundle, BundleSpec, CallSpec, IncidentSpec, ReplayError, ServiceSpec, parse_csv,
 };
 
 /// An anomaly on the entry KPI that lasts this long opens an incident, even in fewer samples
@@ -95,44 +95,13 @@ fn read(path: &Path) -> Result<String, ReplayError> {
 }
 
 /// Rows after the header (checked against `expected`), with 1-based line numbers; fields
-/// split as every CSV of `sonde analyze` is ([`crate::replay::split_csv`]: double quotes
-/// around a field with commas, `""` for a quote).
+/// split as every CSV of `sonde analyze` is ([`crate::replay::parse_csv`]).
 fn rows(
     path: &Path,
     text: &str,
     expected: &[&str],
 ) -> Result<Vec<(usize, Vec<String>)>, ReplayError> {
-    let err = |line, message: String| ReplayError::Csv {
-        path: path.to_path_buf(),
-        line,
-        message,
-    };
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#'));
-    let (hline, header) = lines
-        .next()
-        .ok_or_else(|| err(1, "empty file, expected a header".into()))?;
-    let header = split_csv(header).map_err(|m| err(hline + 1, m))?;
-    if header != expected {
-        return Err(err(
-            hline + 1,
-            format!("expected header {}", expected.join(",")),
-        ));
-    }
-    let mut out = Vec::new();
-    for (i, line) in lines {
-        let fields = split_csv(line).map_err(|m| err(i + 1, m))?;
-        if fields.len() != expected.len() {
-            return Err(err(
-                i + 1,
-                format!("{} fields, the header has {}", fields.len(), expected.len()),
-            ));
-        }
-        out.push((i + 1, fields));
-    }
-    Ok(out)
+    Ok(parse_csv(path, text, Some(expected))?.1)
 }
 
 fn time(path: &Path, line: usize, s: &str) -> Result<i64, ReplayError> {

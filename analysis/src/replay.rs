@@ -211,6 +211,17 @@ type Leaves = BTreeMap<(String, String, Vec<String>, Vec<String>), Vec<(i64, f64
 /// Rows of a CSV file after its header, with line numbers; blank lines and `#` comments skipped.
 fn read_csv(path: &Path) -> Result<Csv, ReplayError> {
     let text = fs::read_to_string(path).map_err(io(path))?;
+    parse_csv(path, &text, None)
+}
+
+/// `text` (from `path`, named in errors) as a header and rows with their 1-based line
+/// numbers; blank lines and `#` comments skipped, every row as wide as the header. With
+/// `expected`, the header must be exactly that (checked before any row).
+pub(crate) fn parse_csv(
+    path: &Path,
+    text: &str,
+    expected: Option<&[&str]>,
+) -> Result<Csv, ReplayError> {
     let err = |line, message: String| ReplayError::Csv {
         path: path.to_path_buf(),
         line,
@@ -224,6 +235,14 @@ fn read_csv(path: &Path) -> Result<Csv, ReplayError> {
         .next()
         .ok_or_else(|| err(1, "empty file, expected a header".into()))?;
     let header = split_csv(header).map_err(|m| err(hline + 1, m))?;
+    if let Some(expected) = expected
+        && header != expected
+    {
+        return Err(err(
+            hline + 1,
+            format!("expected header {}", expected.join(",")),
+        ));
+    }
     let mut rows = Vec::new();
     for (i, line) in lines {
         let fields = split_csv(line).map_err(|m| err(i + 1, m))?;
