@@ -9,7 +9,7 @@ use sonde_sdk::protocol_parser::harness::Harness;
 use sonde_sdk::protocol_parser::{Direction, RequestRecord};
 
 mod common;
-use common::{Item, Ops, load};
+use common::{Item, Ops, load, op, ops};
 
 fn replay(items: &[Item]) -> Vec<RequestRecord> {
     let mut h = Harness::<Http2>::client();
@@ -25,20 +25,6 @@ fn replay(items: &[Item]) -> Vec<RequestRecord> {
     }
     h.close();
     h.result.records
-}
-
-/// Operation, status, error: sorted, since interleaved streams end in any order.
-fn ops(records: &[RequestRecord]) -> Ops {
-    let mut v: Vec<_> = records
-        .iter()
-        .map(|r| (r.operation.clone(), r.status, r.error.clone()))
-        .collect();
-    v.sort();
-    v
-}
-
-fn op(o: &str, status: u32, error: Option<&str>) -> (String, u32, Option<String>) {
-    (o.into(), status, error.map(Into::into))
 }
 
 fn nghttp_expected() -> Ops {

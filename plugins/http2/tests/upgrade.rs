@@ -9,7 +9,7 @@ use sonde_sdk::protocol_parser::harness::Harness;
 use sonde_sdk::protocol_parser::{Claim, Direction, ProtocolParser, RequestRecord};
 
 mod common;
-use common::{Item, Ops, load};
+use common::{Item, Ops, load, op, ops};
 
 fn replay_with<P: ProtocolParser>(items: &[Item]) -> (Vec<RequestRecord>, Vec<Claim>) {
     let mut h = Harness::<P>::client();
@@ -30,19 +30,6 @@ fn replay_with<P: ProtocolParser>(items: &[Item]) -> (Vec<RequestRecord>, Vec<Cl
 
 fn replay(items: &[Item]) -> Vec<RequestRecord> {
     replay_with::<Http2>(items).0
-}
-
-fn ops(records: &[RequestRecord]) -> Ops {
-    let mut v: Vec<_> = records
-        .iter()
-        .map(|r| (r.operation.clone(), r.status, r.error.clone()))
-        .collect();
-    v.sort();
-    v
-}
-
-fn op(o: &str, status: u32, error: Option<&str>) -> (String, u32, Option<String>) {
-    (o.into(), status, error.map(Into::into))
 }
 
 /// Stream 1 is the upgrade request, answered on stream 1 after the 101; two more streams.

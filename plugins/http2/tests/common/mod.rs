@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use sonde_sdk::protocol_parser::Direction;
+use sonde_sdk::protocol_parser::{Direction, RequestRecord};
 
 /// (operation, status, error) of records.
 pub(crate) type Ops = Vec<(String, u32, Option<String>)>;
@@ -40,4 +40,18 @@ pub(crate) fn load(name: &str) -> Vec<Item> {
         }
     }
     items
+}
+
+/// Operation, status, error of each record: sorted, since interleaved streams end in any order.
+pub(crate) fn ops(records: &[RequestRecord]) -> Ops {
+    let mut v: Vec<_> = records
+        .iter()
+        .map(|r| (r.operation.clone(), r.status, r.error.clone()))
+        .collect();
+    v.sort();
+    v
+}
+
+pub(crate) fn op(o: &str, status: u32, error: Option<&str>) -> (String, u32, Option<String>) {
+    (o.into(), status, error.map(Into::into))
 }
