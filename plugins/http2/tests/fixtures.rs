@@ -9,7 +9,7 @@ use sonde_sdk::protocol_parser::harness::Harness;
 use sonde_sdk::protocol_parser::{Direction, RequestRecord};
 
 mod common;
-use common::{Item, Ops, load, op, ops};
+use common::{Item, Ops, load, op, ops, server_side_first};
 
 fn replay(items: &[Item]) -> Vec<RequestRecord> {
     let mut h = Harness::<Http2>::client();
@@ -219,19 +219,7 @@ fn directions_out_of_order() {
         ("grpc-session.rec", grpc_expected()),
         ("h2load-interleaved.rec", h2load_expected()),
     ] {
-        let items = load(name);
-        let join = |dir: Direction| -> Item {
-            let data = items
-                .iter()
-                .filter_map(|it| match it {
-                    Item::Seg(d, _, data) if *d == dir => Some(data.clone()),
-                    _ => None,
-                })
-                .flatten()
-                .collect();
-            Item::Seg(dir, 1, data)
-        };
-        let reordered = [join(Direction::Ingress), join(Direction::Egress)];
+        let reordered = server_side_first(&load(name));
         assert_eq!(ops(&replay(&reordered)), expected, "{name}");
     }
 }

@@ -9,7 +9,7 @@ use sonde_sdk::protocol_parser::harness::Harness;
 use sonde_sdk::protocol_parser::{Claim, Direction, ProtocolParser, RequestRecord};
 
 mod common;
-use common::{Item, Ops, load, op, ops};
+use common::{Item, Ops, load, op, ops, server_side_first};
 
 fn replay_with<P: ProtocolParser>(items: &[Item]) -> (Vec<RequestRecord>, Vec<Claim>) {
     let mut h = Harness::<P>::client();
@@ -120,19 +120,7 @@ fn every_split_gives_the_same_records() {
 /// parsers wait for the request, which decides.
 #[test]
 fn the_server_side_first() {
-    let items = load(REC);
-    let join = |dir: Direction| -> Item {
-        let data = items
-            .iter()
-            .filter_map(|it| match it {
-                Item::Seg(d, _, data) if *d == dir => Some(data.clone()),
-                _ => None,
-            })
-            .flatten()
-            .collect();
-        Item::Seg(dir, 1, data)
-    };
-    let reordered = [join(Direction::Ingress), join(Direction::Egress)];
+    let reordered = server_side_first(&load(REC));
     assert_eq!(ops(&replay(&reordered)), expected());
     assert_eq!(replay_with::<HttpParser>(&reordered).0, []);
 }

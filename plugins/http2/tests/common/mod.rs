@@ -55,3 +55,20 @@ pub(crate) fn ops(records: &[RequestRecord]) -> Ops {
 pub(crate) fn op(o: &str, status: u32, error: Option<&str>) -> (String, u32, Option<String>) {
     (o.into(), status, error.map(Into::into))
 }
+
+/// Each direction of a recording joined into one segment, the server's (ingress, as the
+/// recordings are seen from the client) first: a batch may hand over that side first.
+pub(crate) fn server_side_first(items: &[Item]) -> [Item; 2] {
+    let join = |dir: Direction| -> Item {
+        let data = items
+            .iter()
+            .filter_map(|it| match it {
+                Item::Seg(d, _, data) if *d == dir => Some(data.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        Item::Seg(dir, 1, data)
+    };
+    [join(Direction::Ingress), join(Direction::Egress)]
+}
