@@ -198,6 +198,37 @@ fn addr_of(family: u16, addr: [u8; 16], port: u16) -> Addr {
     Addr { family, port, addr }
 }
 
+/// The record window through one `bpf_probe_read_kernel` of words 1…N-1, for probes that
+/// fire rarely (retransmits, resets, drops). A direct context load past the record's end is
+/// refused at attach (`EACCES`: the program's largest context offset exceeds the event's
+/// size), and these records differ in size between kernels (tcp_retransmit_skb is 74 bytes
+/// on 6.1 and 6.12, 80 on 6.18; kfree_skb 32 on 6.1, 40 once it gained `rx_sk`): a window
+/// sized for one kernel passes another's end. A helper read is not
+/// bound by that check; the words past the end are never used (the host checks every offset
+/// against the record's format at start).
+macro_rules! record_read {
+    ($ctx:expr, $words:expr) => {{
+        let Some(s) = NET_SCRATCH.get_ptr_mut(0) else {
+            return Default::default();
+        };
+        let base = $ctx.as_ptr() as *const u8;
+        // SAFETY: this CPU's scratch value; the read goes through the fault-safe helper into
+        // words 1…$words-1 of it ($words ≤ REC_WORDS, checked at compile time).
+        unsafe {
+            const _: () = assert!($words <= REC_WORDS);
+            (*s).rec[0] = 0;
+            let dst = core::slice::from_raw_parts_mut(
+                (&raw mut (*s).rec[1]).cast::<u8>(),
+                ($words - 1) * 8,
+            );
+            if aya_ebpf::helpers::bpf_probe_read_kernel_buf(base.add(8), dst).is_err() {
+                return Default::default();
+            }
+            &(*s).rec
+        }
+    }};
+}
+
 /// Per received segment on an established socket: traffic, RTT, acknowledged bytes.
 #[tracepoint]
 pub fn sonde_tcp_probe(ctx: TracePointContext) -> u32 {
@@ -233,7 +264,7 @@ pub fn sonde_tcp_retransmit(ctx: TracePointContext) -> u32 {
     if crate::floor_only() {
         return 0;
     }
-    let rec = record!(ctx, 1 2 3 4 5 6 7 8 9);
+    let rec = record_read!(ctx, window::TCP_RETRANSMIT);
     let key = key_from_fields(
         rec,
         net_off!(retrans_family),
@@ -262,7 +293,7 @@ pub fn sonde_tcp_send_reset(ctx: TracePointContext) -> u32 {
     if crate::floor_only() {
         return 0;
     }
-    let rec = record!(ctx, 1 2 3 4 5 6 7 8 9 10);
+    let rec = record_read!(ctx, window::TCP_SEND_RESET);
     let key = if net_off!(send_rst_family) != 0 {
         // Before 6.2: the fields tcp_receive_reset has.
         key_from_fields(
@@ -305,7 +336,7 @@ pub fn sonde_tcp_receive_reset(ctx: TracePointContext) -> u32 {
     if crate::floor_only() {
         return 0;
     }
-    let rec = record!(ctx, 1 2 3 4 5 6 7);
+    let rec = record_read!(ctx, window::TCP_RECEIVE_RESET);
     let key = key_from_fields(
         rec,
         net_off!(recv_rst_family),
@@ -327,7 +358,7 @@ pub fn sonde_kfree_skb(ctx: TracePointContext) -> u32 {
     if crate::floor_only() {
         return 0;
     }
-    let rec = record!(ctx, 1 2 3 4);
+    let rec = record_read!(ctx, window::KFREE_SKB);
     let skb: u64 = field(rec, net_off!(kfree_skbaddr));
     let mut key = DropKey {
         reason: field(rec, net_off!(kfree_reason)),

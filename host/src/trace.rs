@@ -95,9 +95,25 @@ pub async fn run(capture_opts: &CaptureOptions, opts: TraceOptions) -> Result<()
         data_events = stats.total(sonde_common::stat::DATA_EVENTS),
         lost =
             stats.total(sonde_common::stat::DATA_LOST) + stats.total(sonde_common::stat::CONN_LOST),
+        counters = %counters_line(&stats),
         "trace stopped, programs detached"
     );
     Ok(())
+}
+
+/// Every kernel counter that moved, `name=value` by the stat's name: when an event a caller
+/// waited for never showed up, this says whether the kernel emitted, dropped or never saw
+/// it (the kernel matrix keeps this line).
+fn counters_line(stats: &sonde_capture::CaptureStats) -> String {
+    let mut line: Vec<String> = (0..sonde_common::stat::COUNT)
+        .map(|s| (sonde_common::stat::NAMES[s as usize], stats.total(s)))
+        .filter(|&(_, v)| v > 0)
+        .map(|(name, v)| format!("{name}={v}"))
+        .collect();
+    if stats.decode_errors > 0 {
+        line.push(format!("decode_errors={}", stats.decode_errors));
+    }
+    line.join(" ")
 }
 
 /// The JSON form of a data line: the chunk plus a payload preview.

@@ -14,6 +14,7 @@
 """
 import json
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -67,12 +68,32 @@ def doctor(sonde, summary):
     return not r["core_error"]
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+def free_ports(n):
+    """n distinct free ports (a port closed and bound again can come back twice: a
+    "closed" port equal to the server's would get no reset)."""
+    ports = set()
+    while len(ports) < n:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        ports.add(s.getsockname()[1])
+        s.close()
+    return sorted(ports)
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def trace_diagnostics(err, summary):
+    """What the trace said about itself: its warnings (a probe that turned off in this run
+    though `doctor` loaded it) and the kernel counters at its stop (emitted, lost, rate
+    limited), so a missing event explains itself in the matrix's output."""
+    err.seek(0)
+    for line in err:
+        line = ANSI.sub("", line).strip()
+        if " WARN " in line or " ERROR " in line:
+            summary.setdefault("trace_warnings", []).append(line[-300:])
+        if "trace stopped" in line and "counters=" in line:
+            summary["trace_counters"] = line.split("counters=", 1)[1].strip().strip('"')
 
 
 def exchange(port, closed_port, marker):
@@ -107,14 +128,25 @@ def exchange(port, closed_port, marker):
                 break
             got += d
         c.close()
-    subprocess.run(["sh", "-c", f"echo {marker}"], check=True)
-    try:
-        socket.create_connection(("127.0.0.1", closed_port), timeout=2).close()
-    except OSError:
-        pass
+    outcome = log_and_reset(closed_port, marker)
     t.join(5)
     srv.close()
     os.unlink(body.name)
+    return outcome
+
+
+def log_and_reset(closed_port, marker):
+    """A child process that prints `marker`; a connect to a closed port. Returns what each
+    did (the echo's exit status, how the connect ended), for the summary."""
+    echo = subprocess.run(["sh", "-c", f"echo {marker}"]).returncode
+    try:
+        socket.create_connection(("127.0.0.1", closed_port), timeout=5).close()
+        connect = "connected"
+    except ConnectionRefusedError:
+        connect = "refused"
+    except OSError as e:
+        connect = f"failed: {e}"
+    return {"echo_status": echo, "connect": connect}
 
 
 def tls_exchange(port, certdir):
@@ -154,7 +186,7 @@ def tls_exchange(port, certdir):
 
 
 def trace(sonde, summary):
-    port, closed, tls_port = free_port(), free_port(), free_port()
+    port, closed, tls_port = free_ports(3)
     marker = f"sonde-matrix-{os.getpid()}"
     out = tempfile.TemporaryFile(mode="w+")
     err = tempfile.TemporaryFile(mode="w+")
@@ -178,7 +210,7 @@ def trace(sonde, summary):
         err.seek(0)
         fail(summary, "sonde trace did not attach: " + err.read()[-2000:])
         return
-    exchange(port, closed, marker)
+    summary["log_and_reset"] = [exchange(port, closed, marker)]
     certdir = tempfile.mkdtemp(prefix="sonde-matrix-tls-")
     try:
         tls_exchange(tls_port, certdir)
@@ -189,7 +221,41 @@ def trace(sonde, summary):
     # The events are in the ring: poll the output until all kinds show up, or a deadline.
     want = {"request": False, "response": False, "sendfile": False, "log": False, "reset": False,
             "tls": False}
-    deadline = time.monotonic() + 30
+    scan(out, want, marker, 30)
+    missed = [k for k in ("log", "reset") if not want[k]]
+    if missed:
+        # Once (CI saw both missing on 6.12 in one run of many, never here): do the two
+        # again, and keep what the first attempt missed in the summary, where the matrix
+        # prints it even when the second attempt passes.
+        summary["first_attempt_missed"] = missed
+        summary["log_and_reset"].append(log_and_reset(closed, marker))
+        scan(out, want, marker, 15)
+    p.terminate()
+    try:
+        p.wait(30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+    summary["seen"] = want
+    trace_diagnostics(err, summary)
+    # Resets come from a network probe: optional, so only required where it loaded.
+    resets_off = any(x.startswith("sonde_tcp_send_reset") for x in summary.get("programs_off", []))
+    # TLS is optional too (it turns off alone), but off must be visible: the summary says so.
+    tls_off = any(x.startswith("sonde_ssl_") for x in summary.get("programs_off", []))
+    summary["tls_off"] = tls_off
+    for k, v in want.items():
+        if not v and not (k == "reset" and resets_off) and not (k == "tls" and tls_off):
+            fail(summary, f"no {k} event captured")
+    # A program the kernel refuses only at attach (a tracepoint program reading past the
+    # record's end gets EACCES there) shows up as a feature the trace turned off; doctor
+    # attaches too, so off is allowed only where doctor said so.
+    for w in summary.get("trace_warnings", []):
+        if "turned off" in w:
+            fail(summary, "the trace turned a feature off that doctor loaded: " + w)
+
+
+def scan(out, want, marker, seconds):
+    """Reads the trace's JSON lines until every kind in `want` was seen, or `seconds` pass."""
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and not all(want.values()):
         out.seek(0)
         for line in out:
@@ -213,20 +279,6 @@ def trace(sonde, summary):
                     and e.get("direction") == "ingress"):
                 want["tls"] = True
         time.sleep(0.5)
-    p.terminate()
-    try:
-        p.wait(30)
-    except subprocess.TimeoutExpired:
-        p.kill()
-    summary["seen"] = want
-    # Resets come from a network probe: optional, so only required where it loaded.
-    resets_off = any(x.startswith("sonde_tcp_send_reset") for x in summary.get("programs_off", []))
-    # TLS is optional too (it turns off alone), but off must be visible: the summary says so.
-    tls_off = any(x.startswith("sonde_ssl_") for x in summary.get("programs_off", []))
-    summary["tls_off"] = tls_off
-    for k, v in want.items():
-        if not v and not (k == "reset" and resets_off) and not (k == "tls" and tls_off):
-            fail(summary, f"no {k} event captured")
 
 
 def main():

@@ -1,5 +1,5 @@
 //! The verifier budget on this machine's kernel, measured for real: `sonde doctor`'s own
-//! examination loads every program (attaches none) and reads what the verifier processed.
+//! examination loads and attaches every program (then drops them) and reads what the verifier processed.
 //! The kernel matrix (scripts/kernel-matrix) runs the same check on other kernels in QEMU.
 use sonde_capture::CaptureOptions;
 use sonde_capture::budget::{self, Budget};

@@ -46,8 +46,8 @@ pub enum Command {
     /// Live view of socket connections and data chunks, one line per event.
     Trace(trace::TraceArgs),
     /// What this kernel supports and whether every eBPF program loads here, with its
-    /// verifier cost (stack, processed instructions, time) against Sonde's budget. Loads,
-    /// attaches nothing. Exit status 1 when the core socket capture cannot run.
+    /// verifier cost (stack, processed instructions, time) against Sonde's budget. Loads and
+    /// attaches every program, then drops them. Exit status 1 when the core socket capture cannot run.
     Doctor(doctor::DoctorArgs),
     /// Run the root-cause engine on an incident bundle (docs/analyze.md) and print the report.
     Analyze(analyze::AnalyzeArgs),
