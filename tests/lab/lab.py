@@ -67,6 +67,12 @@ FAULTS = {
     "dns": {"expected": {"kind": "service", "name": "gateway"}, "class": "dns-failure",
             "what": "config.lab removed from dnsmasq's hosts (SIGHUP): NXDOMAIN"},
 }
+# The cluster lab (--cluster): three nodes, each a set of hosts (network namespaces) that one
+# scoped `sonde run` watches. Every call of the shop but config's crosses a node boundary.
+NODES = {"node-a": ("gateway", "client"), "node-b": ("cart", "product", "config"), "node-c": ("db", "dns")}
+# Where each fault's root cause lives (what the hub's report must name besides the element).
+FAULT_NODE = {"loss": "node-b", "bandwidth": "node-b", "cpu": "node-b", "errors": "node-b",
+              "slow": "node-b", "slow-sql": "node-c", "dns": "node-a"}
 # Magnitudes that can be changed without editing the table above (the defaults are what it says).
 BW_RATE = os.environ.get("SONDE_LAB_BW_RATE", "300kbit")
 CPU_QUOTA_US = int(os.environ.get("SONDE_LAB_CPU_QUOTA_US", "3000"))
@@ -699,15 +705,32 @@ def http_json(port, path, timeout=3):
 
 
 class Sonde:
-    def __init__(self, lab, path):
+    def __init__(self, lab, path, node=None):
         self.lab = lab
         self.path = os.path.abspath(path)
         self.port = free_port()
-        self.conf = os.path.join(lab.dir, "sonde.toml")
-        self.log_path = os.path.join(lab.dir, "sonde.log")
+        # One of the cluster's nodes (NODES): its own files, name and capture scope.
+        self.node = node
+        tag = f"-{node}" if node else ""
+        self.key = f"sonde{tag}"
+        self.conf = os.path.join(lab.dir, f"sonde{tag}.toml")
+        self.log_path = os.path.join(lab.dir, f"sonde{tag}.log")
         self.proc = None
         # Where Sonde writes incident bundles (kept after teardown when outside the lab dir).
         self.incident_dir = None
+
+    def node_name_line(self):
+        return f'node_name = "{self.node}"' if self.node else ""
+
+    def node_config(self):
+        """The node's name and its capture scope (the network namespaces of its hosts)."""
+        if not self.node:
+            return ""
+        netns = ", ".join(f'"/run/netns/{self.lab.ns(h)}"' for h in NODES[self.node])
+        return f"""
+[capture.scope]
+netns = [{netns}]
+"""
 
     def start(self, timeout=120):
         write(self.conf, f"""[metrics]
@@ -716,21 +739,22 @@ listen = "127.0.0.1:{self.port}"
 slow_query_ms = 200
 
 [admin]
-socket = "{os.path.join(self.lab.dir, 'admin.sock')}"
+socket = "{os.path.join(self.lab.dir, self.key + '-admin.sock')}"
 
 [kubernetes]
 mode = "off"
+{self.node_name_line()}
 
 [live]
 step_ms = 1000
 incident_dir = "{self.incident_dir or os.path.join(self.lab.dir, 'incidents')}"
-""")
+{self.node_config()}""")
         out = open(self.log_path, "ab")
         self.proc = subprocess.Popen([self.path, "run", "--config", self.conf], stdin=subprocess.DEVNULL,
                                      stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                      env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "info")})
         out.close()
-        self.lab.state["pids"]["sonde"] = self.proc.pid
+        self.lab.state["pids"][self.key] = self.proc.pid
         self.lab.save()
         log(f"started Sonde (pid {self.proc.pid}), metrics on 127.0.0.1:{self.port}, log {self.log_path}")
 
@@ -766,8 +790,160 @@ incident_dir = "{self.incident_dir or os.path.join(self.lab.dir, 'incidents')}"
             log("Sonde did not stop within 20 s of SIGINT; killing it")
             self.proc.kill()
             self.proc.wait()
-        self.lab.state["pids"].pop("sonde", None)
+        self.lab.state["pids"].pop(self.key, None)
         self.lab.save()
+
+
+# --- a cluster: three nodes, a real Prometheus, the hub ---------------------------------------
+
+class Prometheus:
+    """Debian's `prometheus` on loopback, scraping `targets` every second, its data in the
+    lab directory (removed with it)."""
+
+    def __init__(self, lab):
+        self.lab = lab
+        self.port = free_port()
+        self.dir = os.path.join(lab.dir, "prometheus")
+        self.log_path = os.path.join(lab.dir, "prometheus.log")
+        self.proc = None
+
+    def start(self, targets, timeout=60):
+        os.makedirs(os.path.join(self.dir, "data"), exist_ok=True)
+        conf = os.path.join(self.dir, "prometheus.yml")
+        write(conf, json.dumps({
+            "global": {"scrape_interval": "1s", "scrape_timeout": "900ms", "evaluation_interval": "1s"},
+            "scrape_configs": [{"job_name": "sonde", "static_configs": [{"targets": targets}]}],
+        }, indent=1))
+        out = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            ["prometheus", f"--config.file={conf}", f"--storage.tsdb.path={self.dir}/data",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=1d"],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        out.close()
+        self.lab.state["pids"]["prometheus"] = self.proc.pid
+        self.lab.save()
+        log(f"started Prometheus (pid {self.proc.pid}) on 127.0.0.1:{self.port}, scraping {targets}")
+
+        def all_up():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"Prometheus exited with {self.proc.returncode}")
+            try:
+                got = http_json(self.port, "/api/v1/targets")["data"]["activeTargets"]
+            except (OSError, urllib.error.URLError, KeyError, ValueError):
+                return False
+            return len(got) == len(targets) and all(t.get("health") == "up" for t in got)
+        wait_for(all_up, timeout, "Prometheus to scrape every node")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.lab.state["pids"].pop("prometheus", None)
+        self.lab.save()
+
+
+class _AnyExited:
+    """`poll()` over several processes: the first one's exit status, or None while all run."""
+
+    def __init__(self, named):
+        self.named = named
+        self.returncode = None
+
+    def poll(self):
+        for name, p in self.named:
+            if p is not None and p.poll() is not None:
+                self.returncode = f"{p.returncode} ({name})"
+                return self.returncode
+        return None
+
+
+class Cluster:
+    """The lab as three nodes (NODES): a `sonde run` per node, scoped to its hosts' network
+    namespaces and named after it, a real Prometheus scraping the three, and `sonde hub`
+    reading that Prometheus. Looks like `Sonde` to the runner: incidents come from the hub."""
+
+    def __init__(self, lab, path):
+        self.lab = lab
+        self.path = os.path.abspath(path)
+        self.daemons = [Sonde(lab, path, node) for node in NODES]
+        self.prometheus = Prometheus(lab)
+        self.port = free_port()
+        self.log_path = os.path.join(lab.dir, "hub.log")
+        self.hub = None
+        self.incident_dir = None
+
+    @property
+    def proc(self):
+        named = [(d.key, d.proc) for d in self.daemons]
+        named += [("prometheus", self.prometheus.proc), ("hub", self.hub)]
+        return _AnyExited(named) if self.hub else None
+
+    def start(self, timeout=120):
+        for d in self.daemons:
+            d.incident_dir = self.incident_dir
+            d.start(timeout)
+        self.prometheus.start([f"127.0.0.1:{d.port}" for d in self.daemons])
+        out = open(self.log_path, "ab")
+        self.hub = subprocess.Popen(
+            [self.path, "hub", *hub_args(f"http://127.0.0.1:{self.prometheus.port}", self.port)],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "info")})
+        out.close()
+        self.lab.state["pids"]["hub"] = self.hub.pid
+        self.lab.save()
+        log(f"started the hub (pid {self.hub.pid}) on 127.0.0.1:{self.port}, log {self.log_path}")
+
+        def up():
+            if self.hub.poll() is not None:
+                raise RuntimeError(f"the hub exited with {self.hub.returncode}:\n{self.tail()}")
+            try:
+                http_json(self.port, "/api/incidents", timeout=1)
+                return True
+            except (OSError, urllib.error.URLError, ValueError):
+                return False
+        wait_for(up, timeout, "the hub to serve /api/incidents")
+
+    def tail(self, n=40):
+        parts = []
+        for name, path in [("hub", self.log_path)] + [(d.key, d.log_path) for d in self.daemons]:
+            with contextlib.suppress(OSError):
+                with open(path, errors="replace") as f:
+                    parts.append(f"--- {name}\n" + "".join(f.readlines()[-n:]))
+        return "\n".join(parts)
+
+    def incidents(self):
+        return http_json(self.port, "/api/incidents")["incidents"]
+
+    def incident(self, iid):
+        return http_json(self.port, f"/api/incidents/{iid}", timeout=5)
+
+    def stop(self):
+        if self.hub and self.hub.poll() is None:
+            self.hub.send_signal(signal.SIGINT)
+            try:
+                self.hub.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.hub.kill()
+                self.hub.wait()
+        self.lab.state["pids"].pop("hub", None)
+        self.prometheus.stop()
+        for d in self.daemons:
+            d.stop()
+
+
+def hub_args(prometheus_url, port):
+    """`sonde hub`'s arguments: the Prometheus it reads, where it serves its API, and the
+    lab's step (the daemons' step_ms is 1 s; Prometheus scrapes every second)."""
+    return ["--prometheus", prometheus_url, "--listen", f"127.0.0.1:{port}"]
+
+
+def new_monitor(lab, args, sonde_path):
+    """The daemon on the whole lab, or (--cluster) three scoped daemons, Prometheus and the hub."""
+    return Cluster(lab, sonde_path) if getattr(args, "cluster", False) else Sonde(lab, sonde_path)
 
 
 # --- scoring ---------------------------------------------------------------------------------
@@ -803,6 +979,18 @@ def score(fault, report, report_unix_ms, fault_start_unix_ms):
         "time_to_report_s": round((report_unix_ms - fault_start_unix_ms) / 1000, 1)
         if report_unix_ms and fault_start_unix_ms else None,
     }
+
+
+def cause_node(cause):
+    """The node a root cause is placed on (the hub names it; a single daemon has one)."""
+    el = cause.get("element") if isinstance(cause, dict) else None
+    return cause.get("node") or (el.get("node") if isinstance(el, dict) else None)
+
+
+def node_ok(fault, report):
+    """The rank-1 cause sits on the node where the fault was injected."""
+    causes = sorted((report or {}).get("root_causes") or [], key=lambda c: c.get("rank", 1e9))
+    return bool(causes) and cause_node(causes[0]) == FAULT_NODE[fault]
 
 
 def print_report(fault, inc, report, sc):
@@ -874,7 +1062,7 @@ def run_one(lab, fault, args, sonde_path):
     res = {"fault": fault, "expected": FAULTS[fault]["expected"], "expected_class": FAULTS[fault]["class"],
            "injection": FAULTS[fault]["what"], "lab": lab.name, "build_s": lab.state.get("build_s"),
            "false_alarms": [], "report": None, "incident": None, "error": None}
-    sonde = Sonde(lab, sonde_path)
+    sonde = new_monitor(lab, args, sonde_path)
     sonde.incident_dir = getattr(args, "incident_dir", None)
     injected = False
     try:
@@ -955,6 +1143,8 @@ def run_one(lab, fault, args, sonde_path):
             res["error"] = f"no incident with a report within {args.timeout} s of the injection"
             rep_ms = None
         res["score"] = score(fault, res["report"], rep_ms, fault_start)
+        if isinstance(sonde, Cluster):
+            res["score"]["node_ok"] = node_ok(fault, res["report"])
         if found and getattr(args, "full_report", False):
             # The list and the report as `sonde incidents` and `sonde report` print them.
             endpoint = ["--endpoint", f"127.0.0.1:{sonde.port}"]
@@ -1016,13 +1206,17 @@ def cmd_run(args):
     if args.require_hit and not (res["score"]["ac1"] and res["score"]["class_ok"]):
         log("--require-hit: the expected root cause was not rank 1 with the expected class")
         return 3
+    if args.require_hit and args.cluster and not res["score"].get("node_ok"):
+        log(f"--require-hit: the rank-1 cause is not placed on {FAULT_NODE[args.fault]}")
+        return 3
     return 0
 
 
 def cmd_quiet(args):
     lab = new_lab(args)
-    sonde = Sonde(lab, args.sonde)
-    res = {"lab": lab.name, "duration_s": args.duration, "incidents": [], "error": None}
+    sonde = new_monitor(lab, args, args.sonde)
+    res = {"lab": lab.name, "duration_s": args.duration, "incidents": [], "error": None,
+           "cluster": bool(args.cluster)}
     try:
         lab.build()
         sonde.start()
@@ -1214,8 +1408,11 @@ def main(argv=None):
     p.add_argument("--incident-dir", help="where Sonde saves incident bundles (default: inside the lab dir, removed)")
     p.add_argument("--keep-going", action="store_true",
                    help="after the first report keep the fault until --timeout and record every incident")
+    p.add_argument("--cluster", action="store_true",
+                   help="three nodes (a scoped daemon each), Prometheus and `sonde hub`; the hub reports")
     p = sub.add_parser("quiet", help="no fault: Sonde must open no incident")
     sonde_opts(p)
+    p.add_argument("--cluster", action="store_true", help="as for run: the hub must open no incident")
     p.add_argument("--duration", type=float, default=300)
     p.add_argument("--out")
     p = sub.add_parser("up", help="build the lab and keep it up until Ctrl-C")
