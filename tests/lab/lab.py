@@ -780,6 +780,10 @@ incident_dir = "{self.incident_dir or os.path.join(self.lab.dir, 'incidents')}"
     def incident(self, iid):
         return http_json(self.port, f"/api/incidents/{iid}", timeout=5)
 
+    def endpoint_args(self):
+        """How `sonde incidents|report` reach this daemon."""
+        return ["--endpoint", f"127.0.0.1:{self.port}"]
+
     def stop(self):
         if not self.proc or self.proc.poll() is not None:
             return
@@ -920,6 +924,10 @@ class Cluster:
 
     def incident(self, iid):
         return http_json(self.port, f"/api/incidents/{iid}", timeout=5)
+
+    def endpoint_args(self):
+        """How `sonde incidents|report` reach the hub."""
+        return ["--hub", f"http://127.0.0.1:{self.port}"]
 
     def stop(self):
         if self.hub and self.hub.poll() is None:
@@ -1147,7 +1155,7 @@ def run_one(lab, fault, args, sonde_path):
             res["score"]["node_ok"] = node_ok(fault, res["report"])
         if found and getattr(args, "full_report", False):
             # The list and the report as `sonde incidents` and `sonde report` print them.
-            endpoint = ["--endpoint", f"127.0.0.1:{sonde.port}"]
+            endpoint = sonde.endpoint_args()
             listing = subprocess.run([sonde.path, "incidents", *endpoint], capture_output=True, text=True, timeout=30)
             text = subprocess.run([sonde.path, "report", found["id"], *endpoint],
                                   capture_output=True, text=True, timeout=30)

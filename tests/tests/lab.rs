@@ -7,7 +7,9 @@
 //! Each fault test takes about 90 s (lab build, 60 s baseline, report within seconds of the
 //! injection, teardown); the quiet run 5 minutes. They share the machine's lab resources and
 //! run one at a time (a static mutex). `bench/lab/run.sh` repeats them for the accuracy table
-//! in BENCHMARKS.md.
+//! in BENCHMARKS.md. The `cluster_*` tests run the same shop as three nodes (`--cluster`: a
+//! scoped daemon per node, a real Prometheus, `sonde hub`) and also check the node the hub
+//! names.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -46,11 +48,27 @@ fn lab_py(args: &[&str]) -> i32 {
 }
 
 fn run_fault(fault: &str) -> Value {
+    run_lab(fault, Monitor::Node)
+}
+
+/// Who watches the lab: one daemon on all of it, or the cluster (three daemons each scoped
+/// to one node's namespaces, a real Prometheus scraping them, `sonde hub` reporting).
+#[derive(Clone, Copy, PartialEq)]
+enum Monitor {
+    Node,
+    Cluster,
+}
+
+fn run_lab(fault: &str, monitor: Monitor) -> Value {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     require_root();
     let sonde = sonde_bin_path();
-    let out = out_dir().join(format!("{fault}.json"));
-    let code = lab_py(&[
+    let cluster = monitor == Monitor::Cluster;
+    let out = out_dir().join(format!(
+        "{fault}{}.json",
+        if cluster { "-cluster" } else { "" }
+    ));
+    let mut args = vec![
         "run",
         "--fault",
         fault,
@@ -64,7 +82,11 @@ fn run_fault(fault: &str) -> Value {
         out.to_str().expect("UTF-8 path"),
         "--require-hit",
         "--full-report",
-    ]);
+    ];
+    if cluster {
+        args.push("--cluster");
+    }
+    let code = lab_py(&args);
     let text = std::fs::read_to_string(&out).unwrap_or_else(|e| {
         panic!(
             "lab.py wrote no result {} ({e}); exit {code}",
@@ -95,6 +117,14 @@ fn run_fault(fault: &str) -> Value {
         "{fault}: expected class {}, score {score}",
         res["expected_class"]
     );
+    if cluster {
+        assert_eq!(
+            score["node_ok"].as_bool(),
+            Some(true),
+            "{fault}: the hub placed the cause on the wrong node: {}",
+            res["report"]["root_causes"][0]
+        );
+    }
     // The terminal views of the same incident: `sonde incidents` lists it with its first
     // cause, `sonde report <id>` prints the report.
     let id = res["incident"]["id"].as_str().expect("incident id");
@@ -190,19 +220,55 @@ fn lab_dns_nxdomain_for_config() {
 
 #[test]
 fn quiet_lab_opens_no_incident() {
+    quiet(Monitor::Node, "300");
+}
+
+// The cluster: the three faults, each on another node than the gateway's, entered
+// from the gateway on node A and placed by the hub on the node where it was injected.
+
+#[test]
+fn cluster_lab_loss_on_a_cross_node_link() {
+    run_lab("loss", Monitor::Cluster);
+}
+
+#[test]
+fn cluster_lab_cpu_quota_on_node_b() {
+    run_lab("cpu", Monitor::Cluster);
+}
+
+#[test]
+fn cluster_lab_slow_sql_on_node_c() {
+    run_lab("slow-sql", Monitor::Cluster);
+}
+
+#[test]
+fn quiet_cluster_lab_opens_no_incident() {
+    quiet(Monitor::Cluster, "180");
+}
+
+fn quiet(monitor: Monitor, seconds: &str) {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     require_root();
     let sonde = sonde_bin_path();
-    let out = out_dir().join("quiet.json");
-    let code = lab_py(&[
+    let cluster = monitor == Monitor::Cluster;
+    let out = out_dir().join(if cluster {
+        "quiet-cluster.json"
+    } else {
+        "quiet.json"
+    });
+    let mut args = vec![
         "quiet",
         "--sonde",
         sonde.to_str().expect("UTF-8 path"),
         "--duration",
-        "300",
+        seconds,
         "--out",
         out.to_str().expect("UTF-8 path"),
-    ]);
+    ];
+    if cluster {
+        args.push("--cluster");
+    }
+    let code = lab_py(&args);
     let res: Value = std::fs::read_to_string(&out)
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
