@@ -946,7 +946,7 @@ class Cluster:
 def hub_args(prometheus_url, port):
     """`sonde hub`'s arguments: the Prometheus it reads, where it serves its API, and the
     lab's step (the daemons' step_ms is 1 s; Prometheus scrapes every second)."""
-    return ["--prometheus", prometheus_url, "--listen", f"127.0.0.1:{port}"]
+    return ["--prometheus", prometheus_url, "--listen", f"127.0.0.1:{port}", "--step", "1"]
 
 
 def new_monitor(lab, args, sonde_path):
