@@ -703,7 +703,14 @@ fn broken_copies_are_rejected() {
             "overlays/example",
             "podMetricEndpoints",
         ),
-        // kustomize itself.
+        // kustomize itself: a key twice, a missing file.
+        (
+            "base/daemonset.yaml",
+            "      hostNetwork: true\n",
+            "      hostNetwork: true\n      hostNetwork: false\n",
+            "base",
+            "already defined",
+        ),
         (
             "base/kustomization.yaml",
             "- hub.yaml",
