@@ -6,7 +6,7 @@
 //! has its connections ended ([`ConnTracker::end_process`], counted as `exited`).
 //!
 //! The kernel reports host pids, so this needs `proc_root` to show the host's processes, as
-//! the correlation layer does (`hostPID: true` in deploy/daemonset.yaml).
+//! the correlation layer does (`hostPID: true` in deploy/base/daemonset.yaml).
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 

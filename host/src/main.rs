@@ -13,9 +13,15 @@ fn main() -> Result<ExitCode> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log)?)
         .with_writer(std::io::stderr)
         .init();
-    // Every command reads the file (a broken one fails them all, the same way).
+    // Checking the file is `config check`'s job, with its own one-line verdict: before the
+    // file is read here.
+    let command = match cli.command {
+        Command::Config(command) => return Ok(cli::config::run(command, cli.config.as_deref())),
+        command => command,
+    };
+    // Every other command reads the file (a broken one fails them all, the same way).
     let config = Config::load(cli.config.as_deref())?;
-    match cli.command {
+    match command {
         Command::Run(args) => {
             // One line: what is wrong, or "already running (pid N)".
             if let Err(e) = cli::run::run(args, config) {
@@ -32,6 +38,7 @@ fn main() -> Result<ExitCode> {
         Command::Report(args) => cli::incidents::run_report(args)?,
         Command::Demo(args) => cli::demo::run(args)?,
         Command::Plugin(command) => cli::plugin::run(command, &config)?,
+        Command::Config(_) => unreachable!("handled before the file is read"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -544,6 +544,25 @@ pub struct KubeWatch {
 /// Watchers [`KubeWatch::spawn`] starts.
 pub const WATCHERS: u64 = 6;
 
+/// What the watchers read, as (API group, resource; "" is the core group): the objects the
+/// daemon's RBAC must let it list and watch, no more (deploy/base/rbac-daemon.yaml;
+/// tests/tests/deploy.rs checks the rules against this list). Taken from the types the
+/// watchers are built on, which also name them in [`KubeWatch::spawn`].
+pub fn watched_resources() -> [(&'static str, &'static str); WATCHERS as usize] {
+    [
+        api_resource::<Pod>(),
+        api_resource::<Service>(),
+        api_resource::<EndpointSlice>(),
+        api_resource::<Node>(),
+        api_resource::<ReplicaSet>(),
+        api_resource::<Job>(),
+    ]
+}
+
+fn api_resource<K: k8s_openapi::Resource>() -> (&'static str, &'static str) {
+    (K::GROUP, K::URL_PATH_SEGMENT)
+}
+
 impl KubeWatch {
     /// Wait until every watcher has listed once, or `timeout`; whether they all did.
     pub async fn wait_synced(&self, timeout: std::time::Duration) -> bool {
@@ -570,31 +589,31 @@ impl KubeWatch {
         let pods = watcher::Config::default().fields(&format!("spec.nodeName={node_name}"));
         let all = watcher::Config::default;
         w.run(
-            "pods",
+            api_resource::<Pod>().1,
             watcher(Api::<Pod>::all(client.clone()), pods),
             |i| &mut i.pods,
             pod_meta,
         );
         w.run(
-            "services",
+            api_resource::<Service>().1,
             watcher(Api::<Service>::all(client.clone()), all()),
             |i| &mut i.services,
             service_meta,
         );
         w.run(
-            "endpointslices",
+            api_resource::<EndpointSlice>().1,
             watcher(Api::<EndpointSlice>::all(client.clone()), all()),
             |i| &mut i.slices,
             slice_meta,
         );
         w.run(
-            "nodes",
+            api_resource::<Node>().1,
             watcher(Api::<Node>::all(client.clone()), all()),
             |i| &mut i.nodes,
             node_meta,
         );
         w.run(
-            "replicasets",
+            api_resource::<ReplicaSet>().1,
             watcher(
                 Api::<PartialObjectMeta<ReplicaSet>>::all(client.clone()),
                 all(),
@@ -603,7 +622,7 @@ impl KubeWatch {
             owned_meta,
         );
         w.run(
-            "jobs",
+            api_resource::<Job>().1,
             watcher(Api::<PartialObjectMeta<Job>>::all(client), all()),
             |i| &mut i.jobs,
             owned_meta,

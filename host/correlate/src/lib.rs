@@ -59,7 +59,7 @@ pub struct CorrelationSettings {
     /// Join the host's cgroup namespace (pid 1's under `proc_root`) at start when the daemon
     /// runs in another one (a container with a private cgroup namespace): then
     /// `/proc/<pid>/cgroup` shows host paths, which resolve under a host `/sys/fs/cgroup`
-    /// mount (deploy/daemonset.yaml).
+    /// mount (deploy/base/daemonset.yaml).
     pub host_cgroup_namespace: bool,
 }
 

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 
 pub mod analyze;
 pub mod capture;
+pub mod config;
 pub mod demo;
 pub mod doctor;
 pub mod incidents;
@@ -65,6 +66,9 @@ pub enum Command {
     /// Build the fault lab (a small microservice system in network namespaces), start Sonde
     /// on it, inject one fault and print the report when it arrives. Tears everything down.
     Demo(demo::DemoArgs),
+    /// Configuration files: `sonde config check FILE` validates one as `sonde run` would.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
     /// Plugin authoring tools.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
