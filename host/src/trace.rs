@@ -95,6 +95,7 @@ pub async fn run(capture_opts: &CaptureOptions, opts: TraceOptions) -> Result<()
         data_events = stats.total(sonde_common::stat::DATA_EVENTS),
         lost =
             stats.total(sonde_common::stat::DATA_LOST) + stats.total(sonde_common::stat::CONN_LOST),
+        out_of_scope = stats.total(sonde_common::stat::OUT_OF_SCOPE),
         "trace stopped, programs detached"
     );
     Ok(())
