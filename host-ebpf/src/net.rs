@@ -245,6 +245,11 @@ pub fn sonde_tcp_retransmit(ctx: TracePointContext) -> u32 {
         net_off!(retrans_daddr_v6),
     );
     let state: i32 = field(rec, net_off!(retrans_state));
+    if crate::scope::netns_scoped()
+        && !crate::scope::sock_in_scope(field(rec, net_off!(retrans_skaddr)))
+    {
+        return 0;
+    }
     let Some(f) = flow_entry(&key) else {
         return 0;
     };

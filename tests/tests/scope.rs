@@ -13,6 +13,7 @@ use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
 use serde_json::Value;
+use sonde_tests::httplab::{Daemon, sum};
 use sonde_tests::{NetnsPair, Peer, require_root, sonde_bin_path, testpeer_path, wait_until};
 
 const T: Duration = Duration::from_secs(60);
@@ -383,4 +384,31 @@ fn bad_scope_is_a_one_line_error() {
         line.contains("/run/netns/sonde-no-such-namespace") && line.contains("no such file"),
         "{line}"
     );
+}
+
+/// `sonde run` with `[capture.scope]` from its config file: the daemon's /metrics counts what
+/// the scope left out (here, a real exchange in the root namespace, outside the scope).
+#[test]
+fn daemon_counts_out_of_scope_on_metrics() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let pair = NetnsPair::new().unwrap();
+    let scope = format!(
+        "[capture.scope]\nnetns = [\"/run/netns/{}\"]\n",
+        pair.ns_a()
+    );
+    let daemon = Daemon::start_when_free("", "", &scope, T);
+    let mut server = Peer::spawn(&["sink", "--listen", "127.0.0.1:0"]).unwrap();
+    let addr = server.listening_addr(T).unwrap();
+    let mut clients = 0;
+    let left_out = wait_until(T, "sonde_capture_out_of_scope_total > 0", || {
+        // The daemon attaches after /metrics answers: exchanges until one is counted.
+        run_clients(&["env".to_string()], addr);
+        clients += CLIENTS;
+        let v = sum(&daemon.samples(), "sonde_capture_out_of_scope_total", &[]);
+        (v > 0.0).then_some(v)
+    })
+    .unwrap();
+    server.terminate().unwrap();
+    server.finish(T).unwrap();
+    assert!(left_out > 0.0, "{clients} clients outside the scope");
 }
