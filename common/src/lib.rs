@@ -432,10 +432,18 @@ pub struct Offsets {
     pub task_comm: u16,
     /// `io_uring:io_uring_submit_req`: `opcode` (0 when the kernel has no such tracepoint).
     pub uring_opcode: u16,
-    /// The capture scope's network namespace: task->nsproxy->net_ns (a `struct net *`),
-    /// and a socket's `sk->__sk_common.skc_net`; the inode is at `NetOffsets::net_ns_inum`.
+}
+
+/// Struct offsets for the capture scope's namespace checks, from BTF. Apart from [`Offsets`]
+/// so the programs that copy those (every socket program, `cfg!(offsets)`) copy no more
+/// without a scope.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ScopeOffsets {
+    /// task->nsproxy->net_ns: the current task's `struct net *`.
     pub task_nsproxy: u16,
     pub nsproxy_net_ns: u16,
+    /// `sk->__sk_common.skc_net`: a socket's `struct net *`.
     pub skc_net: u16,
     /// `struct net`: `ns.inum`, the namespace's inode (what `/proc/<pid>/ns/net` shows).
     pub net_inum: u16,
@@ -479,10 +487,6 @@ impl Offsets {
         task_group_leader: 0,
         task_comm: 0,
         uring_opcode: 0,
-        task_nsproxy: 0,
-        nsproxy_net_ns: 0,
-        skc_net: 0,
-        net_inum: 0,
     };
 }
 
@@ -516,6 +520,7 @@ pub struct Config {
     pub scope_cgroup_levels: u32,
     pub offsets: Offsets,
     pub net: net::NetOffsets,
+    pub scope: ScopeOffsets,
 }
 
 impl Config {
@@ -531,6 +536,12 @@ impl Config {
         scope_cgroup_levels: 0,
         offsets: Offsets::ZERO,
         net: net::NetOffsets::ZERO,
+        scope: ScopeOffsets {
+            task_nsproxy: 0,
+            nsproxy_net_ns: 0,
+            skc_net: 0,
+            net_inum: 0,
+        },
     };
 }
 

@@ -19,7 +19,7 @@ use aya_ebpf::{
     macros::map,
     maps::HashMap,
 };
-use sonde_common::{MAX_SCOPE_CGROUP_LEVEL, MAX_SCOPE_ENTRIES, Offsets, config_flags, stat};
+use sonde_common::{MAX_SCOPE_CGROUP_LEVEL, MAX_SCOPE_ENTRIES, ScopeOffsets, config_flags, stat};
 
 use crate::count;
 
@@ -41,7 +41,7 @@ fn kread<T: Default>(base: u64, off: u16) -> T {
 /// Whether the namespace of `struct net *net` is one the scope lists.
 #[inline(always)]
 fn netns_listed(net: u64) -> bool {
-    let o: Offsets = cfg!(offsets);
+    let o: ScopeOffsets = cfg!(scope);
     let inum: u32 = kread(net, o.net_inum);
     // SAFETY: map lookup by value.
     unsafe { SCOPE_NETNS.get(&inum) }.is_some()
@@ -50,7 +50,7 @@ fn netns_listed(net: u64) -> bool {
 /// The current task's `struct net *`; 0 when unreadable (a task exiting has no nsproxy).
 #[inline(always)]
 fn task_net() -> u64 {
-    let o: Offsets = cfg!(offsets);
+    let o: ScopeOffsets = cfg!(scope);
     // SAFETY: no preconditions; the pointer is only dereferenced through the probe helper.
     let task = unsafe { bpf_get_current_task() };
     let nsproxy: u64 = kread(task, o.task_nsproxy);
@@ -138,7 +138,7 @@ pub fn sock_in_scope(sk: u64) -> bool {
     if cfg!(flags) & config_flags::SCOPE_NETNS == 0 || sk == 0 {
         return true;
     }
-    let o: Offsets = cfg!(offsets);
+    let o: ScopeOffsets = cfg!(scope);
     net_in_scope(kread(sk, o.skc_net))
 }
 

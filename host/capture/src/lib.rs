@@ -555,6 +555,7 @@ impl Prepared {
             scope_cgroup_levels: scope.cgroup_levels(),
             offsets,
             net: net.offsets,
+            scope: scope_offsets(&btf)?,
         };
         let cpus = aya::util::nr_cpus()
             .map_err(|(_, e)| e)
@@ -796,13 +797,6 @@ pub fn kernel_offsets(
         sock_protocol: btf.member_offset("sock", "sk_protocol")?,
         task_group_leader: btf.member_offset("task_struct", "group_leader")?,
         task_comm: btf.member_offset("task_struct", "comm")?,
-        task_nsproxy: btf.member_offset("task_struct", "nsproxy")?,
-        nsproxy_net_ns: btf.member_offset("nsproxy", "net_ns")?,
-        skc_net: skc("skc_net")?,
-        net_inum: btf
-            .member_offset("net", "ns")?
-            .checked_add(btf.member_offset("ns_common", "inum")?)
-            .context("struct net: ns.inum offset overflows")?,
         // Optional: kernels without io_uring (or its tracepoints) leave it 0 (feature off).
         uring_opcode: tracefs::Format::read(tracefs_root, "io_uring", "io_uring_submit_req")
             .and_then(|f| f.offset("opcode", 1))
@@ -820,6 +814,19 @@ pub fn kernel_offsets(
         o.recv_len_protocol = recv.offset("protocol", 2)?;
     }
     Ok(o)
+}
+
+/// Struct offsets for the capture scope's namespace checks, from BTF.
+pub fn scope_offsets(btf: &btf::Btf) -> Result<abi::ScopeOffsets> {
+    Ok(abi::ScopeOffsets {
+        task_nsproxy: btf.member_offset("task_struct", "nsproxy")?,
+        nsproxy_net_ns: btf.member_offset("nsproxy", "net_ns")?,
+        skc_net: btf.member_offset("sock_common", "skc_net")?,
+        net_inum: btf
+            .member_offset("net", "ns")?
+            .checked_add(btf.member_offset("ns_common", "inum")?)
+            .context("struct net: ns.inum offset overflows")?,
+    })
 }
 
 /// CLOCK_MONOTONIC now, in the kernel side's timestamp base (bpf_ktime_get_ns).
@@ -874,7 +881,10 @@ mod tests {
         assert_eq!(size_of::<abi::net::NetOffsets>(), 50 * 2);
         assert_eq!(
             size_of::<abi::Config>(),
-            8 * 4 + size_of::<Offsets>() + size_of::<abi::net::NetOffsets>()
+            8 * 4
+                + size_of::<Offsets>()
+                + size_of::<abi::net::NetOffsets>()
+                + size_of::<abi::ScopeOffsets>()
         );
     }
 
