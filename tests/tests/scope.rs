@@ -199,6 +199,25 @@ fn mentioning<'a>(lines: &'a [Value], ip: &str, pids: &BTreeSet<u32>) -> Vec<&'a
 /// changes (judged by the socket's namespace in softirq).
 #[test]
 fn netns_scope_sees_one_namespace_only() {
+    two_namespaces(|pair| vec!["--netns".into(), format!("/run/netns/{}", pair.ns_a())]);
+}
+
+/// `--scope-exclude` with namespace B: everything but B, so A's connections appear and B's
+/// never.
+#[test]
+fn netns_exclude_leaves_one_namespace_out() {
+    two_namespaces(|pair| {
+        vec![
+            "--netns".into(),
+            format!("/run/netns/{}", pair.ns_b()),
+            "--scope-exclude".into(),
+        ]
+    });
+}
+
+/// Real exchanges in namespaces A and B under a trace whose scope (`scope_args`) keeps A and
+/// leaves B out: A's exact, B's absent, the filtered counted.
+fn two_namespaces(scope_args: impl Fn(&NetnsPair) -> Vec<String>) {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let pair = NetnsPair::new().unwrap();
     let (a, b) = (pair.addr_a().to_string(), pair.addr_b().to_string());
@@ -212,7 +231,8 @@ fn netns_scope_sees_one_namespace_only() {
         server_a.listening_addr(T).unwrap(),
         server_b.listening_addr(T).unwrap(),
     );
-    let mut trace = Trace::start(&["--netns", &format!("/run/netns/{}", pair.ns_a())]);
+    let args = scope_args(&pair);
+    let mut trace = Trace::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let exec_in = |ns: &str| -> Vec<String> {
         ["ip", "netns", "exec", ns]
             .iter()
@@ -239,10 +259,13 @@ fn netns_scope_sees_one_namespace_only() {
         l["event"] == "open" && l["role"] == "client" && l["peer"] == addr_a.to_string()
     });
     assert_eq!(client_opens, CLIENTS, "one open per A client: {lines:#?}");
+    let b_clients: BTreeSet<u32> = clients_b.iter().copied().collect();
+    // Other processes on the node may connect too when the scope only leaves B out.
     let opened_by: BTreeSet<u32> = lines
         .iter()
         .filter(|l| l["event"] == "open" && l["role"] == "client")
         .map(tgid)
+        .filter(|p| a_pids.contains(p) || b_clients.contains(p))
         .collect();
     assert_eq!(opened_by, a_pids, "only A's clients connect in scope");
     assert_eq!(
