@@ -329,7 +329,11 @@ pub mod stat {
     pub const TLS_WITHOUT_CONN: u32 = 17;
     /// TLS plaintext events written (also counted in `data_events`).
     pub const TLS_EVENTS: u32 = 18;
-    pub const COUNT: u32 = 19;
+    /// Syscalls, calls and kernel events left out by the capture scope
+    /// ([`super::Config::scope_cgroup_levels`], [`super::config_flags::SCOPE_NETNS`]…): a task
+    /// or socket outside the configured network namespaces or cgroups.
+    pub const OUT_OF_SCOPE: u32 = 19;
+    pub const COUNT: u32 = 20;
     pub const NAMES: [&str; COUNT as usize] = [
         "data_lost",
         "conn_lost",
@@ -350,6 +354,7 @@ pub mod stat {
         "bytes_spliced",
         "tls_without_conn",
         "tls_events",
+        "out_of_scope",
     ];
 }
 
@@ -429,6 +434,21 @@ pub struct Offsets {
     pub uring_opcode: u16,
 }
 
+/// Struct offsets for the capture scope's namespace checks, from BTF. Apart from [`Offsets`]
+/// so the programs that copy those (every socket program, `cfg!(offsets)`) copy no more
+/// without a scope.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ScopeOffsets {
+    /// task->nsproxy->net_ns: the current task's `struct net *`.
+    pub task_nsproxy: u16,
+    pub nsproxy_net_ns: u16,
+    /// `sk->__sk_common.skc_net`: a socket's `struct net *`.
+    pub skc_net: u16,
+    /// `struct net`: `ns.inum`, the namespace's inode (what `/proc/<pid>/ns/net` shows).
+    pub net_inum: u16,
+}
+
 impl Offsets {
     pub const ZERO: Offsets = Offsets {
         send_len_sk: 0,
@@ -494,9 +514,13 @@ pub struct Config {
     /// ([`stat::LOG_RATE_LIMITED`]) so chatty writers (`yes > /dev/null`) cannot fill the ring
     /// that socket data shares. 0: no limit.
     pub stdio_per_sec: u32,
-    pub _pad: u32,
+    /// The capture scope's cgroups: bit `n` set when a configured cgroup sits at level `n`
+    /// of the cgroup v2 tree (the root is level 0), so the kernel side asks
+    /// `bpf_get_current_ancestor_cgroup_id` only at those levels. 0: no cgroup scope.
+    pub scope_cgroup_levels: u32,
     pub offsets: Offsets,
     pub net: net::NetOffsets,
+    pub scope: ScopeOffsets,
 }
 
 impl Config {
@@ -509,9 +533,15 @@ impl Config {
         flags: 0,
         daemon_tgid: 0,
         stdio_per_sec: DEFAULT_STDIO_PER_SEC,
-        _pad: 0,
+        scope_cgroup_levels: 0,
         offsets: Offsets::ZERO,
         net: net::NetOffsets::ZERO,
+        scope: ScopeOffsets {
+            task_nsproxy: 0,
+            nsproxy_net_ns: 0,
+            skc_net: 0,
+            net_inum: 0,
+        },
     };
 }
 
@@ -538,7 +568,20 @@ pub mod config_flags {
     /// the same points, so `bench/capture-overhead.sh --floor` measures the attachments' own
     /// cost, the floor under any tracepoint-based capture.
     pub const FLOOR_ONLY: u32 = 32;
+    /// The capture scope names network namespaces (inodes in the `SCOPE_NETNS` map).
+    pub const SCOPE_NETNS: u32 = 64;
+    /// The capture scope names cgroups (ids in `SCOPE_CGROUPS`, levels in
+    /// [`super::Config::scope_cgroup_levels`]).
+    pub const SCOPE_CGROUPS: u32 = 128;
+    /// The scope's namespaces and cgroups are left out, everything else captured; without
+    /// it only what is inside them (every list given must match) is captured.
+    pub const SCOPE_EXCLUDE: u32 = 256;
 }
+
+/// Most entries of each capture-scope map (`SCOPE_NETNS`, `SCOPE_CGROUPS`).
+pub const MAX_SCOPE_ENTRIES: u32 = 64;
+/// Deepest cgroup v2 level a scope cgroup may sit at (the kernel side checks up to here).
+pub const MAX_SCOPE_CGROUP_LEVEL: u32 = 31;
 
 pub mod net;
 

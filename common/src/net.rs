@@ -193,7 +193,8 @@ pub struct NetOffsets {
     pub send_rst_dport: u16,
     pub send_rst_saddr_v6: u16,
     pub send_rst_daddr_v6: u16,
-    pub _pad: u16,
+    /// `tcp:tcp_retransmit_skb`: `skaddr`, whose namespace the capture scope judges.
+    pub retrans_skaddr: u16,
 }
 
 impl NetOffsets {
@@ -247,6 +248,6 @@ impl NetOffsets {
         send_rst_dport: 0,
         send_rst_saddr_v6: 0,
         send_rst_daddr_v6: 0,
-        _pad: 0,
+        retrans_skaddr: 0,
     };
 }

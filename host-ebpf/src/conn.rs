@@ -444,6 +444,9 @@ pub fn sonde_sock_state(ctx: TracePointContext) -> u32 {
             ctx.read_at::<i32>(o.state_newstate as usize).unwrap_or(0),
         )
     };
+    if !crate::scope::sock_in_scope(sk) {
+        return 0;
+    }
     let role = if old == TCP_CLOSE && new == TCP_SYN_SENT {
         role::CLIENT
     } else if old == TCP_SYN_RECV && new == TCP_ESTABLISHED {

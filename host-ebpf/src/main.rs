@@ -56,6 +56,7 @@ mod copy;
 mod exec;
 mod io;
 mod net;
+mod scope;
 mod stdio;
 mod task;
 mod tls;
@@ -137,9 +138,11 @@ fn floor_only() -> bool {
     cfg!(flags) & sonde_common::config_flags::FLOOR_ONLY != 0
 }
 
+/// Whether a program with process context follows the current task: not the daemon itself,
+/// and inside the capture scope ([`scope`]; counted when not). Every entry program asks.
 #[inline(always)]
 fn traced(pid_tgid: u64) -> bool {
-    (pid_tgid >> 32) as u32 != cfg!(self_tgid)
+    (pid_tgid >> 32) as u32 != cfg!(self_tgid) && scope::task_in_scope()
 }
 
 #[inline(always)]

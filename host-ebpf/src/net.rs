@@ -276,6 +276,11 @@ pub fn sonde_tcp_retransmit(ctx: TracePointContext) -> u32 {
         net_off!(retrans_daddr_v6),
     );
     let state: i32 = field(rec, net_off!(retrans_state));
+    if crate::scope::netns_scoped()
+        && !crate::scope::sock_in_scope(field(rec, net_off!(retrans_skaddr)))
+    {
+        return 0;
+    }
     let Some(f) = flow_entry(&key) else {
         return 0;
     };
@@ -318,6 +323,10 @@ pub fn sonde_tcp_send_reset(ctx: TracePointContext) -> u32 {
 /// A reset as a connection event (no process context: softirq or the peer's reset).
 #[inline(always)]
 fn output_reset(key: &FlowKey, sock: u64, kind: u8, old_state: u8) {
+    // A reset sent on behalf of no socket (sock 0) has no namespace to judge: kept.
+    if !crate::scope::sock_in_scope(sock) {
+        return;
+    }
     emit_conn(EventKind::Reset, 0, -1, |ev| {
         ev.tgid = 0;
         ev.tid = 0;
@@ -360,6 +369,13 @@ pub fn sonde_kfree_skb(ctx: TracePointContext) -> u32 {
     }
     let rec = record_read!(ctx, window::KFREE_SKB);
     let skb: u64 = field(rec, net_off!(kfree_skbaddr));
+    // The drop's device says its namespace; a drop without one (dev NULL) is kept.
+    if crate::scope::netns_scoped() && net_off!(skb_dev) != 0 {
+        let dev: u64 = kread(skb, net_off!(skb_dev));
+        if !crate::scope::dev_in_scope(dev, net_off!(dev_nd_net)) {
+            return 0;
+        }
+    }
     let mut key = DropKey {
         reason: field(rec, net_off!(kfree_reason)),
         l3_proto: field(rec, net_off!(kfree_protocol)),
@@ -440,7 +456,7 @@ fn iface_count(ctx: &TracePointContext, skb_off: usize, len_off: usize, name_off
     let rec = record!(ctx, 1 2);
     let skb: u64 = field(rec, skb_off);
     let dev: u64 = kread(skb, net_off!(skb_dev));
-    if dev == 0 {
+    if dev == 0 || !crate::scope::dev_in_scope(dev, net_off!(dev_nd_net)) {
         return;
     }
     let len: u32 = field(rec, len_off);

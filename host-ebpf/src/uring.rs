@@ -26,6 +26,9 @@ pub fn sonde_io_uring_submit(ctx: TracePointContext) -> u32 {
     if crate::floor_only() {
         return 0;
     }
+    if !crate::scope::task_in_scope() {
+        return 0;
+    }
     let o: Offsets = cfg!(offsets);
     // SAFETY: offset from this kernel's format file.
     let op: u8 = unsafe { ctx.read_at(o.uring_opcode as usize) }.unwrap_or(0);

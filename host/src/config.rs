@@ -184,6 +184,12 @@ mod tests {
         // … and of [network] and [capture]'s switches.
         assert_eq!(c.network, sonde_netmap::NetworkSettings::default());
         assert!(c.capture.payload && c.capture.network);
+        // … and of [capture.scope] (empty: everything).
+        assert_eq!(
+            c.capture.scope,
+            sonde_capture::scope::ScopeOptions::default()
+        );
+        assert!(toml::from_str::<Config>("[capture.scope]\nnet = []\n").is_err());
         c.network.validate().unwrap();
         assert!(toml::from_str::<Config>("[network]\nwindow = 1\n").is_err());
         // … and of [correlation], [kubernetes] and [metrics].

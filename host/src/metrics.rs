@@ -379,7 +379,7 @@ fn render(ex: &mut Exposition, s: &Snapshot) {
         ],
     );
     render_io_uring(ex, s);
-    let totals: [(&str, &str, u64); 15] = [
+    let totals: [(&str, &str, u64); 16] = [
         (
             "sonde_capture_tls_events_total",
             "TLS plaintext chunks from the libssl uprobes (SSL_read/SSL_write returns).",
@@ -434,6 +434,11 @@ fn render(ex: &mut Exposition, s: &Snapshot) {
             "sonde_capture_bytes_skipped_by_verdict_total",
             "Bytes not copied because the daemon told the kernel to stop.",
             s.capture.total(stat::BYTES_SKIPPED_BY_VERDICT),
+        ),
+        (
+            "sonde_capture_out_of_scope_total",
+            "Syscalls, calls and kernel events left out by [capture.scope] (another namespace or cgroup).",
+            s.capture.total(stat::OUT_OF_SCOPE),
         ),
         (
             "sonde_capture_inflight_full_total",

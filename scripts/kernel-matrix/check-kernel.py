@@ -5,7 +5,9 @@
   check-kernel.py SONDE
 
 1. `sonde doctor --json`: every program loads (optional ones may be off with a reason),
-   the core can run, the verifier budget (stack, processed instructions) holds.
+   the core can run, the verifier budget (stack, processed instructions) holds. Then again
+   with a capture scope (`--netns`, and `--cgroup` where cgroup v2 is mounted), whose checks
+   the verifier only walks when a scope is set: the same must hold.
 2. `sonde trace --json --states --logs` while this script makes a real exchange on loopback:
    a TCP server and client (payload both ways, a sendfile body), a line on stdout from a
    child process, a connection to a closed port (a reset), and a TLS exchange through this
@@ -31,6 +33,42 @@ INSN_BUDGET = 250_000
 def fail(summary, why):
     summary["ok"] = False
     summary.setdefault("failures", []).append(why)
+
+
+def cgroup2_mount():
+    """The cgroup v2 mount point, or None."""
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            pre, _, post = line.partition(" - ")
+            if post.split(" ")[0] == "cgroup2":
+                return pre.split(" ")[4]
+    return None
+
+
+def doctor_scoped(sonde, summary):
+    """The doctor with a capture scope: the scope's checks verify within the budget too."""
+    args = ["--netns", "/proc/self/ns/net"]
+    cg = cgroup2_mount()
+    if cg:
+        args += ["--cgroup", cg]
+    p = subprocess.run([sonde, "doctor", "--json", *args], capture_output=True, text=True, timeout=900)
+    try:
+        r = json.loads(p.stdout)
+    except json.JSONDecodeError:
+        fail(summary, f"scoped doctor printed no JSON (exit {p.returncode}): {p.stderr[-2000:]}")
+        return
+    summary["scoped_cgroup"] = bool(cg)
+    failed = sorted(f'{x["program"]}: {x["detail"]}' for x in r["probes"] if x["state"] == "failed")
+    costs = [x["cost"] for x in r["probes"] if x["state"] == "loaded" and x.get("cost")]
+    insns = [(c["processed_insns"] or 0, c["program"]) for c in costs]
+    summary["scoped_max_insns"], summary["scoped_max_insns_program"] = max(insns, default=(0, ""))
+    summary["scoped_programs"] = {c["program"]: [c["processed_insns"] or 0, c["stack_bytes"]] for c in costs}
+    if r["core_error"]:
+        fail(summary, "scoped: core cannot run: " + r["core_error"])
+    if failed:
+        fail(summary, "scoped: programs failed: " + "; ".join(failed))
+    if summary["scoped_max_insns"] > INSN_BUDGET:
+        fail(summary, f"scoped: {summary['scoped_max_insns_program']}: {summary['scoped_max_insns']} insns > {INSN_BUDGET}")
 
 
 def doctor(sonde, summary):
@@ -289,6 +327,7 @@ def main():
     summary = {"ok": True}
     t0 = time.monotonic()
     if doctor(sonde, summary):
+        doctor_scoped(sonde, summary)
         trace(sonde, summary)
     summary["total_s"] = round(time.monotonic() - t0, 1)
     print(json.dumps(summary, sort_keys=True))

@@ -27,6 +27,8 @@ pub struct Report {
     pub kernel: String,
     pub capabilities: Vec<Capability>,
     pub socket_lookup: Option<SocketLookup>,
+    /// The capture scope (`[capture.scope]`), resolved; None when it did not resolve.
+    pub scope: Option<crate::scope::ResolvedScope>,
     pub probes: Vec<ProbeStatus>,
     /// Budget crossings, one line each (empty: every program within the margins).
     pub budget_violations: Vec<String>,
@@ -158,6 +160,7 @@ pub fn examine(base: &CaptureOptions) -> Report {
         kernel: kernel_release(),
         capabilities: Vec::new(),
         socket_lookup: None,
+        scope: None,
         probes: Vec::new(),
         budget_violations: Vec::new(),
         verify_ms: 0,
@@ -173,6 +176,7 @@ pub fn examine(base: &CaptureOptions) -> Report {
     };
     report.capabilities = capabilities(Some(&prepared.tracefs));
     report.socket_lookup = Some(prepared.socket_lookup);
+    report.scope = Some(prepared.scope.clone());
     let mut ebpf = match prepared.load_object(&opts) {
         Ok(e) => e,
         Err(e) => {
@@ -235,6 +239,12 @@ pub fn render(r: &Report) -> String {
     }
     if let Some(l) = r.socket_lookup {
         let _ = writeln!(s, "sockets found through: {l:?}");
+    }
+    if let Some(scope) = &r.scope {
+        let _ = writeln!(s, "capture scope: {}", scope.describe());
+        if !scope.is_empty() {
+            let _ = writeln!(s, "  {}", crate::scope::UNSCOPED);
+        }
     }
     let _ = writeln!(
         s,

@@ -8,6 +8,7 @@ pub mod net;
 pub mod programs;
 pub mod reassembly;
 pub mod recording;
+pub mod scope;
 pub mod streams;
 pub mod tables;
 pub mod tls;
@@ -81,6 +82,9 @@ pub struct CaptureOptions {
     /// TLS plaintext through uprobes on libssl (OpenSSL 1.1/3, dynamically linked): HTTPS
     /// served or fetched through it gives the same records as cleartext. Needs `payload`.
     pub tls: bool,
+    /// Which network namespaces and cgroups are captured (`[capture.scope]`, [`scope`]);
+    /// empty: everything.
+    pub scope: scope::ScopeOptions,
 }
 
 impl Default for CaptureOptions {
@@ -101,6 +105,7 @@ impl Default for CaptureOptions {
             socket_lookup: SocketLookup::Auto,
             sendfile: true,
             tls: true,
+            scope: scope::ScopeOptions::default(),
         }
     }
 }
@@ -466,12 +471,16 @@ pub struct Prepared {
     pub net: net::NetOffsetReport,
     pub config: abi::Config,
     pub cpus: usize,
+    /// The capture scope, resolved (empty: everything).
+    pub scope: scope::ResolvedScope,
 }
 
 impl Prepared {
     /// Preflight (root, BTF, tracefs) and every offset the programs need.
     pub fn new(opts: &CaptureOptions) -> Result<Prepared> {
         opts.validate()?;
+        // Before root and BTF: a path that does not resolve is a configuration error.
+        let scope = opts.scope.resolve()?;
         preflight()?;
         if EBPF_OBJECT.is_empty() {
             bail!(
@@ -527,6 +536,10 @@ impl Prepared {
             );
             flags |= abi::config_flags::FLOOR_ONLY;
         }
+        flags |= scope.flags();
+        if !scope.is_empty() {
+            tracing::info!(scope = scope.describe(), "capture scope");
+        }
         let config = abi::Config {
             self_tgid: if opts.trace_self {
                 0
@@ -539,9 +552,10 @@ impl Prepared {
             flags,
             daemon_tgid: std::process::id(),
             stdio_per_sec: opts.stdio_per_sec,
-            _pad: 0,
+            scope_cgroup_levels: scope.cgroup_levels(),
             offsets,
             net: net.offsets,
+            scope: scope_offsets(&btf)?,
         };
         let cpus = aya::util::nr_cpus()
             .map_err(|(_, e)| e)
@@ -552,17 +566,22 @@ impl Prepared {
             net,
             config,
             cpus,
+            scope,
         })
     }
 
     /// Creates the maps and parses the programs; nothing is verified or attached yet.
     pub fn load_object(&self, opts: &CaptureOptions) -> Result<Ebpf> {
-        EbpfLoader::new()
+        let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", &self.config, true)
             .map_max_entries("EVENTS", opts.ring_bytes)
             .map_max_entries("SCRATCH", self.cpus as u32)
             .load(EBPF_OBJECT)
-            .context("loading the eBPF object")
+            .context("loading the eBPF object")?;
+        self.scope
+            .fill_maps(&mut ebpf)
+            .context("writing the capture scope")?;
+        Ok(ebpf)
     }
 }
 
@@ -797,6 +816,19 @@ pub fn kernel_offsets(
     Ok(o)
 }
 
+/// Struct offsets for the capture scope's namespace checks, from BTF.
+pub fn scope_offsets(btf: &btf::Btf) -> Result<abi::ScopeOffsets> {
+    Ok(abi::ScopeOffsets {
+        task_nsproxy: btf.member_offset("task_struct", "nsproxy")?,
+        nsproxy_net_ns: btf.member_offset("nsproxy", "net_ns")?,
+        skc_net: btf.member_offset("sock_common", "skc_net")?,
+        net_inum: btf
+            .member_offset("net", "ns")?
+            .checked_add(btf.member_offset("ns_common", "inum")?)
+            .context("struct net: ns.inum offset overflows")?,
+    })
+}
+
 /// CLOCK_MONOTONIC now, in the kernel side's timestamp base (bpf_ktime_get_ns).
 pub fn monotonic_now_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -849,7 +881,10 @@ mod tests {
         assert_eq!(size_of::<abi::net::NetOffsets>(), 50 * 2);
         assert_eq!(
             size_of::<abi::Config>(),
-            8 * 4 + size_of::<Offsets>() + size_of::<abi::net::NetOffsets>()
+            8 * 4
+                + size_of::<Offsets>()
+                + size_of::<abi::net::NetOffsets>()
+                + size_of::<abi::ScopeOffsets>()
         );
     }
 

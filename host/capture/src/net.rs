@@ -58,6 +58,7 @@ pub fn net_offsets(root: &Path, btf: &Btf) -> NetOffsetReport {
             o.retrans_daddr = f.offset("daddr", 4)?;
             o.retrans_saddr_v6 = f.offset("saddr_v6", 16)?;
             o.retrans_daddr_v6 = f.offset("daddr_v6", 16)?;
+            o.retrans_skaddr = f.offset("skaddr", 8)?;
             Ok(())
         }),
         (Feature::Drops, &|o| {
@@ -152,7 +153,13 @@ pub fn net_offsets(root: &Path, btf: &Btf) -> NetOffsetReport {
 /// record ([`window`]); a kernel whose layout moved a field further fails here, clearly,
 /// instead of reading zeros.
 fn check_windows(o: &NetOffsets) -> Vec<(Feature, String)> {
-    let fields: [(&str, u16, usize, usize); 32] = [
+    let fields: [(&str, u16, usize, usize); 33] = [
+        (
+            "tcp_retransmit_skb.skaddr",
+            o.retrans_skaddr,
+            8,
+            window::TCP_RETRANSMIT,
+        ),
         ("tcp_probe.saddr", o.probe_saddr, 28, window::TCP_PROBE),
         ("tcp_probe.daddr", o.probe_daddr, 28, window::TCP_PROBE),
         ("tcp_probe.data_len", o.probe_data_len, 2, window::TCP_PROBE),

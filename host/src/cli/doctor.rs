@@ -4,10 +4,15 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Args;
 
+use super::capture::CaptureArgs;
 use crate::config::Config;
 
 #[derive(Args, Debug)]
 pub struct DoctorArgs {
+    /// The capture flags, so the doctor verifies the programs as `run`/`trace` would load
+    /// them (with a `--netns`/`--cgroup` scope, its checks are in the verified code).
+    #[command(flatten)]
+    capture: CaptureArgs,
     /// The report as JSON.
     #[arg(long)]
     json: bool,
@@ -15,7 +20,9 @@ pub struct DoctorArgs {
 
 /// Exit status 1 when the core socket capture cannot run here (the doctor's verdict).
 pub fn run(args: DoctorArgs, config: &Config) -> Result<ExitCode> {
-    let code = sonde_capture::doctor::run(&config.capture, args.json)?;
+    let mut capture = config.capture.clone();
+    args.capture.apply(&mut capture);
+    let code = sonde_capture::doctor::run(&capture, args.json)?;
     Ok(exit_code(code))
 }
 
