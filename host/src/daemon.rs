@@ -277,12 +277,7 @@ impl Daemon {
                     loop_state.live.run(|live| {
                         let changed = live.step(unix_now_ms(), &netmap.topology());
                         if let Ok(mut board) = shared.live.lock() {
-                            if changed {
-                                *board = live.board();
-                            } else {
-                                board.stats = live.stats().clone();
-                                board.latest = live.latest();
-                            }
+                            live.publish(&mut board, changed);
                         }
                     });
                 }

@@ -191,6 +191,7 @@ pub fn render_format(state: &State, format: Format) -> String {
     }
     if let Ok(b) = state.live.lock() {
         render_live(&mut ex, &b.stats);
+        sonde_live::series::render(&b, &mut ex);
     }
     if let Some(stats) = state
         .logs

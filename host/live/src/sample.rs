@@ -67,8 +67,7 @@ pub(crate) struct ServiceInfo {
     pub pids: Vec<u32>,
 }
 
-/// Breakdown key: (service, measure, dimension names, dimension values).
-pub(crate) type LeafKey = (String, String, Vec<String>, Vec<String>);
+pub(crate) use crate::board::LeafKey;
 
 /// What one step produced.
 #[derive(Debug, Default)]
