@@ -176,6 +176,7 @@ impl Daemon {
             health: Mutex::new(crate::metrics::Health::of(&capture)),
             rules,
             api: Default::default(),
+            hub: None,
         });
         let loop_state = LoopState {
             snap: Snapshot::default(),
