@@ -9,8 +9,29 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 
-use crate::httplab::{Scratch, free_port, http_body, http_get};
+use std::io::{Read as _, Write as _};
+
+use crate::httplab::{Scratch, free_port};
 use crate::wait_until;
+
+/// The body of a 200 answer to `GET path` on loopback. HTTP/1.0, so the server closes the
+/// connection and sends the body unchunked (Prometheus chunks larger HTTP/1.1 answers).
+pub fn get(port: u16, path: &str) -> Result<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())?;
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer)?;
+    let answer = String::from_utf8_lossy(&answer);
+    anyhow::ensure!(
+        answer.split(' ').nth(1) == Some("200"),
+        "GET {path}: {answer:.200}"
+    );
+    let (_, body) = answer
+        .split_once("\r\n\r\n")
+        .context("no end of the head")?;
+    Ok(body.to_string())
+}
 
 /// Kills and reaps a child on drop.
 struct Owned(Child);
@@ -65,7 +86,7 @@ impl Prometheus {
             if let Ok(Some(status)) = p.child.0.try_wait() {
                 panic!("prometheus exited ({status}): {}", p.log());
             }
-            http_get(port, "/-/ready").ok().map(drop)
+            get(port, "/-/ready").ok().map(drop)
         })?;
         Ok(p)
     }
@@ -90,7 +111,7 @@ impl Prometheus {
                 }
             })
             .collect();
-        let body = http_body(self.port, &format!("/api/v1/query?query={encoded}"))?;
+        let body = get(self.port, &format!("/api/v1/query?query={encoded}"))?;
         let v: serde_json::Value = serde_json::from_str(&body)?;
         Ok(v["data"]["result"].as_array().cloned().unwrap_or_default())
     }
@@ -147,7 +168,7 @@ impl Hub {
                 if let Ok(Some(status)) = h.child.0.try_wait() {
                     panic!("sonde hub exited ({status}): {}", h.log());
                 }
-                http_get(port, "/metrics").ok().map(drop)
+                get(port, "/metrics").ok().map(drop)
             },
         )?;
         Ok(h)
@@ -163,11 +184,11 @@ impl Hub {
 
     /// A JSON endpoint of the hub's API.
     pub fn get_json(&self, path: &str) -> Result<serde_json::Value> {
-        Ok(serde_json::from_str(&http_body(self.port, path)?)?)
+        Ok(serde_json::from_str(&get(self.port, path)?)?)
     }
 
     pub fn metrics(&self) -> Result<String> {
-        http_body(self.port, "/metrics")
+        get(self.port, "/metrics")
     }
 
     /// The incidents' summaries (`/api/incidents`).

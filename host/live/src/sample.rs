@@ -187,6 +187,10 @@ impl StepAccumulator {
         } else if is_db_call(conn, r) {
             let step = self.step_of(service, conn);
             add_dep(&mut step.db, error, latency, slow_ms);
+        } else {
+            // A client of other protocols: no series of its own here, but it is a service
+            // with processes on this node (where its calls' machine causes are).
+            self.step_of(service, conn);
         }
     }
 
