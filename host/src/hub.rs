@@ -1,21 +1,22 @@
 //! The hub's wiring: the rules, [`sonde_hub::Hub`] stepping on a timer, and the daemon's HTTP
 //! API ([`crate::http`]) serving what it publishes — `/api/map`, `/api/incidents`,
 //! `/api/incidents/<id>` and the hub's own `/metrics` — until Ctrl-C or SIGTERM.
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use sonde_sandbox::fault_rules::WasmRuleEngine;
 
-use crate::cli::hub::HubOptions;
 use crate::config::Config;
 use crate::metrics::State;
 
-fn unix_now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+/// What the hub runs with, checked.
+pub struct HubOptions {
+    pub prometheus: sonde_hub::promql::Endpoint,
+    pub listen: SocketAddr,
+    pub backfill_steps: u64,
+    pub query_timeout: Duration,
 }
 
 pub async fn run(config: Config, options: HubOptions) -> Result<()> {
@@ -44,7 +45,10 @@ pub async fn run(config: Config, options: HubOptions) -> Result<()> {
         "hub: reading the cluster from Prometheus"
     );
     if options.backfill_steps > 0 {
-        match hub.backfill(unix_now_ms(), options.backfill_steps).await {
+        match hub
+            .backfill(sonde_capture::unix_now_ms(), options.backfill_steps)
+            .await
+        {
             Ok(()) => tracing::info!(
                 steps = hub.stats().backfilled_steps,
                 "hub: history filled from Prometheus"
@@ -58,7 +62,7 @@ pub async fn run(config: Config, options: HubOptions) -> Result<()> {
     loop {
         tokio::select! {
             _ = ticker.tick() => {
-                let changed = hub.step(unix_now_ms()).await;
+                let changed = hub.step(sonde_capture::unix_now_ms()).await;
                 publish(&shared, &hub, changed);
             }
             _ = tokio::signal::ctrl_c() => break,

@@ -7,6 +7,7 @@ use anyhow::{Context as _, Result};
 use clap::Args;
 
 use crate::config::Config;
+use crate::hub::HubOptions;
 
 #[derive(Args, Debug)]
 pub struct HubArgs {
@@ -26,14 +27,6 @@ pub struct HubArgs {
     /// How long one PromQL query may take, seconds.
     #[arg(long, default_value_t = 10.0)]
     pub query_timeout: f64,
-}
-
-/// What the hub runs with, checked.
-pub struct HubOptions {
-    pub prometheus: sonde_hub::promql::Endpoint,
-    pub listen: SocketAddr,
-    pub backfill_steps: u64,
-    pub query_timeout: Duration,
 }
 
 pub fn run(args: HubArgs, mut config: Config) -> Result<()> {
