@@ -172,3 +172,35 @@ fn hub_reads_the_cluster_from_prometheus_and_names_the_slow_backend() {
     drop(prometheus);
     drop(daemon);
 }
+
+/// A hub whose Prometheus does not answer (a closed port, then a server that is not
+/// Prometheus) skips its steps and counts every failed query; it opens nothing.
+#[test]
+fn hub_counts_failed_queries_and_skips_the_step() {
+    let closed = sonde_tests::httplab::free_port();
+    let hub = Hub::start(&format!("http://127.0.0.1:{closed}"), LIVE, 1).unwrap();
+    let metrics = poll(Duration::from_secs(30), "failed hub steps", || {
+        let m = hub.metrics().ok()?;
+        let failed: f64 = m
+            .lines()
+            .find_map(|l| l.strip_prefix("sonde_hub_steps_failed_total "))?
+            .parse()
+            .ok()?;
+        (failed >= 3.0).then_some(m)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", hub.log()));
+    // The first family fails and ends the step: one error per step, none of the others tried.
+    assert!(
+        metrics.contains("sonde_hub_query_errors_total{family=\"service_info\",kind=\"instant\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("sonde_hub_steps_total 0\n"), "{metrics}");
+    assert!(hub.incidents().unwrap().is_empty());
+    // The reason, in one line of the log.
+    let log = hub.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("hub step skipped"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains("Connection refused"), "{line}");
+}
