@@ -58,7 +58,10 @@ fn synthesize(s: &Shape, t0: u64, out: &mut impl std::io::Write) -> std::io::Res
         if i == 0 {
             (0, 1)
         } else {
-            (i % s.services, (i % s.services + 1 + i / s.services * 7) % s.services)
+            (
+                i % s.services,
+                (i % s.services + 1 + i / s.services * 7) % s.services,
+            )
         }
     };
     let mut line = String::new();

@@ -63,6 +63,13 @@ pub fn assemble(f: &Families) -> BTreeMap<i64, StepInput> {
                 facts.protocol = protocol.to_string();
                 facts.kind = label(s, "kind").to_string();
             }
+            let (namespace, pod) = (label(s, "namespace"), label(s, "pod"));
+            if !namespace.is_empty() {
+                facts.namespace = namespace.to_string();
+            }
+            if !pod.is_empty() {
+                facts.pods.insert(pod.to_string());
+            }
             if !node.is_empty() {
                 facts.nodes.insert(node.to_string());
                 step.nodes.insert(node.to_string());
@@ -170,6 +177,13 @@ pub fn topology(
         if !node.is_empty() {
             l.insert("node".to_string(), node);
         }
+        if let Some(ns) = services
+            .get(s)
+            .map(|f| &f.namespace)
+            .filter(|n| !n.is_empty())
+        {
+            l.insert("namespace".to_string(), ns.clone());
+        }
         l
     };
     let mut named: BTreeSet<String> = services.keys().cloned().collect();
@@ -253,7 +267,13 @@ mod tests {
                     1.0,
                 ),
                 series(
-                    &[("node", "b"), ("service", "cart"), ("protocol", "http")],
+                    &[
+                        ("node", "b"),
+                        ("service", "cart"),
+                        ("namespace", "shop"),
+                        ("pod", "cart-1"),
+                        ("protocol", "http"),
+                    ],
                     10.0,
                     1.0,
                 ),
@@ -357,6 +377,11 @@ mod tests {
         assert_eq!(v("service:cart", "latency_mean_ms"), 50.0);
         assert_eq!(v("node:b", "node_cpu_ratio"), 0.9);
         assert_eq!(s.calls, vec![("gateway".to_string(), "cart".to_string())]);
+        assert_eq!(s.services["cart"].namespace, "shop");
+        assert_eq!(
+            s.services["cart"].pods,
+            BTreeSet::from(["cart-1".to_string()])
+        );
         assert_eq!(
             s.services["gateway"].nodes,
             BTreeSet::from(["a".to_string()])

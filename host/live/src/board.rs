@@ -183,6 +183,10 @@ pub struct ServiceFacts {
     pub kind: String,
     /// The nodes its processes run on (where machine causes attach).
     pub nodes: BTreeSet<String>,
+    /// Its Kubernetes namespace and the pods of its latest processes (at most 8), when the
+    /// correlation layer knows them.
+    pub namespace: String,
+    pub pods: BTreeSet<String>,
 }
 
 /// What the daemon publishes for the HTTP endpoint.

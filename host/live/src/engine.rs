@@ -131,6 +131,13 @@ impl Engine {
                 known.protocol = facts.protocol;
                 known.kind = facts.kind;
             }
+            if !facts.namespace.is_empty() {
+                known.namespace = facts.namespace;
+            }
+            // The latest pods only: pods come and go.
+            if !facts.pods.is_empty() {
+                known.pods = facts.pods;
+            }
             known.nodes.extend(facts.nodes);
         }
         for node in input.nodes {
@@ -481,6 +488,9 @@ impl Engine {
             }
             if !info.kind.is_empty() {
                 labels.insert("kind".to_string(), info.kind.clone());
+            }
+            if !info.namespace.is_empty() {
+                labels.insert("namespace".to_string(), info.namespace.clone());
             }
             let nodes = info.nodes.iter().cloned().collect();
             services.insert(

@@ -179,6 +179,8 @@ impl Live {
                     protocol: info.protocol.clone(),
                     kind: info.kind.clone(),
                     nodes,
+                    namespace: info.namespace.clone(),
+                    pods: info.pods.iter().cloned().collect(),
                 };
                 (name.clone(), facts)
             })

@@ -9,6 +9,7 @@ use sonde_sdk::attributes as attr;
 use sonde_sdk::fault_rule::metric as m;
 use sonde_sdk::protocol_parser::{ConnInfo, Role};
 
+use sonde_correlate::{NAMESPACE, POD};
 use sonde_parse::Record;
 
 /// Latencies kept per service per step for the p99 (the first ones; a step rarely has more).
@@ -65,6 +66,9 @@ pub(crate) struct ServiceInfo {
     pub kind: String,
     /// Processes seen serving or calling as this service, most recent last (bounded).
     pub pids: Vec<u32>,
+    /// The Kubernetes namespace and pods of those processes (bounded like them), if known.
+    pub namespace: String,
+    pub pods: Vec<String>,
 }
 
 pub(crate) use crate::board::LeafKey;
@@ -204,6 +208,24 @@ impl StepAccumulator {
             info.pids.push(conn.pid);
             if info.pids.len() > 8 {
                 info.pids.remove(0);
+            }
+            // A new process: its pod and namespace (the local ones: peers' are `peer_*`).
+            let label = |k: &str| {
+                conn.labels
+                    .iter()
+                    .find(|(key, _)| key == k)
+                    .map(|(_, v)| v.as_str())
+                    .filter(|v| !v.is_empty())
+            };
+            if let Some(ns) = label(NAMESPACE) {
+                info.namespace = ns.to_string();
+            }
+            if let Some(pod) = label(POD) {
+                info.pods.retain(|p| p != pod);
+                info.pods.push(pod.to_string());
+                if info.pods.len() > 8 {
+                    info.pods.remove(0);
+                }
             }
         }
         if !self.services.contains_key(service) {

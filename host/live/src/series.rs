@@ -20,7 +20,8 @@ pub const EDGE_VALUE: &str = "sonde_live_edge_value";
 pub const NODE_VALUE: &str = "sonde_live_node_value";
 /// `{node, service, endpoint, measure}`: a service's per-endpoint breakdown.
 pub const ENDPOINT_VALUE: &str = "sonde_live_endpoint_value";
-/// `{node, service, protocol, kind}` = 1: a service with processes on this node.
+/// `{node, service, namespace, pod, protocol, kind}` = 1: a service with processes on this
+/// node, one series per pod of its latest processes (at most 8; `pod=""` outside Kubernetes).
 pub const SERVICE_INFO: &str = "sonde_live_service_info";
 /// `{node}` = 1: the node this daemon is.
 pub const NODE_INFO: &str = "sonde_node_info";
@@ -74,11 +75,22 @@ pub fn render(board: &LiveBoard, ex: &mut Exposition) {
             "A service with processes on this node: its protocol as a server and kind.",
         );
         for (name, facts) in &board.services {
-            if facts.nodes.contains(node) {
+            if !facts.nodes.contains(node) {
+                continue;
+            }
+            let no_pod = [String::new()];
+            let pods: Vec<&String> = if facts.pods.is_empty() {
+                no_pod.iter().collect()
+            } else {
+                facts.pods.iter().collect()
+            };
+            for pod in pods {
                 g.sample(
                     [
                         ("node", node),
                         ("service", name.as_str()),
+                        ("namespace", facts.namespace.as_str()),
+                        ("pod", pod.as_str()),
                         ("protocol", facts.protocol.as_str()),
                         ("kind", facts.kind.as_str()),
                     ],
@@ -157,7 +169,66 @@ pub fn render(board: &LiveBoard, ex: &mut Exposition) {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
     use super::*;
+    use crate::board::ServiceFacts;
+    use sonde_metrics::Format;
+
+    /// The contract as a hub reads it: names, labels, one series per pod, only this node's
+    /// services, nothing before the first step.
+    #[test]
+    fn the_last_step_is_written_node_labelled() {
+        let mut ex = Exposition::new(Format::Prometheus);
+        render(&LiveBoard::default(), &mut ex);
+        assert_eq!(ex.finish(), "");
+
+        let facts = |nodes: &[&str], pods: &[&str]| ServiceFacts {
+            protocol: "http".into(),
+            kind: String::new(),
+            nodes: nodes.iter().map(|n| n.to_string()).collect(),
+            namespace: "shop".into(),
+            pods: pods.iter().map(|p| p.to_string()).collect::<BTreeSet<_>>(),
+        };
+        let board = LiveBoard {
+            node: "n1".into(),
+            services: BTreeMap::from([
+                ("cart".to_string(), facts(&["n1"], &["cart-1", "cart-2"])),
+                ("remote".to_string(), facts(&[], &[])),
+            ]),
+            latest: vec![
+                ("service:cart".into(), "latency_mean_ms".into(), 12.5),
+                ("edge:gateway->cart".into(), "rtt_ms".into(), 0.25),
+                ("node:n1".into(), "node_cpu_ratio".into(), 0.5),
+            ],
+            leaves: vec![(
+                (
+                    "cart".into(),
+                    "requests".into(),
+                    vec!["endpoint".into()],
+                    vec!["GET /items".into()],
+                ),
+                4.0,
+            )],
+            ..Default::default()
+        };
+        let mut ex = Exposition::new(Format::Prometheus);
+        render(&board, &mut ex);
+        let text = ex.finish();
+        for line in [
+            "sonde_node_info{node=\"n1\"} 1\n",
+            "sonde_live_service_info{node=\"n1\",service=\"cart\",namespace=\"shop\",pod=\"cart-1\",protocol=\"http\",kind=\"\"} 1\n",
+            "sonde_live_service_info{node=\"n1\",service=\"cart\",namespace=\"shop\",pod=\"cart-2\",protocol=\"http\",kind=\"\"} 1\n",
+            "sonde_live_service_value{node=\"n1\",service=\"cart\",metric=\"latency_mean_ms\"} 12.5\n",
+            "sonde_live_edge_value{node=\"n1\",service=\"gateway\",peer_service=\"cart\",metric=\"rtt_ms\"} 0.25\n",
+            "sonde_live_node_value{node=\"n1\",metric=\"node_cpu_ratio\"} 0.5\n",
+            "sonde_live_endpoint_value{node=\"n1\",service=\"cart\",endpoint=\"GET /items\",measure=\"requests\"} 4\n",
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+        // A service seen only as a peer is another node's to declare.
+        assert!(!text.contains("service=\"remote\""), "{text}");
+    }
 
     #[test]
     fn entities_round_trip() {
