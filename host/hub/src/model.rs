@@ -41,6 +41,18 @@ fn label<'a>(s: &'a Series, name: &str) -> &'a str {
     s.labels.get(name).map(String::as_str).unwrap_or("")
 }
 
+/// The node that measured a series: the daemon's own `node` label. A scrape configuration
+/// that sets a `node` target label too (common with Kubernetes service discovery) makes
+/// Prometheus keep the daemon's as `exported_node` (without `honor_labels`): that one wins.
+fn node_of(s: &Series) -> &str {
+    s.labels
+        .get("exported_node")
+        .filter(|n| !n.is_empty())
+        .or_else(|| s.labels.get("node"))
+        .map(String::as_str)
+        .unwrap_or("")
+}
+
 /// Time key of a point: milliseconds (a range query's points of all families share them).
 fn at(t: f64) -> i64 {
     (t * 1000.0).round() as i64
@@ -51,7 +63,7 @@ fn at(t: f64) -> i64 {
 pub fn assemble(f: &Families) -> BTreeMap<i64, StepInput> {
     let mut steps: BTreeMap<i64, StepInput> = BTreeMap::new();
     for s in &f.service_info {
-        let (node, service) = (label(s, "node"), label(s, "service"));
+        let (node, service) = (node_of(s), label(s, "service"));
         if service.is_empty() {
             continue;
         }
@@ -78,7 +90,7 @@ pub fn assemble(f: &Families) -> BTreeMap<i64, StepInput> {
     }
     let put = |steps: &mut BTreeMap<i64, StepInput>, s: &Series, entity: Entity<'_>| {
         let metric = label(s, "metric");
-        let node = label(s, "node");
+        let node = node_of(s);
         if metric.is_empty() {
             return;
         }
@@ -116,7 +128,7 @@ pub fn assemble(f: &Families) -> BTreeMap<i64, StepInput> {
         }
     }
     for s in &f.node_values {
-        let node = label(s, "node");
+        let node = node_of(s);
         if !node.is_empty() {
             put(&mut steps, s, Entity::Node(node));
         }
@@ -360,8 +372,13 @@ mod tests {
                     50.0,
                 ),
             ],
+            // Scraped with a `node` target label of its own: the daemon's is `exported_node`.
             node_values: vec![series(
-                &[("node", "b"), ("metric", "node_cpu_ratio")],
+                &[
+                    ("node", "ip-10-0-0-2"),
+                    ("exported_node", "b"),
+                    ("metric", "node_cpu_ratio"),
+                ],
                 10.0,
                 0.9,
             )],
