@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use sonde_tests::httplab::{Daemon, Nginx};
-use sonde_tests::promlab::{Backend, Client, Hub, Prometheus, poll};
+use sonde_tests::promlab::{Backend, Client, Hub, Prometheus, get, poll};
 use sonde_tests::require_root;
 
 const NODE: &str = "node-a";
@@ -168,6 +168,19 @@ fn hub_reads_the_cluster_from_prometheus_and_names_the_slow_backend() {
         .unwrap();
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("backend"), "{text}");
+    // The node's own daemon, running the same engine on its own values, agrees.
+    let local = poll(Duration::from_secs(60), "the daemon's own report", || {
+        let list: serde_json::Value =
+            serde_json::from_str(&get(daemon.port, "/api/incidents").ok()?).ok()?;
+        list["incidents"]
+            .as_array()?
+            .iter()
+            .find(|i| i["top_cause"].is_object())
+            .cloned()
+    })
+    .unwrap();
+    assert_eq!(local["entry"], summary["entry"], "{local}");
+    assert_eq!(local["top_cause"]["element"], cause["element"], "{local}");
     drop(hub);
     drop(prometheus);
     drop(daemon);
