@@ -176,6 +176,7 @@ impl Daemon {
             health: Mutex::new(crate::metrics::Health::of(&capture)),
             rules,
             api: Default::default(),
+            hub: None,
         });
         let loop_state = LoopState {
             snap: Snapshot::default(),
@@ -277,12 +278,7 @@ impl Daemon {
                     loop_state.live.run(|live| {
                         let changed = live.step(unix_now_ms(), &netmap.topology());
                         if let Ok(mut board) = shared.live.lock() {
-                            if changed {
-                                *board = live.board();
-                            } else {
-                                board.stats = live.stats().clone();
-                                board.latest = live.latest();
-                            }
+                            live.publish(&mut board, changed);
                         }
                     });
                 }

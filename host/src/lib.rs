@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod demo;
 pub mod exits;
 pub mod http;
+pub mod hub;
 pub mod incidents_view;
 pub mod instance;
 pub mod isolation;

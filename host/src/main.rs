@@ -37,6 +37,12 @@ fn main() -> Result<ExitCode> {
         Command::Incidents(args) => cli::incidents::run_list(args)?,
         Command::Report(args) => cli::incidents::run_report(args)?,
         Command::Demo(args) => cli::demo::run(args)?,
+        Command::Hub(args) => {
+            if let Err(e) = cli::hub::run(args, config) {
+                eprintln!("sonde hub: {e:#}");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         Command::Plugin(command) => cli::plugin::run(command, &config)?,
         Command::Config(_) => unreachable!("handled before the file is read"),
     }

@@ -60,6 +60,8 @@ pub struct State {
     pub rules: Vec<sonde_sandbox::PluginStats>,
     /// The HTTP API's own counters.
     pub api: ApiStats,
+    /// Set when this is `sonde hub`: its counters, and `/metrics` is the hub's page.
+    pub hub: Option<Mutex<sonde_hub::HubStats>>,
 }
 
 /// The API's own counters (in `/metrics`).
@@ -171,6 +173,12 @@ pub fn render_format(state: &State, format: Format) -> String {
     // The last length and a little more: series only grow between two scrapes (to the caps).
     let last = hint.load(Ordering::Relaxed);
     let mut ex = Exposition::with_capacity(format, (last + last / 16).max(16 << 10));
+    if let Some(hub) = &state.hub {
+        render_hub(&mut ex, state, hub);
+        let page = ex.finish();
+        hint.store(page.len(), Ordering::Relaxed);
+        return page;
+    }
     if let Ok(red) = state.red.lock() {
         red.render(&mut ex);
     }
@@ -191,6 +199,7 @@ pub fn render_format(state: &State, format: Format) -> String {
     }
     if let Ok(b) = state.live.lock() {
         render_live(&mut ex, &b.stats);
+        sonde_live::series::render(&b, &mut ex);
     }
     if let Some(stats) = state
         .logs
@@ -207,6 +216,19 @@ pub fn render_format(state: &State, format: Format) -> String {
     let page = ex.finish();
     hint.store(page.len(), Ordering::Relaxed);
     page
+}
+
+/// `sonde hub`'s page: its queries and steps, the engine's counters, the API's.
+fn render_hub(ex: &mut Exposition, state: &State, hub: &Mutex<sonde_hub::HubStats>) {
+    ex.gauge("sonde_build_info", "Sonde version.")
+        .sample([("version", env!("CARGO_PKG_VERSION"))], 1u64);
+    if let Ok(s) = hub.lock() {
+        sonde_hub::render_stats(&s, ex);
+    }
+    if let Ok(b) = state.live.lock() {
+        render_live(ex, &b.stats);
+    }
+    render_api(ex, &state.api);
 }
 
 /// Unlabelled series, one (name, kind, help, value) row each.

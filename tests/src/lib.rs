@@ -14,6 +14,7 @@ pub mod netlab;
 mod netns;
 mod paths;
 mod peer;
+pub mod promlab;
 pub mod wasm;
 
 use std::process::Command;

@@ -2,6 +2,7 @@
 //! `sonde incidents`, `sonde report`), its counters, the latest values, and the source of
 //! error-log templates it reads.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
@@ -169,13 +170,39 @@ pub struct LiveStats {
     pub last_analysis_ms: f64,
 }
 
+/// Breakdown key: (service, measure, dimension names, dimension values).
+pub type LeafKey = (String, String, Vec<String>, Vec<String>);
+
+/// What is known of a service: its protocol as a server, and the nodes it runs on.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ServiceFacts {
+    /// Protocol of its server-side records (`http`, `mysql`…); empty for a pure client, whose
+    /// KPIs are not watched.
+    pub protocol: String,
+    /// `database` when it answers a database protocol.
+    pub kind: String,
+    /// The nodes its processes run on (where machine causes attach).
+    pub nodes: BTreeSet<String>,
+    /// Its Kubernetes namespace and the pods of its latest processes (at most 8), when the
+    /// correlation layer knows them.
+    pub namespace: String,
+    pub pods: BTreeSet<String>,
+}
+
 /// What the daemon publishes for the HTTP endpoint.
 #[derive(Debug, Clone, Default)]
 pub struct LiveBoard {
     pub incidents: Vec<IncidentDetail>,
     pub stats: LiveStats,
-    /// The last step's value of every series (`/api/live`): (entity, metric, value).
+    /// The last step's value of every series (`/api/live`, and the `sonde_live_*_value`
+    /// series a hub reads): (entity, metric, value).
     pub latest: Vec<(String, String, f64)>,
+    /// The last step's endpoint breakdowns (`sonde_live_endpoint_value`).
+    pub leaves: Vec<(LeafKey, f64)>,
+    /// The services seen (`sonde_live_service_info`).
+    pub services: BTreeMap<String, ServiceFacts>,
+    /// The node these values are from (empty on the hub, whose values span nodes).
+    pub node: String,
 }
 
 impl LiveBoard {

@@ -9,6 +9,7 @@ use sonde_sdk::attributes as attr;
 use sonde_sdk::fault_rule::metric as m;
 use sonde_sdk::protocol_parser::{ConnInfo, Role};
 
+use sonde_correlate::{NAMESPACE, POD};
 use sonde_parse::Record;
 
 /// Latencies kept per service per step for the p99 (the first ones; a step rarely has more).
@@ -65,10 +66,12 @@ pub(crate) struct ServiceInfo {
     pub kind: String,
     /// Processes seen serving or calling as this service, most recent last (bounded).
     pub pids: Vec<u32>,
+    /// The Kubernetes namespace and pods of those processes (bounded like them), if known.
+    pub namespace: String,
+    pub pods: Vec<String>,
 }
 
-/// Breakdown key: (service, measure, dimension names, dimension values).
-pub(crate) type LeafKey = (String, String, Vec<String>, Vec<String>);
+pub(crate) use crate::board::LeafKey;
 
 /// What one step produced.
 #[derive(Debug, Default)]
@@ -188,6 +191,10 @@ impl StepAccumulator {
         } else if is_db_call(conn, r) {
             let step = self.step_of(service, conn);
             add_dep(&mut step.db, error, latency, slow_ms);
+        } else {
+            // A client of other protocols: no series of its own here, but it is a service
+            // with processes on this node (where its calls' machine causes are).
+            self.step_of(service, conn);
         }
     }
 
@@ -201,6 +208,24 @@ impl StepAccumulator {
             info.pids.push(conn.pid);
             if info.pids.len() > 8 {
                 info.pids.remove(0);
+            }
+            // A new process: its pod and namespace (the local ones: peers' are `peer_*`).
+            let label = |k: &str| {
+                conn.labels
+                    .iter()
+                    .find(|(key, _)| key == k)
+                    .map(|(_, v)| v.as_str())
+                    .filter(|v| !v.is_empty())
+            };
+            if let Some(ns) = label(NAMESPACE) {
+                info.namespace = ns.to_string();
+            }
+            if let Some(pod) = label(POD) {
+                info.pods.retain(|p| p != pod);
+                info.pods.push(pod.to_string());
+                if info.pods.len() > 8 {
+                    info.pods.remove(0);
+                }
             }
         }
         if !self.services.contains_key(service) {

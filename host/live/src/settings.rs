@@ -96,7 +96,7 @@ impl LiveSettings {
         Ok(())
     }
 
-    pub(crate) fn step_s(&self) -> i64 {
+    pub fn step_s(&self) -> i64 {
         (self.step_ms / 1000) as i64
     }
 }

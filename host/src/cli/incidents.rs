@@ -9,6 +9,9 @@ pub struct IncidentsArgs {
     /// The daemon's metrics address (`[metrics] listen`).
     #[arg(long, default_value = "127.0.0.1:9464")]
     endpoint: SocketAddr,
+    /// Read the cluster's incidents from a `sonde hub` instead (`http://host:port`).
+    #[arg(long)]
+    hub: Option<String>,
     /// Print the list as JSON (what /api/incidents serves).
     #[arg(long)]
     json: bool,
@@ -21,15 +24,25 @@ pub struct ReportArgs {
     /// The daemon's metrics address (`[metrics] listen`).
     #[arg(long, default_value = "127.0.0.1:9464")]
     endpoint: SocketAddr,
+    /// Read the report from a `sonde hub` instead (`http://host:port`).
+    #[arg(long)]
+    hub: Option<String>,
     /// Print the report as JSON (what /api/incidents/<id> serves).
     #[arg(long)]
     json: bool,
 }
 
 pub fn run_list(args: IncidentsArgs) -> Result<()> {
-    crate::incidents_view::run_list(args.endpoint, args.json)
+    crate::incidents_view::run_list(
+        super::api_address(args.endpoint, args.hub.as_deref())?,
+        args.json,
+    )
 }
 
 pub fn run_report(args: ReportArgs) -> Result<()> {
-    crate::incidents_view::run_report(args.endpoint, &args.id, args.json)
+    crate::incidents_view::run_report(
+        super::api_address(args.endpoint, args.hub.as_deref())?,
+        &args.id,
+        args.json,
+    )
 }

@@ -12,6 +12,9 @@ pub struct MapArgs {
     /// The daemon's metrics address (`[metrics] listen`).
     #[arg(long, default_value = "127.0.0.1:9464")]
     endpoint: SocketAddr,
+    /// Read the cluster map from a `sonde hub` instead (`http://host:port`).
+    #[arg(long)]
+    hub: Option<String>,
     /// Refresh interval, seconds.
     #[arg(long, default_value_t = 2.0)]
     interval: f64,
@@ -28,7 +31,7 @@ pub struct MapArgs {
 
 pub fn run(args: MapArgs) -> Result<()> {
     crate::map_view::run(&MapOptions {
-        endpoint: args.endpoint,
+        endpoint: super::api_address(args.endpoint, args.hub.as_deref())?,
         // At least 0.1 s: `from_secs_f64` panics on a negative value, and zero would poll
         // the daemon in a busy loop.
         interval: Duration::from_secs_f64(args.interval.max(0.1)),

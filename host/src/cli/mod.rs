@@ -14,12 +14,35 @@ pub mod capture;
 pub mod config;
 pub mod demo;
 pub mod doctor;
+pub mod hub;
 pub mod incidents;
 pub mod map;
 pub mod plugin;
 pub mod run;
 pub mod top;
 pub mod trace;
+
+/// The API address a view reads: `--hub URL` when given (a hub serves the same API as a
+/// daemon), else the daemon's `--endpoint`.
+pub(crate) fn api_address(
+    endpoint: std::net::SocketAddr,
+    hub: Option<&str>,
+) -> anyhow::Result<std::net::SocketAddr> {
+    use std::net::ToSocketAddrs as _;
+    let Some(url) = hub else {
+        return Ok(endpoint);
+    };
+    let e = sonde_hub::promql::Endpoint::parse(url)?;
+    anyhow::ensure!(
+        e.prefix.is_empty(),
+        "--hub {url}: give the hub's address, without a path"
+    );
+    (e.host.as_str(), e.port)
+        .to_socket_addrs()
+        .map_err(|err| anyhow::anyhow!("--hub {url}: {err}"))?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("--hub {url}: no address"))
+}
 
 // No doc comment here: clap would take it for the long help text.
 #[derive(Parser, Debug)]
@@ -63,6 +86,10 @@ pub enum Command {
     /// One incident's report: phenomenon, key metrics, ranked root causes, propagation path,
     /// evidence, slow SQL and error-log templates.
     Report(incidents::ReportArgs),
+    /// The cluster hub: reads every node daemon's series from Prometheus (PromQL over its
+    /// HTTP API), runs the live diagnosis over the whole cluster and serves /api/map,
+    /// /api/incidents and /metrics (read them with `sonde map|incidents|report --hub URL`).
+    Hub(hub::HubArgs),
     /// Build the fault lab (a small microservice system in network namespaces), start Sonde
     /// on it, inject one fault and print the report when it arrives. Tears everything down.
     Demo(demo::DemoArgs),
