@@ -719,6 +719,12 @@ class Sonde:
         # Where Sonde writes incident bundles (kept after teardown when outside the lab dir).
         self.incident_dir = None
 
+    def admin_socket(self):
+        """In a directory of this daemon's own: the instance lock sits beside the socket."""
+        d = os.path.join(self.lab.dir, self.key)
+        os.makedirs(d, exist_ok=True)
+        return os.path.join(d, "admin.sock")
+
     def node_name_line(self):
         return f'node_name = "{self.node}"' if self.node else ""
 
@@ -739,7 +745,7 @@ listen = "127.0.0.1:{self.port}"
 slow_query_ms = 200
 
 [admin]
-socket = "{os.path.join(self.lab.dir, self.key + '-admin.sock')}"
+socket = "{self.admin_socket()}"
 
 [kubernetes]
 mode = "off"
