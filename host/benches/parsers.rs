@@ -12,14 +12,14 @@
 //! The binary counts heap allocations (a counting global allocator) to report the pipeline's
 //! allocations per exchange.
 
-use std::path::PathBuf;
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use sonde_capture::conntrack::{ConnTracker, TrackerConfig};
-use sonde_capture::events::{decode, encode_conn, encode_data};
+use sonde_capture::events::{Decoder, encode_conn, encode_data};
 use sonde_capture::recording::{self, Recorder};
 use sonde_common::{self as abi, Addr, ConnEvent, DataEvent, EventKind};
 use sonde_http_parser::Http;
@@ -434,8 +434,11 @@ fn main() {
 }
 
 /// Part 1: each parser's cost per exchange, Wasm beside native.
-fn per_parser(engine: &Arc<sonde_sandbox::PluginEngine>, limits: sonde_sandbox::Limits, rounds: usize) {
-
+fn per_parser(
+    engine: &Arc<sonde_sandbox::PluginEngine>,
+    limits: sonde_sandbox::Limits,
+    rounds: usize,
+) {
     println!(
         "| body | native µs/exchange | Wasm µs/exchange | Wasm / native |\n|---|---:|---:|---:|"
     );
@@ -507,7 +510,6 @@ fn per_parser(engine: &Arc<sonde_sandbox::PluginEngine>, limits: sonde_sandbox::
             t.elapsed().as_secs_f64() * 1e6 / (rounds * 64) as f64
         );
     }
-
 }
 
 /// Part 2: the pipeline from a recording.
@@ -545,11 +547,12 @@ fn pipeline(engine: &Arc<sonde_sandbox::PluginEngine>, limits: sonde_sandbox::Li
         let mut out = Vec::new();
         let mut tagged: Vec<TaggedRecord> = Vec::new();
         let mut parsed = 0usize;
+        let mut decoder = Decoder::new();
         let allocations = ALLOCATIONS.load(Ordering::Relaxed);
         let t = Instant::now();
         for chunk in records.chunks(4096) {
             for raw in chunk {
-                let ev = decode(raw).unwrap();
+                let ev = decoder.decode(raw).unwrap();
                 tracker.on_event(&ev, &mut out);
                 for se in out.drain(..) {
                     router.on_stream_event(&se, &tracker);

@@ -1011,7 +1011,7 @@ mod tests {
                 tgid: TGID,
                 tid: TGID,
                 comm: "app".into(),
-                thread: String::new(),
+                thread: Default::default(),
             },
             fd,
             conn_id,

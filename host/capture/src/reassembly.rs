@@ -250,6 +250,18 @@ impl StreamReassembler {
         if chunk.pos < self.next {
             chunk.trim_front(self.next - chunk.pos);
         }
+        if chunk.len > 0 && chunk.pos == self.next && self.pending.is_empty() {
+            // The common case: in order, nothing waiting. Emitted at once, without a trip
+            // through the reorder buffer (a map node allocated and freed per chunk).
+            let pushed = Pushed {
+                new_bytes: chunk.len,
+                overlap_bytes: total - chunk.len,
+                reordered: false,
+            };
+            self.count_push(&pushed);
+            self.emit(chunk, out);
+            return pushed;
+        }
         let reordered = chunk.len > 0 && chunk.pos > self.next;
         let new_bytes = self.insert(chunk);
         let pushed = Pushed {
@@ -331,7 +343,12 @@ impl StreamReassembler {
         inserted
     }
 
-    fn store(&mut self, chunk: Chunk) {
+    fn store(&mut self, mut chunk: Chunk) {
+        if chunk.pos != self.next {
+            // It waits for a hole: its bytes get their own buffer, so that it does not keep
+            // alive the decoder's shared block it is a view into (events::Decoder).
+            chunk.payload = Bytes::copy_from_slice(&chunk.payload);
+        }
         self.pending_cost += chunk.cost();
         self.oldest_pending_ts = Some(
             self.oldest_pending_ts

@@ -408,7 +408,7 @@ impl Router {
                     // records, never an identity (RED keys series on identity labels only).
                     if !c.task.thread.is_empty() {
                         info.labels
-                            .push((THREAD_NAME.to_string(), c.task.thread.clone()));
+                            .push((THREAD_NAME.to_string(), c.task.thread.to_string()));
                     }
                     // Parsed from TLS plaintext (uprobes): on records, and the HTTP RED
                     // series' `tls` label ("true"/"false") comes from it.
@@ -712,7 +712,7 @@ pub fn conn_info(c: &Connection) -> ConnInfo {
     ConnInfo {
         id: c.conn_id,
         pid: c.task.tgid,
-        comm: c.task.comm.clone(),
+        comm: c.task.comm.to_string(),
         local: endpoint(c.local),
         remote: endpoint(c.peer),
         role: match c.role {
