@@ -24,6 +24,9 @@ pub struct SlotOutput {
     /// Connections whose state this job's failure destroyed.
     pub abandoned: Vec<u64>,
     pub failure: Option<Failure>,
+    /// The job that was run, emptied, its buffers kept: the router reuses it instead of
+    /// growing a new one from nothing (see [`ParserSlot::run_to_spent`]).
+    pub spent: ParseJob,
 }
 
 pub struct ParserSlot {
@@ -64,6 +67,14 @@ impl ParserSlot {
             health: self.backend.health(),
             counters: self.counters.clone(),
         }
+    }
+
+    /// [`Self::run`], then hands the emptied job back in the output's `spent`.
+    pub fn run_to_spent(&mut self, mut job: ParseJob) -> SlotOutput {
+        let mut out = self.run(&mut job);
+        job.clear();
+        out.spent = job;
+        out
     }
 
     pub fn run(&mut self, job: &mut ParseJob) -> SlotOutput {
