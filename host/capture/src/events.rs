@@ -601,6 +601,44 @@ mod tests {
     }
 
     #[test]
+    fn a_decoder_gives_each_event_its_own_bytes_from_shared_blocks() {
+        let mut decoder = Decoder::new();
+        // Enough records to fill several blocks, one larger than a block, and empty payloads.
+        let sizes = [0, 1, 3000, PAYLOAD_BLOCK + 7, 0, 40_000, 40_000, 5];
+        let payloads: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (0..n).map(|b| (b + i) as u8).collect())
+            .collect();
+        let decoded: Vec<DataChunk> = payloads
+            .iter()
+            .map(|p| {
+                let raw = encode_data(&data_event(p.len() as u64, p.len() as u32), p);
+                let Event::Data(d) = decoder.decode(&raw).unwrap() else {
+                    panic!("not data")
+                };
+                d
+            })
+            .collect();
+        for (d, p) in decoded.iter().zip(&payloads) {
+            assert_eq!(d.payload.as_ref(), p.as_slice(), "views do not overlap");
+            assert_eq!(d.truncated(), 0);
+            assert_eq!(d.task.comm, "curl");
+        }
+        // The same records through the allocating path decode to the same events.
+        for p in &payloads {
+            let raw = encode_data(&data_event(p.len() as u64, p.len() as u32), p);
+            let (Event::Data(a), Event::Data(b)) =
+                (decode(&raw).unwrap(), decoder.decode(&raw).unwrap())
+            else {
+                panic!("not data")
+            };
+            assert_eq!(a.payload, b.payload);
+            assert_eq!(a.task, b.task);
+        }
+    }
+
+    #[test]
     fn rejects_bad_records() {
         assert_eq!(decode(&[1, 0]).unwrap_err(), DecodeError::Short(2));
         assert_eq!(

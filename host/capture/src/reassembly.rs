@@ -645,6 +645,45 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_waiting_chunk_does_not_keep_its_shared_buffer() {
+        let mut r = StreamReassembler::new(limits());
+        let shared = Bytes::from(vec![7u8; 1000]);
+        let mut out = Vec::new();
+        r.push(
+            Chunk {
+                pos: 10,
+                len: 4,
+                payload: shared.slice(0..4),
+                ts_ns: 1,
+            },
+            &mut out,
+        );
+        assert!(out.is_empty(), "it waits for bytes 0..10");
+        // The buffer is unique again: the waiting chunk copied its bytes out.
+        let shared = shared
+            .try_into_mut()
+            .expect("no view into the buffer is kept");
+        drop(shared);
+        r.push(
+            Chunk {
+                pos: 0,
+                len: 10,
+                payload: Bytes::from_static(b"0123456789"),
+                ts_ns: 2,
+            },
+            &mut out,
+        );
+        let data: Vec<u8> = out
+            .iter()
+            .flat_map(|s| match &s.body {
+                SegmentBody::Data(b) => b.to_vec(),
+                SegmentBody::Gap { .. } => panic!("no gap: {s:?}"),
+            })
+            .collect();
+        assert_eq!(data, b"0123456789\x07\x07\x07\x07");
+    }
+
+    #[test]
     fn chunks_without_payload_still_count_against_the_bound() {
         let lim = ReorderLimits {
             max_pending_bytes: 10 * CHUNK_OVERHEAD_BYTES,
