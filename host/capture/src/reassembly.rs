@@ -251,8 +251,8 @@ impl StreamReassembler {
             chunk.trim_front(self.next - chunk.pos);
         }
         if chunk.len > 0 && chunk.pos == self.next && self.pending.is_empty() {
-            // The common case: in order, nothing waiting. Emitted at once, without a trip
-            // through the reorder buffer (a map node allocated and freed per chunk).
+            // The common case: in order, nothing waiting. Emitted at once, without being
+            // inserted into the reorder map and removed again.
             let pushed = Pushed {
                 new_bytes: chunk.len,
                 overlap_bytes: total - chunk.len,
