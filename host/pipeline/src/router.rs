@@ -7,7 +7,6 @@
 //! whose owner said `Finished`, gets a verdict: the kernel stops copying its payload but keeps
 //! counting its bytes. No port numbers are involved: a parser decides from the bytes.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +18,7 @@ use crate::slot::{ParserSlot, SlotOutput};
 use sonde_capture::conntrack::{ConnTracker, Connection, StreamEvent};
 use sonde_capture::events::{Direction as CapDirection, Role};
 use sonde_capture::reassembly::SegmentBody;
+use sonde_capture::tables::IdMap;
 use sonde_parse::{
     Claim, ConnInfo, Direction, ParseJob, ParserBackend, ParserStats, SegMeta, TaggedRecord,
 };
@@ -172,7 +172,7 @@ pub struct Router {
     dispatch: Dispatch,
     cfg: RouterConfig,
     labeler: Option<Box<dyn Labeler>>,
-    routes: HashMap<u64, Route>,
+    routes: IdMap<Route>,
     /// The job being built for each parser.
     jobs: Vec<ParseJob>,
     /// Per parser: jobs refused by a full queue and held for the next try, jobs dropped
@@ -199,7 +199,7 @@ impl Router {
             dispatch,
             cfg,
             labeler: None,
-            routes: HashMap::new(),
+            routes: IdMap::default(),
             jobs: (0..n).map(|_| ParseJob::default()).collect(),
             jobs_held: vec![0; n],
             jobs_dropped: vec![0; n],

@@ -6,7 +6,8 @@
 //! poisoned here — their later segments never reach the fresh instance, which would see them
 //! mid-stream — until they close, and reported as abandoned so the router stops sending them.
 
-use std::collections::{HashMap, HashSet};
+use sonde_capture::tables::IdMap;
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use sonde_parse::Failure;
@@ -34,7 +35,7 @@ pub struct ParserSlot {
     backend: Box<dyn ParserBackend>,
     /// Connections announced to the backend, and whether it still parses them (not decided
     /// `NotMine`/`Finished`): only those lose something when it fails.
-    conns: HashMap<u64, (Arc<ConnInfo>, bool)>,
+    conns: IdMap<(Arc<ConnInfo>, bool)>,
     poisoned: HashSet<u64>,
     pub counters: ParserCounters,
 }
@@ -44,7 +45,7 @@ impl ParserSlot {
         Self {
             index,
             backend,
-            conns: HashMap::new(),
+            conns: IdMap::default(),
             poisoned: HashSet::new(),
             counters: ParserCounters::default(),
         }
