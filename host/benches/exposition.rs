@@ -216,11 +216,11 @@ fn fill_netmap(map: &mut NetMap, pairs: usize) -> usize {
             addr([10, 43, hi, lo], 0),
             server,
         );
-        connect.task.comm = format!("frontend-{i}");
+        connect.task.comm = format!("frontend-{i}").into();
         map.on_conn(&connect);
         let mut accept = ConnChange::synthetic(ConnEventKind::Open, 0, S, server, client);
         accept.role = SockRole::Server;
-        accept.task.comm = format!("backend-{i}");
+        accept.task.comm = format!("backend-{i}").into();
         map.on_conn(&accept);
         map.on_conn(&state(
             cs,

@@ -8,14 +8,18 @@
 //!    them; no kernel): decode → connection tracking and reassembly → router → Wasm HTTP parser
 //!    → RED aggregation, all on one thread.
 //!
-//! `cargo bench -p sonde --bench parsers [-- --quick]`
+//! `cargo bench -p sonde --bench parsers [-- --quick] [--pipeline]` (`--pipeline`: only part 2).
+//! The binary counts heap allocations (a counting global allocator) to report the pipeline's
+//! allocations per exchange.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use sonde_capture::conntrack::{ConnTracker, TrackerConfig};
-use sonde_capture::events::{decode, encode_conn, encode_data};
+use sonde_capture::events::{Decoder, encode_conn, encode_data};
 use sonde_capture::recording::{self, Recorder};
 use sonde_common::{self as abi, Addr, ConnEvent, DataEvent, EventKind};
 use sonde_http_parser::Http;
@@ -285,6 +289,50 @@ fn per_job_exchange(
     t.elapsed().as_secs_f64() * 1e6 / (rounds * 64) as f64
 }
 
+/// The system allocator, counting allocations (and reallocations, which may move).
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards every call to the system allocator unchanged.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's contract is System's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller's contract is System's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's contract is System's.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's contract is System's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// CPU time of the calling thread: the pipeline runs on one thread, and unlike the wall clock
+/// this leaves out the time it waited for a CPU on a shared machine.
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid clock id and a valid out pointer.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 fn addr(port: u16) -> Addr {
     Addr {
         family: libc::AF_INET as u16,
@@ -384,6 +432,7 @@ fn write_recording(path: &PathBuf, conns: u64, per_conn: usize, body: usize) -> 
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    let pipeline_only = std::env::args().any(|a| a == "--pipeline");
     let rounds = if quick { 200 } else { 2000 };
     let engine = parsers::engine(&PluginsConfig {
         cache_dir: None,
@@ -391,7 +440,18 @@ fn main() {
     })
     .unwrap();
     let limits = PluginsConfig::default().limits;
+    if !pipeline_only {
+        per_parser(&engine, limits, rounds);
+    }
+    pipeline(&engine, limits, quick);
+}
 
+/// Part 1: each parser's cost per exchange, Wasm beside native.
+fn per_parser(
+    engine: &Arc<sonde_sandbox::PluginEngine>,
+    limits: sonde_sandbox::Limits,
+    rounds: usize,
+) {
     println!(
         "| body | native µs/exchange | Wasm µs/exchange | Wasm / native |\n|---|---:|---:|---:|"
     );
@@ -463,8 +523,10 @@ fn main() {
             t.elapsed().as_secs_f64() * 1e6 / (rounds * 64) as f64
         );
     }
+}
 
-    // The pipeline from a recording.
+/// Part 2: the pipeline from a recording.
+fn pipeline(engine: &Arc<sonde_sandbox::PluginEngine>, limits: sonde_sandbox::Limits, quick: bool) {
     let path = std::env::temp_dir().join(format!("sonde-bench-events-{}.rec", std::process::id()));
     let (conns, per_conn) = if quick { (64, 200) } else { (256, 500) };
     let exchanges = write_recording(&path, conns, per_conn, 256);
@@ -498,10 +560,13 @@ fn main() {
         let mut out = Vec::new();
         let mut tagged: Vec<TaggedRecord> = Vec::new();
         let mut parsed = 0usize;
+        let mut decoder = Decoder::new();
+        let allocations = ALLOCATIONS.load(Ordering::Relaxed);
+        let cpu = thread_cpu_ns();
         let t = Instant::now();
         for chunk in records.chunks(4096) {
             for raw in chunk {
-                let ev = decode(raw).unwrap();
+                let ev = decoder.decode(raw).unwrap();
                 tracker.on_event(&ev, &mut out);
                 for se in out.drain(..) {
                     router.on_stream_event(&se, &tracker);
@@ -520,7 +585,17 @@ fn main() {
         parsed += tagged.len();
         red.record_all(&tagged);
         let secs = t.elapsed().as_secs_f64();
+        let cpu_ns = thread_cpu_ns() - cpu;
+        let allocations = ALLOCATIONS.load(Ordering::Relaxed) - allocations;
         assert_eq!(parsed, exchanges, "{name}: every exchange became a record");
         println!("| {name}: exchanges/s | {:.0} |", exchanges as f64 / secs);
+        println!(
+            "| {name}: CPU µs / exchange (thread CPU time) | {:.3} |",
+            cpu_ns as f64 / 1e3 / exchanges as f64
+        );
+        println!(
+            "| {name}: heap allocations / exchange | {:.2} |",
+            allocations as f64 / exchanges as f64
+        );
     }
 }

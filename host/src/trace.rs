@@ -50,7 +50,7 @@ impl Filter {
             Event::Log(l) => {
                 self.logs
                     && (self.pids.is_empty() || self.pids.contains(&l.task.tgid))
-                    && (self.comms.is_empty() || self.comms.contains(&l.task.comm))
+                    && (self.comms.is_empty() || self.comms.iter().any(|c| *c == l.task.comm))
             }
         }
     }

@@ -352,8 +352,8 @@ fn placeholder(conn_id: u64) -> Connection {
     let task = sonde_capture::events::Task {
         tgid: 0,
         tid: 0,
-        comm: String::new(),
-        thread: String::new(),
+        comm: Default::default(),
+        thread: Default::default(),
     };
     Connection::new(conn_id, &task, -1, 0)
 }

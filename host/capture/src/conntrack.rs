@@ -24,6 +24,7 @@ use crate::events::{ConnChange, ConnEventKind, DataChunk, Direction, Event, Role
 use crate::reassembly::{
     Chunk, GapReason, Pushed, ReorderLimits, Segment, SegmentBody, StreamReassembler,
 };
+use crate::tables::IdMap;
 
 /// Finalised connections kept for [`ConnTracker::take_finished`]; beyond, the oldest are
 /// dropped (counted in [`TrackerStats::finished_dropped`]) so a caller that never takes them
@@ -478,11 +479,11 @@ pub struct ConnTracker {
     cfg: TrackerConfig,
     /// Connections found to be TLS since [`Self::take_tls_marked`] (bounded).
     tls_marked: Vec<u64>,
-    conns: HashMap<u64, Tracked>,
+    conns: IdMap<Tracked>,
     /// (tgid, fd) → the conn_id that fd names now, to notice fd reuse.
     by_fd: HashMap<(u32, i32), u64>,
     finished: VecDeque<Connection>,
-    recent: HashMap<u64, Afterlife>,
+    recent: IdMap<Afterlife>,
     recent_order: VecDeque<u64>,
     /// Latest time seen (events and ticks).
     now_ns: u64,
@@ -497,10 +498,10 @@ impl ConnTracker {
         ConnTracker {
             cfg,
             tls_marked: Vec::new(),
-            conns: HashMap::new(),
+            conns: IdMap::default(),
             by_fd: HashMap::new(),
             finished: VecDeque::new(),
-            recent: HashMap::new(),
+            recent: IdMap::default(),
             recent_order: VecDeque::new(),
             now_ns: 0,
             stats: TrackerStats::default(),
@@ -1011,7 +1012,7 @@ mod tests {
                 tgid: TGID,
                 tid: TGID,
                 comm: "app".into(),
-                thread: String::new(),
+                thread: Default::default(),
             },
             fd,
             conn_id,

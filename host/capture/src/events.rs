@@ -5,9 +5,11 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 use sonde_common::{self as abi, ConnEvent, DataEvent, EventKind, LogEvent};
+
+pub use crate::comm::Comm;
 
 /// Direction of bytes, seen from the traced process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
@@ -64,11 +66,11 @@ pub struct Task {
     pub tgid: u32,
     pub tid: u32,
     /// The process's name (its thread-group leader's comm): the service identity.
-    pub comm: String,
+    pub comm: Comm,
     /// The calling thread's own name when it differs from the process's ("" otherwise):
     /// an attribute, never an identity (servers name their worker threads).
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub thread: String,
+    #[serde(skip_serializing_if = "Comm::is_empty")]
+    pub thread: Comm,
 }
 
 /// One socket read/write that moved bytes.
@@ -166,7 +168,7 @@ impl ConnChange {
                 tgid: 10,
                 tid: 10,
                 comm: "swapper/0".into(),
-                thread: String::new(),
+                thread: Comm::default(),
             },
             fd: -1,
             conn_id: 0,
@@ -296,15 +298,59 @@ pub enum DecodeError {
     LogFd(i32),
 }
 
-/// Decode one ring-buffer record.
+/// Decode one ring-buffer record; its payload gets an allocation of its own (tests, tools).
+/// The capture loop uses a [`Decoder`].
 pub fn decode(raw: &[u8]) -> Result<Event, DecodeError> {
+    decode_with(raw, &mut Bytes::copy_from_slice)
+}
+
+/// Bytes of each shared payload buffer of a [`Decoder`]: below glibc's mmap threshold
+/// (128 KiB), so a released buffer's memory is reused rather than unmapped; 16 records of
+/// 4 KiB, hundreds of a small request's.
+pub const PAYLOAD_BLOCK: usize = 64 << 10;
+
+/// Decodes records without an allocation per record: payloads are copied into one shared
+/// buffer of [`PAYLOAD_BLOCK`] bytes, each event's payload a view into it (a record larger
+/// than a block gets a buffer of its own size), and task names are held inline
+/// ([`Comm`]). A buffer is freed when the last view into it is dropped: whoever keeps a
+/// payload past the batch it came in (the reassembler's reorder buffer) copies it out first,
+/// so a few held bytes never pin a whole block.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    block: BytesMut,
+}
+
+impl Decoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Decode one ring-buffer record.
+    pub fn decode(&mut self, raw: &[u8]) -> Result<Event, DecodeError> {
+        decode_with(raw, &mut |p| self.copy(p))
+    }
+
+    fn copy(&mut self, payload: &[u8]) -> Bytes {
+        if payload.is_empty() {
+            return Bytes::new();
+        }
+        // After a split, `capacity` is what is left of the block behind the views.
+        if self.block.capacity() < payload.len() {
+            self.block = BytesMut::with_capacity(PAYLOAD_BLOCK.max(payload.len()));
+        }
+        self.block.extend_from_slice(payload);
+        self.block.split().freeze()
+    }
+}
+
+fn decode_with(raw: &[u8], copy: &mut impl FnMut(&[u8]) -> Bytes) -> Result<Event, DecodeError> {
     if raw.len() < 4 {
         return Err(DecodeError::Short(raw.len()));
     }
     let kind = u32::from_ne_bytes(raw[..4].try_into().expect("4 bytes"));
     match EventKind::from_u32(kind) {
-        Some(EventKind::Data) => decode_data(raw).map(Event::Data),
-        Some(EventKind::Log) => decode_log(raw).map(Event::Log),
+        Some(EventKind::Data) => decode_data(raw, copy).map(Event::Data),
+        Some(EventKind::Log) => decode_log(raw, copy).map(Event::Log),
         Some(k) => decode_conn(raw, k).map(Event::Conn),
         None => Err(DecodeError::UnknownKind(kind)),
     }
@@ -319,7 +365,10 @@ fn read_struct<T: Copy>(raw: &[u8]) -> Result<T, DecodeError> {
     Ok(unsafe { std::ptr::read_unaligned(raw.as_ptr().cast::<T>()) })
 }
 
-fn decode_data(raw: &[u8]) -> Result<DataChunk, DecodeError> {
+fn decode_data(
+    raw: &[u8],
+    copy: &mut impl FnMut(&[u8]) -> Bytes,
+) -> Result<DataChunk, DecodeError> {
     let ev: DataEvent = read_struct(raw)?;
     let body = &raw[size_of::<DataEvent>()..];
     let captured = ev.captured as usize;
@@ -353,11 +402,11 @@ fn decode_data(raw: &[u8]) -> Result<DataChunk, DecodeError> {
         datagram: ev.flags & abi::data_flags::DATAGRAM != 0,
         spliced: ev.flags & abi::data_flags::NO_PAYLOAD != 0,
         tls: ev.flags & abi::data_flags::TLS != 0,
-        payload: Bytes::copy_from_slice(&body[..captured]),
+        payload: copy(&body[..captured]),
     })
 }
 
-fn decode_log(raw: &[u8]) -> Result<LogChunk, DecodeError> {
+fn decode_log(raw: &[u8], copy: &mut impl FnMut(&[u8]) -> Bytes) -> Result<LogChunk, DecodeError> {
     let ev: LogEvent = read_struct(raw)?;
     let body = &raw[size_of::<LogEvent>()..];
     let captured = ev.captured as usize;
@@ -378,7 +427,7 @@ fn decode_log(raw: &[u8]) -> Result<LogChunk, DecodeError> {
         syscall: syscall_name(ev.syscall),
         unix_socket: ev.flags & abi::log_flags::UNIX_SOCKET != 0,
         read_failed: ev.flags & abi::log_flags::READ_FAILED != 0,
-        payload: Bytes::copy_from_slice(&body[..captured]),
+        payload: copy(&body[..captured]),
     })
 }
 
@@ -426,8 +475,8 @@ fn task(tgid: u32, tid: u32, comm: &[u8; abi::TASK_COMM_LEN]) -> Task {
     Task {
         tgid,
         tid,
-        comm: comm_str(comm),
-        thread: String::new(),
+        comm: Comm::from_kernel(comm),
+        thread: Comm::default(),
     }
 }
 
@@ -439,7 +488,7 @@ fn task_with_thread(
 ) -> Task {
     let mut t = task(tgid, tid, comm);
     if thread != comm && thread[0] != 0 {
-        t.thread = comm_str(thread);
+        t.thread = Comm::from_kernel(thread);
     }
     t
 }
@@ -549,6 +598,44 @@ mod tests {
         assert!(d.peer_from_args);
         assert_eq!(d.direction, Direction::Ingress);
         assert_eq!(d.role, Role::Server);
+    }
+
+    #[test]
+    fn a_decoder_gives_each_event_its_own_bytes_from_shared_blocks() {
+        let mut decoder = Decoder::new();
+        // Enough records to fill several blocks, one larger than a block, and empty payloads.
+        let sizes = [0, 1, 3000, PAYLOAD_BLOCK + 7, 0, 40_000, 40_000, 5];
+        let payloads: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (0..n).map(|b| (b + i) as u8).collect())
+            .collect();
+        let decoded: Vec<DataChunk> = payloads
+            .iter()
+            .map(|p| {
+                let raw = encode_data(&data_event(p.len() as u64, p.len() as u32), p);
+                let Event::Data(d) = decoder.decode(&raw).unwrap() else {
+                    panic!("not data")
+                };
+                d
+            })
+            .collect();
+        for (d, p) in decoded.iter().zip(&payloads) {
+            assert_eq!(d.payload.as_ref(), p.as_slice(), "views do not overlap");
+            assert_eq!(d.truncated(), 0);
+            assert_eq!(d.task.comm, "curl");
+        }
+        // The same records through the allocating path decode to the same events.
+        for p in &payloads {
+            let raw = encode_data(&data_event(p.len() as u64, p.len() as u32), p);
+            let (Event::Data(a), Event::Data(b)) =
+                (decode(&raw).unwrap(), decoder.decode(&raw).unwrap())
+            else {
+                panic!("not data")
+            };
+            assert_eq!(a.payload, b.payload);
+            assert_eq!(a.task, b.task);
+        }
     }
 
     #[test]

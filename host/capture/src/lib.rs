@@ -1,6 +1,7 @@
 //! Kernel capture: load and attach the eBPF programs, read the ring buffer, decode events.
 pub mod btf;
 pub mod budget;
+mod comm;
 pub mod conntrack;
 pub mod doctor;
 pub mod events;
@@ -217,6 +218,8 @@ pub struct Capture {
     /// `enum skb_drop_reason` names of this kernel (empty when the probes are off).
     drop_reason_names: std::collections::HashMap<u32, String>,
     decode_errors: u64,
+    /// Decodes without an allocation per record (payloads in shared blocks).
+    decoder: events::Decoder,
     attached: usize,
     poll_interval: std::time::Duration,
     /// Possible CPUs (per-CPU map width), read once at start.
@@ -313,6 +316,7 @@ impl Capture {
             socket_lookup: prepared.socket_lookup,
             drop_reason_names,
             decode_errors: 0,
+            decoder: events::Decoder::new(),
             attached,
             poll_interval: std::time::Duration::from_millis(opts.poll_interval_ms),
             cpus: prepared.cpus,
@@ -391,7 +395,7 @@ impl Capture {
         let mut n = 0;
         while n < max {
             let Some(item) = ring.next() else { break };
-            match events::decode(&item) {
+            match self.decoder.decode(&item) {
                 Ok(ev) => out.push(ev),
                 Err(e) => {
                     self.decode_errors += 1;

@@ -250,6 +250,18 @@ impl StreamReassembler {
         if chunk.pos < self.next {
             chunk.trim_front(self.next - chunk.pos);
         }
+        if chunk.len > 0 && chunk.pos == self.next && self.pending.is_empty() {
+            // The common case: in order, nothing waiting. Emitted at once, without being
+            // inserted into the reorder map and removed again.
+            let pushed = Pushed {
+                new_bytes: chunk.len,
+                overlap_bytes: total - chunk.len,
+                reordered: false,
+            };
+            self.count_push(&pushed);
+            self.emit(chunk, out);
+            return pushed;
+        }
         let reordered = chunk.len > 0 && chunk.pos > self.next;
         let new_bytes = self.insert(chunk);
         let pushed = Pushed {
@@ -331,7 +343,12 @@ impl StreamReassembler {
         inserted
     }
 
-    fn store(&mut self, chunk: Chunk) {
+    fn store(&mut self, mut chunk: Chunk) {
+        if chunk.pos != self.next {
+            // It waits for a hole: its bytes get their own buffer, so that it does not keep
+            // alive the decoder's shared block it is a view into (events::Decoder).
+            chunk.payload = Bytes::copy_from_slice(&chunk.payload);
+        }
         self.pending_cost += chunk.cost();
         self.oldest_pending_ts = Some(
             self.oldest_pending_ts
@@ -625,6 +642,45 @@ pub(crate) mod tests {
         let (data, end) = contiguous(&out, 0);
         assert_eq!(end, 5000);
         assert_eq!(data, stream[1000..5000]);
+    }
+
+    #[test]
+    fn a_waiting_chunk_does_not_keep_its_shared_buffer() {
+        let mut r = StreamReassembler::new(limits());
+        let shared = Bytes::from(vec![7u8; 1000]);
+        let mut out = Vec::new();
+        r.push(
+            Chunk {
+                pos: 10,
+                len: 4,
+                payload: shared.slice(0..4),
+                ts_ns: 1,
+            },
+            &mut out,
+        );
+        assert!(out.is_empty(), "it waits for bytes 0..10");
+        // The buffer is unique again: the waiting chunk copied its bytes out.
+        let shared = shared
+            .try_into_mut()
+            .expect("no view into the buffer is kept");
+        drop(shared);
+        r.push(
+            Chunk {
+                pos: 0,
+                len: 10,
+                payload: Bytes::from_static(b"0123456789"),
+                ts_ns: 2,
+            },
+            &mut out,
+        );
+        let data: Vec<u8> = out
+            .iter()
+            .flat_map(|s| match &s.body {
+                SegmentBody::Data(b) => b.to_vec(),
+                SegmentBody::Gap { .. } => panic!("no gap: {s:?}"),
+            })
+            .collect();
+        assert_eq!(data, b"0123456789\x07\x07\x07\x07");
     }
 
     #[test]

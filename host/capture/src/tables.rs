@@ -6,7 +6,36 @@
 //! amortised O(1) per removal. [`release_freed`] then asks the C allocator to return the freed
 //! pages to the kernel (glibc keeps them in its arenas otherwise, and RSS stays at the peak).
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::{BuildHasher, Hash};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+
+/// A table keyed by an id the kernel made (a connection id): looked up several times per
+/// event, so hashed with one multiply ([`IdHasher`]) instead of SipHash, whose protection
+/// against chosen keys an id nobody outside the kernel picks does not need.
+pub type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
+
+/// [`IdMap`]'s hasher: a 64 × 64 → 128-bit multiply by an odd constant, both halves folded
+/// (every key bit reaches the low bits that pick the bucket and the high bits of its tag).
+#[derive(Default, Clone, Copy, Debug)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        let p = u128::from(v ^ self.0) * 0x9e37_79b9_7f4a_7c15;
+        self.0 = (p as u64) ^ ((p >> 64) as u64);
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_ne_bytes(word));
+        }
+    }
+}
 
 /// Below this capacity a table is not worth rehashing.
 pub const SHRINK_FLOOR: usize = 64;
@@ -59,6 +88,34 @@ pub fn release_freed() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn id_maps_spread_sequential_and_strided_ids() {
+        let hash = |v: u64| {
+            let mut h = IdHasher::default();
+            h.write_u64(v);
+            h.finish()
+        };
+        // Connection ids count up; socket addresses are strided. Either way the low bits
+        // (the bucket) and the top 7 (hashbrown's tag) must vary.
+        for ids in [
+            (0..4096).collect::<Vec<u64>>(),
+            (0..4096)
+                .map(|i| 0xffff_8880_0000_0000 + i * 4096)
+                .collect(),
+        ] {
+            let low: HashSet<u64> = ids.iter().map(|&v| hash(v) & 0xfff).collect();
+            let top: HashSet<u64> = ids.iter().map(|&v| hash(v) >> 57).collect();
+            assert!(
+                low.len() > 2500,
+                "{} distinct low 12 bits of 4096",
+                low.len()
+            );
+            assert_eq!(top.len(), 128, "every tag value used");
+            let m: IdMap<u64> = ids.iter().map(|&v| (v, v)).collect();
+            assert!(ids.iter().all(|v| m.get(v) == Some(v)));
+        }
+    }
 
     #[test]
     fn a_table_that_emptied_gives_its_capacity_back_and_a_full_one_keeps_it() {

@@ -44,7 +44,7 @@ fuzz_target!(|data: &[u8]| {
                 tgid: (writes % 5) as u32,
                 tid: 0,
                 comm: "fuzz".into(),
-                thread: String::new(),
+                thread: Default::default(),
             },
             fd,
             stream: StdStream::from_fd(fd).expect("1 or 2"),

@@ -928,7 +928,7 @@ mod tests {
                 tgid,
                 tid: tgid,
                 comm: "app".into(),
-                thread: String::new(),
+                thread: Default::default(),
             },
             fd,
             stream: Stream::from_fd(fd).unwrap(),

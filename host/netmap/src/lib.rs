@@ -480,7 +480,7 @@ impl NetMap {
                     c.sock,
                     Attempt {
                         start_ns: ts,
-                        comm: c.task.comm.clone(),
+                        comm: c.task.comm.to_string(),
                         client_ip: local.ip(),
                         server: peer,
                     },

@@ -53,6 +53,16 @@ pub struct ParseJob {
 }
 
 impl ParseJob {
+    /// Empties the job, keeping its buffers' capacity (a parsed job is reused for the next).
+    pub fn clear(&mut self) {
+        self.opened.clear();
+        self.relabeled.clear();
+        self.data.clear();
+        self.ends.clear();
+        self.meta.clear();
+        self.closed.clear();
+    }
+
     pub fn is_empty(&self) -> bool {
         self.opened.is_empty()
             && self.relabeled.is_empty()

@@ -132,8 +132,7 @@ impl Dispatch {
     pub fn submit(&mut self, parser: usize, job: ParseJob) -> Result<(), (ParseJob, Refusal)> {
         match &mut self.mode {
             Mode::Inline { slots, done } => {
-                let mut job = job;
-                done.push_back(slots[parser].run(&mut job));
+                done.push_back(slots[parser].run_to_spent(job));
                 Ok(())
             }
             Mode::Threads { workers, .. } => {
@@ -215,8 +214,8 @@ fn spawn_worker(
     let thread = std::thread::Builder::new()
         .name(format!("sonde-parse-{}", slot.name()))
         .spawn(move || {
-            while let Ok(mut job) = rx.recv() {
-                let out = slot.run(&mut job);
+            while let Ok(job) = rx.recv() {
+                let out = slot.run_to_spent(job);
                 if let Ok(mut s) = shared.lock() {
                     *s = slot.stats();
                 }

@@ -7,7 +7,6 @@
 //! whose owner said `Finished`, gets a verdict: the kernel stops copying its payload but keeps
 //! counting its bytes. No port numbers are involved: a parser decides from the bytes.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +18,7 @@ use crate::slot::{ParserSlot, SlotOutput};
 use sonde_capture::conntrack::{ConnTracker, Connection, StreamEvent};
 use sonde_capture::events::{Direction as CapDirection, Role};
 use sonde_capture::reassembly::SegmentBody;
+use sonde_capture::tables::IdMap;
 use sonde_parse::{
     Claim, ConnInfo, Direction, ParseJob, ParserBackend, ParserStats, SegMeta, TaggedRecord,
 };
@@ -35,6 +35,8 @@ pub struct RouterConfig {
 /// is dropped. Four keeps one call's work (a few ms of Wasm per 256 KiB) far inside the
 /// parser's call deadline.
 const HOLD_BATCHES: usize = 4;
+/// Emptied jobs kept for reuse (their buffers grown to a batch once, not per job).
+const MAX_SPARE_JOBS: usize = 4;
 
 impl RouterConfig {
     /// How large a refused job may grow while it waits for its parser.
@@ -170,7 +172,7 @@ pub struct Router {
     dispatch: Dispatch,
     cfg: RouterConfig,
     labeler: Option<Box<dyn Labeler>>,
-    routes: HashMap<u64, Route>,
+    routes: IdMap<Route>,
     /// The job being built for each parser.
     jobs: Vec<ParseJob>,
     /// Per parser: jobs refused by a full queue and held for the next try, jobs dropped
@@ -181,6 +183,8 @@ pub struct Router {
     verdicts: Vec<u64>,
     records: Vec<TaggedRecord>,
     outputs: Vec<SlotOutput>,
+    /// Parsed jobs, emptied, to be filled again (see `keep_spare`).
+    spare_jobs: Vec<ParseJob>,
     /// Per parser: its life, when it started draining, and what replaced it.
     life: Vec<Life>,
     draining_since: Vec<Option<std::time::Instant>>,
@@ -195,7 +199,7 @@ impl Router {
             dispatch,
             cfg,
             labeler: None,
-            routes: HashMap::new(),
+            routes: IdMap::default(),
             jobs: (0..n).map(|_| ParseJob::default()).collect(),
             jobs_held: vec![0; n],
             jobs_dropped: vec![0; n],
@@ -203,6 +207,7 @@ impl Router {
             verdicts: Vec::new(),
             records: Vec::new(),
             outputs: Vec::new(),
+            spare_jobs: Vec::new(),
             life: vec![Life::Active; n],
             draining_since: vec![None; n],
             replaced_by: vec![None; n],
@@ -408,7 +413,7 @@ impl Router {
                     // records, never an identity (RED keys series on identity labels only).
                     if !c.task.thread.is_empty() {
                         info.labels
-                            .push((THREAD_NAME.to_string(), c.task.thread.clone()));
+                            .push((THREAD_NAME.to_string(), c.task.thread.to_string()));
                     }
                     // Parsed from TLS plaintext (uprobes): on records, and the HTTP RED
                     // series' `tls` label ("true"/"false") comes from it.
@@ -516,7 +521,8 @@ impl Router {
     }
 
     fn submit(&mut self, p: usize) {
-        let job = std::mem::take(&mut self.jobs[p]);
+        let next = self.spare_jobs.pop().unwrap_or_default();
+        let job = std::mem::replace(&mut self.jobs[p], next);
         if let Err((job, why)) = self.dispatch.submit(p, job) {
             // A parser that is only behind (its thread starved for a moment, a burst) keeps
             // the refused job as the start of its next one: later segments are appended and
@@ -525,7 +531,8 @@ impl Router {
             // parser that cannot keep up still costs bounded memory.
             if why == Refusal::Full && job.data.len() < self.cfg.hold_bytes() {
                 self.jobs_held[p] += 1;
-                self.jobs[p] = job;
+                let next = std::mem::replace(&mut self.jobs[p], job);
+                self.keep_spare(next);
                 return;
             }
             // The parser is behind: its connections in this job lose continuity. Stop feeding
@@ -584,8 +591,18 @@ impl Router {
         all
     }
 
+    /// Keeps an emptied job for reuse, unless enough are kept or it grew past a normal
+    /// batch (a held job's buffers are given back).
+    fn keep_spare(&mut self, job: ParseJob) {
+        let normal = job.data.capacity() <= 2 * self.cfg.batch_bytes;
+        if normal && self.spare_jobs.len() < MAX_SPARE_JOBS {
+            self.spare_jobs.push(job);
+        }
+    }
+
     fn apply(&mut self, outputs: &mut Vec<SlotOutput>) {
-        for out in outputs.drain(..) {
+        for mut out in outputs.drain(..) {
+            self.keep_spare(std::mem::take(&mut out.spent));
             let p = out.parser;
             if let Some(f) = &out.failure {
                 // Quarantine skips repeat on every batch: the failures that caused them were
@@ -712,7 +729,7 @@ pub fn conn_info(c: &Connection) -> ConnInfo {
     ConnInfo {
         id: c.conn_id,
         pid: c.task.tgid,
-        comm: c.task.comm.clone(),
+        comm: c.task.comm.to_string(),
         local: endpoint(c.local),
         remote: endpoint(c.peer),
         role: match c.role {

@@ -6,7 +6,8 @@
 //! poisoned here — their later segments never reach the fresh instance, which would see them
 //! mid-stream — until they close, and reported as abandoned so the router stops sending them.
 
-use std::collections::{HashMap, HashSet};
+use sonde_capture::tables::IdMap;
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use sonde_parse::Failure;
@@ -24,6 +25,9 @@ pub struct SlotOutput {
     /// Connections whose state this job's failure destroyed.
     pub abandoned: Vec<u64>,
     pub failure: Option<Failure>,
+    /// The job that was run, emptied, its buffers kept: the router reuses it instead of
+    /// growing a new one from nothing (see [`ParserSlot::run_to_spent`]).
+    pub spent: ParseJob,
 }
 
 pub struct ParserSlot {
@@ -31,7 +35,7 @@ pub struct ParserSlot {
     backend: Box<dyn ParserBackend>,
     /// Connections announced to the backend, and whether it still parses them (not decided
     /// `NotMine`/`Finished`): only those lose something when it fails.
-    conns: HashMap<u64, (Arc<ConnInfo>, bool)>,
+    conns: IdMap<(Arc<ConnInfo>, bool)>,
     poisoned: HashSet<u64>,
     pub counters: ParserCounters,
 }
@@ -41,7 +45,7 @@ impl ParserSlot {
         Self {
             index,
             backend,
-            conns: HashMap::new(),
+            conns: IdMap::default(),
             poisoned: HashSet::new(),
             counters: ParserCounters::default(),
         }
@@ -64,6 +68,14 @@ impl ParserSlot {
             health: self.backend.health(),
             counters: self.counters.clone(),
         }
+    }
+
+    /// [`Self::run`], then hands the emptied job back in the output's `spent`.
+    pub fn run_to_spent(&mut self, mut job: ParseJob) -> SlotOutput {
+        let mut out = self.run(&mut job);
+        job.clear();
+        out.spent = job;
+        out
     }
 
     pub fn run(&mut self, job: &mut ParseJob) -> SlotOutput {

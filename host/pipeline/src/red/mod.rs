@@ -51,8 +51,8 @@ pub use render::SeriesExport;
 pub use route::Template;
 pub use schema::IDENTITY_KEYS;
 use schema::{
-    DB_CLIENT_KEYS, DNS_KEYS, Family, HTTP_CLIENT_KEYS, HTTP_SERVER_KEYS, ID, OTHER_KEYS, RPC_KEYS,
-    TLS_KEY, UNANSWERED_KEYS, identity_values,
+    DB_CLIENT_KEYS, DNS_KEYS, Family, HTTP_CLIENT_KEYS, HTTP_SERVER_KEYS, ID, OTHER_KEYS,
+    PerFamily, RPC_KEYS, TLS_KEY, UNANSWERED_KEYS, identity_values,
 };
 pub use series::{Exemplar, Labels, Series};
 use series::{NumBuf, SeriesMap};
@@ -118,8 +118,8 @@ impl RedSettings {
 pub struct Red {
     max_series: usize,
     templates: Vec<Template>,
-    families: HashMap<Family, SeriesMap<Series>>,
-    overflow: HashMap<Family, Series>,
+    families: PerFamily<SeriesMap<Series>>,
+    overflow: PerFamily<Series>,
     unanswered: SeriesMap<u64>,
     unanswered_overflow: u64,
     /// Records that fell into an overflow series.
@@ -131,7 +131,7 @@ pub struct Red {
     /// Series of the latency metrics, all together (at most `max_series_total`).
     series_total: usize,
     /// Series per (metric, service): bounded by the series themselves.
-    per_service: HashMap<Family, HashMap<String, usize>>,
+    per_service: PerFamily<HashMap<String, usize>>,
     /// Records whose response came before their request (clock trouble): counted, not observed.
     pub invalid_records: u64,
     slow_threshold_ns: u64,
@@ -156,8 +156,8 @@ impl Red {
                 .iter()
                 .map(|t| Template::parse(t))
                 .collect(),
-            families: HashMap::new(),
-            overflow: HashMap::new(),
+            families: PerFamily::default(),
+            overflow: PerFamily::default(),
             unanswered: SeriesMap::default(),
             unanswered_overflow: 0,
             overflow_records: 0,
@@ -165,7 +165,7 @@ impl Red {
             max_series_per_service: cfg.max_series_per_service.max(1),
             max_series_total: cfg.max_series_total.max(1),
             series_total: 0,
-            per_service: HashMap::new(),
+            per_service: PerFamily::default(),
             invalid_records: 0,
             slow_threshold_ns: cfg.slow_query_ms.saturating_mul(1_000_000),
             slow_cap: cfg.slow_query_log,
@@ -193,12 +193,16 @@ impl Red {
                 .or(op.next())
                 .unwrap_or("_OTHER");
             let parsed = r.attr(attr::HTTP_ROUTE).or(op.next()).unwrap_or("");
-            // The raw path is only an attribute where the parser's normalisation changed it.
-            let raw = r.attr(attr::URL_PATH).unwrap_or(parsed);
-            let route = Some(raw)
-                .filter(|_| !self.templates.is_empty())
-                .and_then(|p| self.templates.iter().find(|t| t.matches(p)))
-                .map_or(parsed, |t| t.text.as_str());
+            let route = if self.templates.is_empty() {
+                parsed
+            } else {
+                // The raw path is only an attribute where the parser's normalisation changed it.
+                let raw = r.attr(attr::URL_PATH).unwrap_or(parsed);
+                self.templates
+                    .iter()
+                    .find(|t| t.matches(raw))
+                    .map_or(parsed, |t| t.text.as_str())
+            };
             (m, route)
         } else {
             ("", "")
@@ -363,19 +367,21 @@ impl Red {
         all[..own].copy_from_slice(&values[..own]);
         all[own..own + ID].copy_from_slice(&ident);
         let exemplar = r.trace_context().map(|t| Exemplar::new(t, ns));
-        let series = self.families.entry(family).or_default();
-        let room = self
-            .per_service
-            .get(&family)
-            .and_then(|m| m.get(service))
-            .is_none_or(|&n| n < self.max_series_per_service);
+        let series = self.families.get_or_default(family);
+        // The caps only matter for a new series: looked up only then.
+        let per_service = &self.per_service;
+        let max_per_service = self.max_series_per_service;
+        let room = || {
+            per_service
+                .get(&family)
+                .and_then(|m| m.get(service))
+                .is_none_or(|&n| n < max_per_service)
+        };
         let total_room = self.series_total < self.max_series_total;
-        match series.get_or_insert_if(
-            keys,
-            &all[..keys.len()],
-            self.max_series,
-            room && total_room,
-        ) {
+        let mut service_room = None;
+        match series.get_or_insert_if(keys, &all[..keys.len()], self.max_series, || {
+            *service_room.insert(room()) && total_room
+        }) {
             Some((s, new)) => {
                 self.series_total += usize::from(new);
                 s.observe(ns, error);
@@ -385,16 +391,15 @@ impl Red {
                 if new {
                     *self
                         .per_service
-                        .entry(family)
-                        .or_default()
+                        .get_or_default(family)
                         .entry(service.to_string())
                         .or_default() += 1;
                 }
             }
             None => {
                 self.overflow_records += 1;
-                self.service_overflow_records += u64::from(!room);
-                self.overflow.entry(family).or_default().observe(ns, error);
+                self.service_overflow_records += u64::from(!service_room.unwrap_or_else(room));
+                self.overflow.get_or_default(family).observe(ns, error);
             }
         }
     }

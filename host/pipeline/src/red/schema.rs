@@ -25,6 +25,11 @@ impl Family {
         Family::Other,
     ];
 
+    /// Index into a [`PerFamily`].
+    fn index(self) -> usize {
+        self as usize
+    }
+
     pub(super) fn metric(self) -> &'static str {
         match self {
             Family::HttpServer => "http_server_request_duration_seconds",
@@ -59,6 +64,39 @@ impl Family {
             }
             Family::Other => "Duration of requests of other protocols, by parser.",
         }
+    }
+}
+
+/// One value per family, found by index: no hashing on the record path.
+#[derive(Debug)]
+pub(super) struct PerFamily<V>([Option<V>; Family::ALL.len()]);
+
+impl<V> Default for PerFamily<V> {
+    fn default() -> Self {
+        Self(std::array::from_fn(|_| None))
+    }
+}
+
+impl<V> PerFamily<V> {
+    pub(super) fn get(&self, family: &Family) -> Option<&V> {
+        self.0[family.index()].as_ref()
+    }
+
+    /// The family's value, created empty on first use.
+    pub(super) fn get_or_default(&mut self, family: Family) -> &mut V
+    where
+        V: Default,
+    {
+        self.0[family.index()].get_or_insert_with(V::default)
+    }
+
+    /// The families' values that exist, in [`Family::ALL`] order.
+    pub(super) fn values(&self) -> impl Iterator<Item = &V> {
+        self.0.iter().flatten()
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.values().count()
     }
 }
 

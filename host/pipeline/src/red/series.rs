@@ -135,18 +135,18 @@ impl<V: Default> SeriesMap<V> {
         values: &[&str],
         max: usize,
     ) -> Option<&mut V> {
-        self.get_or_insert_if(keys, values, max, true)
+        self.get_or_insert_if(keys, values, max, || true)
             .map(|(v, _)| v)
     }
 
-    /// [`Self::get_or_insert`], inserting only when `room` (a further cap) allows; the bool
-    /// says the series is new.
+    /// [`Self::get_or_insert`], inserting only when `room` (a further cap, asked only when the
+    /// series is new and `max` allows) says so; the bool says the series is new.
     pub(super) fn get_or_insert_if(
         &mut self,
         keys: &[&'static str],
         values: &[&str],
         max: usize,
-        room: bool,
+        room: impl FnOnce() -> bool,
     ) -> Option<(&mut V, bool)> {
         let bucket = self.buckets.entry(hash_values(values)).or_default();
         let found = bucket.iter().position(|(labels, _)| {
@@ -158,7 +158,7 @@ impl<V: Default> SeriesMap<V> {
         });
         let (i, new) = match found {
             Some(i) => (i, false),
-            None if self.len < max && room => {
+            None if self.len < max && room() => {
                 self.len += 1;
                 bucket.push((
                     keys.iter()
