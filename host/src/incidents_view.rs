@@ -53,8 +53,13 @@ pub fn render_list(list: &[IncidentSummary]) -> String {
             format!("{:.0}s", r.saturating_sub(i.start_unix_ms) as f64 / 1e3)
         });
         let cause = i.top_cause.as_ref().map_or("(analysing)".to_string(), |c| {
+            let on = c
+                .node
+                .as_ref()
+                .map(|n| format!(" on {n}"))
+                .unwrap_or_default();
             format!(
-                "{} {} ({:.0}%)",
+                "{}{on} {} ({:.0}%)",
                 c.element.id(),
                 c.category,
                 c.confidence * 100.0
