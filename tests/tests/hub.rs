@@ -104,7 +104,7 @@ fn hub_reads_the_cluster_from_prometheus_and_names_the_slow_backend() {
 
     // The hub's own series: one query per family per step, none failed.
     let metrics = hub.metrics().unwrap();
-    assert!(metrics.contains("sonde_hub_step_queries 5\n"), "{metrics}");
+    assert!(metrics.contains("sonde_hub_step_queries 6\n"), "{metrics}");
     assert!(
         !metrics.contains("sonde_hub_query_errors_total{"),
         "{metrics}"

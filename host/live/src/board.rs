@@ -16,6 +16,9 @@ pub struct TopCause {
     pub category: String,
     pub confidence: f64,
     pub explanation: String,
+    /// The node(s) it is on (`node-c`, `node-a,node-b`), when the placement says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// An incident in the exception event list (`/api/incidents`, `sonde incidents`).
@@ -203,6 +206,11 @@ pub struct LiveBoard {
     pub services: BTreeMap<String, ServiceFacts>,
     /// The node these values are from (empty on the hub, whose values span nodes).
     pub node: String,
+    /// Where this node's services are reached (`server`, `ip:port`) and call from (`client`,
+    /// `ip`), per service (`sonde_live_service_address_info`), and how many addresses the
+    /// per-service cap left out in the last step.
+    pub addresses: BTreeMap<String, crate::edges::Addresses>,
+    pub addresses_left_out: u64,
 }
 
 impl LiveBoard {

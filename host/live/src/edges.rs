@@ -3,7 +3,7 @@
 //! Here they are summed per (caller service, callee service) and turned into per-step rates
 //! from the difference of cumulative totals between two steps.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use sonde_sdk::fault_rule::metric as m;
 
@@ -31,6 +31,55 @@ pub(crate) fn services_of(e: &EdgeView) -> (String, String) {
         callee = format!("{}:{}", e.server_ip, e.server_port);
     }
     (caller, callee)
+}
+
+/// The addresses a service of this node is reached at (`server`: `ip:port` it accepted
+/// calls on) and calls from (`client`: its own ip), per service, at most this many per side.
+pub(crate) const ADDRESSES_PER_SIDE: usize = 8;
+
+/// (side, address) pairs of one service.
+pub type Addresses = BTreeSet<(String, String)>;
+
+/// Whether another node could reach this address: not loopback, unspecified, or a prefix.
+fn routable(ip: &str) -> bool {
+    ip.parse::<std::net::IpAddr>()
+        .is_ok_and(|a| !a.is_loopback() && !a.is_unspecified())
+}
+
+/// Where this node's services are reached and call from, from the map's edges whose end is
+/// named (a local process): what a hub needs to name another node's edges to an address.
+/// Bounded: [`ADDRESSES_PER_SIDE`] per service and side (lowest first); returns the number of
+/// addresses left out.
+pub(crate) fn addresses_of(topology: &Topology) -> (BTreeMap<String, Addresses>, u64) {
+    let mut all: BTreeMap<String, Addresses> = BTreeMap::new();
+    let named = |labels: &BTreeMap<String, String>, name: &str| {
+        !name.is_empty() || labels.get("service_name").is_some_and(|s| !s.is_empty())
+    };
+    for e in &topology.edges {
+        let (caller, callee) = services_of(e);
+        if named(&e.server_labels, &e.server_name) && routable(&e.server_ip) {
+            all.entry(callee).or_default().insert((
+                "server".into(),
+                format!("{}:{}", e.server_ip, e.server_port),
+            ));
+        }
+        if named(&e.client_labels, &e.client_name) && routable(&e.client_ip) {
+            all.entry(caller)
+                .or_default()
+                .insert(("client".into(), e.client_ip.clone()));
+        }
+    }
+    let mut dropped = 0;
+    for set in all.values_mut() {
+        let mut kept = Addresses::new();
+        for side in ["client", "server"] {
+            let of_side = set.iter().filter(|(s, _)| s == side);
+            dropped += of_side.clone().skip(ADDRESSES_PER_SIDE).count() as u64;
+            kept.extend(of_side.take(ADDRESSES_PER_SIDE).cloned());
+        }
+        *set = kept;
+    }
+    (all, dropped)
 }
 
 /// ((entity, metric), value) of one step.
