@@ -89,14 +89,14 @@ fn is_address(name: &str) -> bool {
             .is_some_and(|(ip, len)| ip.parse::<IpAddr>().is_ok() && len.parse::<u8>().is_ok())
 }
 
+/// (caller, callee) as a daemon said → as the hub names them.
+type Renames = BTreeMap<(String, String), (String, String)>;
+
 /// Name both ends of the edges seen at one step: a callee address another node's service
 /// is reached at becomes that service; a caller address (or prefix, as the callee's node sees
 /// its clients) becomes the one service calling from inside it that also calls that callee
 /// by name (the caller's node saw the same call). Ambiguous addresses stay addresses.
-fn name_edges(
-    edges: &[(String, String)],
-    book: &AddressBook,
-) -> BTreeMap<(String, String), (String, String)> {
+fn name_edges(edges: &[(String, String)], book: &AddressBook) -> Renames {
     let callee_of = |callee: &str| book.callee(callee).unwrap_or(callee).to_string();
     let named: BTreeSet<(String, String)> = edges
         .iter()
@@ -224,7 +224,7 @@ pub fn assemble(f: &Families) -> BTreeMap<i64, StepInput> {
         }
     }
     let empty = AddressBook::default();
-    let names: BTreeMap<i64, BTreeMap<(String, String), (String, String)>> = seen
+    let names: BTreeMap<i64, Renames> = seen
         .into_iter()
         .map(|(t, edges)| {
             let edges: Vec<_> = edges.into_iter().collect();

@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 use sonde_analysis::demarcation::Element;
 use sonde_analysis::report::Report;
 
+/// (side, address) pairs of one service: `server` and `ip:port`, or `client` and `ip`.
+pub type Addresses = BTreeSet<(String, String)>;
+
 /// The first root cause, for lists.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TopCause {
@@ -209,7 +212,7 @@ pub struct LiveBoard {
     /// Where this node's services are reached (`server`, `ip:port`) and call from (`client`,
     /// `ip`), per service (`sonde_live_service_address_info`), and how many addresses the
     /// per-service cap left out in the last step.
-    pub addresses: BTreeMap<String, crate::edges::Addresses>,
+    pub addresses: BTreeMap<String, Addresses>,
     pub addresses_left_out: u64,
 }
 

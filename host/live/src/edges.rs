@@ -3,13 +3,14 @@
 //! Here they are summed per (caller service, callee service) and turned into per-step rates
 //! from the difference of cumulative totals between two steps.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use sonde_sdk::fault_rule::metric as m;
 
 use sonde_netmap::export::{EdgeView, Topology};
 use sonde_netmap::model::Counters;
 
+use super::board::Addresses;
 use super::sample::ratio;
 
 /// The caller and callee service of a map edge: the correlation layer's service names when it
@@ -36,9 +37,6 @@ pub(crate) fn services_of(e: &EdgeView) -> (String, String) {
 /// The addresses a service of this node is reached at (`server`: `ip:port` it accepted
 /// calls on) and calls from (`client`: its own ip), per service, at most this many per side.
 pub(crate) const ADDRESSES_PER_SIDE: usize = 8;
-
-/// (side, address) pairs of one service.
-pub type Addresses = BTreeSet<(String, String)>;
 
 /// Whether another node could reach this address: not loopback, unspecified, or a prefix.
 fn routable(ip: &str) -> bool {

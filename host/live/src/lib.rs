@@ -42,10 +42,9 @@ use sonde_netmap::export::Topology;
 use sonde_parse::{Record, TaggedRecord};
 
 pub use board::{
-    IncidentDetail, IncidentSummary, LeafKey, LiveBoard, LiveStats, LogSource, LogTemplate,
-    ServiceFacts, SlowSql, TopCause,
+    Addresses, IncidentDetail, IncidentSummary, LeafKey, LiveBoard, LiveStats, LogSource,
+    LogTemplate, ServiceFacts, SlowSql, TopCause,
 };
-pub use edges::Addresses;
 pub use engine::{Engine, Extras, NoExtras, StepInput};
 pub use history::History;
 pub use sample::service_of;
@@ -63,7 +62,7 @@ pub struct Live {
     slow: VecDeque<SlowSample>,
     slow_query_ms: f64,
     logs: Option<Box<dyn LogSource>>,
-    addresses: BTreeMap<String, edges::Addresses>,
+    addresses: BTreeMap<String, Addresses>,
     addresses_left_out: u64,
 }
 
