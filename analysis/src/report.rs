@@ -128,6 +128,16 @@ pub struct RootCause {
     pub placed: Placed,
 }
 
+impl RootCause {
+    /// `{sep}node-c` for text, nothing when unplaced or the cause is the machine itself.
+    fn where_text(&self, sep: &str) -> String {
+        match (&self.element, self.placed.describe()) {
+            (Element::Node { .. }, _) | (_, None) => String::new(),
+            (_, Some(n)) => format!("{sep}{n}"),
+        }
+    }
+}
+
 /// Attribution results for one KPI of one service.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServiceAttribution {
@@ -724,11 +734,7 @@ impl Report {
             );
         }
         if let Some(top) = self.root_causes.first() {
-            let on = top
-                .placed
-                .describe()
-                .map(|n| format!(", on {n}"))
-                .unwrap_or_default();
+            let on = top.where_text(", on ");
             let _ = writeln!(
                 s,
                 "Most likely: {} ({}{on}, confidence {:.0}%)",
@@ -745,11 +751,7 @@ impl Report {
             let _ = writeln!(s, "  none — {why}");
         }
         for rc in &self.root_causes {
-            let on = rc
-                .placed
-                .describe()
-                .map(|n| format!(" on {n}"))
-                .unwrap_or_default();
+            let on = rc.where_text(" on ");
             let _ = writeln!(
                 s,
                 "  {}. [{}] {} {}{on} — score {:.2}, confidence {:.0}%",
