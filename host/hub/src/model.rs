@@ -231,14 +231,17 @@ pub fn assemble(f: &Families) -> BTreeMap<i64, StepInput> {
             (t, name_edges(&edges, books.get(&t).unwrap_or(&empty)))
         })
         .collect();
-    let put = |steps: &mut BTreeMap<i64, StepInput>, s: &Series, entity: Entity<'_>| {
+    let put = |steps: &mut BTreeMap<i64, StepInput>,
+               s: &Series,
+               points: &[(f64, f64)],
+               entity: Entity<'_>| {
         let metric = label(s, "metric");
         let node = node_of(s);
         if metric.is_empty() {
             return;
         }
         let key = (entity.key(), metric.to_string());
-        for (t, v) in &s.points {
+        for (t, v) in points {
             if !v.is_finite() {
                 continue;
             }
@@ -261,7 +264,7 @@ pub fn assemble(f: &Families) -> BTreeMap<i64, StepInput> {
     for s in &f.service_values {
         let service = label(s, "service");
         if !service.is_empty() {
-            put(&mut steps, s, Entity::Service(service));
+            put(&mut steps, s, &s.points, Entity::Service(service));
         }
     }
     for s in &f.edge_values {
@@ -277,13 +280,10 @@ pub fn assemble(f: &Families) -> BTreeMap<i64, StepInput> {
             if from == to {
                 continue;
             }
-            let point = Series {
-                labels: s.labels.clone(),
-                points: vec![(t, v)],
-            };
             put(
                 &mut steps,
-                &point,
+                s,
+                &[(t, v)],
                 Entity::Edge {
                     caller: from,
                     callee: to,
@@ -294,7 +294,7 @@ pub fn assemble(f: &Families) -> BTreeMap<i64, StepInput> {
     for s in &f.node_values {
         let node = node_of(s);
         if !node.is_empty() {
-            put(&mut steps, s, Entity::Node(node));
+            put(&mut steps, s, &s.points, Entity::Node(node));
         }
     }
     for s in &f.endpoint_values {
