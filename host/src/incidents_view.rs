@@ -54,11 +54,11 @@ pub fn render_list(list: &[IncidentSummary]) -> String {
             format!("{:.0}s", r.saturating_sub(i.start_unix_ms) as f64 / 1e3)
         });
         let cause = i.top_cause.as_ref().map_or("(analysing)".to_string(), |c| {
-            let on = c
-                .node
-                .as_ref()
-                .map(|n| format!(" on {n}"))
-                .unwrap_or_default();
+            // A machine cause is its node: no "node-a on node-a".
+            let on = match (&c.element, &c.node) {
+                (Element::Node { .. }, _) | (_, None) => String::new(),
+                (_, Some(n)) => format!(" on {n}"),
+            };
             format!(
                 "{}{on} {} ({:.0}%)",
                 c.element.id(),
