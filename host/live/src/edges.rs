@@ -154,3 +154,57 @@ impl EdgeRates {
         (out, calls)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn edge(client: (&str, &str), server: (&str, &str, u16)) -> EdgeView {
+        EdgeView {
+            client_name: client.0.into(),
+            client_ip: client.1.into(),
+            server_name: server.0.into(),
+            server_ip: server.1.into(),
+            server_port: server.2,
+            ..Default::default()
+        }
+    }
+
+    /// A named end's address is exported, an unnamed (another node's) or loopback one is not,
+    /// and the per-service cap counts what it leaves out.
+    #[test]
+    fn named_ends_say_where_their_services_are() {
+        let mut edges = vec![
+            // gateway (here) calls product (another node: unnamed).
+            edge(("gateway", "10.0.0.1"), ("", "10.0.0.3", 8080)),
+            // Another node's clients (a prefix) call cart (here).
+            edge(("", "10.0.0.0/24"), ("cart", "10.0.0.2", 8080)),
+            // Loopback is no address another node can use.
+            edge(("gateway", "127.0.0.1"), ("cart", "127.0.0.1", 9000)),
+        ];
+        for port in 0..(ADDRESSES_PER_SIDE as u16 + 2) {
+            edges.push(edge(("", "10.0.0.9"), ("config", "10.0.0.4", 7000 + port)));
+        }
+        let topology = Topology {
+            edges,
+            ..Default::default()
+        };
+        let (all, left_out) = addresses_of(&topology);
+        let pairs = |s: &str| -> Vec<(String, String)> {
+            all.get(s)
+                .map(|a| a.iter().cloned().collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            pairs("gateway"),
+            [("client".to_string(), "10.0.0.1".to_string())]
+        );
+        assert_eq!(
+            pairs("cart"),
+            [("server".to_string(), "10.0.0.2:8080".to_string())]
+        );
+        assert!(!all.contains_key("10.0.0.3:8080") && !all.contains_key("10.0.0.0/24"));
+        assert_eq!(pairs("config").len(), ADDRESSES_PER_SIDE);
+        assert_eq!(left_out, 2);
+    }
+}
