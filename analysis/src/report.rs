@@ -47,6 +47,62 @@ pub struct KeyMetric {
     pub after: f64,
     /// The detector's badness score during the incident.
     pub score: f64,
+    /// The node the entity is on, when the placement names exactly one ([`Placed`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+/// Where an element runs, from the bundle's placement: a service on one node has `node`, on
+/// several `nodes` (all of them, in name order); a machine is its own node; an edge is placed
+/// on its callee's node(s), its caller's one node is `caller_node`. Empty when the placement
+/// says nothing (a peer known only by its address).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placed {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_node: Option<String>,
+}
+
+impl Placed {
+    pub fn of(topology: &Topology, element: &Element) -> Placed {
+        let one_or_many = |hosts: &[String]| match hosts {
+            [] => (None, Vec::new()),
+            [one] => (Some(one.clone()), Vec::new()),
+            many => (None, many.to_vec()),
+        };
+        match element {
+            Element::Node { name } => Placed {
+                node: Some(name.clone()),
+                ..Placed::default()
+            },
+            Element::Service { name } => {
+                let (node, nodes) = one_or_many(topology.hosts(name));
+                Placed {
+                    node,
+                    nodes,
+                    caller_node: None,
+                }
+            }
+            Element::Edge { caller, callee } => {
+                let (node, nodes) = one_or_many(topology.hosts(callee));
+                Placed {
+                    node,
+                    nodes,
+                    caller_node: one_or_many(topology.hosts(caller)).0,
+                }
+            }
+        }
+    }
+
+    /// `node-c`, `node-a,node-b`, or nothing.
+    pub fn describe(&self) -> Option<String> {
+        self.node
+            .clone()
+            .or_else(|| (!self.nodes.is_empty()).then(|| self.nodes.join(",")))
+    }
 }
 
 /// One ranked root cause.
@@ -67,6 +123,19 @@ pub struct RootCause {
     pub diagnoses: Vec<RuledDiagnosis>,
     /// How the fault travels: from this root cause up to the entry service.
     pub propagation: Vec<Element>,
+    /// The node(s) it is on.
+    #[serde(flatten)]
+    pub placed: Placed,
+}
+
+impl RootCause {
+    /// `{sep}node-c` for text, nothing when unplaced or the cause is the machine itself.
+    fn where_text(&self, sep: &str) -> String {
+        match (&self.element, self.placed.describe()) {
+            (Element::Node { .. }, _) | (_, None) => String::new(),
+            (_, Some(n)) => format!("{sep}{n}"),
+        }
+    }
 }
 
 /// Attribution results for one KPI of one service.
@@ -360,6 +429,7 @@ fn key_metrics(topology: &Topology, element: &Element, limit: usize) -> Vec<KeyM
             before: w.before,
             after: w.after,
             score: Direction::for_metric(name).badness(w.score),
+            node: Placed::of(topology, element).node,
         })
         .collect();
     out.sort_by(|a, b| {
@@ -586,6 +656,7 @@ pub fn analyze(
                 rule: best.map(|d| d.rule.clone()),
                 diagnoses: diagnoses.clone(),
                 propagation,
+                placed: Placed::of(topology, &c.element),
             }
         })
         .collect();
@@ -663,9 +734,10 @@ impl Report {
             );
         }
         if let Some(top) = self.root_causes.first() {
+            let on = top.where_text(", on ");
             let _ = writeln!(
                 s,
-                "Most likely: {} ({}, confidence {:.0}%)",
+                "Most likely: {} ({}{on}, confidence {:.0}%)",
                 top.explanation,
                 top.category,
                 top.confidence * 100.0
@@ -679,9 +751,10 @@ impl Report {
             let _ = writeln!(s, "  none — {why}");
         }
         for rc in &self.root_causes {
+            let on = rc.where_text(" on ");
             let _ = writeln!(
                 s,
-                "  {}. [{}] {} {} — score {:.2}, confidence {:.0}%",
+                "  {}. [{}] {} {}{on} — score {:.2}, confidence {:.0}%",
                 rc.rank,
                 rc.category,
                 rc.element.kind_name(),
@@ -780,5 +853,57 @@ mod tests {
         let why = report.nothing_found.as_deref().unwrap();
         assert!(why.contains("within its usual variation"), "{why}");
         assert!(report.to_text().contains("none — nothing found"));
+    }
+
+    /// A cause names the node(s) it is on from the placement: one node, several, an edge
+    /// on its callee's with its caller's beside, a machine itself, an unplaced peer nothing.
+    #[test]
+    fn a_cause_is_placed_on_its_nodes() {
+        let mut t = Topology::default();
+        t.add_call("gw", "cart", Entity::default())
+            .add_call("gw", "10.0.0.9:80", Entity::default())
+            .place("gw", "a")
+            .place("cart", "b")
+            .place("cart", "c");
+        let service = |name: &str| Element::Service { name: name.into() };
+        assert_eq!(
+            Placed::of(&t, &service("gw")),
+            Placed {
+                node: Some("a".into()),
+                ..Placed::default()
+            }
+        );
+        let cart = Placed::of(&t, &service("cart"));
+        assert_eq!(cart.nodes, ["b", "c"]);
+        assert_eq!(
+            (cart.node.as_deref(), cart.describe().as_deref()),
+            (None, Some("b,c"))
+        );
+        let edge = Placed::of(
+            &t,
+            &Element::Edge {
+                caller: "gw".into(),
+                callee: "cart".into(),
+            },
+        );
+        assert_eq!(edge.nodes, ["b", "c"]);
+        assert_eq!(edge.caller_node.as_deref(), Some("a"));
+        assert_eq!(
+            Placed::of(&t, &Element::Node { name: "c".into() })
+                .node
+                .as_deref(),
+            Some("c")
+        );
+        assert_eq!(Placed::of(&t, &service("10.0.0.9:80")), Placed::default());
+        // Flattened into the cause's JSON, absent when unknown.
+        let json = serde_json::to_value(&edge).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"nodes": ["b", "c"], "caller_node": "a"})
+        );
+        assert_eq!(
+            serde_json::to_value(Placed::default()).unwrap(),
+            serde_json::json!({})
+        );
     }
 }

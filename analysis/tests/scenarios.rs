@@ -208,3 +208,29 @@ fn slo_gate_opens_the_incident_only_when_the_budget_burns() {
         "{err}"
     );
 }
+
+/// The rank-1 cause names the machine it is on (the bundle's placement): the callee's for an
+/// edge with the caller's beside it, the machine itself for a machine cause.
+#[test]
+fn the_first_cause_names_its_node() {
+    for (name, node, caller_node) in [
+        ("network-edge", "n2", Some("n1")),
+        ("slow-database", "n3", None),
+        ("node-cpu", "n2", None),
+    ] {
+        let r = analyse(&scenarios::scenario(name).unwrap());
+        let top = &r.root_causes[0];
+        assert_eq!(top.placed.node.as_deref(), Some(node), "{name}");
+        assert_eq!(top.placed.caller_node.as_deref(), caller_node, "{name}");
+        let json = serde_json::to_value(top).unwrap();
+        assert_eq!(json["node"], node, "{name}: {json}");
+        // Text says where, except for a machine (it is its node).
+        let text = r.to_text();
+        let machine = name == "node-cpu";
+        assert_eq!(
+            text.contains(&format!(" on {node} ")),
+            !machine,
+            "{name}: {text}"
+        );
+    }
+}

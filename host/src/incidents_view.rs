@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use anyhow::{Context as _, Result};
 
 use crate::top::{get_body, get_json};
+use sonde_analysis::demarcation::Element;
 use sonde_live::IncidentSummary;
 
 #[derive(serde::Deserialize)]
@@ -53,8 +54,13 @@ pub fn render_list(list: &[IncidentSummary]) -> String {
             format!("{:.0}s", r.saturating_sub(i.start_unix_ms) as f64 / 1e3)
         });
         let cause = i.top_cause.as_ref().map_or("(analysing)".to_string(), |c| {
+            // A machine cause is its node: no "node-a on node-a".
+            let on = match (&c.element, &c.node) {
+                (Element::Node { .. }, _) | (_, None) => String::new(),
+                (_, Some(n)) => format!(" on {n}"),
+            };
             format!(
-                "{} {} ({:.0}%)",
+                "{}{on} {} ({:.0}%)",
                 c.element.id(),
                 c.category,
                 c.confidence * 100.0
@@ -108,4 +114,61 @@ pub fn run_report(endpoint: SocketAddr, id: &str, json: bool) -> Result<()> {
         print!("{}", fetch_detail_text(endpoint, &id)?);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sonde_live::TopCause;
+
+    fn summary(id: &str, element: Element, node: Option<&str>) -> IncidentSummary {
+        IncidentSummary {
+            id: id.into(),
+            entry: "gateway".into(),
+            kpi: "latency_mean_ms".into(),
+            trigger: "gateway".into(),
+            start_unix_ms: 1_000,
+            opened_unix_ms: 3_000,
+            report_unix_ms: Some(6_000),
+            resolved_unix_ms: None,
+            state: "open".into(),
+            top_cause: Some(TopCause {
+                element,
+                category: "database-slow".into(),
+                confidence: 0.85,
+                explanation: String::new(),
+                node: node.map(str::to_string),
+            }),
+            parent: None,
+        }
+    }
+
+    /// The list says which node the first cause is on, except for a machine (its own node).
+    #[test]
+    fn the_list_names_the_first_causes_node() {
+        let text = render_list(&[
+            summary(
+                "i1",
+                Element::Service {
+                    name: "mariadbd".into(),
+                },
+                Some("node-c"),
+            ),
+            summary(
+                "i2",
+                Element::Node {
+                    name: "node-b".into(),
+                },
+                Some("node-b"),
+            ),
+            summary("i3", Element::Service { name: "x".into() }, None),
+        ]);
+        assert!(
+            text.contains("mariadbd on node-c database-slow (85%)"),
+            "{text}"
+        );
+        assert!(text.contains("  node-b database-slow (85%)"), "{text}");
+        assert!(!text.contains("on node-b"), "{text}");
+        assert!(text.contains("  x database-slow"), "{text}");
+    }
 }

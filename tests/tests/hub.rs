@@ -104,7 +104,7 @@ fn hub_reads_the_cluster_from_prometheus_and_names_the_slow_backend() {
 
     // The hub's own series: one query per family per step, none failed.
     let metrics = hub.metrics().unwrap();
-    assert!(metrics.contains("sonde_hub_step_queries 5\n"), "{metrics}");
+    assert!(metrics.contains("sonde_hub_step_queries 6\n"), "{metrics}");
     assert!(
         !metrics.contains("sonde_hub_query_errors_total{"),
         "{metrics}"
@@ -161,13 +161,19 @@ fn hub_reads_the_cluster_from_prometheus_and_names_the_slow_backend() {
     assert_eq!(cause["element"]["kind"], "service", "{detail}");
     assert_eq!(cause["element"]["name"], "backend", "{detail}");
     assert_eq!(cause["category"], "service-slow", "{detail}");
+    // It names the node the cause is on, in the list and the report.
+    assert_eq!(cause["node"], NODE, "{summary}");
+    assert_eq!(detail["report"]["root_causes"][0]["node"], NODE, "{detail}");
     // The report as `sonde report --hub` prints it.
     let text = std::process::Command::new(sonde_tests::sonde_bin_path())
         .args(["report", "latest", "--hub", &hub.url()])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&text.stdout);
-    assert!(text.contains("backend"), "{text}");
+    assert!(
+        text.contains(&format!("service backend on {NODE}")),
+        "{text}"
+    );
     // The node's own daemon, running the same engine on its own values, agrees.
     let local = poll(Duration::from_secs(60), "the daemon's own report", || {
         let list: serde_json::Value =

@@ -6,7 +6,7 @@
 //! ```text
 //!  daemons' /metrics ──scrape──► Prometheus (or Thanos, Mimir, VictoriaMetrics)
 //!                                     │ every step: one instant query per family
-//!                                     │ (5, whatever the number of nodes and services);
+//!                                     │ (6, whatever the number of nodes and services);
 //!                                     │ at start: one range query per family (backfill)
 //!                                     ▼
 //!  promql::Client ─► model::assemble (merge one entity seen on several nodes) ─► StepInput
@@ -32,12 +32,13 @@ use promql::{Client, Series};
 
 /// The families read each step: (name in the hub's counters, metric name). Each is one
 /// selector; the hub's query count per step is this list's length.
-pub const FAMILIES: [(&str, &str); 5] = [
+pub const FAMILIES: [(&str, &str); 6] = [
     ("service_info", series::SERVICE_INFO),
     ("service_value", series::SERVICE_VALUE),
     ("edge_value", series::EDGE_VALUE),
     ("node_value", series::NODE_VALUE),
     ("endpoint_value", series::ENDPOINT_VALUE),
+    ("service_address_info", series::SERVICE_ADDRESS_INFO),
 ];
 
 /// The hub's own counters (its `/metrics`).
@@ -123,6 +124,7 @@ impl Hub {
             edge_values: next(),
             node_values: next(),
             endpoint_values: next(),
+            service_addresses: next(),
         })
     }
 
@@ -163,6 +165,7 @@ impl Hub {
             &families.edge_values,
             &families.node_values,
             &families.endpoint_values,
+            &families.service_addresses,
         ]
         .iter()
         .map(|f| f.len() as u64)

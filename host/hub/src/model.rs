@@ -6,6 +6,7 @@
 //! two nodes, or a call edge whose caller side one node sees and whose callee side another does.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 
 use sonde_live::series::Entity;
 use sonde_live::{ServiceFacts, StepInput};
@@ -22,6 +23,107 @@ pub struct Families {
     pub edge_values: Vec<Series>,
     pub node_values: Vec<Series>,
     pub endpoint_values: Vec<Series>,
+    pub service_addresses: Vec<Series>,
+}
+
+/// Where each node's services are reached and call from, at one step: what turns another
+/// node's edge to `10.79.90.3:8080`, or from `10.79.90.0/24`, into one to or from a service.
+#[derive(Debug, Default)]
+struct AddressBook {
+    /// `ip:port` → the services reached there (a name only when exactly one).
+    server: BTreeMap<String, BTreeSet<String>>,
+    /// (ip, service) a service calls from.
+    client: Vec<(IpAddr, String)>,
+}
+
+impl AddressBook {
+    /// The one service at a server address.
+    fn callee(&self, address: &str) -> Option<&str> {
+        match self.server.get(address) {
+            Some(set) if set.len() == 1 => set.first().map(String::as_str),
+            _ => None,
+        }
+    }
+
+    /// The services calling from inside `caller` (an address or a `net/len` prefix).
+    fn callers_within(&self, caller: &str) -> Option<BTreeSet<&str>> {
+        let (ip, len) = match caller.split_once('/') {
+            Some((ip, len)) => (ip.parse::<IpAddr>().ok()?, len.parse::<u32>().ok()?),
+            None => {
+                let ip = caller.parse::<IpAddr>().ok()?;
+                (ip, if ip.is_ipv4() { 32 } else { 128 })
+            }
+        };
+        Some(
+            self.client
+                .iter()
+                .filter(|(a, _)| within(*a, ip, len))
+                .map(|(_, s)| s.as_str())
+                .collect(),
+        )
+    }
+}
+
+/// Whether `a` is in `net/len`.
+fn within(a: IpAddr, net: IpAddr, len: u32) -> bool {
+    match (a, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) if len <= 32 => {
+            let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) if len <= 128 => {
+            let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+/// Whether a caller or callee name is an address the daemon could not name (`ip`,
+/// `net/len`, `ip:port`), rather than a service.
+fn is_address(name: &str) -> bool {
+    name.parse::<IpAddr>().is_ok()
+        || name.parse::<std::net::SocketAddr>().is_ok()
+        || name
+            .split_once('/')
+            .is_some_and(|(ip, len)| ip.parse::<IpAddr>().is_ok() && len.parse::<u8>().is_ok())
+}
+
+/// (caller, callee) as a daemon said → as the hub names them.
+type Renames = BTreeMap<(String, String), (String, String)>;
+
+/// Name both ends of the edges seen at one step: a callee address another node's service
+/// is reached at becomes that service; a caller address (or prefix, as the callee's node sees
+/// its clients) becomes the one service calling from inside it that also calls that callee
+/// by name (the caller's node saw the same call). Ambiguous addresses stay addresses.
+fn name_edges(edges: &[(String, String)], book: &AddressBook) -> Renames {
+    let callee_of = |callee: &str| book.callee(callee).unwrap_or(callee).to_string();
+    let named: BTreeSet<(String, String)> = edges
+        .iter()
+        .filter(|(caller, _)| !is_address(caller))
+        .map(|(caller, callee)| (caller.clone(), callee_of(callee)))
+        .collect();
+    edges
+        .iter()
+        .map(|(caller, callee)| {
+            let to = callee_of(callee);
+            let from = if is_address(caller) {
+                let candidates: Vec<&str> = book
+                    .callers_within(caller)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|s| named.contains(&(s.to_string(), to.clone())))
+                    .collect();
+                match candidates[..] {
+                    [one] => one.to_string(),
+                    _ => caller.clone(),
+                }
+            } else {
+                caller.clone()
+            };
+            ((caller.clone(), callee.clone()), (from, to))
+        })
+        .collect()
 }
 
 /// How two nodes' values of one (entity, metric) combine. A service's per-second rates and
@@ -88,14 +190,58 @@ pub fn assemble(f: &Families) -> BTreeMap<i64, StepInput> {
             }
         }
     }
-    let put = |steps: &mut BTreeMap<i64, StepInput>, s: &Series, entity: Entity<'_>| {
+    let mut books: BTreeMap<i64, AddressBook> = BTreeMap::new();
+    for s in &f.service_addresses {
+        let (service, address) = (label(s, "service"), label(s, "address"));
+        if service.is_empty() || address.is_empty() {
+            continue;
+        }
+        for (t, _) in &s.points {
+            let book = books.entry(at(*t)).or_default();
+            match label(s, "side") {
+                "server" => {
+                    book.server
+                        .entry(address.to_string())
+                        .or_default()
+                        .insert(service.to_string());
+                }
+                "client" => {
+                    if let Ok(ip) = address.parse::<IpAddr>() {
+                        book.client.push((ip, service.to_string()));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut seen: BTreeMap<i64, BTreeSet<(String, String)>> = BTreeMap::new();
+    for s in &f.edge_values {
+        let (caller, callee) = (label(s, "service"), label(s, "peer_service"));
+        for (t, _) in &s.points {
+            seen.entry(at(*t))
+                .or_default()
+                .insert((caller.to_string(), callee.to_string()));
+        }
+    }
+    let empty = AddressBook::default();
+    let names: BTreeMap<i64, Renames> = seen
+        .into_iter()
+        .map(|(t, edges)| {
+            let edges: Vec<_> = edges.into_iter().collect();
+            (t, name_edges(&edges, books.get(&t).unwrap_or(&empty)))
+        })
+        .collect();
+    let put = |steps: &mut BTreeMap<i64, StepInput>,
+               s: &Series,
+               points: &[(f64, f64)],
+               entity: Entity<'_>| {
         let metric = label(s, "metric");
         let node = node_of(s);
         if metric.is_empty() {
             return;
         }
         let key = (entity.key(), metric.to_string());
-        for (t, v) in &s.points {
+        for (t, v) in points {
             if !v.is_finite() {
                 continue;
             }
@@ -118,19 +264,37 @@ pub fn assemble(f: &Families) -> BTreeMap<i64, StepInput> {
     for s in &f.service_values {
         let service = label(s, "service");
         if !service.is_empty() {
-            put(&mut steps, s, Entity::Service(service));
+            put(&mut steps, s, &s.points, Entity::Service(service));
         }
     }
     for s in &f.edge_values {
         let (caller, callee) = (label(s, "service"), label(s, "peer_service"));
-        if !caller.is_empty() && !callee.is_empty() {
-            put(&mut steps, s, Entity::Edge { caller, callee });
+        if caller.is_empty() || callee.is_empty() {
+            continue;
+        }
+        // Each point under the names its step gives the edge (one call seen from both nodes
+        // becomes one edge, its values merged).
+        for &(t, v) in &s.points {
+            let key = (caller.to_string(), callee.to_string());
+            let (from, to) = names.get(&at(t)).and_then(|n| n.get(&key)).unwrap_or(&key);
+            if from == to {
+                continue;
+            }
+            put(
+                &mut steps,
+                s,
+                &[(t, v)],
+                Entity::Edge {
+                    caller: from,
+                    callee: to,
+                },
+            );
         }
     }
     for s in &f.node_values {
         let node = node_of(s);
         if !node.is_empty() {
-            put(&mut steps, s, Entity::Node(node));
+            put(&mut steps, s, &s.points, Entity::Node(node));
         }
     }
     for s in &f.endpoint_values {
@@ -383,6 +547,7 @@ mod tests {
                 0.9,
             )],
             endpoint_values: vec![],
+            service_addresses: vec![],
         };
         let steps = assemble(&f);
         assert_eq!(steps.len(), 1);
@@ -412,5 +577,101 @@ mod tests {
         assert_eq!(t.edges[0].client_labels["node"], "a");
         assert_eq!(t.edges[0].server_labels["node"], "b");
         assert_eq!(t.edges[0].window.client_requests, 50);
+    }
+
+    /// A call across nodes, seen by the caller's node as an edge to the callee's address and
+    /// by the callee's node as one from its clients' prefix, is one edge between the two
+    /// services once each node says where its services are; an address nobody claims, or a
+    /// prefix more than one caller of that service is in, stays as it is.
+    #[test]
+    fn edges_to_and_from_addresses_are_named_by_the_other_nodes() {
+        let edge = |node: &str, caller: &str, callee: &str, metric: &str, v: f64| {
+            series(
+                &[
+                    ("node", node),
+                    ("service", caller),
+                    ("peer_service", callee),
+                    ("metric", metric),
+                ],
+                10.0,
+                v,
+            )
+        };
+        let address = |node: &str, service: &str, side: &str, address: &str| {
+            series(
+                &[
+                    ("node", node),
+                    ("service", service),
+                    ("side", side),
+                    ("address", address),
+                ],
+                10.0,
+                1.0,
+            )
+        };
+        let f = Families {
+            edge_values: vec![
+                // node-a: gateway calls product's and cart's addresses.
+                edge("a", "gateway", "10.79.90.3:8080", "request_rate", 10.0),
+                edge("a", "gateway", "10.79.90.3:8080", "retransmit_rate", 1.0),
+                edge("a", "gateway", "10.79.90.2:8080", "request_rate", 4.0),
+                // node-b: product's and cart's clients are a prefix.
+                edge("b", "10.79.90.0/24", "product", "request_rate", 9.0),
+                edge("b", "10.79.90.0/24", "product", "retransmit_rate", 2.0),
+                edge("b", "10.79.90.0/24", "cart", "callee_latency_ms", 7.0),
+                // Two services in the prefix call db by name: which one is unknown.
+                edge("b", "product", "10.79.90.5:3306", "request_rate", 3.0),
+                edge("b", "cart", "10.79.90.5:3306", "request_rate", 2.0),
+                edge("c", "10.79.90.0/24", "db", "request_rate", 5.0),
+                // Nobody is reached there.
+                edge("a", "gateway", "10.1.1.1:443", "request_rate", 1.0),
+            ],
+            service_addresses: vec![
+                address("a", "gateway", "client", "10.79.90.1"),
+                address("b", "product", "server", "10.79.90.3:8080"),
+                address("b", "product", "client", "10.79.90.3"),
+                address("b", "cart", "server", "10.79.90.2:8080"),
+                address("b", "cart", "client", "10.79.90.2"),
+                address("c", "db", "server", "10.79.90.5:3306"),
+            ],
+            ..Families::default()
+        };
+        let steps = assemble(&f);
+        let s = &steps[&10_000];
+        let v = |e: &str, m: &str| s.series.get(&(e.to_string(), m.to_string())).copied();
+        assert_eq!(v("edge:gateway->product", "request_rate"), Some(10.0));
+        assert_eq!(v("edge:gateway->product", "retransmit_rate"), Some(3.0));
+        assert_eq!(v("edge:gateway->cart", "request_rate"), Some(4.0));
+        assert_eq!(v("edge:gateway->cart", "callee_latency_ms"), Some(7.0));
+        assert_eq!(v("edge:product->db", "request_rate"), Some(3.0));
+        assert_eq!(v("edge:cart->db", "request_rate"), Some(2.0));
+        assert_eq!(v("edge:10.79.90.0/24->db", "request_rate"), Some(5.0));
+        let calls: BTreeSet<String> = s.calls.iter().map(|(a, b)| format!("{a}->{b}")).collect();
+        assert_eq!(
+            calls,
+            BTreeSet::from(
+                [
+                    "gateway->product",
+                    "gateway->cart",
+                    "product->db",
+                    "cart->db",
+                    "10.79.90.0/24->db",
+                    "gateway->10.1.1.1:443",
+                ]
+                .map(String::from)
+            )
+        );
+    }
+
+    #[test]
+    fn prefixes_contain_their_addresses() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(within(ip("10.79.90.3"), ip("10.79.90.0"), 24));
+        assert!(!within(ip("10.79.91.3"), ip("10.79.90.0"), 24));
+        assert!(within(ip("1.2.3.4"), ip("0.0.0.0"), 0));
+        assert!(within(ip("fd00::5"), ip("fd00::"), 64));
+        assert!(!within(ip("fd00::5"), ip("10.0.0.0"), 8));
+        assert!(is_address("10.0.0.0/8") && is_address("10.0.0.1:80") && is_address("::1"));
+        assert!(!is_address("product") && !is_address("gateway-7f/2"));
     }
 }

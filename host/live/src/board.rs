@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 use sonde_analysis::demarcation::Element;
 use sonde_analysis::report::Report;
 
+/// (side, address) pairs of one service: `server` and `ip:port`, or `client` and `ip`.
+pub type Addresses = BTreeSet<(String, String)>;
+
 /// The first root cause, for lists.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TopCause {
@@ -16,6 +19,9 @@ pub struct TopCause {
     pub category: String,
     pub confidence: f64,
     pub explanation: String,
+    /// The node(s) it is on (`node-c`, `node-a,node-b`), when the placement says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// An incident in the exception event list (`/api/incidents`, `sonde incidents`).
@@ -203,6 +209,11 @@ pub struct LiveBoard {
     pub services: BTreeMap<String, ServiceFacts>,
     /// The node these values are from (empty on the hub, whose values span nodes).
     pub node: String,
+    /// Where this node's services are reached (`server`, `ip:port`) and call from (`client`,
+    /// `ip`), per service (`sonde_live_service_address_info`), and how many addresses the
+    /// per-service cap left out in the last step.
+    pub addresses: BTreeMap<String, Addresses>,
+    pub addresses_left_out: u64,
 }
 
 impl LiveBoard {

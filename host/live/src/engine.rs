@@ -585,6 +585,7 @@ impl Engine {
                     category: rc.category.clone(),
                     confidence: rc.confidence,
                     explanation: rc.explanation.clone(),
+                    node: rc.placed.describe(),
                 });
                 d.incident.report_unix_ms = Some(now_ms);
                 let involved = involved_services(&report);
@@ -624,7 +625,7 @@ impl Engine {
             latest: self.latest(),
             leaves: self.latest_leaves(),
             services: self.services.clone(),
-            node: String::new(),
+            ..LiveBoard::default()
         }
     }
 

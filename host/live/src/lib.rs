@@ -42,8 +42,8 @@ use sonde_netmap::export::Topology;
 use sonde_parse::{Record, TaggedRecord};
 
 pub use board::{
-    IncidentDetail, IncidentSummary, LeafKey, LiveBoard, LiveStats, LogSource, LogTemplate,
-    ServiceFacts, SlowSql, TopCause,
+    Addresses, IncidentDetail, IncidentSummary, LeafKey, LiveBoard, LiveStats, LogSource,
+    LogTemplate, ServiceFacts, SlowSql, TopCause,
 };
 pub use engine::{Engine, Extras, NoExtras, StepInput};
 pub use history::History;
@@ -62,6 +62,8 @@ pub struct Live {
     slow: VecDeque<SlowSample>,
     slow_query_ms: f64,
     logs: Option<Box<dyn LogSource>>,
+    addresses: BTreeMap<String, Addresses>,
+    addresses_left_out: u64,
 }
 
 /// Slow SQL entries kept for reports.
@@ -105,6 +107,8 @@ impl Live {
             slow_query_ms: slow_query_ms as f64,
             logs: None,
             node,
+            addresses: BTreeMap::new(),
+            addresses_left_out: 0,
         }
     }
 
@@ -158,6 +162,7 @@ impl Live {
         let step_s = settings.step_s();
         let values = self.acc.finish(step_s as f64, settings.min_requests);
         let (edge_values, calls) = self.edges.step(topology, step_s as f64);
+        (self.addresses, self.addresses_left_out) = edges::addresses_of(topology);
         let pids: BTreeMap<String, Vec<u32>> = self
             .acc
             .known
@@ -208,6 +213,8 @@ impl Live {
     pub fn board(&self) -> LiveBoard {
         LiveBoard {
             node: self.node.clone(),
+            addresses: self.addresses.clone(),
+            addresses_left_out: self.addresses_left_out,
             ..self.engine.board()
         }
     }
@@ -224,6 +231,8 @@ impl Live {
         board.leaves = self.engine.latest_leaves();
         board.services.clone_from(self.engine.services());
         board.node.clone_from(&self.node);
+        board.addresses.clone_from(&self.addresses);
+        board.addresses_left_out = self.addresses_left_out;
     }
 
     /// The last step's finite values.

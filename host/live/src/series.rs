@@ -23,6 +23,10 @@ pub const ENDPOINT_VALUE: &str = "sonde_live_endpoint_value";
 /// `{node, service, namespace, pod, protocol, kind}` = 1: a service with processes on this
 /// node, one series per pod of its latest processes (at most 8; `pod=""` outside Kubernetes).
 pub const SERVICE_INFO: &str = "sonde_live_service_info";
+/// `{node, service, side, address}` = 1: an address a service of this node is reached at
+/// (`side="server"`, `ip:port`) or calls from (`side="client"`, `ip`), at most 8 per side; what
+/// names another node's edges to an address.
+pub const SERVICE_ADDRESS_INFO: &str = "sonde_live_service_address_info";
 /// `{node}` = 1: the node this daemon is.
 pub const NODE_INFO: &str = "sonde_node_info";
 
@@ -99,6 +103,30 @@ pub fn render(board: &LiveBoard, ex: &mut Exposition) {
             }
         }
     }
+    {
+        let mut g = ex.gauge(
+            SERVICE_ADDRESS_INFO,
+            "An address a service of this node is reached at (server, ip:port) or calls from (client, ip).",
+        );
+        for (service, set) in &board.addresses {
+            for (side, address) in set {
+                g.sample(
+                    [
+                        ("node", node),
+                        ("service", service.as_str()),
+                        ("side", side.as_str()),
+                        ("address", address.as_str()),
+                    ],
+                    1u64,
+                );
+            }
+        }
+    }
+    ex.gauge(
+        "sonde_live_service_addresses_left_out",
+        "Addresses the per-service cap (8 per side) left out of sonde_live_service_address_info in the last step.",
+    )
+    .sample([("node", node)], board.addresses_left_out);
     let mut services = Vec::new();
     let mut edges = Vec::new();
     let mut nodes = Vec::new();
@@ -210,6 +238,13 @@ mod tests {
                 ),
                 4.0,
             )],
+            addresses: BTreeMap::from([(
+                "cart".to_string(),
+                BTreeSet::from([
+                    ("client".to_string(), "10.0.0.2".to_string()),
+                    ("server".to_string(), "10.0.0.2:8080".to_string()),
+                ]),
+            )]),
             ..Default::default()
         };
         let mut ex = Exposition::new(Format::Prometheus);
@@ -223,6 +258,8 @@ mod tests {
             "sonde_live_edge_value{node=\"n1\",service=\"gateway\",peer_service=\"cart\",metric=\"rtt_ms\"} 0.25\n",
             "sonde_live_node_value{node=\"n1\",metric=\"node_cpu_ratio\"} 0.5\n",
             "sonde_live_endpoint_value{node=\"n1\",service=\"cart\",endpoint=\"GET /items\",measure=\"requests\"} 4\n",
+            "sonde_live_service_address_info{node=\"n1\",service=\"cart\",side=\"client\",address=\"10.0.0.2\"} 1\n",
+            "sonde_live_service_address_info{node=\"n1\",service=\"cart\",side=\"server\",address=\"10.0.0.2:8080\"} 1\n",
         ] {
             assert!(text.contains(line), "{line} not in\n{text}");
         }
