@@ -5,6 +5,7 @@
 #
 #   bench/lab/run.sh                   RUNS=3 runs of all seven faults (~25 min per round)
 #   FAULTS=loss,dns RUNS=1 bench/lab/run.sh
+#   CLUSTER=1 FAULTS=loss,cpu,slow-sql bench/lab/run.sh   the three-node lab through the hub
 #
 # Environment: SONDE_BIN (target/release/sonde if built, else target/debug/sonde), RUNS (3),
 # FAULTS (all), BASELINE (s, 90), TIMEOUT (s, 120), OUT (bench/lab/results.md; all per-run
@@ -17,7 +18,9 @@ if [[ -z "${SONDE_BIN:-}" ]]; then
   [[ -x $SONDE_BIN ]] || SONDE_BIN=$ROOT/target/debug/sonde
 fi
 [[ -x $SONDE_BIN ]] || { echo "no sonde binary at $SONDE_BIN: build it or set SONDE_BIN" >&2; exit 1; }
-exec python3 "$ROOT/tests/lab/lab.py" bench --sonde "$SONDE_BIN" \
+cluster=()
+[[ -n ${CLUSTER:-} ]] && cluster=(--cluster)
+exec python3 "$ROOT/tests/lab/lab.py" bench --sonde "$SONDE_BIN" "${cluster[@]}" \
   --runs "${RUNS:-3}" --faults "${FAULTS:-all}" \
   --baseline "${BASELINE:-90}" --timeout "${TIMEOUT:-120}" \
   --out "${OUT:-$ROOT/bench/lab/results.md}"

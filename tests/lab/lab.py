@@ -1375,25 +1375,33 @@ def cmd_bench(args):
                 write_json(os.path.splitext(args.out)[0] + ".json", results)
     finally:
         finish_lab(lab)
-    lines = ["| fault | runs | AC@1 | AC@3 | class | mean time to report (s) | max (s) | false alarms |",
-             "|---|---|---|---|---|---|---|---|"]
-    tot = {"n": 0, "a1": 0, "a3": 0, "c": 0}
+    # The cluster's table has a node column: the rank-1 cause on the injected node.
+    node_col = bool(args.cluster)
+    lines = ["| fault | runs | AC@1 | AC@3 | class |" + (" node |" if node_col else "")
+             + " mean time to report (s) | max (s) | false alarms |",
+             "|---|---|---|---|---|" + ("---|" if node_col else "") + "---|---|---|"]
+    tot = {"n": 0, "a1": 0, "a3": 0, "c": 0, "nd": 0}
     for f in faults:
         rs = [x for x in results if x["fault"] == f]
         n = len(rs)
         a1 = sum(1 for x in rs if x["score"]["ac1"])
         a3 = sum(1 for x in rs if x["score"]["ac3"])
         c = sum(1 for x in rs if x["score"]["class_ok"])
+        nd = sum(1 for x in rs if x["score"].get("node_ok"))
         ts = [x["score"]["time_to_report_s"] for x in rs if x["score"]["time_to_report_s"] is not None]
         fa = sum(len(x["false_alarms"]) for x in rs)
-        tot = {"n": tot["n"] + n, "a1": tot["a1"] + a1, "a3": tot["a3"] + a3, "c": tot["c"] + c}
-        lines.append(f"| {f} | {n} | {a1}/{n} | {a3}/{n} | {c}/{n} | "
+        tot = {"n": tot["n"] + n, "a1": tot["a1"] + a1, "a3": tot["a3"] + a3, "c": tot["c"] + c,
+               "nd": tot["nd"] + nd}
+        node = f" {nd}/{n} |" if node_col else ""
+        lines.append(f"| {f} | {n} | {a1}/{n} | {a3}/{n} | {c}/{n} |{node} "
                      f"{sum(ts) / len(ts):.1f} | {max(ts):.1f} | {fa} |" if ts else
-                     f"| {f} | {n} | {a1}/{n} | {a3}/{n} | {c}/{n} | - | - | {fa} |")
+                     f"| {f} | {n} | {a1}/{n} | {a3}/{n} | {c}/{n} |{node} - | - | {fa} |")
     n = tot["n"] or 1
+    node = f" {100 * tot['nd'] / n:.0f}% |" if node_col else ""
     lines.append(f"| **all** | {tot['n']} | {100 * tot['a1'] / n:.0f}% | {100 * tot['a3'] / n:.0f}% | "
-                 f"{100 * tot['c'] / n:.0f}% | | | |")
-    md = (f"# Sonde fault lab: {args.runs} run(s) per fault\n\n"
+                 f"{100 * tot['c'] / n:.0f}% |{node} | | |")
+    what = "three nodes, scoped daemons, Prometheus, `sonde hub`" if node_col else "one daemon"
+    md = (f"# Sonde fault lab ({what}): {args.runs} run(s) per fault\n\n"
           f"Baseline {args.baseline} s, timeout {args.timeout} s, Sonde `{args.sonde}`, "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n\n" + "\n".join(lines) + "\n")
     with open(args.out, "w") as f:
@@ -1449,6 +1457,7 @@ def main(argv=None):
     p = sub.add_parser("bench", help="each fault N times; Markdown table of accuracy and time to report")
     sonde_opts(p)
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--cluster", action="store_true", help="as for run: three nodes, the hub reports")
     p.add_argument("--faults", default="all")
     p.add_argument("--baseline", type=float, default=90)
     p.add_argument("--timeout", type=float, default=120)
