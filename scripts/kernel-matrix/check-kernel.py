@@ -4,7 +4,7 @@
 
   check-kernel.py SONDE
 
-1. `sonde doctor --json`: every program loads (optional ones may be off with a reason),
+1. `sonde doctor --json`: every program loads and attaches (optional ones may be off with a reason),
    the core can run, the verifier budget (stack, processed instructions) holds. Then again
    with a capture scope (`--netns`, and `--cgroup` where cgroup v2 is mounted), whose checks
    the verifier only walks when a scope is set: the same must hold.
@@ -12,7 +12,9 @@
    a TCP server and client (payload both ways, a sendfile body), a line on stdout from a
    child process, a connection to a closed port (a reset), and a TLS exchange through this
    Python's `ssl` module (OpenSSL's SSL_read_ex/SSL_write_ex: the uprobes). Every one must
-   show up, the TLS request as plaintext marked `tls`.
+   show up, the TLS request as plaintext marked `tls`, and the trace must turn no feature off
+   that doctor loaded. The summary keeps the trace's warnings and kernel counters; a stdout
+   line or reset still missing at the deadline is made once more, and the summary says so.
 """
 import json
 import os
