@@ -79,14 +79,7 @@ fn frame_span(
     kind: u8,
     stream: u32,
 ) -> (usize, usize) {
-    let bytes: Vec<u8> = items
-        .iter()
-        .filter_map(|it| match it {
-            Item::Seg(d, _, data) if *d == dir => Some(data.clone()),
-            _ => None,
-        })
-        .flatten()
-        .collect();
+    let bytes = common::direction_bytes(items, dir);
     let mut at = if preface { 24 } else { 0 };
     let (mut first, mut end) = (None, 0);
     while at + 9 <= bytes.len() {

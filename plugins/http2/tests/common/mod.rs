@@ -56,19 +56,21 @@ pub(crate) fn op(o: &str, status: u32, error: Option<&str>) -> (String, u32, Opt
     (o.into(), status, error.map(Into::into))
 }
 
+/// Every byte a recording holds in direction `dir`, its segments joined in order.
+pub(crate) fn direction_bytes(items: &[Item], dir: Direction) -> Vec<u8> {
+    items
+        .iter()
+        .filter_map(|it| match it {
+            Item::Seg(d, _, data) if *d == dir => Some(data.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
 /// Each direction of a recording joined into one segment, the server's (ingress, as the
 /// recordings are seen from the client) first: a batch may hand over that side first.
 pub(crate) fn server_side_first(items: &[Item]) -> [Item; 2] {
-    let join = |dir: Direction| -> Item {
-        let data = items
-            .iter()
-            .filter_map(|it| match it {
-                Item::Seg(d, _, data) if *d == dir => Some(data.clone()),
-                _ => None,
-            })
-            .flatten()
-            .collect();
-        Item::Seg(dir, 1, data)
-    };
+    let join = |dir: Direction| Item::Seg(dir, 1, direction_bytes(items, dir));
     [join(Direction::Ingress), join(Direction::Egress)]
 }
