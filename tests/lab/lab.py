@@ -704,7 +704,30 @@ def http_json(port, path, timeout=3):
     return json.loads(body) if path != "/metrics" else body
 
 
-class Sonde:
+def stop_process(proc, what, sig=signal.SIGINT, grace=20):
+    """Ask `proc` to stop with `sig`; killed when it has not exited `grace` seconds later."""
+    if not proc or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        log(f"{what} did not stop within {grace} s of {signal.Signals(sig).name}; killing it")
+        proc.kill()
+        proc.wait()
+
+
+class IncidentApi:
+    """The incident API a runner reads (a daemon's or the hub's, on 127.0.0.1:`self.port`)."""
+
+    def incidents(self):
+        return http_json(self.port, "/api/incidents")["incidents"]
+
+    def incident(self, iid):
+        return http_json(self.port, f"/api/incidents/{iid}", timeout=5)
+
+
+class Sonde(IncidentApi):
     def __init__(self, lab, path, node=None):
         self.lab = lab
         self.path = os.path.abspath(path)
@@ -780,12 +803,6 @@ incident_dir = "{self.incident_dir or os.path.join(self.lab.dir, 'incidents')}"
                 return "".join(f.readlines()[-n:])
         return ""
 
-    def incidents(self):
-        return http_json(self.port, "/api/incidents")["incidents"]
-
-    def incident(self, iid):
-        return http_json(self.port, f"/api/incidents/{iid}", timeout=5)
-
     def endpoint_args(self):
         """How `sonde incidents|report` reach this daemon."""
         return ["--endpoint", f"127.0.0.1:{self.port}"]
@@ -793,13 +810,7 @@ incident_dir = "{self.incident_dir or os.path.join(self.lab.dir, 'incidents')}"
     def stop(self):
         if not self.proc or self.proc.poll() is not None:
             return
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            log("Sonde did not stop within 20 s of SIGINT; killing it")
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc, "Sonde")
         self.lab.state["pids"].pop(self.key, None)
         self.lab.save()
 
@@ -845,13 +856,7 @@ class Prometheus:
         wait_for(all_up, timeout, "Prometheus to scrape every node")
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, "Prometheus", signal.SIGTERM)
         self.lab.state["pids"].pop("prometheus", None)
         self.lab.save()
 
@@ -871,7 +876,7 @@ class _AnyExited:
         return None
 
 
-class Cluster:
+class Cluster(IncidentApi):
     """The lab as three nodes (NODES): a `sonde run` per node, scoped to its hosts' network
     namespaces and named after it, a real Prometheus scraping the three, and `sonde hub`
     reading that Prometheus. Looks like `Sonde` to the runner: incidents come from the hub."""
@@ -925,24 +930,12 @@ class Cluster:
                     parts.append(f"--- {name}\n" + "".join(f.readlines()[-n:]))
         return "\n".join(parts)
 
-    def incidents(self):
-        return http_json(self.port, "/api/incidents")["incidents"]
-
-    def incident(self, iid):
-        return http_json(self.port, f"/api/incidents/{iid}", timeout=5)
-
     def endpoint_args(self):
         """How `sonde incidents|report` reach the hub."""
         return ["--hub", f"http://127.0.0.1:{self.port}"]
 
     def stop(self):
-        if self.hub and self.hub.poll() is None:
-            self.hub.send_signal(signal.SIGINT)
-            try:
-                self.hub.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.hub.kill()
-                self.hub.wait()
+        stop_process(self.hub, "the hub")
         self.lab.state["pids"].pop("hub", None)
         self.prometheus.stop()
         for d in self.daemons:
