@@ -10,7 +10,9 @@ committed excerpt (analysis/tests/data/riskloc-excerpt) was made.
 The input is what RiskLoc's `generate_dataset.py` (github.com/shaido987/riskloc) writes for a
 dataset: `<name>/<id>.csv` with the dimension columns then `real,predict`, and
 `<name>/injection_info.csv` whose `timestamp` column is the case id and `set` its root causes
-(`a=a1&b=b3;c=c2`). The output (sonde_analysis::attribution_cases) is, per dataset:
+(`a=a1&b=b3;c=c2`). Squeeze's B datasets have the same layout (the generator copies it): give
+one B directory as the input, and each setting `B_cuboid_layer_*_n_ele_*` becomes a dataset.
+The output (sonde_analysis::attribution_cases) is, per dataset:
 
     <out>/<name>/cases.csv   id,root_causes
     <out>/<name>/<id>.csv    <dims>,actual,forecast
