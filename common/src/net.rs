@@ -153,6 +153,9 @@ pub struct NetOffsets {
     pub probe_snd_una: u16,
     pub probe_srtt: u16,
     pub probe_snd_cwnd: u16,
+    /// `tcp_probe.skaddr` (Linux 6.6+; 0 before): the socket, for the capture scope. Read with
+    /// a helper, not inside the record window, so its absence costs no kernel its probe.
+    pub probe_skaddr: u16,
     /// `tcp:tcp_send_reset` (sockaddrs as in tcp_probe).
     pub send_rst_skaddr: u16,
     pub send_rst_state: u16,
@@ -217,6 +220,7 @@ impl NetOffsets {
         probe_snd_una: 0,
         probe_srtt: 0,
         probe_snd_cwnd: 0,
+        probe_skaddr: 0,
         send_rst_skaddr: 0,
         send_rst_state: 0,
         send_rst_saddr: 0,

@@ -237,7 +237,20 @@ pub fn sonde_tcp_probe(ctx: TracePointContext) -> u32 {
     }
     let rec = record!(ctx, 1 2 3 4 5 6 7 8 9 10 11 12 13);
     let key = key_from_sockaddrs(rec, net_off!(probe_saddr), net_off!(probe_daddr));
-    let Some(f) = flow_entry(&key) else {
+    let f = if crate::scope::netns_scoped() {
+        match probe_sock(&ctx) {
+            // Another namespace's segment (every loopback scrape of the host's, say) must not
+            // become a flow here: each would be an edge of its own on this node.
+            Some(sk) if !crate::scope::sock_in_scope(sk) => return 0,
+            Some(_) => flow_entry(&key),
+            // No socket in this kernel's record: follow only flows an in-scope probe began.
+            // SAFETY: map value pointer; the socket's lock serialises its updates.
+            None => FLOWS.get_ptr_mut(&key).map(|p| unsafe { &mut *p }),
+        }
+    } else {
+        flow_entry(&key)
+    };
+    let Some(f) = f else {
         return 0;
     };
     let data_len: u16 = field(rec, net_off!(probe_data_len));
@@ -256,6 +269,18 @@ pub fn sonde_tcp_probe(ctx: TracePointContext) -> u32 {
     f.srtt_us = field(rec, net_off!(probe_srtt));
     f.snd_cwnd = field(rec, net_off!(probe_snd_cwnd));
     0
+}
+
+/// tcp_probe's socket, where the record has one (Linux 6.6+). A helper read: the field lies
+/// past the window the other fields are loaded from on older layouts.
+#[inline(always)]
+fn probe_sock(ctx: &TracePointContext) -> Option<u64> {
+    let off = net_off!(probe_skaddr);
+    if off == 0 {
+        return None;
+    }
+    // SAFETY: offset from this kernel's tracefs format; a failed read is no socket.
+    Some(unsafe { ctx.read_at::<u64>(off) }.unwrap_or(0))
 }
 
 /// A retransmitted segment: SYNs while connecting, data once established.

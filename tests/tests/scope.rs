@@ -132,8 +132,13 @@ fn strip_ansi(s: &str) -> String {
 }
 
 /// Runs `CLIENTS` tcp-clients to `server` (each through `wrap`, a command prefix such as
-/// `ip netns exec NS`); returns their pids.
+/// `ip netns exec NS`), each writing 10 then 64 bytes; returns their pids.
 fn run_clients(wrap: &[String], server: SocketAddr) -> Vec<u32> {
+    run_clients_writing(wrap, server, "10,64")
+}
+
+/// The same, each client writing `sizes` (comma-separated byte counts).
+fn run_clients_writing(wrap: &[String], server: SocketAddr, sizes: &str) -> Vec<u32> {
     (0..CLIENTS)
         .map(|_| {
             let mut child = Command::new(&wrap[0])
@@ -146,7 +151,7 @@ fn run_clients(wrap: &[String], server: SocketAddr) -> Vec<u32> {
                     "--send-mode",
                     "write",
                     "--sizes",
-                    "10,64",
+                    sizes,
                 ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit())
@@ -410,7 +415,8 @@ fn bad_scope_is_a_one_line_error() {
 }
 
 /// `sonde run` with `[capture.scope]` from its config file: the daemon's /metrics counts what
-/// the scope left out (here, a real exchange in the root namespace, outside the scope).
+/// the scope left out (here, a real exchange in the root namespace, outside the scope), and its
+/// network map has an edge for the namespace inside the scope and none for the root's.
 #[test]
 fn daemon_counts_out_of_scope_on_metrics() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -424,14 +430,59 @@ fn daemon_counts_out_of_scope_on_metrics() {
     let addr = server.listening_addr(T).unwrap();
     let mut clients = 0;
     let left_out = wait_until(T, "sonde_capture_out_of_scope_total > 0", || {
-        // The daemon attaches after /metrics answers: exchanges until one is counted.
-        run_clients(&["env".to_string()], addr);
+        // The daemon attaches after /metrics answers: exchanges until one is counted. Large
+        // writes: many segments, each one a tcp_probe hit on the receiving socket.
+        run_clients_writing(&["env".to_string()], addr, "10,300000");
         clients += CLIENTS;
         let v = sum(&daemon.samples(), "sonde_capture_out_of_scope_total", &[]);
         (v > 0.0).then_some(v)
     })
     .unwrap();
-    server.terminate().unwrap();
+    // Then an exchange inside the scope: once its edge is on the map, the map has read the
+    // kernel's flows since the root namespace's exchanges, which must have made no edge (the
+    // segment probe, tcp_probe, has no process to judge: it checks the socket's namespace).
+    let mut server_a = pair
+        .spawn_peer(
+            pair.ns_a(),
+            &["sink", "--listen", &format!("{}:0", pair.addr_a())],
+        )
+        .unwrap();
+    let addr_a = server_a.listening_addr(T).unwrap();
+    let exec_in_a: Vec<String> = ["ip", "netns", "exec", pair.ns_a()]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let edge_on = |port: u16| {
+        let port = port.to_string();
+        daemon
+            .samples()
+            .iter()
+            .any(|s| s.name.starts_with("sonde_tcp_") && s.label("server_port") == port)
+    };
+    wait_until(T, "namespace A's edge on /metrics", || {
+        run_clients(&exec_in_a, addr_a);
+        edge_on(addr_a.port()).then_some(())
+    })
+    .unwrap();
+    // Every loopback connection here is the root namespace's: these exchanges and the test's
+    // own scrapes of /metrics.
+    let leaked: Vec<String> = daemon
+        .samples()
+        .iter()
+        .filter(|s| s.name.starts_with("sonde_tcp_"))
+        .filter(|s| {
+            s.label("client").contains("127.0.0.") || s.label("server").contains("127.0.0.")
+        })
+        .map(|s| format!("{s:?}"))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "the root namespace's connections made edges on a daemon scoped to namespace A: {leaked:#?}"
+    );
+    for s in [&server, &server_a] {
+        s.terminate().unwrap();
+    }
     server.finish(T).unwrap();
+    server_a.finish(T).unwrap();
     assert!(left_out > 0.0, "{clients} clients outside the scope");
 }

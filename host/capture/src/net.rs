@@ -80,6 +80,9 @@ pub fn net_offsets(root: &Path, btf: &Btf) -> NetOffsetReport {
             o.probe_snd_una = f.offset("snd_una", 4)?;
             o.probe_srtt = f.offset("srtt", 4)?;
             o.probe_snd_cwnd = f.offset("snd_cwnd", 4)?;
+            // Optional: older kernels' records have no socket (the scope then keeps to flows
+            // that in-scope probes created).
+            o.probe_skaddr = f.offset("skaddr", 8).unwrap_or(0);
             Ok(())
         }),
         (Feature::Resets, &|o| {

@@ -3,10 +3,11 @@
 //! one-line error), handed to the kernel as `CONFIG` flags and two small hash maps. Empty
 //! (the default): everything, at no cost (the kernel side's checks are pruned by the verifier).
 //!
-//! What cannot be scoped: `tcp:tcp_probe` and the softirq probes carry neither a process nor
-//! a socket whose namespace the kernel side reads, and programs without process context (TCP
-//! state changes, resets, retransmits, drops, devices) cannot judge a cgroup:
-//! they follow the namespace part of a scope only (ARCHITECTURE.md, capture scope).
+//! What cannot be scoped: the softirq probes carry neither a process nor a socket, and
+//! programs without process context (TCP state changes, segments, resets, retransmits, drops,
+//! devices) cannot judge a cgroup: they follow the namespace part of a scope only
+//! (ARCHITECTURE.md, capture scope). `tcp:tcp_probe` judges its socket where the kernel's
+//! record has one (`skaddr`); where it has not, it only follows flows another probe began.
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
@@ -15,10 +16,10 @@ use aya::{Ebpf, maps::HashMap as BpfHashMap};
 use sonde_common::{self as abi, MAX_SCOPE_CGROUP_LEVEL, MAX_SCOPE_ENTRIES};
 
 /// What a scope does not narrow, for `sonde doctor` (and the docs).
-pub const UNSCOPED: &str = "not scoped (node-wide whatever the scope): tcp:tcp_probe and \
-     irq:softirq_* (no socket or process to judge), resets sent for no socket, drops without a \
-     device; TCP state changes, resets, retransmits, drops and devices follow the namespaces \
-     only, never the cgroups (no process context)";
+pub const UNSCOPED: &str = "not scoped (node-wide whatever the scope): irq:softirq_* (no \
+     socket or process to judge), resets sent for no socket, drops without a device; TCP state \
+     changes, segments (tcp:tcp_probe), resets, retransmits, drops and devices follow the \
+     namespaces only, never the cgroups (no process context)";
 
 /// `statfs` magic of the namespace filesystem (`/proc/<pid>/ns/*`, `ip netns` bind mounts).
 const NSFS_MAGIC: i64 = 0x6e73_6673;

@@ -146,7 +146,7 @@ impl Engine {
         self.nodes.retain(|_, last| *last >= horizon);
 
         self.detect(&input.series);
-        self.series.push(ts, input.series);
+        self.series.push(ts, by_need(input.series));
         self.leaves.push(ts, input.leaves);
 
         let mut changed = self.open_incidents(ts, now_unix_ms);
@@ -652,6 +652,21 @@ impl Engine {
     pub fn stats(&self) -> &LiveStats {
         &self.stats
     }
+}
+
+/// A step's values in the order the history admits new series at its cap: services (an
+/// incident's entry KPI is one), then nodes, then edges, whose count grows with the peers
+/// seen and must never crowd a service out.
+fn by_need(
+    values: BTreeMap<(String, String), f64>,
+) -> impl Iterator<Item = ((String, String), f64)> {
+    let mut all: Vec<_> = values.into_iter().collect();
+    all.sort_by_key(|((entity, _), _)| match entity.split_once(':') {
+        Some(("service", _)) => 0,
+        Some(("node", _)) => 1,
+        _ => 2,
+    });
+    all.into_iter()
 }
 
 /// Services named by the report's root causes and propagation path (a database a root-cause

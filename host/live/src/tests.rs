@@ -319,3 +319,44 @@ fn slow_sql_is_grouped_by_statement_slowest_first() {
     );
     assert_eq!(a.last_error.as_deref(), Some("1205: lock wait timeout"));
 }
+
+/// At the series cap, a crowd of new edges (every ephemeral port of some unscoped client, say)
+/// is refused before a service: the service's KPI is what an incident's analysis starts from.
+#[test]
+fn edges_are_refused_before_services_at_the_series_cap() {
+    let settings = LiveSettings {
+        step_ms: 1000,
+        max_series: 10,
+        ..Default::default()
+    };
+    let mut engine = Engine::new(settings, rules());
+    let mut series = BTreeMap::new();
+    for port in 0..40 {
+        series.insert(
+            (
+                format!("edge:10.0.0.0/24->10.0.0.1:{port}"),
+                "request_rate".to_string(),
+            ),
+            1.0,
+        );
+    }
+    series.insert(("node:n1".to_string(), "node_cpu_ratio".to_string()), 0.2);
+    series.insert(
+        ("service:shop".to_string(), "latency_mean_ms".to_string()),
+        12.0,
+    );
+    let input = StepInput {
+        series,
+        ..Default::default()
+    };
+    engine.step(1_800_000_000_000, input, &NoExtras);
+    let kept: BTreeSet<(String, String)> = engine
+        .latest()
+        .into_iter()
+        .map(|(e, m, _)| (e, m))
+        .collect();
+    assert_eq!(kept.len(), 10);
+    assert!(kept.contains(&("service:shop".into(), "latency_mean_ms".into())));
+    assert!(kept.contains(&("node:n1".into(), "node_cpu_ratio".into())));
+    assert_eq!(engine.stats().series_refused, 32);
+}
