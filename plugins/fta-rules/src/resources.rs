@@ -44,7 +44,7 @@ pub const CPU_SPEC: RuleSpec = RuleSpec {
             doc: "Throttled: this plus the throttled share, capped at max_confidence",
         },
         ParamSpec {
-            name: "confidence_at_limit",
+            name: "confidence",
             default: 0.7,
             min: 0.0,
             max: 1.0,
@@ -86,7 +86,7 @@ pub const MEMORY_SPEC: RuleSpec = RuleSpec {
             doc: "OOM kills and usage at least high",
         },
         ParamSpec {
-            name: "confidence_oom",
+            name: "confidence",
             default: 0.9,
             min: 0.0,
             max: 1.0,
@@ -181,7 +181,7 @@ pub fn cpu(input: &RuleInput, params: &Params) -> Option<Diagnosis> {
             format!("CPU-throttled: {}", change(t)),
         ),
         (None, Some((usage, limit))) => (
-            p.get("confidence_at_limit"),
+            p.get("confidence"),
             format!(
                 "at its CPU limit: {} of {:.2} cores",
                 change(usage),
@@ -219,7 +219,7 @@ pub fn memory(input: &RuleInput, params: &Params) -> Option<Diagnosis> {
     ev.extend(high.map(|x| evidence(x, "of the memory limit")));
     let confidence = match (oom, high) {
         (Some(_), Some(_)) => p.get("confidence_oom_and_high"),
-        (Some(_), None) => p.get("confidence_oom"),
+        (Some(_), None) => p.get("confidence"),
         (None, Some(h)) if h.after >= p.get("critical") => p.get("confidence_critical"),
         _ => p.get("confidence_high"),
     };
