@@ -232,19 +232,17 @@ impl WasmRuleEngine {
             .map_err(|e| anyhow::anyhow!("{e:#}"))
             .context("the component does not implement the sonde:plugin/fault-rule world")?;
         let mut sandbox = Sandboxed::new(pre);
-        let info = sandbox
+        // Who it is and what it lets tune: one sandbox call.
+        let (info, rules) = sandbox
             .call(&self.engine, &self.limits, |b, store| {
-                b.rule.call_info(store)
+                let info = b.rule.call_info(&mut *store)?;
+                let rules = match &b.configurable {
+                    Some(c) => c.call_parameters(&mut *store)?,
+                    None => Vec::new(),
+                };
+                Ok((info, rules))
             })
             .map_err(|f| anyhow::anyhow!("info: {f}"))?;
-        let rules = sandbox
-            .call(&self.engine, &self.limits, |b, store| {
-                match &b.configurable {
-                    Some(c) => c.call_parameters(store),
-                    None => Ok(Vec::new()),
-                }
-            })
-            .map_err(|f| anyhow::anyhow!("parameters: {f}"))?;
         let rules: Vec<RuleParams> = rules.into_iter().map(rule_params_from_wit).collect();
         // Reports name diagnoses and failures by rule: two of the same name would be ambiguous.
         if let Some(other) = self.plugins.iter().find(|p| p.name == info.name) {
