@@ -316,6 +316,32 @@ mod tests {
     }
 
     #[test]
+    fn the_default_trees_parameters_are_documented() {
+        let doc = include_str!("../../ARCHITECTURE.md");
+        let fmt = |v: f64| format!("{v}");
+        for r in sonde_fta_rules::parameters() {
+            let row = doc
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{}` |", r.rule)))
+                .unwrap_or_else(|| panic!("ARCHITECTURE.md has no row for {}", r.rule));
+            for p in &r.params {
+                let entry = format!(
+                    "`{}` = {} ({}–{})",
+                    p.name,
+                    fmt(p.default),
+                    fmt(p.min),
+                    fmt(p.max)
+                );
+                assert!(
+                    row.contains(&entry),
+                    "{}: {entry} missing from {row}",
+                    r.rule
+                );
+            }
+        }
+    }
+
+    #[test]
     fn live_rules_set_the_default_trees_parameters() {
         let c: Config = toml::from_str(
             "[live.rules.cpu-saturation]\nconfidence = 0.7\nthrottled_min = 0.1\n\
