@@ -310,6 +310,45 @@ fn unknown_rules_parameters_and_values_out_of_range_are_refused() {
 }
 
 #[test]
+fn a_fault_rule_component_without_parameters_still_loads() {
+    let dir = tempdir("plain-rule");
+    std::fs::copy(wasm::bad_rule("plain"), dir.join("plain.wasm")).unwrap();
+    let cfg = plugins(vec![dir.clone()], Limits::default());
+    let mut engine = WasmRuleEngine::load(&cfg).expect("a fault-rule-only component loads");
+    let plain = engine
+        .plugins
+        .iter()
+        .find(|p| p.name == "bad-plain")
+        .unwrap();
+    assert!(!plain.configurable && plain.rules.is_empty());
+    assert!(
+        engine.plugins[0].configurable,
+        "the default tree is configurable"
+    );
+    // The default tree beside it takes its parameters; both answer.
+    engine
+        .configure(&rule_settings(&[("dns-failure", "confidence", 0.5)]))
+        .expect("the default tree's rule");
+    let out = engine.evaluate(&three_candidates());
+    assert!(out.failures.is_empty(), "{:?}", out.failures);
+    assert!(
+        out.diagnoses[0]
+            .iter()
+            .all(|d| d.rule == "sonde-default-tree")
+    );
+    // Parameters named after it are no rule's.
+    let err =
+        WasmRuleEngine::load_configured(&cfg, &rule_settings(&[("bad-plain", "confidence", 0.5)]))
+            .err()
+            .expect("refused");
+    assert!(
+        format!("{err:#}").starts_with("live.rules.bad-plain: no such rule"),
+        "{err:#}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn sandboxed_and_native_trees_agree_with_non_default_parameters() {
     // Every branch's parameters moved, so a branch that ignored its values would show.
     let settings = rule_settings(&[

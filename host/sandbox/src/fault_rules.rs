@@ -114,6 +114,8 @@ pub struct RulePlugin {
     pub source: String,
     /// Its rules that take parameters (from `parameters`; none for a plain `fault-rule`).
     pub rules: Vec<RuleParams>,
+    /// Whether it implements `configurable-fault-rule` (a plain `fault-rule` does not).
+    pub configurable: bool,
     sandbox: Sandboxed<RulePre>,
 }
 
@@ -231,6 +233,7 @@ impl WasmRuleEngine {
         let pre = RulePre::new(pre)
             .map_err(|e| anyhow::anyhow!("{e:#}"))
             .context("the component does not implement the sonde:plugin/fault-rule world")?;
+        let configurable = pre.configurable.is_some();
         let mut sandbox = Sandboxed::new(pre);
         // Who it is and what it lets tune: one sandbox call.
         let (info, rules) = sandbox
@@ -274,6 +277,7 @@ impl WasmRuleEngine {
             version: info.version,
             source: source.to_string(),
             rules,
+            configurable,
             sandbox,
         });
         Ok(())
