@@ -120,6 +120,12 @@ pub struct RulePlugin {
 }
 
 impl RulePlugin {
+    /// Drops the instance as a failure would: the next call makes a fresh one.
+    #[cfg(test)]
+    pub(crate) fn drop_instance(&mut self) {
+        self.sandbox.pre_mut();
+    }
+
     pub fn health(&self) -> &Health {
         &self.sandbox.health
     }
