@@ -306,7 +306,8 @@ impl WasmRuleEngine {
     /// Sets the rules' parameters (`[live.rules]`): every rule and parameter named must be
     /// declared by a loaded component and every value be within its range, or nothing is set
     /// and the error is one line starting `live.rules.<rule>…`. Each component gets the values
-    /// of its own rules, checked again by its `configure` on a fresh instance made now.
+    /// of its own rules, checked again by its `configure` on a fresh instance made now; a
+    /// second call replaces the first's values (what it leaves out is back to its default).
     pub fn configure(&mut self, settings: &Settings) -> Result<()> {
         let declared: Vec<RuleParams> = self.rule_params().map(|(_, r)| r.clone()).collect();
         params::check(&declared, settings).map_err(|e| anyhow::anyhow!("live.rules.{e}"))?;
@@ -316,10 +317,16 @@ impl WasmRuleEngine {
                 .filter(|(rule, _)| plugin.rules.iter().any(|r| &&r.rule == rule))
                 .map(|(rule, values)| (rule.clone(), values.clone()))
                 .collect();
+            let list = params::settings_to_list(&mine);
+            if plugin.sandbox.pre().settings == list {
+                continue;
+            }
+            // Values set before and now unset go back to their defaults: a fresh instance
+            // without `configure` has them.
+            plugin.sandbox.pre_mut().settings = list;
             if mine.is_empty() {
                 continue;
             }
-            plugin.sandbox.pre_mut().settings = params::settings_to_list(&mine);
             plugin
                 .sandbox
                 .call(&self.engine, &self.limits, |_, _| Ok(()))

@@ -748,6 +748,11 @@ impl<P: WorldPre> Sandboxed<P> {
         self.instance.is_some()
     }
 
+    /// How instances are made.
+    pub fn pre(&self) -> &P {
+        &self.pre
+    }
+
     /// How instances are made, to change it (e.g. a rule's parameters, passed to every fresh
     /// instance): the current instance, made the old way, is dropped; the next call makes one
     /// the new way.

@@ -93,6 +93,9 @@ fn every_fresh_instance_gets_the_parameters() {
     assert!((confidence(&mut engine) - 0.5).abs() < 1e-9);
     // Loaded (info), configured, and re-made once.
     assert_eq!(engine.plugins[0].health().instantiations, 3);
+    // Configured again without it: back to the default.
+    engine.configure(&Default::default()).unwrap();
+    assert_eq!(confidence(&mut engine), 0.95);
 }
 
 #[test]
