@@ -38,13 +38,23 @@ pub trait RuleEngine {
     fn evaluate(&mut self, inputs: &[RuleInput]) -> RuleOutcome;
 }
 
+pub use sonde_sdk::fault_rule::params::Params;
+
 /// A rule as a plain function (the native build of a rule component).
 pub type RuleFn = fn(&RuleInput) -> Vec<Diagnosis>;
+
+/// A rule with parameters as a plain function (`sonde_fta_rules::evaluate_with`).
+pub type ParamRuleFn = fn(&RuleInput, &Params) -> Vec<Diagnosis>;
+
+enum Native {
+    Plain(RuleFn),
+    WithParams(ParamRuleFn, Params),
+}
 
 /// A rule engine over plain functions: the default tree compiled natively in tests, or rules
 /// embedded in a tool that has no Wasm runtime.
 pub struct NativeRules {
-    rules: Vec<(String, RuleFn)>,
+    rules: Vec<(String, Native)>,
 }
 
 impl NativeRules {
@@ -53,7 +63,20 @@ impl NativeRules {
     }
 
     pub fn with(mut self, name: impl Into<String>, rule: RuleFn) -> Self {
-        self.rules.push((name.into(), rule));
+        self.rules.push((name.into(), Native::Plain(rule)));
+        self
+    }
+
+    /// A rule that takes parameters, with the (checked) values it runs with: what the Wasm
+    /// engine passes its component through `configure`.
+    pub fn with_params(
+        mut self,
+        name: impl Into<String>,
+        rule: ParamRuleFn,
+        params: Params,
+    ) -> Self {
+        self.rules
+            .push((name.into(), Native::WithParams(rule, params)));
         self
     }
 }
@@ -72,7 +95,11 @@ impl RuleEngine for NativeRules {
                 self.rules
                     .iter()
                     .flat_map(|(name, rule)| {
-                        rule(input).into_iter().map(|diagnosis| RuledDiagnosis {
+                        let diagnoses = match rule {
+                            Native::Plain(rule) => rule(input),
+                            Native::WithParams(rule, params) => rule(input, params),
+                        };
+                        diagnoses.into_iter().map(|diagnosis| RuledDiagnosis {
                             rule: name.clone(),
                             diagnosis,
                         })

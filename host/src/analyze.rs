@@ -13,6 +13,7 @@ use sonde_analysis::scenarios;
 
 use sonde_sandbox::PluginsConfig;
 use sonde_sandbox::fault_rules::WasmRuleEngine;
+use sonde_sdk::fault_rule::params::Settings;
 
 /// What to analyse and how to print it.
 #[derive(Debug, Clone, Default)]
@@ -69,6 +70,7 @@ fn run_timeline(
     dir: &std::path::Path,
     opts: &AnalyzeOptions,
     plugins: &PluginsConfig,
+    rules_params: &Settings,
 ) -> Result<()> {
     let timeline = Timeline::load(dir)
         .with_context(|| format!("reading the timeline in {}", dir.display()))?;
@@ -78,8 +80,8 @@ fn run_timeline(
             dir.display()
         );
     }
-    let mut rules =
-        WasmRuleEngine::load(plugins).context("loading the fault-tree rule components")?;
+    let mut rules = WasmRuleEngine::load_configured(plugins, rules_params)
+        .context("loading the fault-tree rule components")?;
     let mut out = std::io::stdout().lock();
     let mut reports = Vec::new();
     for case in &timeline.cases {
@@ -111,16 +113,17 @@ fn run_timeline(
     Ok(())
 }
 
-/// Analyse and print the report on stdout.
-pub fn run(opts: &AnalyzeOptions, plugins: &PluginsConfig) -> Result<()> {
+/// Analyse and print the report on stdout, with the rules' parameters as `[live.rules]` sets
+/// them (so a replay diagnoses as the daemon did).
+pub fn run(opts: &AnalyzeOptions, plugins: &PluginsConfig, rules_params: &Settings) -> Result<()> {
     if is_timeline(opts)
         && let Some(dir) = &opts.dir
     {
-        return run_timeline(dir, opts, plugins);
+        return run_timeline(dir, opts, plugins, rules_params);
     }
     let bundle = load(opts)?;
-    let mut rules =
-        WasmRuleEngine::load(plugins).context("loading the fault-tree rule components")?;
+    let mut rules = WasmRuleEngine::load_configured(plugins, rules_params)
+        .context("loading the fault-tree rule components")?;
     let report = replay::analyze_bundle(&bundle, &mut rules, &AnalysisConfig::default())?;
     let mut out = std::io::stdout().lock();
     if opts.json {

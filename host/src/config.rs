@@ -127,9 +127,25 @@ impl Config {
         self.correlation.validate()?;
         if self.live.enabled {
             self.live.validate()?;
+            self.check_rule_params()?;
         }
         self.logs.validate()?;
         Ok(())
+    }
+
+    /// `[live.rules]` against the default tree's rules (built in, so no component is loaded):
+    /// an unknown rule or parameter, or a value out of range, is an error here. A rule the
+    /// default tree lacks may belong to a component of `rule_dirs`, which only `sonde run`
+    /// loads and checks.
+    fn check_rule_params(&self) -> Result<()> {
+        let builtin = if self.plugins.default_rules {
+            sonde_fta_rules::parameters()
+        } else {
+            Vec::new()
+        };
+        let others = !self.plugins.rule_dirs.is_empty();
+        sonde_sdk::fault_rule::params::check_known(&builtin, &self.live.rules, others)
+            .map_err(|e| anyhow::anyhow!("live.rules.{e}"))
     }
 
     pub fn load(path: Option<&Path>) -> Result<Config> {
@@ -271,6 +287,18 @@ mod tests {
                 "correlation.scan_interval_ms",
             ),
             ("[live]\nstep_ms = 0", "live.step_ms"),
+            (
+                "[live.rules.cpu-saturaton]\nconfidence = 0.5",
+                "live.rules.cpu-saturaton: no such rule",
+            ),
+            (
+                "[live.rules.cpu-saturation]\nconfidance = 0.5",
+                "live.rules.cpu-saturation.confidance: no such parameter",
+            ),
+            (
+                "[live.rules.cpu-saturation]\nconfidence = 1.5",
+                "live.rules.cpu-saturation.confidence = 1.5: out of range 0 to 1",
+            ),
             ("[logs]\nsimilarity = 7.5", "logs.similarity"),
             ("[logs]\nsimilarity = 0.0", "logs.similarity"),
             ("[logs]\nmax_services = 0", "logs.max_services"),
@@ -285,5 +313,58 @@ mod tests {
         off.validate().unwrap();
         let edge: Config = toml::from_str("[logs]\nsimilarity = 1.0").unwrap();
         edge.validate().unwrap();
+    }
+
+    #[test]
+    fn the_default_trees_parameters_are_documented() {
+        let doc = include_str!("../../ARCHITECTURE.md");
+        let fmt = |v: f64| format!("{v}");
+        for r in sonde_fta_rules::parameters() {
+            let row = doc
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{}` |", r.rule)))
+                .unwrap_or_else(|| panic!("ARCHITECTURE.md has no row for {}", r.rule));
+            for p in &r.params {
+                let entry = format!(
+                    "`{}` = {} ({}–{})",
+                    p.name,
+                    fmt(p.default),
+                    fmt(p.min),
+                    fmt(p.max)
+                );
+                assert!(
+                    row.contains(&entry),
+                    "{}: {entry} missing from {row}",
+                    r.rule
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn live_rules_set_the_default_trees_parameters() {
+        let c: Config = toml::from_str(
+            "[live.rules.cpu-saturation]\nconfidence = 0.7\nthrottled_min = 0.1\n\
+             [live.rules.node-saturation]\nmin_services = 3\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.live.rules["node-saturation"]["min_services"], 3.0);
+        // The values reach the rules: the native tree reads what the component is given.
+        let p = sonde_fta_rules::params(&c.live.rules).unwrap();
+        let cpu = &sonde_fta_rules::resources::CPU_SPEC;
+        assert_eq!(p.of(cpu).get("throttled_min"), 0.1);
+        // A rule the default tree lacks may be a rule_dirs component's: `sonde run` checks it.
+        let mut other: Config =
+            toml::from_str("[live.rules.queue-backlog]\nconfidence = 0.5").unwrap();
+        assert!(other.validate().is_err());
+        other.plugins.rule_dirs = vec!["/etc/sonde/rules".into()];
+        other.validate().unwrap();
+        // Without the default tree, its rules are unknown.
+        let mut off: Config =
+            toml::from_str("[live.rules.cpu-saturation]\nconfidence = 0.5").unwrap();
+        off.plugins.default_rules = false;
+        let e = format!("{:#}", off.validate().unwrap_err());
+        assert!(e.contains("rules with parameters: none"), "{e}");
     }
 }

@@ -455,8 +455,8 @@ fn start_live(
     if !config.live.enabled {
         return Ok((None, Vec::new()));
     }
-    let rules =
-        WasmRuleEngine::load(&config.plugins).context("loading the fault-tree rule components")?;
+    let rules = WasmRuleEngine::load_configured(&config.plugins, &config.live.rules)
+        .context("loading the fault-tree rule components")?;
     let loaded = rules.stats();
     tracing::info!(
         step_ms = config.live.step_ms,

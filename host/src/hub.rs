@@ -20,8 +20,8 @@ pub struct HubOptions {
 }
 
 pub async fn run(config: Config, options: HubOptions) -> Result<()> {
-    let rules =
-        WasmRuleEngine::load(&config.plugins).context("loading the fault-tree rule components")?;
+    let rules = WasmRuleEngine::load_configured(&config.plugins, &config.live.rules)
+        .context("loading the fault-tree rule components")?;
     let loaded = rules.stats();
     let access = crate::http::Access::load(config.api.token_file.as_deref())?;
     let listener = crate::http::bind(options.listen).await?;

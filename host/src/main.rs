@@ -44,6 +44,12 @@ fn main() -> Result<ExitCode> {
             }
         }
         Command::Plugin(command) => cli::plugin::run(command, &config)?,
+        Command::Rules(args) => {
+            if let Err(e) = cli::rules::run(args, &config) {
+                eprintln!("sonde rules: {e:#}");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         Command::Config(_) => unreachable!("handled before the file is read"),
     }
     Ok(ExitCode::SUCCESS)

@@ -9,6 +9,11 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod helpers;
+pub mod params;
+
+use params::{Params, RuleSpec};
+
 /// What kind of thing a [`Subject`] or [`Neighbour`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -199,6 +204,19 @@ pub trait FaultRule {
     fn info() -> RuleInfo;
     /// Diagnoses for one candidate; an empty list means "not my kind of fault".
     fn evaluate(input: &RuleInput) -> Vec<Diagnosis>;
+    /// The rules of this component that have tunable parameters (thresholds, confidences),
+    /// each with its defaults and ranges. The daemon checks `[live.rules.<rule>]` against
+    /// these and refuses anything else. None by default.
+    fn parameters() -> &'static [RuleSpec] {
+        &[]
+    }
+    /// [`evaluate`](Self::evaluate) with the configured parameter values (checked against
+    /// [`parameters`](Self::parameters); unset ones have their defaults). A rule with
+    /// parameters implements this and has `evaluate` call it with `&Params::default()`.
+    fn evaluate_with(input: &RuleInput, params: &Params) -> Vec<Diagnosis> {
+        let _ = params;
+        Self::evaluate(input)
+    }
 }
 
 /// The metric names the daemon fills in. Latencies are in milliseconds, rates per second,
@@ -276,6 +294,7 @@ pub fn find<'a>(metrics: &'a [Metric], name: &str) -> Option<&'a Metric> {
 #[doc(hidden)]
 pub mod wit {
     use super::*;
+    use crate::__fault_rule_bindings::sonde::plugin::fault_params as p;
     use crate::__fault_rule_bindings::sonde::plugin::fault_types as w;
 
     fn kind(k: w::SubjectKind) -> SubjectKind {
@@ -399,11 +418,54 @@ pub mod wit {
         }
     }
 
+    /// The values `configure` accepted (a component instance is single-threaded; the mutex
+    /// only satisfies `static`).
+    static PARAMS: std::sync::Mutex<Option<params::Params>> = std::sync::Mutex::new(None);
+
+    fn current_params() -> params::Params {
+        PARAMS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_default()
+    }
+
+    pub fn parameters<R: FaultRule>() -> Vec<p::RuleParams> {
+        R::parameters()
+            .iter()
+            .map(|r| p::RuleParams {
+                rule: r.name.into(),
+                doc: r.doc.into(),
+                params: r
+                    .params
+                    .iter()
+                    .map(|x| p::ParamSpec {
+                        name: x.name.into(),
+                        default: x.default,
+                        min: x.min,
+                        max: x.max,
+                        doc: x.doc.into(),
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Checks the values against [`FaultRule::parameters`] and keeps them for `evaluate`.
+    pub fn configure<R: FaultRule>(
+        settings: Vec<(String, Vec<(String, f64)>)>,
+    ) -> Result<(), String> {
+        let checked = params::Params::new(R::parameters(), &params::settings_from_list(settings))?;
+        *PARAMS.lock().unwrap_or_else(|e| e.into_inner()) = Some(checked);
+        Ok(())
+    }
+
     pub fn evaluate<R: FaultRule>(inputs: Vec<w::RuleInput>) -> Vec<Vec<w::Diagnosis>> {
+        let params = current_params();
         inputs
             .into_iter()
             .map(|i| {
-                R::evaluate(&input_from_wit(i))
+                R::evaluate_with(&input_from_wit(i), &params)
                     .into_iter()
                     .map(diagnosis_to_wit)
                     .collect()

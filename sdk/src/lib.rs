@@ -27,16 +27,18 @@ pub const WIT_PACKAGE_VERSION: &str = "0.1.0";
 pub mod __fault_rule_bindings {
     wit_bindgen::generate!({
         path: "wit",
-        world: "fault-rule",
+        world: "configurable-fault-rule",
         pub_export_macro: true,
         export_macro_name: "__export_fault_rule_world",
         default_bindings_module: "sonde_sdk::__fault_rule_bindings",
     });
 }
 
-/// Export a [`fault_rule::FaultRule`] implementation as the component's `fault-rule` world.
-/// Needs the SDK feature `fault-rule` (on by default; with `default-features = false`, ask for
-/// it alone so the component carries no other world's imports).
+/// Export a [`fault_rule::FaultRule`] implementation as the component's
+/// `configurable-fault-rule` world: the `fault-rule` world plus `parameters` and `configure`
+/// (a rule without parameters declares none and refuses any). Needs the SDK feature
+/// `fault-rule` (on by default; with `default-features = false`, ask for it alone so the
+/// component carries no other world's imports).
 ///
 /// ```
 /// use sonde_sdk::fault_rule::{Diagnosis, FaultRule, RuleInfo, RuleInput};
@@ -72,6 +74,14 @@ macro_rules! export_fault_rule {
                     inputs: ::std::vec::Vec<$crate::__fault_rule_bindings::sonde::plugin::fault_types::RuleInput>,
                 ) -> ::std::vec::Vec<::std::vec::Vec<$crate::__fault_rule_bindings::sonde::plugin::fault_types::Diagnosis>> {
                     $crate::fault_rule::wit::evaluate::<$rule>(inputs)
+                }
+                fn parameters() -> ::std::vec::Vec<$crate::__fault_rule_bindings::sonde::plugin::fault_params::RuleParams> {
+                    $crate::fault_rule::wit::parameters::<$rule>()
+                }
+                fn configure(
+                    settings: ::std::vec::Vec<(::std::string::String, ::std::vec::Vec<(::std::string::String, f64)>)>,
+                ) -> ::std::result::Result<(), ::std::string::String> {
+                    $crate::fault_rule::wit::configure::<$rule>(settings)
                 }
             }
             $crate::__fault_rule_bindings::__export_fault_rule_world!(__SondeFaultRule with_types_in $crate::__fault_rule_bindings);

@@ -17,6 +17,7 @@ use sonde_analysis::scenarios;
 use sonde_sandbox::PluginsConfig;
 use sonde_sandbox::fault_rules::{DEFAULT_RULES_WASM, WasmRuleEngine};
 use sonde_sandbox::{CacheOutcome, Limits, PluginEngine};
+use sonde_sdk::fault_rule::params::Settings;
 use sonde_sdk::fault_rule::{
     Attribution, Category, Incident, Metric, Neighbour, Relation, RuleInput, Subject, SubjectKind,
     metric as m,
@@ -210,6 +211,189 @@ fn sandboxed_default_tree_answers_like_the_native_build() {
         scenarios::SCENARIOS.len() as u64 + 1
     );
     assert_eq!(engine.plugins[0].health().failures, 0);
+}
+
+/// `[live.rules]` values as the configuration holds them.
+fn rule_settings(values: &[(&str, &str, f64)]) -> Settings {
+    let mut s = Settings::new();
+    for (rule, name, v) in values {
+        s.entry(rule.to_string())
+            .or_default()
+            .insert(name.to_string(), *v);
+    }
+    s
+}
+
+#[test]
+fn the_sandboxed_tree_declares_the_native_trees_parameters() {
+    let engine =
+        WasmRuleEngine::load(&plugins(vec![], Limits::default())).expect("default tree loads");
+    let declared: Vec<_> = engine.rule_params().map(|(_, r)| r.clone()).collect();
+    assert_eq!(declared, sonde_fta_rules::parameters());
+    assert!(
+        engine
+            .rule_params()
+            .all(|(component, _)| component == "sonde-default-tree")
+    );
+    assert!(declared.len() >= 10, "every branch: {declared:?}");
+}
+
+#[test]
+fn parameters_change_what_the_sandboxed_tree_says() {
+    let inputs = three_candidates();
+    let cpu = |engine: &mut WasmRuleEngine| {
+        let out = engine.evaluate(&inputs);
+        assert!(out.failures.is_empty(), "{:?}", out.failures);
+        out.diagnoses[1]
+            .iter()
+            .find(|d| d.diagnosis.category == Category::CpuSaturation)
+            .map(|d| d.diagnosis.confidence)
+    };
+    let mut engine =
+        WasmRuleEngine::load(&plugins(vec![], Limits::default())).expect("default tree loads");
+    // 45% of periods throttled: 0.6 + 0.45, capped at 0.95.
+    assert_eq!(cpu(&mut engine), Some(0.95));
+
+    // A raised threshold: 45% throttled is noise now, the diagnosis is gone.
+    let raised = rule_settings(&[("cpu-saturation", "throttled_min", 0.5)]);
+    let mut engine = WasmRuleEngine::load_configured(&plugins(vec![], Limits::default()), &raised)
+        .expect("valid parameters");
+    assert_eq!(cpu(&mut engine), None);
+
+    // A confidence: it shows in the answer, and the native build with the same values agrees.
+    let lower = rule_settings(&[
+        ("cpu-saturation", "confidence_throttled", 0.1),
+        ("code-error", "confidence", 0.66),
+    ]);
+    let mut engine = WasmRuleEngine::load_configured(&plugins(vec![], Limits::default()), &lower)
+        .expect("valid parameters");
+    assert!((cpu(&mut engine).unwrap() - 0.55).abs() < 1e-9);
+    let out = engine.evaluate(&inputs);
+    let code = &out.diagnoses[2][0].diagnosis;
+    assert_eq!(
+        (code.category.clone(), code.confidence),
+        (Category::CodeError, 0.66)
+    );
+    let params = sonde_fta_rules::params(&lower).unwrap();
+    for (input, got) in inputs.iter().zip(&out.diagnoses) {
+        let got: Vec<_> = got.iter().map(|d| d.diagnosis.clone()).collect();
+        assert_eq!(got, sonde_fta_rules::evaluate_with(input, &params));
+    }
+    // Configuring made one fresh instance that got the values; calls then reuse it.
+    let h = engine.plugins[0].health();
+    assert_eq!((h.instantiations, h.failures), (2, 0));
+}
+
+#[test]
+fn unknown_rules_parameters_and_values_out_of_range_are_refused() {
+    for (settings, expected) in [
+        (
+            rule_settings(&[("cpu-saturaton", "confidence", 0.5)]),
+            "live.rules.cpu-saturaton: no such rule (rules with parameters: network, ",
+        ),
+        (
+            rule_settings(&[("cpu-saturation", "confidance", 0.5)]),
+            "live.rules.cpu-saturation.confidance: no such parameter (cpu-saturation has: ",
+        ),
+        (
+            rule_settings(&[("dns-failure", "confidence", 2.0)]),
+            "live.rules.dns-failure.confidence = 2: out of range 0 to 1",
+        ),
+    ] {
+        let err = WasmRuleEngine::load_configured(&plugins(vec![], Limits::default()), &settings)
+            .err()
+            .expect("refused");
+        let err = format!("{err:#}");
+        assert!(err.starts_with(expected), "{err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+    }
+}
+
+#[test]
+fn a_fault_rule_component_without_parameters_still_loads() {
+    let dir = tempdir("plain-rule");
+    std::fs::copy(wasm::bad_rule("plain"), dir.join("plain.wasm")).unwrap();
+    let cfg = plugins(vec![dir.clone()], Limits::default());
+    let mut engine = WasmRuleEngine::load(&cfg).expect("a fault-rule-only component loads");
+    let plain = engine
+        .plugins
+        .iter()
+        .find(|p| p.name == "bad-plain")
+        .unwrap();
+    assert!(!plain.configurable && plain.rules.is_empty());
+    assert!(
+        engine.plugins[0].configurable,
+        "the default tree is configurable"
+    );
+    // The default tree beside it takes its parameters; both answer.
+    engine
+        .configure(&rule_settings(&[("dns-failure", "confidence", 0.5)]))
+        .expect("the default tree's rule");
+    let out = engine.evaluate(&three_candidates());
+    assert!(out.failures.is_empty(), "{:?}", out.failures);
+    assert!(
+        out.diagnoses[0]
+            .iter()
+            .all(|d| d.rule == "sonde-default-tree")
+    );
+    // Parameters named after it are no rule's.
+    let err =
+        WasmRuleEngine::load_configured(&cfg, &rule_settings(&[("bad-plain", "confidence", 0.5)]))
+            .err()
+            .expect("refused");
+    assert!(
+        format!("{err:#}").starts_with("live.rules.bad-plain: no such rule"),
+        "{err:#}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sandboxed_and_native_trees_agree_with_non_default_parameters() {
+    // Every branch's parameters moved, so a branch that ignored its values would show.
+    let settings = rule_settings(&[
+        ("network", "confidence", 0.6),
+        ("network", "confidence_per_signal", 0.1),
+        ("downstream-slow", "confidence", 0.65),
+        ("cpu-saturation", "throttled_min", 0.2),
+        ("cpu-saturation", "confidence_throttled", 0.3),
+        ("memory-pressure", "high", 0.7),
+        ("node-saturation", "min_services", 3.0),
+        ("database-slow", "confidence", 0.8),
+        ("dns-failure", "confidence", 0.75),
+        ("code-error", "concentrated", 0.8),
+        ("service-slow", "confidence_unattributed", 0.6),
+        ("recent-change", "window_min", 30.0),
+    ]);
+    let mut engine =
+        WasmRuleEngine::load_configured(&plugins(vec![], Limits::default()), &settings)
+            .expect("valid parameters");
+    let params = sonde_fta_rules::params(&settings).unwrap();
+    let mut moved = 0;
+    for (name, _) in scenarios::SCENARIOS {
+        let bundle = scenarios::scenario(name).unwrap();
+        let wasm = analyze_bundle(&bundle, &mut engine, &AnalysisConfig::default()).unwrap();
+        assert!(
+            wasm.rule_failures.is_empty(),
+            "{name}: {:?}",
+            wasm.rule_failures
+        );
+        let mut native = NativeRules::new().with_params(
+            "sonde-default-tree",
+            sonde_fta_rules::evaluate_with,
+            params.clone(),
+        );
+        let native = analyze_bundle(&bundle, &mut native, &AnalysisConfig::default()).unwrap();
+        assert_eq!(
+            without_timing(wasm.clone()),
+            without_timing(native),
+            "{name}"
+        );
+        if without_timing(wasm) != without_timing(self::native(name)) {
+            moved += 1;
+        }
+    }
+    assert!(moved > 0, "the parameters changed some report");
 }
 
 #[test]
@@ -601,6 +785,62 @@ fn sonde_analyze_replays_a_bundle_directory() {
     assert!(
         err.contains("metrics.csv:") && err.contains("\"fast\" is not a number"),
         "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sonde_analyze_and_config_check_take_live_rules_from_the_config() {
+    let dir = tempdir("analyze-live-rules");
+    let config = dir.join("sonde.toml");
+    std::fs::write(
+        &config,
+        "[live.rules.network]\nconfidence = 0.6\nconfidence_per_signal = 0.0\n",
+    )
+    .unwrap();
+    let args = |config: &std::path::Path| {
+        sonde(&[
+            "analyze",
+            "--example",
+            "network-edge",
+            "--json",
+            "--plugin-cache",
+            "none",
+            "--config",
+            config.to_str().unwrap(),
+        ])
+    };
+    let r = json_report(&args(&config));
+    let d = &r["root_causes"][0]["diagnoses"][0]["diagnosis"];
+    assert_eq!(d["category"], "network");
+    assert_eq!(d["confidence"], 0.6, "the configured confidence: {d}");
+    let listed = sonde(&["rules", "--config", config.to_str().unwrap()]);
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.contains("[live.rules.cpu-saturation]")
+            && listed.contains("  confidence = 0.6 (set; default 0.8)"),
+        "{listed}"
+    );
+
+    // A misspelt parameter: `config check` and `analyze` both refuse it, in one line.
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[live.rules.network]\nconfidance = 0.6\n").unwrap();
+    let check = sonde(&["config", "check", bad.to_str().unwrap()]);
+    assert!(!check.status.success());
+    let err = String::from_utf8_lossy(&check.stderr);
+    assert!(
+        err.contains(
+            "live.rules.network.confidance: no such parameter (network has: callee_explains,"
+        ) && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    let out = args(&bad);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("live.rules.network.confidance: no such parameter"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

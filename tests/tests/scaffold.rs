@@ -109,7 +109,7 @@ fn generated_parser_and_fault_rule_test_and_build() {
     );
     let out = cargo(&rule, &scratch, &["test", "--offline"]);
     assert!(
-        out.contains("test result: ok. 3 passed"),
+        out.contains("test result: ok. 4 passed"),
         "rule tests:\n{out}"
     );
 
@@ -194,7 +194,7 @@ fn the_cli_default_vendors_the_sdk_and_builds_offline() {
     );
     let out = cargo(&rule, &scratch, &["test", "--offline"]);
     assert!(
-        out.contains("test result: ok. 3 passed"),
+        out.contains("test result: ok. 4 passed"),
         "rule tests:\n{out}"
     );
     // The vendored SDK finds its own WIT (only a wasm32 build reads it).

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use sonde_sdk::fault_rule::metric as m;
+use sonde_sdk::fault_rule::params::Settings;
 
 /// `[live]`: history, detection and incidents.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,6 +40,10 @@ pub struct LiveSettings {
     /// Write each incident's bundle (its series, topology and breakdowns) here, so
     /// `sonde analyze <dir>/<id>` replays it.
     pub incident_dir: Option<PathBuf>,
+    /// `[live.rules.<rule>]`: fault-rule parameters (thresholds, confidences) by rule name,
+    /// e.g. `[live.rules.cpu-saturation] throttled_min = 0.1`. Checked against what the
+    /// loaded rule components declare (`sonde rules`); unset ones keep their defaults.
+    pub rules: Settings,
 }
 
 impl Default for LiveSettings {
@@ -61,6 +66,7 @@ impl Default for LiveSettings {
             min_error_rise: 0.02,
             max_incidents: 200,
             incident_dir: None,
+            rules: Settings::new(),
         }
     }
 }

@@ -5,12 +5,19 @@
 //! deadline or hits its memory cap yields a `RuleFailure` for that incident; the other
 //! components still answer, and the failing one gets a fresh instance next time (or a
 //! quarantine after repeated failures).
+//!
+//! A component that also implements `configurable-fault-rule` says which of its rules take
+//! parameters (`parameters`, asked once at load); [`WasmRuleEngine::configure`] checks the
+//! operator's `[live.rules]` against those and every fresh instance gets its own rules' values
+//! (`configure`) before it is called.
 
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
 use sonde_analysis::rules as plain;
+use sonde_sdk::fault_rule::params::{self, RuleParams, Settings};
 use wasmtime::Store;
+use wasmtime::component::InstancePre;
 
 use super::{
     BadOutput, EngineOptions, Health, Limits, PluginEngine, PluginStats, SandboxState, Sandboxed,
@@ -25,6 +32,18 @@ wasmtime::component::bindgen!({
 
 use self::sonde::plugin::fault_types as w;
 
+/// The `configurable-fault-rule` world's bindings (its `fault-rule` part is the module's own).
+mod configurable {
+    wasmtime::component::bindgen!({
+        path: "../../sdk/wit",
+        world: "configurable-fault-rule",
+        with: {
+            "sonde:plugin/fault-types": crate::fault_rules::sonde::plugin::fault_types,
+        },
+    });
+}
+use configurable::sonde::plugin::fault_params as wp;
+
 /// The default fault tree (`plugins/fta-rules`), built by build.rs for wasm32-wasip2. Empty
 /// when the build skipped it (`SONDE_WASM_SKIP`).
 pub static DEFAULT_RULES_WASM: &[u8] =
@@ -33,10 +52,56 @@ pub static DEFAULT_RULES_WASM: &[u8] =
 /// The WIT world these components implement.
 pub const WORLD: &str = "fault-rule";
 
-impl WorldPre for FaultRulePre<SandboxState> {
-    type Bindings = FaultRule;
-    fn instantiate(&self, store: &mut Store<SandboxState>) -> wasmtime::Result<FaultRule> {
-        FaultRulePre::instantiate(self, store)
+/// How a rule component is instantiated: the `fault-rule` exports, and when it has them the
+/// `configurable-fault-rule` ones, which get the component's parameter values right away.
+pub struct RulePre {
+    instance_pre: InstancePre<SandboxState>,
+    plain: FaultRuleIndices,
+    configurable: Option<configurable::ConfigurableFaultRuleIndices>,
+    /// `configure`'s argument; empty: not called, every parameter has its default.
+    settings: Vec<(String, Vec<(String, f64)>)>,
+}
+
+/// A rule instance's exports.
+pub struct RuleBindings {
+    rule: FaultRule,
+    configurable: Option<configurable::ConfigurableFaultRule>,
+}
+
+impl RulePre {
+    fn new(instance_pre: InstancePre<SandboxState>) -> wasmtime::Result<Self> {
+        let plain = FaultRuleIndices::new(&instance_pre)?;
+        // Missing `parameters`/`configure`: a plain fault rule (any 0.1 component), no tunables.
+        let configurable = configurable::ConfigurableFaultRuleIndices::new(&instance_pre).ok();
+        Ok(Self {
+            instance_pre,
+            plain,
+            configurable,
+            settings: Vec::new(),
+        })
+    }
+}
+
+impl WorldPre for RulePre {
+    type Bindings = RuleBindings;
+    fn instantiate(&self, store: &mut Store<SandboxState>) -> wasmtime::Result<RuleBindings> {
+        let instance = self.instance_pre.instantiate(&mut *store)?;
+        let rule = self.plain.load(&mut *store, &instance)?;
+        let configurable = match &self.configurable {
+            Some(indices) => Some(indices.load(&mut *store, &instance)?),
+            None => None,
+        };
+        if let Some(c) = &configurable
+            && !self.settings.is_empty()
+        {
+            c.call_configure(&mut *store, &self.settings)?
+                .map_err(|e| {
+                    wasmtime::Error::new(BadOutput(format!(
+                        "configure refused its parameters: {e}"
+                    )))
+                })?;
+        }
+        Ok(RuleBindings { rule, configurable })
     }
 }
 
@@ -47,10 +112,20 @@ pub struct RulePlugin {
     pub version: String,
     /// `embedded` or the file it came from.
     pub source: String,
-    sandbox: Sandboxed<FaultRulePre<SandboxState>>,
+    /// Its rules that take parameters (from `parameters`; none for a plain `fault-rule`).
+    pub rules: Vec<RuleParams>,
+    /// Whether it implements `configurable-fault-rule` (a plain `fault-rule` does not).
+    pub configurable: bool,
+    sandbox: Sandboxed<RulePre>,
 }
 
 impl RulePlugin {
+    /// Drops the instance as a failure would: the next call makes a fresh one.
+    #[cfg(test)]
+    pub(crate) fn drop_instance(&mut self) {
+        self.sandbox.pre_mut();
+    }
+
     pub fn health(&self) -> &Health {
         &self.sandbox.health
     }
@@ -161,13 +236,23 @@ impl WasmRuleEngine {
         let pre = linker
             .instantiate_pre(&component)
             .map_err(|e| anyhow::anyhow!("{e:#}"))?;
-        let pre = FaultRulePre::new(pre)
+        let pre = RulePre::new(pre)
             .map_err(|e| anyhow::anyhow!("{e:#}"))
             .context("the component does not implement the sonde:plugin/fault-rule world")?;
+        let configurable = pre.configurable.is_some();
         let mut sandbox = Sandboxed::new(pre);
-        let info = sandbox
-            .call(&self.engine, &self.limits, |b, store| b.call_info(store))
+        // Who it is and what it lets tune: one sandbox call.
+        let (info, rules) = sandbox
+            .call(&self.engine, &self.limits, |b, store| {
+                let info = b.rule.call_info(&mut *store)?;
+                let rules = match &b.configurable {
+                    Some(c) => c.call_parameters(&mut *store)?,
+                    None => Vec::new(),
+                };
+                Ok((info, rules))
+            })
             .map_err(|f| anyhow::anyhow!("info: {f}"))?;
+        let rules: Vec<RuleParams> = rules.into_iter().map(rule_params_from_wit).collect();
         // Reports name diagnoses and failures by rule: two of the same name would be ambiguous.
         if let Some(other) = self.plugins.iter().find(|p| p.name == info.name) {
             anyhow::bail!(
@@ -176,14 +261,99 @@ impl WasmRuleEngine {
                 other.source
             );
         }
-        tracing::info!(rule = %info.name, version = %info.version, source, "fault-rule component loaded");
+        // `[live.rules.<rule>]` names one rule of one component.
+        for r in &rules {
+            if let Some(other) = self
+                .plugins
+                .iter()
+                .find(|p| p.rules.iter().any(|o| o.rule == r.rule))
+            {
+                anyhow::bail!(
+                    "{:?} declares rule {:?}, which {:?} (from {}) already declares: parameters could not say which they mean",
+                    info.name,
+                    r.rule,
+                    other.name,
+                    other.source
+                );
+            }
+        }
+        tracing::info!(rule = %info.name, version = %info.version, source, tunable_rules = rules.len(), "fault-rule component loaded");
         self.plugins.push(RulePlugin {
             name: info.name,
             version: info.version,
             source: source.to_string(),
+            rules,
+            configurable,
             sandbox,
         });
         Ok(())
+    }
+
+    /// [`load`](Self::load), then [`configure`](Self::configure) with `[live.rules]`.
+    pub fn load_configured(cfg: &PluginsConfig, rules: &Settings) -> Result<Self> {
+        let mut engine = Self::load(cfg)?;
+        engine.configure(rules)?;
+        Ok(engine)
+    }
+
+    /// Every loaded rule that takes parameters, with the component that has it.
+    pub fn rule_params(&self) -> impl Iterator<Item = (&str, &RuleParams)> {
+        self.plugins
+            .iter()
+            .flat_map(|p| p.rules.iter().map(move |r| (p.name.as_str(), r)))
+    }
+
+    /// Sets the rules' parameters (`[live.rules]`): every rule and parameter named must be
+    /// declared by a loaded component and every value be within its range, or nothing is set
+    /// and the error is one line starting `live.rules.<rule>…`. Each component gets the values
+    /// of its own rules, checked again by its `configure` on a fresh instance made now; a
+    /// second call replaces the first's values (what it leaves out is back to its default).
+    pub fn configure(&mut self, settings: &Settings) -> Result<()> {
+        let declared: Vec<RuleParams> = self.rule_params().map(|(_, r)| r.clone()).collect();
+        params::check(&declared, settings).map_err(|e| anyhow::anyhow!("live.rules.{e}"))?;
+        for plugin in &mut self.plugins {
+            let mine: Settings = settings
+                .iter()
+                .filter(|(rule, _)| plugin.rules.iter().any(|r| &&r.rule == rule))
+                .map(|(rule, values)| (rule.clone(), values.clone()))
+                .collect();
+            let list = params::settings_to_list(&mine);
+            if plugin.sandbox.pre().settings == list {
+                continue;
+            }
+            // Values set before and now unset go back to their defaults: a fresh instance
+            // without `configure` has them.
+            plugin.sandbox.pre_mut().settings = list;
+            if mine.is_empty() {
+                continue;
+            }
+            plugin
+                .sandbox
+                .call(&self.engine, &self.limits, |_, _| Ok(()))
+                .map_err(|f| {
+                    anyhow::anyhow!("live.rules: rule component {:?}: {f}", plugin.name)
+                })?;
+            tracing::info!(rule = %plugin.name, rules = ?mine.keys().collect::<Vec<_>>(), "fault-rule parameters set");
+        }
+        Ok(())
+    }
+}
+
+fn rule_params_from_wit(r: wp::RuleParams) -> RuleParams {
+    RuleParams {
+        rule: r.rule,
+        doc: r.doc,
+        params: r
+            .params
+            .into_iter()
+            .map(|p| params::ParamInfo {
+                name: p.name,
+                default: p.default,
+                min: p.min,
+                max: p.max,
+                doc: p.doc,
+            })
+            .collect(),
     }
 }
 
@@ -199,7 +369,7 @@ impl plain::RuleEngine for WasmRuleEngine {
         let wit_inputs: Vec<w::RuleInput> = inputs.iter().map(to_wit).collect();
         for plugin in &mut self.plugins {
             let result = plugin.sandbox.call(&self.engine, &self.limits, |b, store| {
-                let lists = b.call_evaluate(store, &wit_inputs)?;
+                let lists = b.rule.call_evaluate(store, &wit_inputs)?;
                 if lists.len() != wit_inputs.len() {
                     let msg = format!(
                         "returned {} result lists for {} inputs",

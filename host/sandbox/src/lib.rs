@@ -748,6 +748,19 @@ impl<P: WorldPre> Sandboxed<P> {
         self.instance.is_some()
     }
 
+    /// How instances are made.
+    pub fn pre(&self) -> &P {
+        &self.pre
+    }
+
+    /// How instances are made, to change it (e.g. a rule's parameters, passed to every fresh
+    /// instance): the current instance, made the old way, is dropped; the next call makes one
+    /// the new way.
+    pub fn pre_mut(&mut self) -> &mut P {
+        self.instance = None;
+        &mut self.pre
+    }
+
     /// One call in the sandbox: refused while quarantined; arms the deadline; instantiates if
     /// needed (instantiation and call share that one deadline); on failure classifies it,
     /// adds what the plugin printed, drops the instance (a trapped instance is never called

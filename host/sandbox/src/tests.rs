@@ -69,6 +69,36 @@ fn the_default_tree_imports_nothing_beyond_the_granted_wasi() {
 }
 
 #[test]
+fn every_fresh_instance_gets_the_parameters() {
+    let settings: sonde_sdk::fault_rule::params::Settings = [(
+        "cpu-saturation".to_string(),
+        [("confidence_throttled".to_string(), 0.1)].into(),
+    )]
+    .into();
+    let mut engine =
+        WasmRuleEngine::load_configured(&config(Limits::default()), &settings).unwrap();
+    let confidence = |engine: &mut WasmRuleEngine| {
+        let out = engine.evaluate(&[cpu_input()]);
+        assert!(out.failures.is_empty(), "{:?}", out.failures);
+        out.diagnoses[0]
+            .iter()
+            .find(|d| d.diagnosis.category == Category::CpuSaturation)
+            .map(|d| d.diagnosis.confidence)
+            .unwrap()
+    };
+    // 0.1 + the 40% throttled share (the default would be 0.6 + 0.4, capped at 0.95).
+    assert!((confidence(&mut engine) - 0.5).abs() < 1e-9);
+    // As after a trap: a new instance, which must be configured like the first.
+    engine.plugins[0].drop_instance();
+    assert!((confidence(&mut engine) - 0.5).abs() < 1e-9);
+    // Loaded (info), configured, and re-made once.
+    assert_eq!(engine.plugins[0].health().instantiations, 3);
+    // Configured again without it: back to the default.
+    engine.configure(&Default::default()).unwrap();
+    assert_eq!(confidence(&mut engine), 0.95);
+}
+
+#[test]
 fn default_tree_in_the_sandbox_matches_native() {
     let mut engine = WasmRuleEngine::load(&config(Limits::default())).unwrap();
     let input = cpu_input();

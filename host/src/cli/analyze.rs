@@ -72,5 +72,5 @@ pub fn run(args: AnalyzeArgs, config: &Config) -> Result<()> {
         save: args.save,
         json: args.json,
     };
-    crate::analyze::run(&opts, &plugins)
+    crate::analyze::run(&opts, &plugins, &config.live.rules)
 }

@@ -18,6 +18,7 @@ pub mod hub;
 pub mod incidents;
 pub mod map;
 pub mod plugin;
+pub mod rules;
 pub mod run;
 pub mod top;
 pub mod trace;
@@ -96,6 +97,9 @@ pub enum Command {
     /// Configuration files: `sonde config check FILE` validates one as `sonde run` would.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// The fault-tree rules this configuration loads, with every tunable parameter, its
+    /// default, range and the value `[live.rules.<rule>]` sets.
+    Rules(rules::RulesArgs),
     /// Plugin authoring tools.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),

@@ -5,7 +5,8 @@ use sonde_sdk::fault_rule::{
     Attribution, Category, Diagnosis, Evidence, Relation, RuleInput, SubjectKind, metric as m,
 };
 
-use crate::util::{change, evidence, first_rose, neighbours, rose};
+use sonde_sdk::fault_rule::helpers::{change, evidence, first_rose, neighbours, rose};
+use sonde_sdk::fault_rule::params::{ParamSpec, Params, RuleSpec};
 
 /// Attribution dimensions that name an operation of the service's own code.
 const OPERATION_DIMS: &[&str] = &[
@@ -31,13 +32,47 @@ const OTHER_SYMPTOMS: &[&str] = &[
     m::DNS_LATENCY_MS,
 ];
 
-/// Share of the error change a combination must explain to count as "concentrated".
-const CONCENTRATED: f64 = 0.5;
+/// `[live.rules.code-error]`.
+pub const CODE_ERROR_SPEC: RuleSpec = RuleSpec {
+    name: "code-error",
+    doc: "A service returning errors without resource, dependency or downstream symptoms.",
+    params: &[
+        ParamSpec {
+            name: "concentrated",
+            default: 0.5,
+            min: 0.0,
+            max: 100.0,
+            doc: "Share of the error change an attributed combination must explain to count as concentrated",
+        },
+        ParamSpec {
+            name: "confidence",
+            default: 0.85,
+            min: 0.0,
+            max: 1.0,
+            doc: "Errors concentrated on an operation (endpoint, route, query…)",
+        },
+        ParamSpec {
+            name: "confidence_instance",
+            default: 0.7,
+            min: 0.0,
+            max: 1.0,
+            doc: "Errors concentrated on something else (a pod, a version)",
+        },
+        ParamSpec {
+            name: "confidence_unattributed",
+            default: 0.55,
+            min: 0.0,
+            max: 1.0,
+            doc: "Errors not concentrated anywhere",
+        },
+    ],
+};
 
-pub fn code_error(input: &RuleInput) -> Option<Diagnosis> {
+pub fn code_error(input: &RuleInput, params: &Params) -> Option<Diagnosis> {
     if input.subject.kind != SubjectKind::Service {
         return None;
     }
+    let p = params.of(&CODE_ERROR_SPEC);
     let ms = &input.subject.metrics;
     let errors = rose(ms, m::ERROR_RATE)?;
     if symptoms_elsewhere(input) {
@@ -46,7 +81,7 @@ pub fn code_error(input: &RuleInput) -> Option<Diagnosis> {
     let focus = input
         .attributions
         .iter()
-        .filter(|a| a.kpi == m::ERROR_RATE && a.explanatory_power >= CONCENTRATED)
+        .filter(|a| a.kpi == m::ERROR_RATE && a.explanatory_power >= p.get("concentrated"))
         .max_by(|a, b| {
             operational(a)
                 .cmp(&operational(b))
@@ -58,7 +93,11 @@ pub fn code_error(input: &RuleInput) -> Option<Diagnosis> {
             let what = focus_evidence(m::ERROR_RATE, a, &mut ev);
             // Concentrated on an operation: its code. On a pod or version: likelier a bad
             // instance or build, still the service's own.
-            let confidence = if operational(a) { 0.85 } else { 0.7 };
+            let confidence = if operational(a) {
+                p.get("confidence")
+            } else {
+                p.get("confidence_instance")
+            };
             (
                 confidence,
                 format!(
@@ -68,7 +107,7 @@ pub fn code_error(input: &RuleInput) -> Option<Diagnosis> {
                 ),
             )
         }
-        None => (0.55, String::new()),
+        None => (p.get("confidence_unattributed"), String::new()),
     };
     Some(Diagnosis {
         category: Category::CodeError,
@@ -86,13 +125,43 @@ pub fn code_error(input: &RuleInput) -> Option<Diagnosis> {
 /// The fault class of a service that is slow in its own code.
 pub const SERVICE_SLOW: &str = "service-slow";
 
+/// `[live.rules.service-slow]`.
+pub const SERVICE_SLOW_SPEC: RuleSpec = RuleSpec {
+    name: "service-slow",
+    doc: "A service slow in its own code, without resource, dependency or downstream symptoms.",
+    params: &[
+        ParamSpec {
+            name: "concentrated",
+            default: 0.5,
+            min: 0.0,
+            max: 100.0,
+            doc: "Share of the latency change an attributed combination must explain to count as concentrated",
+        },
+        ParamSpec {
+            name: "confidence",
+            default: 0.75,
+            min: 0.0,
+            max: 1.0,
+            doc: "The slowness is concentrated (on an endpoint…)",
+        },
+        ParamSpec {
+            name: "confidence_unattributed",
+            default: 0.7,
+            min: 0.0,
+            max: 1.0,
+            doc: "The slowness is not concentrated anywhere",
+        },
+    ],
+};
+
 /// Slow code: the service's own (server-side) latency rose without resource, dependency or
 /// downstream symptoms and without an abnormal host: the time goes in its own code (a slow
 /// release, a lock, a sleep). Attribution to an endpoint makes it more certain.
-pub fn slow_code(input: &RuleInput) -> Option<Diagnosis> {
+pub fn slow_code(input: &RuleInput, params: &Params) -> Option<Diagnosis> {
     if input.subject.kind != SubjectKind::Service {
         return None;
     }
+    let p = params.of(&SERVICE_SLOW_SPEC);
     let ms = &input.subject.metrics;
     let slow = first_rose(ms, &[m::LATENCY_MEAN_MS, m::LATENCY_P99_MS])?;
     // A database answering slowly is the database branch's case.
@@ -107,15 +176,15 @@ pub fn slow_code(input: &RuleInput) -> Option<Diagnosis> {
     let focus = input
         .attributions
         .iter()
-        .filter(|a| a.kpi == m::LATENCY_MEAN_MS && a.explanatory_power >= CONCENTRATED)
+        .filter(|a| a.kpi == m::LATENCY_MEAN_MS && a.explanatory_power >= p.get("concentrated"))
         .max_by(|a, b| a.explanatory_power.total_cmp(&b.explanatory_power));
     let mut ev = vec![evidence(slow, "server side")];
     let (confidence, place) = match focus {
         Some(a) => {
             let what = focus_evidence(m::LATENCY_MEAN_MS, a, &mut ev);
-            (0.75, format!(" in {what}"))
+            (p.get("confidence"), format!(" in {what}"))
         }
-        None => (0.7, String::new()),
+        None => (p.get("confidence_unattributed"), String::new()),
     };
     Some(Diagnosis {
         category: Category::Other(SERVICE_SLOW.into()),
@@ -162,6 +231,14 @@ fn operational(a: &Attribution) -> bool {
 mod tests {
     use super::*;
     use crate::test_util::*;
+
+    fn code_error(i: &RuleInput) -> Option<Diagnosis> {
+        super::code_error(i, &Params::default())
+    }
+
+    fn slow_code(i: &RuleInput) -> Option<Diagnosis> {
+        super::slow_code(i, &Params::default())
+    }
     use sonde_sdk::fault_rule::Metric;
 
     fn attribution(dim: &str, value: &str, power: f64) -> Attribution {

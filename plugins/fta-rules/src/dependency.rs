@@ -2,7 +2,72 @@
 
 use sonde_sdk::fault_rule::{Category, Diagnosis, Relation, RuleInput, SubjectKind, metric as m};
 
-use crate::util::{change, evidence, first_rose, label, neighbours, rose};
+use sonde_sdk::fault_rule::helpers::{change, evidence, first_rose, label, neighbours, rose};
+use sonde_sdk::fault_rule::params::{ParamSpec, Params, RuleSpec};
+
+/// `[live.rules.database-slow]`.
+pub const DATABASE_SPEC: RuleSpec = RuleSpec {
+    name: "database-slow",
+    doc: "A slow or failing database, or a service whose database calls degraded.",
+    params: &[
+        ParamSpec {
+            name: "confidence_with_slow_queries",
+            default: 0.9,
+            min: 0.0,
+            max: 1.0,
+            doc: "A database subject slowed or failing, with slow queries",
+        },
+        ParamSpec {
+            name: "confidence",
+            default: 0.85,
+            min: 0.0,
+            max: 1.0,
+            doc: "A database subject slowed or failing",
+        },
+        ParamSpec {
+            name: "confidence_caller",
+            default: 0.75,
+            min: 0.0,
+            max: 1.0,
+            doc: "A service whose own database calls degraded",
+        },
+        ParamSpec {
+            name: "confidence_caller_db_in_map",
+            default: 0.4,
+            min: 0.0,
+            max: 1.0,
+            doc: "The same, when the database itself is in the map and abnormal (it is the cause)",
+        },
+    ],
+};
+/// `[live.rules.dns-failure]`.
+pub const DNS_SPEC: RuleSpec = RuleSpec {
+    name: "dns-failure",
+    doc: "Name resolution failing or slow.",
+    params: &[
+        ParamSpec {
+            name: "confidence_errors_and_latency",
+            default: 0.9,
+            min: 0.0,
+            max: 1.0,
+            doc: "Lookups fail and slow down",
+        },
+        ParamSpec {
+            name: "confidence",
+            default: 0.85,
+            min: 0.0,
+            max: 1.0,
+            doc: "Lookups fail",
+        },
+        ParamSpec {
+            name: "confidence_latency",
+            default: 0.65,
+            min: 0.0,
+            max: 1.0,
+            doc: "Lookups slow down",
+        },
+    ],
+};
 
 /// Protocols that make a service a database.
 const DB_PROTOCOLS: &[&str] = &[
@@ -22,10 +87,11 @@ fn is_database(labels: &[(String, String)]) -> bool {
 
 /// Database: the subject is a database whose latency or errors rose, or a service whose own
 /// database calls slowed or failed.
-pub fn database(input: &RuleInput) -> Option<Diagnosis> {
+pub fn database(input: &RuleInput, params: &Params) -> Option<Diagnosis> {
     if input.subject.kind != SubjectKind::Service {
         return None;
     }
+    let p = params.of(&DATABASE_SPEC);
     let ms = &input.subject.metrics;
     if is_database(&input.subject.labels) {
         let x = first_rose(ms, &[m::LATENCY_MEAN_MS, m::LATENCY_P99_MS, m::ERROR_RATE])?;
@@ -33,7 +99,11 @@ pub fn database(input: &RuleInput) -> Option<Diagnosis> {
         ev.extend(rose(ms, m::DB_SLOW_QUERY_RATE).map(|s| evidence(s, "slow queries")));
         return Some(Diagnosis {
             category: Category::DatabaseSlow,
-            confidence: if ev.len() > 1 { 0.9 } else { 0.85 },
+            confidence: if ev.len() > 1 {
+                p.get("confidence_with_slow_queries")
+            } else {
+                p.get("confidence")
+            },
             evidence: ev,
             explanation: format!("Database {} is slow: {}", input.subject.id, change(x)),
         });
@@ -52,7 +122,11 @@ pub fn database(input: &RuleInput) -> Option<Diagnosis> {
         neighbours(input, Relation::Downstream).any(|n| n.abnormal && is_database(&n.labels));
     Some(Diagnosis {
         category: Category::DatabaseSlow,
-        confidence: if db_in_map { 0.4 } else { 0.75 },
+        confidence: if db_in_map {
+            p.get("confidence_caller_db_in_map")
+        } else {
+            p.get("confidence_caller")
+        },
         evidence: vec![evidence(x, "queries from this service")],
         explanation: format!(
             "{}'s database calls degraded: {}",
@@ -63,7 +137,8 @@ pub fn database(input: &RuleInput) -> Option<Diagnosis> {
 }
 
 /// DNS: lookups fail or slow down.
-pub fn dns(input: &RuleInput) -> Option<Diagnosis> {
+pub fn dns(input: &RuleInput, params: &Params) -> Option<Diagnosis> {
+    let p = params.of(&DNS_SPEC);
     let ms = &input.subject.metrics;
     let errors = rose(ms, m::DNS_ERROR_RATE);
     let slow = rose(ms, m::DNS_LATENCY_MS);
@@ -72,9 +147,9 @@ pub fn dns(input: &RuleInput) -> Option<Diagnosis> {
     ev.extend(errors.map(|x| evidence(x, "failed lookups")));
     ev.extend(slow.map(|x| evidence(x, "lookup time")));
     let confidence = match (errors, slow) {
-        (Some(_), Some(_)) => 0.9,
-        (Some(_), None) => 0.85,
-        _ => 0.65,
+        (Some(_), Some(_)) => p.get("confidence_errors_and_latency"),
+        (Some(_), None) => p.get("confidence"),
+        _ => p.get("confidence_latency"),
     };
     Some(Diagnosis {
         category: Category::DnsFailure,
@@ -92,6 +167,14 @@ pub fn dns(input: &RuleInput) -> Option<Diagnosis> {
 mod tests {
     use super::*;
     use crate::test_util::*;
+
+    fn database(i: &RuleInput) -> Option<Diagnosis> {
+        super::database(i, &Params::default())
+    }
+
+    fn dns(i: &RuleInput) -> Option<Diagnosis> {
+        super::dns(i, &Params::default())
+    }
 
     #[test]
     fn a_slow_database_subject() {

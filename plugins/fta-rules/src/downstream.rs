@@ -3,9 +3,33 @@
 
 use sonde_sdk::fault_rule::{Category, Diagnosis, Relation, RuleInput, SubjectKind, metric as m};
 
-use crate::util::{change, evidence, first_rose, neighbours};
+use sonde_sdk::fault_rule::helpers::{change, evidence, first_rose, neighbours};
+use sonde_sdk::fault_rule::params::{ParamSpec, Params, RuleSpec};
 
-pub fn downstream(input: &RuleInput) -> Option<Diagnosis> {
+/// `[live.rules.downstream-slow]`.
+pub const SPEC: RuleSpec = RuleSpec {
+    name: "downstream-slow",
+    doc: "A service slow or failing because a service it calls is.",
+    params: &[
+        ParamSpec {
+            name: "confidence",
+            default: 0.7,
+            min: 0.0,
+            max: 1.0,
+            doc: "The calls to the abnormal downstream show the rise too",
+        },
+        ParamSpec {
+            name: "confidence_unseen",
+            default: 0.4,
+            min: 0.0,
+            max: 1.0,
+            doc: "The downstream is abnormal but the calls to it show no rise",
+        },
+    ],
+};
+
+pub fn downstream(input: &RuleInput, params: &Params) -> Option<Diagnosis> {
+    let p = params.of(&SPEC);
     if input.subject.kind != SubjectKind::Service {
         return None;
     }
@@ -34,7 +58,11 @@ pub fn downstream(input: &RuleInput) -> Option<Diagnosis> {
         .unwrap_or_default();
     Some(Diagnosis {
         category: Category::DownstreamSlow,
-        confidence: if seen.is_some() { 0.7 } else { 0.4 },
+        confidence: if seen.is_some() {
+            p.get("confidence")
+        } else {
+            p.get("confidence_unseen")
+        },
         evidence: ev,
         explanation: format!(
             "{} is affected by its downstream {}{why}: {}",
@@ -49,6 +77,10 @@ pub fn downstream(input: &RuleInput) -> Option<Diagnosis> {
 mod tests {
     use super::*;
     use crate::test_util::*;
+
+    fn downstream(i: &RuleInput) -> Option<Diagnosis> {
+        super::downstream(i, &Params::default())
+    }
 
     #[test]
     fn names_the_most_abnormal_downstream() {

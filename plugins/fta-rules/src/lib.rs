@@ -7,9 +7,14 @@
 //! own code ([`code_error`]), a recent change ([`recent_change`]). Confidence grows with the
 //! evidence; a missing metric is unknown, never zero.
 //!
+//! Each branch's thresholds and confidences are named parameters with defaults ([`RULES`]),
+//! which the daemon sets from `[live.rules.<rule>]`; the helpers the branches are written with
+//! are the SDK's (`sonde_sdk::fault_rule::helpers`), so a rule of one's own reads the same.
+//!
 //! Built for `wasm32-wasip2` this crate is the component the daemon embeds and runs in its
 //! sandbox; built natively it is a plain library, so the same rules run in unit tests.
 
+use sonde_sdk::fault_rule::params::{Params, RuleParams, RuleSpec, Settings};
 use sonde_sdk::fault_rule::{Category, Diagnosis, FaultRule, RuleInfo, RuleInput};
 
 pub mod code_error;
@@ -18,7 +23,6 @@ pub mod downstream;
 pub mod network;
 pub mod recent_change;
 pub mod resources;
-mod util;
 
 /// The default tree.
 pub struct DefaultTree;
@@ -49,12 +53,46 @@ impl FaultRule for DefaultTree {
     fn evaluate(input: &RuleInput) -> Vec<Diagnosis> {
         evaluate(input)
     }
+
+    fn parameters() -> &'static [RuleSpec] {
+        RULES
+    }
+
+    fn evaluate_with(input: &RuleInput, params: &Params) -> Vec<Diagnosis> {
+        evaluate_with(input, params)
+    }
 }
 
 sonde_sdk::export_fault_rule!(DefaultTree);
 
 /// A branch of the tree: a diagnosis of its kind, or nothing.
-pub type Branch = fn(&RuleInput) -> Option<Diagnosis>;
+pub type Branch = fn(&RuleInput, &Params) -> Option<Diagnosis>;
+
+/// The tunables of every branch, in branch order (`[live.rules.<name>]`).
+pub const RULES: &[RuleSpec] = &[
+    network::SPEC,
+    downstream::SPEC,
+    resources::CPU_SPEC,
+    resources::MEMORY_SPEC,
+    resources::NODE_SPEC,
+    dependency::DATABASE_SPEC,
+    dependency::DNS_SPEC,
+    code_error::CODE_ERROR_SPEC,
+    code_error::SERVICE_SLOW_SPEC,
+    recent_change::SPEC,
+];
+
+/// [`RULES`] in the form a component reports them (what the daemon checks its configuration
+/// against without loading the component).
+pub fn parameters() -> Vec<RuleParams> {
+    RULES.iter().map(RuleParams::from).collect()
+}
+
+/// The checked values of `settings` (`[live.rules]`): an unknown rule or parameter, or a value
+/// out of its range, is a one-line error.
+pub fn params(settings: &Settings) -> Result<Params, String> {
+    Params::new(RULES, settings)
+}
 
 /// The branches, in the order ties are broken.
 pub const BRANCHES: &[Branch] = &[
@@ -70,9 +108,18 @@ pub const BRANCHES: &[Branch] = &[
     recent_change::recent_change,
 ];
 
-/// Every branch of the tree on one candidate, most confident first.
+/// Every branch of the tree on one candidate, most confident first, with the default
+/// parameters.
 pub fn evaluate(input: &RuleInput) -> Vec<Diagnosis> {
-    let mut out: Vec<Diagnosis> = BRANCHES.iter().filter_map(|branch| branch(input)).collect();
+    evaluate_with(input, &Params::default())
+}
+
+/// [`evaluate`] with configured parameters.
+pub fn evaluate_with(input: &RuleInput, params: &Params) -> Vec<Diagnosis> {
+    let mut out: Vec<Diagnosis> = BRANCHES
+        .iter()
+        .filter_map(|branch| branch(input, params))
+        .collect();
     // Stable: equal confidences keep the branch order.
     out.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
     out
@@ -195,6 +242,79 @@ mod tests {
                 "sorted"
             );
         }
+    }
+
+    fn set(rule: &str, name: &str, v: f64) -> Params {
+        let mut s = Settings::new();
+        s.entry(rule.into()).or_default().insert(name.into(), v);
+        params(&s).unwrap()
+    }
+
+    #[test]
+    fn parameters_move_thresholds_and_confidences() {
+        let throttled = input(
+            SubjectKind::Service,
+            "cart",
+            vec![metric(m::CPU_THROTTLED_RATIO, 0.0, 0.2, true)],
+        );
+        let cpu = |p: &Params| {
+            evaluate_with(&throttled, p)
+                .into_iter()
+                .find(|d| d.category == Category::CpuSaturation)
+        };
+        let d = cpu(&Params::default()).expect("20% throttled is saturation");
+        assert!((d.confidence - 0.8).abs() < 1e-9, "0.6 + 0.2: {d:?}");
+        assert!(
+            cpu(&set("cpu-saturation", "throttled_min", 0.3)).is_none(),
+            "a raised threshold: 20% is noise"
+        );
+        let d = cpu(&set("cpu-saturation", "confidence_throttled", 0.1)).unwrap();
+        assert!((d.confidence - 0.3).abs() < 1e-9, "{d:?}");
+        // Another rule's parameters leave this one alone.
+        assert_eq!(
+            cpu(&set("memory-pressure", "high", 0.5)),
+            cpu(&Params::default())
+        );
+        let dns = input(
+            SubjectKind::Service,
+            "cart",
+            vec![metric(m::DNS_ERROR_RATE, 0.0, 0.5, true)],
+        );
+        let d = evaluate_with(&dns, &set("dns-failure", "confidence", 0.42));
+        assert_eq!(d[0].confidence, 0.42);
+    }
+
+    #[test]
+    fn every_rule_declares_sane_parameters() {
+        let mut names: Vec<&str> = RULES.iter().map(|r| r.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), BRANCHES.len(), "one spec per branch, unique");
+        for r in RULES {
+            assert!(!r.params.is_empty() && !r.doc.is_empty(), "{}", r.name);
+            for p in r.params {
+                assert!(
+                    p.min <= p.default && p.default <= p.max && !p.doc.is_empty(),
+                    "{}.{}",
+                    r.name,
+                    p.name
+                );
+            }
+            // Every rule's defaults pass its own check.
+            let defaults: Settings = [(
+                r.name.to_string(),
+                r.params
+                    .iter()
+                    .map(|p| (p.name.to_string(), p.default))
+                    .collect(),
+            )]
+            .into();
+            assert_eq!(
+                params(&defaults).unwrap().of(r).get(r.params[0].name),
+                r.params[0].default
+            );
+        }
+        assert!(params(&[("cpu".to_string(), Default::default())].into()).is_err());
     }
 
     #[test]

@@ -5,7 +5,8 @@ use sonde_sdk::fault_rule::{
     Category, Diagnosis, Metric, Relation, RuleInput, SubjectKind, find, metric as m,
 };
 
-use crate::util::{all_rose, change, evidence, neighbours, rose};
+use sonde_sdk::fault_rule::helpers::{all_rose, change, evidence, neighbours, rose};
+use sonde_sdk::fault_rule::params::{ParamSpec, Params, RuleSpec};
 
 /// Network-quality metrics of an edge, strongest signal first.
 const NETWORK: &[&str] = &[
@@ -16,11 +17,79 @@ const NETWORK: &[&str] = &[
     m::CONNECT_FAIL_RATE,
 ];
 
-/// How much more the caller must wait than the callee works, without any network metric, to
-/// blame the wire.
-const CALLER_OVER_CALLEE: f64 = 2.0;
+/// `[live.rules.network]`.
+pub const SPEC: RuleSpec = RuleSpec {
+    name: "network",
+    doc: "A call edge where the caller waits (or fails) while the callee is normal.",
+    params: &[
+        ParamSpec {
+            name: "callee_explains",
+            default: 0.5,
+            min: 0.0,
+            max: 100.0,
+            doc: "The callee's own rise, as a share of the caller's, that makes it the callee's fault, not the network's",
+        },
+        ParamSpec {
+            name: "caller_over_callee",
+            default: 2.0,
+            min: 1.0,
+            max: 1000.0,
+            doc: "Without network metrics: how many times the callee's own latency the caller must wait to blame the wire",
+        },
+        ParamSpec {
+            name: "confidence",
+            default: 0.8,
+            min: 0.0,
+            max: 1.0,
+            doc: "Network metrics rose and the callee side is measured (plus confidence_per_signal per further metric)",
+        },
+        ParamSpec {
+            name: "confidence_unmeasured_callee",
+            default: 0.7,
+            min: 0.0,
+            max: 1.0,
+            doc: "Network metrics rose, the callee side is not measured (plus confidence_per_signal per further metric)",
+        },
+        ParamSpec {
+            name: "confidence_per_signal",
+            default: 0.05,
+            min: 0.0,
+            max: 1.0,
+            doc: "Added per network metric that rose",
+        },
+        ParamSpec {
+            name: "max_confidence",
+            default: 0.95,
+            min: 0.0,
+            max: 1.0,
+            doc: "Cap of confidence with its per-signal additions",
+        },
+        ParamSpec {
+            name: "max_confidence_unmeasured_callee",
+            default: 0.85,
+            min: 0.0,
+            max: 1.0,
+            doc: "Cap of confidence_unmeasured_callee with its per-signal additions",
+        },
+        ParamSpec {
+            name: "confidence_connect_fail",
+            default: 0.6,
+            min: 0.0,
+            max: 1.0,
+            doc: "Connects fail and nothing else is known",
+        },
+        ParamSpec {
+            name: "confidence_caller_only",
+            default: 0.5,
+            min: 0.0,
+            max: 1.0,
+            doc: "No network metric rose; the caller waits caller_over_callee times what the callee works",
+        },
+    ],
+};
 
-pub fn network(input: &RuleInput) -> Option<Diagnosis> {
+pub fn network(input: &RuleInput, params: &Params) -> Option<Diagnosis> {
+    let p = params.of(&SPEC);
     if input.subject.kind != SubjectKind::Edge {
         return None;
     }
@@ -41,7 +110,7 @@ pub fn network(input: &RuleInput) -> Option<Diagnosis> {
     // The callee's own numbers explain the caller's: a slow callee, not the network.
     if let Some(callee) = counterpart
         && callee.anomalous
-        && callee.after - callee.before >= 0.5 * caller_rise
+        && callee.after - callee.before >= p.get("callee_explains") * caller_rise
     {
         return None;
     }
@@ -49,18 +118,20 @@ pub fn network(input: &RuleInput) -> Option<Diagnosis> {
         .into_iter()
         .filter(|x| x.name != caller.name)
         .collect();
+    let per_signal = p.get("confidence_per_signal");
     let confidence = match (net.len(), counterpart) {
-        (0, None) if caller.name == m::CONNECT_FAIL_RATE => 0.6,
+        (0, None) if caller.name == m::CONNECT_FAIL_RATE => p.get("confidence_connect_fail"),
         // Nothing but the caller's view and no callee-side measure: unknown.
         (0, None) => return None,
         (0, Some(callee)) => {
-            if caller.after < CALLER_OVER_CALLEE * callee.after.max(f64::MIN_POSITIVE) {
+            if caller.after < p.get("caller_over_callee") * callee.after.max(f64::MIN_POSITIVE) {
                 return None;
             }
-            0.5
+            p.get("confidence_caller_only")
         }
-        (n, Some(_)) => (0.8 + 0.05 * n as f64).min(0.95),
-        (n, None) => (0.7 + 0.05 * n as f64).min(0.85),
+        (n, Some(_)) => (p.get("confidence") + per_signal * n as f64).min(p.get("max_confidence")),
+        (n, None) => (p.get("confidence_unmeasured_callee") + per_signal * n as f64)
+            .min(p.get("max_confidence_unmeasured_callee")),
     };
     let mut ev = vec![evidence(caller, "seen by the caller")];
     ev.extend(counterpart.map(|x| evidence(x, "the callee's own")));
@@ -102,6 +173,10 @@ fn callee_side<'a>(
 mod tests {
     use super::*;
     use crate::test_util::*;
+
+    fn network(i: &RuleInput) -> Option<Diagnosis> {
+        super::network(i, &Params::default())
+    }
 
     fn edge(metrics: Vec<Metric>) -> RuleInput {
         input(SubjectKind::Edge, "gw->cart", metrics)

@@ -5,15 +5,144 @@ use sonde_sdk::fault_rule::{
     Category, Diagnosis, Evidence, Metric, Relation, RuleInput, SubjectKind, find, metric as m,
 };
 
-use crate::util::{all_rose, change, evidence, first_rose, fmt, neighbours, rose};
+use sonde_sdk::fault_rule::helpers::{
+    all_rose, change, evidence, first_rose, format_value as fmt, neighbours, rose,
+};
+use sonde_sdk::fault_rule::params::{ParamSpec, Params, RuleSpec};
 
-/// Throttled share of CFS periods below which throttling is noise.
-const THROTTLED_MIN: f64 = 0.05;
-/// Usage over limit that counts as "at the limit".
-const CPU_AT_LIMIT: f64 = 0.9;
-/// Memory usage over limit that counts as pressure.
-const MEMORY_HIGH: f64 = 0.85;
-const MEMORY_CRITICAL: f64 = 0.95;
+/// `[live.rules.cpu-saturation]`.
+pub const CPU_SPEC: RuleSpec = RuleSpec {
+    name: "cpu-saturation",
+    doc: "A service's containers CPU-throttled or at their CPU limit.",
+    params: &[
+        ParamSpec {
+            name: "throttled_min",
+            default: 0.05,
+            min: 0.0,
+            max: 1.0,
+            doc: "Throttled share of CFS periods below which throttling is noise",
+        },
+        ParamSpec {
+            name: "at_limit",
+            default: 0.9,
+            min: 0.0,
+            max: 10.0,
+            doc: "Usage over limit that counts as at the limit",
+        },
+        ParamSpec {
+            name: "confidence_throttled_at_limit",
+            default: 0.7,
+            min: 0.0,
+            max: 1.0,
+            doc: "Throttled and at the limit: this plus the throttled share, capped at max_confidence",
+        },
+        ParamSpec {
+            name: "confidence_throttled",
+            default: 0.6,
+            min: 0.0,
+            max: 1.0,
+            doc: "Throttled: this plus the throttled share, capped at max_confidence",
+        },
+        ParamSpec {
+            name: "confidence",
+            default: 0.7,
+            min: 0.0,
+            max: 1.0,
+            doc: "At the limit without throttling",
+        },
+        ParamSpec {
+            name: "max_confidence",
+            default: 0.95,
+            min: 0.0,
+            max: 1.0,
+            doc: "Cap of the throttled confidences",
+        },
+    ],
+};
+/// `[live.rules.memory-pressure]`.
+pub const MEMORY_SPEC: RuleSpec = RuleSpec {
+    name: "memory-pressure",
+    doc: "A service's containers near their memory limit or OOM-killed.",
+    params: &[
+        ParamSpec {
+            name: "high",
+            default: 0.85,
+            min: 0.0,
+            max: 1.0,
+            doc: "Memory usage over limit that counts as pressure",
+        },
+        ParamSpec {
+            name: "critical",
+            default: 0.95,
+            min: 0.0,
+            max: 1.0,
+            doc: "Memory usage over limit that counts as critical",
+        },
+        ParamSpec {
+            name: "confidence_oom_and_high",
+            default: 0.95,
+            min: 0.0,
+            max: 1.0,
+            doc: "OOM kills and usage at least high",
+        },
+        ParamSpec {
+            name: "confidence",
+            default: 0.9,
+            min: 0.0,
+            max: 1.0,
+            doc: "OOM kills",
+        },
+        ParamSpec {
+            name: "confidence_critical",
+            default: 0.8,
+            min: 0.0,
+            max: 1.0,
+            doc: "Usage at least critical",
+        },
+        ParamSpec {
+            name: "confidence_high",
+            default: 0.7,
+            min: 0.0,
+            max: 1.0,
+            doc: "Usage at least high",
+        },
+    ],
+};
+/// `[live.rules.node-saturation]`.
+pub const NODE_SPEC: RuleSpec = RuleSpec {
+    name: "node-saturation",
+    doc: "A machine saturated so that the services on it suffer.",
+    params: &[
+        ParamSpec {
+            name: "min_services",
+            default: 2.0,
+            min: 1.0,
+            max: 1000000.0,
+            doc: "Abnormal services on a saturated machine for confidence (fewer: confidence_fewer)",
+        },
+        ParamSpec {
+            name: "confidence",
+            default: 0.9,
+            min: 0.0,
+            max: 1.0,
+            doc: "A saturated machine with at least min_services abnormal services on it",
+        },
+        ParamSpec {
+            name: "confidence_fewer",
+            default: 0.6,
+            min: 0.0,
+            max: 1.0,
+            doc: "A saturated machine with fewer abnormal services on it",
+        },
+        ParamSpec {
+            name: "confidence_service",
+            default: 0.5,
+            min: 0.0,
+            max: 1.0,
+            doc: "A service on a saturated machine (pointing at the machine)",
+        },
+    ],
+};
 
 /// Machine-wide saturation metrics.
 const NODE: &[&str] = &[
@@ -24,13 +153,14 @@ const NODE: &[&str] = &[
 ];
 
 /// CPU: throttling by the container's quota, or usage pinned at the limit.
-pub fn cpu(input: &RuleInput) -> Option<Diagnosis> {
+pub fn cpu(input: &RuleInput, params: &Params) -> Option<Diagnosis> {
     if input.subject.kind != SubjectKind::Service {
         return None;
     }
+    let p = params.of(&CPU_SPEC);
     let ms = &input.subject.metrics;
-    let throttled = rose(ms, m::CPU_THROTTLED_RATIO).filter(|x| x.after >= THROTTLED_MIN);
-    let at_limit = at_cpu_limit(ms);
+    let throttled = rose(ms, m::CPU_THROTTLED_RATIO).filter(|x| x.after >= p.get("throttled_min"));
+    let at_limit = at_cpu_limit(ms, p.get("at_limit"));
     if throttled.is_none() && at_limit.is_none() {
         return None;
     }
@@ -43,15 +173,15 @@ pub fn cpu(input: &RuleInput) -> Option<Diagnosis> {
     );
     let (confidence, what) = match (throttled, at_limit) {
         (Some(t), Some(_)) => (
-            (0.7 + t.after).min(0.95),
+            (p.get("confidence_throttled_at_limit") + t.after).min(p.get("max_confidence")),
             format!("CPU-throttled at its limit: {}", change(t)),
         ),
         (Some(t), None) => (
-            (0.6 + t.after).min(0.95),
+            (p.get("confidence_throttled") + t.after).min(p.get("max_confidence")),
             format!("CPU-throttled: {}", change(t)),
         ),
         (None, Some((usage, limit))) => (
-            0.7,
+            p.get("confidence"),
             format!(
                 "at its CPU limit: {} of {:.2} cores",
                 change(usage),
@@ -68,29 +198,30 @@ pub fn cpu(input: &RuleInput) -> Option<Diagnosis> {
     })
 }
 
-/// Usage that rose to within [`CPU_AT_LIMIT`] of a known limit: (usage, limit).
-fn at_cpu_limit(ms: &[Metric]) -> Option<(&Metric, &Metric)> {
+/// Usage that rose to `at_limit` times a known limit: (usage, limit).
+fn at_cpu_limit(ms: &[Metric], at_limit: f64) -> Option<(&Metric, &Metric)> {
     let usage = rose(ms, m::CPU_USAGE_CORES)?;
     let limit = find(ms, m::CPU_LIMIT_CORES).filter(|l| l.after > 0.0)?;
-    (usage.after >= CPU_AT_LIMIT * limit.after).then_some((usage, limit))
+    (usage.after >= at_limit * limit.after).then_some((usage, limit))
 }
 
 /// Memory: usage near the limit, or OOM kills.
-pub fn memory(input: &RuleInput) -> Option<Diagnosis> {
+pub fn memory(input: &RuleInput, params: &Params) -> Option<Diagnosis> {
     if input.subject.kind != SubjectKind::Service {
         return None;
     }
+    let p = params.of(&MEMORY_SPEC);
     let ms = &input.subject.metrics;
     let oom = rose(ms, m::OOM_KILLS);
-    let high = rose(ms, m::MEMORY_USAGE_RATIO).filter(|x| x.after >= MEMORY_HIGH);
+    let high = rose(ms, m::MEMORY_USAGE_RATIO).filter(|x| x.after >= p.get("high"));
     let first = oom.or(high)?;
     let mut ev: Vec<Evidence> = oom.iter().map(|x| evidence(x, "OOM kills")).collect();
     ev.extend(high.map(|x| evidence(x, "of the memory limit")));
     let confidence = match (oom, high) {
-        (Some(_), Some(_)) => 0.95,
-        (Some(_), None) => 0.9,
-        (None, Some(h)) if h.after >= MEMORY_CRITICAL => 0.8,
-        _ => 0.7,
+        (Some(_), Some(_)) => p.get("confidence_oom_and_high"),
+        (Some(_), None) => p.get("confidence"),
+        (None, Some(h)) if h.after >= p.get("critical") => p.get("confidence_critical"),
+        _ => p.get("confidence_high"),
     };
     Some(Diagnosis {
         category: Category::MemoryPressure,
@@ -104,13 +235,14 @@ pub fn memory(input: &RuleInput) -> Option<Diagnosis> {
     })
 }
 
-/// Machine: a node with CPU, memory or run-queue anomalies under two or more abnormal services
-/// (or one, with less confidence); a service on such a node points at it.
+/// Machine: a node with CPU, memory or run-queue anomalies under two or more (`min_services`)
+/// abnormal services (or fewer, with less confidence); a service on such a node points at it.
 ///
 /// Run-queue delay counts as saturation only with busy CPUs: tasks that wait while the CPUs
 /// are not busy wait for their own cgroup's quota (kernel PSI counts throttled tasks too),
 /// which is the CPU branch's case on the throttled service, not the machine's.
-pub fn node(input: &RuleInput) -> Option<Diagnosis> {
+pub fn node(input: &RuleInput, params: &Params) -> Option<Diagnosis> {
+    let p = params.of(&NODE_SPEC);
     let symptoms = |ms: &[Metric]| -> Vec<Evidence> {
         let rose = all_rose(ms, NODE);
         let busy = rose.iter().any(|x| x.name != m::NODE_RUNQUEUE_DELAY_MS);
@@ -130,7 +262,11 @@ pub fn node(input: &RuleInput) -> Option<Diagnosis> {
             if hurt.is_empty() {
                 return None;
             }
-            let confidence = if hurt.len() >= 2 { 0.9 } else { 0.6 };
+            let confidence = if hurt.len() as f64 >= p.get("min_services") {
+                p.get("confidence")
+            } else {
+                p.get("confidence_fewer")
+            };
             let explanation = format!(
                 "Machine {} is saturated ({} {} → {}) and slows {} service(s) on it: {}",
                 input.subject.id,
@@ -162,7 +298,7 @@ pub fn node(input: &RuleInput) -> Option<Diagnosis> {
             );
             Some(Diagnosis {
                 category: Category::NodeSaturation,
-                confidence: 0.5,
+                confidence: p.get("confidence_service"),
                 evidence: ev,
                 explanation,
             })
@@ -175,6 +311,18 @@ pub fn node(input: &RuleInput) -> Option<Diagnosis> {
 mod tests {
     use super::*;
     use crate::test_util::*;
+
+    fn cpu(i: &RuleInput) -> Option<Diagnosis> {
+        super::cpu(i, &Params::default())
+    }
+
+    fn memory(i: &RuleInput) -> Option<Diagnosis> {
+        super::memory(i, &Params::default())
+    }
+
+    fn node(i: &RuleInput) -> Option<Diagnosis> {
+        super::node(i, &Params::default())
+    }
 
     fn service(metrics: Vec<Metric>) -> RuleInput {
         input(SubjectKind::Service, "cart", metrics)
