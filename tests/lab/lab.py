@@ -829,7 +829,11 @@ class Prometheus:
         self.proc = None
 
     def start(self, targets, timeout=60):
-        os.makedirs(os.path.join(self.dir, "data"), exist_ok=True)
+        # A fresh TSDB per start: a bench restarts everything per run on one lab, and the
+        # hub's backfill would otherwise warm its detectors on the previous run's fault.
+        data = os.path.join(self.dir, "data")
+        shutil.rmtree(data, ignore_errors=True)
+        os.makedirs(data)
         conf = os.path.join(self.dir, "prometheus.yml")
         write(conf, json.dumps({
             "global": {"scrape_interval": "1s", "scrape_timeout": "900ms", "evaluation_interval": "1s"},
