@@ -328,28 +328,79 @@ fn leftovers(name: &str) -> Vec<String> {
     out
 }
 
+/// `lab.py ARGS…` with its stdout or stderr read to its end on a thread, as a terminal would
+/// (closing the pipe early would make lab.py's next write fail with EPIPE and turn a Ctrl-C
+/// into a different error): each line goes to `on_line`, which sends the test what it waits
+/// for.
+fn spawn_lab_reading<T: Send + 'static>(
+    args: &[&std::ffi::OsStr],
+    from_stderr: bool,
+    mut on_line: impl FnMut(&str, &std::sync::mpsc::Sender<T>) + Send + 'static,
+) -> (
+    std::process::Child,
+    std::sync::mpsc::Receiver<T>,
+    std::thread::JoinHandle<()>,
+) {
+    use std::io::{BufRead as _, BufReader, Read};
+    use std::process::Stdio;
+    let root = workspace_root();
+    let mut cmd = Command::new("python3");
+    cmd.arg(root.join("tests/lab/lab.py"))
+        .args(args)
+        .current_dir(&root);
+    if from_stderr {
+        cmd.stderr(Stdio::piped());
+    } else {
+        cmd.stdout(Stdio::piped());
+    }
+    let mut child = cmd.spawn().expect("running lab.py");
+    let pipe: Box<dyn Read + Send> = if from_stderr {
+        Box::new(child.stderr.take().expect("piped stderr"))
+    } else {
+        Box::new(child.stdout.take().expect("piped stdout"))
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            on_line(&line, &tx);
+        }
+    });
+    (child, rx, reader)
+}
+
+/// Ctrl-C to a running lab.py: it exits 130 and lab `name` leaves nothing behind.
+fn interrupt_and_check(
+    mut child: std::process::Child,
+    reader: std::thread::JoinHandle<()>,
+    name: &str,
+) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().expect("waiting for lab.py");
+    reader.join().expect("lab.py's output reader");
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "lab.py exits 130 on SIGINT: {status:?}"
+    );
+    let left = leftovers(name);
+    assert!(
+        left.is_empty(),
+        "after Ctrl-C the lab {name} left: {left:?}"
+    );
+}
+
 /// Ctrl-C while the lab is up (the load running, every server started) tears it all down.
 #[test]
 fn lab_tears_down_on_ctrl_c() {
-    use std::io::{BufRead as _, BufReader};
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     require_root();
-    let root = workspace_root();
-    let mut child = Command::new("python3")
-        .arg(root.join("tests/lab/lab.py"))
-        .args(["up", "--no-sonde"])
-        .current_dir(&root)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("running lab.py up");
-    let stdout = child.stdout.take().expect("piped stdout");
-    // Read stdout to its end on a thread, as a terminal would: closing the pipe early would
-    // make lab.py's next write fail (EPIPE) and turn a Ctrl-C into a different error.
-    let (tx, rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut name = None;
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
+    let mut name = None;
+    let (child, rx, reader) = spawn_lab_reading(
+        &["up".as_ref(), "--no-sonde".as_ref()],
+        false,
+        move |line, tx| {
             // "lab slXXXX is up (dir …):" once every service answers and the load runs, then
             // the banner, whose last line comes just before lab.py waits for Ctrl-C.
             if let Some(rest) = line.strip_prefix("lab ")
@@ -362,71 +413,51 @@ fn lab_tears_down_on_ctrl_c() {
             {
                 let _ = tx.send(n);
             }
-        }
-    });
-    // Returns Err when lab.py exits (the sender drops) without having said it is up.
-    let name = rx.recv().ok();
-    let name = name.expect("lab.py up never said the lab is up");
+        },
+    );
+    // Err when lab.py exits (the sender drops) without having said it is up.
+    let name = rx.recv().expect("lab.py up never said the lab is up");
     assert!(
         !leftovers(&name).is_empty(),
         "the lab {name} should exist while up"
     );
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let status = child.wait().expect("waiting for lab.py");
-    reader.join().expect("stdout reader");
-    assert_eq!(
-        status.code(),
-        Some(130),
-        "lab.py exits 130 on SIGINT: {status:?}"
-    );
-    let left = leftovers(&name);
-    assert!(
-        left.is_empty(),
-        "after Ctrl-C the lab {name} left: {left:?}"
-    );
+    interrupt_and_check(child, reader, &name);
 }
 
 /// Ctrl-C while the cluster is up (three daemons, Prometheus and the hub all started) stops
 /// every one of those processes and tears the lab down.
 #[test]
 fn cluster_lab_tears_down_on_ctrl_c() {
-    use std::io::{BufRead as _, BufReader, Write as _};
+    use std::io::Write as _;
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     require_root();
-    let root = workspace_root();
     let sonde = sonde_bin_path();
     let out = out_dir().join("ctrl-c-cluster.json");
-    let mut child = Command::new("python3")
-        .arg(root.join("tests/lab/lab.py"))
-        .args(["quiet", "--cluster", "--duration", "600", "--sonde"])
-        .arg(&sonde)
-        .arg("--out")
-        .arg(&out)
-        .current_dir(&root)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("running lab.py quiet --cluster");
-    let stderr = child.stderr.take().expect("piped stderr");
-    // The log, read to its end on a thread (and passed on): the lab's name, then each started
-    // process' pid; "started the hub" is the last start.
-    let (tx, rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let (mut name, mut pids) = (None, Vec::new());
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            let _ = writeln!(std::io::stderr(), "{line}");
-            if let Some((_, rest)) = line.split_once("building lab ") {
-                name = rest.split_whitespace().next().map(str::to_string);
-            }
-            if let Some((_, rest)) = line.split_once("(pid ")
-                && let Some(pid) = rest.split(')').next().and_then(|p| p.parse::<i32>().ok())
-            {
-                pids.push(pid);
-            }
-            if line.contains("started the hub") {
-                let _ = tx.send((name.take(), std::mem::take(&mut pids)));
-            }
+    let args: [&std::ffi::OsStr; 8] = [
+        "quiet".as_ref(),
+        "--cluster".as_ref(),
+        "--duration".as_ref(),
+        "600".as_ref(),
+        "--sonde".as_ref(),
+        sonde.as_ref(),
+        "--out".as_ref(),
+        out.as_ref(),
+    ];
+    // The log (passed on): the lab's name, then each started process' pid; "started the hub"
+    // is the last start.
+    let (mut name, mut pids) = (None, Vec::new());
+    let (child, rx, reader) = spawn_lab_reading(&args, true, move |line, tx| {
+        let _ = writeln!(std::io::stderr(), "{line}");
+        if let Some((_, rest)) = line.split_once("building lab ") {
+            name = rest.split_whitespace().next().map(str::to_string);
+        }
+        if let Some((_, rest)) = line.split_once("(pid ")
+            && let Some(pid) = rest.split(')').next().and_then(|p| p.parse::<i32>().ok())
+        {
+            pids.push(pid);
+        }
+        if line.contains("started the hub") {
+            let _ = tx.send((name.take(), std::mem::take(&mut pids)));
         }
     });
     let (name, pids) = rx
@@ -441,24 +472,11 @@ fn cluster_lab_tears_down_on_ctrl_c() {
     // SAFETY: kill(2) with signal 0 only probes whether a pid exists.
     let alive = |pid: i32| unsafe { libc::kill(pid, 0) } == 0;
     assert!(pids.iter().all(|p| alive(*p)), "all five run before Ctrl-C");
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let status = child.wait().expect("waiting for lab.py");
-    reader.join().expect("stderr reader");
-    assert_eq!(
-        status.code(),
-        Some(130),
-        "lab.py exits 130 on SIGINT: {status:?}"
-    );
+    interrupt_and_check(child, reader, &name);
     let running: Vec<i32> = pids.iter().copied().filter(|p| alive(*p)).collect();
     assert!(
         running.is_empty(),
         "still running after Ctrl-C: {running:?}"
-    );
-    let left = leftovers(&name);
-    assert!(
-        left.is_empty(),
-        "after Ctrl-C the lab {name} left: {left:?}"
     );
 }
 
