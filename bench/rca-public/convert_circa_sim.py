@@ -2,6 +2,7 @@
 """Convert CIRCA's simulated datasets into Sonde's import layout (one timeline per graph).
 
 Usage: convert_circa_sim.py [--as latency|rate] [--history N] [--separate] [--first-cases N]
+                            [--first-history N]
                             <generator output dir>/<num_node> <out dir>
 
 The input is what `python -m circa.experiment generate` (github.com/NetManAIOps/CIRCA,
@@ -27,7 +28,8 @@ followed by its 10 minutes after the fault, which are the case's window; the inj
 the window's first minute. With `--separate` every kept case is a timeline of its own
 (`<out>/g<i>-c<j>`: its whole normal period, then its window), as CIRCA's cases are: no
 history then holds another case's fault. `--first-cases N` reads only cases 0..N-1 of each
-graph. Standard library only; nothing is downloaded.
+graph and `--first-history N` keeps only the last N normal minutes of the first case too (how
+the committed excerpt analysis/tests/data/circa-excerpt was made). Standard library only; nothing is downloaded.
 """
 
 import csv
@@ -48,7 +50,7 @@ def load_graph(path):
     return sorted({(names[effect], names[cause]) for cause, effect in g["edges"]})
 
 
-def convert_graph(src, dst, as_metric, history, first_cases, separate=False):
+def convert_graph(src, dst, as_metric, history, first_cases, separate=False, first_history=None):
     column, kpi = METRIC[as_metric]
     edges = load_graph(os.path.join(src, "graph.json"))
     cases_dir = os.path.join(src, "cases")
@@ -74,7 +76,10 @@ def convert_graph(src, dst, as_metric, history, first_cases, separate=False):
             t = T0
         metrics, cases = out.metrics, out.cases
         normal = info["length_normal"]
-        begin = 0 if kept == 0 or separate else max(0, normal - history)
+        if kept == 0 or separate:
+            begin = 0 if first_history is None else max(0, normal - first_history)
+        else:
+            begin = max(0, normal - history)
         for r, row in enumerate(rows[begin:], start=begin):
             if r == normal:
                 fault_at = t
@@ -114,7 +119,7 @@ class Timeline:
 
 
 def main(argv):
-    as_metric, history, first_cases, separate = "latency", 120, None, False
+    as_metric, history, first_cases, separate, first_history = "latency", 120, None, False, None
     args = []
     it = iter(argv)
     for a in it:
@@ -122,6 +127,8 @@ def main(argv):
             as_metric = next(it)
         elif a == "--history":
             history = int(next(it))
+        elif a == "--first-history":
+            first_history = int(next(it))
         elif a == "--separate":
             separate = True
         elif a == "--first-cases":
@@ -145,6 +152,7 @@ def main(argv):
             history,
             first_cases,
             separate,
+            first_history,
         )
         print(f"graph {g}: {kept} one-cause cases of {total}")
 
