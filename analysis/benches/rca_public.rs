@@ -117,6 +117,9 @@ fn main() {
                         match analyze_bundle(&bundle, &mut rules, &AnalysisConfig::default()) {
                             Ok(r) => {
                                 if std::env::var("SONDE_RCA_CASE").is_ok_and(|c| c == case.id) {
+                                    if let Some(why) = &r.nothing_found {
+                                        eprintln!("    none ({mode}): {why}");
+                                    }
                                     for rc in r.root_causes.iter().take(6) {
                                         eprintln!(
                                             "    {} {:.3} {} {}",

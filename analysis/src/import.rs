@@ -305,9 +305,10 @@ impl Timeline {
     /// The bundle of one incident starting at `start` and lasting until `end`: every sample
     /// before `end` (the history is the baseline), the services and the call edges.
     pub fn bundle(&self, entry: &str, kpi: &str, start: i64, end: i64) -> Bundle {
-        let step = self
+        let kpi_series = self
             .series
-            .get(&(format!("service:{entry}"), kpi.to_string()))
+            .get(&(format!("service:{entry}"), kpi.to_string()));
+        let step = kpi_series
             .and_then(|s| {
                 s.windows(2)
                     .map(|w| w[1].0 - w[0].0)
@@ -315,9 +316,14 @@ impl Timeline {
                     .min()
             })
             .unwrap_or(60);
-        // The incident window starts at the first sample at or after `start`.
-        let start =
-            start.div_euclid(step) * step + if start.rem_euclid(step) == 0 { 0 } else { step };
+        // The incident window starts at the KPI's first sample at or after `start`: the
+        // samples' own times, since they need not be multiples of the step (a scrape at :20
+        // every minute; rounding up to a multiple skipped the fault's first sample there).
+        let start = kpi_series
+            .and_then(|s| s.iter().map(|p| p.0).find(|t| *t >= start))
+            .unwrap_or_else(|| {
+                start.div_euclid(step) * step + if start.rem_euclid(step) == 0 { 0 } else { step }
+            });
         let series = self
             .series
             .iter()
@@ -442,6 +448,21 @@ mod tests {
         let b = t.bundle("fe", "latency_mean_ms", 45 * 60 + 30, 50 * 60);
         assert_eq!(b.spec.incident.start, Some(46 * 60), "the next sample");
         assert_eq!(b.series.values().next().unwrap().len(), 50);
+    }
+
+    #[test]
+    fn incident_starts_at_the_samples_own_time_off_the_minute() {
+        // Samples at :20 of every minute: the incident starts at the first of them at or
+        // after the injection, not at the next whole minute (one sample later).
+        let mut csv = String::from("time,service,metric,value\n");
+        for i in 0..50 {
+            csv.push_str(&format!("{},fe,latency_mean,100\n", 20 + i * 60));
+        }
+        let t = Timeline::parse_metrics(Path::new("m.csv"), &csv).unwrap();
+        let b = t.bundle("fe", "latency_mean_ms", 45 * 60 + 20, 50 * 60);
+        assert_eq!(b.spec.incident.start, Some(45 * 60 + 20));
+        let b = t.bundle("fe", "latency_mean_ms", 45 * 60, 50 * 60);
+        assert_eq!(b.spec.incident.start, Some(45 * 60 + 20), "the next sample");
     }
 
     #[test]

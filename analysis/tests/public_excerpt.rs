@@ -1,5 +1,5 @@
-//! The engine on an excerpt of a public dataset (PetShop, CC-BY-4.0; tests/data/petshop-excerpt
-//! says which part): the import layout loads, every fault opens an incident of its own on the
+//! The engine on excerpts of public datasets (PetShop, CC-BY-4.0, and CIRCA's simulator,
+//! BSD-3-Clause; the README of each directory under tests/data says which part): the import layout loads, every fault opens an incident of its own on the
 //! one timeline, and the injected service is ranked first in most cases. The whole datasets run
 //! in `cargo bench --bench rca_public`.
 
@@ -59,4 +59,33 @@ fn petshop_excerpt() {
     assert!(given.1 >= 6 && given.2 >= 6, "given: {given:?}");
     assert!(detect.0 >= 5, "detect: {detect:?}");
     assert!(detect.1 >= 5, "detect: {detect:?}");
+}
+
+#[test]
+fn circa_excerpt() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/circa-excerpt");
+    let tl = Timeline::load(&dir).unwrap();
+    assert_eq!(tl.cases.len(), 4);
+    assert_eq!(tl.edges.len(), 100);
+    // Samples 20 s past the minute: the incident must start at the fault's first sample
+    // (starting a sample late left one anomalous sample of the 2-minute fault, and case 5
+    // found nothing).
+    let case = &tl.cases[0];
+    let b = tl.bundle(
+        &case.entry,
+        &case.kpi,
+        case.injected_at.unwrap(),
+        case.window_end,
+    );
+    assert_eq!(b.spec.incident.start, case.injected_at);
+    let given = top(&tl, false);
+    let detect = top(&tl, true);
+    eprintln!("given {given:?} detect {detect:?}");
+    // Measured when this test was written: 3 of 4 first with the injection given (case 7's
+    // n34 second behind its caller n1), all 4 in the top 3; the detector opens case 5 only,
+    // ranked right (the SLI falls at faults 6 and 8, and latency is watched upwards; at 7 it
+    // goes 1.3, 4.7, 2.9 σ and opens nothing).
+    assert_eq!(given.0, 4);
+    assert!(given.1 >= 3 && given.2 == 4, "given: {given:?}");
+    assert!(detect.0 >= 1 && detect.1 >= 1, "detect: {detect:?}");
 }
