@@ -156,6 +156,8 @@ pub struct NetOffsets {
     /// `tcp_probe.skaddr` (Linux 6.6+; 0 before): the socket, for the capture scope. Read with
     /// a helper, not inside the record window, so its absence costs no kernel its probe.
     pub probe_skaddr: u16,
+    /// Unused: keeps `Config` a whole number of 4-byte words without implicit padding.
+    pub _reserved: u16,
     /// `tcp:tcp_send_reset` (sockaddrs as in tcp_probe).
     pub send_rst_skaddr: u16,
     pub send_rst_state: u16,
@@ -221,6 +223,7 @@ impl NetOffsets {
         probe_srtt: 0,
         probe_snd_cwnd: 0,
         probe_skaddr: 0,
+        _reserved: 0,
         send_rst_skaddr: 0,
         send_rst_state: 0,
         send_rst_saddr: 0,

@@ -882,7 +882,7 @@ mod tests {
     #[test]
     fn config_layout_has_no_implicit_padding() {
         use std::mem::size_of;
-        assert_eq!(size_of::<abi::net::NetOffsets>(), 50 * 2);
+        assert_eq!(size_of::<abi::net::NetOffsets>(), 52 * 2);
         assert_eq!(
             size_of::<abi::Config>(),
             8 * 4
