@@ -300,7 +300,8 @@ impl Engine {
             let Some(v) = w.last else {
                 continue;
             };
-            if v.anomalous && v.run >= self.settings.open_after && self.significant(kpi, &v) {
+            if v.anomalous && v.run >= self.settings.open_after_steps() && self.significant(kpi, &v)
+            {
                 triggers.push((service.clone(), kpi.clone(), v.run));
             }
         }

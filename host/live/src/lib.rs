@@ -48,7 +48,7 @@ pub use board::{
 pub use engine::{Engine, Extras, NoExtras, StepInput};
 pub use history::History;
 pub use sample::service_of;
-pub use settings::LiveSettings;
+pub use settings::{LiveSettings, MIN_OPEN_SECONDS};
 use slow_sql::{SlowSample, slow_sql_of};
 
 /// The daemon's live diagnosis: this node's records, map edges and resources turned into one

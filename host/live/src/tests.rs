@@ -360,3 +360,24 @@ fn edges_are_refused_before_services_at_the_series_cap() {
     assert!(kept.contains(&("node:n1".into(), "node_cpu_ratio".into())));
     assert_eq!(engine.stats().series_refused, 32);
 }
+
+/// At 1-second steps an incident needs 3 anomalous steps (3 s), at 5-second steps `open_after`.
+#[test]
+fn short_steps_need_three_seconds_of_anomaly_to_open() {
+    let at = |step_ms: u64| {
+        LiveSettings {
+            step_ms,
+            ..Default::default()
+        }
+        .open_after_steps()
+    };
+    assert_eq!(at(1000), 3);
+    assert_eq!(at(2000), 2);
+    assert_eq!(at(5000), 2);
+    let mut s = LiveSettings {
+        step_ms: 1000,
+        ..Default::default()
+    };
+    s.open_after = 5;
+    assert_eq!(s.open_after_steps(), 5, "a longer open_after stays");
+}
