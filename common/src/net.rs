@@ -153,7 +153,7 @@ pub struct NetOffsets {
     pub probe_snd_una: u16,
     pub probe_srtt: u16,
     pub probe_snd_cwnd: u16,
-    /// `tcp_probe.skaddr` (Linux 6.6+; 0 before): the socket, for the capture scope. Read with
+    /// `tcp_probe.skaddr` (0 where the record has none): the socket, for the capture scope. Read with
     /// a helper, not inside the record window, so its absence costs no kernel its probe.
     pub probe_skaddr: u16,
     /// Unused: keeps `Config` a whole number of 4-byte words without implicit padding.

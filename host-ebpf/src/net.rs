@@ -271,8 +271,8 @@ pub fn sonde_tcp_probe(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// tcp_probe's socket, where the record has one (Linux 6.6+). A helper read: the field lies
-/// past the window the other fields are loaded from on older layouts.
+/// tcp_probe's socket, where the record has one (6.18's does; not every kernel's may). A
+/// helper read: the field lies past the window the other fields are loaded from.
 #[inline(always)]
 fn probe_sock(ctx: &TracePointContext) -> Option<u64> {
     let off = net_off!(probe_skaddr);
